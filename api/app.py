@@ -1,0 +1,59 @@
+"""The FastAPI application factory and its lifespan."""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from api.problems import install_problem_handlers
+from api.routes import citizens, health
+from api.settings import ApiSettings
+from api.state import AppState
+from api.streaming import ChangeHub
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ContextReader
+from models.database import DatabaseSettings, create_db_engine
+
+
+def create_app(
+    *,
+    api: ApiSettings | None = None,
+    redis_settings: RedisSettings | None = None,
+    timeline: TimelineSettings | None = None,
+    database: DatabaseSettings | None = None,
+) -> FastAPI:
+    """Build the app; clients are created in the lifespan, never at import time."""
+    api = api or ApiSettings()
+    redis_settings = redis_settings or RedisSettings()
+    timeline = timeline or TimelineSettings()
+    database = database or DatabaseSettings()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
+        client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+        engine = create_db_engine(database)
+        reader = ContextReader(client, prefix=redis_settings.key_prefix, timeline=timeline)
+        hub = ChangeHub(client, channel=reader.channel, queue_size=api.stream_queue_size)
+        hub_task = asyncio.create_task(hub.run(), name="change-hub")
+        try:
+            yield AppState(redis=client, reader=reader, hub=hub, engine=engine)
+        finally:
+            hub_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hub_task
+            await client.aclose()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Citizen Context",
+        summary="Each citizen's recent interactions, live, for the agent handling their enquiry.",
+        version="1",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(citizens.router)
+    return app

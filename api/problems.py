@@ -1,0 +1,71 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`), never a bare 500."""
+
+from http import HTTPStatus
+from typing import Any
+
+import redis.exceptions
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+log = structlog.get_logger("api")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    request: Request, status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    """A problem-details response for `status`, its title taken from the HTTP reason phrase."""
+    problem = Problem(
+        title=HTTPStatus(status).phrase, status=status, detail=detail, instance=request.url.path, errors=errors
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_CONTENT_TYPE
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Turn every error the app can raise into problem details."""
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(request: Request, error: HTTPException) -> JSONResponse:
+        response = problem_response(request, error.status_code, str(error.detail))
+        for name, value in (error.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"location": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+            for item in error.errors()
+        ]
+        return problem_response(request, 422, "The request is not valid.", errors=errors)
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+        log.warning("redis unavailable", path=request.url.path, error=str(error))
+        response = problem_response(request, 503, "The context store is unavailable; try again shortly.")
+        response.headers["Retry-After"] = "1"
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return problem_response(request, 500, "An unexpected error occurred; it has been logged.")

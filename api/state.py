@@ -1,0 +1,18 @@
+"""The typed state the lifespan builds and every request reads."""
+
+from typing import TypedDict
+
+import redis.asyncio as aioredis
+from sqlalchemy import Engine
+
+from api.streaming import ChangeHub
+from context.store import ContextReader
+
+
+class AppState(TypedDict):
+    """Clients and services shared by every request of one API process."""
+
+    redis: "aioredis.Redis"
+    reader: ContextReader
+    hub: ChangeHub
+    engine: Engine

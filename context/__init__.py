@@ -1,0 +1,1 @@
+"""The projection: each citizen's context in Redis, its rules, and the reads and writes on it."""

@@ -1,0 +1,33 @@
+"""Settings of the Redis projection: where it lives and the timeline's limits."""
+
+from pydantic import Field, RedisDsn
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RedisSettings(BaseSettings):
+    """The Redis server that holds the projection, and the prefix of every key the project writes."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_REDIS_", env_file=".env", extra="ignore")
+
+    url: RedisDsn = Field(default=RedisDsn("redis://127.0.0.1:6380/0"), description="Redis server URL.")
+    key_prefix: str = Field(
+        default="cc",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Prefix of every Redis key and channel; lets several deployments or tests share a server.",
+    )
+
+
+class TimelineSettings(BaseSettings):
+    """How much of each citizen's history the projection keeps."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_TIMELINE_", env_file=".env", extra="ignore")
+
+    max_events: int = Field(default=200, ge=1, description="Most events kept per citizen (the oldest go first).")
+    max_age_days: float = Field(default=90, gt=0, description="Events older than this are dropped.")
+    inactivity_expiry_days: float = Field(
+        default=90, gt=0, description="A citizen's data expires after this long without a new event."
+    )
+    change_log_length: int = Field(
+        default=500, ge=1, description="Changes kept per citizen so that a reconnecting stream can resume."
+    )
+    page_size: int = Field(default=50, ge=1, le=500, description="Timeline events returned with the context.")

@@ -1,0 +1,64 @@
+"""The consumer process's own small HTTP endpoint: /healthz and /readyz."""
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class ConsumerHealth:
+    """What the consumer loop last learnt about its dependencies (written by the loop, read by HTTP)."""
+
+    redis_ok: bool = False
+    kafka_ok: bool = False
+    last_check: float = field(default_factory=time.monotonic)
+    applied: int = 0
+    invalid: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Ready when Redis and Kafka both answered the last check."""
+        return self.redis_ok and self.kafka_ok
+
+    def report(self) -> dict[str, object]:
+        """The readiness document (the same shape as the API's /readyz)."""
+        return {
+            "status": "ready" if self.ready else "unavailable",
+            "checks": {"redis": _ok(self.redis_ok), "kafka": _ok(self.kafka_ok)},
+            "events_applied": self.applied,
+            "events_invalid": self.invalid,
+        }
+
+
+def _ok(flag: bool) -> str:
+    return "ok" if flag else "unavailable"
+
+
+def serve_health(health: ConsumerHealth, *, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve /healthz and /readyz from a daemon thread; returns the server (its port may be chosen)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._send(200, {"status": "ok"})
+            elif self.path == "/readyz":
+                self._send(200 if health.ready else 503, health.report())
+            else:
+                self._send(404, {"title": "Not Found", "status": 404})
+
+        def _send(self, status: int, body: dict[str, object]) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+            """Probes every few seconds would drown the log; stay quiet."""
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="consumer-health", daemon=True).start()
+    return server

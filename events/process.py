@@ -1,0 +1,59 @@
+"""`citizen-context consume`: one consumer process, from settings to a clean exit on SIGTERM."""
+
+import signal
+import threading
+from types import FrameType
+
+import redis
+import structlog
+
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from events.consumer import ProjectionConsumer, create_consumer
+from events.health import ConsumerHealth, serve_health
+from events.settings import ConsumerSettings, KafkaSettings
+from events.topics import ensure_topic
+
+log = structlog.get_logger("consumer")
+
+
+def run_consumer_process() -> None:
+    """Run the consumer until SIGTERM or SIGINT, then finish the batch, commit and exit."""
+    kafka = KafkaSettings()
+    redis_settings = RedisSettings()
+    consumer_settings = ConsumerSettings()
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("stop requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    health = ConsumerHealth()
+    server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
+    redis_client = redis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions)
+    consumer = create_consumer(kafka)
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    log.info(
+        "consumer started",
+        topic=kafka.topic,
+        group=kafka.group_id,
+        health=f"http://{consumer_settings.health_host}:{server.server_address[1]}/readyz",
+    )
+    try:
+        ProjectionConsumer(
+            consumer=consumer,
+            writer=writer,
+            redis_client=redis_client,
+            health=health,
+            poll_timeout_ms=kafka.poll_timeout_ms,
+        ).run(stop)
+    finally:
+        # autocommit=False: only what run() committed after applying counts as consumed.
+        consumer.close(autocommit=False)
+        redis_client.close()
+        server.shutdown()
+        log.info("consumer stopped", applied=health.applied, invalid=health.invalid)

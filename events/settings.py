@@ -1,0 +1,35 @@
+"""Settings of the Kafka side: the broker, the topic and the consumer group."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Where the interactions topic lives and how the consumer group reads it."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_KAFKA_", env_file=".env", extra="ignore")
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9192", description="Kafka bootstrap servers, comma-separated.")
+    topic: str = Field(
+        default="citizen.interactions",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Topic the services of the organisation publish CloudEvents to.",
+    )
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of the topic when the project creates it.")
+    group_id: str = Field(default="citizen-context", description="Consumer group of the projection consumers.")
+    max_poll_records: int = Field(default=500, ge=1, description="Most records taken in one batch.")
+    poll_timeout_ms: int = Field(default=500, ge=1, description="How long one poll waits for records.")
+
+    @property
+    def bootstrap_list(self) -> list[str]:
+        """The bootstrap servers as the list kafka-python expects."""
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+
+class ConsumerSettings(BaseSettings):
+    """The consumer process's own HTTP endpoint (health, readiness)."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_CONSUMER_", env_file=".env", extra="ignore")
+
+    health_host: str = Field(default="127.0.0.1", description="Address of the consumer's health endpoint.")
+    health_port: int = Field(default=8081, ge=0, description="Port of the consumer's /healthz and /readyz (0: any).")

@@ -1,0 +1,62 @@
+"""The SQL side: settings, the engine and schema migrations (Alembic)."""
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine, event, text
+from sqlmodel import create_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class DatabaseSettings(BaseSettings):
+    """The relational database: SQLite by default, PostgreSQL in production."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_DATABASE_", env_file=".env", extra="ignore")
+
+    url: str = Field(
+        default="sqlite:///.data/citizen-context.db",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db.",
+    )
+
+
+def create_db_engine(settings: DatabaseSettings) -> Engine:
+    """Build the engine for the configured URL (the SQLite file's folder is created if missing)."""
+    if settings.url.startswith("sqlite:///"):
+        database = settings.url.removeprefix("sqlite:///")
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(settings.url, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    # WAL lets the API read while a migration or another process writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def migrate(settings: DatabaseSettings, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent)."""
+    engine = create_db_engine(settings)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the SQL schema; `citizen-context db upgrade` applies them."""

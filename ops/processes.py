@@ -1,0 +1,112 @@
+"""Background processes started by the CLI: PID files, liveness, and stopping only what we started."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ServiceError(Exception):
+    """A server could not be installed, started or stopped; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PidFile:
+    """Records the PID of a process we started, with a marker that must appear in its command line.
+
+    The marker guards against PID reuse: a recorded PID whose process no longer carries the marker is
+    not ours any more, and is never signalled.
+    """
+
+    path: Path
+    marker: str
+
+    def write(self, pid: int) -> None:
+        """Record `pid`."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(f"{pid}\n")
+
+    def running_pid(self) -> int | None:
+        """The recorded PID if that process still runs and is ours; otherwise None (stale file removed)."""
+        try:
+            pid = int(self.path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if is_our_process(pid, self.marker):
+            return pid
+        self.path.unlink(missing_ok=True)
+        return None
+
+    def stop(self, *, timeout_s: float = 30.0) -> bool:
+        """SIGTERM our process, SIGKILL it if it outlives `timeout_s`; True if one was stopped."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        stop_pid(pid, self.marker, timeout_s=timeout_s)
+        self.path.unlink(missing_ok=True)
+        return True
+
+
+def is_our_process(pid: int, marker: str) -> bool:
+    """True when `pid` runs (not a zombie) and its command line contains `marker`."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and marker in cmdline
+
+
+def stop_pid(pid: int, marker: str, *, timeout_s: float) -> None:
+    """Stop one process that is ours, politely first."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not is_our_process(pid, marker):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    # A server started by this very process would stay a zombie until waited for.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def spawn(command: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a detached background process (its own session, so Ctrl-C in a terminal does not reach it)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
+
+
+def port_open(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

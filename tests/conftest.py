@@ -1,0 +1,206 @@
+"""Fixtures that connect to the servers the test command started; nothing here starts a server.
+
+Each test isolates itself: its own Redis key prefix, its own Kafka topic and consumer group.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import redis.asyncio as aioredis
+from kafka.admin import KafkaAdminClient
+
+from context.settings import RedisSettings, TimelineSettings
+from events.settings import KafkaSettings
+from events.topics import ensure_topic
+from models.database import DatabaseSettings, migrate
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def key_prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(str(RedisSettings().url))
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_settings(key_prefix: str) -> RedisSettings:
+    """Settings pointing at the test Redis, with this test's prefix."""
+    return RedisSettings(key_prefix=key_prefix)
+
+
+@pytest.fixture
+def redis_client(redis_settings: RedisSettings) -> Iterator["redis.Redis"]:
+    """A synchronous client of the test Redis."""
+    client = redis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def async_redis(redis_settings: RedisSettings) -> AsyncIterator["aioredis.Redis"]:
+    """An asyncio client of the test Redis."""
+    client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def timeline_settings() -> TimelineSettings:
+    """The default timeline limits."""
+    return TimelineSettings()
+
+
+@pytest.fixture
+def kafka_topic() -> Iterator[str]:
+    """A Kafka topic of this test's own (3 partitions), deleted afterwards."""
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    servers = KafkaSettings().bootstrap_list
+    ensure_topic(servers, name, partitions=3)
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def database_settings(tmp_path: Path) -> DatabaseSettings:
+    """A migrated SQLite database of this test's own."""
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'test.db'}")
+    migrate(settings)
+    return settings
+
+
+@dataclass
+class Process:
+    """A project process started by a test (`citizen-context …`), stopped by its PID."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None)
+
+    def start(self) -> "Process":
+        """Start it (again)."""
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", *self.args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        return self
+
+    def stop(self, *, kill: bool = False) -> int:
+        """SIGTERM (or SIGKILL) it and wait; its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+        return self.process.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        """True while it runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """Everything it printed."""
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    """A consumer and an API process sharing this test's topic, group, Redis prefix and database."""
+
+    env: dict[str, str]
+    tmp_path: Path
+    api_port: int
+    health_port: int
+    processes: list[Process] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def consumer(self) -> Process:
+        """Start a consumer process."""
+        process = Process(["consume"], self.env, self.tmp_path / "consumer.log").start()
+        self.processes.append(process)
+        wait_until(lambda: _ready(f"http://127.0.0.1:{self.health_port}/readyz"), what="consumer ready",
+                   process=process)
+        return process
+
+    def api(self) -> Process:
+        """Start an API process."""
+        process = Process(["api", "--port", str(self.api_port)], self.env, self.tmp_path / "api.log").start()
+        self.processes.append(process)
+        wait_until(lambda: _ready(f"{self.api_url}/readyz"), what="API ready", process=process)
+        return process
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float = 60,
+               process: Process | None = None) -> None:
+    """Poll `condition` until it holds; fail with `what` (and the process's log) after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and not process.alive:
+            pytest.fail(f"process exited while waiting for {what}:\n{process.log()[-3000:]}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}" + (f":\n{process.log()[-3000:]}" if process else ""))
+
+
+@pytest.fixture
+def stack(tmp_path: Path, key_prefix: str, kafka_topic: str) -> Iterator[Stack]:
+    """Environment for real project processes, isolated to this test; they are stopped afterwards."""
+    api_port, health_port = free_port(), free_port()
+    env = {
+        "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix,
+        "CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic,
+        "CITIZEN_CONTEXT_KAFKA_GROUP_ID": f"group-{kafka_topic}",
+        "CITIZEN_CONTEXT_KAFKA_POLL_TIMEOUT_MS": "100",
+        "CITIZEN_CONTEXT_CONSUMER_HEALTH_PORT": str(health_port),
+        "CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    result = Stack(env=env, tmp_path=tmp_path, api_port=api_port, health_port=health_port)
+    yield result
+    for process in result.processes:
+        if process.alive:
+            process.stop()

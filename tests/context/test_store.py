@@ -1,0 +1,120 @@
+"""The atomic, idempotent write path and the consistent reads, against the real Redis."""
+
+from datetime import UTC, datetime, timedelta
+
+import redis
+import redis.asyncio as aioredis
+
+from context.keys import CitizenKeys
+from context.settings import TimelineSettings
+from context.store import ContextReader, ProjectionWriter
+from context.timeline import order_timeline
+from tests.factories import make_event
+
+NOW = datetime.now(UTC)
+
+
+def writer_for(client: "redis.Redis", prefix: str, **limits: float) -> ProjectionWriter:
+    return ProjectionWriter(client, prefix=prefix, timeline=TimelineSettings(**limits))
+
+
+async def test_events_are_served_newest_first_whatever_the_arrival_order(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-1", minutes_ago=m, now=NOW) for m in (5, 50, 1, 20)]
+    results = writer.apply_batch(events)
+    assert [r.version for r in results] == [1, 2, 3, 4]
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-1")
+    assert context.version == 4
+    assert context.timeline == order_timeline(events)
+
+
+async def test_applying_the_same_event_twice_changes_nothing(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    event = make_event("C-2", now=NOW)
+    first = writer.apply_batch([event])
+    epoch = writer.current_epoch()
+    keys = CitizenKeys(key_prefix, epoch, "C-2")
+    before = {key: redis_client.dump(key) for key in keys.all()}
+    again = writer.apply_batch([event, event])
+    assert [r.applied for r in first + again] == [True, False, False]
+    assert [r.version for r in again] == [1, 1]
+    assert {key: redis_client.dump(key) for key in keys.all()} == before
+
+
+async def test_count_cap_drops_the_oldest_and_a_too_old_late_event_is_no_change(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, max_events=3)
+    events = [make_event("C-3", minutes_ago=m, now=NOW) for m in (40, 30, 20, 10)]
+    writer.apply_batch(events)
+    late = make_event("C-3", minutes_ago=90, now=NOW)
+    [result] = writer.apply_batch([late])
+    assert not result.applied
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-3")
+    assert context.timeline == order_timeline(events)[:3]
+    assert context.version == 4
+
+
+async def test_age_cap_drops_events_older_than_max_age(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, max_age_days=1)
+    recent = make_event("C-4", minutes_ago=60, now=NOW)
+    too_old = make_event("C-4", minutes_ago=60 * 30, now=NOW)
+    results = writer.apply_batch([recent, too_old], now=NOW)
+    assert [r.applied for r in results] == [True, False]
+    # Time passes: yesterday's event now falls outside the window when the next one arrives.
+    later = NOW + timedelta(hours=24)
+    writer.apply_batch([make_event("C-4", now=later)], now=later)
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-4")
+    assert recent not in context.timeline
+    assert len(context.timeline) == 1
+
+
+def test_a_citizens_keys_expire_after_inactivity(redis_client: "redis.Redis", key_prefix: str) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    writer.apply_batch([make_event("C-5", now=NOW)])
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-5")
+    for key in keys.all():
+        assert 0 < redis_client.ttl(key) <= 2 * 86400
+
+
+async def test_changes_since_returns_exactly_the_missed_changes(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, change_log_length=3)
+    events = [make_event("C-6", minutes_ago=10 - m, now=NOW) for m in range(5)]
+    writer.apply_batch(events)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = await reader.current_epoch()
+    missed = await reader.changes_since("C-6", epoch=epoch, version=3)
+    assert missed is not None
+    assert [c.version for c in missed] == [4, 5]
+    assert [c.event for c in missed] == events[3:]
+    assert await reader.changes_since("C-6", epoch=epoch, version=5) == []
+    # Version 1's successors are no longer all held (only the last 3 are): the caller must re-sync.
+    assert await reader.changes_since("C-6", epoch=epoch, version=1) is None
+
+
+async def test_every_change_is_published_with_its_version(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    async with async_redis.pubsub() as pubsub:
+        await pubsub.subscribe(reader.channel)
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        event = make_event("C-7", now=NOW)
+        writer_for(redis_client, key_prefix).apply_batch([event, event])
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None
+        assert '"version":1' in message["data"]
+        assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+
+
+async def test_unknown_citizen_is_empty_at_version_zero(async_redis: "aioredis.Redis", key_prefix: str) -> None:
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-none")
+    assert (context.version, context.timeline) == (0, [])

@@ -1,0 +1,115 @@
+"""Kafka record -> CloudEvent: both binding modes, and every kind of bad input."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from events.codec import InvalidEvent, decode_record, encode_structured
+from tests.factories import make_event
+
+VALID = {
+    "specversion": "1.0",
+    "id": "evt-1",
+    "source": "/telephony/contact-centre",
+    "type": "call.ended",
+    "subject": "C-100234",
+    "time": "2026-11-28T09:15:00Z",
+    "data": {"channel": "phone", "summary": "Asked about HB-4471"},
+}
+
+
+def test_structured_round_trip() -> None:
+    event = make_event("C-9")
+    value, headers = encode_structured(event)
+    assert headers == [("content-type", b"application/cloudevents+json")]
+    assert decode_record(value, headers) == event
+
+
+def test_structured_keeps_extension_attributes() -> None:
+    event = decode_record(json.dumps({**VALID, "traceparent": "00-abc-01"}).encode())
+    assert event.model_extra == {"traceparent": "00-abc-01"}
+    assert json.loads(event.to_json())["traceparent"] == "00-abc-01"
+
+
+def test_binary_mode_reads_ce_headers() -> None:
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"evt-2"),
+        ("ce_source", b"/payments"),
+        ("ce_type", b"payment.failed"),
+        ("ce_subject", b"C-100234"),
+        ("ce_time", b"2026-11-28T09:15:00+01:00"),
+        ("content-type", b"application/json"),
+    ]
+    event = decode_record(b'{"channel": "direct-debit", "summary": "Instalment failed"}', headers)
+    assert (event.id, event.source, event.subject) == ("evt-2", "/payments", "C-100234")
+    assert event.datacontenttype == "application/json"
+    assert event.data == {"channel": "direct-debit", "summary": "Instalment failed"}
+    assert event.time.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"\xff\xfe not json", "not-json"),
+        (b"{not json", "not-json"),
+        (b"[1, 2]", "not-an-object"),
+        (json.dumps({**VALID, "specversion": "0.3"}).encode(), "invalid"),
+        (json.dumps({k: v for k, v in VALID.items() if k != "subject"}).encode(), "invalid"),
+        (json.dumps({**VALID, "subject": "C-1}{x"}).encode(), "invalid"),
+        (json.dumps({**VALID, "time": "2026-11-28T09:15:00"}).encode(), "invalid"),
+        (json.dumps({**VALID, "time": "yesterday"}).encode(), "invalid"),
+        (json.dumps({**VALID, "id": ""}).encode(), "invalid"),
+    ],
+)
+def test_bad_structured_records_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(value)
+    assert caught.value.reason == reason
+    assert caught.value.detail
+
+
+def test_the_reason_names_the_bad_attribute() -> None:
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(json.dumps({**VALID, "time": "yesterday"}).encode())
+    assert caught.value.detail.startswith("time:")
+
+
+def test_binary_mode_with_bad_json_data_is_rejected() -> None:
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k != "data"]
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(b"{oops", [*headers, ("content-type", b"application/json")])
+    assert caught.value.reason == "not-json"
+
+
+@given(st.binary(max_size=512))
+def test_arbitrary_bytes_never_crash_the_decoder(value: bytes) -> None:
+    try:
+        decode_record(value)
+    except InvalidEvent as error:
+        assert error.reason
+    # Anything that does decode is a valid event by construction (the model validated it).
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_values = json_scalars | st.lists(json_scalars, max_size=3) | st.dictionaries(st.text(max_size=5), json_scalars, max_size=3)
+
+# Each attribute is either missing, its valid value, or anything JSON can hold: both outcomes are drawn.
+documents = st.fixed_dictionaries(
+    {}, optional={key: st.just(value) | json_values for key, value in {**VALID, "extra": "x"}.items()}
+)
+
+
+@given(documents)
+def test_arbitrary_json_objects_are_events_or_rejected_with_a_reason(document: dict[str, object]) -> None:
+    try:
+        event = decode_record(json.dumps(document).encode())
+    except InvalidEvent as error:
+        assert error.reason == "invalid"
+    else:
+        assert event.specversion == "1.0"
+        assert event.subject == document["subject"]
