@@ -32,7 +32,11 @@ def problem_response(
 ) -> JSONResponse:
     """A problem-details response for `status`, its title taken from the HTTP reason phrase."""
     problem = Problem(
-        title=HTTPStatus(status).phrase, status=status, detail=detail, instance=request.url.path, errors=errors
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
     )
     return JSONResponse(
         problem.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_CONTENT_TYPE

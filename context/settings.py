@@ -13,7 +13,7 @@ class RedisSettings(BaseSettings):
     key_prefix: str = Field(
         default="cc",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",
-        description="Prefix of every Redis key and channel; lets several deployments or tests share a server.",
+        description="Prefix of every Redis key and channel; several deployments or tests can share a server.",
     )
 
 
@@ -22,7 +22,9 @@ class TimelineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_TIMELINE_", env_file=".env", extra="ignore")
 
-    max_events: int = Field(default=200, ge=1, description="Most events kept per citizen (the oldest go first).")
+    max_events: int = Field(
+        default=200, ge=1, description="Most events kept per citizen (the oldest go first)."
+    )
     max_age_days: float = Field(default=90, gt=0, description="Events older than this are dropped.")
     inactivity_expiry_days: float = Field(
         default=90, gt=0, description="A citizen's data expires after this long without a new event."

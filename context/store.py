@@ -75,7 +75,9 @@ class ProjectionWriter:
                 ],
                 client=pipe,
             )
-        return [ApplyResult(applied=bool(applied), version=int(version)) for applied, version in pipe.execute()]
+        return [
+            ApplyResult(applied=bool(applied), version=int(version)) for applied, version in pipe.execute()
+        ]
 
 
 class ContextReader:
@@ -102,9 +104,7 @@ class ContextReader:
         """The citizen's version and newest events, read atomically (empty at version 0 if unknown)."""
         epoch = await self.current_epoch()
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
-        reply: list[Any] = await self._snapshot(
-            keys=keys.all()[:3], args=[limit or self._timeline.page_size]
-        )
+        reply: list[Any] = await self._snapshot(keys=keys.all()[:3], args=[limit or self._timeline.page_size])
         version, *events = reply
         return CitizenContext(
             citizen_id=citizen_id,
@@ -117,7 +117,7 @@ class ContextReader:
         """Every change after `version`, in order; None when they are no longer all held."""
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
         # The change log is short (a few hundred entries); reading it whole keeps this one round trip.
-        raw = await self._client.lrange(keys.changes, 0, -1)  # type: ignore[misc]
+        raw = await self._client.lrange(keys.changes, 0, -1)
         changes = [ContextChange.model_validate_json(item) for item in raw]
         missed = [change for change in changes if change.version > version]
         if missed and missed[0].version != version + 1:

@@ -79,7 +79,8 @@ def _validate(document: dict[str, Any]) -> CloudEvent:
         return CloudEvent.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'event'}: {item['msg']}" for item in error.errors()
+            f"{'.'.join(str(part) for part in item['loc']) or 'event'}: {item['msg']}"
+            for item in error.errors()
         )
         raise InvalidEvent("invalid", problems) from error
 

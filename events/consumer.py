@@ -35,6 +35,8 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=kafka.max_poll_records,
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=kafka.heartbeat_interval_ms,
         client_id="citizen-context-consumer",
     )
 

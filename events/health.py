@@ -56,7 +56,7 @@ def serve_health(health: ConsumerHealth, *, host: str, port: int) -> ThreadingHT
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's name)
+        def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds would drown the log; stay quiet."""
 
     server = ThreadingHTTPServer((host, port), Handler)

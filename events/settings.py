@@ -9,16 +9,26 @@ class KafkaSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_KAFKA_", env_file=".env", extra="ignore")
 
-    bootstrap_servers: str = Field(default="127.0.0.1:9192", description="Kafka bootstrap servers, comma-separated.")
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9192", description="Kafka bootstrap servers, comma-separated."
+    )
     topic: str = Field(
         default="citizen.interactions",
         pattern=r"^[A-Za-z0-9._-]{1,249}$",
         description="Topic the services of the organisation publish CloudEvents to.",
     )
-    topic_partitions: int = Field(default=6, ge=1, description="Partitions of the topic when the project creates it.")
-    group_id: str = Field(default="citizen-context", description="Consumer group of the projection consumers.")
+    topic_partitions: int = Field(
+        default=6, ge=1, description="Partitions of the topic when the project creates it."
+    )
+    group_id: str = Field(
+        default="citizen-context", description="Consumer group of the projection consumers."
+    )
     max_poll_records: int = Field(default=500, ge=1, description="Most records taken in one batch.")
     poll_timeout_ms: int = Field(default=500, ge=1, description="How long one poll waits for records.")
+    session_timeout_ms: int = Field(
+        default=45000, ge=6000, description="How long the group waits for a silent consumer before reassigning."
+    )
+    heartbeat_interval_ms: int = Field(default=3000, ge=100, description="Consumer heartbeat interval.")
 
     @property
     def bootstrap_list(self) -> list[str]:
@@ -32,4 +42,6 @@ class ConsumerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_CONSUMER_", env_file=".env", extra="ignore")
 
     health_host: str = Field(default="127.0.0.1", description="Address of the consumer's health endpoint.")
-    health_port: int = Field(default=8081, ge=0, description="Port of the consumer's /healthz and /readyz (0: any).")
+    health_port: int = Field(
+        default=8081, ge=0, description="Port of the consumer's /healthz and /readyz (0: any)."
+    )

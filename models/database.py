@@ -19,7 +19,7 @@ class DatabaseSettings(BaseSettings):
 
     url: str = Field(
         default="sqlite:///.data/citizen-context.db",
-        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db.",
+        description="SQLAlchemy URL of the database (SQLite by default).",
     )
 
 

@@ -78,7 +78,9 @@ def _start_servers() -> list[LocalServer]:
     started = []
     try:
         for server in local_servers():
-            click.echo(f"{server.name}: starting…" if not server.status().running else f"{server.name}: running")
+            click.echo(
+                f"{server.name}: starting…" if not server.status().running else f"{server.name}: running"
+            )
             if server.up():
                 started.append(server)
                 click.echo(f"{server.name}: started at {server.status().address}")
@@ -174,6 +176,14 @@ def _publish_demo() -> list[str]:
         producer.close()
     click.echo(f"published {len(events)} demo events to {kafka.topic}")
     return list(DEMO_CITIZENS)
+
+
+@main.command("settings")
+def settings_command() -> None:
+    """Print every setting (environment variable, default, meaning) as a Markdown table."""
+    from ops.settings_doc import settings_table
+
+    click.echo(settings_table())
 
 
 @main.command()

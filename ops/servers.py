@@ -64,12 +64,16 @@ def ensure_command(command: str, debian_package: str) -> str:
     if found:
         return found
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        raise ServiceError(f"{command} is not installed; install it with: sudo apt-get install -y {debian_package}")
+        raise ServiceError(
+            f"{command} is not installed; install it with: sudo apt-get install -y {debian_package}"
+        )
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for step in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", debian_package]):
         result = subprocess.run(step, env=environment, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise ServiceError(f"could not install {debian_package} ({' '.join(step)}):\n{result.stderr[-2000:]}")
+            raise ServiceError(
+                f"could not install {debian_package} ({' '.join(step)}):\n{result.stderr[-2000:]}"
+            )
     found = shutil.which(command)
     if not found:
         raise ServiceError(f"{debian_package} was installed but {command} is still not on PATH")
@@ -80,7 +84,9 @@ def _loopback_address(host: str | None, port: int | None, setting: str) -> tuple
     if not host or port is None:
         raise ServiceError(f"{setting} must name a host and a port")
     if host not in LOOPBACK:
-        raise ServiceError(f"{setting} points at {host}; `services` only runs servers on this machine's loopback")
+        raise ServiceError(
+            f"{setting} points at {host}; `services` only runs servers on this machine's loopback"
+        )
     return "127.0.0.1", port
 
 
@@ -99,7 +105,9 @@ class RedisServer:
 
     def status(self) -> ServerStatus:
         """Whether our Redis runs, and where."""
-        return ServerStatus(self.name, f"redis://{self.host}:{self.port}", self.pid_file.running_pid(), self.data_dir)
+        return ServerStatus(
+            self.name, f"redis://{self.host}:{self.port}", self.pid_file.running_pid(), self.data_dir
+        )
 
     def up(self) -> bool:
         """Start Redis unless ours already runs; True when it was started now."""
@@ -114,8 +122,23 @@ class RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "redis.log"
         process = spawn(
-            [binary, "--bind", self.host, "--port", str(self.port), "--dir", str(self.data_dir),
-             "--daemonize", "no", "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
+            [
+                binary,
+                "--bind",
+                self.host,
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.data_dir),
+                "--daemonize",
+                "no",
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--protected-mode",
+                "yes",
+            ],
             log_path=log_path,
         )
         self.pid_file.write(process.pid)
@@ -141,13 +164,15 @@ class RedisServer:
 
 
 class KafkaServer:
-    """An Apache Kafka broker in KRaft mode (one node, broker and controller), assembled from Maven Central."""
+    """An Apache Kafka broker in KRaft mode (one node: broker and controller), built from Maven Central."""
 
     name = "kafka"
 
     def __init__(self, services: ServicesSettings, settings: KafkaSettings) -> None:
         first = urlsplit(f"//{settings.bootstrap_list[0]}")
-        self.host, self.port = _loopback_address(first.hostname, first.port, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS")
+        self.host, self.port = _loopback_address(
+            first.hostname, first.port, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS"
+        )
         self.controller_port = services.kafka_controller_port
         self.settings = settings
         self.services = services
@@ -163,7 +188,9 @@ class KafkaServer:
     def up(self) -> bool:
         """Start the broker unless ours already runs, then make sure the interactions topic exists."""
         if self.pid_file.running_pid() is not None:
-            ensure_topic([f"{self.host}:{self.port}"], self.settings.topic, partitions=self.settings.topic_partitions)
+            ensure_topic(
+                [f"{self.host}:{self.port}"], self.settings.topic, partitions=self.settings.topic_partitions
+            )
             return False
         java = ensure_command("java", "openjdk-17-jre-headless")
         for port in (self.port, self.controller_port):
@@ -176,11 +203,24 @@ class KafkaServer:
         self._configure()
         log_path = self.data_dir / "kafka.log"
         process = spawn(
-            [java, f"-Xmx{self.services.kafka_heap}", f"-Xms{self.services.kafka_heap}", "-server",
-             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-             "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
-             f"-Dkafka.logs.dir={self.data_dir}", f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
-             "-cp", f"{self.libs_dir}/*", "kafka.Kafka", str(self.properties)],
+            [
+                java,
+                f"-Xmx{self.services.kafka_heap}",
+                f"-Xms{self.services.kafka_heap}",
+                "-server",
+                "-XX:+UseG1GC",
+                "-XX:MaxGCPauseMillis=20",
+                "-XX:InitiatingHeapOccupancyPercent=35",
+                "-XX:+ExplicitGCInvokesConcurrent",
+                "-XX:MaxInlineLevel=15",
+                "-Djava.awt.headless=true",
+                f"-Dkafka.logs.dir={self.data_dir}",
+                f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+                "-cp",
+                f"{self.libs_dir}/*",
+                "kafka.Kafka",
+                str(self.properties),
+            ],
             log_path=log_path,
         )
         self.pid_file.write(process.pid)
@@ -190,12 +230,16 @@ class KafkaServer:
                 raise ServiceError(f"the Kafka broker exited with {process.returncode}:\n{tail(log_path)}")
             if self._answers():
                 ensure_topic(
-                    [f"{self.host}:{self.port}"], self.settings.topic, partitions=self.settings.topic_partitions
+                    [f"{self.host}:{self.port}"],
+                    self.settings.topic,
+                    partitions=self.settings.topic_partitions,
                 )
                 return True
             time.sleep(0.5)
         self.pid_file.stop()
-        raise ServiceError(f"the Kafka broker was not ready within {self.services.start_timeout_s:.0f}s:\n{tail(log_path)}")
+        raise ServiceError(
+            f"the Kafka broker was not ready within {self.services.start_timeout_s:.0f}s:\n{tail(log_path)}"
+        )
 
     def down(self) -> bool:
         """Stop our broker (SIGTERM lets it close its logs cleanly); True if it was running."""
@@ -214,13 +258,27 @@ class KafkaServer:
         log_path = self.libs_dir.parent / "maven.log"
         with log_path.open("w") as log:
             result = subprocess.run(
-                [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={staging}", f"-Dkafka.version={self.services.kafka_version}",
-                 f"-Dlog4j.version={self.services.kafka_log4j_version}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, check=False,
+                [
+                    mvn,
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(pom),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={staging}",
+                    f"-Dkafka.version={self.services.kafka_version}",
+                    f"-Dlog4j.version={self.services.kafka_log4j_version}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
         if result.returncode != 0:
-            raise ServiceError(f"Maven could not assemble Kafka {self.services.kafka_version}:\n{tail(log_path)}")
+            raise ServiceError(
+                f"Maven could not assemble Kafka {self.services.kafka_version}:\n{tail(log_path)}"
+            )
         shutil.rmtree(self.libs_dir, ignore_errors=True)
         staging.rename(self.libs_dir)
         complete.write_text(f"{self.services.kafka_version}\n")
@@ -256,9 +314,22 @@ class KafkaServer:
         if (log_dirs / "meta.properties").exists():
             return
         result = subprocess.run(
-            ["java", "-cp", f"{self.libs_dir}/*", "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", _cluster_id(), "-c", str(self.properties), "-g"],
-            capture_output=True, text=True, check=False,
+            [
+                "java",
+                "-cp",
+                f"{self.libs_dir}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                _cluster_id(),
+                "-c",
+                str(self.properties),
+                "-g",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
             raise ServiceError(f"could not format Kafka's storage:\n{result.stdout}{result.stderr}")
@@ -268,7 +339,9 @@ class KafkaServer:
             return False
         try:
             admin = KafkaAdminClient(
-                bootstrap_servers=[f"{self.host}:{self.port}"], request_timeout_ms=3000, client_id="cc-services"
+                bootstrap_servers=[f"{self.host}:{self.port}"],
+                request_timeout_ms=3000,
+                client_id="cc-services",
             )
         except KafkaError:
             return False

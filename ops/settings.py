@@ -16,10 +16,18 @@ class ServicesSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SERVICES_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".data"), description="Data, logs and PID files of the local servers.")
+    data_dir: Path = Field(
+        default=Path(".data"), description="Data, logs and PID files of the local servers."
+    )
     cache_dir: Path = Field(default=Path(".cache"), description="The Kafka broker's jars, kept between runs.")
     kafka_controller_port: int = Field(default=9193, description="The local Kafka's KRaft controller port.")
-    kafka_version: str = Field(default="4.3.1", description="Apache Kafka version assembled from Maven Central.")
-    kafka_log4j_version: str = Field(default="2.25.4", description="Log4j2 version matching that Kafka release.")
+    kafka_version: str = Field(
+        default="4.3.1", description="Apache Kafka version assembled from Maven Central."
+    )
+    kafka_log4j_version: str = Field(
+        default="2.25.4", description="Log4j2 version matching that Kafka release."
+    )
     kafka_heap: str = Field(default="512m", description="The local Kafka's JVM heap (-Xmx and -Xms).")
-    start_timeout_s: float = Field(default=90.0, gt=0, description="How long to wait for a server to be ready.")
+    start_timeout_s: float = Field(
+        default=90.0, gt=0, description="How long to wait for a server to be ready."
+    )

@@ -154,8 +154,11 @@ class Stack:
         """Start a consumer process."""
         process = Process(["consume"], self.env, self.tmp_path / "consumer.log").start()
         self.processes.append(process)
-        wait_until(lambda: _ready(f"http://127.0.0.1:{self.health_port}/readyz"), what="consumer ready",
-                   process=process)
+        wait_until(
+            lambda: _ready(f"http://127.0.0.1:{self.health_port}/readyz"),
+            what="consumer ready",
+            process=process,
+        )
         return process
 
     def api(self) -> Process:
@@ -173,8 +176,9 @@ def _ready(url: str) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], *, what: str, timeout_s: float = 60,
-               process: Process | None = None) -> None:
+def wait_until(
+    condition: Callable[[], bool], *, what: str, timeout_s: float = 60, process: Process | None = None
+) -> None:
     """Poll `condition` until it holds; fail with `what` (and the process's log) after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -195,6 +199,9 @@ def stack(tmp_path: Path, key_prefix: str, kafka_topic: str) -> Iterator[Stack]:
         "CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic,
         "CITIZEN_CONTEXT_KAFKA_GROUP_ID": f"group-{kafka_topic}",
         "CITIZEN_CONTEXT_KAFKA_POLL_TIMEOUT_MS": "100",
+        # The broker's minimum: a killed consumer's partitions move to its successor within seconds.
+        "CITIZEN_CONTEXT_KAFKA_SESSION_TIMEOUT_MS": "6000",
+        "CITIZEN_CONTEXT_KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
         "CITIZEN_CONTEXT_CONSUMER_HEALTH_PORT": str(health_port),
         "CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}",
         "PYTHONUNBUFFERED": "1",

@@ -42,11 +42,11 @@ async def healthz() -> Health:
     summary="The process can serve",
     responses={503: {"model": Readiness, "description": "A dependency is unavailable."}},
 )
-async def readyz(redis: RedisDep, engine: EngineDep) -> JSONResponse:
+async def readyz(redis_client: RedisDep, engine: EngineDep) -> JSONResponse:
     """Readiness: Redis and the database both answer."""
     checks: dict[str, CheckStatus] = {}
     try:
-        await redis.ping()  # type: ignore[misc]
+        await redis_client.ping()
         checks["redis"] = "ok"
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
         checks["redis"] = "unavailable"

@@ -15,7 +15,7 @@ NOW = datetime.now(UTC)
 
 
 def writer_for(client: "redis.Redis", prefix: str, **limits: float) -> ProjectionWriter:
-    return ProjectionWriter(client, prefix=prefix, timeline=TimelineSettings(**limits))
+    return ProjectionWriter(client, prefix=prefix, timeline=TimelineSettings.model_validate(limits))
 
 
 async def test_events_are_served_newest_first_whatever_the_arrival_order(
@@ -115,6 +115,10 @@ async def test_every_change_is_published_with_its_version(
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
 
 
-async def test_unknown_citizen_is_empty_at_version_zero(async_redis: "aioredis.Redis", key_prefix: str) -> None:
-    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-none")
+async def test_unknown_citizen_is_empty_at_version_zero(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context(
+        "C-none"
+    )
     assert (context.version, context.timeline) == (0, [])

@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Everything else here serves them.
+VENV ?= .venv
+PYTHON ?= python3
+CLI := $(VENV)/bin/citizen-context
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test check install clean
+
+## run: from a fresh clone to a working product (servers, API, consumer, demo events); Ctrl-C stops it
+run: $(INSTALLED)
+	$(CLI) dev
+
+## test: lint, types and the tests against real Redis and Kafka; stops the servers it started
+test: $(INSTALLED)
+	$(CLI) services run -- $(MAKE) --no-print-directory check
+
+## check: what `make test` runs once the servers are up
+check: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet --editable ".[dev]"
+	touch $@
+
+## clean: remove the virtualenv and the local servers' data (the Kafka jar cache is kept)
+clean:
+	-$(CLI) services down
+	rm -rf $(VENV) .data

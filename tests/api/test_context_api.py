@@ -1,0 +1,101 @@
+"""REST and WebSocket behaviour of one API app against the real Redis and database."""
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from models.database import DatabaseSettings
+from tests.factories import make_event
+
+
+@pytest.fixture
+def client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[TestClient]:
+    app = create_app(redis_settings=redis_settings, database=database_settings)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
+    return ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+
+
+def test_healthz_and_readyz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok"}}
+
+
+def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings) -> None:
+    unreachable = RedisSettings(url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(redis_settings=unreachable, database=database_settings)) as client:
+        ready = client.get("/readyz")
+        context = client.get("/v1/citizens/C-1/context")
+    assert ready.status_code == 503
+    assert ready.json()["checks"] == {"redis": "unavailable", "database": "ok"}
+    assert context.status_code == 503
+    assert context.headers["content-type"] == "application/problem+json"
+    assert context.headers["retry-after"] == "1"
+
+
+def test_context_returns_the_timeline_newest_first_with_the_version(
+    client: TestClient, writer: ProjectionWriter
+) -> None:
+    older, newer = make_event("C-10", minutes_ago=5), make_event("C-10", minutes_ago=1)
+    writer.apply_batch([newer, older])
+    body = client.get("/v1/citizens/C-10/context").json()
+    assert body["version"] == 2
+    assert [event["id"] for event in body["timeline"]] == [newer.id, older.id]
+    assert "dataschema" not in body["timeline"][0]
+
+
+def test_an_invalid_citizen_id_is_a_problem_not_a_crash(client: TestClient) -> None:
+    response = client.get("/v1/citizens/has%20space/context")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 422
+    assert problem["errors"][0]["location"] == "path.citizen_id"
+
+
+def test_an_unknown_route_is_a_problem(client: TestClient) -> None:
+    response = client.get("/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["title"] == "Not Found"
+
+
+def test_stream_sends_a_snapshot_then_each_change_in_order(
+    client: TestClient, writer: ProjectionWriter
+) -> None:
+    first = make_event("C-11", minutes_ago=10)
+    writer.apply_batch([first])
+    with client.websocket_connect("/v1/citizens/C-11/stream") as websocket:
+        snapshot = websocket.receive_json()
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["context"]["version"] == 1
+        assert [event["id"] for event in snapshot["context"]["timeline"]] == [first.id]
+        later = [make_event("C-11", minutes_ago=m) for m in (3, 2, 1)]
+        writer.apply_batch(later)
+        changes = [websocket.receive_json() for _ in later]
+    assert [change["type"] for change in changes] == ["change"] * 3
+    assert [change["version"] for change in changes] == [2, 3, 4]
+    assert [change["event"]["id"] for change in changes] == [event.id for event in later]
+
+
+def test_stream_rejects_an_invalid_citizen_id(client: TestClient) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/v1/citizens/a%7Bb/stream"):
+        pass
+    assert closed.value.code == 4400
+
+
+def test_openapi_describes_the_context_route(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert "/v1/citizens/{citizen_id}/context" in document["paths"]

@@ -1,0 +1,54 @@
+"""PID files and process control: only what we started is ever signalled."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ops.processes import PidFile, is_our_process, port_open
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cc-test-sleeper"])
+
+
+def test_a_recorded_process_is_found_and_stopped(tmp_path: Path) -> None:
+    process = sleeper()
+    pid_file = PidFile(tmp_path / "s.pid", marker="cc-test-sleeper")
+    pid_file.write(process.pid)
+    assert pid_file.running_pid() == process.pid
+    assert pid_file.stop(timeout_s=5)
+    assert process.wait(timeout=5) != 0
+    assert not pid_file.path.exists()
+    assert not pid_file.stop()
+
+
+def test_a_pid_that_is_not_ours_is_never_signalled(tmp_path: Path) -> None:
+    process = sleeper()
+    try:
+        pid_file = PidFile(tmp_path / "s.pid", marker="some-other-program")
+        pid_file.write(process.pid)
+        assert pid_file.running_pid() is None
+        assert not pid_file.stop()
+        assert process.poll() is None
+        assert not pid_file.path.exists()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_dead_process_is_not_ours(tmp_path: Path) -> None:
+    process = sleeper()
+    process.kill()
+    process.wait()
+    assert not is_our_process(process.pid, "cc-test-sleeper")
+
+
+def test_port_open_sees_a_listener() -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port_open("127.0.0.1", port)
+    assert not port_open("127.0.0.1", port)

@@ -1,0 +1,61 @@
+"""`citizen-context services`: idempotent, honest about what runs, clear when it cannot start."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from pydantic import RedisDsn
+
+from context.settings import RedisSettings
+from events.settings import KafkaSettings
+from ops.cli import main
+from ops.processes import ServiceError
+from ops.servers import KafkaServer, RedisServer, local_servers
+from ops.settings import ServicesSettings
+
+
+def test_status_tells_what_runs_where() -> None:
+    result = CliRunner().invoke(main, ["services", "status"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].startswith("redis") and "running (pid" in lines[0] and "redis://127.0.0.1:" in lines[0]
+    assert lines[1].startswith("kafka") and "running (pid" in lines[1]
+
+
+def test_up_twice_is_fine_and_starts_nothing_new() -> None:
+    before = [server.status().pid for server in local_servers()]
+    result = CliRunner().invoke(main, ["services", "up"])
+    assert result.exit_code == 0, result.output
+    assert "redis: running" in result.output and "kafka: running" in result.output
+    assert [server.status().pid for server in local_servers()] == before
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = RedisServer(
+            ServicesSettings(data_dir=tmp_path), RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{port}/0"))
+        )
+        with pytest.raises(ServiceError, match=f"port {port} is taken"):
+            server.up()
+    assert not server.status().running
+
+
+def test_the_cli_reports_a_taken_port_without_a_stack_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        monkeypatch.setenv("CITIZEN_CONTEXT_REDIS_URL", f"redis://127.0.0.1:{squatter.getsockname()[1]}/0")
+        monkeypatch.setenv("CITIZEN_CONTEXT_SERVICES_DATA_DIR", str(tmp_path))
+        result = CliRunner().invoke(main, ["services", "up"])
+    assert result.exit_code == 1
+    assert "error: port" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_servers_elsewhere_than_loopback_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ServiceError, match="loopback"):
+        KafkaServer(ServicesSettings(data_dir=tmp_path), KafkaSettings(bootstrap_servers="kafka.example.org:9092"))
