@@ -17,7 +17,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    CITIZEN_CONTEXT_API_HOST=0.0.0.0
+    CITIZEN_CONTEXT_API_HOST=0.0.0.0 \
+    CITIZEN_CONTEXT_CONSUMER_HEALTH_HOST=0.0.0.0
 RUN useradd --system --uid 10001 --home-dir /app --create-home citizen
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index /wheels/*.whl && rm -rf /wheels
