@@ -26,7 +26,9 @@ class KafkaSettings(BaseSettings):
     max_poll_records: int = Field(default=500, ge=1, description="Most records taken in one batch.")
     poll_timeout_ms: int = Field(default=500, ge=1, description="How long one poll waits for records.")
     session_timeout_ms: int = Field(
-        default=45000, ge=6000, description="How long the group waits for a silent consumer before reassigning."
+        default=45000,
+        ge=6000,
+        description="How long the group waits for a silent consumer before reassigning.",
     )
     heartbeat_interval_ms: int = Field(default=3000, ge=100, description="Consumer heartbeat interval.")
 

@@ -1,4 +1,4 @@
-"""The thin slice through real processes: Kafka producer -> consumer process -> Redis -> REST and WebSocket."""
+"""The thin slice through real processes: Kafka -> consumer process -> Redis -> REST and WebSocket."""
 
 import json
 import threading

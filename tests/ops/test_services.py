@@ -19,15 +19,19 @@ def test_status_tells_what_runs_where() -> None:
     result = CliRunner().invoke(main, ["services", "status"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].startswith("redis") and "running (pid" in lines[0] and "redis://127.0.0.1:" in lines[0]
-    assert lines[1].startswith("kafka") and "running (pid" in lines[1]
+    assert lines[0].startswith("redis")
+    assert "running (pid" in lines[0]
+    assert "redis://127.0.0.1:" in lines[0]
+    assert lines[1].startswith("kafka")
+    assert "running (pid" in lines[1]
 
 
 def test_up_twice_is_fine_and_starts_nothing_new() -> None:
     before = [server.status().pid for server in local_servers()]
     result = CliRunner().invoke(main, ["services", "up"])
     assert result.exit_code == 0, result.output
-    assert "redis: running" in result.output and "kafka: running" in result.output
+    assert "redis: running" in result.output
+    assert "kafka: running" in result.output
     assert [server.status().pid for server in local_servers()] == before
 
 
@@ -44,7 +48,9 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
     assert not server.status().running
 
 
-def test_the_cli_reports_a_taken_port_without_a_stack_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cli_reports_a_taken_port_without_a_stack_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -58,4 +64,6 @@ def test_the_cli_reports_a_taken_port_without_a_stack_trace(tmp_path: Path, monk
 
 def test_servers_elsewhere_than_loopback_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="loopback"):
-        KafkaServer(ServicesSettings(data_dir=tmp_path), KafkaSettings(bootstrap_servers="kafka.example.org:9092"))
+        KafkaServer(
+            ServicesSettings(data_dir=tmp_path), KafkaSettings(bootstrap_servers="kafka.example.org:9092")
+        )
