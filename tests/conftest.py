@@ -17,12 +17,21 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from kafka.admin import KafkaAdminClient
 
 from context.settings import RedisSettings, TimelineSettings
 from events.settings import KafkaSettings
 from events.topics import ensure_topic
 from models.database import DatabaseSettings, migrate
+
+# The machines are shared and noisy: Hypothesis's timing checks would fail tests for the machine's load,
+# not for the code. Correctness checks stay on.
+hypothesis_settings.register_profile(
+    "project", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
+)
+hypothesis_settings.load_profile("project")
 
 
 def free_port() -> int:
