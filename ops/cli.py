@@ -223,7 +223,7 @@ def dev(with_demo: bool) -> None:
             while not stop_requested and all(child.poll() is None for child in children):
                 time.sleep(0.5)
             for child in children:
-                if child.poll() is not None:
+                if not stop_requested and child.poll() is not None:
                     click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
     except ServiceError as error:
         _fail(error)

@@ -13,6 +13,8 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
     # Alembic announces each of its plugins at INFO; only the migrations it runs are worth reading.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; the CLI's readiness polling would fill the terminal.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
