@@ -13,7 +13,7 @@ from api.routes import citizens, health
 from api.settings import ApiSettings
 from api.state import AppState
 from api.streaming import ChangeHub
-from context.settings import RedisSettings, TimelineSettings
+from context.settings import RedisSettings, SummarySettings, TimelineSettings
 from context.store import ContextReader
 from models.database import DatabaseSettings, create_db_engine
 
@@ -35,7 +35,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
         client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True)
         engine = create_db_engine(database)
-        reader = ContextReader(client, prefix=redis_settings.key_prefix, timeline=timeline)
+        reader = ContextReader(
+            client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()
+        )
         hub = ChangeHub(client, channel=reader.channel, queue_size=api.stream_queue_size)
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
         try:

@@ -100,7 +100,13 @@ class ChangeHub:
                 delay = min(delay * 2, 5.0)
 
     def _dispatch(self, raw: str | bytes) -> None:
-        citizen_id = json.loads(raw).get("citizen_id")
+        message = json.loads(raw)
+        citizen_id = message.get("citizen_id")
+        if citizen_id is None and "epoch" in message:
+            # A rebuild switched the served generation: every stream re-syncs from the new one.
+            log.info("projection epoch changed", epoch=message["epoch"])
+            self._resync_all()
+            return
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
             return

@@ -1,9 +1,12 @@
 -- Apply one event to one citizen's context, atomically and idempotently.
 --
--- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 changes (list)
+-- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 changes (list),
+--       5 facts (hash), 6 profile (hash), 7 profile stamps (hash)
 -- ARGV: 1 event key (source, id), 2 score (time, microseconds), 3 event JSON,
 --       4 max events, 5 age cutoff score, 6 change log length, 7 channel,
---       8 citizen id as a JSON string, 9 epoch as a JSON string, 10 expiry (seconds)
+--       8 citizen id as a JSON string, 9 epoch as a JSON string, 10 expiry (seconds),
+--       11 the event's summary fact (JSON, or "" when it has none),
+--       12.. profile updates as pairs: field name, value as JSON
 -- Returns {applied (1 or 0), version}.
 local event_key, score = ARGV[1], tonumber(ARGV[2])
 local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
@@ -19,8 +22,11 @@ end
 
 redis.call('ZADD', KEYS[1], score, event_key)
 redis.call('HSET', KEYS[2], event_key, ARGV[3])
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[5], event_key, ARGV[11])
+end
 
--- Cap by age, then by count; the oldest go first.
+-- Cap by age, then by count; the oldest go first, and their summary facts with them.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
 local excess = redis.call('ZCARD', KEYS[1]) - #expired - tonumber(ARGV[4])
 if excess > 0 then
@@ -31,20 +37,49 @@ local kept = true
 if #expired > 0 then
   redis.call('ZREM', KEYS[1], unpack(expired))
   redis.call('HDEL', KEYS[2], unpack(expired))
+  redis.call('HDEL', KEYS[5], unpack(expired))
   for _, key in ipairs(expired) do
     if key == event_key then kept = false end
   end
 end
 -- A late event older than all the kept ones falls straight off the end: no visible change.
+-- (Its profile update is not applied either: the event is not part of the context.)
 if not kept then
   return {0, version}
 end
 
+-- Profile fields: per field, the update with the later (time, event key) wins, whatever the arrival order.
+local profile_changed = false
+for i = 12, #ARGV, 2 do
+  local field, value = ARGV[i], ARGV[i + 1]
+  local stamp = redis.call('HGET', KEYS[7], field)
+  local newer = true
+  if stamp then
+    local space = string.find(stamp, ' ', 1, true)
+    local held_score, held_key = tonumber(string.sub(stamp, 1, space - 1)), string.sub(stamp, space + 1)
+    newer = score > held_score or (score == held_score and event_key > held_key)
+  end
+  if newer then
+    redis.call('HSET', KEYS[6], field, value)
+    redis.call('HSET', KEYS[7], field, ARGV[2] .. ' ' .. event_key)
+    profile_changed = true
+  end
+end
+
 version = redis.call('HINCRBY', KEYS[3], 'version', 1)
 local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version ..
-  ',"event":' .. ARGV[3] .. '}'
+  ',"event":' .. ARGV[3]
+if profile_changed then
+  local profile = redis.call('HGETALL', KEYS[6])
+  local parts = {}
+  for i = 1, #profile, 2 do
+    parts[#parts + 1] = '"' .. profile[i] .. '":' .. profile[i + 1]
+  end
+  change = change .. ',"profile":{' .. table.concat(parts, ',') .. '}'
+end
+change = change .. '}'
 redis.call('RPUSH', KEYS[4], change)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
 redis.call('PUBLISH', ARGV[7], change)
 return {1, version}

@@ -39,9 +39,50 @@ class CitizenKeys:
         """List of the latest changes (JSON, oldest first), for streams that resume."""
         return f"{self._base}:changes"
 
+    @property
+    def facts(self) -> str:
+        """Hash of event key -> that event's summary fact (JSON), for the events in the timeline."""
+        return f"{self._base}:facts"
+
+    @property
+    def profile(self) -> str:
+        """Hash of profile field -> its value (JSON)."""
+        return f"{self._base}:profile"
+
+    @property
+    def profile_stamps(self) -> str:
+        """Hash of profile field -> "score event-key" of the update that set it."""
+        return f"{self._base}:profile-stamps"
+
     def all(self) -> list[str]:
-        """Every key, in the order the scripts expect them."""
-        return [self.timeline, self.events, self.meta, self.changes]
+        """Every key, in the order the apply script expects them."""
+        return [
+            self.timeline,
+            self.events,
+            self.meta,
+            self.changes,
+            self.facts,
+            self.profile,
+            self.profile_stamps,
+        ]
+
+    def for_snapshot(self) -> list[str]:
+        """The keys the snapshot script reads, in its order."""
+        return [self.timeline, self.events, self.meta, self.facts, self.profile]
+
+
+def identifier_key(prefix: str, epoch: str, kind: str, value: str) -> str:
+    """The identifier index entry for one normalised identifier -> citizen id.
+
+    It carries the identifier's own hash tag: on Redis Cluster it lives in another slot than the
+    citizen's keys, so it is written by its own command, before the event that teaches it is applied.
+    """
+    return f"{prefix}:{epoch}:identifier:{{{kind}:{value}}}"
+
+
+def generation_pattern(prefix: str, epoch: str) -> str:
+    """A SCAN pattern matching every key of one generation (for removing an old one)."""
+    return f"{prefix}:{epoch}:*"
 
 
 def epoch_key(prefix: str) -> str:

@@ -33,3 +33,30 @@ class TimelineSettings(BaseSettings):
         default=500, ge=1, description="Changes kept per citizen so that a reconnecting stream can resume."
     )
     page_size: int = Field(default=50, ge=1, le=500, description="Timeline events returned with the context.")
+
+
+class IdentitySettings(BaseSettings):
+    """How identifiers that name a citizen are normalised."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_IDENTITY_", env_file=".env", extra="ignore")
+
+    default_region: str = Field(
+        default="GB",
+        pattern=r"^[A-Z]{2}$",
+        description="Country assumed for phone numbers written without an international prefix.",
+    )
+
+
+class SummarySettings(BaseSettings):
+    """How the summary above the timeline is derived."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SUMMARY_", env_file=".env", extra="ignore")
+
+    repeat_contact_threshold: int = Field(
+        default=3,
+        ge=2,
+        description="Contacts within 7 days from which the citizen is flagged as a repeat contact.",
+    )
+    recent_days: int = Field(
+        default=30, ge=1, description="How far back failed payments and missed appointments count as recent."
+    )

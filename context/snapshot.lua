@@ -1,13 +1,13 @@
--- Read one citizen's version and newest events in one atomic step, so they always match.
+-- Read one citizen's version, profile, summary facts and newest events in one atomic step,
+-- so that they always describe the same moment.
 --
--- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash)
+-- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 facts (hash), 5 profile (hash)
 -- ARGV: 1 how many events, newest first
--- Returns {version, event JSON...}.
+-- Returns {version, profile (flat field/value list), facts (list), events (JSON list)}.
 local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
 local keys = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-local result = {version}
+local events = {}
 if #keys > 0 then
-  local events = redis.call('HMGET', KEYS[2], unpack(keys))
-  for i = 1, #events do result[#result + 1] = events[i] end
+  events = redis.call('HMGET', KEYS[2], unpack(keys))
 end
-return result
+return {version, redis.call('HGETALL', KEYS[5]), redis.call('HVALS', KEYS[4]), events}

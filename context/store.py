@@ -1,7 +1,8 @@
-"""All Redis commands of the project: the atomic write path and the consistent reads."""
+"""All Redis commands of the project: the atomic write path, identity lookups and consistent reads."""
 
 import json
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -10,14 +11,19 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 
-from context.keys import CitizenKeys, changes_channel, epoch_key
-from context.settings import TimelineSettings
+from context.identity import IdentifierKind
+from context.keys import CitizenKeys, changes_channel, epoch_key, generation_pattern, identifier_key
+from context.service import EventWrite
+from context.settings import SummarySettings, TimelineSettings
+from context.summary import FACT, summarise
 from context.timeline import age_cutoff, time_score
-from models.context import CitizenContext, ContextChange
+from models.context import CitizenContext, ContextChange, Profile
 from models.events import CloudEvent
 
 _APPLY_EVENT = files("context").joinpath("apply_event.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
+
+Identifier = tuple[IdentifierKind, str]
 
 
 def new_epoch() -> str:
@@ -42,51 +48,114 @@ class ProjectionWriter:
         self._timeline = timeline
         self._apply = client.register_script(_APPLY_EVENT)
 
+    @property
+    def client(self) -> "redis.Redis":
+        """The Redis client (for health checks)."""
+        return self._client
+
     def current_epoch(self) -> str:
         """The generation being served; created on first use."""
         key = epoch_key(self._prefix)
         self._client.set(key, new_epoch(), nx=True)
         return cast(str, self._client.get(key))
 
-    def apply_batch(self, events: list[CloudEvent], *, now: datetime | None = None) -> list[ApplyResult]:
-        """Apply the events in order, in one round trip; each event's effect is atomic and idempotent."""
-        if not events:
+    def switch_epoch(self, epoch: str) -> str | None:
+        """Make `epoch` the generation readers and live writers use; returns the previous one."""
+        previous = self._client.getset(epoch_key(self._prefix), epoch)
+        return cast(str | None, previous)
+
+    def drop_generation(self, epoch: str) -> int:
+        """Delete every key of a generation that is no longer served; returns how many."""
+        removed = 0
+        batch: list[str] = []
+        for key in self._client.scan_iter(match=generation_pattern(self._prefix, epoch), count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += self._client.unlink(*batch)
+                batch = []
+        if batch:
+            removed += self._client.unlink(*batch)
+        return removed
+
+    def announce_epoch(self, epoch: str) -> None:
+        """Tell every API process that the served generation changed, so open streams re-sync."""
+        self._client.publish(changes_channel(self._prefix), json.dumps({"epoch": epoch}))
+
+    def resolve(self, identifiers: Iterable[Identifier], *, epoch: str) -> dict[Identifier, str]:
+        """The citizens the index knows for these identifiers (missing ones are left out)."""
+        wanted = list(dict.fromkeys(identifiers))
+        if not wanted:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for kind, value in wanted:
+            pipe.get(identifier_key(self._prefix, epoch, kind, value))
+        return {ident: citizen for ident, citizen in zip(wanted, pipe.execute(), strict=True) if citizen}
+
+    def apply_batch(
+        self, writes: list[EventWrite], *, epoch: str | None = None, now: datetime | None = None
+    ) -> list[ApplyResult]:
+        """Apply the writes in order, in one round trip; each event's effect is atomic and idempotent."""
+        if not writes:
             return []
-        epoch = self.current_epoch()
+        epoch = epoch or self.current_epoch()
         cutoff = age_cutoff(now=now or datetime.now(UTC), max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
         channel = changes_channel(self._prefix)
         pipe = self._client.pipeline(transaction=False)
-        for event in events:
-            keys = CitizenKeys(self._prefix, epoch, event.subject)
+        for write in writes:
+            # The index entries go first so that a later event in this very batch, or a reader, finds them.
+            for kind, value in write.identifiers:
+                pipe.set(identifier_key(self._prefix, epoch, kind, value), write.citizen_id, ex=expiry)
+            keys = CitizenKeys(self._prefix, epoch, write.citizen_id)
             self._apply(
                 keys=keys.all(),
                 args=[
-                    event.dedup_key,
-                    time_score(event.time),
-                    event.to_json(),
+                    write.event.dedup_key,
+                    time_score(write.event.time),
+                    write.event.to_json(),
                     self._timeline.max_events,
                     cutoff,
                     self._timeline.change_log_length,
                     channel,
-                    json.dumps(event.subject),
+                    json.dumps(write.citizen_id),
                     json.dumps(epoch),
                     expiry,
+                    write.fact,
+                    *_pairs(write.profile),
                 ],
                 client=pipe,
             )
-        return [
-            ApplyResult(applied=bool(applied), version=int(version)) for applied, version in pipe.execute()
-        ]
+        replies = iter(pipe.execute())
+        results = []
+        for write in writes:
+            for _ in write.identifiers:
+                next(replies)
+            applied, version = next(replies)
+            results.append(ApplyResult(applied=bool(applied), version=int(version)))
+        return results
+
+
+def _pairs(mapping: dict[str, str]) -> Iterator[str]:
+    for name, value in mapping.items():
+        yield name
+        yield value
 
 
 class ContextReader:
     """Reads citizens' contexts for the API (asyncio)."""
 
-    def __init__(self, client: "aioredis.Redis", *, prefix: str, timeline: TimelineSettings) -> None:
+    def __init__(
+        self,
+        client: "aioredis.Redis",
+        *,
+        prefix: str,
+        timeline: TimelineSettings,
+        summary: SummarySettings | None = None,
+    ) -> None:
         self._client = client
         self._prefix = prefix
         self._timeline = timeline
+        self._summary = summary or SummarySettings()
         self._snapshot = client.register_script(_SNAPSHOT)
 
     @property
@@ -100,16 +169,30 @@ class ContextReader:
         await self._client.set(key, new_epoch(), nx=True)
         return cast(str, await self._client.get(key))
 
-    async def context(self, citizen_id: str, *, limit: int | None = None) -> CitizenContext:
-        """The citizen's version and newest events, read atomically (empty at version 0 if unknown)."""
+    async def context(
+        self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
+    ) -> CitizenContext:
+        """The citizen's version, profile, summary and newest events, read atomically.
+
+        A citizen the projection does not hold is an empty context at version 0.
+        """
         epoch = await self.current_epoch()
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
-        reply: list[Any] = await self._snapshot(keys=keys.all()[:3], args=[limit or self._timeline.page_size])
-        version, *events = reply
+        reply: list[Any] = await self._snapshot(
+            keys=keys.for_snapshot(), args=[limit or self._timeline.page_size]
+        )
+        version, profile, facts, events = reply
         return CitizenContext(
             citizen_id=citizen_id,
             epoch=epoch,
             version=int(version),
+            profile=_profile(profile),
+            summary=summarise(
+                [FACT.validate_json(fact) for fact in facts],
+                now=now or datetime.now(UTC),
+                repeat_threshold=self._summary.repeat_contact_threshold,
+                recent_days=self._summary.recent_days,
+            ),
             timeline=[CloudEvent.model_validate_json(event) for event in events if event is not None],
         )
 
@@ -126,3 +209,13 @@ class ContextReader:
             # The client claims a version this generation never reached.
             return None
         return missed
+
+    async def lookup(self, kind: IdentifierKind, value: str) -> str | None:
+        """The citizen a normalised identifier belongs to, if the index knows it."""
+        epoch = await self.current_epoch()
+        return cast(str | None, await self._client.get(identifier_key(self._prefix, epoch, kind, value)))
+
+
+def _profile(flat: list[str]) -> Profile:
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Profile.model_validate({name: json.loads(value) for name, value in fields.items()})

@@ -11,13 +11,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from context.identity import InvalidIdentifier, named_identifiers
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
+from models.taxonomy import EVENT_TYPES, parse_data
 
 Headers = Sequence[tuple[str, bytes | None]]
 
 
 class InvalidEvent(Exception):
-    """A record that is not a valid event; `reason` is a short stable code, `detail` says what is wrong."""
+    """A record that is not a valid event; `reason` is a short stable code, `detail` says what is wrong.
+
+    Reasons: `empty`, `not-json`, `not-an-object`, `bad-header`, `bad-data` (the record cannot be read);
+    `invalid` (the envelope breaks CloudEvents or this contract), `invalid-data` (a documented type's
+    data breaks its schema), `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
+    Identity resolution adds `unresolved-identity`.
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -25,15 +33,22 @@ class InvalidEvent(Exception):
         self.detail = detail
 
 
-def decode_record(value: bytes | None, headers: Headers = ()) -> CloudEvent:
+DEFAULT_REGION = "GB"
+
+
+def decode_record(
+    value: bytes | None, headers: Headers = (), *, default_region: str = DEFAULT_REGION
+) -> CloudEvent:
     """Decode one Kafka record's value and headers into a CloudEvent, or raise InvalidEvent."""
     header_map = {name.lower(): raw for name, raw in headers}
     if "ce_specversion" in header_map:
-        return _decode_binary(value, header_map)
-    return _decode_structured(value)
+        document = _binary_document(value, header_map)
+    else:
+        document = _structured_document(value)
+    return judge(document, default_region=default_region)
 
 
-def _decode_structured(value: bytes | None) -> CloudEvent:
+def _structured_document(value: bytes | None) -> dict[str, Any]:
     if not value:
         raise InvalidEvent("empty", "the record has no value and no ce_* headers")
     try:
@@ -42,10 +57,10 @@ def _decode_structured(value: bytes | None) -> CloudEvent:
         raise InvalidEvent("not-json", f"the value is not JSON: {error}") from error
     if not isinstance(document, dict):
         raise InvalidEvent("not-an-object", "a structured-mode event must be a JSON object")
-    return _validate(document)
+    return document
 
 
-def _decode_binary(value: bytes | None, headers: dict[str, bytes | None]) -> CloudEvent:
+def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for name, raw in headers.items():
         if name.startswith("ce_"):
@@ -58,7 +73,7 @@ def _decode_binary(value: bytes | None, headers: dict[str, bytes | None]) -> Clo
         document["datacontenttype"] = content_type.decode("utf-8", errors="replace")
     if value is not None:
         document["data"] = _decode_binary_data(value, document.get("datacontenttype"))
-    return _validate(document)
+    return document
 
 
 def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
@@ -74,15 +89,40 @@ def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
         raise InvalidEvent("bad-data", f"data of type {media_type} is not UTF-8 text") from error
 
 
-def _validate(document: dict[str, Any]) -> CloudEvent:
+def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> CloudEvent:
+    """A decoded JSON document as a valid event of the contract, or InvalidEvent saying why not.
+
+    The consumer and the REST ingestion both judge events here, so they accept exactly the same ones.
+    """
     try:
-        return CloudEvent.model_validate(document)
+        event = CloudEvent.model_validate(document)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'event'}: {item['msg']}"
-            for item in error.errors()
+        raise InvalidEvent("invalid", _problems(error)) from error
+    if event.subject is None and not event.identifiers:
+        raise InvalidEvent(
+            "no-citizen",
+            "the event names no citizen: give subject, citizenphone, citizenemail or citizencaseref",
         )
-        raise InvalidEvent("invalid", problems) from error
+    try:
+        named_identifiers(event, default_region=default_region)
+    except InvalidIdentifier as error:
+        raise InvalidEvent("invalid-identifier", str(error)) from error
+    if event.type in EVENT_TYPES:
+        media_type = (event.datacontenttype or "application/json").split(";")[0].strip().lower()
+        if media_type != "application/json" and not media_type.endswith("+json"):
+            raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {media_type}")
+        try:
+            parse_data(event.type, event.data)
+        except ValidationError as error:
+            raise InvalidEvent("invalid-data", _problems(error, prefix="data")) from error
+    return event
+
+
+def _problems(error: ValidationError, prefix: str = "") -> str:
+    def location(loc: tuple[int | str, ...]) -> str:
+        return ".".join(str(part) for part in (prefix, *loc) if part != "") or "event"
+
+    return "; ".join(f"{location(item['loc'])}: {item['msg']}" for item in error.errors())
 
 
 def encode_structured(event: CloudEvent) -> tuple[bytes, list[tuple[str, bytes]]]:

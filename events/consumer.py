@@ -1,29 +1,46 @@
 """The Kafka consumer loop that turns the interactions topic into the Redis projection.
 
-Discipline: auto-commit is off; offsets are committed only after Redis has every event of the batch,
-so a crash at any point redelivers the batch, and the idempotent write path makes redelivery harmless.
-One KafkaConsumer per process: kafka-python's consumer is not thread-safe.
+Discipline: auto-commit is off; a batch's offsets are committed only after Redis has applied every
+event of it and the broker has acknowledged every dead letter of it. A crash at any point redelivers
+the batch, and the idempotent write path makes redelivery harmless. One KafkaConsumer per process:
+kafka-python's consumer is not thread-safe.
+
+While Redis is unreachable the loop retries the batch with backoff and does not poll. If that lasts
+longer than `max.poll.interval.ms`, the group reassigns the partitions; the commit that follows is then
+refused, the batch is redelivered to the partitions' new owner, and nothing is lost either way.
 """
 
 import random
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 
 import redis
 import structlog
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, KafkaError
 
 from context.store import ProjectionWriter
-from events.codec import InvalidEvent, decode_record
+from events.deadletter import send_dead_letters
 from events.health import ConsumerHealth
+from events.metrics import (
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    EVENTS_APPLIED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_UNCHANGED,
+    REDIS_RETRIES,
+)
+from events.pipeline import PreparedBatch, prepare_batch
+from events.records import IncomingRecord
 from events.settings import KafkaSettings
-from models.events import CloudEvent
 
 log = structlog.get_logger("consumer")
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 CHECK_INTERVAL_S = 5.0
+MAX_BACKOFF_S = 5.0
 
 
 def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
@@ -42,73 +59,101 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
 
 
 class ProjectionConsumer:
-    """Polls batches, decodes them, applies them to Redis, then commits."""
+    """Polls batches, prepares them, applies them to Redis, dead-letters the rest, then commits."""
 
     def __init__(
         self,
         *,
         consumer: KafkaConsumer,
         writer: ProjectionWriter,
-        redis_client: "redis.Redis",
+        dead_letter_producer: KafkaProducer,
         health: ConsumerHealth,
         poll_timeout_ms: int,
+        default_region: str,
     ) -> None:
         self._consumer = consumer
         self._writer = writer
-        self._redis = redis_client
+        self._producer = dead_letter_producer
         self._health = health
         self._poll_timeout_ms = poll_timeout_ms
+        self._default_region = default_region
         self._next_check = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
         while not stop.is_set():
             self._check_dependencies()
-            batches = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
-            records = [record for partition_records in batches.values() for record in partition_records]
+            polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+            records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
             if not records:
+                self._record_lag()
                 continue
-            events = self._decode(records)
-            if not self._apply_until_done(events, stop):
+            started = time.perf_counter()
+            prepared = self._until_done(partial(self._apply, records), stop, what="apply")
+            if prepared is None:
+                log.info("stopping with batch uncommitted", records=len(records))
+                return
+            if (
+                prepared.dead_letters
+                and self._until_done(partial(self._dead_letter, prepared), stop, what="dead-letter") is None
+            ):
                 log.info("stopping with batch uncommitted", records=len(records))
                 return
             self._commit(len(records))
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            self._record_lag()
 
-    def _decode(self, records: list[object]) -> list[CloudEvent]:
-        events = []
-        for record in records:
-            try:
-                events.append(decode_record(record.value, record.headers or ()))  # type: ignore[attr-defined]
-            except InvalidEvent as error:
-                # Skipped, never fatal. The dead-letter topic keeps these records for inspection and
-                # redrive; until then the log names exactly which record was skipped and why.
-                self._health.invalid += 1
-                log.warning(
-                    "invalid event skipped",
-                    topic=record.topic,  # type: ignore[attr-defined]
-                    partition=record.partition,  # type: ignore[attr-defined]
-                    offset=record.offset,  # type: ignore[attr-defined]
-                    reason=error.reason,
-                    detail=error.detail,
-                )
-        return events
+    def _apply(self, records: list[IncomingRecord]) -> PreparedBatch:
+        epoch = self._writer.current_epoch()
+        prepared = prepare_batch(
+            records, writer=self._writer, epoch=epoch, default_region=self._default_region
+        )
+        results = self._writer.apply_batch(prepared.writes, epoch=epoch)
+        self._health.redis_ok = True
+        applied = sum(result.applied for result in results)
+        EVENTS_APPLIED.inc(applied)
+        EVENTS_UNCHANGED.inc(len(results) - applied)
+        self._health.applied += applied
+        return prepared
 
-    def _apply_until_done(self, events: list[CloudEvent], stop: threading.Event) -> bool:
-        """Apply the batch, retrying with backoff while Redis is unreachable; False if stopped first."""
+    def _dead_letter(self, prepared: PreparedBatch) -> PreparedBatch:
+        send_dead_letters(self._producer, prepared.dead_letters)
+        for letter in prepared.dead_letters:
+            EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
+            # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it
+            # by position only (its content may hold personal data).
+            log.warning(
+                "record dead-lettered",
+                topic=letter.record.topic,
+                partition=letter.record.partition,
+                offset=letter.record.offset,
+                reason=letter.reason,
+            )
+        self._health.invalid += len(prepared.dead_letters)
+        return prepared
+
+    def _until_done(
+        self, step: Callable[[], PreparedBatch], stop: threading.Event, *, what: str
+    ) -> PreparedBatch | None:
+        """Run `step`, retrying with jittered backoff while Redis or Kafka is unavailable; None if stopped."""
         delay = 0.1
         while True:
             try:
-                results = self._writer.apply_batch(events)
+                return step()
             except REDIS_ERRORS as error:
                 self._health.redis_ok = False
-                log.warning("redis unavailable, retrying", error=str(error), retry_in_s=round(delay, 2))
-                if stop.wait(delay):
-                    return False
-                delay = min(delay * 2, 5.0) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not crypto)
-                continue
-            self._health.redis_ok = True
-            self._health.applied += sum(result.applied for result in results)
-            return True
+                REDIS_RETRIES.inc()
+                log.warning(
+                    "redis unavailable, retrying", step=what, error=str(error), retry_in_s=round(delay, 2)
+                )
+            except KafkaError as error:
+                self._health.kafka_ok = False
+                log.warning(
+                    "kafka unavailable, retrying", step=what, error=str(error), retry_in_s=round(delay, 2)
+                )
+            if stop.wait(delay):
+                return None
+            delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not crypto)
 
     def _commit(self, count: int) -> None:
         try:
@@ -118,13 +163,24 @@ class ProjectionConsumer:
             # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.
             log.warning("commit refused after rebalance", records=count, error=str(error))
 
+    def _record_lag(self) -> None:
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)
+            if highwater is None:
+                continue
+            position = self._consumer.position(partition)
+            if position is not None:
+                CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(
+                    max(highwater - position, 0)
+                )
+
     def _check_dependencies(self) -> None:
         now = time.monotonic()
         if now < self._next_check:
             return
         self._next_check = now + CHECK_INTERVAL_S
         try:
-            self._redis.ping()
+            self._writer.client.ping()
             self._health.redis_ok = True
         except REDIS_ERRORS:
             self._health.redis_ok = False

@@ -27,7 +27,21 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
         )
 
     anna, ben, chidi = DEMO_CITIZENS
+    soon = (now + timedelta(days=3)).replace(hour=10, minute=30, second=0, microsecond=0).isoformat()
     return [
+        event(
+            anna,
+            8.0,
+            "/profiles",
+            "profile.updated",
+            {
+                "channel": "system",
+                "summary": "Prefers Welsh; recently bereaved",
+                "preferred_language": "cy",
+                "vulnerability_flags": ["bereavement"],
+                "phone": "07700 900123",
+            },
+        ),
         event(
             anna,
             6.2,
@@ -37,6 +51,7 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
                 "channel": "web",
                 "summary": "Housing benefit claim HB-4471 opened",
                 "case_ref": "HB-4471",
+                "case_type": "housing-benefit",
                 "status": "open",
             },
         ),
@@ -45,7 +60,24 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             5.1,
             "/telephony/contact-centre",
             "call.ended",
-            {"channel": "phone", "summary": "Asked when HB-4471 will be decided", "duration_s": 412},
+            {
+                "channel": "phone",
+                "summary": "Asked when HB-4471 will be decided",
+                "call_id": "CALL-1001",
+                "duration_s": 412,
+            },
+        ),
+        event(
+            anna,
+            4.0,
+            "/benefits/case-management",
+            "case.updated",
+            {
+                "channel": "system",
+                "summary": "Evidence requested for HB-4471",
+                "case_ref": "HB-4471",
+                "status": "awaiting-evidence",
+            },
         ),
         event(
             anna,
@@ -68,6 +100,7 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             {
                 "channel": "phone",
                 "summary": "Called again about HB-4471 and the failed payment",
+                "call_id": "CALL-1002",
                 "duration_s": 655,
             },
         ),
@@ -76,7 +109,14 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             0.01,
             "/telephony/contact-centre",
             "call.started",
-            {"channel": "phone", "summary": "Inbound call from a known number"},
+            {"channel": "phone", "summary": "Inbound call from a known number", "call_id": "CALL-1003"},
+        ),
+        event(
+            ben,
+            9.0,
+            "/profiles",
+            "profile.updated",
+            {"channel": "system", "summary": "Deaf; uses BSL", "communication_needs": ["bsl-interpreter"]},
         ),
         event(
             ben,
@@ -86,7 +126,9 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             {
                 "channel": "web",
                 "summary": "Blue badge assessment booked",
-                "appointment_at": (now + timedelta(days=3)).isoformat(),
+                "appointment_id": "APT-3301",
+                "starts_at": soon,
+                "location": "Civic Centre, room 4",
             },
         ),
         event(
@@ -94,14 +136,29 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             0.5,
             "/webchat",
             "chat.message",
-            {"channel": "chat", "summary": "Asked whether a BSL interpreter can attend the assessment"},
+            {
+                "channel": "chat",
+                "summary": "Asked whether a BSL interpreter can attend the assessment",
+                "conversation_id": "CHAT-5531",
+            },
+        ),
+        event(
+            chidi,
+            12.0,
+            "/profiles",
+            "profile.updated",
+            {"channel": "system", "summary": "Needs large print", "communication_needs": ["large-print"]},
         ),
         event(
             chidi,
             3.0,
             "/letters",
             "letter.sent",
-            {"channel": "post", "summary": "Large-print reminder about the missed bin collection appeal"},
+            {
+                "channel": "post",
+                "summary": "Large-print reminder about the missed bin collection appeal",
+                "format": "large-print",
+            },
         ),
         event(
             chidi,
@@ -111,7 +168,7 @@ def demo_events(now: datetime | None = None) -> list[CloudEvent]:
             {
                 "channel": "email",
                 "summary": "Complaint about repeated missed collections",
-                "case_ref": "CMP-0912",
+                "complaint_ref": "CMP-0912",
             },
         ),
     ]

@@ -1,10 +1,12 @@
-"""The consumer process's own small HTTP endpoint: /healthz and /readyz."""
+"""The consumer process's own small HTTP endpoint: /healthz, /readyz and /metrics (Prometheus)."""
 
 import json
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 @dataclass
@@ -45,13 +47,17 @@ def serve_health(health: ConsumerHealth, *, host: str, port: int) -> ThreadingHT
                 self._send(200, {"status": "ok"})
             elif self.path == "/readyz":
                 self._send(200 if health.ready else 503, health.report())
+            elif self.path == "/metrics":
+                self._send_bytes(200, generate_latest(), CONTENT_TYPE_LATEST)
             else:
                 self._send(404, {"title": "Not Found", "status": 404})
 
         def _send(self, status: int, body: dict[str, object]) -> None:
-            payload = json.dumps(body).encode()
+            self._send_bytes(status, json.dumps(body).encode(), "application/json")
+
+        def _send_bytes(self, status: int, payload: bytes, content_type: str) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -7,12 +7,13 @@ from types import FrameType
 import redis
 import structlog
 
-from context.settings import RedisSettings, TimelineSettings
+from context.settings import IdentitySettings, RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.consumer import ProjectionConsumer, create_consumer
 from events.health import ConsumerHealth, serve_health
+from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.topics import ensure_topic
+from events.topics import ensure_topics
 
 log = structlog.get_logger("consumer")
 
@@ -34,8 +35,9 @@ def run_consumer_process() -> None:
     health = ConsumerHealth()
     server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
     redis_client = redis.Redis.from_url(str(redis_settings.url), decode_responses=True)
-    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions)
+    ensure_topics(kafka)
     consumer = create_consumer(kafka)
+    producer = create_producer(kafka.bootstrap_list)
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
     log.info(
         "consumer started",
@@ -47,13 +49,15 @@ def run_consumer_process() -> None:
         ProjectionConsumer(
             consumer=consumer,
             writer=writer,
-            redis_client=redis_client,
+            dead_letter_producer=producer,
             health=health,
             poll_timeout_ms=kafka.poll_timeout_ms,
+            default_region=IdentitySettings().default_region,
         ).run(stop)
     finally:
         # autocommit=False: only what run() committed after applying counts as consumed.
         consumer.close(autocommit=False)
+        producer.close()
         redis_client.close()
         server.shutdown()
         log.info("consumer stopped", applied=health.applied, invalid=health.invalid)

@@ -20,4 +20,9 @@ def create_producer(bootstrap_servers: list[str]) -> KafkaProducer:
 def publish(producer: KafkaProducer, topic: str, event: CloudEvent) -> None:
     """Send one event (asynchronously; call `producer.flush()` to wait for the broker)."""
     value, headers = encode_structured(event)
-    producer.send(topic, key=event.subject.encode(), value=value, headers=headers)
+    producer.send(topic, key=partition_key(event), value=value, headers=headers)
+
+
+def partition_key(event: CloudEvent) -> bytes:
+    """The message key: the citizen id, or the identifier the event names the citizen by."""
+    return (event.subject or next(iter(event.identifiers.values()), event.id)).encode()

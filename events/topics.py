@@ -1,7 +1,10 @@
-"""Topic administration: the interactions topic exists before anything reads or writes it."""
+"""Topic administration: the interactions topic and its dead-letter topic exist before anyone uses them."""
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
+
+from events.deadletter import dead_letter_topic
+from events.settings import KafkaSettings
 
 
 def ensure_topic(bootstrap_servers: list[str], name: str, *, partitions: int) -> bool:
@@ -17,3 +20,9 @@ def ensure_topic(bootstrap_servers: list[str], name: str, *, partitions: int) ->
         return True
     finally:
         admin.close()
+
+
+def ensure_topics(kafka: KafkaSettings) -> None:
+    """The interactions topic and its dead-letter topic, with the configured partition count."""
+    for name in (kafka.topic, dead_letter_topic(kafka.topic)):
+        ensure_topic(kafka.bootstrap_list, name, partitions=kafka.topic_partitions)

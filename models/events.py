@@ -1,5 +1,7 @@
 """The event contract: CloudEvents 1.0 envelopes that the organisation's services publish."""
 
+import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -9,7 +11,9 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     StringConstraints,
+    field_validator,
     model_serializer,
+    model_validator,
 )
 
 # A citizen id ends up inside a Redis hash tag ("{...}") and in URLs, so braces, slashes and spaces are out.
@@ -18,12 +22,18 @@ CitizenId = Annotated[str, StringConstraints(pattern=CITIZEN_ID_PATTERN)]
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
+# Extension attributes that name the citizen when the publisher does not know their id.
+IDENTIFIER_ATTRIBUTES = {"citizenphone": "phone", "citizenemail": "email", "citizencaseref": "case"}
+# CloudEvents 1.0: attribute names are lower-case ASCII letters and digits (20 characters at most advised).
+ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
 
 class CloudEvent(BaseModel):
     """One interaction, as a CloudEvents 1.0 envelope (structured-mode JSON form).
 
     `id` and `source` together identify the event; `subject` is the citizen; `time` is when it happened.
-    Extension attributes are kept as they came.
+    A publisher that does not know the citizen's id names them by an identifier extension attribute
+    instead (`citizenphone`, `citizenemail`, `citizencaseref`). Other extension attributes are kept.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -32,11 +42,50 @@ class CloudEvent(BaseModel):
     id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     source: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     type: Annotated[str, StringConstraints(min_length=1, max_length=256)]
-    subject: CitizenId
+    subject: CitizenId | None = None
     time: AwareDatetime
     datacontenttype: str | None = None
     dataschema: str | None = None
     data: Any = Field(default=None, description="Type-specific payload.")
+    citizenphone: Annotated[str, StringConstraints(min_length=3, max_length=40)] | None = None
+    citizenemail: Annotated[str, StringConstraints(min_length=3, max_length=254)] | None = None
+    citizencaseref: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _extensions_are_well_formed(self) -> "CloudEvent":
+        for name, value in (self.model_extra or {}).items():
+            if not ATTRIBUTE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"extension attribute name {name!r} must be 1-20 lower-case letters or digits"
+                )
+            if value is not None and not isinstance(value, str | int | bool):
+                raise ValueError(f"extension attribute {name!r} must be a string, an integer or a boolean")
+        return self
+
+    @field_validator("time")
+    @classmethod
+    def _time_within_reason(cls, value: datetime) -> datetime:
+        # Scores are microseconds since 1970; a year-0001 or year-9999 typo would still sort, but it is
+        # never a real interaction.
+        if not 1970 <= value.year <= 2200:
+            raise ValueError("time must be between 1970 and 2200")
+        return value
+
+    @property
+    def identifiers(self) -> dict[str, str]:
+        """The identifiers this event names the citizen by, as published: kind -> value."""
+        return {
+            kind: value
+            for name, kind in IDENTIFIER_ATTRIBUTES.items()
+            if (value := getattr(self, name)) is not None
+        }
+
+    @property
+    def citizen_id(self) -> str:
+        """The citizen's id; only valid once identity resolution has set `subject`."""
+        if self.subject is None:
+            raise ValueError(f"event {self.id} has not been resolved to a citizen")
+        return self.subject
 
     @property
     def dedup_key(self) -> str:

@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
-from events.topics import ensure_topic
+from events.topics import ensure_topics
 from ops.processes import PidFile, ServiceError, port_open, spawn, tail
 from ops.settings import ServicesSettings
 
@@ -186,11 +186,9 @@ class KafkaServer:
         return ServerStatus(self.name, f"{self.host}:{self.port}", self.pid_file.running_pid(), self.data_dir)
 
     def up(self) -> bool:
-        """Start the broker unless ours already runs, then make sure the interactions topic exists."""
+        """Start the broker unless ours already runs, then make sure the interactions topics exist."""
         if self.pid_file.running_pid() is not None:
-            ensure_topic(
-                [f"{self.host}:{self.port}"], self.settings.topic, partitions=self.settings.topic_partitions
-            )
+            ensure_topics(self.settings)
             return False
         java = ensure_command("java", "openjdk-17-jre-headless")
         for port in (self.port, self.controller_port):
@@ -229,11 +227,7 @@ class KafkaServer:
             if process.poll() is not None:
                 raise ServiceError(f"the Kafka broker exited with {process.returncode}:\n{tail(log_path)}")
             if self._answers():
-                ensure_topic(
-                    [f"{self.host}:{self.port}"],
-                    self.settings.topic,
-                    partitions=self.settings.topic_partitions,
-                )
+                ensure_topics(self.settings)
                 return True
             time.sleep(0.5)
         self.pid_file.stop()

@@ -22,8 +22,9 @@ from hypothesis import settings as hypothesis_settings
 from kafka.admin import KafkaAdminClient
 
 from context.settings import RedisSettings, TimelineSettings
+from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
-from events.topics import ensure_topic
+from events.topics import ensure_topics
 from models.database import DatabaseSettings, migrate
 
 # The machines are shared and noisy: Hypothesis's timing checks would fail tests for the machine's load,
@@ -85,14 +86,14 @@ def timeline_settings() -> TimelineSettings:
 
 @pytest.fixture
 def kafka_topic() -> Iterator[str]:
-    """A Kafka topic of this test's own (3 partitions), deleted afterwards."""
+    """A Kafka topic of this test's own (3 partitions) and its dead-letter topic, deleted afterwards."""
     name = f"test.{uuid.uuid4().hex[:12]}"
     servers = KafkaSettings().bootstrap_list
-    ensure_topic(servers, name, partitions=3)
+    ensure_topics(KafkaSettings(topic=name, topic_partitions=3))
     yield name
     admin = KafkaAdminClient(bootstrap_servers=servers)
     try:
-        admin.delete_topics([name])
+        admin.delete_topics([name, dead_letter_topic(name)])
     finally:
         admin.close()
 

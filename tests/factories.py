@@ -4,7 +4,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from context.service import EventWrite, plan_write
 from models.events import CloudEvent
+from models.taxonomy import EXAMPLE_DATA
 
 
 def make_event(
@@ -27,5 +29,18 @@ def make_event(
         subject=citizen_id,
         time=moment,
         datacontenttype="application/json",
-        data=data if data is not None else {"channel": "phone", "summary": "Called about a claim"},
+        data=data if data is not None else example_data(type_),
     )
+
+
+def writes_for(*events: CloudEvent) -> list[EventWrite]:
+    """What the consumer would apply for these (resolved) events."""
+    return [plan_write(event, default_region="GB") for event in events]
+
+
+def example_data(type_: str, **changes: Any) -> dict[str, Any]:
+    """The documented example data of a type (a fresh call id for calls), with `changes` applied."""
+    data = dict(EXAMPLE_DATA.get(type_, {"note": "a type this project does not know"}))
+    if "call_id" in data:
+        data["call_id"] = f"CALL-{uuid.uuid4().hex[:8]}"
+    return {**data, **changes}

@@ -10,7 +10,7 @@ from api.app import create_app
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
-from tests.factories import make_event
+from tests.factories import make_event, writes_for
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_context_returns_the_timeline_newest_first_with_the_version(
     client: TestClient, writer: ProjectionWriter
 ) -> None:
     older, newer = make_event("C-10", minutes_ago=5), make_event("C-10", minutes_ago=1)
-    writer.apply_batch([newer, older])
+    writer.apply_batch(writes_for(newer, older))
     body = client.get("/v1/citizens/C-10/context").json()
     assert body["version"] == 2
     assert [event["id"] for event in body["timeline"]] == [newer.id, older.id]
@@ -74,14 +74,14 @@ def test_stream_sends_a_snapshot_then_each_change_in_order(
     client: TestClient, writer: ProjectionWriter
 ) -> None:
     first = make_event("C-11", minutes_ago=10)
-    writer.apply_batch([first])
+    writer.apply_batch(writes_for(first))
     with client.websocket_connect("/v1/citizens/C-11/stream") as websocket:
         snapshot = websocket.receive_json()
         assert snapshot["type"] == "snapshot"
         assert snapshot["context"]["version"] == 1
         assert [event["id"] for event in snapshot["context"]["timeline"]] == [first.id]
         later = [make_event("C-11", minutes_ago=m) for m in (3, 2, 1)]
-        writer.apply_batch(later)
+        writer.apply_batch(writes_for(*later))
         changes = [websocket.receive_json() for _ in later]
     assert [change["type"] for change in changes] == ["change"] * 3
     assert [change["version"] for change in changes] == [2, 3, 4]

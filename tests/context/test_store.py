@@ -9,7 +9,7 @@ from context.keys import CitizenKeys
 from context.settings import TimelineSettings
 from context.store import ContextReader, ProjectionWriter
 from context.timeline import order_timeline
-from tests.factories import make_event
+from tests.factories import make_event, writes_for
 
 NOW = datetime.now(UTC)
 
@@ -23,7 +23,7 @@ async def test_events_are_served_newest_first_whatever_the_arrival_order(
 ) -> None:
     writer = writer_for(redis_client, key_prefix)
     events = [make_event("C-1", minutes_ago=m, now=NOW) for m in (5, 50, 1, 20)]
-    results = writer.apply_batch(events)
+    results = writer.apply_batch(writes_for(*events))
     assert [r.version for r in results] == [1, 2, 3, 4]
     context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-1")
     assert context.version == 4
@@ -35,11 +35,11 @@ async def test_applying_the_same_event_twice_changes_nothing(
 ) -> None:
     writer = writer_for(redis_client, key_prefix)
     event = make_event("C-2", now=NOW)
-    first = writer.apply_batch([event])
+    first = writer.apply_batch(writes_for(event))
     epoch = writer.current_epoch()
     keys = CitizenKeys(key_prefix, epoch, "C-2")
     before = {key: redis_client.dump(key) for key in keys.all()}
-    again = writer.apply_batch([event, event])
+    again = writer.apply_batch(writes_for(event, event))
     assert [r.applied for r in first + again] == [True, False, False]
     assert [r.version for r in again] == [1, 1]
     assert {key: redis_client.dump(key) for key in keys.all()} == before
@@ -50,9 +50,9 @@ async def test_count_cap_drops_the_oldest_and_a_too_old_late_event_is_no_change(
 ) -> None:
     writer = writer_for(redis_client, key_prefix, max_events=3)
     events = [make_event("C-3", minutes_ago=m, now=NOW) for m in (40, 30, 20, 10)]
-    writer.apply_batch(events)
+    writer.apply_batch(writes_for(*events))
     late = make_event("C-3", minutes_ago=90, now=NOW)
-    [result] = writer.apply_batch([late])
+    [result] = writer.apply_batch(writes_for(late))
     assert not result.applied
     context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-3")
     assert context.timeline == order_timeline(events)[:3]
@@ -65,11 +65,11 @@ async def test_age_cap_drops_events_older_than_max_age(
     writer = writer_for(redis_client, key_prefix, max_age_days=1)
     recent = make_event("C-4", minutes_ago=60, now=NOW)
     too_old = make_event("C-4", minutes_ago=60 * 30, now=NOW)
-    results = writer.apply_batch([recent, too_old], now=NOW)
+    results = writer.apply_batch(writes_for(recent, too_old), now=NOW)
     assert [r.applied for r in results] == [True, False]
     # Time passes: yesterday's event now falls outside the window when the next one arrives.
     later = NOW + timedelta(hours=24)
-    writer.apply_batch([make_event("C-4", now=later)], now=later)
+    writer.apply_batch(writes_for(make_event("C-4", now=later)), now=later)
     context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-4")
     assert recent not in context.timeline
     assert len(context.timeline) == 1
@@ -77,8 +77,11 @@ async def test_age_cap_drops_events_older_than_max_age(
 
 def test_a_citizens_keys_expire_after_inactivity(redis_client: "redis.Redis", key_prefix: str) -> None:
     writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
-    writer.apply_batch([make_event("C-5", now=NOW)])
+    writer.apply_batch(
+        writes_for(make_event("C-5", now=NOW), make_event("C-5", type_="profile.updated", now=NOW))
+    )
     keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-5")
+    assert redis_client.exists(*keys.all()) == len(keys.all())
     for key in keys.all():
         assert 0 < redis_client.ttl(key) <= 2 * 86400
 
@@ -88,7 +91,7 @@ async def test_changes_since_returns_exactly_the_missed_changes(
 ) -> None:
     writer = writer_for(redis_client, key_prefix, change_log_length=3)
     events = [make_event("C-6", minutes_ago=10 - m, now=NOW) for m in range(5)]
-    writer.apply_batch(events)
+    writer.apply_batch(writes_for(*events))
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
     epoch = await reader.current_epoch()
     missed = await reader.changes_since("C-6", epoch=epoch, version=3)
@@ -108,7 +111,7 @@ async def test_every_change_is_published_with_its_version(
         await pubsub.subscribe(reader.channel)
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
         event = make_event("C-7", now=NOW)
-        writer_for(redis_client, key_prefix).apply_batch([event, event])
+        writer_for(redis_client, key_prefix).apply_batch(writes_for(event, event))
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         assert message is not None
         assert '"version":1' in message["data"]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from events.codec import InvalidEvent, decode_record, encode_structured
 from models.events import CloudEvent
+from models.taxonomy import EXAMPLE_DATA
 from tests.factories import make_event
 
 VALID = {
@@ -17,7 +18,7 @@ VALID = {
     "type": "call.ended",
     "subject": "C-100234",
     "time": "2026-11-28T09:15:00Z",
-    "data": {"channel": "phone", "summary": "Asked about HB-4471"},
+    "data": {"channel": "phone", "summary": "Asked about HB-4471", "call_id": "CALL-1", "duration_s": 60},
 }
 
 
@@ -44,10 +45,11 @@ def test_binary_mode_reads_ce_headers() -> None:
         ("ce_time", b"2026-11-28T09:15:00+01:00"),
         ("content-type", b"application/json"),
     ]
-    event = decode_record(b'{"channel": "direct-debit", "summary": "Instalment failed"}', headers)
+    data = {"channel": "direct-debit", "summary": "Instalment failed", "amount": "12.50", "reason": "refused"}
+    event = decode_record(json.dumps(data).encode(), headers)
     assert (event.id, event.source, event.subject) == ("evt-2", "/payments", "C-100234")
     assert event.datacontenttype == "application/json"
-    assert event.data == {"channel": "direct-debit", "summary": "Instalment failed"}
+    assert event.data == data
     assert event.time.utcoffset() is not None
 
 
@@ -60,11 +62,26 @@ def test_binary_mode_reads_ce_headers() -> None:
         (b"{not json", "not-json"),
         (b"[1, 2]", "not-an-object"),
         (json.dumps({**VALID, "specversion": "0.3"}).encode(), "invalid"),
-        (json.dumps({k: v for k, v in VALID.items() if k != "subject"}).encode(), "invalid"),
         (json.dumps({**VALID, "subject": "C-1}{x"}).encode(), "invalid"),
         (json.dumps({**VALID, "time": "2026-11-28T09:15:00"}).encode(), "invalid"),
         (json.dumps({**VALID, "time": "yesterday"}).encode(), "invalid"),
         (json.dumps({**VALID, "id": ""}).encode(), "invalid"),
+        (json.dumps({**VALID, "time": "0001-01-01T00:00:00Z"}).encode(), "invalid"),
+        (json.dumps({**VALID, "Bad_Name": "x"}).encode(), "invalid"),
+        (json.dumps({**VALID, "nested": {"a": 1}}).encode(), "invalid"),
+        (json.dumps({k: v for k, v in VALID.items() if k != "subject"}).encode(), "no-citizen"),
+        (
+            json.dumps({**VALID, "subject": None, "citizenphone": "not a phone"}).encode(),
+            "invalid-identifier",
+        ),
+        (json.dumps({**VALID, "subject": None, "citizenemail": "nobody"}).encode(), "invalid-identifier"),
+        (json.dumps({**VALID, "subject": None, "citizencaseref": "bad ref!"}).encode(), "invalid-identifier"),
+        (
+            json.dumps({**VALID, "data": {"channel": "phone", "summary": "no call id"}}).encode(),
+            "invalid-data",
+        ),
+        (json.dumps({**VALID, "data": "a string"}).encode(), "invalid-data"),
+        (json.dumps({**VALID, "datacontenttype": "text/plain"}).encode(), "invalid-data"),
     ],
 )
 def test_bad_structured_records_are_rejected_with_a_reason(value: bytes | None, reason: str) -> None:
@@ -119,7 +136,37 @@ documents = st.fixed_dictionaries(
 def test_arbitrary_json_objects_are_events_or_rejected_with_a_reason(document: dict[str, object]) -> None:
     verdict = decode_or_rejection(json.dumps(document).encode())
     if isinstance(verdict, InvalidEvent):
-        assert verdict.reason == "invalid"
+        assert verdict.reason in {"invalid", "invalid-data", "no-citizen", "invalid-identifier"}
+        assert verdict.detail
     else:
         assert verdict.specversion == "1.0"
-        assert verdict.subject == document["subject"]
+        assert verdict.subject == document.get("subject")
+
+
+def test_an_event_may_name_the_citizen_by_an_identifier_instead_of_subject() -> None:
+    document = {k: v for k, v in VALID.items() if k != "subject"}
+    event = decode_record(json.dumps({**document, "citizenphone": "07700 900123"}).encode())
+    assert event.subject is None
+    assert event.identifiers == {"phone": "07700 900123"}
+
+
+def test_binary_mode_carries_identifiers_in_headers() -> None:
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k not in {"data", "subject"}]
+    event = decode_record(
+        json.dumps(VALID["data"]).encode(), [*headers, ("ce_citizenemail", b"A@Example.org")]
+    )
+    assert event.identifiers == {"email": "A@Example.org"}
+
+
+def test_an_unknown_type_is_kept_with_its_data_as_it_came() -> None:
+    event = decode_record(json.dumps({**VALID, "type": "parking.permit.issued", "data": [1, "two"]}).encode())
+    assert event.type == "parking.permit.issued"
+    assert event.data == [1, "two"]
+
+
+@pytest.mark.parametrize("event_type", sorted(EXAMPLE_DATA))
+def test_every_documented_example_is_valid(event_type: str) -> None:
+    event = decode_record(
+        json.dumps({**VALID, "type": event_type, "data": EXAMPLE_DATA[event_type]}).encode()
+    )
+    assert event.type == event_type

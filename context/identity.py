@@ -1,0 +1,79 @@
+"""Identity resolution rules (pure): how identifiers are normalised and which ones an event teaches."""
+
+import re
+from enum import StrEnum
+
+import phonenumbers
+
+from models.events import CloudEvent
+from models.taxonomy import parse_data
+
+
+class IdentifierKind(StrEnum):
+    """The identifiers that can stand for a citizen."""
+
+    phone = "phone"
+    email = "email"
+    case = "case"
+
+
+class InvalidIdentifier(ValueError):
+    """An identifier that cannot be normalised."""
+
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+CASE_REF = re.compile(r"^[A-Z0-9][A-Z0-9/_.-]{0,63}$")
+
+
+def normalise(kind: IdentifierKind, value: str, *, default_region: str) -> str:
+    """The canonical form of an identifier: E.164 phone numbers, lower-case emails, upper-case case refs."""
+    if kind is IdentifierKind.phone:
+        try:
+            number = phonenumbers.parse(value, default_region)
+        except phonenumbers.NumberParseException as error:
+            raise InvalidIdentifier(f"not a phone number: {error}") from error
+        # "Possible" (a plausible length for the country), not "valid" (an allocated range): number ranges
+        # are allocated over time, and stale metadata must not turn a real caller into a dead letter.
+        if not phonenumbers.is_possible_number(number):
+            raise InvalidIdentifier("not a possible phone number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if kind is IdentifierKind.email:
+        email = value.strip().lower()
+        if not EMAIL.fullmatch(email):
+            raise InvalidIdentifier("not an email address")
+        return email
+    case_ref = value.strip().upper()
+    if not CASE_REF.fullmatch(case_ref):
+        raise InvalidIdentifier("not a case reference (letters, digits and /_.- up to 64 characters)")
+    return case_ref
+
+
+def named_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[IdentifierKind, str]]:
+    """The normalised identifiers the envelope names the citizen by (raises InvalidIdentifier)."""
+    return [
+        (IdentifierKind(kind), normalise(IdentifierKind(kind), value, default_region=default_region))
+        for kind, value in event.identifiers.items()
+    ]
+
+
+def taught_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[IdentifierKind, str]]:
+    """Identifiers an event with a known citizen teaches the index: its envelope's, and its data's.
+
+    A `profile.updated` event's phone and email, and the case reference of case and complaint events,
+    belong to the event's citizen. Data that does not normalise teaches nothing (it was validated already;
+    a malformed phone in a profile is not a reason to lose the profile update).
+    """
+    found = dict.fromkeys(named_identifiers(event, default_region=default_region))
+    data = parse_data(event.type, event.data)
+    candidates: list[tuple[IdentifierKind, str | None]] = [
+        (IdentifierKind.phone, getattr(data, "phone", None)),
+        (IdentifierKind.email, getattr(data, "email", None)),
+        (IdentifierKind.case, getattr(data, "case_ref", None)),
+    ]
+    for kind, value in candidates:
+        if value:
+            try:
+                found[(kind, normalise(kind, value, default_region=default_region))] = None
+            except InvalidIdentifier:
+                continue
+    return list(found)

@@ -1,0 +1,220 @@
+"""The summary above the timeline (pure).
+
+Each event contributes at most one small *fact* (`fact_of`). The projection keeps the facts of exactly the
+events in the timeline, adding one when an event arrives and removing it when the event falls off the
+timeline, so the stored facts are always the timeline's. `summarise` turns facts into the summary at a
+given moment (the 7- and 30-day windows move with time, so that last step happens when it is read).
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
+
+from models.context import (
+    FailedPayment,
+    LastContact,
+    MissedAppointment,
+    OpenCase,
+    Summary,
+    UpcomingAppointment,
+)
+from models.events import CloudEvent
+from models.taxonomy import (
+    AppointmentBooked,
+    AppointmentMissed,
+    CallEnded,
+    CallStarted,
+    CaseClosed,
+    CaseOpened,
+    CaseUpdated,
+    ChatMessage,
+    ComplaintRaised,
+    EmailReceived,
+    PaymentFailed,
+    WebFormSubmitted,
+    parse_data,
+)
+
+
+class ContactFact(BaseModel):
+    """The citizen was in contact; several events of one contact (a call's start and end) share a key."""
+
+    kind: Literal["contact"] = "contact"
+    key: str
+    channel: str
+    time: AwareDatetime
+
+
+class CaseFact(BaseModel):
+    """A case's status at a moment."""
+
+    kind: Literal["case"] = "case"
+    case_ref: str
+    status: str
+    closed: bool
+    time: AwareDatetime
+
+
+class AppointmentFact(BaseModel):
+    """An appointment was booked, or missed."""
+
+    kind: Literal["appointment"] = "appointment"
+    appointment_id: str
+    starts_at: AwareDatetime | None
+    location: str | None = None
+    missed: bool
+    time: AwareDatetime
+
+
+class PaymentFailedFact(BaseModel):
+    """A payment failed."""
+
+    kind: Literal["payment_failed"] = "payment_failed"
+    amount: str
+    currency: str
+    reason: str
+    time: AwareDatetime
+
+
+Fact = Annotated[ContactFact | CaseFact | AppointmentFact | PaymentFailedFact, Field(discriminator="kind")]
+FACT = TypeAdapter(Fact)
+
+
+def fact_of(event: CloudEvent) -> Fact | None:
+    """What `event` contributes to the summary, if anything."""
+    data = parse_data(event.type, event.data)
+    time = event.time
+    match data:
+        case CallStarted() | CallEnded():
+            return ContactFact(key=f"call:{data.call_id}", channel=data.channel, time=time)
+        case ChatMessage():
+            return ContactFact(key=f"chat:{data.conversation_id}", channel=data.channel, time=time)
+        case EmailReceived():
+            return ContactFact(
+                key=f"email:{data.thread_id or event.dedup_key}", channel=data.channel, time=time
+            )
+        case WebFormSubmitted():
+            return ContactFact(key=f"web:{event.dedup_key}", channel=data.channel, time=time)
+        case ComplaintRaised():
+            return ContactFact(key=f"complaint:{data.complaint_ref}", channel=data.channel, time=time)
+        case CaseOpened() | CaseUpdated():
+            return CaseFact(case_ref=data.case_ref, status=data.status, closed=False, time=time)
+        case CaseClosed():
+            return CaseFact(case_ref=data.case_ref, status="closed", closed=True, time=time)
+        case AppointmentBooked():
+            return AppointmentFact(
+                appointment_id=data.appointment_id,
+                starts_at=data.starts_at,
+                location=data.location,
+                missed=False,
+                time=time,
+            )
+        case AppointmentMissed():
+            return AppointmentFact(
+                appointment_id=data.appointment_id, starts_at=data.starts_at, missed=True, time=time
+            )
+        case PaymentFailed():
+            return PaymentFailedFact(
+                amount=str(data.amount), currency=data.currency, reason=data.reason, time=time
+            )
+    return None
+
+
+def summarise(
+    facts: list[Fact], *, now: datetime, repeat_threshold: int = 3, recent_days: int = 30
+) -> Summary:
+    """The summary at `now` of a timeline whose facts are `facts` (in any order)."""
+    contacts = _contacts(f for f in facts if isinstance(f, ContactFact))
+    last = max(contacts, key=lambda c: (c.time, c.key), default=None)
+    week, month = now - timedelta(days=7), now - timedelta(days=30)
+    by_channel_7d: defaultdict[str, int] = defaultdict(int)
+    by_channel_30d: defaultdict[str, int] = defaultdict(int)
+    for contact in contacts:
+        if week <= contact.time <= now:
+            by_channel_7d[contact.channel] += 1
+        if month <= contact.time <= now:
+            by_channel_30d[contact.channel] += 1
+    recent = now - timedelta(days=recent_days)
+    return Summary(
+        last_contact=LastContact(time=last.time, channel=last.channel) if last else None,
+        contacts_7d=dict(sorted(by_channel_7d.items())),
+        contacts_30d=dict(sorted(by_channel_30d.items())),
+        repeat_contact=sum(by_channel_7d.values()) >= repeat_threshold,
+        open_cases=_open_cases(f for f in facts if isinstance(f, CaseFact)),
+        **_appointments([f for f in facts if isinstance(f, AppointmentFact)], now=now, recent=recent),
+        recent_failed_payments=sorted(
+            (
+                FailedPayment(time=f.time, amount=f.amount, currency=f.currency, reason=f.reason)
+                for f in facts
+                if isinstance(f, PaymentFailedFact) and recent <= f.time <= now
+            ),
+            key=lambda p: (p.time, p.amount, p.reason),
+            reverse=True,
+        ),
+    )
+
+
+def _contacts(facts: Iterable[ContactFact]) -> list[ContactFact]:
+    """One contact per key, at the time of its first event (a call counts once, when it started)."""
+    first: dict[str, ContactFact] = {}
+    for fact in facts:
+        seen = first.get(fact.key)
+        if seen is None or (fact.time, fact.channel) < (seen.time, seen.channel):
+            first[fact.key] = fact
+    return list(first.values())
+
+
+def _open_cases(facts: Iterable[CaseFact]) -> list[OpenCase]:
+    latest: dict[str, CaseFact] = {}
+    for fact in facts:
+        seen = latest.get(fact.case_ref)
+        if seen is None or (fact.time, fact.closed, fact.status) > (seen.time, seen.closed, seen.status):
+            latest[fact.case_ref] = fact
+    return sorted(
+        (
+            OpenCase(case_ref=f.case_ref, status=f.status, updated_at=f.time)
+            for f in latest.values()
+            if not f.closed
+        ),
+        key=lambda c: (c.updated_at, c.case_ref),
+        reverse=True,
+    )
+
+
+def _appointments(
+    facts: list[AppointmentFact], *, now: datetime, recent: datetime
+) -> dict[str, list[UpcomingAppointment] | list[MissedAppointment]]:
+    missed_ids = {f.appointment_id for f in facts if f.missed}
+    booked: dict[str, AppointmentFact] = {}
+    for fact in facts:
+        if fact.missed or fact.starts_at is None:
+            continue
+        seen = booked.get(fact.appointment_id)
+        if seen is None or (fact.time, fact.starts_at) > (seen.time, seen.starts_at):
+            booked[fact.appointment_id] = fact
+    upcoming = sorted(
+        (
+            UpcomingAppointment(appointment_id=f.appointment_id, starts_at=f.starts_at, location=f.location)
+            for f in booked.values()
+            if f.appointment_id not in missed_ids and f.starts_at is not None and f.starts_at > now
+        ),
+        key=lambda a: (a.starts_at, a.appointment_id),
+    )
+    missed: dict[str, MissedAppointment] = {}
+    recent_missed = (f for f in facts if f.missed and recent <= f.time <= now)
+    for fact in sorted(recent_missed, key=lambda f: (f.time, f.starts_at is not None, f.starts_at or f.time)):
+        known = booked.get(fact.appointment_id)
+        missed[fact.appointment_id] = MissedAppointment(
+            appointment_id=fact.appointment_id,
+            starts_at=fact.starts_at or (known.starts_at if known else None),
+            recorded_at=fact.time,
+        )
+    return {
+        "upcoming_appointments": upcoming,
+        "missed_appointments": sorted(
+            missed.values(), key=lambda m: (m.recorded_at, m.appointment_id), reverse=True
+        ),
+    }

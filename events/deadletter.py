@@ -1,0 +1,133 @@
+"""The dead-letter topic: every record the consumer cannot use, unchanged, with why and where it came from.
+
+Headers added (all UTF-8 text): `dlq.reason` (a stable code, see `events.codec.InvalidEvent`),
+`dlq.detail`, `dlq.topic`, `dlq.partition`, `dlq.offset`, `dlq.time` (RFC 3339, when it was dead-lettered).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from events.records import DeadLetter, Header, IncomingRecord
+
+HEADER_PREFIX = "dlq."
+MAX_DETAIL = 1000
+
+
+def dead_letter_topic(topic: str) -> str:
+    """The dead-letter topic of a topic."""
+    return f"{topic}.dlq"
+
+
+def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> list[Header]:
+    """The original headers (earlier dead-letter headers replaced) plus why and where from."""
+    record = letter.record
+    kept = [(name, raw) for name, raw in record.headers if not name.startswith(HEADER_PREFIX)]
+    return [
+        *kept,
+        ("dlq.reason", letter.reason.encode()),
+        ("dlq.detail", letter.detail[:MAX_DETAIL].encode()),
+        ("dlq.topic", record.topic.encode()),
+        ("dlq.partition", str(record.partition).encode()),
+        ("dlq.offset", str(record.offset).encode()),
+        ("dlq.time", (now or datetime.now(UTC)).isoformat().encode()),
+    ]
+
+
+def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
+    """Publish the letters and wait until the broker has every one (raises if any fails)."""
+    futures = [
+        producer.send(
+            dead_letter_topic(letter.record.topic),
+            key=letter.record.key,
+            value=letter.record.value,
+            headers=dead_letter_headers(letter),
+        )
+        for letter in letters
+    ]
+    producer.flush(timeout=timeout_s)
+    for future in futures:
+        future.get(timeout=timeout_s)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A record read back from the dead-letter topic."""
+
+    dlq_partition: int
+    dlq_offset: int
+    record: IncomingRecord
+    reason: str
+    detail: str
+    dead_lettered_at: str
+
+    @property
+    def original_headers(self) -> list[Header]:
+        """The headers the publisher sent, without the dead-letter ones."""
+        return [(name, raw) for name, raw in self.record.headers if not name.startswith(HEADER_PREFIX)]
+
+
+def read_dead_letters(bootstrap_servers: list[str], topic: str) -> Iterator[StoredDeadLetter]:
+    """Every record of `topic`'s dead-letter topic, from the beginning to its current end."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    try:
+        name = dead_letter_topic(topic)
+        partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
+        if not partitions:
+            return
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if ends[tp] > consumer.position(tp)}
+        while remaining:
+            for tp, records in consumer.poll(timeout_ms=1000).items():
+                for raw in records:
+                    if raw.offset < ends[tp]:
+                        yield _stored(raw)
+                if consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        consumer.close()
+
+
+def _stored(raw: object) -> StoredDeadLetter:
+    headers = {name: (value or b"").decode("utf-8", errors="replace") for name, value in raw.headers or []}  # type: ignore[attr-defined]
+    original = IncomingRecord(
+        topic=headers.get("dlq.topic", ""),
+        partition=int(headers.get("dlq.partition", "-1")),
+        offset=int(headers.get("dlq.offset", "-1")),
+        key=raw.key,  # type: ignore[attr-defined]
+        value=raw.value,  # type: ignore[attr-defined]
+        headers=[(name, value or b"") for name, value in raw.headers or []],  # type: ignore[attr-defined]
+    )
+    return StoredDeadLetter(
+        dlq_partition=raw.partition,  # type: ignore[attr-defined]
+        dlq_offset=raw.offset,  # type: ignore[attr-defined]
+        record=original,
+        reason=headers.get("dlq.reason", ""),
+        detail=headers.get("dlq.detail", ""),
+        dead_lettered_at=headers.get("dlq.time", ""),
+    )
+
+
+def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> int:
+    """Publish each letter's original record, unchanged, back to its original topic; returns how many.
+
+    Redriving is safe to repeat: an event that reaches the projection twice is applied once, and one that
+    still cannot be used returns to the dead-letter topic with its reason.
+    """
+    futures = [
+        producer.send(
+            letter.record.topic,
+            key=letter.record.key,
+            value=letter.record.value,
+            headers=letter.original_headers,
+        )
+        for letter in letters
+    ]
+    producer.flush(timeout=timeout_s)
+    for future in futures:
+        future.get(timeout=timeout_s)
+    return len(futures)

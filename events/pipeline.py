@@ -1,0 +1,66 @@
+"""One batch of records -> the writes to apply and the dead letters to publish.
+
+Decoding and identity resolution happen here, in record order, so that an event that teaches an
+identifier (a profile update with a phone number) lets a later event of the same batch that names the
+citizen only by that number be resolved.
+"""
+
+from dataclasses import dataclass, field
+
+from context.identity import named_identifiers
+from context.service import EventWrite, plan_write
+from context.store import Identifier, ProjectionWriter
+from events.codec import InvalidEvent, decode_record
+from events.records import DeadLetter, IncomingRecord
+from models.events import CloudEvent
+
+
+@dataclass
+class PreparedBatch:
+    """What a batch does: writes for the projection, letters for the dead-letter topic."""
+
+    writes: list[EventWrite] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def prepare_batch(
+    records: list[IncomingRecord], *, writer: ProjectionWriter, epoch: str, default_region: str
+) -> PreparedBatch:
+    """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
+    batch = PreparedBatch()
+    decoded: list[tuple[IncomingRecord, CloudEvent]] = []
+    for record in records:
+        try:
+            decoded.append(
+                (record, decode_record(record.value, record.headers, default_region=default_region))
+            )
+        except InvalidEvent as error:
+            batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
+    wanted = [
+        identifier
+        for _record, event in decoded
+        if event.subject is None
+        for identifier in named_identifiers(event, default_region=default_region)
+    ]
+    known = writer.resolve(wanted, epoch=epoch)
+    learned: dict[Identifier, str] = {}
+    for record, event in decoded:
+        resolved = event
+        if event.subject is None:
+            identifiers = named_identifiers(event, default_region=default_region)
+            citizen = next(
+                (learned.get(i) or known.get(i) for i in identifiers if learned.get(i) or known.get(i)), None
+            )
+            if citizen is None:
+                kinds = ", ".join(kind.value for kind, _value in identifiers)
+                # The detail names the kind of identifier, never its value: headers end up in logs and tools.
+                batch.dead_letters.append(
+                    DeadLetter(record, "unresolved-identity", f"no citizen is known for the {kinds} given")
+                )
+                continue
+            resolved = event.model_copy(update={"subject": citizen})
+        write = plan_write(resolved, default_region=default_region)
+        for identifier in write.identifiers:
+            learned[identifier] = write.citizen_id
+        batch.writes.append(write)
+    return batch
