@@ -23,3 +23,13 @@ def order_timeline(events: list[CloudEvent]) -> list[CloudEvent]:
     """
     unique = {event.dedup_key: event for event in reversed(events)}
     return sorted(unique.values(), key=lambda e: (time_score(e.time), e.dedup_key), reverse=True)
+
+
+def retained(events: list[CloudEvent], *, now: datetime, max_events: int, max_age: timedelta) -> list[CloudEvent]:
+    """From scratch: the timeline that a set of events gives, newest first, within the count and age caps.
+
+    The write path reaches the same result one event at a time (context/apply_event.lua); the tests
+    hold the two to each other.
+    """
+    cutoff = age_cutoff(now=now, max_age=max_age)
+    return [event for event in order_timeline(events) if time_score(event.time) >= cutoff][:max_events]

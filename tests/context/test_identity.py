@@ -1,0 +1,65 @@
+"""Identifier normalisation and what events teach the identifier index (pure)."""
+
+import pytest
+
+from context.identity import IdentifierKind, InvalidIdentifier, normalise, taught_identifiers
+from tests.factories import example_data, make_event
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw", "canonical"),
+    [
+        (IdentifierKind.phone, "07700 900123", "+447700900123"),
+        (IdentifierKind.phone, "+44 (0)7700-900123", "+447700900123"),
+        (IdentifierKind.phone, "0044 7700 900123", "+447700900123"),
+        (IdentifierKind.phone, "+1 202 555 0143", "+12025550143"),
+        (IdentifierKind.email, "  Anna.Jones@Example.ORG ", "anna.jones@example.org"),
+        (IdentifierKind.case, " hb-4471 ", "HB-4471"),
+    ],
+)
+def test_identifiers_are_normalised(kind: IdentifierKind, raw: str, canonical: str) -> None:
+    assert normalise(kind, raw, default_region="GB") == canonical
+
+
+def test_the_default_region_reads_national_numbers() -> None:
+    assert normalise(IdentifierKind.phone, "202 555 0143", default_region="US") == "+12025550143"
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (IdentifierKind.phone, "not a number"),
+        (IdentifierKind.phone, "123"),
+        (IdentifierKind.email, "no-at-sign"),
+        (IdentifierKind.email, "two@@example.org"),
+        (IdentifierKind.case, "has space"),
+        (IdentifierKind.case, ""),
+    ],
+)
+def test_malformed_identifiers_are_refused(kind: IdentifierKind, raw: str) -> None:
+    with pytest.raises(InvalidIdentifier):
+        normalise(kind, raw, default_region="GB")
+
+
+def test_a_profile_update_teaches_its_phone_and_email() -> None:
+    event = make_event("C-1", type_="profile.updated", data=example_data("profile.updated"))
+    assert set(taught_identifiers(event, default_region="GB")) == {
+        (IdentifierKind.phone, "+447700900123"),
+        (IdentifierKind.email, "anna.jones@example.org"),
+    }
+
+
+def test_case_events_teach_their_case_reference() -> None:
+    event = make_event("C-1", type_="case.opened", data=example_data("case.opened", case_ref="hb-9"))
+    assert taught_identifiers(event, default_region="GB") == [(IdentifierKind.case, "HB-9")]
+
+
+def test_an_envelope_with_subject_and_identifiers_teaches_them() -> None:
+    event = make_event("C-1").model_copy(update={"citizenemail": "X@Example.org"})
+    assert taught_identifiers(event, default_region="GB") == [(IdentifierKind.email, "x@example.org")]
+
+
+def test_a_malformed_phone_in_a_profile_teaches_nothing_but_does_not_fail() -> None:
+    data = example_data("profile.updated", phone="12", email=None)
+    event = make_event("C-1", type_="profile.updated", data=data)
+    assert taught_identifiers(event, default_region="GB") == []

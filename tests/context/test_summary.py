@@ -1,0 +1,155 @@
+"""The summary rules, as pure functions, and their incremental upkeep."""
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from context.summary import fact_of, summarise
+from context.timeline import retained
+from models.events import CloudEvent
+from tests.factories import example_data, make_event
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def at(days_ago: float, type_: str, citizen: str = "C-1", **data: object) -> CloudEvent:
+    return make_event(
+        citizen, minutes_ago=days_ago * 24 * 60, type_=type_, now=NOW, data=example_data(type_, **data)
+    )
+
+
+def test_a_call_counts_once_from_its_start() -> None:
+    start = at(1, "call.started", call_id="CALL-1")
+    end = at(0.99, "call.ended", call_id="CALL-1")
+    summary = summarise([f for e in (start, end) if (f := fact_of(e))], now=NOW)
+    assert summary.contacts_7d == {"phone": 1}
+    assert summary.last_contact is not None
+    assert summary.last_contact.time == start.time
+
+
+def test_contacts_by_channel_in_7_and_30_days_and_the_repeat_flag() -> None:
+    events = [
+        at(1, "call.started"),
+        at(2, "chat.message", conversation_id="CHAT-1"),
+        at(2.1, "chat.message", conversation_id="CHAT-1"),
+        at(3, "email.received", thread_id="T-1"),
+        at(20, "web.form.submitted"),
+        at(40, "call.started"),
+        at(0.5, "letter.sent"),
+    ]
+    summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
+    assert summary.contacts_7d == {"chat": 1, "email": 1, "phone": 1}
+    assert summary.contacts_30d == {"chat": 1, "email": 1, "phone": 1, "web": 1}
+    assert summary.repeat_contact
+    assert summary.last_contact is not None
+    assert summary.last_contact.channel == "phone"
+    two_contacts = [f for e in events[:2] if (f := fact_of(e))]
+    assert not summarise(two_contacts, now=NOW).repeat_contact
+
+
+def test_open_cases_show_their_latest_status_and_closed_ones_go() -> None:
+    events = [
+        at(10, "case.opened", case_ref="HB-1", status="open"),
+        at(5, "case.updated", case_ref="HB-1", status="awaiting-evidence"),
+        at(9, "case.opened", case_ref="HB-2"),
+        at(1, "case.closed", case_ref="HB-2"),
+    ]
+    summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
+    assert [(c.case_ref, c.status) for c in summary.open_cases] == [("HB-1", "awaiting-evidence")]
+
+
+def test_upcoming_and_missed_appointments() -> None:
+    soon, past = (NOW + timedelta(days=2)).isoformat(), (NOW - timedelta(days=2)).isoformat()
+    events = [
+        at(5, "appointment.booked", appointment_id="A-1", starts_at=soon),
+        at(5, "appointment.booked", appointment_id="A-2", starts_at=past),
+        at(1.9, "appointment.missed", appointment_id="A-2", starts_at=None),
+    ]
+    summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
+    assert [a.appointment_id for a in summary.upcoming_appointments] == ["A-1"]
+    assert [(m.appointment_id, m.starts_at) for m in summary.missed_appointments] == [
+        ("A-2", datetime.fromisoformat(past))
+    ]
+
+
+def test_recent_failed_payments_newest_first() -> None:
+    events = [
+        at(2, "payment.failed", amount="10.00"),
+        at(1, "payment.failed", amount="20.00"),
+        at(45, "payment.failed"),
+    ]
+    summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
+    assert [p.amount for p in summary.recent_failed_payments] == ["20.00", "10.00"]
+
+
+TYPES = [
+    "call.started",
+    "call.ended",
+    "chat.message",
+    "email.received",
+    "web.form.submitted",
+    "case.opened",
+    "case.updated",
+    "case.closed",
+    "appointment.booked",
+    "appointment.missed",
+    "payment.failed",
+    "letter.sent",
+    "complaint.raised",
+    "profile.updated",
+    "parking.permit.issued",
+]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[CloudEvent]:
+    """Events of one citizen over ~60 days, with shared call/chat/case/appointment ids and duplicates."""
+    count = draw(st.integers(min_value=0, max_value=25))
+    events = []
+    for n in range(count):
+        type_ = draw(st.sampled_from(TYPES))
+        ref = draw(st.sampled_from(["1", "2", "3"]))
+        data = example_data(type_)
+        for name in (
+            "call_id",
+            "conversation_id",
+            "case_ref",
+            "appointment_id",
+            "complaint_ref",
+            "thread_id",
+        ):
+            if name in data:
+                data[name] = f"{name}-{ref}"
+        if "starts_at" in data:
+            data["starts_at"] = (NOW + timedelta(days=draw(st.integers(-10, 10)))).isoformat()
+        days_ago = draw(st.floats(min_value=0, max_value=60, allow_nan=False))
+        events.append(
+            make_event("C-1", event_id=f"e-{n}", minutes_ago=days_ago * 1440, type_=type_, now=NOW, data=data)
+        )
+    duplicates = draw(st.lists(st.sampled_from(events), max_size=3)) if events else []
+    return events + duplicates
+
+
+@given(histories(), st.integers(min_value=1, max_value=30))
+def test_incremental_facts_give_the_from_scratch_summary(events: list[CloudEvent], cap: int) -> None:
+    """Keeping one fact per kept event and dropping it on eviction equals summarising the timeline."""
+    facts: dict[str, object] = {}
+    kept: list[CloudEvent] = []
+    for event in events:
+        before = {e.dedup_key for e in kept}
+        kept = retained([*kept, event], now=NOW, max_events=cap, max_age=timedelta(days=90))
+        after = {e.dedup_key for e in kept}
+        if event.dedup_key in after - before and (fact := fact_of(event)) is not None:
+            facts[event.dedup_key] = fact
+        for gone in before - after:
+            facts.pop(gone, None)
+    timeline = retained(events, now=NOW, max_events=cap, max_age=timedelta(days=90))
+    from_scratch = summarise([f for e in timeline if (f := fact_of(e))], now=NOW)
+    assert summarise(list(facts.values()), now=NOW) == from_scratch  # type: ignore[arg-type]
+
+
+@given(histories())
+def test_the_summary_does_not_depend_on_the_order_of_facts(events: list[CloudEvent]) -> None:
+    facts = [f for e in {e.dedup_key: e for e in events}.values() if (f := fact_of(e))]
+    assert summarise(facts, now=NOW) == summarise(list(reversed(facts)), now=NOW)

@@ -1,0 +1,85 @@
+"""A batch's records become writes and dead letters; identity resolution against the real Redis."""
+
+import json
+
+import redis
+
+from context.settings import TimelineSettings
+from context.store import ProjectionWriter
+from events.codec import encode_structured
+from events.pipeline import prepare_batch
+from events.records import IncomingRecord
+from models.events import CloudEvent
+from tests.factories import example_data, make_event, writes_for
+
+
+def record(event: CloudEvent | bytes, offset: int = 0) -> IncomingRecord:
+    if isinstance(event, bytes):
+        return IncomingRecord("topic", 0, offset, None, event, [])
+    value, headers = encode_structured(event)
+    return IncomingRecord("topic", 0, offset, None, value, headers)
+
+
+def anonymous(type_: str = "call.ended", **identifiers: str) -> CloudEvent:
+    return make_event("C-unused", type_=type_).model_copy(update={"subject": None, **identifiers})
+
+
+def test_each_identifier_resolves_once_the_index_knows_it(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = writer.current_epoch()
+    profile = make_event("C-9", type_="profile.updated", data=example_data("profile.updated"))
+    case = make_event("C-9", type_="case.opened", data=example_data("case.opened", case_ref="HB-77"))
+    writer.apply_batch(writes_for(profile, case))
+    named = [
+        anonymous(citizenphone="+44 7700 900123"),
+        anonymous(citizenemail="anna.jones@EXAMPLE.org"),
+        anonymous(citizencaseref="hb-77"),
+    ]
+    batch = prepare_batch(
+        [record(e, n) for n, e in enumerate(named)], writer=writer, epoch=epoch, default_region="GB"
+    )
+    assert batch.dead_letters == []
+    assert [write.citizen_id for write in batch.writes] == ["C-9", "C-9", "C-9"]
+    assert [write.event.id for write in batch.writes] == [e.id for e in named]
+
+
+def test_an_identifier_taught_earlier_in_the_same_batch_resolves(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    profile = make_event(
+        "C-10",
+        type_="profile.updated",
+        data=example_data("profile.updated", phone="07700 900999", email=None),
+    )
+    caller = anonymous("call.started", citizenphone="07700900999")
+    batch = prepare_batch(
+        [record(profile, 0), record(caller, 1)],
+        writer=writer,
+        epoch=writer.current_epoch(),
+        default_region="GB",
+    )
+    assert [w.citizen_id for w in batch.writes] == ["C-10", "C-10"]
+
+
+def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    stranger = anonymous(citizenphone="07700 900555")
+    batch = prepare_batch(
+        [record(stranger, 7), record(b"{", 8)],
+        writer=writer,
+        epoch=writer.current_epoch(),
+        default_region="GB",
+    )
+    assert batch.writes == []
+    assert [(d.record.offset, d.reason) for d in batch.dead_letters] == [
+        (8, "not-json"),
+        (7, "unresolved-identity"),
+    ]
+    unresolved = batch.dead_letters[1]
+    assert "7700" not in unresolved.detail
+    assert json.loads(unresolved.record.value or b"")["citizenphone"] == "07700 900555"
