@@ -9,12 +9,14 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.problems import install_problem_handlers
-from api.routes import citizens, health
+from api.publisher import EventPublisher
+from api.routes import citizens, events, health
 from api.settings import ApiSettings
 from api.state import AppState
 from api.streaming import ChangeHub
 from context.settings import RedisSettings, SummarySettings, TimelineSettings
 from context.store import ContextReader
+from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
 
 
@@ -24,12 +26,14 @@ def create_app(
     redis_settings: RedisSettings | None = None,
     timeline: TimelineSettings | None = None,
     database: DatabaseSettings | None = None,
+    kafka: KafkaSettings | None = None,
 ) -> FastAPI:
     """Build the app; clients are created in the lifespan, never at import time."""
     api = api or ApiSettings()
     redis_settings = redis_settings or RedisSettings()
     timeline = timeline or TimelineSettings()
     database = database or DatabaseSettings()
+    kafka = kafka or KafkaSettings()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
@@ -40,9 +44,11 @@ def create_app(
         )
         hub = ChangeHub(client, channel=reader.channel, queue_size=api.stream_queue_size)
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
+        publisher = EventPublisher(kafka)
         try:
-            yield AppState(redis=client, reader=reader, hub=hub, engine=engine)
+            yield AppState(redis=client, reader=reader, hub=hub, engine=engine, publisher=publisher)
         finally:
+            await asyncio.to_thread(publisher.close)
             hub_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await hub_task
@@ -58,4 +64,5 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(citizens.router)
+    app.include_router(events.router)
     return app

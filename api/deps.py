@@ -8,6 +8,7 @@ from fastapi import Depends
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
+from api.publisher import EventPublisher
 from api.streaming import ChangeHub
 from context.store import ContextReader
 
@@ -22,6 +23,10 @@ def _reader(connection: HTTPConnection) -> ContextReader:
 
 def _hub(connection: HTTPConnection) -> ChangeHub:
     return connection.state.hub  # type: ignore[no-any-return]
+
+
+def _publisher(connection: HTTPConnection) -> EventPublisher:
+    return connection.state.publisher  # type: ignore[no-any-return]
 
 
 def _engine(connection: HTTPConnection) -> Engine:
@@ -45,4 +50,5 @@ RedisDep = Annotated["aioredis.Redis", Depends(_redis)]
 ReaderDep = Annotated[ContextReader, Depends(_reader)]
 HubDep = Annotated[ChangeHub, Depends(_hub)]
 EngineDep = Annotated[Engine, Depends(_engine)]
+PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
 CurrentViewer = Annotated[Viewer, Depends(_viewer)]

@@ -5,6 +5,7 @@ from typing import TypedDict
 import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
+from api.publisher import EventPublisher
 from api.streaming import ChangeHub
 from context.store import ContextReader
 
@@ -16,3 +17,4 @@ class AppState(TypedDict):
     reader: ContextReader
     hub: ChangeHub
     engine: Engine
+    publisher: EventPublisher

@@ -3,7 +3,7 @@
 -- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 changes (list),
 --       5 facts (hash), 6 profile (hash), 7 profile stamps (hash)
 -- ARGV: 1 event key (source, id), 2 score (time, microseconds), 3 event JSON,
---       4 max events, 5 age cutoff score, 6 change log length, 7 channel,
+--       4 max events, 5 age cutoff score, 6 change log length, 7 channel ("": publish nothing),
 --       8 citizen id as a JSON string, 9 epoch as a JSON string, 10 expiry (seconds),
 --       11 the event's summary fact (JSON, or "" when it has none),
 --       12.. profile updates as pairs: field name, value as JSON
@@ -81,5 +81,7 @@ change = change .. '}'
 redis.call('RPUSH', KEYS[4], change)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
 for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
-redis.call('PUBLISH', ARGV[7], change)
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], change)
+end
 return {1, version}

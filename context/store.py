@@ -61,7 +61,7 @@ class ProjectionWriter:
 
     def switch_epoch(self, epoch: str) -> str | None:
         """Make `epoch` the generation readers and live writers use; returns the previous one."""
-        previous = self._client.getset(epoch_key(self._prefix), epoch)
+        previous = self._client.set(epoch_key(self._prefix), epoch, get=True)
         return cast(str | None, previous)
 
     def drop_generation(self, epoch: str) -> int:
@@ -92,15 +92,24 @@ class ProjectionWriter:
         return {ident: citizen for ident, citizen in zip(wanted, pipe.execute(), strict=True) if citizen}
 
     def apply_batch(
-        self, writes: list[EventWrite], *, epoch: str | None = None, now: datetime | None = None
+        self,
+        writes: list[EventWrite],
+        *,
+        epoch: str | None = None,
+        now: datetime | None = None,
+        publish: bool = True,
     ) -> list[ApplyResult]:
-        """Apply the writes in order, in one round trip; each event's effect is atomic and idempotent."""
+        """Apply the writes in order, in one round trip; each event's effect is atomic and idempotent.
+
+        `publish=False` keeps the changes off the live channel: a rebuild fills a generation nobody
+        watches yet, and announcing its changes would only make every stream re-sync over and over.
+        """
         if not writes:
             return []
         epoch = epoch or self.current_epoch()
         cutoff = age_cutoff(now=now or datetime.now(UTC), max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
-        channel = changes_channel(self._prefix)
+        channel = changes_channel(self._prefix) if publish else ""
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
             # The index entries go first so that a later event in this very batch, or a reader, finds them.

@@ -25,7 +25,9 @@ def order_timeline(events: list[CloudEvent]) -> list[CloudEvent]:
     return sorted(unique.values(), key=lambda e: (time_score(e.time), e.dedup_key), reverse=True)
 
 
-def retained(events: list[CloudEvent], *, now: datetime, max_events: int, max_age: timedelta) -> list[CloudEvent]:
+def retained(
+    events: list[CloudEvent], *, now: datetime, max_events: int, max_age: timedelta
+) -> list[CloudEvent]:
     """From scratch: the timeline that a set of events gives, newest first, within the count and age caps.
 
     The write path reaches the same result one event at a time (context/apply_event.lua); the tests

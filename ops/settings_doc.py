@@ -3,7 +3,7 @@
 from pydantic_settings import BaseSettings
 
 from api.settings import ApiSettings
-from context.settings import RedisSettings, TimelineSettings
+from context.settings import IdentitySettings, RedisSettings, SummarySettings, TimelineSettings
 from events.settings import ConsumerSettings, KafkaSettings
 from models.database import DatabaseSettings
 from ops.settings import ServicesSettings
@@ -13,6 +13,8 @@ ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     DatabaseSettings,
     RedisSettings,
     TimelineSettings,
+    SummarySettings,
+    IdentitySettings,
     KafkaSettings,
     ConsumerSettings,
     ServicesSettings,

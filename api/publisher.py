@@ -1,0 +1,66 @@
+"""Publishing events to Kafka from the API (REST ingestion, completed enquiries)."""
+
+import socket
+import threading
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from context.settings import IdentitySettings
+from events.producer import create_producer, publish
+from events.settings import KafkaSettings
+from models.events import CloudEvent
+
+
+class PublishUnavailable(Exception):
+    """Kafka did not acknowledge the events; nothing can be promised about them, so the caller retries."""
+
+
+class EventPublisher:
+    """A Kafka producer created on first use, so the API starts (and serves reads) while Kafka is down."""
+
+    def __init__(self, kafka: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+        self._kafka = kafka
+        self._timeout_s = timeout_s
+        self._producer: KafkaProducer | None = None
+        self._lock = threading.Lock()
+
+    def publish_all(self, events: list[CloudEvent]) -> None:
+        """Send the events and wait until the broker has every one (blocking: call from a worker thread)."""
+        try:
+            producer = self._get()
+            region = IdentitySettings().default_region
+            futures = [publish(producer, self._kafka.topic, event, default_region=region) for event in events]
+            producer.flush(timeout=self._timeout_s)
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except KafkaError as error:
+            raise PublishUnavailable(str(error)) from error
+
+    def close(self) -> None:
+        """Flush and close the producer, if one was made."""
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=self._timeout_s)
+                self._producer = None
+
+    def _get(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before
+                # giving up on unreachable brokers; a plain TCP probe answers "unavailable" at once.
+                if not any(_reachable(server) for server in self._kafka.bootstrap_list):
+                    raise PublishUnavailable("no Kafka bootstrap server accepts connections")
+                self._producer = create_producer(
+                    self._kafka.bootstrap_list, max_block_ms=int(self._timeout_s * 1000)
+                )
+            return self._producer
+
+
+def _reachable(server: str, timeout_s: float = 1.0) -> bool:
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False

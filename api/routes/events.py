@@ -1,0 +1,142 @@
+"""REST ingestion: integrators publish events over HTTP; they reach Kafka like any other event."""
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentViewer, PublisherDep
+from api.problems import Problem, problem_response
+from api.publisher import PublishUnavailable
+from context.settings import IdentitySettings
+from events.codec import InvalidEvent, judge
+from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+MAX_BODY_BYTES = 1_048_576
+MAX_BATCH = 500
+
+EXAMPLE_EVENT: dict[str, Any] = {
+    "specversion": "1.0",
+    "id": "4b1c0e7e-0d3a-4a57-b6f0-3f7c2f1e9a10",
+    "source": "/telephony/contact-centre",
+    "type": "call.ended",
+    "subject": "C-100234",
+    "time": "2026-11-28T09:15:00Z",
+    "datacontenttype": "application/json",
+    "data": {"channel": "phone", "summary": "Asked about HB-4471", "call_id": "CALL-1", "duration_s": 412},
+}
+
+
+class AcceptedEvent(BaseModel):
+    """An event Kafka has acknowledged."""
+
+    id: str
+    source: str
+
+
+class Accepted(BaseModel):
+    """Every event of the request is in Kafka; the projection applies them within moments."""
+
+    accepted: list[AcceptedEvent] = Field(description="The events, in the order they were sent.")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    summary="Publish one event or a batch",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                STRUCTURED_CONTENT_TYPE: {"schema": {"type": "object"}, "example": EXAMPLE_EVENT},
+                BATCH_CONTENT_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}},
+                "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array"}]}},
+            },
+        }
+    },
+    responses={
+        413: {
+            "model": Problem,
+            "description": "The body is larger than 1 MiB or the batch has over 500 events.",
+        },
+        415: {"model": Problem, "description": "The body is not JSON."},
+        422: {
+            "model": Problem,
+            "description": "An event breaks the contract; none of the batch was published.",
+        },
+        503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
+    },
+)
+async def publish_events(request: Request, publisher: PublisherDep, viewer: CurrentViewer) -> JSONResponse:
+    """Validate the events against the contract and publish them to Kafka (all of them, or none).
+
+    A single CloudEvent (`application/cloudevents+json`), a batch (`application/cloudevents-batch+json`), or
+    either as `application/json`. Publishing the same event again is harmless: the projection keeps it once.
+    """
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in {STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE, "application/json"}:
+        return problem_response(
+            request, 415, f"Send {STRUCTURED_CONTENT_TYPE}, {BATCH_CONTENT_TYPE} or JSON."
+        )
+    body = await _read_limited(request)
+    if body is None:
+        return problem_response(request, 413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return problem_response(request, 422, f"The body is not JSON: {error}")
+    documents = document if isinstance(document, list) else [document]
+    if media_type == BATCH_CONTENT_TYPE and not isinstance(document, list):
+        return problem_response(request, 422, "A batch must be a JSON array of events.")
+    if not documents:
+        return problem_response(request, 422, "The batch is empty.")
+    if len(documents) > MAX_BATCH:
+        return problem_response(request, 413, f"A batch holds at most {MAX_BATCH} events.")
+    events, errors = _judge_all(documents)
+    if errors:
+        return problem_response(
+            request, 422, "Some events break the contract; none was published.", errors=errors
+        )
+    try:
+        await run_in_threadpool(publisher.publish_all, events)
+    except PublishUnavailable:
+        response = problem_response(request, 503, "Kafka did not acknowledge the events; retry them.")
+        response.headers["Retry-After"] = "2"
+        return response
+    accepted = Accepted(accepted=[AcceptedEvent(id=e.id, source=e.source) for e in events])
+    return JSONResponse(accepted.model_dump(), status_code=status.HTTP_202_ACCEPTED)
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    """The body, or None once it exceeds the limit (read no further than that)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _judge_all(documents: list[Any]) -> tuple[list[CloudEvent], list[dict[str, Any]]]:
+    region = IdentitySettings().default_region
+    events: list[CloudEvent] = []
+    errors: list[dict[str, Any]] = []
+    for index, document in enumerate(documents):
+        if not isinstance(document, dict):
+            errors.append(
+                {"location": f"body[{index}]", "reason": "not-an-object", "message": "not a JSON object"}
+            )
+            continue
+        try:
+            events.append(judge(document, default_region=region))
+        except InvalidEvent as error:
+            errors.append({"location": f"body[{index}]", "reason": error.reason, "message": error.detail})
+    return events, errors

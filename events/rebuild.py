@@ -1,0 +1,150 @@
+"""Repave: rebuild the projection from Kafka into a new generation, then switch readers to it.
+
+1. Replay the topic from its earliest offsets into a new generation (epoch) that nobody reads yet,
+   while the live consumer keeps serving the current one. Changes are not published meanwhile.
+2. Catch up until few records remain, switch the served epoch atomically, then catch up once more: that
+   last pass covers whatever the live consumer applied to the old generation just before the switch.
+   After the switch the live consumer writes to the new generation too; both writers are idempotent.
+3. Announce the new epoch (every open stream re-syncs), wait a moment for any batch still in flight
+   against the old generation, and delete the old generation.
+If anything fails before the switch, the half-built generation is deleted and the served one is untouched.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from kafka import KafkaConsumer, TopicPartition
+
+from context.store import ProjectionWriter, new_epoch
+from events.pipeline import prepare_batch
+from events.records import IncomingRecord
+from events.settings import KafkaSettings
+
+log = structlog.get_logger("rebuild")
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What a rebuild did."""
+
+    epoch: str
+    previous_epoch: str | None
+    records: int
+    applied: int
+    skipped: int
+    seconds: float
+    keys_removed: int
+
+    @property
+    def records_per_s(self) -> float:
+        """Replay throughput."""
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class Replayer:
+    """Reads every partition of the topic with manual assignment (no consumer group, nothing committed)."""
+
+    def __init__(
+        self, kafka: KafkaSettings, writer: ProjectionWriter, *, epoch: str, default_region: str
+    ) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_list,
+            group_id=None,
+            enable_auto_commit=False,
+            max_poll_records=kafka.max_poll_records,
+            client_id="citizen-context-rebuild",
+        )
+        partitions = self._consumer.partitions_for_topic(kafka.topic) or set()
+        self.partitions = [TopicPartition(kafka.topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self.partitions)
+        self._consumer.seek_to_beginning(*self.partitions)
+        self._writer = writer
+        self._epoch = epoch
+        self._default_region = default_region
+        self.records = self.applied = self.skipped = 0
+
+    def remaining(self) -> int:
+        """Records between the current positions and the ends of the partitions."""
+        ends = self._consumer.end_offsets(self.partitions)
+        return sum(max(ends[tp] - self._consumer.position(tp), 0) for tp in self.partitions)
+
+    def catch_up(self, progress: Progress) -> int:
+        """Apply everything up to the partitions' current ends; returns how many records were read."""
+        ends = self._consumer.end_offsets(self.partitions)
+        pending = {tp for tp in self.partitions if self._consumer.position(tp) < ends[tp]}
+        read = 0
+        while pending:
+            polled = self._consumer.poll(timeout_ms=1000)
+            records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
+            if records:
+                batch = prepare_batch(
+                    records, writer=self._writer, epoch=self._epoch, default_region=self._default_region
+                )
+                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+                self.applied += sum(result.applied for result in results)
+                # Unreadable and unresolvable records were dead-lettered when they were first consumed.
+                self.skipped += len(batch.dead_letters)
+                read += len(records)
+                progress(len(records))
+            pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
+        self.records += read
+        return read
+
+    def close(self) -> None:
+        """Leave the brokers."""
+        self._consumer.close()
+
+
+def rebuild(
+    *,
+    kafka: KafkaSettings,
+    writer: ProjectionWriter,
+    default_region: str,
+    on_start: Callable[[int], None] = lambda _total: None,
+    progress: Progress = lambda _n: None,
+    settle_below: int = 1000,
+    grace_s: float = 2.0,
+) -> RebuildReport:
+    """Rebuild the projection from the earliest offsets and switch to it (see the module docstring)."""
+    epoch = new_epoch()
+    started = time.perf_counter()
+    replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
+    switched = False
+    try:
+        on_start(replayer.remaining())
+        log.info("rebuild started", epoch=epoch, partitions=len(replayer.partitions))
+        while replayer.catch_up(progress) > settle_below:
+            pass
+        previous = writer.switch_epoch(epoch)
+        switched = True
+        replayer.catch_up(progress)
+    finally:
+        replayer.close()
+        if not switched:
+            writer.drop_generation(epoch)
+    writer.announce_epoch(epoch)
+    seconds = time.perf_counter() - started
+    removed = 0
+    if previous and previous != epoch:
+        time.sleep(grace_s)
+        removed = writer.drop_generation(previous)
+    log.info(
+        "rebuild finished",
+        epoch=epoch,
+        previous=previous,
+        records=replayer.records,
+        seconds=round(seconds, 2),
+    )
+    return RebuildReport(
+        epoch=epoch,
+        previous_epoch=previous,
+        records=replayer.records,
+        applied=replayer.applied,
+        skipped=replayer.skipped,
+        seconds=seconds,
+        keys_removed=removed,
+    )

@@ -1,0 +1,119 @@
+"""POST /v1/events: the same contract as the topic, all or nothing, acknowledged by Kafka."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
+
+from api.app import create_app
+from api.routes.events import EXAMPLE_EVENT
+from context.settings import RedisSettings
+from events.settings import KafkaSettings
+from models.database import DatabaseSettings
+
+
+@pytest.fixture
+def client(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, kafka_topic: str
+) -> Iterator[TestClient]:
+    app = create_app(
+        redis_settings=redis_settings, database=database_settings, kafka=KafkaSettings(topic=kafka_topic)
+    )
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def event(**changes: Any) -> dict[str, Any]:
+    return {**EXAMPLE_EVENT, "id": str(uuid.uuid4()), **changes}
+
+
+def topic_records(topic: str) -> list[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=KafkaSettings().bootstrap_list, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_one_structured_event_is_published_keyed_by_citizen(client: TestClient, kafka_topic: str) -> None:
+    sent = event()
+    response = client.post(
+        "/v1/events", content=json.dumps(sent), headers={"content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 202
+    assert response.json() == {"accepted": [{"id": sent["id"], "source": sent["source"]}]}
+    [record] = topic_records(kafka_topic)
+    assert record.key == b"C-100234"
+    assert json.loads(record.value)["id"] == sent["id"]
+    assert ("content-type", b"application/cloudevents+json") in record.headers
+
+
+def test_a_batch_is_published_in_order(client: TestClient, kafka_topic: str) -> None:
+    batch = [event(subject=f"C-{n}") for n in range(5)]
+    response = client.post(
+        "/v1/events",
+        content=json.dumps(batch),
+        headers={"content-type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 202
+    assert [a["id"] for a in response.json()["accepted"]] == [e["id"] for e in batch]
+    assert sorted(json.loads(r.value)["id"] for r in topic_records(kafka_topic)) == sorted(
+        e["id"] for e in batch
+    )
+
+
+def test_one_bad_event_rejects_the_whole_batch_and_says_which(client: TestClient, kafka_topic: str) -> None:
+    batch = [event(), event(time="yesterday"), event(type="call.ended", data={"channel": "phone"}), "oops"]
+    response = client.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    errors = response.json()["errors"]
+    assert [(e["location"], e["reason"]) for e in errors] == [
+        ("body[1]", "invalid"),
+        ("body[2]", "invalid-data"),
+        ("body[3]", "not-an-object"),
+    ]
+    assert topic_records(kafka_topic) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status"),
+    [
+        (b"{not json", "application/json", 422),
+        (b"[]", "application/json", 422),
+        (b'{"a": 1}', "text/plain", 415),
+        (json.dumps(EXAMPLE_EVENT).encode(), "application/cloudevents-batch+json", 422),
+        (b"[" + b",".join([json.dumps(EXAMPLE_EVENT).encode()] * 501) + b"]", "application/json", 413),
+        (b'"' + b"x" * 1_100_000 + b'"', "application/json", 413),
+    ],
+)
+def test_bad_requests_are_problems(
+    client: TestClient, content: bytes, content_type: str, status: int
+) -> None:
+    response = client.post("/v1/events", content=content, headers={"content-type": content_type})
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_an_unreachable_kafka_is_a_503_not_a_hang(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with TestClient(
+        create_app(redis_settings=redis_settings, database=database_settings, kafka=unreachable)
+    ) as c:
+        response = c.post("/v1/events", json=event())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
