@@ -12,6 +12,7 @@ run: $(INSTALLED)
 
 ## test: lint, types and the tests against real Redis and Kafka; stops the servers it started
 test: $(INSTALLED)
+	$(CLI) services tools
 	$(CLI) services run -- $(MAKE) --no-print-directory check
 
 ## check: what `make test` runs once the servers are up

@@ -14,7 +14,7 @@ from api.routes import citizens, events, health
 from api.settings import ApiSettings
 from api.state import AppState
 from api.streaming import ChangeHub
-from context.settings import RedisSettings, SummarySettings, TimelineSettings
+from context.settings import RedisSettings, SummarySettings, TimelineSettings, redis_client_options
 from context.store import ContextReader
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
@@ -37,7 +37,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+        client = aioredis.Redis.from_url(str(redis_settings.url), **redis_client_options(asyncio=True))
         engine = create_db_engine(database)
         reader = ContextReader(
             client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()

@@ -1,5 +1,7 @@
 """Settings of the Redis projection: where it lives and the timeline's limits."""
 
+from typing import Any
+
 from pydantic import Field, RedisDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -60,3 +62,23 @@ class SummarySettings(BaseSettings):
     recent_days: int = Field(
         default=30, ge=1, description="How far back failed payments and missed appointments count as recent."
     )
+
+
+def redis_client_options(*, asyncio: bool = False) -> dict[str, Any]:
+    """Connection options shared by every Redis client of the project.
+
+    A pooled connection that died with a Redis restart fails its next command; retrying it on a fresh
+    connection (a few times, with a short backoff) keeps one stale socket from surfacing as an error.
+    """
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError, TimeoutError
+    from redis.retry import Retry
+
+    backoff = ExponentialBackoff(cap=0.5, base=0.02)
+    return {
+        "retry": AsyncRetry(backoff, retries=3) if asyncio else Retry(backoff, retries=3),
+        "retry_on_error": [ConnectionError, TimeoutError],
+        "socket_connect_timeout": 2,
+        "decode_responses": True,
+    }

@@ -7,7 +7,7 @@ from types import FrameType
 import redis
 import structlog
 
-from context.settings import IdentitySettings, RedisSettings, TimelineSettings
+from context.settings import IdentitySettings, RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
 from events.consumer import ProjectionConsumer, create_consumer
 from events.health import ConsumerHealth, serve_health
@@ -34,7 +34,7 @@ def run_consumer_process() -> None:
 
     health = ConsumerHealth()
     server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
-    redis_client = redis.Redis.from_url(str(redis_settings.url), decode_responses=True)
+    redis_client = redis.Redis.from_url(str(redis_settings.url), **redis_client_options())
     ensure_topics(kafka)
     consumer = create_consumer(kafka)
     producer = create_producer(kafka.bootstrap_list)

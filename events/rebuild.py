@@ -8,6 +8,13 @@
 3. Announce the new epoch (every open stream re-syncs), wait a moment for any batch still in flight
    against the old generation, and delete the old generation.
 If anything fails before the switch, the half-built generation is deleted and the served one is untouched.
+
+Identity resolution depends on order across partitions: an event that names a citizen by phone number
+lives in another partition than the profile update that taught the number. Live consumption saw them in
+the order they arrived; a replay reads partitions in whatever order the brokers serve them. So the
+replay holds back the events it cannot resolve yet and retries them once each pass has read everything
+up to the partitions' ends, when the index holds all the topic teaches. (An event that live consumption
+dead-lettered and nobody redrove is therefore resolved by a rebuild if the topic taught its identifier.)
 """
 
 import time
@@ -77,22 +84,34 @@ class Replayer:
         ends = self._consumer.end_offsets(self.partitions)
         pending = {tp for tp in self.partitions if self._consumer.position(tp) < ends[tp]}
         read = 0
+        held_back: list[IncomingRecord] = []
         while pending:
             polled = self._consumer.poll(timeout_ms=1000)
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
             if records:
-                batch = prepare_batch(
-                    records, writer=self._writer, epoch=self._epoch, default_region=self._default_region
-                )
-                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
-                self.applied += sum(result.applied for result in results)
-                # Unreadable and unresolvable records were dead-lettered when they were first consumed.
-                self.skipped += len(batch.dead_letters)
+                unresolved = self._apply(records)
+                held_back += unresolved
                 read += len(records)
                 progress(len(records))
             pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
+        if held_back:
+            self.skipped += len(self._apply(held_back))
         self.records += read
         return read
+
+    def _apply(self, records: list[IncomingRecord]) -> list[IncomingRecord]:
+        """Apply a batch; returns the records whose citizen could not be resolved yet."""
+        batch = prepare_batch(
+            records, writer=self._writer, epoch=self._epoch, default_region=self._default_region
+        )
+        results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+        self.applied += sum(result.applied for result in results)
+        unresolved = [
+            letter.record for letter in batch.dead_letters if letter.reason == "unresolved-identity"
+        ]
+        # Unreadable records were dead-lettered when they were first consumed; a rebuild only skips them.
+        self.skipped += len(batch.dead_letters) - len(unresolved)
+        return unresolved
 
     def close(self) -> None:
         """Leave the brokers."""

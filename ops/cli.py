@@ -66,6 +66,17 @@ def services_status() -> None:
         click.echo(f"{state.name:6} {running:22} {state.address:26} data: {state.data_dir}")
 
 
+@services.command("tools")
+def services_tools() -> None:
+    """Install the tools the tests use besides the servers (kcat, a second Kafka client)."""
+    from ops.servers import ensure_command
+
+    try:
+        click.echo(f"kcat: {ensure_command('kcat', 'kcat')}")
+    except ServiceError as error:
+        _fail(error)
+
+
 @services.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def services_run(command: tuple[str, ...]) -> None:
@@ -185,11 +196,11 @@ def _publish_demo() -> list[str]:
 def _writer() -> "ProjectionWriter":
     import redis
 
-    from context.settings import RedisSettings, TimelineSettings
+    from context.settings import RedisSettings, TimelineSettings, redis_client_options
     from context.store import ProjectionWriter
 
     settings = RedisSettings()
-    client = redis.Redis.from_url(str(settings.url), decode_responses=True)
+    client = redis.Redis.from_url(str(settings.url), **redis_client_options())
     return ProjectionWriter(client, prefix=settings.key_prefix, timeline=TimelineSettings())
 
 

@@ -1,0 +1,318 @@
+"""The consumer process through the real servers: dead letters, redrive, kcat, Redis restarts, rebuild."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import websockets.sync.client as ws_client
+from kafka import KafkaProducer
+from pydantic import RedisDsn
+
+from context.keys import generation_pattern
+from context.settings import RedisSettings
+from events.deadletter import read_dead_letters
+from events.producer import create_producer, publish
+from events.settings import KafkaSettings
+from ops.servers import RedisServer
+from ops.settings import ServicesSettings
+from tests.conftest import Stack, free_port, wait_until
+from tests.factories import example_data, make_event
+
+BOOTSTRAP = KafkaSettings().bootstrap_list
+
+
+@pytest.fixture
+def producer() -> Iterator[KafkaProducer]:
+    kafka_producer = create_producer(BOOTSTRAP)
+    yield kafka_producer
+    kafka_producer.close()
+
+
+def context(stack: Stack, citizen: str) -> dict[str, Any]:
+    response = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def version(stack: Stack, citizen: str) -> int:
+    """The citizen's version, or -1 while the API cannot answer (during a Redis restart)."""
+    response = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5)
+    return int(response.json()["version"]) if response.status_code == 200 else -1
+
+
+def cli(stack: Stack, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+VALID: dict[str, Any] = {
+    "specversion": "1.0",
+    "source": "/tests",
+    "type": "call.ended",
+    "subject": "C-DLQ",
+    "time": "2026-11-27T09:15:00Z",
+    "data": example_data("call.ended"),
+}
+
+
+def bad_records() -> dict[str, tuple[bytes | None, list[tuple[str, bytes]]]]:
+    """One record for each reason a record is dead-lettered, by reason."""
+
+    def structured(**changes: Any) -> bytes:
+        return json.dumps({**VALID, "id": str(uuid.uuid4()), **changes}).encode()
+
+    binary_headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"b-1"),
+        ("ce_source", b"/tests"),
+        ("ce_type", b"call.ended"),
+        ("ce_subject", b"C-DLQ"),
+        ("ce_time", b"2026-11-27T09:15:00Z"),
+    ]
+    return {
+        "empty": (None, []),
+        "not-json": (b"\x00\xff", []),
+        "not-an-object": (b"[1, 2]", []),
+        "bad-header": (b"{}", [*binary_headers[:-1], ("ce_time", b"\xff\xfe")]),
+        "bad-data": (b"\xff\xfe", [*binary_headers, ("content-type", b"text/plain")]),
+        "invalid": (structured(time="last tuesday"), []),
+        "invalid-data": (structured(data={"channel": "phone", "summary": "no call id"}), []),
+        "no-citizen": (structured(subject=None), []),
+        "invalid-identifier": (structured(subject=None, citizenemail="not-an-email"), []),
+        "unresolved-identity": (structured(subject=None, citizenphone="07700 900777"), []),
+    }
+
+
+def test_every_unusable_record_is_dead_lettered_with_its_reason_and_can_be_redriven(
+    stack: Stack, producer: KafkaProducer, kafka_topic: str
+) -> None:
+    consumer = stack.consumer()
+    stack.api()
+    records = bad_records()
+    for value, headers in records.values():
+        producer.send(kafka_topic, key=b"k", value=value, headers=headers)
+    producer.flush(timeout=10)
+    wait_until(
+        lambda: len(list(read_dead_letters(BOOTSTRAP, kafka_topic))) == len(records), what="every dead letter"
+    )
+    assert consumer.alive
+    letters = {letter.reason: letter for letter in read_dead_letters(BOOTSTRAP, kafka_topic)}
+    assert set(letters) == set(records)
+    for reason, (value, headers) in records.items():
+        letter = letters[reason]
+        assert letter.record.value == value, reason
+        assert letter.original_headers == headers, reason
+        assert letter.record.topic == kafka_topic
+        assert letter.record.offset >= 0
+        assert letter.dead_lettered_at
+        assert letter.detail
+
+    listing = cli(stack, "dlq", "list")
+    assert f"{len(records)} record(s)" in listing
+    assert all(reason in listing for reason in records)
+    assert "07700" not in listing  # positions and reasons only, never the content
+
+    # The phone number becomes known; redriving the unresolved event now lands it in the timeline.
+    teacher = make_event(
+        "C-DLQ", type_="profile.updated", data=example_data("profile.updated", phone="07700900777")
+    )
+    publish(producer, kafka_topic, teacher)
+    producer.flush(timeout=10)
+    wait_until(lambda: context(stack, "C-DLQ")["version"] == 1, what="the profile update applied")
+    assert "redrove 1 record(s)" in cli(stack, "dlq", "redrive", "--reason", "unresolved-identity")
+    wait_until(lambda: context(stack, "C-DLQ")["version"] == 2, what="the redriven event applied")
+    assert json.loads(records["unresolved-identity"][0] or b"")["id"] in {
+        e["id"] for e in context(stack, "C-DLQ")["timeline"]
+    }
+    metrics = httpx.get(f"http://127.0.0.1:{stack.health_port}/metrics", timeout=5).text
+    assert 'citizen_context_events_dead_lettered_total{reason="unresolved-identity"} 1.0' in metrics
+    assert "citizen_context_events_applied_total 2.0" in metrics
+
+
+def test_kcat_publishes_in_both_modes(stack: Stack, kafka_topic: str) -> None:
+    stack.consumer()
+    stack.api()
+    structured = json.dumps({**VALID, "id": "kcat-structured", "subject": "C-KCAT"})
+    subprocess.run(
+        [
+            "kcat",
+            "-P",
+            "-b",
+            BOOTSTRAP[0],
+            "-t",
+            kafka_topic,
+            "-k",
+            "C-KCAT",
+            "-H",
+            "content-type=application/cloudevents+json",
+        ],
+        input=structured.encode(),
+        check=True,
+        timeout=30,
+    )
+    data = json.dumps(example_data("chat.message"))
+    subprocess.run(
+        [
+            "kcat",
+            "-P",
+            "-b",
+            BOOTSTRAP[0],
+            "-t",
+            kafka_topic,
+            "-k",
+            "C-KCAT",
+            "-H",
+            "ce_specversion=1.0",
+            "-H",
+            "ce_id=kcat-binary",
+            "-H",
+            "ce_source=/webchat",
+            "-H",
+            "ce_type=chat.message",
+            "-H",
+            "ce_subject=C-KCAT",
+            "-H",
+            "ce_time=2026-11-27T10:00:00+01:00",
+            "-H",
+            "content-type=application/json",
+        ],
+        input=data.encode(),
+        check=True,
+        timeout=30,
+    )
+    wait_until(lambda: context(stack, "C-KCAT")["version"] == 2, what="both kcat events applied")
+    timeline = context(stack, "C-KCAT")["timeline"]
+    assert [e["id"] for e in timeline] == ["kcat-structured", "kcat-binary"]
+    assert timeline[1]["data"] == json.loads(data)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which the test may stop and start."""
+    port = free_port()
+    server = RedisServer(
+        ServicesSettings(data_dir=tmp_path / "own"),
+        RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{port}/0")),
+    )
+    server.up()
+    yield server
+    server.down()
+
+
+def test_redis_restarted_mid_stream_loses_and_duplicates_nothing(
+    stack: Stack, producer: KafkaProducer, kafka_topic: str, own_redis: RedisServer
+) -> None:
+    stack.env["CITIZEN_CONTEXT_REDIS_URL"] = f"redis://127.0.0.1:{own_redis.port}/0"
+    stack.consumer()
+    stack.api()
+    citizens = [f"C-RR-{n}" for n in range(4)]
+    first = [make_event(citizens[n % 4], minutes_ago=300 - n) for n in range(100)]
+    for event in first:
+        publish(producer, kafka_topic, event)
+    producer.flush(timeout=10)
+    wait_until(
+        lambda: sum(context(stack, c)["version"] for c in citizens) == 100, what="first events applied"
+    )
+
+    own_redis.down()
+    health = f"http://127.0.0.1:{stack.health_port}/readyz"
+    second = [make_event(citizens[n % 4], minutes_ago=200 - n) for n in range(100)]
+    for event in second + first[:10]:  # with redeliveries of already-applied events
+        publish(producer, kafka_topic, event)
+    producer.flush(timeout=10)
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 503, what="consumer reports Redis down")
+    assert httpx.get(f"{stack.api_url}/readyz", timeout=5).status_code == 503
+
+    own_redis.up()
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 200, what="consumer recovers by itself")
+    wait_until(
+        lambda: sum(context(stack, c)["version"] for c in citizens) == 200, what="second events applied"
+    )
+    for citizen in citizens:
+        body = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5).json()
+        ids = [e["id"] for e in body["timeline"]]
+        assert len(ids) == len(set(ids)) == 50
+        assert body["version"] == 50
+
+
+def test_rebuild_equals_live_and_streams_move_to_the_new_epoch(
+    stack: Stack, producer: KafkaProducer, kafka_topic: str, redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    stack.consumer()
+    stack.api()
+    citizens = [f"C-RB-{n}" for n in range(5)]
+    profiles = [
+        make_event(
+            citizen,
+            type_="profile.updated",
+            minutes_ago=600,
+            data=example_data("profile.updated", phone=f"07700 90010{n}", email=None),
+        )
+        for n, citizen in enumerate(citizens)
+    ]
+    events = [
+        make_event(citizen, type_=t, minutes_ago=500 - 10 * i, data=example_data(t))
+        for citizen in citizens
+        for i, t in enumerate(["call.started", "case.opened", "payment.failed", "chat.message"])
+    ]
+    # Callers known only by the phone number their profile taught (published once the profiles are in).
+    callers = [
+        make_event(citizen, minutes_ago=5).model_copy(
+            update={"subject": None, "citizenphone": f"+447700 90010{n}"}
+        )
+        for n, citizen in enumerate(citizens)
+    ]
+    for event in profiles + events + events[:7]:
+        publish(producer, kafka_topic, event)
+    producer.flush(timeout=10)
+    expected = len(profiles) + len(events)
+    wait_until(lambda: sum(context(stack, c)["version"] for c in citizens) == expected, what="live applied")
+    for event in callers:
+        publish(producer, kafka_topic, event)
+    producer.flush(timeout=10)
+    expected += len(callers)
+    wait_until(
+        lambda: sum(context(stack, c)["version"] for c in citizens) == expected, what="callers applied"
+    )
+    live = {c: context(stack, c) for c in citizens}
+    old_epoch = live[citizens[0]]["epoch"]
+
+    url = stack.api_url.replace("http", "ws", 1) + f"/v1/citizens/{citizens[0]}/stream"
+    with ws_client.connect(url, open_timeout=5) as websocket:
+        assert json.loads(websocket.recv(timeout=5))["context"]["epoch"] == old_epoch
+        output = cli(stack, "rebuild", "--grace", "0")
+        assert f"{len(profiles) + len(events) + 7 + len(callers)} records replayed" in output
+        resync = json.loads(websocket.recv(timeout=10))
+    assert resync["type"] == "snapshot"
+    new_epoch = resync["context"]["epoch"]
+    assert new_epoch != old_epoch
+
+    for citizen in citizens:
+        rebuilt = context(stack, citizen)
+        assert rebuilt["epoch"] == new_epoch
+        for part in ("timeline", "profile", "summary"):
+            assert rebuilt[part] == live[citizen][part], (citizen, part)
+    assert list(redis_client.scan_iter(match=generation_pattern(key_prefix, old_epoch))) == []
+
+    # The live consumer now writes to the new generation.
+    late = make_event(citizens[0], minutes_ago=1)
+    publish(producer, kafka_topic, late)
+    producer.flush(timeout=10)
+    wait_until(lambda: context(stack, citizens[0])["timeline"][0]["id"] == late.id, what="live after rebuild")
