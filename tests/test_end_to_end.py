@@ -90,7 +90,11 @@ def test_restarting_the_consumer_mid_stream_loses_and_duplicates_nothing(
     )
     publisher.start()
     wait_until(lambda: sum(version_of(stack, c) for c in citizens) > 50, what="first events applied")
-    consumer.stop(kill=kill)
+    exit_code = consumer.stop(kill=kill)
+    if not kill:
+        # SIGTERM: the batch in hand is finished and committed, then the process exits cleanly.
+        assert exit_code == 0
+        assert "consumer stopped" in consumer.log()
     applied_while_down = sum(version_of(stack, c) for c in citizens)
     stack.consumer()
     publisher.join(timeout=60)

@@ -1,0 +1,162 @@
+"""The processes: `citizen-context api`, `consume`, `dev`, `demo` and `db`."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import click
+import httpx
+
+from ops.cli.root import fail, main
+from ops.cli.services import servers_running
+from ops.processes import ServiceError
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (default: CITIZEN_CONTEXT_API_HOST).")
+@click.option("--port", default=None, type=int, help="Listen port (default: CITIZEN_CONTEXT_API_PORT).")
+@click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply SQL migrations first.")
+def api(host: str | None, port: int | None, migrate: bool) -> None:
+    """Run the API (uvicorn)."""
+    import uvicorn
+
+    from api.settings import ApiSettings
+    from models.database import DatabaseSettings
+    from models.database import migrate as apply_migrations
+
+    settings = ApiSettings()
+    if migrate:
+        apply_migrations(DatabaseSettings())
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port if port is not None else settings.port,
+        log_level="warning",
+        ws_ping_interval=20,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@main.command()
+def consume() -> None:
+    """Run the Kafka consumer that builds the projection in Redis."""
+    from events.process import run_consumer_process
+
+    run_consumer_process()
+
+
+@main.group()
+def db() -> None:
+    """The SQL database."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations up to REVISION (default: the newest)."""
+    from models.database import DatabaseSettings, migrate
+
+    migrate(DatabaseSettings(), revision)
+    click.echo(f"database at {revision}")
+
+
+@main.command()
+def demo() -> None:
+    """Publish a few realistic interactions for a handful of citizens."""
+    _publish_demo()
+
+
+def _publish_demo() -> list[str]:
+    from events.demo import DEMO_CITIZENS, demo_events
+    from events.producer import create_producer, publish
+    from events.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    producer = create_producer(kafka.bootstrap_list)
+    try:
+        events = demo_events()
+        for event in events:
+            publish(producer, kafka.topic, event)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    click.echo(f"published {len(events)} demo events to {kafka.topic}")
+    return list(DEMO_CITIZENS)
+
+
+@main.command()
+@click.option("--demo/--no-demo", "with_demo", default=True, show_default=True, help="Publish demo events.")
+def dev(with_demo: bool) -> None:
+    """Servers, API, consumer and a demo publisher together; Ctrl-C stops everything it started."""
+    from api.settings import ApiSettings
+
+    settings = ApiSettings()
+    base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    children: list[subprocess.Popen[bytes]] = []
+    stop_requested = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        with servers_running():
+            executable = [sys.executable, "-m", "ops.cli"]
+            children.append(subprocess.Popen([*executable, "api"]))
+            children.append(subprocess.Popen([*executable, "consume"]))
+            _wait_ready(f"{base_url}/readyz", children)
+            if with_demo:
+                citizens = _publish_demo()
+                _wait_for_context(f"{base_url}/v1/citizens/{citizens[0]}/context")
+                ws_url = base_url.replace("http", "ws", 1)
+                click.echo("")
+                click.secho("Citizen Context is running.", bold=True)
+                click.echo(f"  Context (REST):      {base_url}/v1/citizens/{citizens[0]}/context")
+                click.echo(f"  Live stream (WS):    {ws_url}/v1/citizens/{citizens[0]}/stream")
+                click.echo(f"  Other demo citizens: {', '.join(citizens[1:])}")
+                click.echo(f"  API documentation:   {base_url}/docs")
+                click.echo("Press Ctrl-C to stop.")
+            while not stop_requested and all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            for child in children:
+                if not stop_requested and child.poll() is not None:
+                    click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
+    except ServiceError as error:
+        fail(error)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            raise ServiceError("the API or the consumer exited while starting; see the messages above")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise ServiceError(f"{url} was not ready within {timeout_s:.0f}s")
+
+
+def _wait_for_context(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(url, timeout=2)
+        if response.status_code == 200 and response.json()["version"] > 0:
+            return
+        time.sleep(0.3)
+    click.secho(f"the demo events have not reached {url} yet; is the consumer running?", fg="yellow")

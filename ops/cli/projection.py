@@ -1,0 +1,130 @@
+"""Tools on the projection and the contract: `rebuild`, `dlq`, `contract` and `settings`."""
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ops.cli.root import main
+
+if TYPE_CHECKING:
+    from context.store import ProjectionWriter
+
+
+def _writer() -> "ProjectionWriter":
+    import redis
+
+    from context.settings import RedisSettings, TimelineSettings, redis_client_options
+    from context.store import ProjectionWriter
+
+    settings = RedisSettings()
+    client = redis.Redis.from_url(str(settings.url), **redis_client_options())
+    return ProjectionWriter(client, prefix=settings.key_prefix, timeline=TimelineSettings())
+
+
+@main.command()
+@click.option(
+    "--grace", default=2.0, show_default=True, help="Seconds to wait before deleting the old generation."
+)
+def rebuild(grace: float) -> None:
+    """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
+    from context.settings import IdentitySettings
+    from events.rebuild import rebuild as run_rebuild
+    from events.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    writer = _writer()
+    bar: list[Any] = []
+
+    def start(total: int) -> None:
+        click.echo(f"replaying {total} records of {kafka.topic} into a new generation")
+        bar.append(click.progressbar(length=total, label="rebuild", file=sys.stderr).__enter__())
+
+    try:
+        report = run_rebuild(
+            kafka=kafka,
+            writer=writer,
+            default_region=IdentitySettings().default_region,
+            on_start=start,
+            progress=lambda n: bar[0].update(n) if bar else None,
+            grace_s=grace,
+        )
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
+        writer.client.close()
+    click.echo(
+        f"serving epoch {report.epoch} (was {report.previous_epoch}): {report.records} records replayed in "
+        f"{report.seconds:.1f}s ({report.records_per_s:,.0f}/s), {report.applied} changes, "
+        f"{report.skipped} skipped as unusable, {report.keys_removed} old keys removed"
+    )
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter topic: records the consumer could not use, and why."""
+
+
+@dlq.command("list")
+@click.option("--reason", default=None, help="Only records dead-lettered for this reason.")
+def dlq_list(reason: str | None) -> None:
+    """Show the dead-lettered records (position, reason, detail); their content is not printed."""
+    from events.deadletter import dead_letter_topic, read_dead_letters
+    from events.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    shown = 0
+    for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic):
+        if reason and letter.reason != reason:
+            continue
+        shown += 1
+        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
+        click.echo(
+            f"{letter.dlq_partition}:{letter.dlq_offset}  {letter.dead_lettered_at}  from {origin}  "
+            f"{letter.reason}: {letter.detail}"
+        )
+    click.echo(
+        f"{shown} record(s) in {dead_letter_topic(kafka.topic)}"
+        + (f" with reason {reason}" if reason else "")
+    )
+
+
+@dlq.command("redrive")
+@click.option("--reason", default=None, help="Only records dead-lettered for this reason (default: all).")
+def dlq_redrive(reason: str | None) -> None:
+    """Publish dead-lettered records, unchanged, back to their topic (safe to repeat)."""
+    from events.deadletter import read_dead_letters, redrive
+    from events.producer import create_producer
+    from events.settings import KafkaSettings
+
+    kafka = KafkaSettings()
+    letters = [
+        letter
+        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
+        if not reason or letter.reason == reason
+    ]
+    producer = create_producer(kafka.bootstrap_list)
+    try:
+        count = redrive(producer, letters)
+    finally:
+        producer.close()
+    click.echo(f"redrove {count} record(s)")
+
+
+@main.command()
+@click.option("--directory", default="docs/contract", show_default=True, type=click.Path(path_type=Path))
+def contract(directory: Path) -> None:
+    """Write the event contract documentation (pages, JSON Schemas, AsyncAPI) from the models."""
+    from events.contract import write_contract
+
+    written = write_contract(directory)
+    click.echo(f"wrote {len(written)} files under {directory}")
+
+
+@main.command("settings")
+def settings_command() -> None:
+    """Print every setting (environment variable, default, meaning) as a Markdown table."""
+    from ops.settings_doc import settings_table
+
+    click.echo(settings_table())

@@ -1,0 +1,91 @@
+"""`citizen-context services`: the local Redis and Kafka servers."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from ops.cli.root import fail, main
+from ops.processes import ServiceError
+from ops.servers import LocalServer, ensure_command, local_servers
+
+
+@main.group()
+def services() -> None:
+    """The local Redis and Kafka servers (loopback only, data under the data folder)."""
+
+
+@services.command("up")
+def services_up() -> None:
+    """Install what is missing and start the servers that are not running (idempotent)."""
+    try:
+        start_servers()
+    except ServiceError as error:
+        fail(error)
+
+
+@services.command("down")
+def services_down() -> None:
+    """Stop the servers citizen-context started, by their PID."""
+    for server in reversed(local_servers()):
+        click.echo(f"{server.name}: {'stopped' if server.down() else 'was not running'}")
+
+
+@services.command("status")
+def services_status() -> None:
+    """Tell which servers run, where, and where their data is."""
+    for server in local_servers():
+        state = server.status()
+        running = f"running (pid {state.pid})" if state.running else "stopped"
+        click.echo(f"{state.name:6} {running:22} {state.address:26} data: {state.data_dir}")
+
+
+@services.command("tools")
+def services_tools() -> None:
+    """Install the tools the tests use besides the servers (kcat, a second Kafka client)."""
+    try:
+        click.echo(f"kcat: {ensure_command('kcat', 'kcat')}")
+    except ServiceError as error:
+        fail(error)
+
+
+@services.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def services_run(command: tuple[str, ...]) -> None:
+    """Start the servers, run COMMAND, then stop only the servers this call started."""
+    try:
+        with servers_running():
+            result = subprocess.run(list(command), check=False)
+    except ServiceError as error:
+        fail(error)
+    sys.exit(result.returncode)
+
+
+def start_servers() -> list[LocalServer]:
+    started = []
+    try:
+        for server in local_servers():
+            click.echo(
+                f"{server.name}: starting…" if not server.status().running else f"{server.name}: running"
+            )
+            if server.up():
+                started.append(server)
+                click.echo(f"{server.name}: started at {server.status().address}")
+    except ServiceError:
+        for server in reversed(started):
+            server.down()
+        raise
+    return started
+
+
+@contextmanager
+def servers_running() -> Iterator[None]:
+    started = start_servers()
+    try:
+        yield
+    finally:
+        for server in reversed(started):
+            server.down()
+            click.echo(f"{server.name}: stopped")
