@@ -10,10 +10,10 @@ INSTALLED := $(VENV)/.installed
 run: $(INSTALLED)
 	$(CLI) dev
 
-## test: lint, types and the tests against real Redis and Kafka; stops the servers it started
+## test: lint, types and the tests against real Redis, Kafka and PostgreSQL; stops the servers it started
 test: $(INSTALLED)
 	$(CLI) services tools
-	$(CLI) services run -- $(MAKE) --no-print-directory check
+	CITIZEN_CONTEXT_SERVICES_WITH_POSTGRES=1 $(CLI) services run -- $(MAKE) --no-print-directory check
 
 ## check: what `make test` runs once the servers are up
 check: $(INSTALLED)

@@ -6,16 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.lifecycle import Lifecycle
+from api.metrics import RequestMetricsMiddleware
 from api.problems import install_problem_handlers
 from api.publisher import EventPublisher
-from api.routes import citizens, events, health
+from api.routes import citizens, enquiries, events, health
 from api.settings import ApiSettings
 from api.state import AppState
+from api.stream_session import StreamServices
 from api.streaming import ChangeHub
 from context.settings import RedisSettings, SummarySettings, TimelineSettings, redis_client_options
-from context.store import ContextReader
+from context.store import ContextReader, PresenceStore
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
 
@@ -35,6 +39,8 @@ def create_app(
     database = database or DatabaseSettings()
     kafka = kafka or KafkaSettings()
 
+    lifecycle = Lifecycle()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
         client = aioredis.Redis.from_url(str(redis_settings.url), **redis_client_options(asyncio=True))
@@ -44,10 +50,22 @@ def create_app(
         )
         hub = ChangeHub(client, channel=reader.channel, queue_size=api.stream_queue_size)
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
+        lifecycle.hub = hub
         publisher = EventPublisher(kafka)
+        streams = StreamServices(
+            reader=reader,
+            hub=hub,
+            presence=PresenceStore(client, prefix=redis_settings.key_prefix),
+            lifecycle=lifecycle,
+            settings=api,
+        )
         try:
-            yield AppState(redis=client, reader=reader, hub=hub, engine=engine, publisher=publisher)
+            yield AppState(
+                redis=client, reader=reader, hub=hub, engine=engine, publisher=publisher, streams=streams
+            )
         finally:
+            # Streams still open (no drain before, e.g. in tests) are told to reconnect elsewhere.
+            await lifecycle.drain(timeout_s=api.shutdown_drain_s)
             await asyncio.to_thread(publisher.close)
             hub_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -61,8 +79,16 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
+    app.state.lifecycle = lifecycle
+    app.add_middleware(RequestMetricsMiddleware)
     install_problem_handlers(app)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(health.router)
     app.include_router(citizens.router)
     app.include_router(events.router)
+    app.include_router(enquiries.router)
     return app

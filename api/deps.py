@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
 from api.publisher import EventPublisher
+from api.stream_session import StreamServices
 from api.streaming import ChangeHub
 from context.store import ContextReader
 
@@ -29,21 +30,30 @@ def _publisher(connection: HTTPConnection) -> EventPublisher:
     return connection.state.publisher  # type: ignore[no-any-return]
 
 
+def _stream_services(connection: HTTPConnection) -> StreamServices:
+    return connection.state.streams  # type: ignore[no-any-return]
+
+
 def _engine(connection: HTTPConnection) -> Engine:
     return connection.state.engine  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is asking. The authentication seam: today everyone is the anonymous development viewer."""
+    """Who is asking: an agent (or, later, an integrator's key)."""
 
     id: str
     kind: str
 
 
-def _viewer() -> Viewer:
-    # Replaced by bearer-token and API-key authentication; routes already depend on it.
-    return Viewer(id="anonymous", kind="development")
+DEVELOPMENT_AGENT = "dev-agent"
+
+
+def _viewer(connection: HTTPConnection) -> Viewer:
+    # The authentication seam. Until tokens are verified, the caller names the agent they act for in
+    # `X-Agent-Id` (development only); every route already depends on this one function.
+    agent = connection.headers.get("x-agent-id", DEVELOPMENT_AGENT).strip()[:200] or DEVELOPMENT_AGENT
+    return Viewer(id=agent, kind="agent")
 
 
 RedisDep = Annotated["aioredis.Redis", Depends(_redis)]
@@ -51,4 +61,5 @@ ReaderDep = Annotated[ContextReader, Depends(_reader)]
 HubDep = Annotated[ChangeHub, Depends(_hub)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
+StreamServicesDep = Annotated[StreamServices, Depends(_stream_services)]
 CurrentViewer = Annotated[Viewer, Depends(_viewer)]

@@ -14,4 +14,17 @@ class ApiSettings(BaseSettings):
     stream_queue_size: int = Field(
         default=256, ge=1, description="Changes buffered per WebSocket before the client is re-synced."
     )
+    stream_heartbeat_s: float = Field(
+        default=10,
+        gt=0,
+        description="Heartbeat interval of streams, both ways (a dead peer is noticed in 2x).",
+    )
+    stream_max_lifetime_s: float = Field(
+        default=3600,
+        gt=0,
+        description="A stream is asked to reconnect after this long (spread by up to 10%).",
+    )
+    shutdown_drain_s: float = Field(
+        default=5, ge=0, description="On shutdown, how long streams get to receive 'reconnect' and close."
+    )
     public_url: str = Field(default="", description="Base URL printed for people (default http://host:port).")

@@ -6,6 +6,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from api.publisher import EventPublisher
+from api.stream_session import StreamServices
 from api.streaming import ChangeHub
 from context.store import ContextReader
 
@@ -18,3 +19,4 @@ class AppState(TypedDict):
     hub: ChangeHub
     engine: Engine
     publisher: EventPublisher
+    streams: StreamServices

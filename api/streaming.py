@@ -1,8 +1,8 @@
 """Live changes inside one API process: one Redis subscription, multiplexed to every open stream.
 
-Each WebSocket gets a bounded queue. When a queue overflows (a slow client) or the subscription had to
-reconnect (changes may have been published meanwhile), the stream is told to re-sync from a snapshot
-instead of silently missing changes.
+Each stream gets a bounded queue. When a queue overflows (a slow client), the subscription had to
+reconnect (changes may have been published meanwhile) or a rebuild switched the epoch, the stream is
+told to re-sync from a snapshot instead of silently missing changes.
 """
 
 import asyncio
@@ -10,7 +10,8 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -20,13 +21,27 @@ from models.context import ContextChange
 
 log = structlog.get_logger("streaming")
 
+ResyncReason = Literal["overflow", "redis", "epoch"]
 
+
+@dataclass(frozen=True)
 class Resync:
-    """Marker: the stream can no longer trust its queue and must send a fresh snapshot."""
+    """The stream can no longer trust its queue and must send a fresh snapshot."""
+
+    reason: ResyncReason
 
 
-RESYNC: Final = Resync()
-StreamItem = ContextChange | Resync
+class PresenceChanged:
+    """Someone started or stopped viewing this citizen."""
+
+
+class ShuttingDown:
+    """This process is shutting down: tell the client to reconnect elsewhere, then close."""
+
+
+PRESENCE_CHANGED: Final = PresenceChanged()
+SHUTTING_DOWN: Final = ShuttingDown()
+StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown
 
 
 class Subscription:
@@ -43,15 +58,18 @@ class Subscription:
         except asyncio.QueueFull:
             while not self._queue.empty():
                 self._queue.get_nowait()
-            self._queue.put_nowait(RESYNC)
+            self._queue.put_nowait(SHUTTING_DOWN if isinstance(item, ShuttingDown) else Resync("overflow"))
 
-    async def get(self) -> StreamItem:
-        """The next change, or RESYNC."""
-        return await self._queue.get()
+    async def get(self, wait_s: float) -> StreamItem | None:
+        """The next item, or None when `wait_s` seconds pass without one."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout=max(wait_s, 0))
+        except TimeoutError:
+            return None
 
 
 class ChangeHub:
-    """Reads the changes channel and hands each change to the streams watching its citizen."""
+    """Reads the changes channel and hands each message to the streams watching its citizen."""
 
     def __init__(self, client: "aioredis.Redis", *, channel: str, queue_size: int) -> None:
         self._client = client
@@ -73,6 +91,10 @@ class ChangeHub:
             if not watchers:
                 del self._subscriptions[citizen_id]
 
+    def shut_down_streams(self) -> None:
+        """Tell every stream of this process to send "reconnect" and close."""
+        self._offer_all(SHUTTING_DOWN)
+
     async def run(self) -> None:
         """Listen until cancelled, reconnecting with backoff; every reconnect re-syncs every stream."""
         delay = 0.1
@@ -84,7 +106,7 @@ class ChangeHub:
                     self.connected.set()
                     if not first:
                         log.info("changes subscription restored")
-                        self._resync_all()
+                        self._offer_all(Resync("redis"))
                     first = False
                     delay = 0.1
                     async for message in pubsub.listen():
@@ -94,7 +116,7 @@ class ChangeHub:
                 self.connected.clear()
                 first = False
                 # Changes published while disconnected are gone from pub/sub; streams must re-sync.
-                self._resync_all()
+                self._offer_all(Resync("redis"))
                 log.warning("changes subscription lost", error=str(error), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -102,19 +124,22 @@ class ChangeHub:
     def _dispatch(self, raw: str | bytes) -> None:
         message = json.loads(raw)
         citizen_id = message.get("citizen_id")
-        if citizen_id is None and "epoch" in message:
-            # A rebuild switched the served generation: every stream re-syncs from the new one.
-            log.info("projection epoch changed", epoch=message["epoch"])
-            self._resync_all()
+        if citizen_id is None:
+            if "epoch" in message:
+                # A rebuild switched the served generation: every stream re-syncs from the new one.
+                log.info("projection epoch changed", epoch=message["epoch"])
+                self._offer_all(Resync("epoch"))
             return
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
             return
-        change = ContextChange.model_validate_json(raw)
+        item: StreamItem = (
+            PRESENCE_CHANGED if message.get("presence") else ContextChange.model_validate(message)
+        )
         for subscription in list(watchers):
-            subscription.offer(change)
+            subscription.offer(item)
 
-    def _resync_all(self) -> None:
+    def _offer_all(self, item: StreamItem) -> None:
         for watchers in self._subscriptions.values():
             for subscription in watchers:
-                subscription.offer(RESYNC)
+                subscription.offer(item)

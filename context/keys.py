@@ -71,6 +71,14 @@ class CitizenKeys:
         return [self.timeline, self.events, self.meta, self.facts, self.profile]
 
 
+def presence_key(prefix: str, citizen_id: str) -> str:
+    """Sorted set of the streams viewing a citizen ("agent-id\tconnection-id"), scored by expiry time.
+
+    Presence is about people, not about a generation of the projection, so it carries no epoch.
+    """
+    return f"{prefix}:presence:{{{citizen_id}}}"
+
+
 def identifier_key(prefix: str, epoch: str, kind: str, value: str) -> str:
     """The identifier index entry for one normalised identifier -> citizen id.
 

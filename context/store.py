@@ -2,6 +2,7 @@
 
 import json
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,14 @@ import redis
 import redis.asyncio as aioredis
 
 from context.identity import IdentifierKind
-from context.keys import CitizenKeys, changes_channel, epoch_key, generation_pattern, identifier_key
+from context.keys import (
+    CitizenKeys,
+    changes_channel,
+    epoch_key,
+    generation_pattern,
+    identifier_key,
+    presence_key,
+)
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
 from context.summary import FACT, summarise
@@ -22,6 +30,7 @@ from models.events import CloudEvent
 
 _APPLY_EVENT = files("context").joinpath("apply_event.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
+_TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -29,6 +38,14 @@ Identifier = tuple[IdentifierKind, str]
 def new_epoch() -> str:
     """A fresh generation name: sortable by creation time, unique."""
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePosition:
+    """Where an event sits in a timeline: its time score and its key (ties are broken by key)."""
+
+    score: int
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +183,40 @@ class ContextReader:
         self._timeline = timeline
         self._summary = summary or SummarySettings()
         self._snapshot = client.register_script(_SNAPSHOT)
+        self._timeline_page = client.register_script(_TIMELINE_PAGE)
 
     @property
     def channel(self) -> str:
         """The pub/sub channel that carries every change."""
         return changes_channel(self._prefix)
+
+    async def timeline_slice(
+        self,
+        citizen_id: str,
+        *,
+        epoch: str,
+        below: TimelinePosition | None,
+        highest_score: int | None = None,
+        lowest_score: int | None = None,
+        count: int,
+    ) -> list[tuple[TimelinePosition, CloudEvent]]:
+        """Up to `count` events below `below` (or at most `highest_score`), newest first, with positions."""
+        keys = CitizenKeys(self._prefix, epoch, citizen_id)
+        reply: list[str | None] = await self._timeline_page(
+            keys=[keys.timeline, keys.events],
+            args=[
+                below.score if below is not None else ("+inf" if highest_score is None else highest_score),
+                "" if below is None else below.key,
+                "-inf" if lowest_score is None else lowest_score,
+                count,
+            ],
+        )
+        page = []
+        for i in range(0, len(reply), 3):
+            key, score, event = reply[i], reply[i + 1], reply[i + 2]
+            if key is not None and score is not None and event is not None:
+                page.append((TimelinePosition(int(float(score)), key), CloudEvent.model_validate_json(event)))
+        return page
 
     async def current_epoch(self) -> str:
         """The generation being served; created on first use."""
@@ -219,6 +265,11 @@ class ContextReader:
             return None
         return missed
 
+    async def version(self, citizen_id: str, *, epoch: str) -> int:
+        """The citizen's current version in a generation (0 if it holds nothing for them)."""
+        value = await self._client.hget(CitizenKeys(self._prefix, epoch, citizen_id).meta, "version")
+        return int(value or 0)
+
     async def lookup(self, kind: IdentifierKind, value: str) -> str | None:
         """The citizen a normalised identifier belongs to, if the index knows it."""
         epoch = await self.current_epoch()
@@ -228,3 +279,48 @@ class ContextReader:
 def _profile(flat: list[str]) -> Profile:
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     return Profile.model_validate({name: json.loads(value) for name, value in fields.items()})
+
+
+class PresenceStore:
+    """Who is viewing which citizen: one entry per open stream, expiring unless refreshed."""
+
+    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    async def join(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
+        """Record an open stream and tell the other streams of this citizen."""
+        await self._refresh(citizen_id, viewer_id=viewer_id, connection_id=connection_id, ttl_s=ttl_s)
+        await self._announce(citizen_id)
+
+    async def refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
+        """Keep an open stream's entry alive."""
+        await self._refresh(citizen_id, viewer_id=viewer_id, connection_id=connection_id, ttl_s=ttl_s)
+
+    async def leave(self, citizen_id: str, *, viewer_id: str, connection_id: str) -> None:
+        """Remove a closed stream and tell the others."""
+        await self._client.zrem(presence_key(self._prefix, citizen_id), f"{viewer_id}\t{connection_id}")
+        await self._announce(citizen_id)
+
+    async def viewers(self, citizen_id: str, *, now: float | None = None) -> list[tuple[str, str]]:
+        """(viewer id, connection id) of every live stream of the citizen."""
+        key = presence_key(self._prefix, citizen_id)
+        moment = now if now is not None else time.time()
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zremrangebyscore(key, "-inf", f"({moment}")
+        pipe.zrange(key, 0, -1)
+        _removed, members = await pipe.execute()
+        pairs = [member.split("\t", 1) for member in members]
+        return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+
+    async def _refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
+        key = presence_key(self._prefix, citizen_id)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zadd(key, {f"{viewer_id}\t{connection_id}": time.time() + ttl_s})
+        pipe.expire(key, int(ttl_s) + 1)
+        await pipe.execute()
+
+    async def _announce(self, citizen_id: str) -> None:
+        await self._client.publish(
+            changes_channel(self._prefix), json.dumps({"citizen_id": citizen_id, "presence": True})
+        )

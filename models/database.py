@@ -1,5 +1,6 @@
 """The SQL side: settings, the engine and schema migrations (Alembic)."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -44,14 +45,23 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 def migrate(settings: DatabaseSettings, revision: str = "head") -> None:
-    """Bring the schema to `revision` (idempotent)."""
+    """Bring the schema up to `revision` (idempotent)."""
+    _run(settings, command.upgrade, revision)
+
+
+def downgrade(settings: DatabaseSettings, revision: str) -> None:
+    """Take the schema down to `revision` ("base": no tables)."""
+    _run(settings, command.downgrade, revision)
+
+
+def _run(settings: DatabaseSettings, step: Callable[[Config, str], None], revision: str) -> None:
     engine = create_db_engine(settings)
     try:
         with engine.begin() as connection:
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
     finally:
         engine.dispose()
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
 
 
@@ -32,4 +33,32 @@ class Agent(AgentBase, table=True):
     __tablename__ = "agents"
 
     id: str = Field(primary_key=True, max_length=200)
-    created_at: datetime = Field(default_factory=utc_now)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=DateTime(timezone=True))
+
+
+class EnquiryStatus(StrEnum):
+    """Where an enquiry stands."""
+
+    active = "active"
+    completed = "completed"
+
+
+class EnquiryBase(SQLModel):
+    """What an enquiry is about: a citizen, reached on a channel."""
+
+    citizen_id: str = Field(index=True, max_length=128)
+    channel: str = Field(max_length=32)
+
+
+class Enquiry(EnquiryBase, table=True):
+    """An agent handling one citizen's enquiry: the justification for viewing their context."""
+
+    __tablename__ = "enquiries"
+
+    id: str = Field(primary_key=True, max_length=36)
+    agent_id: str = Field(index=True, max_length=200)
+    status: EnquiryStatus = Field(default=EnquiryStatus.active, index=True)
+    started_at: datetime = Field(default_factory=utc_now, sa_type=DateTime(timezone=True))
+    completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    outcome: str | None = Field(default=None, max_length=64)
+    notes: str | None = Field(default=None, max_length=4000)

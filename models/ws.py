@@ -1,10 +1,15 @@
-"""Messages on an agent's WebSocket stream."""
+"""Messages on an agent's WebSocket stream (server to client).
+
+A stream sends a `snapshot` (or, when resuming, `resumed` followed by the missed changes), then a
+`change` per change in version order, a `heartbeat` every few seconds, a `presence` message whenever
+the set of other viewers changes, and a `reconnect` message before the server closes it on purpose.
+"""
 
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from models.context import CitizenContext
+from models.context import CitizenContext, Profile
 from models.events import CloudEvent
 
 
@@ -15,11 +20,53 @@ class SnapshotMessage(BaseModel):
     context: CitizenContext
 
 
+class ResumedMessage(BaseModel):
+    """The client's (epoch, version) is still held: exactly the changes after `version` follow."""
+
+    type: Literal["resumed"] = "resumed"
+    citizen_id: str
+    epoch: str
+    version: int
+
+
 class ChangeMessage(BaseModel):
-    """One new event in the timeline, at `version` (always the previous message's version + 1)."""
+    """One change, at `version` (always the previous message's version + 1)."""
 
     type: Literal["change"] = "change"
     citizen_id: str
     epoch: str
     version: int
     event: CloudEvent
+    profile: Profile | None = Field(
+        default=None, description="The whole profile, when this change updated it."
+    )
+
+
+class HeartbeatMessage(BaseModel):
+    """The stream is alive; a client that hears nothing for two heartbeat intervals reconnects."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    epoch: str
+    version: int
+
+
+class PresenceMessage(BaseModel):
+    """Who else is viewing this citizen right now (agent ids, without the receiving connection)."""
+
+    type: Literal["presence"] = "presence"
+    citizen_id: str
+    viewers: list[str]
+
+
+class ReconnectMessage(BaseModel):
+    """The server is about to close this stream; reconnect (to any replica) and resume from here."""
+
+    type: Literal["reconnect"] = "reconnect"
+    reason: Literal["shutdown", "lifetime"]
+    epoch: str
+    version: int
+
+
+StreamMessage = (
+    SnapshotMessage | ResumedMessage | ChangeMessage | HeartbeatMessage | PresenceMessage | ReconnectMessage
+)

@@ -41,12 +41,12 @@ class PidFile:
         self.path.unlink(missing_ok=True)
         return None
 
-    def stop(self, *, timeout_s: float = 30.0) -> bool:
-        """SIGTERM our process, SIGKILL it if it outlives `timeout_s`; True if one was stopped."""
+    def stop(self, *, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> bool:
+        """Signal our process (SIGTERM), SIGKILL it if it outlives `timeout_s`; True if one was stopped."""
         pid = self.running_pid()
         if pid is None:
             return False
-        stop_pid(pid, self.marker, timeout_s=timeout_s)
+        stop_pid(pid, self.marker, timeout_s=timeout_s, signum=signum)
         self.path.unlink(missing_ok=True)
         return True
 
@@ -61,10 +61,10 @@ def is_our_process(pid: int, marker: str) -> bool:
     return state != "Z" and marker in cmdline
 
 
-def stop_pid(pid: int, marker: str, *, timeout_s: float) -> None:
+def stop_pid(pid: int, marker: str, *, timeout_s: float, signum: int = signal.SIGTERM) -> None:
     """Stop one process that is ours, politely first."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signum)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _reap(pid)

@@ -2,7 +2,9 @@
 
 import base64
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -55,7 +57,13 @@ class LocalServer(Protocol):
 def local_servers(services: ServicesSettings | None = None) -> list[LocalServer]:
     """The servers `services up` manages, in start order."""
     services = services or ServicesSettings()
-    return [RedisServer(services, RedisSettings()), KafkaServer(services, KafkaSettings())]
+    servers: list[LocalServer] = [
+        RedisServer(services, RedisSettings()),
+        KafkaServer(services, KafkaSettings()),
+    ]
+    if services.with_postgres:
+        servers.append(PostgresServer(services))
+    return servers
 
 
 def ensure_command(command: str, debian_package: str) -> str:
@@ -354,3 +362,156 @@ def _cluster_id() -> str:
         candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not candidate.startswith("-"):
             return candidate
+
+
+class PostgresServer:
+    """Debian's PostgreSQL on loopback, its cluster under the data folder (for the SQL side's tests)."""
+
+    name = "postgres"
+    user = "citizen"
+
+    def __init__(self, services: ServicesSettings) -> None:
+        self.host, self.port = "127.0.0.1", services.postgres_port
+        self.data_dir = (services.data_dir / "postgres").resolve()
+        self.cluster = self.data_dir / "cluster"
+        self.timeout_s = services.start_timeout_s
+        self.pid_file = PidFile(self.data_dir / "postgres.pid", marker=str(self.cluster))
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of its `postgres` database (trust authentication, loopback only)."""
+        return postgres_url(self.port)
+
+    def status(self) -> ServerStatus:
+        """Whether our PostgreSQL runs, and where."""
+        return ServerStatus(
+            self.name, f"postgresql://{self.host}:{self.port}", self.pid_file.running_pid(), self.data_dir
+        )
+
+    def up(self) -> bool:
+        """Create the cluster the first time and start PostgreSQL unless ours already runs."""
+        if self.pid_file.running_pid() is not None:
+            return False
+        binaries = _postgres_binaries()
+        if port_open(self.host, self.port):
+            raise ServiceError(
+                f"port {self.port} is taken by a process citizen-context did not start; stop it or set "
+                "CITIZEN_CONTEXT_SERVICES_POSTGRES_PORT to a free port"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        as_user = _unprivileged(self.data_dir)
+        if not (self.cluster / "PG_VERSION").exists():
+            result = subprocess.run(
+                [
+                    *as_user,
+                    str(binaries / "initdb"),
+                    "-D",
+                    str(self.cluster),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise ServiceError(f"initdb failed:\n{result.stdout}{result.stderr}")
+        log_path = self.data_dir / "postgres.log"
+        process = spawn(
+            [
+                *as_user,
+                str(binaries / "postgres"),
+                "-D",
+                str(self.cluster),
+                "-p",
+                str(self.port),
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                f"unix_socket_directories={self.data_dir}",
+                # A throwaway development server: durability is traded for speed.
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            log_path=log_path,
+        )
+        self.pid_file.write(process.pid)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServiceError(f"PostgreSQL exited with {process.returncode}:\n{tail(log_path)}")
+            if port_open(self.host, self.port) and _accepts_queries(self.port):
+                return True
+            time.sleep(0.2)
+        self.pid_file.stop()
+        raise ServiceError(f"PostgreSQL was not ready within {self.timeout_s:.0f}s:\n{tail(log_path)}")
+
+    def down(self) -> bool:
+        """Stop our PostgreSQL with a fast shutdown (SIGINT: open sessions are ended, data is kept)."""
+        return self.pid_file.stop(signum=signal.SIGINT)
+
+
+def postgres_url(port: int, database: str = "postgres") -> str:
+    """The SQLAlchemy URL of a database of the local PostgreSQL."""
+    return f"postgresql+psycopg://{PostgresServer.user}@127.0.0.1:{port}/{database}"
+
+
+def _postgres_binaries() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        ensure_command("psql", "postgresql")
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise ServiceError(
+            "PostgreSQL's server binaries are missing; install them with: apt-get install postgresql"
+        )
+    return found[-1].parent
+
+
+def _unprivileged(data_dir: Path) -> list[str]:
+    """The command prefix that runs PostgreSQL as a user it accepts (it refuses to run as root).
+
+    As root, the server runs as Debian's `postgres` user, owning its data folder, and keeps only the
+    capability to traverse folders it does not own: a checkout may sit below folders that only root
+    can enter (a private temporary folder, say).
+    """
+    if os.geteuid() != 0:
+        return []
+    ensure_command("setpriv", "util-linux")
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError as error:
+        raise ServiceError(
+            "the postgres user is missing; install it with: apt-get install postgresql"
+        ) from error
+    for path in [data_dir, *data_dir.rglob("*")]:
+        os.chown(path, owner.pw_uid, owner.pw_gid)
+    return [
+        "setpriv",
+        f"--reuid={owner.pw_uid}",
+        f"--regid={owner.pw_gid}",
+        "--init-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+    ]
+
+
+def _accepts_queries(port: int) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user=PostgresServer.user, dbname="postgres", connect_timeout=2
+        ) as connection:
+            connection.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False

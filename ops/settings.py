@@ -28,6 +28,10 @@ class ServicesSettings(BaseSettings):
         default="2.25.4", description="Log4j2 version matching that Kafka release."
     )
     kafka_heap: str = Field(default="512m", description="The local Kafka's JVM heap (-Xmx and -Xms).")
+    with_postgres: bool = Field(
+        default=False, description="Also run a local PostgreSQL (the tests run the SQL side against both)."
+    )
+    postgres_port: int = Field(default=5433, description="The local PostgreSQL's port.")
     start_timeout_s: float = Field(
         default=90.0, gt=0, description="How long to wait for a server to be ready."
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -26,6 +27,8 @@ from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 from events.topics import ensure_topics
 from models.database import DatabaseSettings, migrate
+from ops.servers import postgres_url
+from ops.settings import ServicesSettings
 
 # The machines are shared and noisy: Hypothesis's timing checks would fail tests for the machine's load,
 # not for the code. Correctness checks stay on.
@@ -100,10 +103,33 @@ def kafka_topic() -> Iterator[str]:
 
 @pytest.fixture
 def database_settings(tmp_path: Path) -> DatabaseSettings:
-    """A migrated SQLite database of this test's own."""
+    """A migrated SQLite database of this test's own (for tests where SQL is not the point)."""
     settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'test.db'}")
     migrate(settings)
     return settings
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sql_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseSettings]:
+    """An empty database of this test's own, once on SQLite and once on the local PostgreSQL."""
+    if request.param == "sqlite":
+        yield DatabaseSettings(url=f"sqlite:///{tmp_path / 'test.db'}")
+        return
+    services = ServicesSettings()
+    if not services.with_postgres:
+        pytest.fail("PostgreSQL is not running for this test run: run the tests with `make test`")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(
+        postgres_url(services.postgres_port).replace("+psycopg", ""), autocommit=True
+    ) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield DatabaseSettings(url=postgres_url(services.postgres_port, name))
+    finally:
+        with psycopg.connect(
+            postgres_url(services.postgres_port).replace("+psycopg", ""), autocommit=True
+        ) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @dataclass

@@ -1,31 +1,96 @@
-"""A citizen's context: read over REST, streamed live over a WebSocket."""
+"""A citizen's context: read over REST (whole, or paged back through the timeline), streamed live."""
 
-import asyncio
-import contextlib
+import hashlib
 import re
 from typing import Annotated
 
-import structlog
-from fastapi import APIRouter, Path, WebSocket, WebSocketDisconnect, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, Field
 
-from api.deps import CurrentViewer, HubDep, ReaderDep
-from api.problems import Problem
-from api.streaming import Resync, Subscription
-from context.store import ContextReader
+from api.deps import CurrentViewer, ReaderDep, StreamServicesDep
+from api.problems import Problem, problem_response
+from api.stream_session import CLOSE_INVALID_CITIZEN, Resume, StreamSession
+from context.identity import IdentifierKind, InvalidIdentifier, normalise
+from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
+from context.settings import IdentitySettings
+from context.store import TimelinePosition
+from context.timeline import time_score
 from models.context import CitizenContext
-from models.events import CITIZEN_ID_PATTERN
-from models.ws import ChangeMessage, SnapshotMessage
-
-log = structlog.get_logger("api")
+from models.events import CITIZEN_ID_PATTERN, CloudEvent
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
 CitizenIdPath = Annotated[
     str, Path(pattern=CITIZEN_ID_PATTERN, description="The citizen's id.", examples=["C-100234"])
 ]
+MAX_PAGE = 200
+# How many events one round trip reads while filling a filtered page.
+SCAN_STEP = 100
 
-# Close codes of the stream (4000-4999 are the application's own).
-CLOSE_INVALID_CITIZEN = 4400
+
+class TimelinePage(BaseModel):
+    """A page of the timeline, newest first."""
+
+    citizen_id: str
+    epoch: str
+    events: list[CloudEvent]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null at the end."
+    )
+
+
+class LookupResult(BaseModel):
+    """The citizen an identifier belongs to."""
+
+    citizen_id: str
+    kind: IdentifierKind
+    value: str = Field(
+        description="The identifier, normalised (E.164 phone, lower-case email, upper-case case)."
+    )
+
+
+def _etag(context: CitizenContext) -> str:
+    # The version changes with every event; the summary also moves with time (its 7- and 30-day windows),
+    # so its digest is part of the tag too: a 304 is only ever answered for what is really unchanged.
+    digest = hashlib.sha256(context.summary.model_dump_json().encode()).hexdigest()[:16]
+    return f'"{context.epoch}.{context.version}.{digest}"'
+
+
+@router.get(
+    "/lookup",
+    response_model=LookupResult,
+    summary="Find a citizen by phone number, email or case reference",
+    responses={
+        404: {"model": Problem, "description": "No citizen is known for the identifier."},
+        422: {"model": Problem, "description": "Not exactly one identifier, or a malformed one."},
+    },
+)
+async def lookup(
+    request: Request,
+    reader: ReaderDep,
+    viewer: CurrentViewer,
+    phone: Annotated[str | None, Query(max_length=40, examples=["07700 900123"])] = None,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    case: Annotated[str | None, Query(max_length=64)] = None,
+) -> LookupResult | JSONResponse:
+    """Resolve one identifier to a citizen id, for a desktop that only knows the caller's number."""
+    given = [
+        (IdentifierKind(name), value)
+        for name, value in (("phone", phone), ("email", email), ("case", case))
+        if value
+    ]
+    if len(given) != 1:
+        return problem_response(request, 422, "Give exactly one of phone, email or case.")
+    kind, raw = given[0]
+    try:
+        value = normalise(kind, raw, default_region=IdentitySettings().default_region)
+    except InvalidIdentifier as error:
+        return problem_response(request, 422, f"The {kind.value} is not valid: {error}.")
+    citizen = await reader.lookup(kind, value)
+    if citizen is None:
+        return problem_response(request, 404, f"No citizen is known for this {kind.value}.")
+    return LookupResult(citizen_id=citizen, kind=kind, value=value)
 
 
 @router.get(
@@ -33,77 +98,97 @@ CLOSE_INVALID_CITIZEN = 4400
     response_model=CitizenContext,
     summary="A citizen's context",
     responses={
+        304: {"description": "Unchanged since the `ETag` given in `If-None-Match`."},
         422: {"model": Problem, "description": "The citizen id is not valid."},
         503: {"model": Problem, "description": "The context store is unavailable."},
     },
 )
-async def get_context(citizen_id: CitizenIdPath, reader: ReaderDep, viewer: CurrentViewer) -> CitizenContext:
-    """The citizen's newest interactions and version. A citizen with no events has version 0."""
-    return await reader.context(citizen_id)
+async def get_context(
+    citizen_id: CitizenIdPath,
+    reader: ReaderDep,
+    viewer: CurrentViewer,
+    response: Response,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> CitizenContext | Response:
+    """Profile, summary, the newest page of the timeline, version and epoch. Unknown citizens are empty."""
+    context = await reader.context(citizen_id)
+    etag = _etag(context)
+    if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
+        return Response(status_code=304, headers={"ETag": etag})
+    response.headers["ETag"] = etag
+    return context
+
+
+@router.get(
+    "/{citizen_id}/timeline",
+    response_model=TimelinePage,
+    summary="Page back through a citizen's timeline",
+    responses={
+        410: {"model": Problem, "description": "The cursor is from before a rebuild; start again."},
+        422: {"model": Problem, "description": "A parameter or the cursor is not valid."},
+    },
+)
+async def get_timeline(
+    request: Request,
+    citizen_id: CitizenIdPath,
+    reader: ReaderDep,
+    viewer: CurrentViewer,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    type: Annotated[list[str] | None, Query(max_length=20)] = None,
+    channel: Annotated[list[str] | None, Query(max_length=20)] = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+) -> TimelinePage | JSONResponse:
+    """Newest first; `next_cursor` walks back through the whole timeline with no gap and no repeat."""
+    epoch = await reader.current_epoch()
+    below = None
+    if cursor:
+        try:
+            below = decode_cursor(cursor, epoch=epoch)
+        except InvalidCursor as error:
+            status = 410 if "rebuilt" in str(error) else 422
+            return problem_response(request, status, str(error))
+    wanted = TimelineFilter(frozenset(type or ()), frozenset(channel or ()), since, until)
+    # Collect one match more than the page holds: it tells whether a next page exists.
+    found: list[tuple[TimelinePosition, CloudEvent]] = []
+    position = below
+    while len(found) <= limit:
+        slice_ = await reader.timeline_slice(
+            citizen_id,
+            epoch=epoch,
+            below=position,
+            highest_score=time_score(until) if until is not None and position is None else None,
+            lowest_score=time_score(since) if since is not None else None,
+            count=SCAN_STEP,
+        )
+        for spot, event in slice_:
+            position = spot
+            if wanted.matches(event):
+                found.append((spot, event))
+                if len(found) > limit:
+                    break
+        if len(slice_) < SCAN_STEP:
+            break
+    page = found[:limit]
+    next_cursor = encode_cursor(epoch, page[-1][0]) if len(found) > limit else None
+    events = [event for _spot, event in page]
+    return TimelinePage(citizen_id=citizen_id, epoch=epoch, events=events, next_cursor=next_cursor)
 
 
 @router.websocket("/{citizen_id}/stream")
 async def stream_context(
-    websocket: WebSocket, citizen_id: str, reader: ReaderDep, hub: HubDep, viewer: CurrentViewer
+    websocket: WebSocket,
+    citizen_id: str,
+    services: StreamServicesDep,
+    viewer: CurrentViewer,
+    epoch: str | None = None,
+    version: int | None = None,
 ) -> None:
-    """A snapshot on connect, then every change in order, each with its version."""
+    """A snapshot (or, given the `epoch` and `version` last seen, just what was missed), then every change."""
     if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
         await websocket.close(code=CLOSE_INVALID_CITIZEN, reason="invalid citizen id")
         return
     await websocket.accept()
-    # Subscribe before reading the snapshot: a change landing in between is then queued, not missed,
-    # and the version check below drops whatever the snapshot already contains.
-    with hub.subscribe(citizen_id) as subscription:
-        receiver = asyncio.create_task(_drain_client(websocket))
-        sender = asyncio.create_task(_send_changes(websocket, citizen_id, reader, subscription))
-        done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                await task
-        for task in done:
-            if (error := task.exception()) and not isinstance(error, WebSocketDisconnect):
-                log.warning("stream ended by error", error=repr(error))
-                with contextlib.suppress(Exception):
-                    await websocket.close(code=status.WS_1011_INTERNAL_ERROR)
-
-
-async def _drain_client(websocket: WebSocket) -> None:
-    """Read until the client goes away (client messages carry nothing yet)."""
-    while True:
-        await websocket.receive_text()
-
-
-async def _send_changes(
-    websocket: WebSocket, citizen_id: str, reader: ContextReader, subscription: Subscription
-) -> None:
-    context = await _send_snapshot(websocket, reader, citizen_id)
-    epoch, version = context.epoch, context.version
-    while True:
-        item = await subscription.get()
-        if isinstance(item, Resync) or item.epoch != epoch:
-            context = await _send_snapshot(websocket, reader, citizen_id)
-            epoch, version = context.epoch, context.version
-            continue
-        if item.version <= version:
-            continue  # already in the snapshot
-        missed = [item] if item.version == version + 1 else None
-        if missed is None:
-            # A change arrived before its predecessor reached us: fill the gap from the change log.
-            missed = await reader.changes_since(citizen_id, epoch=epoch, version=version)
-            if not missed or missed[-1].version < item.version:
-                context = await _send_snapshot(websocket, reader, citizen_id)
-                epoch, version = context.epoch, context.version
-                continue
-        for change in missed:
-            message = ChangeMessage(
-                citizen_id=citizen_id, epoch=change.epoch, version=change.version, event=change.event
-            )
-            await websocket.send_text(message.model_dump_json(exclude_none=True))
-            version = change.version
-
-
-async def _send_snapshot(websocket: WebSocket, reader: ContextReader, citizen_id: str) -> CitizenContext:
-    context = await reader.context(citizen_id)
-    await websocket.send_text(SnapshotMessage(context=context).model_dump_json(exclude_none=True))
-    return context
+    resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
+    await StreamSession(websocket, citizen_id=citizen_id, viewer_id=viewer.id, services=services).run(resume)

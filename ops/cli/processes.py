@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import click
 import httpx
@@ -18,9 +19,11 @@ from ops.processes import ServiceError
 @click.option("--port", default=None, type=int, help="Listen port (default: CITIZEN_CONTEXT_API_PORT).")
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply SQL migrations first.")
 def api(host: str | None, port: int | None, migrate: bool) -> None:
-    """Run the API (uvicorn)."""
+    """Run the API (uvicorn); on SIGTERM, streams are told to reconnect before the process exits."""
     import uvicorn
 
+    from api.app import create_app
+    from api.lifecycle import Lifecycle
     from api.settings import ApiSettings
     from models.database import DatabaseSettings
     from models.database import migrate as apply_migrations
@@ -28,15 +31,27 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     settings = ApiSettings()
     if migrate:
         apply_migrations(DatabaseSettings())
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
+    app = create_app(api=settings)
+    lifecycle: Lifecycle = app.state.lifecycle
+
+    class DrainingServer(uvicorn.Server):
+        """Uvicorn, but its shutdown first drains the streams (a "reconnect" message, then a close)."""
+
+        async def shutdown(self, sockets: list[Any] | None = None) -> None:
+            await lifecycle.drain(timeout_s=settings.shutdown_drain_s)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
         host=host or settings.host,
         port=port if port is not None else settings.port,
         log_level="warning",
-        ws_ping_interval=20,
+        # Protocol pings: a client that stops answering is dropped within two intervals.
+        ws_ping_interval=settings.stream_heartbeat_s,
+        ws_ping_timeout=settings.stream_heartbeat_s,
         timeout_graceful_shutdown=10,
     )
+    DrainingServer(config).run()
 
 
 @main.command()

@@ -39,7 +39,7 @@ def services_status() -> None:
     for server in local_servers():
         state = server.status()
         running = f"running (pid {state.pid})" if state.running else "stopped"
-        click.echo(f"{state.name:6} {running:22} {state.address:26} data: {state.data_dir}")
+        click.echo(f"{state.name:8} {running:22} {state.address:28} data: {state.data_dir}")
 
 
 @services.command("tools")

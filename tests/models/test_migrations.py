@@ -4,11 +4,11 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 
-from models.database import DatabaseSettings, create_db_engine, migrate
+from models.database import DatabaseSettings, create_db_engine, downgrade, migrate
 
 
-def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None:
-    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'nested' / 'db.sqlite'}")
+def test_migrations_create_the_schema_and_are_idempotent(sql_database: DatabaseSettings) -> None:
+    settings = sql_database
     migrate(settings)
     migrate(settings)
     engine = create_db_engine(settings)
@@ -18,11 +18,27 @@ def test_migrations_create_the_schema_and_are_idempotent(tmp_path: Path) -> None
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     finally:
         engine.dispose()
-    assert {"agents", "alembic_version"} <= tables
-    assert revision == "0001"
+    assert {"agents", "enquiries", "alembic_version"} <= tables
+    assert revision == "0002"
 
 
-def test_the_tables_match_the_models(tmp_path: Path) -> None:
+def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:
+    migrate(DatabaseSettings(url=f"sqlite:///{tmp_path / 'nested' / 'db.sqlite'}"))
+    assert (tmp_path / "nested" / "db.sqlite").exists()
+
+
+def test_migrations_downgrade_to_nothing_and_back(sql_database: DatabaseSettings) -> None:
+    migrate(sql_database)
+    downgrade(sql_database, "base")
+    engine = create_db_engine(sql_database)
+    try:
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    finally:
+        engine.dispose()
+    migrate(sql_database)
+
+
+def test_the_tables_match_the_models(sql_database: DatabaseSettings) -> None:
     """What the migrations build is what the SQLModel classes describe (no drift)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
@@ -30,9 +46,8 @@ def test_the_tables_match_the_models(tmp_path: Path) -> None:
 
     import models.tables  # noqa: F401  (registers the tables)
 
-    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'db.sqlite'}")
-    migrate(settings)
-    engine = create_db_engine(settings)
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
     try:
         with engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)

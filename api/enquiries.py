@@ -1,0 +1,130 @@
+"""Enquiries: an agent starts one for a citizen, and completing it puts it on the citizen's timeline."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.publisher import EventPublisher
+from context.identity import IdentifierKind, InvalidIdentifier, normalise
+from context.store import ContextReader
+from models import enquiry_repository
+from models.enquiries import EnquiryComplete, EnquiryCreate
+from models.events import CloudEvent
+from models.tables import Enquiry, EnquiryStatus
+
+ENQUIRY_SOURCE = "/citizen-context/enquiries"
+
+
+class EnquiryProblem(Exception):
+    """An enquiry request that cannot be honoured: `status` and `detail` become problem details."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+async def resolve_citizen(request: EnquiryCreate, *, reader: ContextReader, default_region: str) -> str:
+    """The citizen id the request names, directly or through the identifier index."""
+    if request.citizen_id:
+        return request.citizen_id
+    kind, raw = next(
+        (IdentifierKind(name), value)
+        for name, value in (("phone", request.phone), ("email", request.email), ("case", request.case))
+        if value
+    )
+    try:
+        value = normalise(kind, raw, default_region=default_region)
+    except InvalidIdentifier as error:
+        raise EnquiryProblem(422, f"The {kind.value} is not valid: {error}.") from error
+    citizen = await reader.lookup(kind, value)
+    if citizen is None:
+        raise EnquiryProblem(
+            404, f"No citizen is known for this {kind.value}; start the enquiry by citizen id."
+        )
+    return citizen
+
+
+async def start_enquiry(
+    request: EnquiryCreate, *, agent_id: str, engine: Engine, reader: ContextReader, default_region: str
+) -> Enquiry:
+    """Resolve the citizen and record an active enquiry for the agent."""
+    citizen_id = await resolve_citizen(request, reader=reader, default_region=default_region)
+
+    def create() -> Enquiry:
+        with Session(engine) as session:
+            return enquiry_repository.create_enquiry(
+                session, agent_id=agent_id, citizen_id=citizen_id, channel=request.channel
+            )
+
+    return await run_in_threadpool(create)
+
+
+async def find_enquiry(enquiry_id: str, *, engine: Engine) -> Enquiry:
+    """The enquiry, or a 404 problem."""
+
+    def get() -> Enquiry | None:
+        with Session(engine) as session:
+            return enquiry_repository.get_enquiry(session, enquiry_id=enquiry_id)
+
+    enquiry = await run_in_threadpool(get)
+    if enquiry is None:
+        raise EnquiryProblem(404, "No such enquiry.")
+    return enquiry
+
+
+async def active_enquiries(*, agent_id: str, engine: Engine) -> list[Enquiry]:
+    """The agent's active enquiries, newest first."""
+
+    def query() -> list[Enquiry]:
+        with Session(engine) as session:
+            return enquiry_repository.active_enquiries(session, agent_id=agent_id)
+
+    return await run_in_threadpool(query)
+
+
+def completion_event(enquiry: Enquiry, completion: EnquiryComplete, *, at: datetime) -> CloudEvent:
+    """The `enquiry.completed` event that puts a completed enquiry on the citizen's timeline."""
+    summary = f"Enquiry by {enquiry.channel} completed: {completion.outcome}"
+    return CloudEvent(
+        specversion="1.0",
+        # One id per enquiry: completing it again, or a retry, is the same event (deduplicated).
+        id=f"enquiry-{enquiry.id}-completed",
+        source=ENQUIRY_SOURCE,
+        type="enquiry.completed",
+        subject=enquiry.citizen_id,
+        time=at,
+        datacontenttype="application/json",
+        data={
+            "channel": enquiry.channel,
+            "summary": summary,
+            "enquiry_id": enquiry.id,
+            "outcome": completion.outcome,
+            **({"notes": completion.notes} if completion.notes else {}),
+        },
+    )
+
+
+async def complete_enquiry(
+    enquiry_id: str, completion: EnquiryComplete, *, agent_id: str, engine: Engine, publisher: EventPublisher
+) -> Enquiry:
+    """Publish the completion to Kafka, then mark the enquiry completed (a retry after a failure is safe)."""
+    enquiry = await find_enquiry(enquiry_id, engine=engine)
+    if enquiry.agent_id != agent_id:
+        raise EnquiryProblem(403, "Only the agent handling an enquiry can complete it.")
+    if enquiry.status is EnquiryStatus.completed:
+        raise EnquiryProblem(409, "The enquiry is already completed.")
+    event = completion_event(enquiry, completion, at=datetime.now(UTC))
+    await run_in_threadpool(publisher.publish_all, [event])
+
+    def complete() -> Enquiry:
+        with Session(engine) as session:
+            current = enquiry_repository.get_enquiry(session, enquiry_id=enquiry_id)
+            assert current is not None  # it was found above and enquiries are never deleted here
+            return enquiry_repository.complete_enquiry(
+                session, enquiry=current, outcome=completion.outcome, notes=completion.notes
+            )
+
+    return await run_in_threadpool(complete)

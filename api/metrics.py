@@ -1,0 +1,51 @@
+"""Prometheus metrics of the API process, and the middleware that times every request by route."""
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_SECONDS = Histogram(
+    "citizen_context_api_request_seconds",
+    "HTTP request latency by route template.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+STREAMS_OPEN = Gauge("citizen_context_api_streams_open", "WebSocket streams open on this process.")
+STREAM_MESSAGES = Counter(
+    "citizen_context_api_stream_messages_total", "Messages sent on streams, by type.", ["type"]
+)
+STREAM_RESYNCS = Counter(
+    "citizen_context_api_stream_resyncs_total",
+    "Snapshots sent to streams that had to re-sync, by reason.",
+    ["reason"],
+)
+
+
+class RequestMetricsMiddleware:
+    """Times HTTP requests, labelled by the matched route's template (never by the raw path: ids are data)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )

@@ -1,0 +1,253 @@
+"""One agent's live stream of one citizen's context: snapshot or resume, then changes, in version order.
+
+The session subscribes to the process's change hub *before* reading the snapshot, so a change that lands
+in between is queued rather than missed; versions the snapshot already holds are then skipped. Any doubt
+(a gap the change log cannot fill, a queue overflow, a lost Redis subscription, a new epoch) is answered
+with a fresh snapshot, never with silence.
+"""
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import structlog
+from fastapi import WebSocket, WebSocketDisconnect, status
+from pydantic import BaseModel
+
+from api.lifecycle import Lifecycle
+from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
+from api.settings import ApiSettings
+from api.streaming import ChangeHub, PresenceChanged, Resync, ShuttingDown, Subscription
+from context.store import ContextReader, PresenceStore
+from models.context import ContextChange
+from models.ws import (
+    ChangeMessage,
+    HeartbeatMessage,
+    PresenceMessage,
+    ReconnectMessage,
+    ResumedMessage,
+    SnapshotMessage,
+)
+
+log = structlog.get_logger("streaming")
+
+# Close codes (documented in the README). 1012 is the standard "service restart".
+CLOSE_SHUTDOWN = 1012
+CLOSE_LIFETIME = 4001
+CLOSE_INVALID_CITIZEN = 4400
+CLOSE_UNKNOWN_ENQUIRY = 4404
+CLOSE_ENQUIRY_ENDED = 4410
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a reconnecting client left off."""
+
+    epoch: str
+    version: int
+
+
+@dataclass
+class StreamServices:
+    """What a stream session needs from its process."""
+
+    reader: ContextReader
+    hub: ChangeHub
+    presence: PresenceStore
+    lifecycle: Lifecycle
+    settings: ApiSettings
+
+
+class StreamSession:
+    """Runs one accepted WebSocket until the client leaves or the server ends it."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        citizen_id: str,
+        viewer_id: str,
+        services: StreamServices,
+        enquiry_id: str | None = None,
+    ) -> None:
+        self._ws = websocket
+        self._citizen = citizen_id
+        self._viewer = viewer_id
+        self._services = services
+        self._enquiry_id = enquiry_id
+        self._connection = uuid.uuid4().hex
+        self._epoch = ""
+        self._version = 0
+        self._viewers: list[str] | None = None
+
+    async def run(self, resume: Resume | None) -> None:
+        """Serve the stream; returns when it is over (the socket is closed by then)."""
+        services = self._services
+        services.lifecycle.stream_opened()
+        STREAMS_OPEN.inc()
+        ttl = services.settings.stream_heartbeat_s * 3
+        try:
+            with services.hub.subscribe(self._citizen) as subscription:
+                await services.presence.join(
+                    self._citizen, viewer_id=self._viewer, connection_id=self._connection, ttl_s=ttl
+                )
+                try:
+                    await self._serve(subscription, resume)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await services.presence.leave(
+                            self._citizen, viewer_id=self._viewer, connection_id=self._connection
+                        )
+        finally:
+            STREAMS_OPEN.dec()
+            services.lifecycle.stream_closed()
+
+    async def _serve(self, subscription: Subscription, resume: Resume | None) -> None:
+        receiver = asyncio.create_task(self._drain_client())
+        sender = asyncio.create_task(self._send_loop(subscription, resume))
+        done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await task
+        for task in done:
+            error = task.exception()
+            if error is not None and not isinstance(error, WebSocketDisconnect | ConnectionError):
+                log.warning("stream ended by error", error=repr(error))
+                with contextlib.suppress(Exception):
+                    await self._ws.close(code=status.WS_1011_INTERNAL_ERROR)
+
+    async def _drain_client(self) -> None:
+        """Read until the client goes away (liveness of the client is checked by protocol pings)."""
+        while True:
+            await self._ws.receive_text()
+
+    async def _send_loop(self, subscription: Subscription, resume: Resume | None) -> None:
+        settings = self._services.settings
+        if self._services.lifecycle.draining:
+            await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN, send_position=False)
+            return
+        await self._start(resume)
+        await self._send_presence()
+        lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
+        ends_at = time.monotonic() + lifetime
+        next_heartbeat = time.monotonic() + settings.stream_heartbeat_s
+        while True:
+            now = time.monotonic()
+            if now >= ends_at:
+                await self._close_for_reconnect("lifetime", CLOSE_LIFETIME)
+                return
+            if now >= next_heartbeat:
+                await self._heartbeat()
+                next_heartbeat = now + settings.stream_heartbeat_s
+            item = await subscription.get(min(next_heartbeat, ends_at) - time.monotonic())
+            if item is None:
+                continue
+            if isinstance(item, ShuttingDown):
+                await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
+                return
+            if isinstance(item, PresenceChanged):
+                await self._send_presence()
+            elif isinstance(item, Resync):
+                await self._snapshot(resync=item.reason)
+            elif await self._deliver(item):
+                await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+                return
+
+    async def _start(self, resume: Resume | None) -> None:
+        reader = self._services.reader
+        if resume is not None:
+            epoch = await reader.current_epoch()
+            if resume.epoch == epoch:
+                missed = await reader.changes_since(self._citizen, epoch=epoch, version=resume.version)
+                current = await reader.version(self._citizen, epoch=epoch)
+                if missed is not None and resume.version <= current:
+                    self._epoch, self._version = epoch, resume.version
+                    await self._send(
+                        ResumedMessage(citizen_id=self._citizen, epoch=epoch, version=resume.version)
+                    )
+                    for change in missed:
+                        await self._deliver(change)
+                    return
+        await self._snapshot(resync=None)
+
+    async def _deliver(self, change: ContextChange) -> bool:
+        """Send the change unless already sent; fill a gap from the change log. True if the enquiry ended."""
+        if change.epoch != self._epoch:
+            await self._snapshot(resync="epoch")
+            return False
+        if change.version <= self._version:
+            return False  # already in the snapshot, or already sent
+        missed = [change]
+        if change.version != self._version + 1:
+            # A change arrived before its predecessor reached us: fill the gap from the change log.
+            held = await self._services.reader.changes_since(
+                self._citizen, epoch=self._epoch, version=self._version
+            )
+            if not held or held[-1].version < change.version:
+                await self._snapshot(resync="gap")
+                return False
+            missed = [c for c in held if c.version <= change.version]
+        ended = False
+        for item in missed:
+            await self._send(
+                ChangeMessage(
+                    citizen_id=self._citizen,
+                    epoch=item.epoch,
+                    version=item.version,
+                    event=item.event,
+                    profile=item.profile,
+                )
+            )
+            self._version = item.version
+            ended = ended or self._ends_enquiry(item)
+        return ended
+
+    def _ends_enquiry(self, change: ContextChange) -> bool:
+        event = change.event
+        return (
+            self._enquiry_id is not None
+            and event.type == "enquiry.completed"
+            and isinstance(event.data, dict)
+            and event.data.get("enquiry_id") == self._enquiry_id
+        )
+
+    async def _snapshot(self, *, resync: str | None) -> None:
+        context = await self._services.reader.context(self._citizen)
+        self._epoch, self._version = context.epoch, context.version
+        if resync is not None:
+            STREAM_RESYNCS.labels(reason=resync).inc()
+        await self._send(SnapshotMessage(context=context))
+
+    async def _heartbeat(self) -> None:
+        await self._services.presence.refresh(
+            self._citizen,
+            viewer_id=self._viewer,
+            connection_id=self._connection,
+            ttl_s=self._services.settings.stream_heartbeat_s * 3,
+        )
+        await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version))
+        # Entries of a replica that died without saying goodbye expire; a heartbeat notices.
+        await self._send_presence()
+
+    async def _send_presence(self) -> None:
+        entries = await self._services.presence.viewers(self._citizen)
+        others = sorted({viewer for viewer, connection in entries if connection != self._connection})
+        if others != self._viewers:
+            self._viewers = others
+            await self._send(PresenceMessage(citizen_id=self._citizen, viewers=others))
+
+    async def _close_for_reconnect(
+        self, reason: Literal["shutdown", "lifetime"], code: int, *, send_position: bool = True
+    ) -> None:
+        if send_position:
+            await self._send(ReconnectMessage(reason=reason, epoch=self._epoch, version=self._version))
+        await self._ws.close(code=code, reason=f"reconnect: {reason}")
+
+    async def _send(self, message: BaseModel) -> None:
+        await self._ws.send_text(message.model_dump_json(exclude_none=True))
+        STREAM_MESSAGES.labels(type=getattr(message, "type", "unknown")).inc()

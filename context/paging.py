@@ -1,0 +1,58 @@
+"""Timeline paging rules (pure): opaque cursors and filters."""
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from context.store import TimelinePosition
+from models.events import CloudEvent
+
+
+class InvalidCursor(ValueError):
+    """A cursor this API did not issue, or one from an earlier generation of the projection."""
+
+
+def encode_cursor(epoch: str, position: TimelinePosition) -> str:
+    """An opaque cursor pointing just below `position` in generation `epoch`."""
+    raw = json.dumps([epoch, position.score, position.key], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
+    """The position a cursor points below; raises InvalidCursor (also when the epoch has changed)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        cursor_epoch, score, key = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as error:
+        raise InvalidCursor("the cursor is not one this API issued") from error
+    if not isinstance(cursor_epoch, str) or not isinstance(score, int) or not isinstance(key, str):
+        raise InvalidCursor("the cursor is not one this API issued")
+    if cursor_epoch != epoch:
+        raise InvalidCursor(
+            "the projection was rebuilt since this cursor was issued; start from the first page"
+        )
+    return TimelinePosition(score, key)
+
+
+@dataclass(frozen=True)
+class TimelineFilter:
+    """Which events a timeline page shows."""
+
+    types: frozenset[str] = frozenset()
+    channels: frozenset[str] = frozenset()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, event: CloudEvent) -> bool:
+        """Whether `event` passes every filter that is set."""
+        if self.types and event.type not in self.types:
+            return False
+        if self.channels:
+            channel = event.data.get("channel") if isinstance(event.data, dict) else None
+            if channel not in self.channels:
+                return False
+        if self.since is not None and event.time < self.since:
+            return False
+        return self.until is None or event.time <= self.until

@@ -1,0 +1,29 @@
+-- One page of a citizen's timeline, newest first, strictly older than a cursor.
+--
+-- KEYS: 1 timeline (zset), 2 events (hash)
+-- ARGV: 1 highest score to include ("+inf" for the first page), 2 cursor event key ("" for none: events
+--       at the highest score whose key sorts at or above it were on the previous page),
+--       3 lowest score to include ("-inf" for no lower bound), 4 how many
+-- Returns a flat list: event key, score, event JSON, ... (at most ARGV[4] events).
+local wanted = tonumber(ARGV[4])
+-- Events sharing the cursor's microsecond are rare; 100 more than wanted covers any realistic tie.
+local items = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES', 'LIMIT', 0, wanted + 100)
+local keys, scores = {}, {}
+for i = 1, #items, 2 do
+  local key, score = items[i], items[i + 1]
+  local skip = ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and key >= ARGV[2]
+  if not skip and #keys < wanted then
+    keys[#keys + 1] = key
+    scores[#scores + 1] = score
+  end
+end
+local result = {}
+if #keys > 0 then
+  local events = redis.call('HMGET', KEYS[2], unpack(keys))
+  for i = 1, #keys do
+    result[#result + 1] = keys[i]
+    result[#result + 1] = scores[i]
+    result[#result + 1] = events[i]
+  end
+end
+return result

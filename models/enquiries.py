@@ -1,0 +1,65 @@
+"""The enquiry API's own models (the table is `models.tables.Enquiry`)."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Self
+
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+
+from models.events import CitizenId
+from models.tables import EnquiryStatus
+
+Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
+
+class EnquiryCreate(BaseModel):
+    """Start an enquiry for a citizen named by exactly one of: id, phone number, email, case reference."""
+
+    citizen_id: CitizenId | None = None
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=254)
+    case: str | None = Field(default=None, max_length=64)
+    channel: Channel = Field(
+        description="How the citizen reached the agent: phone, chat, email, in-person, …"
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_citizen(self) -> Self:
+        named = [name for name in ("citizen_id", "phone", "email", "case") if getattr(self, name)]
+        if len(named) != 1:
+            raise ValueError("name the citizen by exactly one of citizen_id, phone, email or case")
+        return self
+
+
+class EnquiryComplete(BaseModel):
+    """How the enquiry ended."""
+
+    outcome: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = Field(
+        description="A short code, e.g. 'resolved', 'referred', 'callback-booked'."
+    )
+    notes: str | None = Field(default=None, max_length=4000, description="Wrap-up notes for the timeline.")
+
+
+class EnquiryPublic(BaseModel):
+    """An enquiry as the API shows it."""
+
+    id: str
+    citizen_id: str
+    channel: str
+    agent_id: str
+    status: EnquiryStatus
+    started_at: datetime
+    completed_at: datetime | None = None
+    outcome: str | None = None
+    notes: str | None = None
+
+    @field_validator("started_at", "completed_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # SQLite hands timestamps back without their zone; they were written in UTC.
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class EnquiryList(BaseModel):
+    """A list of enquiries, newest first."""
+
+    enquiries: list[EnquiryPublic]
