@@ -63,13 +63,22 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
+    @app.exception_handler(redis.exceptions.ReadOnlyError)
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
     async def redis_unavailable(request: Request, error: Exception) -> JSONResponse:
-        log.warning("redis unavailable", path=request.url.path, error=str(error))
+        log.warning("redis unavailable", route=_route(request), error=type(error).__name__)
         response = problem_response(request, 503, "The context store is unavailable; try again shortly.")
         response.headers["Retry-After"] = "1"
         return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error", path=request.url.path)
+        # The route template, never the path (it holds citizen ids), and the error's type, never its text
+        # (a validation error quotes the data it rejected).
+        log.error("unhandled error", route=_route(request), error=type(error).__name__)
         return problem_response(request, 500, "An unexpected error occurred; it has been logged.")
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"

@@ -117,7 +117,7 @@ class StreamSession:
         for task in done:
             error = task.exception()
             if error is not None and not isinstance(error, WebSocketDisconnect | ConnectionError):
-                log.warning("stream ended by error", error=repr(error))
+                log.warning("stream ended by error", error=type(error).__name__)
                 with contextlib.suppress(Exception):
                     await self._ws.close(code=status.WS_1011_INTERNAL_ERROR)
 
@@ -177,6 +177,10 @@ class StreamSession:
 
     async def _deliver(self, change: ContextChange) -> bool:
         """Send the change unless already sent; fill a gap from the change log. True if the enquiry ended."""
+        if self._epoch == "" and change.epoch:
+            # Nothing had ever been written when this stream started: the first generation begins empty,
+            # exactly where the stream stands (version 0), so its changes simply follow.
+            self._epoch = change.epoch
         if change.epoch != self._epoch:
             await self._snapshot(resync="epoch")
             return False
@@ -211,6 +215,7 @@ class StreamSession:
         event = change.event
         return (
             self._enquiry_id is not None
+            and event is not None
             and event.type == "enquiry.completed"
             and isinstance(event.data, dict)
             and event.data.get("enquiry_id") == self._enquiry_id

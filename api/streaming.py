@@ -122,6 +122,14 @@ class ChangeHub:
                 delay = min(delay * 2, 5.0)
 
     def _dispatch(self, raw: str | bytes) -> None:
+        try:
+            self._route(raw)
+        except Exception as error:
+            # The message cannot be trusted, so neither can the streams' queues: all of them re-sync.
+            log.warning("unreadable change message", error=type(error).__name__)
+            self._offer_all(Resync("redis"))
+
+    def _route(self, raw: str | bytes) -> None:
         message = json.loads(raw)
         citizen_id = message.get("citizen_id")
         if citizen_id is None:

@@ -15,40 +15,10 @@ local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
 if redis.call('HEXISTS', KEYS[2], event_key) == 1 then
   return {0, version}
 end
--- Older than the age cap: it would be dropped at once, so it is not a change.
-if score < tonumber(ARGV[5]) then
-  return {0, version}
-end
 
-redis.call('ZADD', KEYS[1], score, event_key)
-redis.call('HSET', KEYS[2], event_key, ARGV[3])
-if ARGV[11] ~= '' then
-  redis.call('HSET', KEYS[5], event_key, ARGV[11])
-end
-
--- Cap by age, then by count; the oldest go first, and their summary facts with them.
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
-local excess = redis.call('ZCARD', KEYS[1]) - #expired - tonumber(ARGV[4])
-if excess > 0 then
-  local oldest = redis.call('ZRANGE', KEYS[1], #expired, #expired + excess - 1)
-  for _, key in ipairs(oldest) do expired[#expired + 1] = key end
-end
-local kept = true
-if #expired > 0 then
-  redis.call('ZREM', KEYS[1], unpack(expired))
-  redis.call('HDEL', KEYS[2], unpack(expired))
-  redis.call('HDEL', KEYS[5], unpack(expired))
-  for _, key in ipairs(expired) do
-    if key == event_key then kept = false end
-  end
-end
--- A late event older than all the kept ones falls straight off the end: no visible change.
--- (Its profile update is not applied either: the event is not part of the context.)
-if not kept then
-  return {0, version}
-end
-
--- Profile fields: per field, the update with the later (time, event key) wins, whatever the arrival order.
+-- Profile fields first, whether or not the event itself stays in the timeline: a person's needs do not
+-- expire with the event that stated them. Per field, the update with the later (time, event key) wins,
+-- whatever the arrival order; applying the same update again changes nothing.
 local profile_changed = false
 for i = 12, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
@@ -66,9 +36,42 @@ for i = 12, #ARGV, 2 do
   end
 end
 
+-- The timeline: events older than the age cap are not kept.
+local kept = false
+if score >= tonumber(ARGV[5]) then
+  redis.call('ZADD', KEYS[1], score, event_key)
+  redis.call('HSET', KEYS[2], event_key, ARGV[3])
+  if ARGV[11] ~= '' then
+    redis.call('HSET', KEYS[5], event_key, ARGV[11])
+  end
+  -- Cap by age, then by count; the oldest go first, and their summary facts with them.
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
+  local excess = redis.call('ZCARD', KEYS[1]) - #expired - tonumber(ARGV[4])
+  if excess > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], #expired, #expired + excess - 1)
+    for _, key in ipairs(oldest) do expired[#expired + 1] = key end
+  end
+  kept = true
+  if #expired > 0 then
+    redis.call('ZREM', KEYS[1], unpack(expired))
+    redis.call('HDEL', KEYS[2], unpack(expired))
+    redis.call('HDEL', KEYS[5], unpack(expired))
+    for _, key in ipairs(expired) do
+      -- A late event older than all the kept ones falls straight off the end.
+      if key == event_key then kept = false end
+    end
+  end
+end
+
+if not kept and not profile_changed then
+  return {0, version}
+end
+
 version = redis.call('HINCRBY', KEYS[3], 'version', 1)
-local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version ..
-  ',"event":' .. ARGV[3]
+local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version
+if kept then
+  change = change .. ',"event":' .. ARGV[3]
+end
 if profile_changed then
   local profile = redis.call('HGETALL', KEYS[6])
   local parts = {}

@@ -54,6 +54,11 @@ class CitizenKeys:
         """Hash of profile field -> "score event-key" of the update that set it."""
         return f"{self._base}:profile-stamps"
 
+    @property
+    def identifiers(self) -> str:
+        """Set of the identifiers ("kind:value") events have taught for this citizen."""
+        return f"{self._base}:identifiers"
+
     def all(self) -> list[str]:
         """Every key, in the order the apply script expects them."""
         return [
@@ -91,6 +96,11 @@ def identifier_key(prefix: str, epoch: str, kind: str, value: str) -> str:
 def generation_pattern(prefix: str, epoch: str) -> str:
     """A SCAN pattern matching every key of one generation (for removing an old one)."""
     return f"{prefix}:{epoch}:*"
+
+
+def redriven_key(prefix: str) -> str:
+    """Set of the dead-letter records already redriven ("topic/partition/offset"), so none goes twice."""
+    return f"{prefix}:dlq-redriven"
 
 
 def epoch_key(prefix: str) -> str:

@@ -20,6 +20,7 @@ from context.keys import (
     generation_pattern,
     identifier_key,
     presence_key,
+    redriven_key,
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
@@ -31,6 +32,7 @@ from models.events import CloudEvent
 _APPLY_EVENT = files("context").joinpath("apply_event.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
+_TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -64,6 +66,7 @@ class ProjectionWriter:
         self._prefix = prefix
         self._timeline = timeline
         self._apply = client.register_script(_APPLY_EVENT)
+        self._teach = client.register_script(_TEACH_IDENTIFIER)
 
     @property
     def client(self) -> "redis.Redis":
@@ -105,7 +108,7 @@ class ProjectionWriter:
             return {}
         pipe = self._client.pipeline(transaction=False)
         for kind, value in wanted:
-            pipe.get(identifier_key(self._prefix, epoch, kind, value))
+            pipe.hget(identifier_key(self._prefix, epoch, kind, value), "citizen")
         return {ident: citizen for ident, citizen in zip(wanted, pipe.execute(), strict=True) if citizen}
 
     def apply_batch(
@@ -129,10 +132,17 @@ class ProjectionWriter:
         channel = changes_channel(self._prefix) if publish else ""
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
-            # The index entries go first so that a later event in this very batch, or a reader, finds them.
-            for kind, value in write.identifiers:
-                pipe.set(identifier_key(self._prefix, epoch, kind, value), write.citizen_id, ex=expiry)
             keys = CitizenKeys(self._prefix, epoch, write.citizen_id)
+            # The index entries go first so that a later event in this very batch, or a reader, finds them.
+            # Each is its own command: on Redis Cluster it lives in the identifier's slot, not the citizen's.
+            for kind, value in write.identifiers:
+                self._teach(
+                    keys=[identifier_key(self._prefix, epoch, kind, value)],
+                    args=[write.citizen_id, time_score(write.event.time), write.event.dedup_key, expiry],
+                    client=pipe,
+                )
+                pipe.sadd(keys.identifiers, f"{kind}:{value}")
+                pipe.expire(keys.identifiers, expiry)
             self._apply(
                 keys=keys.all(),
                 args=[
@@ -154,11 +164,28 @@ class ProjectionWriter:
         replies = iter(pipe.execute())
         results = []
         for write in writes:
-            for _ in write.identifiers:
+            for _ in range(3 * len(write.identifiers)):
                 next(replies)
             applied, version = next(replies)
             results.append(ApplyResult(applied=bool(applied), version=int(version)))
+        self._keep_identifiers_alive({write.citizen_id for write in writes}, epoch=epoch, expiry=expiry)
         return results
+
+    def _keep_identifiers_alive(self, citizens: set[str], *, epoch: str, expiry: int) -> None:
+        """Extend the identifier entries of active citizens: they expire with the citizen, not before."""
+        ordered = sorted(citizens)
+        pipe = self._client.pipeline(transaction=False)
+        for citizen in ordered:
+            pipe.smembers(CitizenKeys(self._prefix, epoch, citizen).identifiers)
+            pipe.expire(CitizenKeys(self._prefix, epoch, citizen).identifiers, expiry)
+        members = [member for found in pipe.execute()[::2] for member in found]
+        if not members:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for member in members:
+            kind, _, value = member.partition(":")
+            pipe.expire(identifier_key(self._prefix, epoch, kind, value), expiry)
+        pipe.execute()
 
 
 def _pairs(mapping: dict[str, str]) -> Iterator[str]:
@@ -219,10 +246,8 @@ class ContextReader:
         return page
 
     async def current_epoch(self) -> str:
-        """The generation being served; created on first use."""
-        key = epoch_key(self._prefix)
-        await self._client.set(key, new_epoch(), nx=True)
-        return cast(str, await self._client.get(key))
+        """The generation being served ("" before anything was ever written; reads never write)."""
+        return cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
 
     async def context(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -273,7 +298,9 @@ class ContextReader:
     async def lookup(self, kind: IdentifierKind, value: str) -> str | None:
         """The citizen a normalised identifier belongs to, if the index knows it."""
         epoch = await self.current_epoch()
-        return cast(str | None, await self._client.get(identifier_key(self._prefix, epoch, kind, value)))
+        return cast(
+            str | None, await self._client.hget(identifier_key(self._prefix, epoch, kind, value), "citizen")
+        )
 
 
 def _profile(flat: list[str]) -> Profile:
@@ -324,3 +351,23 @@ class PresenceStore:
         await self._client.publish(
             changes_channel(self._prefix), json.dumps({"citizen_id": citizen_id, "presence": True})
         )
+
+
+class RedriveLog:
+    """Which dead-letter records were redriven already (kept in Redis: tools on any machine agree)."""
+
+    def __init__(self, client: "redis.Redis", *, prefix: str) -> None:
+        self._client = client
+        self._key = redriven_key(prefix)
+
+    def redriven(self, positions: list[str]) -> set[str]:
+        """Those of `positions` that were redriven before."""
+        if not positions:
+            return set()
+        flags = self._client.smismember(self._key, positions)
+        return {position for position, flag in zip(positions, flags, strict=True) if flag}
+
+    def mark(self, positions: list[str]) -> None:
+        """Record `positions` as redriven."""
+        if positions:
+            self._client.sadd(self._key, *positions)

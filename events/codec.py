@@ -7,9 +7,11 @@ Both modes of the CloudEvents Kafka protocol binding are read:
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from context.identity import InvalidIdentifier, named_identifiers
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
@@ -24,7 +26,7 @@ class InvalidEvent(Exception):
     Reasons: `empty`, `not-json`, `not-an-object`, `bad-header`, `bad-data` (the record cannot be read);
     `invalid` (the envelope breaks CloudEvents or this contract), `invalid-data` (a documented type's
     data breaks its schema), `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
-    Identity resolution adds `unresolved-identity`.
+    The batch pipeline adds `unresolved-identity`, and `undecodable` for any other failure a record causes.
     """
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -34,6 +36,10 @@ class InvalidEvent(Exception):
 
 
 DEFAULT_REGION = "GB"
+# Real events nest a few levels; a limit far below the parsers' own keeps every later step safe.
+MAX_DEPTH = 32
+# Publishers' clocks drift, but an event dated days ahead would stay "latest" and never age out.
+MAX_CLOCK_SKEW = timedelta(days=1)
 
 
 def decode_record(
@@ -53,8 +59,10 @@ def _structured_document(value: bytes | None) -> dict[str, Any]:
         raise InvalidEvent("empty", "the record has no value and no ce_* headers")
     try:
         document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidEvent("not-json", f"the value is not JSON: {error}") from error
+    except (ValueError, RecursionError) as error:
+        # ValueError covers bad JSON, bad UTF-8 and integers too long to convert; RecursionError, nesting
+        # deep enough to exhaust the parser. Both are bad input, never a reason to stop.
+        raise InvalidEvent("not-json", f"the value is not JSON: {type(error).__name__}") from error
     if not isinstance(document, dict):
         raise InvalidEvent("not-an-object", "a structured-mode event must be a JSON object")
     return document
@@ -81,8 +89,10 @@ def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
     if media_type == "application/json" or media_type.endswith("+json"):
         try:
             return json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidEvent("not-json", f"the data is declared JSON but is not: {error}") from error
+        except (ValueError, RecursionError) as error:
+            raise InvalidEvent(
+                "not-json", f"the data is declared JSON but is not: {type(error).__name__}"
+            ) from error
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -94,10 +104,22 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
 
     The consumer and the REST ingestion both judge events here, so they accept exactly the same ones.
     """
+    if _depth(document) > MAX_DEPTH:
+        raise InvalidEvent("invalid", f"the event is nested deeper than {MAX_DEPTH} levels")
     try:
         event = CloudEvent.model_validate(document)
     except ValidationError as error:
         raise InvalidEvent("invalid", _problems(error)) from error
+    if event.time > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
+    try:
+        # What is accepted must be storable and readable back: this catches lone surrogates and other
+        # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
+        CloudEvent.model_validate_json(event.to_json())
+    except (ValueError, PydanticSerializationError) as error:
+        raise InvalidEvent(
+            "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
+        ) from error
     if event.subject is None and not event.identifiers:
         raise InvalidEvent(
             "no-citizen",
@@ -116,6 +138,17 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
         except ValidationError as error:
             raise InvalidEvent("invalid-data", _problems(error, prefix="data")) from error
     return event
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    """How deeply a decoded JSON value nests (stops counting past the limit)."""
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(item, level + 1) for item in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(item, level + 1) for item in value), default=level + 1)
+    return level
 
 
 def _problems(error: ValidationError, prefix: str = "") -> str:

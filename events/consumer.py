@@ -38,7 +38,9 @@ from events.settings import KafkaSettings
 
 log = structlog.get_logger("consumer")
 
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Transient: a restart, a failover (READONLY), memory pressure (OOM), a slow script. The batch is retried
+# with backoff and /readyz says so; nothing is committed or dropped meanwhile.
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 CHECK_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 5.0
 
@@ -162,6 +164,10 @@ class ProjectionConsumer:
             # The group rebalanced while this batch was applied: its new owner will redeliver it, which
             # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.
             log.warning("commit refused after rebalance", records=count, error=str(error))
+        except KafkaError as error:
+            # The coordinator did not answer in time: the batch is applied but its offsets may not be
+            # stored, so it may be redelivered, which is harmless. Carry on.
+            log.warning("commit failed", records=count, error=type(error).__name__)
 
     def _record_lag(self) -> None:
         for partition in self._consumer.assignment():

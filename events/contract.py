@@ -36,7 +36,7 @@ REGION_VARIABLE = f"{IdentitySettings.model_config.get('env_prefix', '')}DEFAULT
 EXAMPLE_SUBJECT = "C-100234"
 EXAMPLE_TIME = "2026-11-28T09:15:00Z"
 # An appointment is missed after it starts, so its example cannot share the common time.
-EXAMPLE_TIMES = {"appointment.missed": "2026-12-03T11:00:00Z"}
+EXAMPLE_TIMES: dict[str, str] = {}
 # The source of each example, by the first segment of the type (as in the demo events).
 EXAMPLE_SOURCES = {
     "call": "/telephony/contact-centre",
@@ -94,6 +94,7 @@ REASONS = {
     "no-citizen": "The event has neither `subject` nor an identifier attribute.",
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",
     "unresolved-identity": "The event names the citizen only by identifiers not linked to any citizen yet.",
+    "undecodable": "Reading the record failed in a way none of the other reasons describes.",
 }
 
 DEAD_LETTER_HEADERS = {

@@ -64,6 +64,11 @@ class StoredDeadLetter:
     dead_lettered_at: str
 
     @property
+    def position(self) -> str:
+        """Where this record sits in the dead-letter topic: "topic/partition/offset"."""
+        return f"{dead_letter_topic(self.record.topic)}/{self.dlq_partition}/{self.dlq_offset}"
+
+    @property
     def original_headers(self) -> list[Header]:
         """The headers the publisher sent, without the dead-letter ones."""
         return [(name, raw) for name, raw in self.record.headers if not name.startswith(HEADER_PREFIX)]
@@ -115,8 +120,8 @@ def _stored(raw: object) -> StoredDeadLetter:
 def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> int:
     """Publish each letter's original record, unchanged, back to its original topic; returns how many.
 
-    Redriving is safe to repeat: an event that reaches the projection twice is applied once, and one that
-    still cannot be used returns to the dead-letter topic with its reason.
+    An event that reaches the projection twice is applied once; one that still cannot be used returns to
+    the dead-letter topic (as a new record) with its reason.
     """
     futures = [
         producer.send(

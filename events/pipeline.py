@@ -59,7 +59,11 @@ def prepare_batch(
                 )
                 continue
             resolved = event.model_copy(update={"subject": citizen})
-        write = plan_write(resolved, default_region=default_region)
+        try:
+            write = plan_write(resolved, default_region=default_region)
+        except Exception as error:
+            batch.dead_letters.append(DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}"))
+            continue
         for identifier in write.identifiers:
             learned[identifier] = write.citizen_id
         batch.writes.append(write)

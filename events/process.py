@@ -39,6 +39,8 @@ def run_consumer_process() -> None:
     consumer = create_consumer(kafka)
     producer = create_producer(kafka.bootstrap_list)
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    # Readers never write; the first generation is named here, before anything is read or streamed.
+    writer.current_epoch()
     log.info(
         "consumer started",
         topic=kafka.topic,

@@ -21,8 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
 import structlog
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from context.store import ProjectionWriter, new_epoch
 from events.pipeline import prepare_batch
@@ -73,6 +75,8 @@ class Replayer:
         self._epoch = epoch
         self._default_region = default_region
         self.records = self.applied = self.skipped = 0
+        # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
+        self.held_back: list[IncomingRecord] = []
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -84,20 +88,23 @@ class Replayer:
         ends = self._consumer.end_offsets(self.partitions)
         pending = {tp for tp in self.partitions if self._consumer.position(tp) < ends[tp]}
         read = 0
-        held_back: list[IncomingRecord] = []
         while pending:
             polled = self._consumer.poll(timeout_ms=1000)
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
             if records:
-                unresolved = self._apply(records)
-                held_back += unresolved
+                self.held_back += self._apply(records)
                 read += len(records)
                 progress(len(records))
             pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
-        if held_back:
-            self.skipped += len(self._apply(held_back))
+        if self.held_back:
+            self.held_back = self._apply(self.held_back)
         self.records += read
         return read
+
+    def give_up_on_held_back(self) -> None:
+        """Count what never resolved as skipped (its dead letter is in the dead-letter topic already)."""
+        self.skipped += len(self.held_back)
+        self.held_back = []
 
     def _apply(self, records: list[IncomingRecord]) -> list[IncomingRecord]:
         """Apply a batch; returns the records whose citizen could not be resolved yet."""
@@ -116,6 +123,17 @@ class Replayer:
     def close(self) -> None:
         """Leave the brokers."""
         self._consumer.close()
+
+
+def _until_done(step: Callable[[], int]) -> int:
+    delay = 0.2
+    while True:
+        try:
+            return step()
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError) as error:
+            log.warning("rebuild step failed, retrying", error=type(error).__name__, retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def rebuild(
@@ -140,7 +158,9 @@ def rebuild(
             pass
         previous = writer.switch_epoch(epoch)
         switched = True
-        replayer.catch_up(progress)
+        # Past the switch, readers depend on this last pass: it is retried until it completes.
+        _until_done(lambda: replayer.catch_up(progress))
+        replayer.give_up_on_held_back()
     finally:
         replayer.close()
         if not switched:

@@ -36,7 +36,8 @@ class CloudEvent(BaseModel):
     instead (`citizenphone`, `citizenemail`, `citizencaseref`). Other extension attributes are kept.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # hide_input_in_errors: validation messages reach dead-letter headers and logs; events hold personal data.
+    model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
 
     specversion: Literal["1.0"]
     id: Annotated[str, StringConstraints(min_length=1, max_length=256)]

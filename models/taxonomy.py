@@ -20,7 +20,7 @@ Direction = Literal["inbound", "outbound"]
 class EventData(BaseModel):
     """What every documented event's `data` carries; further fields are kept as published."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
     channel: Channel = Field(description="How the interaction happened: phone, chat, email, web, post, …")
     summary: Summary = Field(description="One line an agent can read at a glance.")
@@ -276,9 +276,9 @@ EXAMPLE_DATA: dict[str, dict[str, Any]] = {
     },
     "appointment.missed": {
         "channel": "in-person",
-        "summary": "Did not attend the blue badge assessment",
-        "appointment_id": "APT-3301",
-        "starts_at": "2026-12-03T10:30:00Z",
+        "summary": "Did not attend the housing needs interview",
+        "appointment_id": "APT-3288",
+        "starts_at": "2026-11-27T10:30:00Z",
     },
     "letter.sent": {
         "channel": "post",

@@ -1,5 +1,6 @@
-"""Test data: CloudEvents as the organisation's services publish them."""
+"""Test data: CloudEvents as the organisation's services publish them, and stream helpers."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,3 +45,12 @@ def example_data(type_: str, **changes: Any) -> dict[str, Any]:
     if "call_id" in data:
         data["call_id"] = f"CALL-{uuid.uuid4().hex[:8]}"
     return {**data, **changes}
+
+
+def next_message(websocket: Any, *types: str, timeout: float = 10) -> dict[str, Any]:
+    """The next stream message of one of `types`, skipping heartbeats and presence updates."""
+    while True:
+        message: dict[str, Any] = json.loads(websocket.recv(timeout=timeout))
+        if message["type"] in types:
+            return message
+        assert message["type"] in {"heartbeat", "presence"}, message

@@ -1,6 +1,5 @@
 """The thin slice through real processes: Kafka -> consumer process -> Redis -> REST and WebSocket."""
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from events.producer import create_producer, publish
 from events.settings import KafkaSettings
 from models.events import CloudEvent
 from tests.conftest import Stack, wait_until
-from tests.factories import make_event
+from tests.factories import make_event, next_message
 
 
 @pytest.fixture
@@ -46,7 +45,7 @@ def test_an_event_travels_from_kafka_to_rest_and_a_live_stream(
     citizen = "C-E2E-1"
     url = stack.api_url.replace("http", "ws", 1) + f"/v1/citizens/{citizen}/stream"
     with ws_client.connect(url, open_timeout=5) as websocket:
-        snapshot = json.loads(websocket.recv(timeout=5))
+        snapshot = next_message(websocket, "snapshot")
         assert snapshot["type"] == "snapshot"
         assert snapshot["context"]["version"] == 0
 
@@ -55,7 +54,7 @@ def test_an_event_travels_from_kafka_to_rest_and_a_live_stream(
             publish(producer, kafka_topic, event)
         producer.flush(timeout=10)
 
-        changes = [json.loads(websocket.recv(timeout=10)) for _ in events]
+        changes = [next_message(websocket, "change") for _ in events]
     assert [change["version"] for change in changes] == [1, 2, 3]
     assert [change["event"]["id"] for change in changes] == [event.id for event in events]
 

@@ -186,9 +186,10 @@ async def stream_context(
     version: int | None = None,
 ) -> None:
     """A snapshot (or, given the `epoch` and `version` last seen, just what was missed), then every change."""
+    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
+    await websocket.accept()
     if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
         await websocket.close(code=CLOSE_INVALID_CITIZEN, reason="invalid citizen id")
         return
-    await websocket.accept()
     resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
     await StreamSession(websocket, citizen_id=citizen_id, viewer_id=viewer.id, services=services).run(resume)

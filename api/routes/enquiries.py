@@ -113,6 +113,8 @@ async def stream_enquiry(
     version: int | None = None,
 ) -> None:
     """The stream of the enquiry's citizen; it closes (4410) once the enquiry is completed."""
+    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
+    await websocket.accept()
     try:
         enquiry = await enquiries.find_enquiry(enquiry_id[:36], engine=engine)
     except enquiries.EnquiryProblem:
@@ -121,7 +123,6 @@ async def stream_enquiry(
     if enquiry.status is EnquiryStatus.completed:
         await websocket.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
         return
-    await websocket.accept()
     resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
     session = StreamSession(
         websocket,

@@ -90,8 +90,8 @@ async def publish_events(request: Request, publisher: PublisherDep, viewer: Curr
         return problem_response(request, 413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return problem_response(request, 422, f"The body is not JSON: {error}")
+    except (ValueError, RecursionError) as error:
+        return problem_response(request, 422, f"The body is not JSON ({type(error).__name__}).")
     documents = document if isinstance(document, list) else [document]
     if media_type == BATCH_CONTENT_TYPE and not isinstance(document, list):
         return problem_response(request, 422, "A batch must be a JSON array of events.")

@@ -9,7 +9,7 @@ import click
 from ops.cli.root import main
 
 if TYPE_CHECKING:
-    from context.store import ProjectionWriter
+    from context.store import ProjectionWriter, RedriveLog
 
 
 def _writer() -> "ProjectionWriter":
@@ -69,31 +69,36 @@ def dlq() -> None:
 @dlq.command("list")
 @click.option("--reason", default=None, help="Only records dead-lettered for this reason.")
 def dlq_list(reason: str | None) -> None:
-    """Show the dead-lettered records (position, reason, detail); their content is not printed."""
+    """Show the dead-lettered records (position, origin, reason, redriven or not), never their content."""
     from events.deadletter import dead_letter_topic, read_dead_letters
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
-    shown = 0
-    for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic):
-        if reason and letter.reason != reason:
-            continue
-        shown += 1
+    letters = [
+        letter
+        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
+        if not reason or letter.reason == reason
+    ]
+    log = _redrive_log()
+    done = log.redriven([letter.position for letter in letters])
+    for letter in letters:
         origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
+        state = "redriven" if letter.position in done else "pending"
+        where = f"{letter.dlq_partition}:{letter.dlq_offset}"
         click.echo(
-            f"{letter.dlq_partition}:{letter.dlq_offset}  {letter.dead_lettered_at}  from {origin}  "
-            f"{letter.reason}: {letter.detail}"
+            f"{where}  {letter.dead_lettered_at}  {state:8}  from {origin}  {letter.reason}: {letter.detail}"
         )
     click.echo(
-        f"{shown} record(s) in {dead_letter_topic(kafka.topic)}"
+        f"{len(letters)} record(s) in {dead_letter_topic(kafka.topic)}"
         + (f" with reason {reason}" if reason else "")
+        + f", {len(letters) - len(done)} pending"
     )
 
 
 @dlq.command("redrive")
 @click.option("--reason", default=None, help="Only records dead-lettered for this reason (default: all).")
 def dlq_redrive(reason: str | None) -> None:
-    """Publish dead-lettered records, unchanged, back to their topic (safe to repeat)."""
+    """Publish pending dead-lettered records, unchanged, back to their topic; each is redriven once."""
     from events.deadletter import read_dead_letters, redrive
     from events.producer import create_producer
     from events.settings import KafkaSettings
@@ -104,12 +109,29 @@ def dlq_redrive(reason: str | None) -> None:
         for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
         if not reason or letter.reason == reason
     ]
+    log = _redrive_log()
+    done = log.redriven([letter.position for letter in letters])
+    pending = [letter for letter in letters if letter.position not in done]
     producer = create_producer(kafka.bootstrap_list)
     try:
-        count = redrive(producer, letters)
+        count = redrive(producer, pending)
     finally:
         producer.close()
+    # Marked only once Kafka has them all: a failed redrive is simply run again.
+    log.mark([letter.position for letter in pending])
     click.echo(f"redrove {count} record(s)")
+
+
+def _redrive_log() -> "RedriveLog":
+    import redis
+
+    from context.settings import RedisSettings, redis_client_options
+    from context.store import RedriveLog
+
+    settings = RedisSettings()
+    return RedriveLog(
+        redis.Redis.from_url(str(settings.url), **redis_client_options()), prefix=settings.key_prefix
+    )
 
 
 @main.command()

@@ -80,6 +80,8 @@ def test_stream_sends_a_snapshot_then_each_change_in_order(
         assert snapshot["type"] == "snapshot"
         assert snapshot["context"]["version"] == 1
         assert [event["id"] for event in snapshot["context"]["timeline"]] == [first.id]
+        presence = websocket.receive_json()
+        assert presence == {"type": "presence", "citizen_id": "C-11", "viewers": []}
         later = [make_event("C-11", minutes_ago=m) for m in (3, 2, 1)]
         writer.apply_batch(writes_for(*later))
         changes = [websocket.receive_json() for _ in later]
@@ -91,8 +93,11 @@ def test_stream_sends_a_snapshot_then_each_change_in_order(
 def test_stream_rejects_an_invalid_citizen_id(client: TestClient) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect("/v1/citizens/a%7Bb/stream"):
-        pass
+    with (
+        client.websocket_connect("/v1/citizens/a%7Bb/stream") as websocket,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        websocket.receive_json()
     assert closed.value.code == 4400
 
 

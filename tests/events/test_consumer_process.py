@@ -24,7 +24,7 @@ from events.settings import KafkaSettings
 from ops.servers import RedisServer
 from ops.settings import ServicesSettings
 from tests.conftest import Stack, free_port, wait_until
-from tests.factories import example_data, make_event
+from tests.factories import example_data, make_event, next_message
 
 BOOTSTRAP = KafkaSettings().bootstrap_list
 
@@ -298,10 +298,10 @@ def test_rebuild_equals_live_and_streams_move_to_the_new_epoch(
 
     url = stack.api_url.replace("http", "ws", 1) + f"/v1/citizens/{citizens[0]}/stream"
     with ws_client.connect(url, open_timeout=5) as websocket:
-        assert json.loads(websocket.recv(timeout=5))["context"]["epoch"] == old_epoch
+        assert next_message(websocket, "snapshot")["context"]["epoch"] == old_epoch
         output = cli(stack, "rebuild", "--grace", "0")
         assert f"{len(profiles) + len(events) + 7 + len(callers)} records replayed" in output
-        resync = json.loads(websocket.recv(timeout=10))
+        resync = next_message(websocket, "snapshot", "change")
     assert resync["type"] == "snapshot"
     new_epoch = resync["context"]["epoch"]
     assert new_epoch != old_epoch

@@ -2,13 +2,19 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ops.processes import PidFile, is_our_process, port_open
 
 
 def sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cc-test-sleeper"])
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "cc-test-sleeper"])
+    # /proc shows the new command line only once the exec has fully happened.
+    deadline = time.monotonic() + 10
+    while not is_our_process(process.pid, "cc-test-sleeper") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return process
 
 
 def test_a_recorded_process_is_found_and_stopped(tmp_path: Path) -> None:
