@@ -48,7 +48,11 @@ def create_app(
         reader = ContextReader(
             client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()
         )
-        hub = ChangeHub(client, channel=reader.channel, queue_size=api.stream_queue_size)
+        # Its own client, which never retries silently: a lost subscription must surface so streams re-sync.
+        hub_client = aioredis.Redis.from_url(
+            str(redis_settings.url), **redis_client_options(asyncio=True, retries=0)
+        )
+        hub = ChangeHub(hub_client, channel=reader.channel, queue_size=api.stream_queue_size)
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
         lifecycle.hub = hub
         publisher = EventPublisher(kafka)
@@ -71,6 +75,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await hub_task
             await client.aclose()
+            await hub_client.aclose()
             engine.dispose()
 
     app = FastAPI(

@@ -6,13 +6,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.publisher import EventPublisher
+from api.publisher import EventPublisher, PublishUnavailable
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.store import ContextReader
 from models import enquiry_repository
 from models.enquiries import EnquiryComplete, EnquiryCreate
 from models.events import CloudEvent
-from models.tables import Enquiry, EnquiryStatus
+from models.tables import Enquiry
 
 ENQUIRY_SOURCE = "/citizen-context/enquiries"
 
@@ -110,21 +110,36 @@ def completion_event(enquiry: Enquiry, completion: EnquiryComplete, *, at: datet
 async def complete_enquiry(
     enquiry_id: str, completion: EnquiryComplete, *, agent_id: str, engine: Engine, publisher: EventPublisher
 ) -> Enquiry:
-    """Publish the completion to Kafka, then mark the enquiry completed (a retry after a failure is safe)."""
+    """Complete the enquiry, then publish `enquiry.completed`; only one of concurrent completions wins.
+
+    The completion is claimed first with a conditional update, so two requests cannot both complete it
+    (nor publish two different outcomes). If Kafka then does not acknowledge the event, the claim is
+    undone and the caller retries.
+    """
     enquiry = await find_enquiry(enquiry_id, engine=engine)
     if enquiry.agent_id != agent_id:
         raise EnquiryProblem(403, "Only the agent handling an enquiry can complete it.")
-    if enquiry.status is EnquiryStatus.completed:
-        raise EnquiryProblem(409, "The enquiry is already completed.")
-    event = completion_event(enquiry, completion, at=datetime.now(UTC))
-    await run_in_threadpool(publisher.publish_all, [event])
 
-    def complete() -> Enquiry:
+    def claim() -> Enquiry | None:
         with Session(engine) as session:
-            current = enquiry_repository.get_enquiry(session, enquiry_id=enquiry_id)
-            assert current is not None  # it was found above and enquiries are never deleted here
-            return enquiry_repository.complete_enquiry(
-                session, enquiry=current, outcome=completion.outcome, notes=completion.notes
+            return enquiry_repository.claim_completion(
+                session, enquiry_id=enquiry_id, outcome=completion.outcome, notes=completion.notes
             )
 
-    return await run_in_threadpool(complete)
+    completed = await run_in_threadpool(claim)
+    if completed is None:
+        raise EnquiryProblem(409, "The enquiry is already completed.")
+    at = completed.completed_at or datetime.now(UTC)
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    event = completion_event(completed, completion, at=at if at.tzinfo else at.replace(tzinfo=UTC))
+    try:
+        await run_in_threadpool(publisher.publish_all, [event])
+    except PublishUnavailable:
+
+        def reopen() -> None:
+            with Session(engine) as session:
+                enquiry_repository.reopen_enquiry(session, enquiry_id=enquiry_id)
+
+        await run_in_threadpool(reopen)
+        raise
+    return completed

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
+import redis.exceptions
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect, status
 from pydantic import BaseModel
@@ -34,6 +35,8 @@ from models.ws import (
 )
 
 log = structlog.get_logger("streaming")
+
+REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Close codes (documented in the README). 1012 is the standard "service restart".
 CLOSE_SHUTDOWN = 1012
@@ -229,15 +232,19 @@ class StreamSession:
         await self._send(SnapshotMessage(context=context))
 
     async def _heartbeat(self) -> None:
-        await self._services.presence.refresh(
-            self._citizen,
-            viewer_id=self._viewer,
-            connection_id=self._connection,
-            ttl_s=self._services.settings.stream_heartbeat_s * 3,
-        )
-        await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version))
-        # Entries of a replica that died without saying goodbye expire; a heartbeat notices.
-        await self._send_presence()
+        live = self._services.hub.connected.is_set()
+        await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version, live=live))
+        if not live:
+            return  # presence lives in Redis too; it resumes with the subscription
+        with contextlib.suppress(*REDIS_UNAVAILABLE):
+            await self._services.presence.refresh(
+                self._citizen,
+                viewer_id=self._viewer,
+                connection_id=self._connection,
+                ttl_s=self._services.settings.stream_heartbeat_s * 3,
+            )
+            # Entries of a replica that died without saying goodbye expire; a heartbeat notices.
+            await self._send_presence()
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)

@@ -113,11 +113,12 @@ class ChangeHub:
                         if message["type"] == "message":
                             self._dispatch(message["data"])
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                # Changes published from now until the subscription is back are lost to pub/sub: every
+                # stream re-syncs once it is restored (a snapshot read now would fail with Redis down).
+                # Meanwhile heartbeats tell clients that live updates are paused.
                 self.connected.clear()
                 first = False
-                # Changes published while disconnected are gone from pub/sub; streams must re-sync.
-                self._offer_all(Resync("redis"))
-                log.warning("changes subscription lost", error=str(error), retry_in_s=delay)
+                log.warning("changes subscription lost", error=type(error).__name__, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

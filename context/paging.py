@@ -27,7 +27,8 @@ def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
         cursor_epoch, score, key = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as error:
         raise InvalidCursor("the cursor is not one this API issued") from error
-    if not isinstance(cursor_epoch, str) or not isinstance(score, int) or not isinstance(key, str):
+    valid_score = isinstance(score, int) and not isinstance(score, bool)
+    if not isinstance(cursor_epoch, str) or not valid_score or not isinstance(key, str):
         raise InvalidCursor("the cursor is not one this API issued")
     if cursor_epoch != epoch:
         raise InvalidCursor(

@@ -64,11 +64,13 @@ class SummarySettings(BaseSettings):
     )
 
 
-def redis_client_options(*, asyncio: bool = False) -> dict[str, Any]:
+def redis_client_options(*, asyncio: bool = False, retries: int = 3) -> dict[str, Any]:
     """Connection options shared by every Redis client of the project.
 
     A pooled connection that died with a Redis restart fails its next command; retrying it on a fresh
     connection (a few times, with a short backoff) keeps one stale socket from surfacing as an error.
+    A subscription must not retry silently, though (`retries=0`): messages published while it was
+    reconnecting are lost, and its owner has to know in order to re-sync.
     """
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
@@ -77,7 +79,7 @@ def redis_client_options(*, asyncio: bool = False) -> dict[str, Any]:
 
     backoff = ExponentialBackoff(cap=0.5, base=0.02)
     return {
-        "retry": AsyncRetry(backoff, retries=3) if asyncio else Retry(backoff, retries=3),
+        "retry": AsyncRetry(backoff, retries=retries) if asyncio else Retry(backoff, retries=retries),
         "retry_on_error": [ConnectionError, TimeoutError],
         "socket_connect_timeout": 2,
         "decode_responses": True,

@@ -6,12 +6,29 @@
 --       3 lowest score to include ("-inf" for no lower bound), 4 how many
 -- Returns a flat list: event key, score, event JSON, ... (at most ARGV[4] events).
 local wanted = tonumber(ARGV[4])
--- Events sharing the cursor's microsecond are rare; 100 more than wanted covers any realistic tie.
-local items = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES', 'LIMIT', 0, wanted + 100)
+local items
+local rank = ARGV[2] ~= '' and redis.call('ZREVRANK', KEYS[1], ARGV[2])
+if rank then
+  -- The cursor's event is still there: continue right after it, however many events share its time.
+  items = redis.call('ZREVRANGE', KEYS[1], rank + 1, rank + wanted, 'WITHSCORES')
+  local lowest = tonumber(ARGV[3]) or -math.huge
+  local within = {}
+  for i = 1, #items, 2 do
+    if tonumber(items[i + 1]) >= lowest then
+      within[#within + 1] = items[i]
+      within[#within + 1] = items[i + 1]
+    end
+  end
+  items = within
+else
+  -- It fell off the timeline meanwhile: continue below its position by score, skipping the events that
+  -- share its time and sort at or above it (the last page showed those).
+  items = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES', 'LIMIT', 0, wanted + 1000)
+end
 local keys, scores = {}, {}
 for i = 1, #items, 2 do
   local key, score = items[i], items[i + 1]
-  local skip = ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and key >= ARGV[2]
+  local skip = not rank and ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and key >= ARGV[2]
   if not skip and #keys < wanted then
     keys[#keys + 1] = key
     scores[#scores + 1] = score

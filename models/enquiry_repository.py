@@ -3,6 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from models.tables import Enquiry, EnquiryStatus
@@ -32,13 +33,24 @@ def active_enquiries(session: Session, *, agent_id: str) -> list[Enquiry]:
     return list(session.exec(statement))
 
 
-def complete_enquiry(session: Session, *, enquiry: Enquiry, outcome: str, notes: str | None) -> Enquiry:
-    """Mark an enquiry completed with its outcome."""
-    enquiry.status = EnquiryStatus.completed
-    enquiry.completed_at = datetime.now(UTC)
-    enquiry.outcome = outcome
-    enquiry.notes = notes
-    session.add(enquiry)
+def claim_completion(session: Session, *, enquiry_id: str, outcome: str, notes: str | None) -> Enquiry | None:
+    """Complete an active enquiry in one conditional update; None if it was not active (someone else won)."""
+    result = session.execute(
+        update(Enquiry)
+        .where(col(Enquiry.id) == enquiry_id, col(Enquiry.status) == EnquiryStatus.active)
+        .values(status=EnquiryStatus.completed, completed_at=datetime.now(UTC), outcome=outcome, notes=notes)
+    )
     session.commit()
-    session.refresh(enquiry)
-    return enquiry
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Enquiry, enquiry_id, populate_existing=True)
+
+
+def reopen_enquiry(session: Session, *, enquiry_id: str) -> None:
+    """Undo a completion whose event could not be published, so that it can be completed again."""
+    session.execute(
+        update(Enquiry)
+        .where(col(Enquiry.id) == enquiry_id, col(Enquiry.status) == EnquiryStatus.completed)
+        .values(status=EnquiryStatus.active, completed_at=None, outcome=None, notes=None)
+    )
+    session.commit()

@@ -50,6 +50,10 @@ class HeartbeatMessage(BaseModel):
     type: Literal["heartbeat"] = "heartbeat"
     epoch: str
     version: int
+    live: bool = Field(
+        description="False while the server cannot receive changes (its Redis is unreachable); a snapshot "
+        "follows when they flow again."
+    )
 
 
 class PresenceMessage(BaseModel):

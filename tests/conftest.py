@@ -21,13 +21,14 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from kafka.admin import KafkaAdminClient
+from pydantic import RedisDsn
 
 from context.settings import RedisSettings, TimelineSettings
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 from events.topics import ensure_topics
 from models.database import DatabaseSettings, migrate
-from ops.servers import postgres_url
+from ops.servers import RedisServer, postgres_url
 from ops.settings import ServicesSettings
 
 # The machines are shared and noisy: Hypothesis's timing checks would fail tests for the machine's load,
@@ -197,11 +198,13 @@ class Stack:
         )
         return process
 
-    def api(self) -> Process:
-        """Start an API process."""
-        process = Process(["api", "--port", str(self.api_port)], self.env, self.tmp_path / "api.log").start()
+    def api(self, port: int | None = None) -> Process:
+        """Start an API process (on the stack's port, or another one for a second replica)."""
+        port = port or self.api_port
+        log = self.tmp_path / f"api-{port}.log"
+        process = Process(["api", "--port", str(port)], self.env, log).start()
         self.processes.append(process)
-        wait_until(lambda: _ready(f"{self.api_url}/readyz"), what="API ready", process=process)
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), what="API ready", process=process)
         return process
 
 
@@ -247,3 +250,16 @@ def stack(tmp_path: Path, key_prefix: str, kafka_topic: str) -> Iterator[Stack]:
     for process in result.processes:
         if process.alive:
             process.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which the test may stop and start."""
+    port = free_port()
+    server = RedisServer(
+        ServicesSettings(data_dir=tmp_path / "own"),
+        RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{port}/0")),
+    )
+    server.up()
+    yield server
+    server.down()

@@ -1,6 +1,7 @@
 """Test data: CloudEvents as the organisation's services publish them, and stream helpers."""
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,9 +49,10 @@ def example_data(type_: str, **changes: Any) -> dict[str, Any]:
 
 
 def next_message(websocket: Any, *types: str, timeout: float = 10) -> dict[str, Any]:
-    """The next stream message of one of `types`, skipping heartbeats and presence updates."""
+    """The next stream message of one of `types` within `timeout`, skipping heartbeats and presence."""
+    deadline = time.monotonic() + timeout
     while True:
-        message: dict[str, Any] = json.loads(websocket.recv(timeout=timeout))
+        message: dict[str, Any] = json.loads(websocket.recv(timeout=max(deadline - time.monotonic(), 0.01)))
         if message["type"] in types:
             return message
         assert message["type"] in {"heartbeat", "presence"}, message

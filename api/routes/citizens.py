@@ -57,6 +57,12 @@ def _etag(context: CitizenContext) -> str:
     return f'"{context.epoch}.{context.version}.{digest}"'
 
 
+def _matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110's weak comparison for If-None-Match: `W/` is ignored, and `*` matches any tag."""
+    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
 @router.get(
     "/lookup",
     response_model=LookupResult,
@@ -113,7 +119,7 @@ async def get_context(
     """Profile, summary, the newest page of the timeline, version and epoch. Unknown citizens are empty."""
     context = await reader.context(citizen_id)
     etag = _etag(context)
-    if if_none_match and etag in {tag.strip() for tag in if_none_match.split(",")}:
+    if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     response.headers["ETag"] = etag
     return context

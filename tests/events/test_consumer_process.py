@@ -6,7 +6,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,16 +13,13 @@ import pytest
 import redis
 import websockets.sync.client as ws_client
 from kafka import KafkaProducer
-from pydantic import RedisDsn
 
 from context.keys import generation_pattern
-from context.settings import RedisSettings
 from events.deadletter import read_dead_letters
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
 from ops.servers import RedisServer
-from ops.settings import ServicesSettings
-from tests.conftest import Stack, free_port, wait_until
+from tests.conftest import Stack, wait_until
 from tests.factories import example_data, make_event, next_message
 
 BOOTSTRAP = KafkaSettings().bootstrap_list
@@ -203,19 +199,6 @@ def test_kcat_publishes_in_both_modes(stack: Stack, kafka_topic: str) -> None:
     timeline = context(stack, "C-KCAT")["timeline"]
     assert [e["id"] for e in timeline] == ["kcat-structured", "kcat-binary"]
     assert timeline[1]["data"] == json.loads(data)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis server of this test's own, which the test may stop and start."""
-    port = free_port()
-    server = RedisServer(
-        ServicesSettings(data_dir=tmp_path / "own"),
-        RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{port}/0")),
-    )
-    server.up()
-    yield server
-    server.down()
 
 
 def test_redis_restarted_mid_stream_loses_and_duplicates_nothing(

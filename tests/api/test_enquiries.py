@@ -1,0 +1,320 @@
+"""Enquiries over REST: start, list, read and complete, on SQLite and PostgreSQL, with the real Kafka."""
+
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from httpx2 import Response
+from kafka import KafkaConsumer, TopicPartition
+
+from api.app import create_app
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from events.settings import KafkaSettings
+from models.database import DatabaseSettings, migrate
+from tests.factories import example_data, make_event, writes_for
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def migrated(sql_database: DatabaseSettings) -> DatabaseSettings:
+    migrate(sql_database)
+    return sql_database
+
+
+@pytest.fixture
+def client(
+    redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str
+) -> Iterator[TestClient]:
+    app = create_app(redis_settings=redis_settings, database=migrated, kafka=KafkaSettings(topic=kafka_topic))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
+    return ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+
+
+def agent(name: str) -> dict[str, str]:
+    return {"X-Agent-Id": name}
+
+
+def start(client: TestClient, who: str = "agent-a", **body: Any) -> Response:
+    return client.post("/v1/enquiries", json={"channel": "phone", **body}, headers=agent(who))
+
+
+def started(client: TestClient, who: str = "agent-a", **body: Any) -> dict[str, Any]:
+    response = start(client, who, **body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def assert_problem(response: Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert problem["title"]
+    return problem
+
+
+def parse_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert moment.tzinfo is not None, value
+    return moment
+
+
+def topic_records(topic: str) -> list[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=KafkaSettings().bootstrap_list, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_start_by_citizen_id(client: TestClient) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    response = start(client, "agent-a", citizen_id="C-500", channel="chat")
+    assert response.status_code == 201
+    body = response.json()
+    assert response.headers["location"] == f"/v1/enquiries/{body['id']}"
+    assert uuid.UUID(body["id"])
+    assert body["citizen_id"] == "C-500"
+    assert body["channel"] == "chat"
+    assert body["agent_id"] == "agent-a"
+    assert body["status"] == "active"
+    assert before <= parse_time(body["started_at"]) <= datetime.now(UTC) + timedelta(seconds=5)
+    assert (body["completed_at"], body["outcome"], body["notes"]) == (None, None, None)
+    again = client.get(response.headers["location"], headers=agent("agent-a"))
+    assert again.status_code == 200
+    assert again.json() == body
+
+
+def test_the_agent_defaults_to_the_development_agent(client: TestClient) -> None:
+    response = client.post("/v1/enquiries", json={"citizen_id": "C-501", "channel": "phone"})
+    assert response.status_code == 201
+    assert response.json()["agent_id"] == "dev-agent"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "field", "given"),
+    [
+        ("profile.updated", "phone", "07700 900123"),
+        ("profile.updated", "phone", "+44 7700 900123"),
+        ("profile.updated", "email", "ANNA.JONES@example.org"),
+        ("case.opened", "case", "hb-4471"),
+    ],
+)
+def test_start_by_an_identifier_the_projection_learnt(
+    client: TestClient, writer: ProjectionWriter, event_type: str, field: str, given: str
+) -> None:
+    writer.apply_batch(writes_for(make_event("C-600", type_=event_type, data=example_data(event_type))))
+    body = started(client, **{field: given})
+    assert body["citizen_id"] == "C-600"
+    assert body["status"] == "active"
+
+
+def test_an_unknown_phone_is_a_404_problem(client: TestClient, writer: ProjectionWriter) -> None:
+    writer.apply_batch(writes_for(make_event("C-601", type_="profile.updated")))
+    problem = assert_problem(start(client, phone="07700 900999"), 404)
+    assert "phone" in problem["detail"]
+    assert client.get("/v1/enquiries", headers=agent("agent-a")).json() == {"enquiries": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"phone": "not a number"}, {"phone": "123"}, {"email": "nobody"}, {"case": "!?"}],
+)
+def test_a_malformed_identifier_is_a_422_problem(client: TestClient, body: dict[str, str]) -> None:
+    assert_problem(start(client, **body), 422)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"citizen_id": "C-1", "phone": "07700 900123"},
+        {"email": "a@example.org", "case": "HB-1"},
+        {"citizen_id": ""},
+    ],
+)
+def test_zero_or_two_identifiers_are_a_422_problem(client: TestClient, body: dict[str, str]) -> None:
+    problem = assert_problem(start(client, **body), 422)
+    assert problem["errors"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"citizen_id": "has space", "channel": "phone"},
+        {"citizen_id": "C-1", "channel": "Not A Channel"},
+        {"citizen_id": "C-1"},
+    ],
+)
+def test_an_invalid_start_body_is_a_422_problem(client: TestClient, body: dict[str, str]) -> None:
+    response = client.post("/v1/enquiries", json=body)
+    assert_problem(response, 422)
+
+
+def test_list_shows_only_my_active_enquiries_newest_first(client: TestClient) -> None:
+    mine = [started(client, "agent-a", citizen_id=f"C-70{n}") for n in range(3)]
+    theirs = started(client, "agent-b", citizen_id="C-799")
+    done = started(client, "agent-a", citizen_id="C-798")
+    completed = client.post(
+        f"/v1/enquiries/{done['id']}/complete", json={"outcome": "resolved"}, headers=agent("agent-a")
+    )
+    assert completed.status_code == 200, completed.text
+
+    listed = client.get("/v1/enquiries", headers=agent("agent-a"))
+    assert listed.status_code == 200
+    assert [e["id"] for e in listed.json()["enquiries"]] == [e["id"] for e in reversed(mine)]
+    assert all(e["agent_id"] == "agent-a" and e["status"] == "active" for e in listed.json()["enquiries"])
+    assert [e["id"] for e in client.get("/v1/enquiries", headers=agent("agent-b")).json()["enquiries"]] == [
+        theirs["id"]
+    ]
+    assert client.get("/v1/enquiries", headers=agent("agent-c")).json() == {"enquiries": []}
+
+
+def test_completing_publishes_the_enquiry_completed_event(client: TestClient, kafka_topic: str) -> None:
+    enquiry = started(client, "agent-a", citizen_id="C-800", channel="chat")
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    response = client.post(
+        f"/v1/enquiries/{enquiry['id']}/complete",
+        json={"outcome": "callback-booked", "notes": "Will call back on Monday."},
+        headers=agent("agent-a"),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == enquiry["id"]
+    assert body["status"] == "completed"
+    assert body["outcome"] == "callback-booked"
+    assert body["notes"] == "Will call back on Monday."
+    completed_at = parse_time(body["completed_at"])
+    assert before <= completed_at <= datetime.now(UTC) + timedelta(seconds=5)
+    assert parse_time(body["started_at"]) <= completed_at
+
+    [record] = topic_records(kafka_topic)
+    assert record.key == b"C-800"
+    assert ("content-type", b"application/cloudevents+json") in record.headers
+    event = json.loads(record.value)
+    assert event["type"] == "enquiry.completed"
+    assert event["subject"] == "C-800"
+    assert event["data"]["enquiry_id"] == enquiry["id"]
+    assert event["data"]["outcome"] == "callback-booked"
+    assert event["data"]["notes"] == "Will call back on Monday."
+    assert event["data"]["channel"] == "chat"
+
+    stored = client.get(f"/v1/enquiries/{enquiry['id']}", headers=agent("agent-a")).json()
+    assert stored == body
+    assert client.get("/v1/enquiries", headers=agent("agent-a")).json() == {"enquiries": []}
+
+
+def test_completing_without_notes_leaves_them_out(client: TestClient, kafka_topic: str) -> None:
+    enquiry = started(client, citizen_id="C-801")
+    response = client.post(
+        f"/v1/enquiries/{enquiry['id']}/complete", json={"outcome": "resolved"}, headers=agent("agent-a")
+    )
+    assert response.status_code == 200
+    assert response.json()["notes"] is None
+    [record] = topic_records(kafka_topic)
+    assert "notes" not in json.loads(record.value)["data"]
+
+
+def test_completing_twice_is_a_409_and_publishes_once(client: TestClient, kafka_topic: str) -> None:
+    enquiry = started(client, citizen_id="C-802")
+    url = f"/v1/enquiries/{enquiry['id']}/complete"
+    first = client.post(url, json={"outcome": "resolved", "notes": "first"}, headers=agent("agent-a"))
+    assert first.status_code == 200
+    second = client.post(url, json={"outcome": "referred", "notes": "second"}, headers=agent("agent-a"))
+    assert_problem(second, 409)
+    stored = client.get(f"/v1/enquiries/{enquiry['id']}").json()
+    assert (stored["outcome"], stored["notes"]) == ("resolved", "first")
+    assert len(topic_records(kafka_topic)) == 1
+
+
+def test_another_agent_cannot_complete_it(client: TestClient, kafka_topic: str) -> None:
+    enquiry = started(client, "agent-a", citizen_id="C-803")
+    response = client.post(
+        f"/v1/enquiries/{enquiry['id']}/complete", json={"outcome": "resolved"}, headers=agent("agent-b")
+    )
+    assert_problem(response, 403)
+    assert client.get(f"/v1/enquiries/{enquiry['id']}").json()["status"] == "active"
+    assert topic_records(kafka_topic) == []
+
+
+def test_an_unknown_enquiry_is_a_404_problem(client: TestClient, kafka_topic: str) -> None:
+    missing = str(uuid.uuid4())
+    assert_problem(client.get(f"/v1/enquiries/{missing}"), 404)
+    response = client.post(f"/v1/enquiries/{missing}/complete", json={"outcome": "resolved"})
+    assert_problem(response, 404)
+    assert topic_records(kafka_topic) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"outcome": "Resolved"}, {"outcome": ""}, {"outcome": "resolved", "notes": "x" * 4001}],
+)
+def test_an_invalid_completion_is_a_422_problem(
+    client: TestClient, kafka_topic: str, body: dict[str, str]
+) -> None:
+    enquiry = started(client, citizen_id="C-804")
+    response = client.post(f"/v1/enquiries/{enquiry['id']}/complete", json=body, headers=agent("agent-a"))
+    assert_problem(response, 422)
+    assert client.get(f"/v1/enquiries/{enquiry['id']}").json()["status"] == "active"
+    assert topic_records(kafka_topic) == []
+
+
+def test_an_unreachable_kafka_is_a_503_and_the_enquiry_stays_active(
+    redis_settings: RedisSettings, migrated: DatabaseSettings
+) -> None:
+    unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=unreachable)) as c:
+        enquiry = started(c, "agent-a", citizen_id="C-805")
+        response = c.post(
+            f"/v1/enquiries/{enquiry['id']}/complete",
+            json={"outcome": "resolved"},
+            headers=agent("agent-a"),
+        )
+        assert_problem(response, 503)
+        assert response.headers["retry-after"] == "2"
+        stored = c.get(f"/v1/enquiries/{enquiry['id']}").json()
+        listed = c.get("/v1/enquiries", headers=agent("agent-a")).json()
+    assert stored["status"] == "active"
+    assert (stored["completed_at"], stored["outcome"]) == (None, None)
+    assert [e["id"] for e in listed["enquiries"]] == [enquiry["id"]]
+
+
+def test_concurrent_completions_complete_it_once(client: TestClient, kafka_topic: str) -> None:
+    """Only one of several simultaneous completions wins; the others are told it is already completed."""
+    enquiry = started(client, citizen_id="C-806")
+    url = f"/v1/enquiries/{enquiry['id']}/complete"
+
+    def complete(n: int) -> Response:
+        return client.post(url, json={"outcome": f"outcome-{n}"}, headers=agent("agent-a"))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(complete, range(4)))
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200, 409, 409, 409], [r.text for r in responses]
+    [winner] = [response.json() for response in responses if response.status_code == 200]
+    assert client.get(f"/v1/enquiries/{enquiry['id']}").json()["outcome"] == winner["outcome"]
+    # The timeline keeps the first event of an id: what it shows must be what the enquiry says.
+    [record] = topic_records(kafka_topic)
+    assert json.loads(record.value)["data"]["outcome"] == winner["outcome"]

@@ -1,0 +1,205 @@
+"""The stream protocol on one API app: resume, heartbeats, lifetime, presence, enquiry streams."""
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
+
+from api.app import create_app
+from api.enquiries import completion_event
+from api.settings import ApiSettings
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from models.database import DatabaseSettings
+from models.enquiries import EnquiryComplete
+from models.tables import Enquiry
+from tests.factories import make_event, writes_for
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def app_client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[AppFactory]:
+    clients: list[TestClient] = []
+
+    def build(**api: Any) -> TestClient:
+        client = TestClient(
+            create_app(api=ApiSettings(**api), redis_settings=redis_settings, database=database_settings)
+        )
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
+    return ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+
+
+def receive(websocket: WebSocketTestSession, *types: str) -> dict[str, Any]:
+    """The next message of one of `types`, skipping heartbeats and presence updates."""
+    while True:
+        message: dict[str, Any] = websocket.receive_json()
+        if message["type"] in types:
+            return message
+        assert message["type"] in {"heartbeat", "presence"}, message
+
+
+def test_a_resumed_stream_gets_exactly_the_missed_changes(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    client = app_client()
+    writer.apply_batch(writes_for(*(make_event("C-S1", minutes_ago=50 - n) for n in range(3))))
+    with client.websocket_connect("/v1/citizens/C-S1/stream") as websocket:
+        snapshot = receive(websocket, "snapshot")["context"]
+    epoch, seen = snapshot["epoch"], snapshot["version"]
+    missed = [make_event("C-S1", minutes_ago=10 - n) for n in range(4)]
+    writer.apply_batch(writes_for(*missed))
+    with client.websocket_connect(f"/v1/citizens/C-S1/stream?epoch={epoch}&version={seen}") as websocket:
+        assert receive(websocket, "resumed", "snapshot") == {
+            "type": "resumed",
+            "citizen_id": "C-S1",
+            "epoch": epoch,
+            "version": seen,
+        }
+        changes = [receive(websocket, "change") for _ in missed]
+        live = make_event("C-S1", minutes_ago=1)
+        writer.apply_batch(writes_for(live))
+        after = receive(websocket, "change")
+    assert [c["version"] for c in changes] == [seen + 1, seen + 2, seen + 3, seen + 4]
+    assert [c["event"]["id"] for c in changes] == [e.id for e in missed]
+    assert (after["version"], after["event"]["id"]) == (seen + 5, live.id)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "version"), [("another-epoch", 1), (None, 99)], ids=["epoch-changed", "version-from-the-future"]
+)
+def test_a_resume_that_cannot_be_honoured_gets_a_snapshot(
+    app_client: AppFactory, writer: ProjectionWriter, epoch: str | None, version: int
+) -> None:
+    writer.apply_batch(writes_for(make_event("C-S2")))
+    current = writer.current_epoch()
+    client = app_client()
+    with client.websocket_connect(
+        f"/v1/citizens/C-S2/stream?epoch={epoch or current}&version={version}"
+    ) as ws:
+        snapshot = receive(ws, "snapshot", "resumed")
+    assert snapshot["type"] == "snapshot"
+    assert (snapshot["context"]["epoch"], snapshot["context"]["version"]) == (current, 1)
+
+
+def test_a_resume_beyond_the_change_log_gets_a_snapshot(
+    redis_client: "redis.Redis", key_prefix: str, app_client: AppFactory
+) -> None:
+    short = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings(change_log_length=2))
+    short.apply_batch(writes_for(*(make_event("C-S3", minutes_ago=10 - n) for n in range(5))))
+    client = app_client()
+    with client.websocket_connect(f"/v1/citizens/C-S3/stream?epoch={short.current_epoch()}&version=1") as ws:
+        assert receive(ws, "snapshot", "resumed")["type"] == "snapshot"
+
+
+def test_heartbeats_carry_the_position(app_client: AppFactory, writer: ProjectionWriter) -> None:
+    writer.apply_batch(writes_for(make_event("C-S4")))
+    client = app_client(stream_heartbeat_s=0.1)
+    with client.websocket_connect("/v1/citizens/C-S4/stream") as websocket:
+        snapshot = receive(websocket, "snapshot")["context"]
+        heartbeat = receive(websocket, "heartbeat")
+    assert heartbeat == {"type": "heartbeat", "epoch": snapshot["epoch"], "version": 1, "live": True}
+
+
+def test_a_stream_past_its_lifetime_is_asked_to_reconnect(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    writer.apply_batch(writes_for(make_event("C-S5")))
+    client = app_client(stream_max_lifetime_s=0.3)
+    with client.websocket_connect("/v1/citizens/C-S5/stream") as websocket:
+        snapshot = receive(websocket, "snapshot")["context"]
+        reconnect = receive(websocket, "reconnect")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            websocket.receive_json()
+    assert reconnect == {"type": "reconnect", "reason": "lifetime", "epoch": snapshot["epoch"], "version": 1}
+    assert closed.value.code == 4001
+
+
+def test_each_stream_sees_who_else_views_the_citizen(app_client: AppFactory) -> None:
+    client = app_client()
+    with client.websocket_connect("/v1/citizens/C-S6/stream", headers={"x-agent-id": "agent-a"}) as first:
+        receive(first, "snapshot")
+        assert receive(first, "presence")["viewers"] == []
+        with client.websocket_connect(
+            "/v1/citizens/C-S6/stream", headers={"x-agent-id": "agent-b"}
+        ) as second:
+            receive(second, "snapshot")
+            assert receive(second, "presence")["viewers"] == ["agent-a"]
+            assert receive(first, "presence")["viewers"] == ["agent-b"]
+        assert receive(first, "presence")["viewers"] == []
+
+
+def test_an_enquiry_stream_ends_when_the_enquiry_is_completed(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    client = app_client()
+    created = client.post(
+        "/v1/enquiries", json={"citizen_id": "C-S7", "channel": "phone"}, headers={"x-agent-id": "a1"}
+    )
+    assert created.status_code == 201
+    enquiry = created.json()
+    with client.websocket_connect(
+        f"/v1/enquiries/{enquiry['id']}/stream", headers={"x-agent-id": "a1"}
+    ) as ws:
+        assert receive(ws, "snapshot")["context"]["citizen_id"] == "C-S7"
+        table_row = Enquiry(**{**enquiry, "started_at": datetime.fromisoformat(enquiry["started_at"])})
+        done = completion_event(table_row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC))
+        writer.apply_batch(writes_for(done))
+        change = receive(ws, "change")
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert change["event"]["type"] == "enquiry.completed"
+    assert closed.value.code == 4410
+
+
+def test_an_unknown_enquiry_stream_is_closed_with_4404(app_client: AppFactory) -> None:
+    client = app_client()
+    with (
+        client.websocket_connect("/v1/enquiries/nope/stream") as ws,
+        pytest.raises(WebSocketDisconnect) as closed,
+    ):
+        ws.receive_json()
+    assert closed.value.code == 4404
+
+
+def test_a_profile_change_reaches_the_stream(app_client: AppFactory, writer: ProjectionWriter) -> None:
+    client = app_client()
+    with client.websocket_connect("/v1/citizens/C-S8/stream") as websocket:
+        receive(websocket, "snapshot")
+        update = make_event(
+            "C-S8",
+            type_="profile.updated",
+            data={"channel": "system", "summary": "Needs BSL", "communication_needs": ["bsl-interpreter"]},
+        )
+        writer.apply_batch(writes_for(update))
+        change = receive(websocket, "change")
+    assert change["profile"]["communication_needs"] == ["bsl-interpreter"]
+
+
+def test_metrics_count_streams_and_requests(app_client: AppFactory) -> None:
+    client = app_client()
+    client.get("/v1/citizens/C-S9/context")
+    with client.websocket_connect("/v1/citizens/C-S9/stream") as websocket:
+        receive(websocket, "snapshot")
+        body = client.get("/metrics").text
+    assert (
+        'citizen_context_api_request_seconds_count{method="GET",route="/v1/citizens/{citizen_id}/context"'
+        in body
+    )
+    assert "citizen_context_api_streams_open 1.0" in body
+    assert 'citizen_context_api_stream_messages_total{type="snapshot"}' in body
