@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Response
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
-from api.problems import install_problem_handlers
+from api.problems import document_problems, install_problem_handlers
 from api.publisher import EventPublisher
 from api.routes import citizens, enquiries, events, health
 from api.settings import ApiSettings
@@ -87,6 +88,13 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.add_middleware(RequestMetricsMiddleware)
     install_problem_handlers(app)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -82,3 +82,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 def _route(request: Request) -> str:
     route = request.scope.get("route")
     return getattr(route, "path", None) or "unmatched"
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe every error response of an OpenAPI document as what it is: `application/problem+json`."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    problem = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = problem
+    return schema

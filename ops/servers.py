@@ -54,14 +54,14 @@ class LocalServer(Protocol):
     def down(self) -> bool: ...
 
 
-def local_servers(services: ServicesSettings | None = None) -> list[LocalServer]:
-    """The servers `services up` manages, in start order."""
+def local_servers(services: ServicesSettings | None = None, *, every: bool = False) -> list[LocalServer]:
+    """The servers `services up` starts, in start order (`every`: PostgreSQL too, to report or stop it)."""
     services = services or ServicesSettings()
     servers: list[LocalServer] = [
         RedisServer(services, RedisSettings()),
         KafkaServer(services, KafkaSettings()),
     ]
-    if services.with_postgres:
+    if services.with_postgres or every:
         servers.append(PostgresServer(services))
     return servers
 

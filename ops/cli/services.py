@@ -29,14 +29,14 @@ def services_up() -> None:
 @services.command("down")
 def services_down() -> None:
     """Stop the servers citizen-context started, by their PID."""
-    for server in reversed(local_servers()):
+    for server in reversed(local_servers(every=True)):
         click.echo(f"{server.name}: {'stopped' if server.down() else 'was not running'}")
 
 
 @services.command("status")
 def services_status() -> None:
     """Tell which servers run, where, and where their data is."""
-    for server in local_servers():
+    for server in local_servers(every=True):
         state = server.status()
         running = f"running (pid {state.pid})" if state.running else "stopped"
         click.echo(f"{state.name:8} {running:22} {state.address:28} data: {state.data_dir}")
