@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -20,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from pydantic import RedisDsn
 
@@ -263,3 +265,20 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.up()
     yield server
     server.down()
+
+
+def topic_records(topic: str) -> list[Any]:
+    """Every record a topic holds now, read from the beginning (no consumer group)."""
+    consumer = KafkaConsumer(bootstrap_servers=KafkaSettings().bootstrap_list, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -10,6 +10,8 @@ from ops.cli.root import main
 
 if TYPE_CHECKING:
     from context.store import ProjectionWriter, RedriveLog
+    from events.deadletter import StoredDeadLetter
+    from events.settings import KafkaSettings
 
 
 def _writer() -> "ProjectionWriter":
@@ -70,17 +72,11 @@ def dlq() -> None:
 @click.option("--reason", default=None, help="Only records dead-lettered for this reason.")
 def dlq_list(reason: str | None) -> None:
     """Show the dead-lettered records (position, origin, reason, redriven or not), never their content."""
-    from events.deadletter import dead_letter_topic, read_dead_letters
+    from events.deadletter import dead_letter_topic
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
-    letters = [
-        letter
-        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
-        if not reason or letter.reason == reason
-    ]
-    log = _redrive_log()
-    done = log.redriven([letter.position for letter in letters])
+    letters, _log, done = _dead_letters(kafka, reason)
     for letter in letters:
         origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
         state = "redriven" if letter.position in done else "pending"
@@ -99,18 +95,12 @@ def dlq_list(reason: str | None) -> None:
 @click.option("--reason", default=None, help="Only records dead-lettered for this reason (default: all).")
 def dlq_redrive(reason: str | None) -> None:
     """Publish pending dead-lettered records, unchanged, back to their topic; each is redriven once."""
-    from events.deadletter import read_dead_letters, redrive
+    from events.deadletter import redrive
     from events.producer import create_producer
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
-    letters = [
-        letter
-        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
-        if not reason or letter.reason == reason
-    ]
-    log = _redrive_log()
-    done = log.redriven([letter.position for letter in letters])
+    letters, log, done = _dead_letters(kafka, reason)
     pending = [letter for letter in letters if letter.position not in done]
     producer = create_producer(kafka.bootstrap_list)
     try:
@@ -120,6 +110,21 @@ def dlq_redrive(reason: str | None) -> None:
     # Marked only once Kafka has them all: a failed redrive is simply run again.
     log.mark([letter.position for letter in pending])
     click.echo(f"redrove {count} record(s)")
+
+
+def _dead_letters(
+    kafka: "KafkaSettings", reason: str | None
+) -> tuple[list["StoredDeadLetter"], "RedriveLog", set[str]]:
+    """The dead letters (of one reason, or all), the redrive log, and the positions already redriven."""
+    from events.deadletter import read_dead_letters
+
+    letters = [
+        letter
+        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
+        if not reason or letter.reason == reason
+    ]
+    log = _redrive_log()
+    return letters, log, log.redriven([letter.position for letter in letters])
 
 
 def _redrive_log() -> "RedriveLog":

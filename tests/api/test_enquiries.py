@@ -11,13 +11,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from httpx2 import Response
-from kafka import KafkaConsumer, TopicPartition
 
 from api.app import create_app
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, migrate
+from tests.conftest import topic_records
 from tests.factories import example_data, make_event, writes_for
 
 PROBLEM = "application/problem+json"
@@ -71,22 +71,6 @@ def parse_time(value: str) -> datetime:
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     assert moment.tzinfo is not None, value
     return moment
-
-
-def topic_records(topic: str) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=KafkaSettings().bootstrap_list, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_start_by_citizen_id(client: TestClient) -> None:

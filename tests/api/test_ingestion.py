@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka import KafkaConsumer, TopicPartition
 
 from api.app import create_app
 from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings
+from tests.conftest import topic_records
 
 
 @pytest.fixture
@@ -29,22 +29,6 @@ def client(
 
 def event(**changes: Any) -> dict[str, Any]:
     return {**EXAMPLE_EVENT, "id": str(uuid.uuid4()), **changes}
-
-
-def topic_records(topic: str) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=KafkaSettings().bootstrap_list, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        ends = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        while any(consumer.position(tp) < ends[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def test_one_structured_event_is_published_keyed_by_citizen(client: TestClient, kafka_topic: str) -> None:
