@@ -121,8 +121,10 @@ def dev(with_demo: bool) -> None:
     try:
         with servers_running():
             executable = [sys.executable, "-m", "ops.cli"]
-            children.append(subprocess.Popen([*executable, "api"]))
-            children.append(subprocess.Popen([*executable, "consume"]))
+            # Their own sessions: a Ctrl-C in the terminal reaches only this process, which stops them in
+            # order (the API first drains its streams).
+            children.append(subprocess.Popen([*executable, "api"], start_new_session=True))
+            children.append(subprocess.Popen([*executable, "consume"], start_new_session=True))
             _wait_ready(f"{base_url}/readyz", children)
             if with_demo:
                 citizens = _publish_demo()
