@@ -200,7 +200,9 @@ class StreamSession:
                 return False
             missed = [c for c in held if c.version <= change.version]
         ended = False
-        for item in missed:
+        # The summary moves with the timeline; it rides on the last change of the burst.
+        summary = await self._services.reader.summary(self._citizen, epoch=self._epoch)
+        for index, item in enumerate(missed):
             await self._send(
                 ChangeMessage(
                     citizen_id=self._citizen,
@@ -208,6 +210,7 @@ class StreamSession:
                     version=item.version,
                     event=item.event,
                     profile=item.profile,
+                    summary=summary if index == len(missed) - 1 else None,
                 )
             )
             self._version = item.version

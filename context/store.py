@@ -26,7 +26,7 @@ from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
 from context.summary import FACT, summarise
 from context.timeline import age_cutoff, time_score
-from models.context import CitizenContext, ContextChange, Profile
+from models.context import CitizenContext, ContextChange, Profile, Summary
 from models.events import CloudEvent
 
 _APPLY_EVENT = files("context").joinpath("apply_event.lua").read_text()
@@ -267,13 +267,21 @@ class ContextReader:
             epoch=epoch,
             version=int(version),
             profile=_profile(profile),
-            summary=summarise(
-                [FACT.validate_json(fact) for fact in facts],
-                now=now or datetime.now(UTC),
-                repeat_threshold=self._summary.repeat_contact_threshold,
-                recent_days=self._summary.recent_days,
-            ),
+            summary=self._summarise(facts, now=now),
             timeline=[CloudEvent.model_validate_json(event) for event in events if event is not None],
+        )
+
+    async def summary(self, citizen_id: str, *, epoch: str, now: datetime | None = None) -> Summary:
+        """The citizen's summary as it stands now (for live streams, after each change)."""
+        facts = await self._client.hvals(CitizenKeys(self._prefix, epoch, citizen_id).facts)
+        return self._summarise([str(fact) for fact in facts], now=now)
+
+    def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
+        return summarise(
+            [FACT.validate_json(fact) for fact in facts],
+            now=now or datetime.now(UTC),
+            repeat_threshold=self._summary.repeat_contact_threshold,
+            recent_days=self._summary.recent_days,
         )
 
     async def changes_since(self, citizen_id: str, *, epoch: str, version: int) -> list[ContextChange] | None:

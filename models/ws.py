@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from models.context import CitizenContext, Profile
+from models.context import CitizenContext, Profile, Summary
 from models.events import CloudEvent
 
 
@@ -41,6 +41,10 @@ class ChangeMessage(BaseModel):
     )
     profile: Profile | None = Field(
         default=None, description="The whole profile, when this change updated it."
+    )
+    summary: Summary | None = Field(
+        default=None,
+        description="The summary after the change (on the last change of a burst sent together).",
     )
 
 

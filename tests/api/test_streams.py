@@ -191,6 +191,21 @@ def test_a_profile_change_reaches_the_stream(app_client: AppFactory, writer: Pro
     assert change["profile"]["communication_needs"] == ["bsl-interpreter"]
 
 
+def test_each_change_carries_the_summary_after_it(app_client: AppFactory, writer: ProjectionWriter) -> None:
+    client = app_client()
+    with client.websocket_connect("/v1/citizens/C-S10/stream") as websocket:
+        receive(websocket, "snapshot")
+        calls = [make_event("C-S10", type_="call.started", minutes_ago=60 - n) for n in range(3)]
+        summaries = []
+        for call in calls:
+            writer.apply_batch(writes_for(call))
+            message = receive(websocket, "change")
+            assert "summary" in message, message
+            summaries.append(message["summary"])
+    assert [s["contacts_7d"] for s in summaries] == [{"phone": 1}, {"phone": 2}, {"phone": 3}]
+    assert [s["repeat_contact"] for s in summaries] == [False, False, True]
+
+
 def test_metrics_count_streams_and_requests(app_client: AppFactory) -> None:
     client = app_client()
     client.get("/v1/citizens/C-S9/context")
