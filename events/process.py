@@ -13,7 +13,7 @@ from events.consumer import ProjectionConsumer, create_consumer
 from events.health import ConsumerHealth, serve_health
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.topics import ensure_topics
+from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
 
 log = structlog.get_logger("consumer")
 
@@ -37,7 +37,7 @@ def run_consumer_process() -> None:
     redis_client = redis.Redis.from_url(str(redis_settings.url), **redis_client_options())
     ensure_topics(kafka)
     consumer = create_consumer(kafka)
-    producer = create_producer(kafka.bootstrap_list)
+    producer = create_producer(kafka.bootstrap_list, max_request_size=DEAD_LETTER_MAX_BYTES)
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
     # Readers never write; the first generation is named here, before anything is read or streamed.
     writer.current_epoch()

@@ -8,9 +8,12 @@ from events.codec import encode_structured
 from models.events import CloudEvent
 
 
-def create_producer(bootstrap_servers: list[str], *, max_block_ms: int = 60_000) -> KafkaProducer:
+def create_producer(
+    bootstrap_servers: list[str], *, max_block_ms: int = 60_000, max_request_size: int = 1_048_576
+) -> KafkaProducer:
     """A producer that loses nothing it acknowledged: all in-sync replicas, idempotent retries."""
     return KafkaProducer(
+        max_request_size=max_request_size,
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,

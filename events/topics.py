@@ -6,15 +6,24 @@ from kafka.errors import TopicAlreadyExistsError
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 
+# A dead letter is its original record plus a few headers: the dead-letter topic accepts records a little
+# larger than the broker's default limit (1 MiB), so that a record at that limit can still be kept.
+DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
 
-def ensure_topic(bootstrap_servers: list[str], name: str, *, partitions: int) -> bool:
+
+def ensure_topic(
+    bootstrap_servers: list[str], name: str, *, partitions: int, configs: dict[str, str] | None = None
+) -> bool:
     """Create the topic if it is missing; True when it was created."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
     try:
         if name in admin.list_topics():
             return False
         try:
-            admin.create_topics([NewTopic(name=name, num_partitions=partitions, replication_factor=1)])
+            topic = NewTopic(
+                name=name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {}
+            )
+            admin.create_topics([topic])
         except TopicAlreadyExistsError:
             return False
         return True
@@ -24,5 +33,10 @@ def ensure_topic(bootstrap_servers: list[str], name: str, *, partitions: int) ->
 
 def ensure_topics(kafka: KafkaSettings) -> None:
     """The interactions topic and its dead-letter topic, with the configured partition count."""
-    for name in (kafka.topic, dead_letter_topic(kafka.topic)):
-        ensure_topic(kafka.bootstrap_list, name, partitions=kafka.topic_partitions)
+    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions)
+    ensure_topic(
+        kafka.bootstrap_list,
+        dead_letter_topic(kafka.topic),
+        partitions=kafka.topic_partitions,
+        configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+    )

@@ -301,3 +301,18 @@ def test_rebuild_equals_live_and_streams_move_to_the_new_epoch(
     publish(producer, kafka_topic, late)
     producer.flush(timeout=10)
     wait_until(lambda: context(stack, citizens[0])["timeline"][0]["id"] == late.id, what="live after rebuild")
+
+
+def test_a_record_at_the_brokers_size_limit_is_still_dead_lettered(stack: Stack, kafka_topic: str) -> None:
+    consumer = stack.consumer()
+    # Just under the broker's default 1 MiB limit: with the dead-letter headers added it is over it.
+    big_producer = create_producer(BOOTSTRAP, max_request_size=2 * 1024 * 1024)
+    try:
+        big_producer.send(kafka_topic, key=b"k", value=b"x" * 1_048_400).get(timeout=30)
+    finally:
+        big_producer.close()
+    wait_until(lambda: len(list(read_dead_letters(BOOTSTRAP, kafka_topic))) == 1, what="the big dead letter")
+    [letter] = read_dead_letters(BOOTSTRAP, kafka_topic)
+    assert letter.reason == "not-json"
+    assert len(letter.record.value or b"") == 1_048_400
+    assert consumer.alive
