@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.publisher import EventPublisher, PublishUnavailable
+from api.publisher import EventPublisher
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.store import ContextReader
 from models import enquiry_repository
@@ -110,11 +110,12 @@ def completion_event(enquiry: Enquiry, completion: EnquiryComplete, *, at: datet
 async def complete_enquiry(
     enquiry_id: str, completion: EnquiryComplete, *, agent_id: str, engine: Engine, publisher: EventPublisher
 ) -> Enquiry:
-    """Complete the enquiry, then publish `enquiry.completed`; only one of concurrent completions wins.
+    """Complete the enquiry, then publish `enquiry.completed`; safe to retry, and only one outcome wins.
 
-    The completion is claimed first with a conditional update, so two requests cannot both complete it
-    (nor publish two different outcomes). If Kafka then does not acknowledge the event, the claim is
-    undone and the caller retries.
+    The completion is recorded first with a conditional update, so concurrent requests cannot both
+    complete it. The event is built from what was recorded (same id, outcome, notes and time), so a retry
+    after Kafka failed to acknowledge (503), or after a crash, publishes exactly the same event again; the
+    projection keeps it once. A retry with a different outcome is a conflict (409).
     """
     enquiry = await find_enquiry(enquiry_id, engine=engine)
     if enquiry.agent_id != agent_id:
@@ -128,18 +129,12 @@ async def complete_enquiry(
 
     completed = await run_in_threadpool(claim)
     if completed is None:
-        raise EnquiryProblem(409, "The enquiry is already completed.")
+        completed = await find_enquiry(enquiry_id, engine=engine)
+        if (completed.outcome, completed.notes) != (completion.outcome, completion.notes):
+            raise EnquiryProblem(409, "The enquiry is already completed, with another outcome.")
+    recorded = EnquiryComplete(outcome=completed.outcome or completion.outcome, notes=completed.notes)
     at = completed.completed_at or datetime.now(UTC)
     # SQLite hands timestamps back without their zone; they were written in UTC.
-    event = completion_event(completed, completion, at=at if at.tzinfo else at.replace(tzinfo=UTC))
-    try:
-        await run_in_threadpool(publisher.publish_all, [event])
-    except PublishUnavailable:
-
-        def reopen() -> None:
-            with Session(engine) as session:
-                enquiry_repository.reopen_enquiry(session, enquiry_id=enquiry_id)
-
-        await run_in_threadpool(reopen)
-        raise
+    event = completion_event(completed, recorded, at=at if at.tzinfo else at.replace(tzinfo=UTC))
+    await run_in_threadpool(publisher.publish_all, [event])
     return completed

@@ -24,7 +24,8 @@ from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
 from api.settings import ApiSettings
 from api.streaming import ChangeHub, PresenceChanged, Resync, ShuttingDown, Subscription
 from context.store import ContextReader, PresenceStore
-from models.context import ContextChange
+from models.context import CitizenContext, ContextChange
+from models.events import CloudEvent
 from models.ws import (
     ChangeMessage,
     HeartbeatMessage,
@@ -112,11 +113,16 @@ class StreamSession:
     async def _serve(self, subscription: Subscription, resume: Resume | None) -> None:
         receiver = asyncio.create_task(self._drain_client())
         sender = asyncio.create_task(self._send_loop(subscription, resume))
-        done, pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-                await task
+        try:
+            done, _pending = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when this handler itself is cancelled: no task may outlive the stream (a sender left
+            # running would refresh a presence entry after its stream has left).
+            for task in (receiver, sender):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+                        await task
         for task in done:
             error = task.exception()
             if error is not None and not isinstance(error, WebSocketDisconnect | ConnectionError):
@@ -127,14 +133,18 @@ class StreamSession:
     async def _drain_client(self) -> None:
         """Read until the client goes away (liveness of the client is checked by protocol pings)."""
         while True:
-            await self._ws.receive_text()
+            message = await self._ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
 
     async def _send_loop(self, subscription: Subscription, resume: Resume | None) -> None:
         settings = self._services.settings
         if self._services.lifecycle.draining:
             await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN, send_position=False)
             return
-        await self._start(resume)
+        if await self._start(resume):
+            await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+            return
         await self._send_presence()
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
         ends_at = time.monotonic() + lifetime
@@ -161,22 +171,27 @@ class StreamSession:
                 await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
                 return
 
-    async def _start(self, resume: Resume | None) -> None:
+    async def _start(self, resume: Resume | None) -> bool:
+        """Snapshot or resume; True when the enquiry this stream follows has already ended."""
         reader = self._services.reader
         if resume is not None:
             epoch = await reader.current_epoch()
             if resume.epoch == epoch:
                 missed = await reader.changes_since(self._citizen, epoch=epoch, version=resume.version)
                 current = await reader.version(self._citizen, epoch=epoch)
-                if missed is not None and resume.version <= current:
+                # Resumed only when the held changes lead exactly to the current version.
+                if missed is not None and resume.version + len(missed) == current:
                     self._epoch, self._version = epoch, resume.version
                     await self._send(
                         ResumedMessage(citizen_id=self._citizen, epoch=epoch, version=resume.version)
                     )
-                    for change in missed:
-                        await self._deliver(change)
-                    return
-        await self._snapshot(resync=None)
+                    return bool(missed) and await self._deliver_all(missed)
+        context = await self._snapshot(resync=None)
+        return any(self._is_completion(event) for event in context.timeline)
+
+    async def _deliver_all(self, changes: list[ContextChange]) -> bool:
+        """Send held changes in order as one burst; True if the enquiry ended among them."""
+        return await self._send_changes(changes)
 
     async def _deliver(self, change: ContextChange) -> bool:
         """Send the change unless already sent; fill a gap from the change log. True if the enquiry ended."""
@@ -199,6 +214,9 @@ class StreamSession:
                 await self._snapshot(resync="gap")
                 return False
             missed = [c for c in held if c.version <= change.version]
+        return await self._send_changes(missed)
+
+    async def _send_changes(self, missed: list[ContextChange]) -> bool:
         ended = False
         # The summary moves with the timeline; it rides on the last change of the burst.
         summary = await self._services.reader.summary(self._citizen, epoch=self._epoch)
@@ -218,7 +236,9 @@ class StreamSession:
         return ended
 
     def _ends_enquiry(self, change: ContextChange) -> bool:
-        event = change.event
+        return self._is_completion(change.event)
+
+    def _is_completion(self, event: CloudEvent | None) -> bool:
         return (
             self._enquiry_id is not None
             and event is not None
@@ -227,12 +247,13 @@ class StreamSession:
             and event.data.get("enquiry_id") == self._enquiry_id
         )
 
-    async def _snapshot(self, *, resync: str | None) -> None:
+    async def _snapshot(self, *, resync: str | None) -> CitizenContext:
         context = await self._services.reader.context(self._citizen)
         self._epoch, self._version = context.epoch, context.version
         if resync is not None:
             STREAM_RESYNCS.labels(reason=resync).inc()
         await self._send(SnapshotMessage(context=context))
+        return context
 
     async def _heartbeat(self) -> None:
         live = self._services.hub.connected.is_set()

@@ -91,7 +91,9 @@ class ContextChange(BaseModel):
     citizen_id: str
     epoch: str
     version: int
-    event: CloudEvent
+    event: CloudEvent | None = Field(
+        default=None, description="The new timeline event; absent when only the profile changed."
+    )
     profile: Profile | None = Field(
         default=None, description="The whole profile, when this change updated it."
     )

@@ -44,13 +44,3 @@ def claim_completion(session: Session, *, enquiry_id: str, outcome: str, notes: 
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return session.get(Enquiry, enquiry_id, populate_existing=True)
-
-
-def reopen_enquiry(session: Session, *, enquiry_id: str) -> None:
-    """Undo a completion whose event could not be published, so that it can be completed again."""
-    session.execute(
-        update(Enquiry)
-        .where(col(Enquiry.id) == enquiry_id, col(Enquiry.status) == EnquiryStatus.completed)
-        .values(status=EnquiryStatus.active, completed_at=None, outcome=None, notes=None)
-    )
-    session.commit()

@@ -265,24 +265,30 @@ def test_an_invalid_completion_is_a_422_problem(
     assert topic_records(kafka_topic) == []
 
 
-def test_an_unreachable_kafka_is_a_503_and_the_enquiry_stays_active(
-    redis_settings: RedisSettings, migrated: DatabaseSettings
+def test_an_unreachable_kafka_is_a_503_and_a_retry_publishes_the_recorded_completion(
+    redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str
 ) -> None:
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=unreachable)) as c:
         enquiry = started(c, "agent-a", citizen_id="C-805")
-        response = c.post(
-            f"/v1/enquiries/{enquiry['id']}/complete",
-            json={"outcome": "resolved"},
-            headers=agent("agent-a"),
-        )
+        url = f"/v1/enquiries/{enquiry['id']}/complete"
+        response = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
         assert_problem(response, 503)
         assert response.headers["retry-after"] == "2"
         stored = c.get(f"/v1/enquiries/{enquiry['id']}").json()
-        listed = c.get("/v1/enquiries", headers=agent("agent-a")).json()
-    assert stored["status"] == "active"
-    assert (stored["completed_at"], stored["outcome"]) == (None, None)
-    assert [e["id"] for e in listed["enquiries"]] == [enquiry["id"]]
+    # The completion is recorded; the retry (Kafka reachable again) publishes exactly that completion.
+    assert (stored["status"], stored["outcome"]) == ("completed", "resolved")
+    reachable = KafkaSettings(topic=kafka_topic)
+    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=reachable)) as c:
+        retry = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
+        other = c.post(url, json={"outcome": "referred"}, headers=agent("agent-a"))
+    assert retry.status_code == 200
+    assert_problem(other, 409)
+    [record] = topic_records(kafka_topic)
+    event = json.loads(record.value)
+    assert event["id"] == f"enquiry-{enquiry['id']}-completed"
+    assert (event["data"]["outcome"], event["data"]["notes"]) == ("resolved", "n")
+    assert event["time"].replace("Z", "+00:00")[:19] == stored["completed_at"].replace("Z", "+00:00")[:19]
 
 
 def test_concurrent_completions_complete_it_once(client: TestClient, kafka_topic: str) -> None:

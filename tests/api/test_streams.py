@@ -218,3 +218,30 @@ def test_metrics_count_streams_and_requests(app_client: AppFactory) -> None:
     )
     assert "citizen_context_api_streams_open 1.0" in body
     assert 'citizen_context_api_stream_messages_total{type="snapshot"}' in body
+
+
+def test_a_profile_only_change_streams_live_and_on_resume(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    """A profile update too old for the timeline still changes the profile: the change has no event."""
+    client = app_client()
+    old_update = make_event(
+        "C-S11",
+        type_="profile.updated",
+        minutes_ago=200 * 24 * 60,
+        data={"channel": "system", "summary": "Needs large print", "communication_needs": ["large-print"]},
+    )
+    with client.websocket_connect("/v1/citizens/C-S11/stream") as websocket:
+        snapshot = receive(websocket, "snapshot")["context"]
+        writer.apply_batch(writes_for(make_event("C-S11", minutes_ago=5), old_update))
+        live = [receive(websocket, "change") for _ in range(2)]
+    assert "event" not in live[1]
+    assert live[1]["profile"]["communication_needs"] == ["large-print"]
+    epoch = writer.current_epoch()
+    with client.websocket_connect(
+        f"/v1/citizens/C-S11/stream?epoch={epoch}&version={snapshot['version']}"
+    ) as ws:
+        assert receive(ws, "resumed", "snapshot")["type"] == "resumed"
+        resumed = [receive(ws, "change") for _ in range(2)]
+    assert [c["version"] for c in resumed] == [1, 2]
+    assert resumed[1]["profile"]["communication_needs"] == ["large-print"]
