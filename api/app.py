@@ -53,8 +53,15 @@ def create_app(
         hub_client = aioredis.Redis.from_url(
             str(redis_settings.url), **redis_client_options(asyncio=True, retries=0)
         )
-        hub = ChangeHub(hub_client, channel=reader.channel, queue_size=api.stream_queue_size)
+        hub = ChangeHub(
+            hub_client,
+            channel=reader.channel,
+            queue_size=api.stream_queue_size,
+            probe_s=api.stream_heartbeat_s,
+        )
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
+        # Should the hub ever end, readiness and heartbeats must say so rather than stay "live".
+        hub_task.add_done_callback(lambda _task: hub.connected.clear())
         lifecycle.hub = hub
         publisher = EventPublisher(kafka)
         streams = StreamServices(

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("api")
 
@@ -71,12 +72,42 @@ def install_problem_handlers(app: FastAPI) -> None:
         response.headers["Retry-After"] = "1"
         return response
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        # The route template, never the path (it holds citizen ids), and the error's type, never its text
-        # (a validation error quotes the data it rejected).
-        log.error("unhandled error", route=_route(request), error=type(error).__name__)
-        return problem_response(request, 500, "An unexpected error occurred; it has been logged.")
+    app.add_middleware(UnexpectedErrorMiddleware)
+
+
+class UnexpectedErrorMiddleware:
+    """Answers any unexpected error with a 500 problem and logs only its type and the route template.
+
+    Starlette's own error middleware would log the whole traceback, and tracebacks quote data: a
+    validation error its input, a database error its parameters (citizen ids, enquiry notes).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            log.error("unhandled error", route=route, error=type(error).__name__)
+            if started:
+                return  # the response is under way; nothing more can be said to the client
+            response = problem_response(
+                Request(scope), 500, "An unexpected error occurred; it has been logged."
+            )
+            await response(scope, receive, send)
 
 
 def _route(request: Request) -> str:

@@ -7,6 +7,7 @@ told to re-sync from a snapshot instead of silently missing changes.
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Final, Literal
 import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
+from redis.asyncio.client import PubSub
 
 from models.context import ContextChange
 
@@ -77,8 +79,11 @@ class Subscription:
 class ChangeHub:
     """Reads the changes channel and hands each message to the streams watching its citizen."""
 
-    def __init__(self, client: "aioredis.Redis", *, channel: str, queue_size: int) -> None:
+    def __init__(
+        self, client: "aioredis.Redis", *, channel: str, queue_size: int, probe_s: float = 10
+    ) -> None:
         self._client = client
+        self._probe_s = probe_s
         self._channel = channel
         self._queue_size = queue_size
         self._subscriptions: defaultdict[str, set[Subscription]] = defaultdict(set)
@@ -102,31 +107,48 @@ class ChangeHub:
         self._offer_all(SHUTTING_DOWN)
 
     async def run(self) -> None:
-        """Listen until cancelled, reconnecting with backoff; every reconnect re-syncs every stream."""
+        """Listen until cancelled, reconnecting with backoff; every (re)subscription re-syncs every stream."""
         delay = 0.1
-        first = True
         while True:
             try:
                 async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self._channel)
                     self.connected.set()
-                    if not first:
-                        log.info("changes subscription restored")
-                        self._offer_all(Resync("redis"))
-                    first = False
+                    # Also the first time: a stream opened before this subscription took its snapshot
+                    # without one, and changes published meanwhile reached nobody.
+                    self._offer_all(Resync("redis"))
+                    log.info("changes subscription ready")
                     delay = 0.1
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._dispatch(message["data"])
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+                    await self._listen(pubsub)
+            except Exception as error:
                 # Changes published from now until the subscription is back are lost to pub/sub: every
                 # stream re-syncs once it is restored (a snapshot read now would fail with Redis down).
                 # Meanwhile heartbeats tell clients that live updates are paused.
                 self.connected.clear()
-                first = False
                 log.warning("changes subscription lost", error=type(error).__name__, retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Dispatch messages; ping the server, and give up on a subscription that stops answering.
+
+        A connection dropped silently (an idle timeout in a firewall or a load balancer) would otherwise
+        leave the hub waiting forever while streams believe they are live.
+        """
+        last_heard = time.monotonic()
+        next_ping = last_heard + self._probe_s
+        while True:
+            message = await pubsub.get_message(timeout=min(1.0, self._probe_s))
+            now = time.monotonic()
+            if message is not None:
+                last_heard = now
+                if message["type"] == "message":
+                    self._dispatch(message["data"])
+            if now >= next_ping:
+                await pubsub.ping()
+                next_ping = now + self._probe_s
+            if now - last_heard > 3 * self._probe_s:
+                raise redis.exceptions.ConnectionError("the changes subscription stopped answering")
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:

@@ -30,10 +30,11 @@ def create_db_engine(settings: DatabaseSettings) -> Engine:
         database = settings.url.removeprefix("sqlite:///")
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.url, connect_args={"check_same_thread": False})
+        engine = create_engine(settings.url, connect_args={"check_same_thread": False}, hide_parameters=True)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(settings.url, pool_pre_ping=True)
+    # hide_parameters: SQL errors would otherwise quote the values (citizen ids, enquiry notes) in logs.
+    return create_engine(settings.url, pool_pre_ping=True, hide_parameters=True)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

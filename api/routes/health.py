@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, RedisDep
+from api.deps import EngineDep, HubDep, RedisDep
 from models.database import ping
 
 router = APIRouter(tags=["health"])
@@ -42,8 +42,8 @@ async def healthz() -> Health:
     summary="The process can serve",
     responses={503: {"model": Readiness, "description": "A dependency is unavailable."}},
 )
-async def readyz(redis_client: RedisDep, engine: EngineDep) -> JSONResponse:
-    """Readiness: Redis and the database both answer."""
+async def readyz(redis_client: RedisDep, engine: EngineDep, hub: HubDep) -> JSONResponse:
+    """Readiness: Redis and the database answer, and live changes are flowing in."""
     checks: dict[str, CheckStatus] = {}
     try:
         await redis_client.ping()
@@ -55,6 +55,7 @@ async def readyz(redis_client: RedisDep, engine: EngineDep) -> JSONResponse:
         checks["database"] = "ok"
     except SQLAlchemyError:
         checks["database"] = "unavailable"
+    checks["changes"] = "ok" if hub.connected.is_set() else "unavailable"
     ready = all(value == "ok" for value in checks.values())
     body = Readiness(status="ready" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -10,6 +10,7 @@ from api.app import create_app
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
+from tests.conftest import wait_until
 from tests.factories import make_event, writes_for
 
 
@@ -17,6 +18,7 @@ from tests.factories import make_event, writes_for
 def client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[TestClient]:
     app = create_app(redis_settings=redis_settings, database=database_settings)
     with TestClient(app) as test_client:
+        wait_until(lambda: test_client.get("/readyz").status_code == 200, what="readiness", timeout_s=10)
         yield test_client
 
 
@@ -27,9 +29,10 @@ def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
 
 def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+    # Ready once the process's subscription to live changes is in place, moments after start.
+    wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness", timeout_s=10)
     ready = client.get("/readyz")
-    assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok", "changes": "ok"}}
 
 
 def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings) -> None:
@@ -38,7 +41,7 @@ def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings
         ready = client.get("/readyz")
         context = client.get("/v1/citizens/C-1/context")
     assert ready.status_code == 503
-    assert ready.json()["checks"] == {"redis": "unavailable", "database": "ok"}
+    assert ready.json()["checks"] == {"redis": "unavailable", "database": "ok", "changes": "unavailable"}
     assert context.status_code == 503
     assert context.headers["content-type"] == "application/problem+json"
     assert context.headers["retry-after"] == "1"
@@ -104,3 +107,22 @@ def test_stream_rejects_an_invalid_citizen_id(client: TestClient) -> None:
 def test_openapi_describes_the_context_route(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert "/v1/citizens/{citizen_id}/context" in document["paths"]
+
+
+def test_an_unexpected_error_is_a_500_problem_and_its_text_is_not_logged(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(redis_settings=redis_settings, database=database_settings)
+
+    @app.get("/boom/{citizen_id}")
+    async def boom(citizen_id: str) -> None:
+        raise RuntimeError(f"personal data of {citizen_id}")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/boom/C-SECRET-1")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "personal data" not in response.text
+    captured = capsys.readouterr()
+    assert "RuntimeError" in captured.out + captured.err
+    assert "C-SECRET-1" not in captured.out + captured.err

@@ -18,6 +18,7 @@ from context.store import ProjectionWriter
 from models.database import DatabaseSettings
 from models.enquiries import EnquiryComplete
 from models.tables import Enquiry
+from tests.conftest import wait_until
 from tests.factories import make_event, writes_for
 
 AppFactory = Callable[..., TestClient]
@@ -33,6 +34,9 @@ def app_client(redis_settings: RedisSettings, database_settings: DatabaseSetting
         )
         client.__enter__()
         clients.append(client)
+        # Streams opened before the process subscribes to changes get a re-sync snapshot once it has;
+        # waiting for readiness keeps each test's message sequence exact.
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness", timeout_s=10)
         return client
 
     yield build
