@@ -3,7 +3,7 @@
 from typing import Literal
 
 import redis.exceptions
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,8 +42,8 @@ async def healthz() -> Health:
     summary="The process can serve",
     responses={503: {"model": Readiness, "description": "A dependency is unavailable."}},
 )
-async def readyz(redis_client: RedisDep, engine: EngineDep, hub: HubDep) -> JSONResponse:
-    """Readiness: Redis and the database answer, and live changes are flowing in."""
+async def readyz(request: Request, redis_client: RedisDep, engine: EngineDep, hub: HubDep) -> JSONResponse:
+    """Readiness: Redis and the database answer, live changes flow in, and the process is not draining."""
     checks: dict[str, CheckStatus] = {}
     try:
         await redis_client.ping()
@@ -56,6 +56,8 @@ async def readyz(redis_client: RedisDep, engine: EngineDep, hub: HubDep) -> JSON
     except SQLAlchemyError:
         checks["database"] = "unavailable"
     checks["changes"] = "ok" if hub.connected.is_set() else "unavailable"
+    if request.app.state.lifecycle.draining:
+        checks["shutdown"] = "unavailable"
     ready = all(value == "ok" for value in checks.values())
     body = Readiness(status="ready" if ready else "unavailable", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -38,7 +38,11 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         """Uvicorn, but its shutdown first drains the streams (a "reconnect" message, then a close)."""
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
-            await lifecycle.drain(timeout_s=settings.shutdown_drain_s)
+            # Stop accepting first (new streams would only be turned away), then drain, then close.
+            for server in self.servers:
+                server.close()
+            if not self.force_exit:
+                await lifecycle.drain(timeout_s=settings.shutdown_drain_s)
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
