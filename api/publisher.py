@@ -1,6 +1,5 @@
 """Publishing events to Kafka from the API (REST ingestion, completed enquiries)."""
 
-import socket
 import threading
 
 from kafka import KafkaProducer
@@ -9,6 +8,7 @@ from kafka.errors import KafkaError
 from context.settings import IdentitySettings
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
+from events.topics import reachable
 from models.events import CloudEvent
 
 
@@ -49,18 +49,9 @@ class EventPublisher:
             if self._producer is None:
                 # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before
                 # giving up on unreachable brokers; a plain TCP probe answers "unavailable" at once.
-                if not any(_reachable(server) for server in self._kafka.bootstrap_list):
+                if not any(reachable(server) for server in self._kafka.bootstrap_list):
                     raise PublishUnavailable("no Kafka bootstrap server accepts connections")
                 self._producer = create_producer(
                     self._kafka.bootstrap_list, max_block_ms=int(self._timeout_s * 1000)
                 )
             return self._producer
-
-
-def _reachable(server: str, timeout_s: float = 1.0) -> bool:
-    host, _, port = server.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return True
-    except (OSError, ValueError):
-        return False

@@ -35,6 +35,7 @@ from events.metrics import (
 from events.pipeline import PreparedBatch, prepare_batch
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
+from events.topics import reachable
 
 log = structlog.get_logger("consumer")
 
@@ -43,6 +44,8 @@ log = structlog.get_logger("consumer")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 CHECK_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 5.0
+# A commit that cannot reach the coordinator gives up after this long (the batch is then redelivered).
+COMMIT_TIMEOUT_MS = 10_000
 
 
 def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
@@ -72,7 +75,9 @@ class ProjectionConsumer:
         health: ConsumerHealth,
         poll_timeout_ms: int,
         default_region: str,
+        bootstrap: list[str],
     ) -> None:
+        self._bootstrap = bootstrap
         self._consumer = consumer
         self._writer = writer
         self._producer = dead_letter_producer
@@ -85,7 +90,14 @@ class ProjectionConsumer:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
         while not stop.is_set():
             self._check_dependencies()
-            polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+            try:
+                polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+            except KafkaError as error:
+                # The brokers are unreachable: nothing was taken, so nothing is at risk. Wait and poll again.
+                self._health.kafka_ok = False
+                log.warning("kafka unavailable", error=type(error).__name__)
+                stop.wait(1.0)
+                continue
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
             if not records:
                 self._record_lag()
@@ -159,7 +171,7 @@ class ProjectionConsumer:
 
     def _commit(self, count: int) -> None:
         try:
-            self._consumer.commit()
+            self._consumer.commit(timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as error:
             # The group rebalanced while this batch was applied: its new owner will redeliver it, which
             # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.
@@ -170,11 +182,19 @@ class ProjectionConsumer:
             log.warning("commit failed", records=count, error=type(error).__name__)
 
     def _record_lag(self) -> None:
+        try:
+            self._measure_lag()
+        except KafkaError as error:
+            # Lag is an observation; failing to take it must never stop consumption.
+            log.debug("lag not measured", error=type(error).__name__)
+
+    def _measure_lag(self) -> None:
         for partition in self._consumer.assignment():
             highwater = self._consumer.highwater(partition)
             if highwater is None:
                 continue
-            position = self._consumer.position(partition)
+            # Bounded: without a timeout, position() waits for the brokers as long as they are down.
+            position = self._consumer.position(partition, timeout_ms=100)
             if position is not None:
                 CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(
                     max(highwater - position, 0)
@@ -190,9 +210,7 @@ class ProjectionConsumer:
             self._health.redis_ok = True
         except REDIS_ERRORS:
             self._health.redis_ok = False
-        try:
-            self._consumer.topics()
-            self._health.kafka_ok = True
-        except KafkaError:
-            self._health.kafka_ok = False
+        # A TCP probe, not a metadata request: kafka-python can block for minutes on one while the brokers
+        # are down, and this loop must keep answering SIGTERM and reporting readiness.
+        self._health.kafka_ok = any(reachable(server) for server in self._bootstrap)
         self._health.last_check = now

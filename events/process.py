@@ -55,6 +55,7 @@ def run_consumer_process() -> None:
             health=health,
             poll_timeout_ms=kafka.poll_timeout_ms,
             default_region=IdentitySettings().default_region,
+            bootstrap=kafka.bootstrap_list,
         ).run(stop)
     finally:
         # autocommit=False: only what run() committed after applying counts as consumed.

@@ -1,5 +1,7 @@
 """Topic administration: the interactions topic and its dead-letter topic exist before anyone uses them."""
 
+import socket
+
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -40,3 +42,13 @@ def ensure_topics(kafka: KafkaSettings) -> None:
         partitions=kafka.topic_partitions,
         configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
     )
+
+
+def reachable(server: str, timeout_s: float = 1.0) -> bool:
+    """Whether a bootstrap server ("host:port") accepts TCP connections."""
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -162,7 +162,13 @@ class Process:
         assert self.process is not None
         if self.process.poll() is None:
             self.process.kill() if kill else self.process.terminate()
-        return self.process.wait(timeout=30)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            # It ignored SIGTERM for 30 s: that is a failure to report, but never a process to leave behind.
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise
 
     @property
     def alive(self) -> bool:

@@ -141,22 +141,30 @@ def dev(with_demo: bool) -> None:
                 click.echo(f"  Other demo citizens: {', '.join(citizens[1:])}")
                 click.echo(f"  API documentation:   {base_url}/docs")
                 click.echo("Press Ctrl-C to stop.")
-            while not stop_requested and all(child.poll() is None for child in children):
-                time.sleep(0.5)
-            for child in children:
-                if not stop_requested and child.poll() is not None:
-                    click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
+            try:
+                while not stop_requested and all(child.poll() is None for child in children):
+                    time.sleep(0.5)
+                for child in children:
+                    if not stop_requested and child.poll() is not None:
+                        click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
+            finally:
+                # The API and the consumer go first, while the servers they use still run.
+                _stop_children(children)
     except ServiceError as error:
         fail(error)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop_children(children)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +19,9 @@ from context.keys import generation_pattern
 from events.deadletter import read_dead_letters
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
-from ops.servers import RedisServer
-from tests.conftest import Stack, wait_until
+from ops.servers import KafkaServer, RedisServer
+from ops.settings import ServicesSettings
+from tests.conftest import Stack, free_port, wait_until
 from tests.factories import example_data, make_event, next_message
 
 BOOTSTRAP = KafkaSettings().bootstrap_list
@@ -315,4 +317,48 @@ def test_a_record_at_the_brokers_size_limit_is_still_dead_lettered(stack: Stack,
     [letter] = read_dead_letters(BOOTSTRAP, kafka_topic)
     assert letter.reason == "not-json"
     assert len(letter.record.value or b"") == 1_048_400
+    assert consumer.alive
+
+
+@pytest.fixture
+def own_kafka(tmp_path: Path) -> Iterator[KafkaServer]:
+    """A Kafka broker of this test's own, which the test may stop and start."""
+    port, controller = free_port(), free_port()
+    server = KafkaServer(
+        ServicesSettings(data_dir=tmp_path / "own", kafka_controller_port=controller),
+        KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}", topic="citizen.interactions"),
+    )
+    server.up()
+    yield server
+    server.down()
+
+
+def test_kafka_stopped_and_restarted_does_not_stop_the_consumer(
+    stack: Stack, own_kafka: KafkaServer, key_prefix: str
+) -> None:
+    bootstrap = [f"127.0.0.1:{own_kafka.port}"]
+    stack.env["CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap[0]
+    stack.env["CITIZEN_CONTEXT_KAFKA_TOPIC"] = "citizen.interactions"
+    consumer = stack.consumer()
+    stack.api()
+    health = f"http://127.0.0.1:{stack.health_port}/readyz"
+
+    def publish_all(events: list[Any]) -> None:
+        own_producer = create_producer(bootstrap)
+        try:
+            for event in events:
+                publish(own_producer, "citizen.interactions", event)
+            own_producer.flush(timeout=30)
+        finally:
+            own_producer.close()
+
+    publish_all([make_event("C-KR", minutes_ago=10)])
+    wait_until(lambda: context(stack, "C-KR")["version"] == 1, what="first event applied")
+    own_kafka.down()
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 503, what="consumer reports Kafka down")
+    assert consumer.alive
+    own_kafka.up()
+    wait_until(lambda: httpx.get(health, timeout=5).status_code == 200, what="consumer recovers by itself")
+    publish_all([make_event("C-KR", minutes_ago=5)])
+    wait_until(lambda: context(stack, "C-KR")["version"] == 2, what="consumption resumes", timeout_s=90)
     assert consumer.alive
