@@ -59,6 +59,9 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
         max_poll_records=kafka.max_poll_records,
         session_timeout_ms=kafka.session_timeout_ms,
         heartbeat_interval_ms=kafka.heartbeat_interval_ms,
+        # The default (5 minutes) would leave a consumer that subscribed while a topic was being created
+        # without partitions for that long; 30 s bounds it.
+        metadata_max_age_ms=30_000,
         client_id="citizen-context-consumer",
     )
 

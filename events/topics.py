@@ -1,6 +1,7 @@
 """Topic administration: the interactions topic and its dead-letter topic exist before anyone uses them."""
 
 import socket
+import time
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -28,9 +29,25 @@ def ensure_topic(
             admin.create_topics([topic])
         except TopicAlreadyExistsError:
             return False
+        _wait_for_leaders(admin, name, partitions)
         return True
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeout_s: float = 30) -> None:
+    """Wait until every partition of a new topic has a leader.
+
+    A consumer that subscribes before then can be handed an empty assignment, and kafka-python only looks
+    at the topic's metadata again minutes later.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = admin.describe_topics([name])
+        found = [p for topic in described if topic.get("name") == name for p in topic.get("partitions", [])]
+        if len(found) == partitions and all(p.get("leader_id", -1) >= 0 for p in found):
+            return
+        time.sleep(0.1)
 
 
 def ensure_topics(kafka: KafkaSettings) -> None:
