@@ -81,6 +81,7 @@ class ProjectionConsumer:
         bootstrap: list[str],
     ) -> None:
         self._bootstrap = bootstrap
+        self._positions: dict[tuple[str, int], int] = {}
         self._consumer = consumer
         self._writer = writer
         self._producer = dead_letter_producer
@@ -102,6 +103,8 @@ class ProjectionConsumer:
                 stop.wait(1.0)
                 continue
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
+            for record in records:
+                self._positions[(record.topic, record.partition)] = record.offset + 1
             if not records:
                 self._record_lag()
                 continue
@@ -185,20 +188,16 @@ class ProjectionConsumer:
             log.warning("commit failed", records=count, error=type(error).__name__)
 
     def _record_lag(self) -> None:
-        try:
-            self._measure_lag()
-        except KafkaError as error:
-            # Lag is an observation; failing to take it must never stop consumption.
-            log.debug("lag not measured", error=type(error).__name__)
+        """Lag per partition from the broker's high watermark and the next offset this process will read.
 
-    def _measure_lag(self) -> None:
+        Positions come from the records seen, never from `position()`: that call fetches committed offsets
+        from the group coordinator, and asking for them on every loop (while a group is forming, say)
+        only competes with the group protocol.
+        """
         for partition in self._consumer.assignment():
             highwater = self._consumer.highwater(partition)
-            if highwater is None:
-                continue
-            # Bounded: without a timeout, position() waits for the brokers as long as they are down.
-            position = self._consumer.position(partition, timeout_ms=100)
-            if position is not None:
+            position = self._positions.get((partition.topic, partition.partition))
+            if highwater is not None and position is not None:
                 CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(
                     max(highwater - position, 0)
                 )

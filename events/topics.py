@@ -3,11 +3,14 @@
 import socket
 import time
 
+import structlog
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
+
+log = structlog.get_logger("topics")
 
 # A dead letter is its original record plus a few headers: the dead-letter topic accepts records a little
 # larger than the broker's default limit (1 MiB), so that a record at that limit can still be kept.
@@ -29,14 +32,15 @@ def ensure_topic(
             admin.create_topics([topic])
         except TopicAlreadyExistsError:
             return False
-        _wait_for_leaders(admin, name, partitions)
+        if not wait_for_leaders(admin, name, partitions):
+            log.warning("topic created but not every partition has a leader yet", topic=name)
         return True
     finally:
         admin.close()
 
 
-def _wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeout_s: float = 30) -> None:
-    """Wait until every partition of a new topic has a leader.
+def wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeout_s: float = 30) -> bool:
+    """Wait until every partition of a new topic has a leader; False if `timeout_s` passed first.
 
     A consumer that subscribes before then can be handed an empty assignment, and kafka-python only looks
     at the topic's metadata again minutes later.
@@ -46,8 +50,9 @@ def _wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeo
         described = admin.describe_topics([name])
         found = [p for topic in described if topic.get("name") == name for p in topic.get("partitions", [])]
         if len(found) == partitions and all(p.get("leader_id", -1) >= 0 for p in found):
-            return
+            return True
         time.sleep(0.1)
+    return False
 
 
 def ensure_topics(kafka: KafkaSettings) -> None:
