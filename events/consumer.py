@@ -92,6 +92,7 @@ class ProjectionConsumer:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
+        self._warm_up(stop)
         while not stop.is_set():
             self._check_dependencies()
             try:
@@ -122,6 +123,23 @@ class ProjectionConsumer:
             self._commit(len(records))
             BATCH_SECONDS.observe(time.perf_counter() - started)
             self._record_lag()
+
+    def _warm_up(self, stop: threading.Event) -> None:
+        """Fetch the cluster's metadata once before the first poll.
+
+        Without it, consumers in full test runs against a freshly started broker sometimes never completed
+        their group join (no partitions, and "unknown member" when leaving). The cause inside kafka-python
+        3.0 is not pinned down; one blocking metadata request before the first poll avoided it.
+        """
+        while not stop.is_set():
+            try:
+                self._consumer.topics()
+                self._health.kafka_ok = True
+                return
+            except KafkaError as error:
+                self._health.kafka_ok = False
+                log.warning("kafka unavailable at start", error=type(error).__name__)
+                stop.wait(1.0)
 
     def _apply(self, records: list[IncomingRecord]) -> PreparedBatch:
         epoch = self._writer.current_epoch()
