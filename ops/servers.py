@@ -88,6 +88,15 @@ def ensure_command(command: str, debian_package: str) -> str:
     return found
 
 
+def refuse_taken_port(host: str, port: int, setting: str) -> None:
+    """Raise a clear error when another program already listens where a server of ours would."""
+    if port_open(host, port):
+        raise ServiceError(
+            f"port {port} is taken by a process citizen-context did not start; stop it or set {setting} "
+            "to a free port"
+        )
+
+
 def _loopback_address(host: str | None, port: int | None, setting: str) -> tuple[str, int]:
     if not host or port is None:
         raise ServiceError(f"{setting} must name a host and a port")
@@ -122,11 +131,7 @@ class RedisServer:
         if self.pid_file.running_pid() is not None:
             return False
         binary = ensure_command("redis-server", "redis-server")
-        if port_open(self.host, self.port):
-            raise ServiceError(
-                f"port {self.port} is taken by a process citizen-context did not start; stop it or set "
-                "CITIZEN_CONTEXT_REDIS_URL to a free port"
-            )
+        refuse_taken_port(self.host, self.port, "CITIZEN_CONTEXT_REDIS_URL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.data_dir / "redis.log"
         process = spawn(
@@ -200,11 +205,11 @@ class KafkaServer:
             return False
         java = ensure_command("java", "openjdk-17-jre-headless")
         for port in (self.port, self.controller_port):
-            if port_open(self.host, port):
-                raise ServiceError(
-                    f"port {port} is taken by a process citizen-context did not start; stop it or set "
-                    "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS / CITIZEN_CONTEXT_SERVICES_KAFKA_CONTROLLER_PORT"
-                )
+            refuse_taken_port(
+                self.host,
+                port,
+                "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS / CITIZEN_CONTEXT_SERVICES_KAFKA_CONTROLLER_PORT",
+            )
         self._assemble()
         self._configure()
         log_path = self.data_dir / "kafka.log"
@@ -393,11 +398,7 @@ class PostgresServer:
         if self.pid_file.running_pid() is not None:
             return False
         binaries = _postgres_binaries()
-        if port_open(self.host, self.port):
-            raise ServiceError(
-                f"port {self.port} is taken by a process citizen-context did not start; stop it or set "
-                "CITIZEN_CONTEXT_SERVICES_POSTGRES_PORT to a free port"
-            )
+        refuse_taken_port(self.host, self.port, "CITIZEN_CONTEXT_SERVICES_POSTGRES_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         as_user = _unprivileged(self.data_dir)
         if not (self.cluster / "PG_VERSION").exists():

@@ -146,57 +146,33 @@ def test_every_unusable_record_is_dead_lettered_with_its_reason_and_can_be_redri
     assert "citizen_context_batch_seconds_count" in metrics
 
 
+def kcat_publish(topic: str, value: str, headers: list[str]) -> None:
+    """Publish one record keyed C-KCAT with Debian's kcat, another Kafka client than the project's."""
+    options = [option for header in headers for option in ("-H", header)]
+    subprocess.run(
+        ["kcat", "-P", "-b", BOOTSTRAP[0], "-t", topic, "-k", "C-KCAT", *options],
+        input=value.encode(),
+        check=True,
+        timeout=30,
+    )
+
+
 def test_kcat_publishes_in_both_modes(stack: Stack, kafka_topic: str) -> None:
     stack.consumer()
     stack.api()
     structured = json.dumps({**VALID, "id": "kcat-structured", "subject": "C-KCAT"})
-    subprocess.run(
-        [
-            "kcat",
-            "-P",
-            "-b",
-            BOOTSTRAP[0],
-            "-t",
-            kafka_topic,
-            "-k",
-            "C-KCAT",
-            "-H",
-            "content-type=application/cloudevents+json",
-        ],
-        input=structured.encode(),
-        check=True,
-        timeout=30,
-    )
+    kcat_publish(kafka_topic, structured, ["content-type=application/cloudevents+json"])
     data = json.dumps(example_data("chat.message"))
-    subprocess.run(
-        [
-            "kcat",
-            "-P",
-            "-b",
-            BOOTSTRAP[0],
-            "-t",
-            kafka_topic,
-            "-k",
-            "C-KCAT",
-            "-H",
-            "ce_specversion=1.0",
-            "-H",
-            "ce_id=kcat-binary",
-            "-H",
-            "ce_source=/webchat",
-            "-H",
-            "ce_type=chat.message",
-            "-H",
-            "ce_subject=C-KCAT",
-            "-H",
-            "ce_time=2026-11-27T10:00:00+01:00",
-            "-H",
-            "content-type=application/json",
-        ],
-        input=data.encode(),
-        check=True,
-        timeout=30,
-    )
+    binary_headers = [
+        "ce_specversion=1.0",
+        "ce_id=kcat-binary",
+        "ce_source=/webchat",
+        "ce_type=chat.message",
+        "ce_subject=C-KCAT",
+        "ce_time=2026-11-27T10:00:00+01:00",
+        "content-type=application/json",
+    ]
+    kcat_publish(kafka_topic, data, binary_headers)
     wait_until(lambda: context(stack, "C-KCAT")["version"] == 2, what="both kcat events applied")
     timeline = context(stack, "C-KCAT")["timeline"]
     assert [e["id"] for e in timeline] == ["kcat-structured", "kcat-binary"]
