@@ -14,13 +14,20 @@ from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
 from api.problems import document_problems, install_problem_handlers
 from api.publisher import EventPublisher
-from api.routes import citizens, enquiries, events, health
+from api.routes import admin, audit, citizens, enquiries, events, health, rights, tickets
+from api.security.audit import Auditor
+from api.security.authentication import SecurityServices
+from api.security.hygiene import install_hygiene
+from api.security.openapi import document_security
+from api.security.rate_limit import RateLimiter
+from api.security.settings import SecuritySettings
+from api.security.tokens import TokenVerifier
 from api.settings import ApiSettings
 from api.state import AppState
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
 from context.settings import RedisSettings, SummarySettings, TimelineSettings, redis_client_options
-from context.store import ContextReader, PresenceStore
+from context.store import CitizenEraser, ContextReader, PresenceStore, RateLimitStore, TicketStore
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
 
@@ -32,6 +39,7 @@ def create_app(
     timeline: TimelineSettings | None = None,
     database: DatabaseSettings | None = None,
     kafka: KafkaSettings | None = None,
+    security: SecuritySettings | None = None,
 ) -> FastAPI:
     """Build the app; clients are created in the lifespan, never at import time."""
     api = api or ApiSettings()
@@ -39,6 +47,7 @@ def create_app(
     timeline = timeline or TimelineSettings()
     database = database or DatabaseSettings()
     kafka = kafka or KafkaSettings()
+    security = security or SecuritySettings()
 
     lifecycle = Lifecycle()
 
@@ -71,9 +80,28 @@ def create_app(
             lifecycle=lifecycle,
             settings=api,
         )
+        services = SecurityServices(
+            settings=security,
+            verifier=TokenVerifier(security),
+            engine=engine,
+            tickets=TicketStore(client, prefix=redis_settings.key_prefix),
+            limiter=RateLimiter(
+                RateLimitStore(client, prefix=redis_settings.key_prefix),
+                agent_rate=security.agent_rate,
+                key_rate=security.key_rate,
+            ),
+            auditor=Auditor(engine, pseudonym_key=security.pseudonym_key.get_secret_value()),
+        )
         try:
             yield AppState(
-                redis=client, reader=reader, hub=hub, engine=engine, publisher=publisher, streams=streams
+                redis=client,
+                reader=reader,
+                hub=hub,
+                engine=engine,
+                publisher=publisher,
+                streams=streams,
+                security=services,
+                eraser=CitizenEraser(client, prefix=redis_settings.key_prefix),
             )
         finally:
             # Streams still open (no drain before, e.g. in tests) are told to reconnect elsewhere.
@@ -95,10 +123,11 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.add_middleware(RequestMetricsMiddleware)
     install_problem_handlers(app)
+    install_hygiene(app, security)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_problems(FastAPI.openapi(app))
+            app.openapi_schema = document_security(document_problems(FastAPI.openapi(app)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -111,4 +140,8 @@ def create_app(
     app.include_router(citizens.router)
     app.include_router(events.router)
     app.include_router(enquiries.router)
+    app.include_router(tickets.router)
+    app.include_router(rights.router)
+    app.include_router(audit.router)
+    app.include_router(admin.router)
     return app

@@ -1,17 +1,19 @@
 """Dependencies: one-liners reading what the lifespan put in the connection's state."""
 
-from dataclasses import dataclass
 from typing import Annotated
 
 import redis.asyncio as aioredis
-from fastapi import Depends
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
 from api.publisher import EventPublisher
+from api.security.access import Decision
+from api.security.authentication import RateLimited, SecurityServices, Unauthenticated
+from api.security.principal import Caller
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
-from context.store import ContextReader
+from context.store import CitizenEraser, ContextReader
 
 
 def _redis(connection: HTTPConnection) -> "aioredis.Redis":
@@ -38,22 +40,33 @@ def _engine(connection: HTTPConnection) -> Engine:
     return connection.state.engine  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """Who is asking: an agent (or, later, an integrator's key)."""
-
-    id: str
-    kind: str
+def _eraser(connection: HTTPConnection) -> CitizenEraser:
+    return connection.state.eraser  # type: ignore[no-any-return]
 
 
-DEVELOPMENT_AGENT = "dev-agent"
+def _security(connection: HTTPConnection) -> SecurityServices:
+    return connection.state.security  # type: ignore[no-any-return]
 
 
-def _viewer(connection: HTTPConnection) -> Viewer:
-    # The authentication seam. Until tokens are verified, the caller names the agent they act for in
-    # `X-Agent-Id` (development only); every route already depends on this one function.
-    agent = connection.headers.get("x-agent-id", DEVELOPMENT_AGENT).strip()[:200] or DEVELOPMENT_AGENT
-    return Viewer(id=agent, kind="agent")
+async def _caller(request: Request) -> Caller:
+    """The authenticated caller, counted against their rate limit; 401 or 429 otherwise."""
+    security = _security(request)
+    try:
+        caller = await security.authenticate(request.headers)
+        await security.limit(caller)
+    except Unauthenticated as error:
+        raise HTTPException(401, str(error), headers={"WWW-Authenticate": "Bearer"}) from error
+    except RateLimited as error:
+        raise HTTPException(
+            429, "Too many requests; slow down.", headers={"Retry-After": str(error.retry_after_s)}
+        ) from error
+    return caller
+
+
+def require(decision: Decision) -> None:
+    """Stop the request with a 403 problem unless the decision allows it."""
+    if not decision.allowed:
+        raise HTTPException(403, decision.detail)
 
 
 RedisDep = Annotated["aioredis.Redis", Depends(_redis)]
@@ -62,4 +75,6 @@ HubDep = Annotated[ChangeHub, Depends(_hub)]
 EngineDep = Annotated[Engine, Depends(_engine)]
 PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
 StreamServicesDep = Annotated[StreamServices, Depends(_stream_services)]
-CurrentViewer = Annotated[Viewer, Depends(_viewer)]
+EraserDep = Annotated[CitizenEraser, Depends(_eraser)]
+SecurityDep = Annotated[SecurityServices, Depends(_security)]
+CurrentCaller = Annotated[Caller, Depends(_caller)]

@@ -6,9 +6,10 @@ import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from api.publisher import EventPublisher
+from api.security.authentication import SecurityServices
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
-from context.store import ContextReader
+from context.store import CitizenEraser, ContextReader
 
 
 class AppState(TypedDict):
@@ -20,3 +21,5 @@ class AppState(TypedDict):
     engine: Engine
     publisher: EventPublisher
     streams: StreamServices
+    security: SecurityServices
+    eraser: CitizenEraser

@@ -11,6 +11,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +23,7 @@ from pydantic import BaseModel
 from api.lifecycle import Lifecycle
 from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
 from api.settings import ApiSettings
-from api.streaming import ChangeHub, PresenceChanged, Resync, ShuttingDown, Subscription
+from api.streaming import ChangeHub, Erased, PresenceChanged, Resync, ShuttingDown, Subscription
 from context.store import ContextReader, PresenceStore
 from models.context import CitizenContext, ContextChange
 from models.events import CloudEvent
@@ -45,6 +46,11 @@ CLOSE_LIFETIME = 4001
 CLOSE_INVALID_CITIZEN = 4400
 CLOSE_UNKNOWN_ENQUIRY = 4404
 CLOSE_ENQUIRY_ENDED = 4410
+CLOSE_CITIZEN_ERASED = 4411
+CLOSE_REASONS = {4401: "credential expired", 4403: "access revoked", 4410: "enquiry ended"}
+
+# Asked every few seconds by an open stream: None while its access holds, else the close code.
+AccessCheck = Callable[[], Awaitable[int | None]]
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,12 @@ class StreamSession:
         viewer_id: str,
         services: StreamServices,
         enquiry_id: str | None = None,
+        access_check: AccessCheck | None = None,
+        access_check_s: float = 5.0,
     ) -> None:
         self._ws = websocket
+        self._access_check = access_check
+        self._access_check_s = access_check_s
         self._citizen = citizen_id
         self._viewer = viewer_id
         self._services = services
@@ -149,6 +159,7 @@ class StreamSession:
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
         ends_at = time.monotonic() + lifetime
         next_heartbeat = time.monotonic() + settings.stream_heartbeat_s
+        next_check = time.monotonic() + self._access_check_s
         while True:
             now = time.monotonic()
             if now >= ends_at:
@@ -157,11 +168,23 @@ class StreamSession:
             if now >= next_heartbeat:
                 await self._heartbeat()
                 next_heartbeat = now + settings.stream_heartbeat_s
-            item = await subscription.get(min(next_heartbeat, ends_at) - time.monotonic())
+            if self._access_check is not None and now >= next_check:
+                # Access can end while the stream is open: the enquiry completed elsewhere, the token
+                # expired, the key was revoked. The stream ends with it.
+                code = await self._access_check()
+                if code is not None:
+                    await self._ws.close(code=code, reason=CLOSE_REASONS.get(code, "access ended"))
+                    return
+                next_check = now + self._access_check_s
+            wake = min(next_heartbeat, ends_at, next_check if self._access_check else ends_at)
+            item = await subscription.get(wake - time.monotonic())
             if item is None:
                 continue
             if isinstance(item, ShuttingDown):
                 await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
+                return
+            if isinstance(item, Erased):
+                await self._ws.close(code=CLOSE_CITIZEN_ERASED, reason="citizen erased")
                 return
             if isinstance(item, PresenceChanged):
                 await self._send_presence()

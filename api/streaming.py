@@ -41,9 +41,14 @@ class ShuttingDown:
     """This process is shutting down: tell the client to reconnect elsewhere, then close."""
 
 
+class Erased:
+    """The citizen's data was erased: there is nothing left to show."""
+
+
 PRESENCE_CHANGED: Final = PresenceChanged()
 SHUTTING_DOWN: Final = ShuttingDown()
-StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown
+ERASED: Final = Erased()
+StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown | Erased
 
 
 class Subscription:
@@ -170,9 +175,13 @@ class ChangeHub:
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
             return
-        item: StreamItem = (
-            PRESENCE_CHANGED if message.get("presence") else ContextChange.model_validate(message)
-        )
+        item: StreamItem
+        if message.get("presence"):
+            item = PRESENCE_CHANGED
+        elif message.get("erased"):
+            item = ERASED
+        else:
+            item = ContextChange.model_validate(message)
         for subscription in list(watchers):
             subscription.offer(item)
 

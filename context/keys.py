@@ -71,6 +71,10 @@ class CitizenKeys:
             self.profile_stamps,
         ]
 
+    def erasable(self) -> list[str]:
+        """Every key that holds anything of the citizen (an erasure removes them all)."""
+        return [*self.all(), self.identifiers, presence_key(self.prefix, self.citizen_id)]
+
     def for_snapshot(self) -> list[str]:
         """The keys the snapshot script reads, in its order."""
         return [self.timeline, self.events, self.meta, self.facts, self.profile]
@@ -111,3 +115,13 @@ def epoch_key(prefix: str) -> str:
 def changes_channel(prefix: str) -> str:
     """The pub/sub channel every change is published on; each API process subscribes once."""
     return f"{prefix}:changes"
+
+
+def stream_ticket_key(prefix: str, ticket_digest: str) -> str:
+    """A single-use stream ticket, by the SHA-256 of the ticket (the ticket itself is never stored)."""
+    return f"{prefix}:stream-ticket:{ticket_digest}"
+
+
+def rate_limit_prefix(prefix: str) -> str:
+    """Where the rate limiter keeps its counters."""
+    return f"{prefix}:rate"

@@ -7,6 +7,7 @@ from context.identity import IdentifierKind, taught_identifiers
 from context.profile import profile_fields
 from context.summary import fact_of
 from models.events import CloudEvent
+from models.taxonomy import ERASURE_TYPE
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class EventWrite:
     fact: str = ""
     profile: dict[str, str] = field(default_factory=dict)
     identifiers: list[tuple[IdentifierKind, str]] = field(default_factory=list)
+    erase: bool = False  # the citizen asked to be forgotten: remove everything, keep nothing of this
 
     @property
     def citizen_id(self) -> str:
@@ -26,6 +28,8 @@ class EventWrite:
 
 def plan_write(event: CloudEvent, *, default_region: str) -> EventWrite:
     """What `event` (already resolved to a citizen) writes: itself, its fact, profile fields, identifiers."""
+    if event.type == ERASURE_TYPE:
+        return EventWrite(event=event, erase=True)
     fact = fact_of(event)
     return EventWrite(
         event=event,

@@ -1,5 +1,6 @@
 """All Redis commands of the project: the atomic write path, identity lookups and consistent reads."""
 
+import hashlib
 import json
 import secrets
 import time
@@ -20,7 +21,9 @@ from context.keys import (
     generation_pattern,
     identifier_key,
     presence_key,
+    rate_limit_prefix,
     redriven_key,
+    stream_ticket_key,
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
@@ -33,6 +36,9 @@ _APPLY_EVENT = files("context").joinpath("apply_event.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text()
+_ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
+_FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
+_RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -67,6 +73,8 @@ class ProjectionWriter:
         self._timeline = timeline
         self._apply = client.register_script(_APPLY_EVENT)
         self._teach = client.register_script(_TEACH_IDENTIFIER)
+        self._erase = client.register_script(_ERASE_CITIZEN)
+        self._forget = client.register_script(_FORGET_IDENTIFIER)
 
     @property
     def client(self) -> "redis.Redis":
@@ -127,6 +135,13 @@ class ProjectionWriter:
         if not writes:
             return []
         epoch = epoch or self.current_epoch()
+        # An erasure cuts the batch: what came before it is applied first, then erased with the rest.
+        cut = next((index for index, write in enumerate(writes) if write.erase), None)
+        if cut is not None:
+            results = self.apply_batch(writes[:cut], epoch=epoch, now=now, publish=publish)
+            self.erase(writes[cut].citizen_id, epoch=epoch, publish=publish)
+            results.append(ApplyResult(applied=True, version=0))
+            return results + self.apply_batch(writes[cut + 1 :], epoch=epoch, now=now, publish=publish)
         cutoff = age_cutoff(now=now or datetime.now(UTC), max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
         channel = changes_channel(self._prefix) if publish else ""
@@ -171,6 +186,13 @@ class ProjectionWriter:
         self._keep_identifiers_alive({write.citizen_id for write in writes}, epoch=epoch, expiry=expiry)
         return results
 
+    def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
+        """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""
+        plan = _Erasure(self._prefix, epoch, citizen_id, publish=publish)
+        for key in plan.identifier_keys(cast(set[str], self._client.smembers(plan.keys.identifiers))):
+            self._forget(keys=[key], args=[citizen_id])
+        return int(self._erase(keys=plan.keys.erasable(), args=plan.args))
+
     def _keep_identifiers_alive(self, citizens: set[str], *, epoch: str, expiry: int) -> None:
         """Extend the identifier entries of active citizens: they expire with the citizen, not before."""
         ordered = sorted(citizens)
@@ -186,6 +208,52 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expire(identifier_key(self._prefix, epoch, kind, value), expiry)
         pipe.execute()
+
+
+@dataclass(frozen=True)
+class _Erasure:
+    """The keys and script arguments of one citizen's erasure (shared by the sync and async stores)."""
+
+    prefix: str
+    epoch: str
+    citizen_id: str
+    publish: bool = True
+
+    @property
+    def keys(self) -> CitizenKeys:
+        return CitizenKeys(self.prefix, self.epoch, self.citizen_id)
+
+    @property
+    def args(self) -> list[str]:
+        message = json.dumps({"citizen_id": self.citizen_id, "epoch": self.epoch, "erased": True})
+        return [changes_channel(self.prefix) if self.publish else "", message]
+
+    def identifier_keys(self, members: Iterable[str]) -> list[str]:
+        keys = []
+        for member in members:
+            kind, _, value = member.partition(":")
+            keys.append(identifier_key(self.prefix, self.epoch, kind, value))
+        return keys
+
+
+class CitizenEraser:
+    """Erases a citizen from the served generation at once (the API, on a citizen's request)."""
+
+    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._erase = client.register_script(_ERASE_CITIZEN)
+        self._forget = client.register_script(_FORGET_IDENTIFIER)
+
+    async def erase(self, citizen_id: str) -> int:
+        """Remove everything held about the citizen in the served generation; how many keys existed."""
+        epoch = cast(str | None, await self._client.get(epoch_key(self._prefix)))
+        if epoch is None:
+            return 0
+        plan = _Erasure(self._prefix, epoch, citizen_id)
+        for key in plan.identifier_keys(cast(set[str], await self._client.smembers(plan.keys.identifiers))):
+            await self._forget(keys=[key], args=[citizen_id])
+        return int(await self._erase(keys=plan.keys.erasable(), args=plan.args))
 
 
 def _pairs(mapping: dict[str, str]) -> Iterator[str]:
@@ -303,6 +371,22 @@ class ContextReader:
         value = await self._client.hget(CitizenKeys(self._prefix, epoch, citizen_id).meta, "version")
         return int(value or 0)
 
+    async def identifiers(self, citizen_id: str, *, epoch: str) -> list[str]:
+        """The identifiers ("kind:value") that find the citizen, sorted."""
+        found = await self._client.smembers(CitizenKeys(self._prefix, epoch, citizen_id).identifiers)
+        return sorted(cast(set[str], found))
+
+    async def whole_timeline(self, citizen_id: str, *, epoch: str) -> list[CloudEvent]:
+        """Every event held for the citizen, newest first (an export; timelines are capped)."""
+        events: list[CloudEvent] = []
+        below = None
+        while True:
+            page = await self.timeline_slice(citizen_id, epoch=epoch, below=below, count=500)
+            events.extend(event for _position, event in page)
+            if len(page) < 500:
+                return events
+            below = page[-1][0]
+
     async def lookup(self, kind: IdentifierKind, value: str) -> str | None:
         """The citizen a normalised identifier belongs to, if the index knows it."""
         epoch = await self.current_epoch()
@@ -379,3 +463,38 @@ class RedriveLog:
         """Record `positions` as redriven."""
         if positions:
             self._client.sadd(self._key, *positions)
+
+
+class TicketStore:
+    """Single-use stream tickets: stored for seconds under their digest, taken at most once."""
+
+    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+
+    def _key(self, ticket: str) -> str:
+        return stream_ticket_key(self._prefix, hashlib.sha256(ticket.encode()).hexdigest())
+
+    async def issue(self, ticket: str, payload: str, *, ttl_s: int) -> None:
+        """Store a new ticket's payload for `ttl_s` seconds."""
+        await self._client.set(self._key(ticket), payload, ex=ttl_s, nx=True)
+
+    async def take(self, ticket: str) -> str | None:
+        """The ticket's payload, once: the ticket is gone afterwards (GETDEL is atomic)."""
+        return cast(str | None, await self._client.getdel(self._key(ticket)))
+
+
+class RateLimitStore:
+    """Rate limits shared by every API process (GCRA, one Redis key per caller)."""
+
+    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._script = client.register_script(_RATE_LIMIT)
+
+    async def take(self, caller_key: str, *, interval_us: int, tolerance_us: int) -> float:
+        """Count one request; 0 when allowed, else the seconds to wait before the next one is."""
+        wait = await self._script(
+            keys=[f"{rate_limit_prefix(self._prefix)}:{caller_key}"], args=[interval_us, tolerance_us]
+        )
+        return int(wait) / 1_000_000

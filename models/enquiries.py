@@ -1,12 +1,11 @@
 """The enquiry API's own models (the table is `models.tables.Enquiry`)."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Self
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from models.events import CitizenId
-from models.tables import EnquiryStatus
+from models.tables import EnquiryStatus, StoredTime
 
 Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
@@ -47,16 +46,10 @@ class EnquiryPublic(BaseModel):
     channel: str
     agent_id: str
     status: EnquiryStatus
-    started_at: datetime
-    completed_at: datetime | None = None
+    started_at: StoredTime
+    completed_at: StoredTime | None = None
     outcome: str | None = None
     notes: str | None = None
-
-    @field_validator("started_at", "completed_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        # SQLite hands timestamps back without their zone; they were written in UTC.
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class EnquiryList(BaseModel):

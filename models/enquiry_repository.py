@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from models.tables import Enquiry, EnquiryStatus
@@ -44,3 +44,31 @@ def claim_completion(session: Session, *, enquiry_id: str, outcome: str, notes: 
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return session.get(Enquiry, enquiry_id, populate_existing=True)
+
+
+def holding_enquiry(session: Session, *, agent_id: str, citizen_id: str) -> Enquiry | None:
+    """The agent's most recent active enquiry for this citizen, if any."""
+    statement = (
+        select(Enquiry)
+        .where(
+            Enquiry.agent_id == agent_id,
+            Enquiry.citizen_id == citizen_id,
+            Enquiry.status == EnquiryStatus.active,
+        )
+        .order_by(col(Enquiry.started_at).desc())
+        .limit(1)
+    )
+    return session.exec(statement).first()
+
+
+def citizen_enquiries(session: Session, *, citizen_id: str) -> list[Enquiry]:
+    """Every enquiry about a citizen, oldest first (for an export)."""
+    statement = select(Enquiry).where(Enquiry.citizen_id == citizen_id).order_by(col(Enquiry.started_at))
+    return list(session.exec(statement))
+
+
+def delete_citizen_enquiries(session: Session, *, citizen_id: str) -> int:
+    """Remove every enquiry about a citizen (an erasure); returns how many."""
+    result = session.execute(delete(Enquiry).where(col(Enquiry.citizen_id) == citizen_id))
+    session.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -2,7 +2,9 @@
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
+from pydantic import AfterValidator
 from sqlalchemy import DateTime
 from sqlmodel import Field, SQLModel
 
@@ -10,6 +12,15 @@ from sqlmodel import Field, SQLModel
 def utc_now() -> datetime:
     """The current time, timezone-aware."""
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored timestamp, timezone-aware (SQLite hands them back without their zone; they are UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+# A timestamp read from SQL, as the API shows it: always with its zone.
+StoredTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class AgentRole(StrEnum):
@@ -62,3 +73,51 @@ class Enquiry(EnquiryBase, table=True):
     completed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     outcome: str | None = Field(default=None, max_length=64)
     notes: str | None = Field(default=None, max_length=4000)
+
+
+class ApiKey(SQLModel, table=True):
+    """An integrator's API key. Only a hash of the secret is stored; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    client: str = Field(index=True, max_length=100)
+    secret_hash: str = Field(max_length=64)
+    scopes: str = Field(max_length=500, description="Space-separated scopes.")
+    created_at: datetime = Field(default_factory=utc_now, sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class AuditAction(StrEnum):
+    """What was done with a citizen's data."""
+
+    context_read = "context.read"
+    timeline_read = "timeline.read"
+    stream_opened = "stream.opened"
+    lookup = "lookup"
+    export = "export"
+    erasure = "erasure"
+
+
+class AuditRecord(SQLModel, table=True):
+    """One access to a citizen's data. Append-only (the database refuses updates and deletes).
+
+    The citizen is named by a keyed pseudonym, never their id: an erasure leaves the trail intact and
+    nothing in it that names the person.
+    """
+
+    __tablename__ = "audit_records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utc_now, sa_type=DateTime(timezone=True), index=True)
+    actor_kind: str = Field(max_length=16)
+    actor_id: str = Field(index=True, max_length=200)
+    actor_role: str = Field(max_length=32, description="agent, supervisor, admin, or the key's client.")
+    action: AuditAction = Field(index=True)
+    outcome: str = Field(max_length=16, description="allowed or denied.")
+    citizen: str | None = Field(default=None, index=True, max_length=64, description="Pseudonym.")
+    enquiry_id: str | None = Field(default=None, max_length=36)
+    reason: str | None = Field(default=None, max_length=500)
+    client_address: str | None = Field(default=None, max_length=64)

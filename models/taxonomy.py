@@ -195,6 +195,19 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 }
 
 
+class CitizenErased(EventData):
+    """A citizen's data was erased at their request (published by this project, never by others).
+
+    It is not shown in any timeline: applying it removes everything held about the citizen, and because
+    it stays in the topic, a rebuild that replays the citizen's earlier events removes them again.
+    """
+
+
+ERASURE_TYPE = "citizen.erased"
+# Types only Citizen Context publishes; REST ingestion refuses them.
+RESERVED_TYPES = frozenset({ERASURE_TYPE})
+
+
 def parse_data(event_type: str, data: Any) -> EventData | None:
     """`data` as its type's model (raises pydantic.ValidationError); None for a type not in the taxonomy."""
     model = EVENT_TYPES.get(event_type)

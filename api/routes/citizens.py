@@ -2,14 +2,15 @@
 
 import hashlib
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from api.deps import CurrentViewer, ReaderDep, StreamServicesDep
+from api.deps import CurrentCaller, ReaderDep, SecurityDep, StreamServicesDep, require
 from api.problems import Problem, problem_response
+from api.security import access, gate
 from api.stream_session import CLOSE_INVALID_CITIZEN, Resume, StreamSession
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
@@ -18,12 +19,27 @@ from context.store import TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
 from models.events import CITIZEN_ID_PATTERN, CloudEvent
+from models.tables import AuditAction
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 
 CitizenIdPath = Annotated[
     str, Path(pattern=CITIZEN_ID_PATTERN, description="The citizen's id.", examples=["C-100234"])
 ]
+AccessReason = Annotated[
+    str | None,
+    Header(
+        alias="X-Access-Reason",
+        max_length=access.MAX_REASON,
+        description="Why a supervisor views a citizen without an enquiry; recorded in the audit trail.",
+    ),
+]
+# Every route reading a citizen answers these, besides its own.
+ACCESS_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+    403: {"model": Problem, "description": "No active enquiry for the citizen, no reason, or no scope."},
+    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
+}
 MAX_PAGE = 200
 # How many events one round trip reads while filling a filtered page.
 SCAN_STEP = 100
@@ -68,6 +84,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
     response_model=LookupResult,
     summary="Find a citizen by phone number, email or case reference",
     responses={
+        **ACCESS_PROBLEMS,
         404: {"model": Problem, "description": "No citizen is known for the identifier."},
         422: {"model": Problem, "description": "Not exactly one identifier, or a malformed one."},
     },
@@ -75,12 +92,19 @@ def _matches(if_none_match: str, etag: str) -> bool:
 async def lookup(
     request: Request,
     reader: ReaderDep,
-    viewer: CurrentViewer,
+    caller: CurrentCaller,
+    security: SecurityDep,
     phone: Annotated[str | None, Query(max_length=40, examples=["07700 900123"])] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
     case: Annotated[str | None, Query(max_length=64)] = None,
 ) -> LookupResult | JSONResponse:
     """Resolve one identifier to a citizen id, for a desktop that only knows the caller's number."""
+    decision = access.lookup_identifier(caller)
+    if not decision.allowed:
+        await security.auditor.record(
+            caller, AuditAction.lookup, decision, citizen_id=None, client_address=_address(request)
+        )
+        require(decision)
     given = [
         (IdentifierKind(name), value)
         for name, value in (("phone", phone), ("email", email), ("case", case))
@@ -94,6 +118,9 @@ async def lookup(
     except InvalidIdentifier as error:
         return problem_response(request, 422, f"The {kind.value} is not valid: {error}.")
     citizen = await reader.lookup(kind, value)
+    await security.auditor.record(
+        caller, AuditAction.lookup, decision, citizen_id=citizen, client_address=_address(request)
+    )
     if citizen is None:
         return problem_response(request, 404, f"No citizen is known for this {kind.value}.")
     return LookupResult(citizen_id=citizen, kind=kind, value=value)
@@ -104,19 +131,24 @@ async def lookup(
     response_model=CitizenContext,
     summary="A citizen's context",
     responses={
+        **ACCESS_PROBLEMS,
         304: {"description": "Unchanged since the `ETag` given in `If-None-Match`."},
         422: {"model": Problem, "description": "The citizen id is not valid."},
         503: {"model": Problem, "description": "The context store is unavailable."},
     },
 )
 async def get_context(
+    request: Request,
     citizen_id: CitizenIdPath,
     reader: ReaderDep,
-    viewer: CurrentViewer,
+    caller: CurrentCaller,
+    security: SecurityDep,
     response: Response,
+    reason: AccessReason = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> CitizenContext | Response:
     """Profile, summary, the newest page of the timeline, version and epoch. Unknown citizens are empty."""
+    await _authorise(request, security, caller, citizen_id, AuditAction.context_read, reason)
     context = await reader.context(citizen_id)
     etag = _etag(context)
     if if_none_match and _matches(if_none_match, etag):
@@ -130,6 +162,7 @@ async def get_context(
     response_model=TimelinePage,
     summary="Page back through a citizen's timeline",
     responses={
+        **ACCESS_PROBLEMS,
         410: {"model": Problem, "description": "The cursor is from before a rebuild; start again."},
         422: {"model": Problem, "description": "A parameter or the cursor is not valid."},
     },
@@ -138,7 +171,9 @@ async def get_timeline(
     request: Request,
     citizen_id: CitizenIdPath,
     reader: ReaderDep,
-    viewer: CurrentViewer,
+    caller: CurrentCaller,
+    security: SecurityDep,
+    reason: AccessReason = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str | None, Query(max_length=2000)] = None,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
@@ -147,6 +182,7 @@ async def get_timeline(
     until: AwareDatetime | None = None,
 ) -> TimelinePage | JSONResponse:
     """Newest first; `next_cursor` walks back through the whole timeline with no gap and no repeat."""
+    await _authorise(request, security, caller, citizen_id, AuditAction.timeline_read, reason)
     epoch = await reader.current_epoch()
     below = None
     if cursor:
@@ -187,15 +223,63 @@ async def stream_context(
     websocket: WebSocket,
     citizen_id: str,
     services: StreamServicesDep,
-    viewer: CurrentViewer,
+    security: SecurityDep,
     epoch: str | None = None,
     version: int | None = None,
 ) -> None:
-    """A snapshot (or, given the `epoch` and `version` last seen, just what was missed), then every change."""
-    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
-    await websocket.accept()
+    """A snapshot (or, given the `epoch` and `version` last seen, just what was missed), then every change.
+
+    Authenticate with `?ticket=` (from `POST /v1/stream-tickets`) or the `bearer.<credential>` subprotocol.
+    """
+    accepted = await gate.accept_stream(websocket, security)
+    if accepted is None:
+        return
+    caller, reason = accepted
     if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
         await websocket.close(code=CLOSE_INVALID_CITIZEN, reason="invalid citizen id")
         return
+    decision = await gate.authorise_citizen_read(
+        security,
+        caller,
+        citizen_id=citizen_id,
+        action=AuditAction.stream_opened,
+        reason=reason,
+        client_address=_address(websocket),
+    )
+    if await gate.refuse_stream(websocket, decision):
+        return
     resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
-    await StreamSession(websocket, citizen_id=citizen_id, viewer_id=viewer.id, services=services).run(resume)
+    session = StreamSession(
+        websocket,
+        citizen_id=citizen_id,
+        viewer_id=caller.id,
+        services=services,
+        enquiry_id=decision.enquiry_id,
+        access_check=lambda: gate.lapsed(security, caller, decision),
+        access_check_s=security.settings.access_check_s,
+    )
+    await session.run(resume)
+
+
+def _address(connection: Request | WebSocket) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+async def _authorise(
+    request: Request,
+    security: SecurityDep,
+    caller: CurrentCaller,
+    citizen_id: str,
+    action: AuditAction,
+    reason: str | None,
+) -> None:
+    require(
+        await gate.authorise_citizen_read(
+            security,
+            caller,
+            citizen_id=citizen_id,
+            action=action,
+            reason=reason,
+            client_address=_address(request),
+        )
+    )

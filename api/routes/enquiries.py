@@ -4,9 +4,18 @@ from fastapi import APIRouter, Path, Request, Response, WebSocket, status
 from fastapi.responses import JSONResponse
 
 from api import enquiries
-from api.deps import CurrentViewer, EngineDep, PublisherDep, ReaderDep, StreamServicesDep
+from api.deps import (
+    CurrentCaller,
+    EngineDep,
+    PublisherDep,
+    ReaderDep,
+    SecurityDep,
+    StreamServicesDep,
+    require,
+)
 from api.problems import Problem, problem_response
 from api.publisher import PublishUnavailable
+from api.security import access, gate
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
 from context.settings import IdentitySettings
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
@@ -16,10 +25,12 @@ router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
 
 EnquiryIdPath = Path(max_length=36, description="The enquiry's id.")
 PROBLEMS: dict[int | str, dict[str, object]] = {
-    403: {"model": Problem, "description": "The enquiry is another agent's."},
+    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+    403: {"model": Problem, "description": "Not an agent, or the enquiry is another agent's."},
     404: {"model": Problem, "description": "No such enquiry, or no citizen known for the identifier."},
     409: {"model": Problem, "description": "The enquiry is already completed."},
     422: {"model": Problem, "description": "The request is not valid."},
+    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
     503: {"model": Problem, "description": "A store (Redis, Kafka) is unavailable; retry."},
 }
 
@@ -39,15 +50,16 @@ async def start_enquiry(
     request: Request,
     body: EnquiryCreate,
     response: Response,
-    viewer: CurrentViewer,
+    caller: CurrentCaller,
     engine: EngineDep,
     reader: ReaderDep,
 ) -> EnquiryPublic | JSONResponse:
     """Start an enquiry for a citizen named by id, phone number, email or case reference."""
+    require(access.handle_enquiries(caller))
     try:
         enquiry = await enquiries.start_enquiry(
             body,
-            agent_id=viewer.id,
+            agent_id=caller.id,
             engine=engine,
             reader=reader,
             default_region=IdentitySettings().default_region,
@@ -59,21 +71,24 @@ async def start_enquiry(
 
 
 @router.get("", response_model=EnquiryList, summary="My active enquiries", responses=PROBLEMS)
-async def my_enquiries(viewer: CurrentViewer, engine: EngineDep) -> EnquiryList:
+async def my_enquiries(caller: CurrentCaller, engine: EngineDep) -> EnquiryList:
     """The calling agent's active enquiries, newest first."""
-    found = await enquiries.active_enquiries(agent_id=viewer.id, engine=engine)
+    require(access.handle_enquiries(caller))
+    found = await enquiries.active_enquiries(agent_id=caller.id, engine=engine)
     return EnquiryList(enquiries=[EnquiryPublic.model_validate(e, from_attributes=True) for e in found])
 
 
 @router.get("/{enquiry_id}", response_model=EnquiryPublic, summary="One enquiry", responses=PROBLEMS)
 async def get_enquiry(
-    request: Request, viewer: CurrentViewer, engine: EngineDep, enquiry_id: str = EnquiryIdPath
+    request: Request, caller: CurrentCaller, engine: EngineDep, enquiry_id: str = EnquiryIdPath
 ) -> EnquiryPublic | JSONResponse:
-    """One enquiry."""
+    """One enquiry: for its own agent, or a supervisor."""
+    require(access.handle_enquiries(caller))
     try:
         enquiry = await enquiries.find_enquiry(enquiry_id, engine=engine)
     except enquiries.EnquiryProblem as error:
         return _problem(request, error)
+    require(access.view_enquiry(caller, owns=enquiry.agent_id == caller.id))
     return EnquiryPublic.model_validate(enquiry, from_attributes=True)
 
 
@@ -83,15 +98,16 @@ async def get_enquiry(
 async def complete_enquiry(
     request: Request,
     body: EnquiryComplete,
-    viewer: CurrentViewer,
+    caller: CurrentCaller,
     engine: EngineDep,
     publisher: PublisherDep,
     enquiry_id: str = EnquiryIdPath,
 ) -> EnquiryPublic | JSONResponse:
     """Complete the enquiry with an outcome and notes; an `enquiry.completed` event joins the timeline."""
+    require(access.handle_enquiries(caller))
     try:
         enquiry = await enquiries.complete_enquiry(
-            enquiry_id, body, agent_id=viewer.id, engine=engine, publisher=publisher
+            enquiry_id, body, agent_id=caller.id, engine=engine, publisher=publisher
         )
     except enquiries.EnquiryProblem as error:
         return _problem(request, error)
@@ -107,18 +123,32 @@ async def stream_enquiry(
     websocket: WebSocket,
     enquiry_id: str,
     services: StreamServicesDep,
-    viewer: CurrentViewer,
+    security: SecurityDep,
     engine: EngineDep,
     epoch: str | None = None,
     version: int | None = None,
 ) -> None:
-    """The stream of the enquiry's citizen; it closes (4410) once the enquiry is completed."""
-    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
-    await websocket.accept()
+    """The stream of the enquiry's citizen; it closes (4410) once the enquiry is completed.
+
+    Authenticate with `?ticket=` (from `POST /v1/stream-tickets`) or the `bearer.<credential>` subprotocol.
+    """
+    accepted = await gate.accept_stream(websocket, security)
+    if accepted is None:
+        return
+    caller, reason = accepted
     try:
         enquiry = await enquiries.find_enquiry(enquiry_id[:36], engine=engine)
     except enquiries.EnquiryProblem:
         await websocket.close(code=CLOSE_UNKNOWN_ENQUIRY, reason="no such enquiry")
+        return
+    decision = await gate.authorise_enquiry_stream(
+        security,
+        caller,
+        enquiry=enquiry,
+        reason=reason,
+        client_address=websocket.client.host if websocket.client else None,
+    )
+    if await gate.refuse_stream(websocket, decision):
         return
     if enquiry.status is EnquiryStatus.completed:
         await websocket.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
@@ -127,8 +157,10 @@ async def stream_enquiry(
     session = StreamSession(
         websocket,
         citizen_id=enquiry.citizen_id,
-        viewer_id=viewer.id,
+        viewer_id=caller.id,
         services=services,
         enquiry_id=enquiry.id,
+        access_check=lambda: gate.lapsed(security, caller, decision),
+        access_check_s=security.settings.access_check_s,
     )
     await session.run(resume)

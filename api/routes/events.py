@@ -8,12 +8,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentViewer, PublisherDep
+from api.deps import CurrentCaller, PublisherDep, require
 from api.problems import Problem, problem_response
 from api.publisher import PublishUnavailable
+from api.security import access
 from context.settings import IdentitySettings
 from events.codec import InvalidEvent, judge
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
+from models.taxonomy import RESERVED_TYPES
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -62,6 +64,8 @@ class Accepted(BaseModel):
         }
     },
     responses={
+        401: {"model": Problem, "description": "Not signed in, or the key is invalid, revoked or expired."},
+        403: {"model": Problem, "description": "The key lacks the events:write scope."},
         413: {
             "model": Problem,
             "description": "The body is larger than 1 MiB or the batch has over 500 events.",
@@ -71,15 +75,18 @@ class Accepted(BaseModel):
             "model": Problem,
             "description": "An event breaks the contract; none of the batch was published.",
         },
+        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
         503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
     },
 )
-async def publish_events(request: Request, publisher: PublisherDep, viewer: CurrentViewer) -> JSONResponse:
+async def publish_events(request: Request, publisher: PublisherDep, caller: CurrentCaller) -> JSONResponse:
     """Validate the events against the contract and publish them to Kafka (all of them, or none).
 
     A single CloudEvent (`application/cloudevents+json`), a batch (`application/cloudevents-batch+json`), or
     either as `application/json`. Publishing the same event again is harmless: the projection keeps it once.
+    Needs a key with the `events:write` scope.
     """
+    require(access.publish_events(caller))
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in {STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE, "application/json"}:
         return problem_response(
@@ -136,7 +143,14 @@ def _judge_all(documents: list[Any]) -> tuple[list[CloudEvent], list[dict[str, A
             )
             continue
         try:
-            events.append(judge(document, default_region=region))
+            event = judge(document, default_region=region)
         except InvalidEvent as error:
             errors.append({"location": f"body[{index}]", "reason": error.reason, "message": error.detail})
+            continue
+        if event.type in RESERVED_TYPES:
+            # Only the API itself records an erasure (DELETE /v1/citizens/{id}, with its own scope).
+            message = f"{event.type} is reserved to Citizen Context"
+            errors.append({"location": f"body[{index}]", "reason": "reserved-type", "message": message})
+            continue
+        events.append(event)
     return events, errors

@@ -9,7 +9,21 @@ from ops.logging import configure_logging
 from ops.processes import ServiceError
 
 
-@click.group()
+class _Group(click.Group):
+    """Settings that fail validation end the command with their message, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from pydantic import ValidationError
+
+        try:
+            return super().invoke(ctx)
+        except ValidationError as error:
+            problems = "; ".join(f"{item['msg']}" for item in error.errors())
+            click.secho(f"error: invalid {error.title}: {problems}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
 @click.option("--log-level", default="INFO", show_default=True, help="Log level of this process.")
 def main(log_level: str) -> None:
     """Citizen Context: each citizen's recent interactions, live, for the agent handling their enquiry."""

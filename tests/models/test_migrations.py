@@ -18,8 +18,8 @@ def test_migrations_create_the_schema_and_are_idempotent(sql_database: DatabaseS
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     finally:
         engine.dispose()
-    assert {"agents", "enquiries", "alembic_version"} <= tables
-    assert revision == "0002"
+    assert {"agents", "enquiries", "api_keys", "audit_records", "alembic_version"} <= tables
+    assert revision == "0003"
 
 
 def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:

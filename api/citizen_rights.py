@@ -1,0 +1,102 @@
+"""A citizen's rights: a copy of everything held about them, and erasure that a rebuild cannot undo."""
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.publisher import EventPublisher
+from api.security.audit import Auditor
+from context.store import CitizenEraser, ContextReader
+from models import audit_repository, enquiry_repository
+from models.audit_repository import AuditFilter
+from models.enquiries import EnquiryPublic
+from models.events import CloudEvent
+from models.rights import CitizenExport, ErasureReceipt, RecordedView
+from models.taxonomy import ERASURE_TYPE
+
+ERASURE_SOURCE = "/citizen-context/privacy"
+
+
+async def export_citizen(
+    citizen_id: str, *, reader: ContextReader, engine: Engine, auditor: Auditor
+) -> CitizenExport:
+    """Everything held about the citizen, in Redis and SQL, and every recorded view of it."""
+    context = await reader.context(citizen_id)
+    timeline = await reader.whole_timeline(citizen_id, epoch=context.epoch) if context.epoch else []
+    identifiers = await reader.identifiers(citizen_id, epoch=context.epoch) if context.epoch else []
+    pseudonym = auditor.pseudonym(citizen_id)
+
+    def from_sql() -> tuple[list[EnquiryPublic], list[RecordedView]]:
+        with Session(engine) as session:
+            enquiries = [
+                EnquiryPublic.model_validate(enquiry, from_attributes=True)
+                for enquiry in enquiry_repository.citizen_enquiries(session, citizen_id=citizen_id)
+            ]
+            views = [
+                RecordedView.model_validate(record, from_attributes=True)
+                for record in audit_repository.iterate_records(session, where=AuditFilter(citizen=pseudonym))
+            ]
+        return enquiries, views
+
+    enquiries, views = await run_in_threadpool(from_sql)
+    return CitizenExport(
+        citizen_id=citizen_id,
+        generated_at=datetime.now(UTC),
+        epoch=context.epoch,
+        version=context.version,
+        profile=context.profile,
+        summary=context.summary,
+        timeline=timeline,
+        identifiers=identifiers,
+        enquiries=enquiries,
+        views=views,
+    )
+
+
+def erasure_event(citizen_id: str, *, at: datetime) -> CloudEvent:
+    """The `citizen.erased` record: it stays in the topic, so replaying the citizen's past erases it again."""
+    return CloudEvent(
+        specversion="1.0",
+        id=f"erasure-{uuid.uuid4()}",
+        source=ERASURE_SOURCE,
+        type=ERASURE_TYPE,
+        subject=citizen_id,
+        time=at,
+        datacontenttype="application/json",
+        data={"channel": "system", "summary": "The citizen's data was erased at their request."},
+    )
+
+
+async def erase_citizen(
+    citizen_id: str,
+    *,
+    publisher: EventPublisher,
+    eraser: CitizenEraser,
+    engine: Engine,
+    auditor: Auditor,
+) -> ErasureReceipt:
+    """Record the erasure in Kafka first (so no rebuild brings the citizen back), then erase Redis and SQL.
+
+    Each step can be repeated: a retry after a failure publishes another erasure record (harmless) and
+    finds less to remove.
+    """
+    at = datetime.now(UTC)
+    event = erasure_event(citizen_id, at=at)
+    await run_in_threadpool(publisher.publish_all, [event])
+    keys_removed = await eraser.erase(citizen_id)
+
+    def from_sql() -> int:
+        with Session(engine) as session:
+            return enquiry_repository.delete_citizen_enquiries(session, citizen_id=citizen_id)
+
+    enquiries_removed = await run_in_threadpool(from_sql)
+    return ErasureReceipt(
+        citizen=auditor.pseudonym(citizen_id),
+        erased_at=at,
+        erasure_event_id=event.id,
+        keys_removed=keys_removed,
+        enquiries_removed=enquiries_removed,
+    )

@@ -1,0 +1,97 @@
+"""Administration over REST: integrators' API keys (the CLI does the same from a shell)."""
+
+from datetime import timedelta
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentCaller, EngineDep, require
+from api.problems import Problem, problem_response
+from api.security import access, api_keys
+from api.security.api_keys import IssuedKey, KeyProblem
+from models.security import ApiKeyCreate, ApiKeyIssued, ApiKeyList, ApiKeyPublic, ApiKeyRotate
+from models.tables import ApiKey
+
+router = APIRouter(prefix="/v1/admin/api-keys", tags=["admin"])
+
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+    403: {"model": Problem, "description": "Only admins manage API keys."},
+    404: {"model": Problem, "description": "No such key (or it is revoked or expired)."},
+    409: {"model": Problem, "description": "The client already holds two keys; revoke one first."},
+    422: {"model": Problem, "description": "The request is not valid."},
+    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
+}
+
+
+def public(record: ApiKey) -> ApiKeyPublic:
+    """A key as shown: never its secret (which is not held anyway)."""
+    return ApiKeyPublic(
+        id=record.id,
+        client=record.client,
+        scopes=sorted(api_keys.scopes_of(record)),
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        last_used_at=record.last_used_at,
+        revoked_at=record.revoked_at,
+    )
+
+
+def issued(new: IssuedKey) -> ApiKeyIssued:
+    """A new key, with its secret, shown this once."""
+    return ApiKeyIssued(**public(new.record).model_dump(), key=new.key)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyIssued, responses=PROBLEMS)
+async def create_key(
+    request: Request, body: ApiKeyCreate, caller: CurrentCaller, engine: EngineDep
+) -> ApiKeyIssued | JSONResponse:
+    """Create a key; its secret is in this response only."""
+    require(access.manage_keys(caller))
+    try:
+        new = await run_in_threadpool(
+            api_keys.create_key,
+            engine,
+            client=body.client,
+            scopes=body.scopes,
+            ttl=timedelta(days=body.expires_in_days),
+        )
+    except KeyProblem as error:
+        return problem_response(request, error.status, error.detail)
+    return issued(new)
+
+
+@router.get("", response_model=ApiKeyList, responses=PROBLEMS)
+async def list_keys(caller: CurrentCaller, engine: EngineDep, client: str | None = None) -> ApiKeyList:
+    """Every key (of one client), newest first, without secrets."""
+    require(access.manage_keys(caller))
+    records = await run_in_threadpool(api_keys.list_keys, engine, client=client)
+    return ApiKeyList(keys=[public(record) for record in records])
+
+
+@router.post(
+    "/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=ApiKeyIssued, responses=PROBLEMS
+)
+async def rotate_key(
+    request: Request, key_id: str, caller: CurrentCaller, engine: EngineDep, body: ApiKeyRotate | None = None
+) -> ApiKeyIssued | JSONResponse:
+    """A successor key with the same scopes; the old one keeps working for `grace_s`, then expires."""
+    require(access.manage_keys(caller))
+    grace = timedelta(seconds=(body or ApiKeyRotate()).grace_s)
+    try:
+        new = await run_in_threadpool(api_keys.rotate_key, engine, key_id=key_id[:32], grace=grace)
+    except KeyProblem as error:
+        return problem_response(request, error.status, error.detail)
+    return issued(new)
+
+
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
+async def revoke_key(request: Request, key_id: str, caller: CurrentCaller, engine: EngineDep) -> Response:
+    """Revoke a key now: its requests are refused and its open streams close (4403)."""
+    require(access.manage_keys(caller))
+    try:
+        await run_in_threadpool(api_keys.revoke_key, engine, key_id=key_id[:32])
+    except KeyProblem as error:
+        return problem_response(request, error.status, error.detail)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,84 @@
+"""The audit trail over REST: filtered pages, or the whole selection as JSON Lines."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CurrentCaller, EngineDep, SecurityDep, require
+from api.problems import Problem
+from api.security import access
+from models import audit_repository
+from models.audit_repository import AuditFilter
+from models.security import AuditPage, AuditRecordPublic
+from models.tables import AuditAction
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+JSON_LINES = "application/x-ndjson"
+MAX_PAGE = 1000
+
+
+@router.get(
+    "",
+    response_model=AuditPage,
+    summary="Read the audit trail",
+    responses={
+        200: {"content": {JSON_LINES: {"schema": {"type": "string"}}}},
+        401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+        403: {"model": Problem, "description": "Needs the admin role or the audit:read scope."},
+        422: {"model": Problem, "description": "A filter is not valid."},
+        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
+    },
+)
+async def read_audit(
+    request: Request,
+    caller: CurrentCaller,
+    security: SecurityDep,
+    engine: EngineDep,
+    citizen_id: Annotated[
+        str | None, Query(max_length=128, description="Only this citizen's records.")
+    ] = None,
+    actor: Annotated[str | None, Query(max_length=200, description="Only this agent's or key's.")] = None,
+    action: AuditAction | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    after: Annotated[int, Query(ge=0, description="Records after this id (paging).")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    format: Annotated[str, Query(pattern="^(json|jsonl)$", description="`jsonl`: all of it.")] = "json",
+) -> AuditPage | StreamingResponse:
+    """Oldest first. `format=jsonl` (or `Accept: application/x-ndjson`) exports every matching record.
+
+    Citizens are named by pseudonym; filter by `citizen_id` and the pseudonym is computed for you.
+    For admins, or keys with `audit:read`.
+    """
+    require(access.read_audit(caller))
+    where = AuditFilter(
+        citizen=security.auditor.pseudonym(citizen_id) if citizen_id else None,
+        actor_id=actor,
+        action=action,
+        since=since,
+        until=until,
+        after_id=after,
+    )
+    if format == "jsonl" or JSON_LINES in request.headers.get("accept", ""):
+        return StreamingResponse(_json_lines(engine, where), media_type=JSON_LINES)
+
+    def read() -> list[AuditRecordPublic]:
+        with Session(engine) as session:
+            records = audit_repository.read_records(session, where=where, limit=limit)
+            return [AuditRecordPublic.model_validate(record, from_attributes=True) for record in records]
+
+    records = await run_in_threadpool(read)
+    return AuditPage(records=records, next_after=records[-1].id if len(records) == limit else None)
+
+
+def _json_lines(engine: EngineDep, where: AuditFilter) -> Iterator[str]:
+    # A sync generator: Starlette runs it in a thread, one page of records at a time.
+    with Session(engine) as session:
+        for record in audit_repository.iterate_records(session, where=where):
+            yield AuditRecordPublic.model_validate(record, from_attributes=True).model_dump_json() + "\n"

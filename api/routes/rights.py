@@ -1,0 +1,127 @@
+"""A citizen's rights over REST: a copy of everything held (export), and erasure."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import citizen_rights
+from api.deps import CurrentCaller, EngineDep, EraserDep, PublisherDep, ReaderDep, SecurityDep, require
+from api.problems import Problem, problem_response
+from api.publisher import PublishUnavailable
+from api.routes.citizens import AccessReason, CitizenIdPath
+from api.security import access
+from api.security.access import Decision
+from api.security.authentication import SecurityServices
+from api.security.principal import Caller
+from models.rights import CitizenExport, ErasureReceipt
+from models.tables import AuditAction
+
+router = APIRouter(prefix="/v1/citizens", tags=["citizen rights"])
+
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+    403: {"model": Problem, "description": "Needs the admin role or the key's scope."},
+    422: {"model": Problem, "description": "The citizen id is not valid."},
+    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
+    503: {"model": Problem, "description": "A store (Redis, Kafka, SQL) is unavailable; retry."},
+}
+
+
+async def _decide(
+    request: Request,
+    security: SecurityServices,
+    caller: Caller,
+    decision: Decision,
+    *,
+    action: AuditAction,
+    citizen_id: str,
+    reason: str | None,
+) -> None:
+    if decision.allowed and reason:
+        decision = Decision(allowed=True, reason=reason.strip()[: access.MAX_REASON] or None)
+    await security.auditor.record(
+        caller,
+        action,
+        decision,
+        citizen_id=citizen_id,
+        client_address=request.client.host if request.client else None,
+    )
+    require(decision)
+
+
+@router.get(
+    "/{citizen_id}/export",
+    response_model=CitizenExport,
+    summary="Everything held about a citizen (right of access)",
+    responses=PROBLEMS,
+)
+async def export_citizen(
+    request: Request,
+    citizen_id: CitizenIdPath,
+    caller: CurrentCaller,
+    security: SecurityDep,
+    reader: ReaderDep,
+    engine: EngineDep,
+    reason: AccessReason = None,
+) -> CitizenExport:
+    """Timeline, profile, summary, identifiers, enquiries, and every recorded view (this one included).
+
+    For admins, or keys with `citizens:export`.
+    """
+    await _decide(
+        request,
+        security,
+        caller,
+        access.export_citizen(caller),
+        action=AuditAction.export,
+        citizen_id=citizen_id,
+        reason=reason,
+    )
+    return await citizen_rights.export_citizen(
+        citizen_id, reader=reader, engine=engine, auditor=security.auditor
+    )
+
+
+@router.delete(
+    "/{citizen_id}",
+    response_model=ErasureReceipt,
+    summary="Erase a citizen (right to erasure)",
+    responses=PROBLEMS,
+)
+async def erase_citizen(
+    request: Request,
+    citizen_id: CitizenIdPath,
+    caller: CurrentCaller,
+    security: SecurityDep,
+    publisher: PublisherDep,
+    eraser: EraserDep,
+    engine: EngineDep,
+    reason: AccessReason = None,
+) -> ErasureReceipt | JSONResponse:
+    """Remove the citizen from Redis and SQL, and record the erasure in Kafka so no rebuild restores them.
+
+    The audit trail keeps its records, which name the citizen by pseudonym only. For admins, or keys with
+    `citizens:erase`. Open streams of the citizen close (4411).
+    """
+    await _decide(
+        request,
+        security,
+        caller,
+        access.erase_citizen(caller),
+        action=AuditAction.erasure,
+        citizen_id=citizen_id,
+        reason=reason,
+    )
+    try:
+        return await citizen_rights.erase_citizen(
+            citizen_id,
+            publisher=publisher,
+            eraser=eraser,
+            engine=engine,
+            auditor=security.auditor,
+        )
+    except PublishUnavailable:
+        response = problem_response(
+            request, 503, "Kafka did not record the erasure; nothing was erased. Retry."
+        )
+        response.headers["Retry-After"] = "2"
+        return response

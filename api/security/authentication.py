@@ -1,0 +1,147 @@
+"""From a request's credentials to a `Caller`: bearer tokens, API keys, and single-use stream tickets.
+
+Browsers cannot set headers on a WebSocket, and URLs end up in logs, so a stream proves its caller with
+either a ticket (obtained over authenticated REST, valid for seconds, usable once) or the credential in
+the subprotocol header (`bearer.<token or key>`), never with a lasting secret in its URL.
+"""
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+
+from api.security import api_keys
+from api.security.audit import Auditor
+from api.security.principal import Caller, Scope
+from api.security.rate_limit import RateLimiter
+from api.security.settings import SecuritySettings
+from api.security.tokens import InvalidToken, TokenVerifier
+from context.store import TicketStore
+from models.tables import AgentRole
+
+SUBPROTOCOL = "citizen-context.v1"
+BEARER_SUBPROTOCOL = "bearer."
+
+
+class Unauthenticated(Exception):
+    """No credential, or one that proves nothing; the message is safe to show the caller."""
+
+
+class RateLimited(Exception):
+    """Too many requests; retry after `retry_after_s`."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("too many requests")
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+
+
+@dataclass
+class SecurityServices:
+    """What authentication and authorisation need from the process."""
+
+    settings: SecuritySettings
+    verifier: TokenVerifier
+    engine: Engine
+    tickets: TicketStore
+    limiter: RateLimiter
+    auditor: Auditor
+
+    async def authenticate(self, headers: Headers) -> Caller:
+        """The caller a request's `Authorization: Bearer` or `X-API-Key` header proves."""
+        key = headers.get("x-api-key")
+        if key:
+            return await self._from_credential(key.strip())
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and credential.strip():
+            return await self._from_credential(credential.strip())
+        raise Unauthenticated("Sign in: send a bearer token (Authorization) or an API key (X-API-Key).")
+
+    async def authenticate_stream(
+        self, *, ticket: str | None, subprotocols: list[str]
+    ) -> tuple[Caller, str | None]:
+        """The caller (and any stated reason) a WebSocket proves by its ticket or its subprotocol."""
+        if ticket:
+            payload = await self.tickets.take(ticket[:200])
+            if payload is None:
+                raise Unauthenticated("The stream ticket is unknown, used or expired.")
+            caller, reason = _caller_from_ticket(payload)
+            if caller.expires_at is not None and caller.expires_at <= _now():
+                raise Unauthenticated("The credential behind the ticket has expired.")
+            return caller, reason
+        for offered in subprotocols:
+            if offered.startswith(BEARER_SUBPROTOCOL):
+                return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), None
+        raise Unauthenticated("Open the stream with a ticket or a bearer subprotocol.")
+
+    async def _from_credential(self, credential: str) -> Caller:
+        try:
+            if credential.startswith(f"{api_keys.PREFIX}_"):
+                return await run_in_threadpool(api_keys.authenticate_key, self.engine, credential)
+            if self.verifier.fetches_keys:
+                return await run_in_threadpool(self.verifier.verify, credential)
+            return self.verifier.verify(credential)
+        except InvalidToken as error:
+            raise Unauthenticated(f"Not signed in: {error.reason}.") from error
+        except api_keys.InvalidKey as error:
+            raise Unauthenticated(f"Not signed in: {error}.") from error
+
+    async def limit(self, caller: Caller) -> None:
+        """Count the request against the caller's rate; RateLimited when over it."""
+        wait = await self.limiter.wait_s(caller)
+        if wait > 0:
+            raise RateLimited(wait)
+
+    async def issue_ticket(self, caller: Caller, *, reason: str | None) -> str:
+        """A single-use ticket that opens one stream as `caller`, within the ticket lifetime."""
+        ticket = secrets.token_urlsafe(32)
+        await self.tickets.issue(
+            ticket, _ticket_payload(caller, reason), ttl_s=self.settings.stream_ticket_ttl_s
+        )
+        return ticket
+
+    async def lapse(self, caller: Caller) -> str | None:
+        """Why the caller's credential no longer holds ("expired", "revoked"), or None while it does."""
+        if caller.expires_at is not None and caller.expires_at <= _now():
+            return "expired"
+        if caller.is_agent:
+            return None  # a token holds until it expires
+        return await run_in_threadpool(api_keys.lapse, self.engine, key_id=caller.id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ticket_payload(caller: Caller, reason: str | None) -> str:
+    document: dict[str, Any] = {
+        "kind": caller.kind,
+        "id": caller.id,
+        "roles": sorted(role.value for role in caller.roles),
+        "scopes": sorted(scope.value for scope in caller.scopes),
+        "name": caller.name,
+        "client": caller.client,
+        "expires_at": caller.expires_at.isoformat() if caller.expires_at else None,
+        "reason": reason,
+    }
+    return json.dumps(document)
+
+
+def _caller_from_ticket(payload: str) -> tuple[Caller, str | None]:
+    document = json.loads(payload)
+    expires = document.get("expires_at")
+    caller = Caller(
+        kind=document["kind"],
+        id=document["id"],
+        roles=frozenset(AgentRole(role) for role in document["roles"]),
+        scopes=frozenset(Scope(scope) for scope in document["scopes"]),
+        name=document["name"],
+        client=document["client"],
+        expires_at=datetime.fromisoformat(expires) if expires else None,
+    )
+    return caller, document.get("reason")

@@ -1,0 +1,113 @@
+"""The checks in front of a citizen's data: decide, record the decision, and keep checking open streams."""
+
+from fastapi import WebSocket
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.security import access
+from api.security.access import Decision
+from api.security.authentication import SUBPROTOCOL, RateLimited, SecurityServices, Unauthenticated
+from api.security.principal import Caller
+from models import enquiry_repository
+from models.tables import AuditAction, Enquiry, EnquiryStatus
+
+# Why an open stream is closed when its access lapses (documented with the other close codes).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_ACCESS_ENDED = 4410
+
+
+async def authorise_citizen_read(
+    security: SecurityServices,
+    caller: Caller,
+    *,
+    citizen_id: str,
+    action: AuditAction,
+    reason: str | None,
+    client_address: str | None,
+) -> Decision:
+    """May `caller` read this citizen now? The answer, allowed or not, is recorded in the audit trail."""
+    held = None
+    if caller.is_agent:
+
+        def find() -> str | None:
+            with Session(security.engine) as session:
+                enquiry = enquiry_repository.holding_enquiry(
+                    session, agent_id=caller.id, citizen_id=citizen_id
+                )
+                return enquiry.id if enquiry else None
+
+        held = await run_in_threadpool(find)
+    decision = access.read_citizen(caller, held_enquiry=held, reason=reason)
+    await security.auditor.record(
+        caller, action, decision, citizen_id=citizen_id, client_address=client_address
+    )
+    return decision
+
+
+async def lapsed(security: SecurityServices, caller: Caller, decision: Decision) -> int | None:
+    """The close code for a stream whose access no longer holds, or None while it does."""
+    lapse = await security.lapse(caller)
+    if lapse is not None:
+        return CLOSE_UNAUTHENTICATED if lapse == "expired" else CLOSE_FORBIDDEN
+    if decision.enquiry_id is None:
+        return None
+    enquiry_id = decision.enquiry_id
+
+    def active() -> bool:
+        with Session(security.engine) as session:
+            enquiry = enquiry_repository.get_enquiry(session, enquiry_id=enquiry_id)
+            return enquiry is not None and enquiry.status is EnquiryStatus.active
+
+    return None if await run_in_threadpool(active) else CLOSE_ACCESS_ENDED
+
+
+CLOSE_RATE_LIMITED = 4429
+
+
+async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tuple[Caller, str | None] | None:
+    """Accept the WebSocket and authenticate it; None (the socket closed with the code) when it fails."""
+    offered = websocket.scope.get("subprotocols") or []
+    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    try:
+        caller, reason = await security.authenticate_stream(
+            ticket=websocket.query_params.get("ticket"), subprotocols=list(offered)
+        )
+        await security.limit(caller)
+    except Unauthenticated:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
+        return None
+    except RateLimited:
+        await websocket.close(code=CLOSE_RATE_LIMITED, reason="too many requests")
+        return None
+    return caller, reason or websocket.query_params.get("reason")
+
+
+async def refuse_stream(websocket: WebSocket, decision: Decision) -> bool:
+    """Close the stream as forbidden unless the decision allows it; True when it was refused."""
+    if decision.allowed:
+        return False
+    await websocket.close(code=CLOSE_FORBIDDEN, reason="forbidden")
+    return True
+
+
+async def authorise_enquiry_stream(
+    security: SecurityServices,
+    caller: Caller,
+    *,
+    enquiry: Enquiry,
+    reason: str | None,
+    client_address: str | None,
+) -> Decision:
+    """May `caller` follow this enquiry's stream? Recorded like any read of the citizen."""
+    owns = caller.is_agent and caller.id == enquiry.agent_id
+    decision = access.follow_enquiry(caller, enquiry_id=enquiry.id, owns=owns, reason=reason)
+    await security.auditor.record(
+        caller,
+        AuditAction.stream_opened,
+        decision,
+        citizen_id=enquiry.citizen_id,
+        client_address=client_address,
+    )
+    return decision

@@ -1,0 +1,170 @@
+"""Agents' bearer tokens (JWT): verified against keys chosen by `kid`, so signing keys rotate freely.
+
+Keys come from three places, all active at once: shared secrets (HS256, small deployments), public keys
+(PEM), and an identity provider's JWKS URL, fetched and cached (PyJWT's client fetches again when it
+meets a `kid` it does not know, which is how a provider's rotation reaches us without a restart).
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from api.security.principal import Caller
+from api.security.settings import SecuritySettings
+from models.tables import AgentRole
+
+# Each kind of key admits only its own algorithms: a public key must never be taken as an HMAC secret.
+_RSA_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+_EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
+
+
+class InvalidToken(Exception):
+    """The token proves nothing; `reason` is safe to show the caller."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Key:
+    key: Any
+    algorithms: list[str]
+
+
+class TokenVerifier:
+    """Checks signature, `exp`, `nbf`, `iss` and `aud`, and turns the claims into a `Caller`."""
+
+    def __init__(self, settings: SecuritySettings) -> None:
+        self._settings = settings
+        self._keys: dict[str, _Key] = {
+            kid: _Key(secret.get_secret_value().encode(), ["HS256"])
+            for kid, secret in settings.jwt_secrets.items()
+        }
+        for kid, pem in settings.jwt_public_keys.items():
+            self._keys[kid] = _public_key(pem)
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_s, timeout=5)
+            if settings.jwks_url
+            else None
+        )
+
+    @property
+    def fetches_keys(self) -> bool:
+        """True when verifying may fetch from the JWKS URL (blocking I/O: call it from a thread)."""
+        return self._jwks is not None
+
+    def verify(self, token: str) -> Caller:
+        """The agent the token proves, or InvalidToken."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise InvalidToken("the token is not a JWT") from error
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("the token names no key (kid)")
+        key = self._key(kid)
+        settings = self._settings
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=key.algorithms,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+                leeway=settings.clock_skew_s,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise InvalidToken("the token has expired") from error
+        except jwt.ImmatureSignatureError as error:
+            raise InvalidToken("the token is not valid yet") from error
+        except jwt.InvalidAudienceError as error:
+            raise InvalidToken("the token is for another audience") from error
+        except jwt.InvalidIssuerError as error:
+            raise InvalidToken("the token is from another issuer") from error
+        except jwt.PyJWTError as error:
+            raise InvalidToken("the token is not valid") from error
+        return _caller(claims, roles_claim=settings.roles_claim)
+
+    def _key(self, kid: str) -> _Key:
+        known = self._keys.get(kid)
+        if known is not None:
+            return known
+        if self._jwks is not None:
+            try:
+                signing = self._jwks.get_signing_key(kid)
+            except jwt.PyJWKClientConnectionError as error:
+                raise InvalidToken("the identity provider's keys could not be fetched") from error
+            except jwt.PyJWKClientError as error:
+                raise InvalidToken("the token's key is not known (rotated out?)") from error
+            algorithm = signing.algorithm_name
+            return _Key(signing.key, [algorithm] if algorithm else _RSA_ALGORITHMS + _EC_ALGORITHMS)
+        raise InvalidToken("the token's key is not known (rotated out?)")
+
+
+def _public_key(pem: str) -> _Key:
+    key = load_pem_public_key(pem.encode())
+    if isinstance(key, rsa.RSAPublicKey):
+        return _Key(key, _RSA_ALGORITHMS)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return _Key(key, _EC_ALGORITHMS)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return _Key(key, ["EdDSA"])
+    raise ValueError(f"unsupported public key type {type(key).__name__}")
+
+
+def _caller(claims: dict[str, Any], *, roles_claim: str) -> Caller:
+    found: Any = claims
+    for part in roles_claim.split("."):
+        found = found.get(part) if isinstance(found, dict) else None
+    granted = found if isinstance(found, list) else [found] if isinstance(found, str) else []
+    roles = frozenset(AgentRole(role) for role in granted if role in AgentRole.__members__)
+    expires = claims.get("exp")
+    return Caller(
+        kind="agent",
+        id=str(claims["sub"])[:200],
+        roles=roles,
+        name=str(claims.get("name") or "")[:200],
+        expires_at=datetime.fromtimestamp(expires, UTC) if isinstance(expires, int | float) else None,
+        token_id=str(claims.get("jti") or ""),
+    )
+
+
+class DevelopmentOnly(Exception):
+    """Refused outside a development set-up."""
+
+
+def mint_development_token(
+    settings: SecuritySettings,
+    *,
+    agent_id: str,
+    roles: list[AgentRole],
+    name: str = "",
+    ttl: timedelta = timedelta(hours=8),
+) -> str:
+    """A token signed with the development key; refuses to run outside development settings."""
+    if not settings.development:
+        raise DevelopmentOnly("`citizen-context token` only runs with development settings")
+    kid = settings.development_signing_kid
+    secret = settings.jwt_secrets.get(kid)
+    if secret is None:
+        raise DevelopmentOnly(f"no signing secret is configured for kid {kid!r}")
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": agent_id,
+        "name": name or agent_id,
+        "roles": [role.value for role in roles],
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256", headers={"kid": kid})

@@ -1,0 +1,48 @@
+"""A citizen's rights: a copy of everything held, and erasure."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from models.context import Profile, Summary
+from models.enquiries import EnquiryPublic
+from models.events import CloudEvent
+from models.tables import StoredTime
+
+
+class RecordedView(BaseModel):
+    """Someone who viewed (or was refused) the citizen's data."""
+
+    at: StoredTime
+    actor_kind: str
+    actor_id: str
+    actor_role: str
+    action: str
+    outcome: str
+    enquiry_id: str | None
+    reason: str | None
+
+
+class CitizenExport(BaseModel):
+    """Everything Citizen Context holds about one citizen, and who has viewed it."""
+
+    citizen_id: str
+    generated_at: datetime
+    epoch: str
+    version: int
+    profile: Profile
+    summary: Summary
+    timeline: list[CloudEvent] = Field(description="Every event held, newest first.")
+    identifiers: list[str] = Field(description="Identifiers that find the citizen (kind:value).")
+    enquiries: list[EnquiryPublic]
+    views: list[RecordedView] = Field(description="The audit trail of the citizen, this export included.")
+
+
+class ErasureReceipt(BaseModel):
+    """What an erasure removed; the citizen is named by their pseudonym only."""
+
+    citizen: str = Field(description="The citizen's pseudonym, as the audit trail names them.")
+    erased_at: datetime
+    erasure_event_id: str = Field(description="The `citizen.erased` event recorded in Kafka.")
+    keys_removed: int
+    enquiries_removed: int

@@ -1,0 +1,163 @@
+"""`citizen-context token` (development sign-in) and `citizen-context keys` (integrators' API keys)."""
+
+import re
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import click
+
+from ops.cli.root import main
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Engine
+
+    from api.security.api_keys import IssuedKey
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `8h`, `90d` -> a timedelta."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r}: expected a number and a unit, e.g. 90s, 15m, 8h, 90d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@main.command()
+@click.option("--agent", "agent_id", default="dev-agent", show_default=True, help="The agent id (`sub`).")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(["agent", "supervisor", "admin"]),
+    default=("agent",),
+    show_default=True,
+    help="A role to grant (repeat for several).",
+)
+@click.option("--name", default="", help="The agent's display name.")
+@click.option("--ttl", default="8h", show_default=True, help="How long the token is valid (e.g. 15m, 8h).")
+def token(agent_id: str, roles: tuple[str, ...], name: str, ttl: str) -> None:
+    """Print a development token for an agent; refuses to run outside development settings."""
+    from api.security.settings import SecuritySettings
+    from api.security.tokens import DevelopmentOnly, mint_development_token
+    from models.tables import AgentRole
+
+    try:
+        minted = mint_development_token(
+            SecuritySettings(),
+            agent_id=agent_id,
+            roles=[AgentRole(role) for role in roles],
+            name=name,
+            ttl=parse_duration(ttl),
+        )
+    except DevelopmentOnly as error:
+        click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(1)
+    click.echo(minted)
+
+
+@main.group()
+def keys() -> None:
+    """Integrators' API keys: create, list, rotate, revoke."""
+
+
+def _engine() -> "Engine":
+    from models.database import DatabaseSettings, create_db_engine, migrate
+
+    settings = DatabaseSettings()
+    migrate(settings)
+    return create_db_engine(settings)
+
+
+def _report(issue: "Callable[[Engine], IssuedKey]") -> None:
+    """Run a key operation that issues a key, and print the key once, with how to use it."""
+    from api.security.api_keys import KeyProblem
+
+    engine = _engine()
+    try:
+        issued = issue(engine)
+    except KeyProblem as error:
+        click.secho(f"error: {error.detail}", fg="red", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    record = issued.record
+    click.echo(f"id:      {record.id}\nclient:  {record.client}\nscopes:  {record.scopes}")
+    click.echo(f"expires: {record.expires_at:%Y-%m-%d %H:%M:%S%z}")
+    click.echo(f"key:     {issued.key}")
+    click.secho("Shown once: only its hash is stored. Send it as the X-API-Key header.", err=True)
+
+
+@keys.command("create")
+@click.option("--client", required=True, help="Who the key is for (e.g. crm-plugin).")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["events:write", "context:read", "citizens:export", "citizens:erase", "audit:read"]),
+    help="A scope to grant (repeat for several).",
+)
+@click.option("--expires-in", default="90d", show_default=True, help="Lifetime (e.g. 30d).")
+def keys_create(client: str, scopes: tuple[str, ...], expires_in: str) -> None:
+    """Create a key and print it once; only its hash is stored."""
+    from api.security import api_keys
+    from models.security import Scope
+
+    _report(
+        lambda engine: api_keys.create_key(
+            engine, client=client, scopes=[Scope(scope) for scope in scopes], ttl=parse_duration(expires_in)
+        )
+    )
+
+
+@keys.command("rotate")
+@click.argument("key_id")
+@click.option("--grace", default="24h", show_default=True, help="How long the old key keeps working.")
+def keys_rotate(key_id: str, grace: str) -> None:
+    """Create the successor of KEY_ID (same client and scopes) and print it once."""
+    from api.security import api_keys
+
+    _report(lambda engine: api_keys.rotate_key(engine, key_id=key_id, grace=parse_duration(grace)))
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke KEY_ID now."""
+    from api.security import api_keys
+
+    engine = _engine()
+    try:
+        api_keys.revoke_key(engine, key_id=key_id)
+    except api_keys.KeyProblem as error:
+        click.secho(f"error: {error.detail}", fg="red", err=True)
+        sys.exit(1)
+    finally:
+        engine.dispose()
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("list")
+@click.option("--client", default=None, help="Only this client's keys.")
+def keys_list(client: str | None) -> None:
+    """List keys (never their secrets)."""
+    from api.security import api_keys
+
+    engine = _engine()
+    try:
+        records = api_keys.list_keys(engine, client=client)
+    finally:
+        engine.dispose()
+    click.echo(f"{'id':<17} {'client':<20} {'expires':<26} {'last used':<26} {'revoked':<8} scopes")
+    for record in records:
+        click.echo(
+            f"{record.id:<17} {record.client:<20} {record.expires_at:%Y-%m-%d %H:%M:%S%z}"
+            f"{'':<2} {f'{record.last_used_at:%Y-%m-%d %H:%M:%S}' if record.last_used_at else '-':<26}"
+            f" {'yes' if record.revoked_at else 'no':<8} {record.scopes}"
+        )
