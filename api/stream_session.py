@@ -112,10 +112,14 @@ class StreamSession:
                 try:
                     await self._serve(subscription, resume)
                 finally:
+                    # Shielded: a handler cancelled as its client goes (test clients, server shutdown)
+                    # must still say goodbye, or the others would see this viewer until its entry expires.
+                    leave = services.presence.leave(
+                        self._citizen, viewer_id=self._viewer, connection_id=self._connection
+                    )
+                    # (Cancellation still propagates; the shielded goodbye completes on its own.)
                     with contextlib.suppress(Exception):
-                        await services.presence.leave(
-                            self._citizen, viewer_id=self._viewer, connection_id=self._connection
-                        )
+                        await asyncio.shield(leave)
         finally:
             STREAMS_OPEN.dec()
             services.lifecycle.stream_closed()

@@ -33,6 +33,11 @@ from models.database import DatabaseSettings, migrate
 from ops.servers import RedisServer, postgres_url
 from ops.settings import ServicesSettings
 
+# Tests fire requests far faster than any agent; the rate-limit tests set their own limits. Project
+# processes the tests start inherit this too.
+os.environ.setdefault("CITIZEN_CONTEXT_SECURITY_AGENT_RATE", "100000/second")
+os.environ.setdefault("CITIZEN_CONTEXT_SECURITY_KEY_RATE", "100000/second")
+
 # The machines are shared and noisy: Hypothesis's timing checks would fail tests for the machine's load,
 # not for the code. Correctness checks stay on.
 hypothesis_settings.register_profile(

@@ -13,6 +13,7 @@ from events.deadletter import read_dead_letters
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
 from models.events import CloudEvent
+from tests import access
 from tests.conftest import Stack, wait_until
 from tests.factories import make_event, next_message
 
@@ -25,7 +26,9 @@ def producer() -> Iterator[KafkaProducer]:
 
 
 def context_of(stack: Stack, citizen_id: str) -> dict[str, object]:
-    response = httpx.get(f"{stack.api_url}/v1/citizens/{citizen_id}/context", params={}, timeout=5)
+    response = httpx.get(
+        f"{stack.api_url}/v1/citizens/{citizen_id}/context", headers=access.supervisor(), params={}, timeout=5
+    )
     assert response.status_code == 200
     body: dict[str, object] = response.json()
     return body
@@ -44,7 +47,7 @@ def test_an_event_travels_from_kafka_to_rest_and_a_live_stream(
     stack.api()
     citizen = "C-E2E-1"
     url = stack.api_url.replace("http", "ws", 1) + f"/v1/citizens/{citizen}/stream"
-    with ws_client.connect(url, open_timeout=5) as websocket:
+    with ws_client.connect(additional_headers=access.supervisor(), uri=url, open_timeout=5) as websocket:
         snapshot = next_message(websocket, "snapshot")
         assert snapshot["type"] == "snapshot"
         assert snapshot["context"]["version"] == 0
@@ -107,7 +110,9 @@ def test_restarting_the_consumer_mid_stream_loses_and_duplicates_nothing(
             key=lambda e: e.time,
             reverse=True,
         )
-        timeline = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5).json()
+        timeline = httpx.get(
+            f"{stack.api_url}/v1/citizens/{citizen}/context", headers=access.supervisor(), timeout=5
+        ).json()
         assert timeline["version"] == len(expected)
         assert [e["id"] for e in timeline["timeline"]] == [e.id for e in expected][:50]
 

@@ -63,9 +63,12 @@ class SecurityServices:
         raise Unauthenticated("Sign in: send a bearer token (Authorization) or an API key (X-API-Key).")
 
     async def authenticate_stream(
-        self, *, ticket: str | None, subprotocols: list[str]
+        self, *, ticket: str | None, subprotocols: list[str], headers: Headers
     ) -> tuple[Caller, str | None]:
-        """The caller (and any stated reason) a WebSocket proves by its ticket or its subprotocol."""
+        """The caller (and any stated reason) a WebSocket proves: its ticket, subprotocol or headers.
+
+        Headers serve clients that can set them (services, tests); browsers use a ticket or the subprotocol.
+        """
         if ticket:
             payload = await self.tickets.take(ticket[:200])
             if payload is None:
@@ -74,10 +77,11 @@ class SecurityServices:
             if caller.expires_at is not None and caller.expires_at <= _now():
                 raise Unauthenticated("The credential behind the ticket has expired.")
             return caller, reason
+        reason = headers.get("x-access-reason")
         for offered in subprotocols:
             if offered.startswith(BEARER_SUBPROTOCOL):
-                return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), None
-        raise Unauthenticated("Open the stream with a ticket or a bearer subprotocol.")
+                return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), reason
+        return await self.authenticate(headers), reason
 
     async def _from_credential(self, credential: str) -> Caller:
         try:

@@ -72,7 +72,7 @@ async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tup
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     try:
         caller, reason = await security.authenticate_stream(
-            ticket=websocket.query_params.get("ticket"), subprotocols=list(offered)
+            ticket=websocket.query_params.get("ticket"), subprotocols=list(offered), headers=websocket.headers
         )
         await security.limit(caller)
     except Unauthenticated:

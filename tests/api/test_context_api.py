@@ -10,6 +10,7 @@ from api.app import create_app
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
+from tests import access
 from tests.conftest import wait_until
 from tests.factories import make_event, writes_for
 
@@ -17,7 +18,7 @@ from tests.factories import make_event, writes_for
 @pytest.fixture
 def client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[TestClient]:
     app = create_app(redis_settings=redis_settings, database=database_settings)
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=access.supervisor()) as test_client:
         wait_until(lambda: test_client.get("/readyz").status_code == 200, what="readiness", timeout_s=10)
         yield test_client
 
@@ -37,7 +38,9 @@ def test_healthz_and_readyz(client: TestClient) -> None:
 
 def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings) -> None:
     unreachable = RedisSettings(url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(redis_settings=unreachable, database=database_settings)) as client:
+    with TestClient(
+        create_app(redis_settings=unreachable, database=database_settings), headers=access.supervisor()
+    ) as client:
         ready = client.get("/readyz")
         context = client.get("/v1/citizens/C-1/context")
     assert ready.status_code == 503
@@ -118,7 +121,7 @@ def test_an_unexpected_error_is_a_500_problem_and_its_text_is_not_logged(
     async def boom(citizen_id: str) -> None:
         raise RuntimeError(f"personal data of {citizen_id}")
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, headers=access.supervisor()) as client:
         response = client.get("/boom/C-SECRET-1")
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"

@@ -17,6 +17,7 @@ from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, migrate
+from tests import access
 from tests.conftest import topic_records
 from tests.factories import example_data, make_event, writes_for
 
@@ -34,7 +35,7 @@ def client(
     redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str
 ) -> Iterator[TestClient]:
     app = create_app(redis_settings=redis_settings, database=migrated, kafka=KafkaSettings(topic=kafka_topic))
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=access.agent("agent-a")) as test_client:
         yield test_client
 
 
@@ -44,7 +45,7 @@ def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
 
 
 def agent(name: str) -> dict[str, str]:
-    return {"X-Agent-Id": name}
+    return access.agent(name)
 
 
 def start(client: TestClient, who: str = "agent-a", **body: Any) -> Response:
@@ -91,10 +92,13 @@ def test_start_by_citizen_id(client: TestClient) -> None:
     assert again.json() == body
 
 
-def test_the_agent_defaults_to_the_development_agent(client: TestClient) -> None:
-    response = client.post("/v1/enquiries", json={"citizen_id": "C-501", "channel": "phone"})
-    assert response.status_code == 201
-    assert response.json()["agent_id"] == "dev-agent"
+def test_the_enquiry_belongs_to_the_agent_the_token_names(client: TestClient) -> None:
+    anonymous = client.post(
+        "/v1/enquiries", json={"citizen_id": "C-501", "channel": "phone"}, headers={"Authorization": ""}
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    assert started(client, "agent-z", citizen_id="C-501")["agent_id"] == "agent-z"
 
 
 @pytest.mark.parametrize(
@@ -269,7 +273,10 @@ def test_an_unreachable_kafka_is_a_503_and_a_retry_publishes_the_recorded_comple
     redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str
 ) -> None:
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=unreachable)) as c:
+    with TestClient(
+        create_app(redis_settings=redis_settings, database=migrated, kafka=unreachable),
+        headers=agent("agent-a"),
+    ) as c:
         enquiry = started(c, "agent-a", citizen_id="C-805")
         url = f"/v1/enquiries/{enquiry['id']}/complete"
         response = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
@@ -279,7 +286,10 @@ def test_an_unreachable_kafka_is_a_503_and_a_retry_publishes_the_recorded_comple
     # The completion is recorded; the retry (Kafka reachable again) publishes exactly that completion.
     assert (stored["status"], stored["outcome"]) == ("completed", "resolved")
     reachable = KafkaSettings(topic=kafka_topic)
-    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=reachable)) as c:
+    with TestClient(
+        create_app(redis_settings=redis_settings, database=migrated, kafka=reachable),
+        headers=agent("agent-a"),
+    ) as c:
         retry = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
         other = c.post(url, json={"outcome": "referred"}, headers=agent("agent-a"))
     assert retry.status_code == 200

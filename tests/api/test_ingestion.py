@@ -13,6 +13,8 @@ from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings
+from models.security import Scope
+from tests import access
 from tests.conftest import topic_records
 
 
@@ -23,7 +25,7 @@ def client(
     app = create_app(
         redis_settings=redis_settings, database=database_settings, kafka=KafkaSettings(topic=kafka_topic)
     )
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as test_client:
         yield test_client
 
 
@@ -96,7 +98,8 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
 ) -> None:
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
     with TestClient(
-        create_app(redis_settings=redis_settings, database=database_settings, kafka=unreachable)
+        create_app(redis_settings=redis_settings, database=database_settings, kafka=unreachable),
+        headers=access.integrator(database_settings, Scope.events_write),
     ) as c:
         response = c.post("/v1/events", json=event())
     assert response.status_code == 503

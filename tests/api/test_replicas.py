@@ -12,6 +12,7 @@ from websockets.exceptions import ConnectionClosed
 from context.settings import RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
 from ops.servers import RedisServer
+from tests import access
 from tests.conftest import Stack, free_port, wait_until
 from tests.factories import make_event, next_message, writes_for
 
@@ -33,7 +34,9 @@ def test_clients_of_a_killed_replica_resume_on_another_with_no_gap(stack: Stack)
     writer = writer_for(stack)
     writer.apply_batch(writes_for(*(make_event("C-R1", minutes_ago=60 - n) for n in range(3))))
     received: list[dict[str, Any]] = []
-    with ws_client.connect(ws_url(stack.api_port, "C-R1"), open_timeout=5) as websocket:
+    with ws_client.connect(
+        additional_headers=access.supervisor(), uri=ws_url(stack.api_port, "C-R1"), open_timeout=5
+    ) as websocket:
         snapshot = next_message(websocket, "snapshot")["context"]
         writer.apply_batch(writes_for(make_event("C-R1", minutes_ago=30)))
         received.append(next_message(websocket, "change"))
@@ -43,7 +46,9 @@ def test_clients_of_a_killed_replica_resume_on_another_with_no_gap(stack: Stack)
         writer.apply_batch(writes_for(*missed))
     epoch, version = snapshot["epoch"], received[-1]["version"]
     with ws_client.connect(
-        ws_url(other_port, "C-R1", f"?epoch={epoch}&version={version}"), open_timeout=5
+        additional_headers=access.supervisor(),
+        uri=ws_url(other_port, "C-R1", f"?epoch={epoch}&version={version}"),
+        open_timeout=5,
     ) as ws:
         assert next_message(ws, "resumed", "snapshot")["type"] == "resumed"
         received += [next_message(ws, "change") for _ in missed]
@@ -56,7 +61,9 @@ def test_a_rolling_restart_tells_streams_to_reconnect(stack: Stack) -> None:
     api = stack.api()
     writer = writer_for(stack)
     writer.apply_batch(writes_for(make_event("C-R2")))
-    with ws_client.connect(ws_url(stack.api_port, "C-R2"), open_timeout=5) as websocket:
+    with ws_client.connect(
+        additional_headers=access.supervisor(), uri=ws_url(stack.api_port, "C-R2"), open_timeout=5
+    ) as websocket:
         snapshot = next_message(websocket, "snapshot")["context"]
         assert api.process is not None
         api.process.send_signal(signal.SIGTERM)
@@ -79,7 +86,9 @@ def test_streams_recover_by_themselves_after_redis_restarts(stack: Stack, own_re
     stack.api()
     writer = writer_for(stack, url)
     writer.apply_batch(writes_for(make_event("C-R3", minutes_ago=5)))
-    with ws_client.connect(ws_url(stack.api_port, "C-R3"), open_timeout=5) as websocket:
+    with ws_client.connect(
+        additional_headers=access.supervisor(), uri=ws_url(stack.api_port, "C-R3"), open_timeout=5
+    ) as websocket:
         next_message(websocket, "snapshot")
         own_redis.down()
         # Heartbeats say that live updates are paused (one sent just before the loss may still say live).
@@ -107,7 +116,12 @@ def test_a_slow_client_is_resynced_and_memory_stays_bounded(stack: Stack) -> Non
         "note": "x" * 4000,
     }
     # max_queue=1: the client library reads no further ahead than one message, so TCP pushes back.
-    with ws_client.connect(ws_url(stack.api_port, "C-R4"), open_timeout=5, max_queue=1) as websocket:
+    with ws_client.connect(
+        additional_headers=access.supervisor(),
+        uri=ws_url(stack.api_port, "C-R4"),
+        open_timeout=5,
+        max_queue=1,
+    ) as websocket:
         next_message(websocket, "snapshot")
         total = 0
         for start in range(0, 6000, 500):

@@ -18,6 +18,7 @@ from context.store import ProjectionWriter
 from models.database import DatabaseSettings
 from models.enquiries import EnquiryComplete
 from models.tables import Enquiry
+from tests import access
 from tests.conftest import wait_until
 from tests.factories import make_event, writes_for
 
@@ -30,7 +31,8 @@ def app_client(redis_settings: RedisSettings, database_settings: DatabaseSetting
 
     def build(**api: Any) -> TestClient:
         client = TestClient(
-            create_app(api=ApiSettings(**api), redis_settings=redis_settings, database=database_settings)
+            create_app(api=ApiSettings(**api), redis_settings=redis_settings, database=database_settings),
+            headers=access.supervisor(),
         )
         client.__enter__()
         clients.append(client)
@@ -136,11 +138,11 @@ def test_a_stream_past_its_lifetime_is_asked_to_reconnect(
 
 def test_each_stream_sees_who_else_views_the_citizen(app_client: AppFactory) -> None:
     client = app_client()
-    with client.websocket_connect("/v1/citizens/C-S6/stream", headers={"x-agent-id": "agent-a"}) as first:
+    with client.websocket_connect("/v1/citizens/C-S6/stream", headers=access.supervisor("agent-a")) as first:
         receive(first, "snapshot")
         assert receive(first, "presence")["viewers"] == []
         with client.websocket_connect(
-            "/v1/citizens/C-S6/stream", headers={"x-agent-id": "agent-b"}
+            "/v1/citizens/C-S6/stream", headers=access.supervisor("agent-b")
         ) as second:
             receive(second, "snapshot")
             assert receive(second, "presence")["viewers"] == ["agent-a"]
@@ -153,13 +155,11 @@ def test_an_enquiry_stream_ends_when_the_enquiry_is_completed(
 ) -> None:
     client = app_client()
     created = client.post(
-        "/v1/enquiries", json={"citizen_id": "C-S7", "channel": "phone"}, headers={"x-agent-id": "a1"}
+        "/v1/enquiries", json={"citizen_id": "C-S7", "channel": "phone"}, headers=access.agent("a1")
     )
     assert created.status_code == 201
     enquiry = created.json()
-    with client.websocket_connect(
-        f"/v1/enquiries/{enquiry['id']}/stream", headers={"x-agent-id": "a1"}
-    ) as ws:
+    with client.websocket_connect(f"/v1/enquiries/{enquiry['id']}/stream", headers=access.agent("a1")) as ws:
         assert receive(ws, "snapshot")["context"]["citizen_id"] == "C-S7"
         table_row = Enquiry(**{**enquiry, "started_at": datetime.fromisoformat(enquiry["started_at"])})
         done = completion_event(table_row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC))

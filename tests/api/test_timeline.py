@@ -18,6 +18,7 @@ from context.store import ProjectionWriter
 from context.timeline import order_timeline
 from models.database import DatabaseSettings
 from models.events import CloudEvent
+from tests import access
 from tests.factories import example_data, make_event, writes_for
 
 PROBLEM = "application/problem+json"
@@ -45,7 +46,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[TestClient]:
     app = create_app(redis_settings=redis_settings, database=database_settings)
     # A server error is answered as the live server answers it (a 500 problem), so tests can assert on it.
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(app, raise_server_exceptions=False, headers=access.supervisor()) as test_client:
         yield test_client
 
 
@@ -391,7 +392,7 @@ def test_ties_beyond_one_scan_are_walked_without_gaps(
     for start in range(0, len(tied), 100):
         writer.apply_batch(writes_for(*tied[start : start + 100]))
     app = create_app(redis_settings=redis_settings, database=database_settings, timeline=timeline)
-    with TestClient(app) as client:
+    with TestClient(app, headers=access.supervisor()) as client:
         visited = [found for page in walk(client, CITIZEN, 50) for found in page_ids(page)]
     assert len(visited) == len(tied)
     assert visited == ids(order_timeline(tied))

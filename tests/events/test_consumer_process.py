@@ -21,6 +21,7 @@ from events.producer import create_producer, publish
 from events.settings import KafkaSettings
 from ops.servers import KafkaServer, RedisServer
 from ops.settings import ServicesSettings
+from tests import access
 from tests.conftest import Stack, free_port, wait_until
 from tests.factories import example_data, make_event, next_message
 
@@ -35,7 +36,9 @@ def producer() -> Iterator[KafkaProducer]:
 
 
 def context(stack: Stack, citizen: str) -> dict[str, Any]:
-    response = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5)
+    response = httpx.get(
+        f"{stack.api_url}/v1/citizens/{citizen}/context", headers=access.supervisor(), timeout=5
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -43,7 +46,9 @@ def context(stack: Stack, citizen: str) -> dict[str, Any]:
 
 def version(stack: Stack, citizen: str) -> int:
     """The citizen's version, or -1 while the API cannot answer (during a Redis restart)."""
-    response = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5)
+    response = httpx.get(
+        f"{stack.api_url}/v1/citizens/{citizen}/context", headers=access.supervisor(), timeout=5
+    )
     return int(response.json()["version"]) if response.status_code == 200 else -1
 
 
@@ -209,7 +214,9 @@ def test_redis_restarted_mid_stream_loses_and_duplicates_nothing(
         lambda: sum(context(stack, c)["version"] for c in citizens) == 200, what="second events applied"
     )
     for citizen in citizens:
-        body = httpx.get(f"{stack.api_url}/v1/citizens/{citizen}/context", timeout=5).json()
+        body = httpx.get(
+            f"{stack.api_url}/v1/citizens/{citizen}/context", headers=access.supervisor(), timeout=5
+        ).json()
         ids = [e["id"] for e in body["timeline"]]
         assert len(ids) == len(set(ids)) == 50
         assert body["version"] == 50
@@ -258,7 +265,7 @@ def test_rebuild_equals_live_and_streams_move_to_the_new_epoch(
     old_epoch = live[citizens[0]]["epoch"]
 
     url = stack.api_url.replace("http", "ws", 1) + f"/v1/citizens/{citizens[0]}/stream"
-    with ws_client.connect(url, open_timeout=5) as websocket:
+    with ws_client.connect(additional_headers=access.supervisor(), uri=url, open_timeout=5) as websocket:
         assert next_message(websocket, "snapshot")["context"]["epoch"] == old_epoch
         output = cli(stack, "rebuild", "--grace", "0")
         assert f"{len(profiles) + len(events) + 7 + len(callers)} records replayed" in output
