@@ -94,11 +94,11 @@ def rotate_key(engine: Engine, *, key_id: str, grace: timedelta) -> IssuedKey:
         if len(usable) >= MAX_USABLE_PER_CLIENT:
             raise KeyProblem(409, f"{old.client} already holds a second key; revoke one before rotating.")
         lifetime = _aware(old.expires_at) - _aware(old.created_at)
-        issued = _issue(session, client=old.client, scopes=sorted(scopes_of(old)), now=now, ttl=lifetime)
+        client, scopes = old.client, sorted(scopes_of(old))
         api_key_repository.set_expiry(
             session, key_id=key_id, expires_at=min(_aware(old.expires_at), now + grace)
         )
-        return issued
+        return _issue(session, client=client, scopes=scopes, now=now, ttl=lifetime)
 
 
 def revoke_key(engine: Engine, *, key_id: str) -> None:
