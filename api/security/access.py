@@ -7,6 +7,7 @@
 - An integrator's key needs the scope of each call.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from api.security.principal import Caller, Scope
@@ -31,6 +32,8 @@ class Decision:
 
 
 ALLOW = Decision(allowed=True)
+# A rule that needs nothing but the caller.
+Rule = Callable[[Caller], Decision]
 
 
 def deny(detail: str) -> Decision:

@@ -35,6 +35,11 @@ class SecuritySettings(BaseSettings):
         description="JWKS URL of an identity provider (Keycloak, Entra ID); keys fetched and cached.",
     )
     jwks_cache_s: int = Field(default=300, ge=1, description="How long fetched JWKS keys are trusted.")
+    jwks_refetch_cooldown_s: float = Field(
+        default=30,
+        ge=0,
+        description="A token with an unknown `kid` fetches the JWKS again at most this often.",
+    )
     roles_claim: str = Field(
         default="roles",
         description="Dotted path of the roles claim (Keycloak: `realm_access.roles`; Entra ID: `roles`).",

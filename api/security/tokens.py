@@ -49,7 +49,14 @@ class TokenVerifier:
         for kid, pem in settings.jwt_public_keys.items():
             self._keys[kid] = _public_key(pem)
         self._jwks = (
-            jwt.PyJWKClient(settings.jwks_url, cache_keys=True, lifespan=settings.jwks_cache_s, timeout=5)
+            jwt.PyJWKClient(
+                settings.jwks_url,
+                cache_keys=True,
+                lifespan=settings.jwks_cache_s,
+                timeout=5,
+                # An unknown kid refetches (a provider's new key), but not on every forged token.
+                cooldown_duration=settings.jwks_refetch_cooldown_s,
+            )
             if settings.jwks_url
             else None
         )

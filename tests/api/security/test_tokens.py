@@ -1,0 +1,260 @@
+"""Bearer tokens: what is checked, keys by kid, and a signing key rotated at the identity provider live."""
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+import redis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.security.settings import SecuritySettings
+from api.security.tokens import InvalidToken, TokenVerifier
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from models.database import DatabaseSettings
+from models.tables import AgentRole
+from tests.factories import make_event, writes_for
+
+ISSUER, AUDIENCE = "https://idp.test/realms/cc", "citizen-context"
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "agent-7",
+        "roles": ["supervisor"],
+        "exp": now + timedelta(minutes=5),
+        **overrides,
+    }
+
+
+def hs_settings(**secrets: str) -> SecuritySettings:
+    return SecuritySettings(
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_secrets={kid: SecretStr(secret) for kid, secret in secrets.items()},
+    )
+
+
+def hs256(kid: str, secret: str, **overrides: Any) -> str:
+    return jwt.encode(claims(**overrides), secret, algorithm="HS256", headers={"kid": kid})
+
+
+def pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def test_a_valid_token_names_the_agent_and_roles() -> None:
+    caller = TokenVerifier(hs_settings(k1="s" * 32)).verify(
+        hs256("k1", "s" * 32, roles=["agent", "unknown-role"])
+    )
+    assert (caller.kind, caller.id, caller.roles) == ("agent", "agent-7", frozenset({AgentRole.agent}))
+    assert caller.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"exp": datetime.now(UTC) - timedelta(minutes=5)}, "expired"),
+        ({"nbf": datetime.now(UTC) + timedelta(minutes=5)}, "not valid yet"),
+        ({"aud": "another-service"}, "another audience"),
+        ({"iss": "https://evil.test"}, "another issuer"),
+    ],
+)
+def test_exp_nbf_aud_and_iss_are_checked(overrides: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidToken, match=reason):
+        TokenVerifier(hs_settings(k1="s" * 32)).verify(hs256("k1", "s" * 32, **overrides))
+
+
+def test_the_clock_skew_allowance_applies() -> None:
+    token = hs256("k1", "s" * 32, exp=datetime.now(UTC) - timedelta(seconds=5))
+    assert TokenVerifier(hs_settings(k1="s" * 32)).verify(token).id == "agent-7"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-token",
+        jwt.encode(claims(), "s" * 32, algorithm="HS256"),  # no kid
+        hs256("retired", "s" * 32),  # a key no longer configured
+        hs256("k1", "another-secret-of-32-characters!"),  # forged
+        jwt.encode(claims(), "", algorithm="none", headers={"kid": "k1"}),  # unsigned
+    ],
+)
+def test_tokens_that_prove_nothing_are_refused(token: str) -> None:
+    with pytest.raises(InvalidToken):
+        TokenVerifier(hs_settings(k1="s" * 32)).verify(token)
+
+
+def test_several_keys_are_trusted_at_once_while_rotating() -> None:
+    verifier = TokenVerifier(hs_settings(old="o" * 32, new="n" * 32))
+    assert verifier.verify(hs256("old", "o" * 32)).id == verifier.verify(hs256("new", "n" * 32)).id
+
+
+def test_public_keys_verify_their_own_algorithms_only() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    settings = SecuritySettings(
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_secrets={},
+        jwt_public_keys={"r": pem(rsa_key), "e": pem(ec_key)},
+    )
+    verifier = TokenVerifier(settings)
+    assert (
+        verifier.verify(jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "r"})).id
+        == "agent-7"
+    )
+    assert (
+        verifier.verify(jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "e"})).id == "agent-7"
+    )
+
+    # The classic confusion: an HMAC "signed" with the public key's text must not pass as that key.
+    # (PyJWT refuses to make such a token, so it is made by hand.)
+    def segment(document: dict[str, Any]) -> bytes:
+        raw = json.dumps(document, default=lambda moment: int(moment.timestamp())).encode()
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    signing_input = segment({"kid": "r", "alg": "HS256", "typ": "JWT"}) + b"." + segment(claims())
+    mac = hmac.new(pem(rsa_key).encode(), signing_input, hashlib.sha256).digest()
+    token = (signing_input + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+    with pytest.raises(InvalidToken):
+        verifier.verify(token)
+
+
+def test_keycloak_roles_are_read_from_their_claim() -> None:
+    settings = hs_settings(k1="s" * 32).model_copy(update={"roles_claim": "realm_access.roles"})
+    token = hs256("k1", "s" * 32, roles=None, realm_access={"roles": ["admin", "offline_access"]})
+    assert TokenVerifier(settings).verify(token).roles == frozenset({AgentRole.admin})
+
+
+def test_production_refuses_the_development_secrets() -> None:
+    with pytest.raises(ValueError, match="development signing secret"):
+        SecuritySettings(environment="production")
+
+
+class IdentityProvider:
+    """A JWKS endpoint on loopback whose keys the test changes, as a provider rotating its keys would."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.fetches = 0
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                provider.fetches += 1
+                body = json.dumps(
+                    {
+                        "keys": [
+                            {
+                                **json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())),
+                                "kid": kid,
+                                "alg": "RS256",
+                                "use": "sig",
+                            }
+                            for kid, key in list(provider.keys.items())
+                        ]
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/certs"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def sign(self, kid: str) -> str:
+        return jwt.encode(claims(), self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def provider() -> Iterator[IdentityProvider]:
+    idp = IdentityProvider()
+    yield idp
+    idp.close()
+
+
+def test_a_signing_key_rotated_at_the_provider_fails_no_request_and_no_stream(
+    provider: IdentityProvider,
+    redis_settings: RedisSettings,
+    database_settings: DatabaseSettings,
+    redis_client: "redis.Redis",
+) -> None:
+    provider.keys["2026-10"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    security = SecuritySettings(
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        jwt_secrets={},
+        jwks_url=provider.url,
+        jwks_refetch_cooldown_s=0.2,
+    )
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(writes_for(make_event("C-ROT", minutes_ago=5)))
+    app = create_app(redis_settings=redis_settings, database=database_settings, security=security)
+    statuses: list[int] = []
+    current = {"token": provider.sign("2026-10")}
+    stop = threading.Event()
+    reason = {"X-Access-Reason": "rotation drill"}
+
+    with TestClient(app) as client:
+
+        def keep_reading() -> None:
+            while not stop.is_set():
+                headers = {"Authorization": f"Bearer {current['token']}", **reason}
+                statuses.append(client.get("/v1/citizens/C-ROT/context", headers=headers).status_code)
+
+        stream_headers = {"Authorization": f"Bearer {current['token']}", **reason}
+        with client.websocket_connect("/v1/citizens/C-ROT/stream", headers=stream_headers) as stream:
+            assert stream.receive_json()["type"] == "snapshot"
+            reader = threading.Thread(target=keep_reading)
+            reader.start()
+            try:
+                time.sleep(0.5)  # longer than the refetch cooldown
+                # The provider publishes its next key, then signs with it; the old key is withdrawn later.
+                provider.keys["2026-11"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+                current["token"] = provider.sign("2026-11")
+                time.sleep(0.5)
+                del provider.keys["2026-10"]
+                time.sleep(0.5)
+            finally:
+                stop.set()
+                reader.join()
+            writer.apply_batch(writes_for(make_event("C-ROT", minutes_ago=1)))
+            message = stream.receive_json()
+            while message["type"] != "change":
+                message = stream.receive_json()
+            assert message["version"] == 2
+    assert len(statuses) > 10
+    assert set(statuses) == {200}
+    assert provider.fetches >= 2  # the new kid was fetched when first seen, without a restart
