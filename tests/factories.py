@@ -56,3 +56,14 @@ def next_message(websocket: Any, *types: str, timeout: float = 10) -> dict[str, 
         if message["type"] in types:
             return message
         assert message["type"] in {"heartbeat", "presence"}, message
+
+
+def close_code(websocket: Any) -> int:
+    """Read a TestClient WebSocket until the server closes it; the close code."""
+    from starlette.websockets import WebSocketDisconnect
+
+    try:
+        while True:
+            websocket.receive_json()
+    except WebSocketDisconnect as closed:
+        return closed.code

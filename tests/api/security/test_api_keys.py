@@ -1,0 +1,165 @@
+"""Integrators' API keys on both databases: shown once, stored hashed, scoped, expiring, rotated."""
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from api.app import create_app
+from api.security import api_keys
+from api.security.api_keys import InvalidKey, KeyProblem
+from api.security.settings import SecuritySettings
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from models.database import DatabaseSettings, create_db_engine, migrate
+from models.security import Scope
+from models.tables import ApiKey
+from tests import access
+from tests.factories import close_code, make_event, writes_for
+
+
+@pytest.fixture
+def engine(sql_database: DatabaseSettings) -> Iterator[Engine]:
+    migrate(sql_database)
+    db = create_db_engine(sql_database)
+    yield db
+    db.dispose()
+
+
+def test_a_key_is_shown_once_and_stored_only_as_a_hash(engine: Engine) -> None:
+    issued = api_keys.create_key(engine, client="crm", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    secret = issued.key.split("_", 2)[2]
+    with Session(engine) as session:
+        stored = session.get(ApiKey, issued.record.id)
+    assert stored is not None
+    assert secret not in (stored.secret_hash, stored.id, stored.scopes)
+    assert stored.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    caller = api_keys.authenticate_key(engine, issued.key)
+    assert (caller.kind, caller.client, caller.scopes) == (
+        "integrator",
+        "crm",
+        frozenset({Scope.context_read}),
+    )
+
+
+def test_use_is_noted_but_not_on_every_request(engine: Engine) -> None:
+    issued = api_keys.create_key(engine, client="crm", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    api_keys.authenticate_key(engine, issued.key)
+    first = api_keys.list_keys(engine, client="crm")[0].last_used_at
+    api_keys.authenticate_key(engine, issued.key)
+    assert first is not None
+    assert api_keys.list_keys(engine, client="crm")[0].last_used_at == first
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["", "cck_", "cck_abc", "nonsense", "cck_0000000000000000_secret", "Bearer cck_x_y"],
+)
+def test_malformed_or_unknown_keys_prove_nothing(engine: Engine, presented: str) -> None:
+    with pytest.raises(InvalidKey):
+        api_keys.authenticate_key(engine, presented)
+
+
+def test_a_wrong_secret_for_a_real_id_proves_nothing(engine: Engine) -> None:
+    issued = api_keys.create_key(engine, client="crm", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    with pytest.raises(InvalidKey, match="not valid"):
+        api_keys.authenticate_key(engine, f"cck_{issued.record.id}_{'x' * 43}")
+
+
+def test_expired_and_revoked_keys_are_refused(engine: Engine) -> None:
+    expired = api_keys.create_key(engine, client="a", scopes=[Scope.audit_read], ttl=timedelta(seconds=-1))
+    with pytest.raises(InvalidKey, match="expired"):
+        api_keys.authenticate_key(engine, expired.key)
+    revoked = api_keys.create_key(engine, client="b", scopes=[Scope.audit_read], ttl=timedelta(days=1))
+    api_keys.revoke_key(engine, key_id=revoked.record.id)
+    with pytest.raises(InvalidKey, match="revoked"):
+        api_keys.authenticate_key(engine, revoked.key)
+    with pytest.raises(KeyProblem) as again:
+        api_keys.revoke_key(engine, key_id=revoked.record.id)
+    assert again.value.status == 404
+
+
+def test_a_client_holds_at_most_two_keys_and_rotation_keeps_scopes(engine: Engine) -> None:
+    first = api_keys.create_key(
+        engine, client="crm", scopes=[Scope.events_write, Scope.context_read], ttl=timedelta(days=30)
+    )
+    second = api_keys.rotate_key(engine, key_id=first.record.id, grace=timedelta(hours=1))
+    assert api_keys.scopes_of(second.record) == {Scope.events_write, Scope.context_read}
+    assert second.record.expires_at - second.record.created_at == timedelta(days=30)
+    with pytest.raises(KeyProblem) as third:
+        api_keys.create_key(engine, client="crm", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    assert third.value.status == 409
+    with pytest.raises(KeyProblem):
+        api_keys.rotate_key(engine, key_id=second.record.id, grace=timedelta(hours=1))
+    # Both work during the grace period; the old one expires at its end.
+    assert (
+        api_keys.authenticate_key(engine, first.key).client
+        == api_keys.authenticate_key(engine, second.key).client
+    )
+    api_keys.revoke_key(engine, key_id=first.record.id)
+    third_key = api_keys.rotate_key(engine, key_id=second.record.id, grace=timedelta(0))
+    with pytest.raises(InvalidKey, match="expired"):
+        api_keys.authenticate_key(engine, second.key)
+    assert api_keys.authenticate_key(engine, third_key.key).client == "crm"
+
+
+def test_a_key_rotated_under_load_fails_no_request_and_revocation_closes_its_stream(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, redis_client: "redis.Redis"
+) -> None:
+    ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings()).apply_batch(
+        writes_for(make_event("C-KEYS", minutes_ago=1))
+    )
+    admin = access.admin()
+    security = SecuritySettings(access_check_s=0.5)
+    app = create_app(redis_settings=redis_settings, database=database_settings, security=security)
+    statuses: list[int] = []
+    stop = threading.Event()
+    with TestClient(app) as client:
+        created = client.post(
+            "/v1/admin/api-keys", json={"client": "crm", "scopes": ["context:read"]}, headers=admin
+        )
+        assert created.status_code == 201
+        current = {"key": created.json()["key"]}
+
+        def keep_reading() -> None:
+            while not stop.is_set():
+                response = client.get("/v1/citizens/C-KEYS/context", headers={"X-API-Key": current["key"]})
+                statuses.append(response.status_code)
+
+        with client.websocket_connect(
+            "/v1/citizens/C-KEYS/stream", headers={"X-API-Key": current["key"]}
+        ) as old:
+            assert old.receive_json()["type"] == "snapshot"
+            reader = threading.Thread(target=keep_reading)
+            reader.start()
+            try:
+                time.sleep(0.3)
+                rotated = client.post(
+                    f"/v1/admin/api-keys/{created.json()['id']}/rotate", json={"grace_s": 3600}, headers=admin
+                )
+                assert rotated.status_code == 201
+                current["key"] = rotated.json()["key"]  # the client switches to its new key
+                time.sleep(0.3)
+                revoked = client.delete(f"/v1/admin/api-keys/{created.json()['id']}", headers=admin)
+                assert revoked.status_code == 204
+                time.sleep(0.3)
+            finally:
+                stop.set()
+                reader.join()
+            # The stream opened with the revoked key closes at its next access check.
+            assert close_code(old) == 4403
+        assert (
+            client.get(
+                "/v1/citizens/C-KEYS/context", headers={"X-API-Key": created.json()["key"]}
+            ).status_code
+            == 401
+        )
+    assert len(statuses) > 10
+    assert set(statuses) == {200}
