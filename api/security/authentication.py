@@ -9,7 +9,7 @@ import json
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
@@ -111,7 +111,9 @@ class SecurityServices:
 
     async def lapse(self, caller: Caller) -> str | None:
         """Why the caller's credential no longer holds ("expired", "revoked"), or None while it does."""
-        if caller.expires_at is not None and caller.expires_at <= _now():
+        # The same allowance for clock skew as when the token was verified.
+        leeway = timedelta(seconds=self.settings.clock_skew_s if caller.is_agent else 0)
+        if caller.expires_at is not None and caller.expires_at + leeway <= _now():
             return "expired"
         if caller.is_agent:
             return None  # a token holds until it expires

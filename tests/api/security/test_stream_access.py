@@ -1,0 +1,122 @@
+"""How a stream proves its caller, and how it ends when access does."""
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.security.settings import SecuritySettings
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from events.settings import KafkaSettings
+from models.database import DatabaseSettings
+from models.tables import AgentRole
+from tests import access
+from tests.factories import close_code, make_event, writes_for
+
+
+@pytest.fixture
+def client(
+    redis_settings: RedisSettings,
+    database_settings: DatabaseSettings,
+    redis_client: "redis.Redis",
+    kafka_topic: str,
+) -> Iterator[TestClient]:
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(writes_for(make_event("C-T1", minutes_ago=1)))
+    security = SecuritySettings(access_check_s=0.2, stream_ticket_ttl_s=1, clock_skew_s=0)
+    app = create_app(
+        redis_settings=redis_settings,
+        database=database_settings,
+        security=security,
+        kafka=KafkaSettings(topic=kafka_topic),
+    )
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def start_enquiry(client: TestClient, agent: str, citizen: str = "C-T1") -> str:
+    response = client.post(
+        "/v1/enquiries", json={"citizen_id": citizen, "channel": "chat"}, headers=access.agent(agent)
+    )
+    assert response.status_code == 201
+    enquiry_id: str = response.json()["id"]
+    return enquiry_id
+
+
+def ticket(client: TestClient, headers: dict[str, str], **body: str) -> str:
+    response = client.post("/v1/stream-tickets", headers=headers, json=body or None)
+    assert response.status_code == 201
+    assert response.json()["expires_in_s"] == 1
+    value: str = response.json()["ticket"]
+    return value
+
+
+def test_a_ticket_opens_one_stream_once(client: TestClient) -> None:
+    start_enquiry(client, "agent-t")
+    once = ticket(client, access.agent("agent-t"))
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={once}") as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={once}") as websocket:
+        assert close_code(websocket) == 4401
+
+
+def test_a_ticket_expires_within_its_lifetime(
+    client: TestClient, redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    start_enquiry(client, "agent-t")
+    late = ticket(client, access.agent("agent-t"))
+    # Its key expires in Redis: wait for that rather than for a clock.
+    keys = redis_client.keys(f"{key_prefix}:stream-ticket:*")
+    assert keys
+    redis_client.pexpire(keys[0], 1)
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={late}") as websocket:
+        assert close_code(websocket) == 4401
+
+
+def test_a_supervisors_ticket_carries_their_reason(client: TestClient) -> None:
+    supervisor = access.bearer(access.token("sup-t", AgentRole.supervisor))
+    without = ticket(client, supervisor)
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={without}") as websocket:
+        assert close_code(websocket) == 4403
+    reasoned = ticket(client, supervisor, reason="safeguarding review")
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={reasoned}") as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+
+
+def test_the_bearer_subprotocol_opens_a_stream_and_is_answered(client: TestClient) -> None:
+    start_enquiry(client, "agent-t")
+    protocols = ["citizen-context.v1", f"bearer.{access.token('agent-t')}"]
+    with client.websocket_connect("/v1/citizens/C-T1/stream", subprotocols=protocols) as websocket:
+        assert websocket.accepted_subprotocol == "citizen-context.v1"
+        assert websocket.receive_json()["type"] == "snapshot"
+    with client.websocket_connect("/v1/citizens/C-T1/stream", subprotocols=["bearer.forged"]) as websocket:
+        assert close_code(websocket) == 4401
+
+
+def test_an_agents_stream_ends_when_their_enquiry_does(client: TestClient) -> None:
+    enquiry = start_enquiry(client, "agent-t")
+    with client.websocket_connect("/v1/citizens/C-T1/stream", headers=access.agent("agent-t")) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+        # No consumer runs here, so no completion event reaches the stream: the access check ends it.
+        completed = client.post(
+            f"/v1/enquiries/{enquiry}/complete", json={"outcome": "resolved"}, headers=access.agent("agent-t")
+        )
+        assert completed.status_code == 200
+        assert close_code(websocket) == 4410
+
+
+def test_a_stream_ends_when_its_token_expires(client: TestClient) -> None:
+    start_enquiry(client, "agent-t")
+    short = access.token("agent-t", ttl=timedelta(seconds=1))
+    with client.websocket_connect("/v1/citizens/C-T1/stream", headers=access.bearer(short)) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+        assert close_code(websocket) == 4401
+
+
+def test_a_stream_without_credentials_is_closed_as_unauthenticated(client: TestClient) -> None:
+    with client.websocket_connect("/v1/citizens/C-T1/stream") as websocket:
+        assert close_code(websocket) == 4401
