@@ -10,7 +10,7 @@ local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local wait = tat + interval - tolerance - now
+local wait = tat - tolerance - now
 if wait > 0 then
   return wait
 end

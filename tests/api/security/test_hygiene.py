@@ -1,0 +1,138 @@
+"""What protects every request: rate limits, body limits, CORS, security headers, the audit trail's API."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from api.app import create_app
+from api.security.settings import SecuritySettings
+from context.settings import RedisSettings
+from models.database import DatabaseSettings, create_db_engine, migrate
+from models.security import Scope
+from tests import access
+
+
+def app_client(redis_settings: RedisSettings, database: DatabaseSettings, **security: Any) -> TestClient:
+    return TestClient(
+        create_app(redis_settings=redis_settings, database=database, security=SecuritySettings(**security))
+    )
+
+
+@pytest.fixture
+def client(redis_settings: RedisSettings, database_settings: DatabaseSettings) -> Iterator[TestClient]:
+    with app_client(
+        redis_settings, database_settings, cors_origins=["https://desk.example.org"]
+    ) as test_client:
+        yield test_client
+
+
+def test_an_agent_over_their_rate_gets_429_with_retry_after(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    with app_client(redis_settings, database_settings, agent_rate="3/minute") as client:
+        headers = access.supervisor("busy-supervisor")
+        statuses = [client.get("/v1/citizens/C-1/context", headers=headers).status_code for _ in range(4)]
+        refused = client.get("/v1/citizens/C-1/context", headers=headers)
+        others = client.get("/v1/citizens/C-1/context", headers=access.supervisor("calm-supervisor"))
+    assert statuses == [200, 200, 200, 429]
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["retry-after"]) <= 20
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert others.status_code == 200  # limits are per agent
+
+
+def test_an_integrator_key_has_its_own_rate(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    with app_client(redis_settings, database_settings, key_rate="2/hour") as client:
+        headers = access.integrator(database_settings, Scope.audit_read)
+        statuses = [client.get("/v1/audit", headers=headers).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+def test_bodies_over_the_limit_are_refused_before_they_are_read(client: TestClient) -> None:
+    headers = access.agent("agent-big")
+    declared = client.post(
+        "/v1/enquiries", content=b"x" * 70_000, headers={**headers, "content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert declared.headers["content-type"] == "application/problem+json"
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(20):
+            yield b" " * 8192
+
+    streamed = client.post(
+        "/v1/enquiries", content=chunks(), headers={**headers, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+
+def test_responses_carry_the_security_headers(client: TestClient) -> None:
+    response = client.get("/v1/citizens/C-1/context", headers=access.supervisor())
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert "strict-transport-security" not in response.headers  # only when served behind TLS
+    assert "content-security-policy" not in client.get("/docs").headers  # its viewer loads from a CDN
+
+
+def test_hsts_is_sent_when_behind_tls(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    with app_client(redis_settings, database_settings, hsts=True) as client:
+        assert "max-age=" in client.get("/healthz").headers["strict-transport-security"]
+
+
+def test_cors_allows_only_the_listed_origins(client: TestClient) -> None:
+    preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"}
+    allowed = client.options("/v1/enquiries", headers={"Origin": "https://desk.example.org", **preflight})
+    refused = client.options("/v1/enquiries", headers={"Origin": "https://evil.example", **preflight})
+    assert allowed.headers["access-control-allow-origin"] == "https://desk.example.org"
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_the_audit_trail_filters_pages_and_exports_json_lines(client: TestClient) -> None:
+    reader = access.supervisor("auditee")
+    for citizen in ("C-A1", "C-A2", "C-A1"):
+        assert client.get(f"/v1/citizens/{citizen}/context", headers=reader).status_code == 200
+    admin = access.admin()
+    page = client.get("/v1/audit", params={"citizen_id": "C-A1", "limit": 1}, headers=admin).json()
+    assert len(page["records"]) == 1
+    assert page["records"][0]["reason"] == access.REASON
+    assert "C-A1" not in json.dumps(page)  # pseudonyms only
+    rest = client.get("/v1/audit", params={"citizen_id": "C-A1", "after": page["next_after"]}, headers=admin)
+    assert len(rest.json()["records"]) == 1
+    assert rest.json()["next_after"] is None
+    lines = client.get("/v1/audit", params={"actor": "auditee", "format": "jsonl"}, headers=admin)
+    assert lines.headers["content-type"].startswith("application/x-ndjson")
+    records = [json.loads(line) for line in lines.text.splitlines()]
+    assert [record["action"] for record in records] == ["context.read"] * 3
+    assert len({record["citizen"] for record in records}) == 2
+
+
+def test_the_database_refuses_to_change_or_remove_audit_records(sql_database: DatabaseSettings) -> None:
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO audit_records (at, actor_kind, actor_id, actor_role, action, outcome)"
+                    " VALUES (CURRENT_TIMESTAMP, 'agent', 'a', 'agent', 'lookup', 'allowed')"
+                )
+            )
+        for statement in ("UPDATE audit_records SET actor_id = 'someone-else'", "DELETE FROM audit_records"):
+            with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+                connection.execute(text(statement))
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT actor_id FROM audit_records")).scalars().all() == ["a"]
+    finally:
+        engine.dispose()
