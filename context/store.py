@@ -247,9 +247,9 @@ class CitizenEraser:
 
     async def erase(self, citizen_id: str) -> int:
         """Remove everything held about the citizen in the served generation; how many keys existed."""
-        epoch = cast(str | None, await self._client.get(epoch_key(self._prefix)))
-        if epoch is None:
-            return 0
+        # Before anything was ever written there is no generation, but streams may be open: they are
+        # told all the same.
+        epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
         plan = _Erasure(self._prefix, epoch, citizen_id)
         for key in plan.identifier_keys(cast(set[str], await self._client.smembers(plan.keys.identifiers))):
             await self._forget(keys=[key], args=[citizen_id])

@@ -211,6 +211,19 @@ class Stack:
         )
         return process
 
+    def cli(self, *args: str) -> str:
+        """Run `citizen-context ARGS` in the stack's environment; its output (it must succeed)."""
+        result = subprocess.run(
+            [sys.executable, "-m", "ops.cli", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
     def api(self, port: int | None = None) -> Process:
         """Start an API process (on the stack's port, or another one for a second replica)."""
         port = port or self.api_port

@@ -1,9 +1,7 @@
 """The consumer process through the real servers: dead letters, redrive, kcat, Redis restarts, rebuild."""
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,16 +51,7 @@ def version(stack: Stack, citizen: str) -> int:
 
 
 def cli(stack: Stack, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env={**os.environ, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return stack.cli(*args)
 
 
 VALID: dict[str, Any] = {
