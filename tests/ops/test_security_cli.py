@@ -1,0 +1,95 @@
+"""`citizen-context token` and `citizen-context keys`, run as a person would run them."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.security import api_keys
+from api.security.api_keys import InvalidKey
+from api.security.settings import SecuritySettings
+from api.security.tokens import TokenVerifier
+from models.database import DatabaseSettings, create_db_engine
+from models.tables import AgentRole
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_token_prints_a_verifiable_development_token() -> None:
+    result = run("token", "--agent", "A-42", "--role", "agent", "--role", "supervisor", "--ttl", "15m")
+    assert result.returncode == 0, result.stderr
+    caller = TokenVerifier(SecuritySettings()).verify(result.stdout.strip())
+    assert (caller.id, caller.roles) == ("A-42", frozenset({AgentRole.agent, AgentRole.supervisor}))
+
+
+def test_token_refuses_to_run_outside_development() -> None:
+    production = {
+        "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production",
+        "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"2026-11": "a-production-secret-of-enough-length"}',
+        "CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY": "a-production-pseudonym-key",
+    }
+    refused = run("token", env=production)
+    assert refused.returncode == 1
+    assert "only runs with development settings" in refused.stderr
+    assert refused.stdout == ""
+    # Production settings that keep a development secret do not even load.
+    unsafe = run("token", env={"CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production"})
+    assert unsafe.returncode == 2
+    assert "refused outside development" in unsafe.stderr
+    assert "Traceback" not in unsafe.stderr
+
+
+def test_keys_are_created_listed_rotated_and_revoked(tmp_path: Path) -> None:
+    database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'keys.db'}")
+    env = {"CITIZEN_CONTEXT_DATABASE_URL": database.url}
+    created = run(
+        "keys", "create", "--client", "crm", "--scope", "context:read", "--scope", "audit:read", env=env
+    )
+    assert created.returncode == 0, created.stderr
+    key = re.search(r"key:\s+(\S+)", created.stdout)
+    key_id = re.search(r"id:\s+(\S+)", created.stdout)
+    assert key is not None
+    assert key_id is not None
+    assert "Shown once" in created.stderr
+
+    listed = run("keys", "list", env=env)
+    assert key_id[1] in listed.stdout
+    assert key[1] not in listed.stdout  # never the secret again
+
+    rotated = run("keys", "rotate", key_id[1], "--grace", "1h", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    successor = re.search(r"key:\s+(\S+)", rotated.stdout)
+    assert successor is not None
+    assert "audit:read context:read" in rotated.stdout
+
+    assert run("keys", "revoke", key_id[1], env=env).returncode == 0
+    again = run("keys", "revoke", key_id[1], env=env)
+    assert again.returncode == 1
+    assert "No unrevoked key" in again.stderr
+    engine = create_db_engine(database)
+    try:
+        with pytest.raises(InvalidKey, match="revoked"):
+            api_keys.authenticate_key(engine, key[1])
+        assert api_keys.authenticate_key(engine, successor[1]).client == "crm"
+    finally:
+        engine.dispose()
+
+
+def test_a_bad_duration_or_scope_is_a_usage_error(tmp_path: Path) -> None:
+    env = {"CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{tmp_path / 'keys.db'}"}
+    assert run("keys", "create", "--client", "x", "--scope", "everything", env=env).returncode == 2
+    bad = run("keys", "create", "--client", "x", "--scope", "audit:read", "--expires-in", "soon", env=env)
+    assert bad.returncode == 2
+    assert "expected a number and a unit" in bad.stderr
