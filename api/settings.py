@@ -27,4 +27,8 @@ class ApiSettings(BaseSettings):
     shutdown_drain_s: float = Field(
         default=5, ge=0, description="On shutdown, how long streams get to receive 'reconnect' and close."
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For/-Proto are trusted (comma-separated), e.g. the TLS proxy.",
+    )
     public_url: str = Field(default="", description="Base URL printed for people (default http://host:port).")

@@ -1,7 +1,12 @@
 """Every setting of the project, for `citizen-context settings` and the README's table."""
 
+import json
+from typing import Any
+
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from api.security.settings import SecuritySettings
 from api.settings import ApiSettings
 from context.settings import IdentitySettings, RedisSettings, SummarySettings, TimelineSettings
 from events.settings import ConsumerSettings, KafkaSettings
@@ -10,6 +15,7 @@ from ops.settings import ServicesSettings
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     ApiSettings,
+    SecuritySettings,
     DatabaseSettings,
     RedisSettings,
     TimelineSettings,
@@ -27,9 +33,19 @@ def settings_rows() -> list[tuple[str, str, str]]:
     for settings_class in ALL_SETTINGS:
         prefix = str(settings_class.model_config.get("env_prefix", ""))
         for name, field in settings_class.model_fields.items():
-            default = "" if field.default is None else str(field.default)
+            value = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+            default = "" if value is None else _shown(value)
             rows.append((f"{prefix}{name}".upper(), default, field.description or ""))
     return rows
+
+
+def _shown(value: Any) -> str:
+    """A default as a person would set it; secrets are never printed, only said to be development ones."""
+    if isinstance(value, SecretStr):
+        return "(development only)"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=_shown)
+    return str(value)
 
 
 def settings_table() -> str:

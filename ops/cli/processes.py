@@ -50,6 +50,9 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         host=host or settings.host,
         port=port if port is not None else settings.port,
         log_level="warning",
+        # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # Protocol pings: a client that stops answering is dropped within two intervals.
         ws_ping_interval=settings.stream_heartbeat_s,
         ws_ping_timeout=settings.stream_heartbeat_s,
