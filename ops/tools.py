@@ -51,7 +51,9 @@ def ensure_axe_core(cache_dir: Path) -> Path:
             stdin=subprocess.DEVNULL,
         )
         if result.returncode != 0:
-            raise ServiceError(f"could not fetch axe-core {AXE_CORE_VERSION} with npm:\n{result.stderr[-2000:]}")
+            raise ServiceError(
+                f"could not fetch axe-core {AXE_CORE_VERSION} with npm:\n{result.stderr[-2000:]}"
+            )
         tarball = Path(scratch) / json.loads(result.stdout)[0]["filename"]
         content = tarball.read_bytes()
     digest = "sha512-" + base64.b64encode(hashlib.sha512(content).digest()).decode()

@@ -41,6 +41,15 @@ hypothesis_settings.register_profile(
 hypothesis_settings.load_profile("project")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--update-screenshots`: the desk's browser test rewrites docs/desk.png (the README shows it)."""
+    parser.addoption(
+        "--update-screenshots",
+        action="store_true",
+        help="write the desk's screenshot to docs/ (otherwise to the test's temporary folder)",
+    )
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
