@@ -230,6 +230,8 @@ class Simulator:
             if (t in {"case.updated", "case.closed"} and not citizen.open_cases)
             or (t == "appointment.missed" and not citizen.booked)
             or (t == "call.started" and citizen.call_in_progress)
+            # A named citizen's personal needs are theirs: the simulator never rewrites them.
+            or (t == "profile.updated" and citizen in self._extra)
             else _WEIGHTS[t]
             for t in types
         ]
