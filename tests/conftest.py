@@ -4,6 +4,7 @@ Each test isolates itself: its own Redis key prefix, its own Kafka topic and con
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -214,6 +215,15 @@ class Stack:
             process=process,
         )
         return process
+
+    def applied(self) -> float:
+        """Events the stack's consumer has applied so far, from its metrics (which need no credentials)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=2).text
+        except httpx.TransportError:
+            return 0
+        found = re.search(r"^citizen_context_events_applied_total (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0
 
     def api(self, port: int | None = None) -> Process:
         """Start an API process (on the stack's port, or another one for a second replica)."""

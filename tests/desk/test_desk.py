@@ -5,7 +5,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from kafka import KafkaProducer
 from playwright.sync_api import Page, expect
@@ -60,11 +59,7 @@ def a_known_citizen(producer: KafkaProducer, stack: Stack) -> None:
     send(producer, stack, "call.ended", minutes_ago=60 * 5, summary="Asked for the evidence list again")
     send(producer, stack, "call.started", minutes_ago=1, summary="Inbound call from a known number")
 
-    def applied() -> bool:
-        response = httpx.get(f"{stack.api_url}/v1/citizens/{CITIZEN}/context", timeout=5)
-        return response.status_code == 200 and response.json()["version"] == 6
-
-    wait_until(applied, what="the citizen's history applied")
+    wait_until(lambda: stack.applied() >= 6, what="the citizen's history applied")
 
 
 def sign_in_with_keyboard(page: Page, token: str) -> None:
