@@ -150,9 +150,13 @@ class Simulator:
         now = now or datetime.now(UTC)
         if self._later and self._later[0][2] <= now:
             citizen, type_, moment = self._later.pop(0)
+        elif self._extra and (not self._citizens or self._random.random() < 0.5):
+            # Named citizens (the demo's, that someone is probably watching) get half of the records.
+            citizen = self._random.choice(self._extra)
+            type_, moment = self._pick_type(citizen), now
         else:
             if not self._queue:
-                citizen = self._pick_citizen()
+                citizen = self._random.choice(self._citizens)
                 if not citizen.introduced:
                     self._introduce(citizen, now)
                 else:
@@ -173,7 +177,7 @@ class Simulator:
         now = now or datetime.now(UTC)
         reason = MALFORMED_REASONS[self._malformed_made % len(MALFORMED_REASONS)]
         self._malformed_made += 1
-        citizen = self._pick_citizen().citizen_id
+        citizen = self._random.choice([*self._citizens, *self._extra]).citizen_id
         document: dict[str, Any] = {
             "specversion": "1.0",
             "id": str(uuid.UUID(int=self._random.getrandbits(128))),
@@ -203,12 +207,6 @@ class Simulator:
             event_type=None,
             malformed=reason,
         )
-
-    def _pick_citizen(self) -> _Citizen:
-        # Named citizens (the demo's, that someone is probably watching) get half of the traffic.
-        if self._extra and (not self._citizens or self._random.random() < 0.5):
-            return self._random.choice(self._extra)
-        return self._random.choice(self._citizens)
 
     # -- what happens to a citizen ------------------------------------------------------------------
 

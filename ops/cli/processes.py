@@ -163,8 +163,8 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
                 click.echo(f"  API documentation:   {base_url}/docs")
                 if simulate_rate > 0:
                     click.echo(
-                        f"  Simulated traffic:   {simulate_rate:g} interactions/s for 100 citizens and the "
-                        "demo citizens (citizen-context simulate)"
+                        f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
+                        "citizens, the rest for 100 others (citizen-context simulate)"
                     )
                 click.echo("Press Ctrl-C to stop.")
             try:

@@ -15,7 +15,7 @@ from ops.cli.root import main
     "extra",
     multiple=True,
     help="Also send live interactions for this existing citizen (repeatable; no profile is sent). "
-    "Named citizens share half of the traffic.",
+    "Named citizens share half of the records.",
 )
 @click.option(
     "--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.01), help="Records/second."
