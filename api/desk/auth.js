@@ -59,7 +59,7 @@ export function claims() {
 /** A name to greet the agent with. */
 export function agentName() {
   const found = claims();
-  return (found && (found.name || found.sub)) || "Signed in";
+  return (found && (found.name || found.sub)) || "an agent";
 }
 
 function authHeaders() {

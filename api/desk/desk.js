@@ -26,7 +26,7 @@ const IDENTIFIER_LABELS = {
 function show(view, focus) {
   for (const id of ["sign-in", "start", "enquiry"]) $(id).hidden = id !== view;
   $("agent").hidden = view === "sign-in";
-  $("agent-name").textContent = view === "sign-in" ? "" : agentName();
+  $("agent-name").textContent = view === "sign-in" ? "" : `Signed in as ${agentName()}`;
   if (focus) focus.focus();
 }
 

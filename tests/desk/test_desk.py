@@ -207,6 +207,13 @@ def test_the_desk_reflows_at_400_percent_zoom_and_respects_reduced_motion(
     new_item = page.locator("#timeline-list > li.new")
     expect(new_item).to_contain_text("A message that arrives while zoomed in")
     assert new_item.evaluate("node => getComputedStyle(node).animationName") == "none"
+    # A reload (or a crashed tab restored) reopens the enquiry in hand, live again.
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    expect(page.locator("#connection-text")).to_have_text(re.compile("^Live"))
+    expect(page.locator("#timeline-list > li").first).to_contain_text(
+        "A message that arrives while zoomed in"
+    )
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
