@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.desk import desk_files
 from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
 from api.problems import document_problems, install_problem_handlers
@@ -144,4 +145,6 @@ def create_app(
     app.include_router(rights.router)
     app.include_router(audit.router)
     app.include_router(admin.router)
+    # The agent desk: static files only; it calls the same /v1 API as any other client.
+    app.mount("/desk", desk_files(), name="desk")
     return app

@@ -4,6 +4,7 @@ Each test isolates itself: its own Redis key prefix, its own Kafka topic and con
 """
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -44,6 +45,15 @@ hypothesis_settings.register_profile(
     "project", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
 )
 hypothesis_settings.load_profile("project")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--update-screenshots`: the desk's browser test rewrites docs/desk.png (the README shows it)."""
+    parser.addoption(
+        "--update-screenshots",
+        action="store_true",
+        help="write the desk's screenshot to docs/ (otherwise to the test's temporary folder)",
+    )
 
 
 def free_port() -> int:
@@ -223,6 +233,15 @@ class Stack:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
+
+    def applied(self) -> float:
+        """Events the stack's consumer has applied so far, from its metrics (which need no credentials)."""
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.health_port}/metrics", timeout=2).text
+        except httpx.TransportError:
+            return 0
+        found = re.search(r"^citizen_context_events_applied_total (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0
 
     def api(self, port: int | None = None) -> Process:
         """Start an API process (on the stack's port, or another one for a second replica)."""

@@ -110,13 +110,24 @@ def _publish_demo() -> list[str]:
 
 @main.command()
 @click.option("--demo/--no-demo", "with_demo", default=True, show_default=True, help="Publish demo events.")
-def dev(with_demo: bool) -> None:
-    """Servers, API, consumer and a demo publisher together; Ctrl-C stops everything it started."""
+@click.option(
+    "--simulate-rate",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Simulated interactions per second after the demo events (0: none).",
+)
+def dev(with_demo: bool, simulate_rate: float) -> None:
+    """Servers, API, consumer, demo events and simulated traffic together; Ctrl-C stops everything."""
+    from api.security.settings import SecuritySettings
+    from api.security.tokens import mint_development_token
     from api.settings import ApiSettings
+    from models.tables import AgentRole
 
     settings = ApiSettings()
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
     children: list[subprocess.Popen[bytes]] = []
+    helpers: list[subprocess.Popen[bytes]] = []
     stop_requested = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -135,14 +146,49 @@ def dev(with_demo: bool) -> None:
             _wait_ready(f"{base_url}/readyz", children)
             if with_demo:
                 citizens = _publish_demo()
-                _wait_for_context(f"{base_url}/v1/citizens/{citizens[0]}/context")
-                ws_url = base_url.replace("http", "ws", 1)
+                security = SecuritySettings()
+                # A supervisor with a stated reason may read any citizen (and the read is audited).
+                supervisor = mint_development_token(
+                    security, agent_id="S-dev", roles=[AgentRole.supervisor], name="Development supervisor"
+                )
+                _wait_for_context(
+                    f"{base_url}/v1/citizens/{citizens[0]}/context",
+                    headers={
+                        "Authorization": f"Bearer {supervisor}",
+                        "X-Access-Reason": "make run: demo check",
+                    },
+                )
+                if simulate_rate > 0:
+                    # Live traffic for a desk to watch: the demo citizens get half of it. Bounded (8 hours),
+                    # and quiet (no progress bar): it shares the terminal with the other processes.
+                    simulate = [*executable, "simulate", "--citizens", "100", "--rate", str(simulate_rate)]
+                    simulate += ["--duration", "28800", "--no-progress"]
+                    simulate += [arg for citizen in citizens for arg in ("--citizen", citizen)]
+                    helpers.append(
+                        subprocess.Popen(simulate, start_new_session=True, stdout=subprocess.DEVNULL)
+                    )
+                token = mint_development_token(
+                    security, agent_id="A-dev", roles=[AgentRole.agent], name="Development agent"
+                )
+                supervisor_header = (
+                    '-H "Authorization: Bearer $(.venv/bin/citizen-context token --role supervisor)"'
+                )
+                reason_header = "-H 'X-Access-Reason: demo'"
                 click.echo("")
                 click.secho("Citizen Context is running.", bold=True)
-                click.echo(f"  Context (REST):      {base_url}/v1/citizens/{citizens[0]}/context")
-                click.echo(f"  Live stream (WS):    {ws_url}/v1/citizens/{citizens[0]}/stream")
-                click.echo(f"  Other demo citizens: {', '.join(citizens[1:])}")
+                click.echo(f"  Agent desk:          {base_url}/desk/")
+                click.echo(f"  Signed in as A-dev:  {base_url}/desk/#token={token}")
+                click.echo("  Try phone number:    07700 900123 (C-100234), or citizen id C-100587, C-200311")
+                click.echo(
+                    f"  Context (REST):      curl {supervisor_header} {reason_header} "
+                    f"{base_url}/v1/citizens/{citizens[0]}/context"
+                )
                 click.echo(f"  API documentation:   {base_url}/docs")
+                if simulate_rate > 0:
+                    click.echo(
+                        f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
+                        "citizens, the rest for 100 others (citizen-context simulate)"
+                    )
                 click.echo("Press Ctrl-C to stop.")
             try:
                 while not stop_requested and all(child.poll() is None for child in children):
@@ -151,12 +197,12 @@ def dev(with_demo: bool) -> None:
                     if not stop_requested and child.poll() is not None:
                         click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
             finally:
-                # The API and the consumer go first, while the servers they use still run.
-                _stop_children(children)
+                # The simulator, the API and the consumer go first, while the servers they use still run.
+                _stop_children([*helpers, *children])
     except ServiceError as error:
         fail(error)
     finally:
-        _stop_children(children)
+        _stop_children([*helpers, *children])
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
@@ -184,10 +230,10 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: fl
     raise ServiceError(f"{url} was not ready within {timeout_s:.0f}s")
 
 
-def _wait_for_context(url: str, timeout_s: float = 30) -> None:
+def _wait_for_context(url: str, *, headers: dict[str, str], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        response = httpx.get(url, timeout=2)
+        response = httpx.get(url, headers=headers, timeout=2)
         if response.status_code == 200 and response.json()["version"] > 0:
             return
         time.sleep(0.3)

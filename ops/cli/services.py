@@ -10,6 +10,8 @@ import click
 from ops.cli.root import fail, main
 from ops.processes import ServiceError
 from ops.servers import LocalServer, ensure_command, local_servers
+from ops.settings import ServicesSettings
+from ops.tools import ensure_axe_core, ensure_chromium
 
 
 @main.group()
@@ -44,9 +46,11 @@ def services_status() -> None:
 
 @services.command("tools")
 def services_tools() -> None:
-    """Install the tools the tests use besides the servers (kcat, a second Kafka client)."""
+    """Install the tools the tests use besides the servers: kcat, Chromium and axe-core."""
     try:
         click.echo(f"kcat: {ensure_command('kcat', 'kcat')}")
+        click.echo(f"chromium: {ensure_chromium()}")
+        click.echo(f"axe-core: {ensure_axe_core(ServicesSettings().cache_dir)}")
     except ServiceError as error:
         fail(error)
 

@@ -1,0 +1,337 @@
+// The agent desk: sign in, start an enquiry, watch the citizen's context live, complete the enquiry.
+
+import { SignedOut, agentName, authFetch, signIn, signOut, takeTokenFromFragment, token } from "./auth.js";
+import { announcement, eventKey, renderProfile, renderSummary, timelineItem } from "./render.js";
+import { ContextStream } from "./stream.js";
+
+const ENQUIRY_KEY = "citizen-context.enquiry";
+const MAX_TIMELINE = 200;
+const $ = (id) => document.getElementById(id);
+
+let stream = null;
+let enquiry = null;
+let connectionState = null;
+let pending = [];
+let announceTimer = null;
+
+const IDENTIFIER_LABELS = {
+  phone: ["Phone number", "tel"],
+  citizen_id: ["Citizen id", "text"],
+  email: ["Email address", "email"],
+  case: ["Case reference", "text"],
+};
+
+// ---- views -------------------------------------------------------------------------------------------
+
+function show(view, focus) {
+  for (const id of ["sign-in", "start", "enquiry"]) $(id).hidden = id !== view;
+  $("agent").hidden = view === "sign-in";
+  $("agent-name").textContent = view === "sign-in" ? "" : `Signed in as ${agentName()}`;
+  if (focus) focus.focus();
+}
+
+function showError(id, message) {
+  const node = $(id);
+  node.textContent = message || "";
+  node.hidden = !message;
+}
+
+function showSignIn(message) {
+  closeEnquiry();
+  showError("sign-in-error", message);
+  show("sign-in", message ? $("token") : null);
+}
+
+async function showStart(message) {
+  closeEnquiry();
+  showError("start-error", message);
+  show("start");
+  $("identifier").focus();
+}
+
+function problemText(body, fallback) {
+  return (body && (body.detail || body.title)) || fallback;
+}
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+function handleFailure(error, errorId) {
+  if (error instanceof SignedOut) {
+    showSignIn(error.message);
+  } else {
+    showError(errorId, "The desk could not reach the server. Check your connection and try again.");
+  }
+}
+
+// ---- sign in -----------------------------------------------------------------------------------------
+
+async function submitSignIn(event) {
+  event.preventDefault();
+  const value = $("token").value.trim();
+  if (!value) {
+    showError("sign-in-error", "Enter your access token.");
+    $("token").focus();
+    return;
+  }
+  signIn(value);
+  $("token").value = "";
+  try {
+    // Any authenticated call tells whether the token is accepted.
+    await authFetch("/v1/enquiries");
+  } catch (error) {
+    handleFailure(error, "sign-in-error");
+    return;
+  }
+  showError("sign-in-error", "");
+  await showStart();
+}
+
+function signOutClicked() {
+  signOut();
+  sessionStorage.removeItem(ENQUIRY_KEY);
+  showSignIn();
+}
+
+// ---- start an enquiry ---------------------------------------------------------------------------------
+
+function findByChanged() {
+  const [label, type] = IDENTIFIER_LABELS[$("find-by").value];
+  $("identifier-label").textContent = label;
+  $("identifier").type = type;
+}
+
+async function submitStart(event) {
+  event.preventDefault();
+  const findBy = $("find-by").value;
+  const value = $("identifier").value.trim();
+  if (!value) {
+    showError("start-error", `Enter the ${IDENTIFIER_LABELS[findBy][0].toLowerCase()}.`);
+    $("identifier").focus();
+    return;
+  }
+  let response;
+  try {
+    response = await authFetch("/v1/enquiries", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ [findBy]: value, channel: $("channel").value }),
+    });
+  } catch (error) {
+    handleFailure(error, "start-error");
+    return;
+  }
+  const body = await readJson(response);
+  if (!response.ok) {
+    const message =
+      response.status === 404
+        ? `No citizen is known for this ${IDENTIFIER_LABELS[findBy][0].toLowerCase()}.`
+        : problemText(body, `The enquiry could not be started (${response.status}).`);
+    showError("start-error", message);
+    $("identifier").focus();
+    return;
+  }
+  $("identifier").value = "";
+  showError("start-error", "");
+  openEnquiry(body);
+}
+
+// ---- the enquiry --------------------------------------------------------------------------------------
+
+function openEnquiry(found) {
+  closeEnquiry();
+  enquiry = { id: found.id, citizen_id: found.citizen_id };
+  sessionStorage.setItem(ENQUIRY_KEY, JSON.stringify(enquiry));
+  $("citizen-id").textContent = found.citizen_id;
+  document.title = `Citizen ${found.citizen_id} · Agent desk`;
+  $("timeline-list").replaceChildren();
+  $("timeline-empty").hidden = false;
+  $("summary-body").replaceChildren();
+  renderProfile({});
+  $("presence").hidden = true;
+  $("complete-form").hidden = false;
+  $("completed").hidden = true;
+  showError("complete-error", "");
+  $("notes").value = "";
+  connectionState = null;
+  show("enquiry", $("citizen-heading"));
+  stream = new ContextStream(found.id, { snapshot, change, state: setConnection, presence });
+  stream.start();
+}
+
+function closeEnquiry() {
+  if (stream) stream.stop();
+  stream = null;
+  enquiry = null;
+  pending = [];
+  clearTimeout(announceTimer);
+  document.title = "Agent desk · Citizen Context";
+}
+
+function snapshot(context) {
+  renderProfile(context.profile);
+  renderSummary(context.summary);
+  const list = $("timeline-list");
+  list.replaceChildren(...context.timeline.slice(0, MAX_TIMELINE).map(timelineItem));
+  $("timeline-empty").hidden = context.timeline.length > 0;
+}
+
+function change(message) {
+  if (message.profile) renderProfile(message.profile);
+  if (message.summary) renderSummary(message.summary);
+  if (message.event && insertEvent(message.event)) queueAnnouncement(message.event);
+}
+
+/** Inserts an event at its place by time (events may arrive late); false when it is already shown. */
+function insertEvent(event) {
+  const list = $("timeline-list");
+  const key = eventKey(event);
+  for (const item of list.children) if (item.dataset.key === key) return false;
+  const node = timelineItem(event);
+  node.classList.add("new");
+  const time = Number(node.dataset.time);
+  const before = Array.from(list.children).find((item) => Number(item.dataset.time) <= time);
+  list.insertBefore(node, before || null);
+  while (list.children.length > MAX_TIMELINE) list.lastElementChild.remove();
+  $("timeline-empty").hidden = true;
+  return true;
+}
+
+// Bursts are announced once, so a screen reader is not flooded.
+function queueAnnouncement(event) {
+  pending.push(event);
+  clearTimeout(announceTimer);
+  announceTimer = setTimeout(() => {
+    const events = pending;
+    pending = [];
+    const text =
+      events.length === 1
+        ? announcement(events[0])
+        : `${events.length} new items on the timeline. Newest: ${announcement(events[events.length - 1]).replace("New on the timeline: ", "")}`;
+    const line = document.createElement("p");
+    line.textContent = text;
+    $("announcer").replaceChildren(line);
+  }, 400);
+}
+
+function presence(viewers) {
+  const node = $("presence");
+  node.hidden = viewers.length === 0;
+  node.textContent = viewers.length ? `Also viewing this citizen: ${viewers.join(", ")}` : "";
+}
+
+const lostAt = new Intl.DateTimeFormat("en-GB", { timeStyle: "short" });
+let offlineSince = null;
+
+function setConnection(state, detail) {
+  if (state === "signed-out") {
+    showSignIn(detail);
+    return;
+  }
+  if (state === "offline" || state === "reconnecting") offlineSince = offlineSince || new Date();
+  if (state === "live") offlineSince = null;
+  const since = offlineSince ? ` since ${lostAt.format(offlineSince)}` : "";
+  const texts = {
+    connecting: "Connecting…",
+    reconnecting: `Reconnecting${since}… What you see may be out of date.`,
+    live: "Live: new events appear as they happen.",
+    delayed: "Delayed: the server is not receiving updates right now. What you see may be out of date.",
+    offline: `Connection lost${since}. Reconnecting… What you see may be out of date.`,
+    ended: "Enquiry completed. Live updates have stopped.",
+    failed: detail || "The live view stopped.",
+  };
+  // "offline" and "reconnecting" alternate while retrying; one message covers both.
+  const shown = state === "reconnecting" ? "offline" : state;
+  if (shown === connectionState) return;
+  connectionState = shown;
+  $("connection").dataset.state = shown;
+  $("connection-text").textContent = texts[state];
+  if (state === "ended") markCompleted();
+}
+
+// ---- complete ------------------------------------------------------------------------------------------
+
+async function submitComplete(event) {
+  event.preventDefault();
+  if (!enquiry) return;
+  const button = event.submitter || $("complete-form").querySelector("button");
+  button.disabled = true;
+  let response;
+  try {
+    response = await authFetch(`/v1/enquiries/${encodeURIComponent(enquiry.id)}/complete`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ outcome: $("outcome").value, notes: $("notes").value.trim() || null }),
+    });
+  } catch (error) {
+    button.disabled = false;
+    handleFailure(error, "complete-error");
+    return;
+  }
+  button.disabled = false;
+  if (response.ok || response.status === 409) {
+    showError("complete-error", "");
+    markCompleted();
+    $("completed-text").focus();
+    return;
+  }
+  const body = await readJson(response);
+  showError("complete-error", problemText(body, `The enquiry could not be completed (${response.status}). Try again.`));
+}
+
+function markCompleted() {
+  sessionStorage.removeItem(ENQUIRY_KEY);
+  $("complete-form").hidden = true;
+  $("completed").hidden = false;
+}
+
+// ---- start ---------------------------------------------------------------------------------------------
+
+async function resumeStoredEnquiry() {
+  const stored = sessionStorage.getItem(ENQUIRY_KEY);
+  if (!stored) return false;
+  let saved;
+  try {
+    saved = JSON.parse(stored);
+  } catch {
+    sessionStorage.removeItem(ENQUIRY_KEY);
+    return false;
+  }
+  const response = await authFetch(`/v1/enquiries/${encodeURIComponent(saved.id)}`);
+  const body = await readJson(response);
+  if (response.ok && body && body.status === "active") {
+    openEnquiry(body);
+    return true;
+  }
+  sessionStorage.removeItem(ENQUIRY_KEY);
+  return false;
+}
+
+async function main() {
+  $("completed-text").tabIndex = -1;
+  $("sign-in-form").addEventListener("submit", submitSignIn);
+  $("start-form").addEventListener("submit", submitStart);
+  $("complete-form").addEventListener("submit", submitComplete);
+  $("find-by").addEventListener("change", findByChanged);
+  $("sign-out").addEventListener("click", signOutClicked);
+  $("new-enquiry").addEventListener("click", () => showStart());
+  findByChanged();
+  takeTokenFromFragment();
+  if (!token()) {
+    showSignIn();
+    return;
+  }
+  try {
+    if (!(await resumeStoredEnquiry())) await showStart();
+  } catch (error) {
+    if (error instanceof SignedOut) showSignIn(error.message);
+    else await showStart("The desk could not reach the server. Check your connection and try again.");
+  }
+}
+
+main();

@@ -1,0 +1,124 @@
+"""`citizen-context simulate`: synthetic traffic for many citizens, at a chosen rate, with a progress bar."""
+
+import time
+from typing import Any
+
+import click
+
+from ops.cli.root import main
+
+
+@main.command()
+@click.option("--citizens", default=50, show_default=True, type=click.IntRange(0, 100_000), help="Citizens.")
+@click.option(
+    "--citizen",
+    "extra",
+    multiple=True,
+    help="Also send live interactions for this existing citizen (repeatable; no profile is sent). "
+    "Named citizens share half of the records.",
+)
+@click.option(
+    "--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.01), help="Records/second."
+)
+@click.option("--count", default=None, type=click.IntRange(min=1), help="Stop after this many records.")
+@click.option(
+    "--duration", default=None, type=click.FloatRange(min=0.1), help="Stop after this many seconds."
+)
+@click.option(
+    "--malformed",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Malformed records among them, spread out (they must reach the dead-letter topic).",
+)
+@click.option("--seed", default=None, type=int, help="Make the traffic reproducible.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def simulate(
+    citizens: int,
+    extra: tuple[str, ...],
+    rate: float,
+    count: int | None,
+    duration: float | None,
+    malformed: int,
+    seed: int | None,
+    progress: bool,
+) -> None:
+    """Publish realistic synthetic interactions to Kafka (bounded: --count, --duration; default 500)."""
+    from events.producer import create_producer
+    from events.settings import KafkaSettings
+    from events.simulate import Simulator
+
+    if count is None and duration is None:
+        count = 500
+    total = min(count or 10**12, int(duration * rate) if duration is not None else 10**12)
+    malformed = min(malformed, total)
+    # Malformed records sit at evenly spread positions, never first (so the desk fills first).
+    every = total / malformed if malformed else 0
+    malformed_at = {int(every * (n + 0.5)) for n in range(malformed)}
+
+    kafka = KafkaSettings()
+    simulator = Simulator(citizens=citizens, extra_citizens=extra, seed=seed)
+    producer = create_producer(kafka.bootstrap_list, max_block_ms=10_000)
+    failures: list[BaseException] = []
+    sent = planted = 0
+    started = time.monotonic()
+    ends_at = started + duration if duration is not None else None
+    bar, task = _progress(total, progress)
+    try:
+        for index in range(total):
+            # Paced against the start, not the previous send, so the rate holds on average.
+            delay = started + index / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if ends_at is not None and time.monotonic() >= ends_at:
+                break
+            if index in malformed_at:
+                record = simulator.malformed_record()
+                planted += 1
+            else:
+                record = simulator.next_record()
+            future = producer.send(kafka.topic, key=record.key, value=record.value, headers=record.headers)
+            future.add_errback(failures.append)
+            sent += 1
+            if bar is not None:
+                bar.update(task, completed=sent, malformed=planted)
+        producer.flush(timeout=30)
+    except KeyboardInterrupt:
+        producer.flush(timeout=10)
+    finally:
+        producer.close(timeout=10)
+        if bar is not None:
+            bar.stop()
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"published {sent - len(failures)} records to {kafka.topic} in {elapsed:.1f}s "
+        f"({planted} malformed, for the dead-letter topic)"
+    )
+    if failures:
+        raise click.ClickException(f"{len(failures)} records were not acknowledged: {failures[0]!r}")
+
+
+def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
+    if not enabled:
+        return None, None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("simulate"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[malformed]} malformed"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    task = bar.add_task("simulate", total=total, malformed=0)
+    bar.start()
+    return bar, task

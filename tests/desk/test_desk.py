@@ -1,0 +1,221 @@
+"""The agent desk in a real browser, against real API and consumer processes, Kafka and Redis."""
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from playwright.sync_api import Page, expect
+
+from events.producer import create_producer, publish
+from events.settings import KafkaSettings
+from tests.conftest import Stack, wait_until
+from tests.desk.conftest import AGENT_NAME, assert_accessible
+from tests.factories import example_data, make_event
+
+CITIZEN = "C-DESK-1"
+PHONE = "07700 900777"
+
+
+@pytest.fixture
+def producer() -> Iterator[KafkaProducer]:
+    kafka_producer = create_producer(KafkaSettings().bootstrap_list)
+    yield kafka_producer
+    kafka_producer.close()
+
+
+def send(
+    producer: KafkaProducer, stack: Stack, type_: str, *, minutes_ago: float = 0, **data: object
+) -> None:
+    """Publish one event about CITIZEN to the stack's topic and wait for Kafka's acknowledgement."""
+    event = make_event(CITIZEN, type_=type_, minutes_ago=minutes_ago, data=example_data(type_, **data))
+    publish(producer, stack.env["CITIZEN_CONTEXT_KAFKA_TOPIC"], event).get(timeout=10)
+
+
+def a_known_citizen(producer: KafkaProducer, stack: Stack) -> None:
+    """A citizen with personal needs, a phone number and some history, as the consumer has applied it."""
+    send(
+        producer,
+        stack,
+        "profile.updated",
+        minutes_ago=60 * 24 * 9,
+        summary="Prefers Welsh; needs a BSL interpreter",
+        preferred_language="cy",
+        communication_needs=["bsl-interpreter"],
+        vulnerability_flags=["bereavement"],
+        phone=PHONE,
+    )
+    send(
+        producer,
+        stack,
+        "case.opened",
+        minutes_ago=60 * 24 * 6,
+        summary="Housing benefit claim HB-4471 opened",
+    )
+    send(producer, stack, "payment.failed", minutes_ago=60 * 24 * 2)
+    send(producer, stack, "call.ended", minutes_ago=60 * 24, summary="Called about HB-4471 and the payment")
+    send(producer, stack, "call.ended", minutes_ago=60 * 5, summary="Asked for the evidence list again")
+    send(producer, stack, "call.started", minutes_ago=1, summary="Inbound call from a known number")
+
+    wait_until(lambda: stack.applied() >= 6, what="the citizen's history applied")
+
+
+def sign_in_with_keyboard(page: Page, token: str) -> None:
+    """Sign in as an agent who uses only the keyboard: Tab to the token field, type, Tab, Enter."""
+    page.goto("/desk/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    for _ in range(5):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "token":
+            break
+    expect(page.get_by_label("Access token")).to_be_focused()
+    page.keyboard.insert_text(token)
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    expect(page.get_by_role("banner")).to_contain_text(AGENT_NAME)
+
+
+def timeline(page: Page) -> list[str]:
+    return page.locator("#timeline-list > li .event-summary").all_inner_texts()
+
+
+def test_an_agent_follows_an_enquiry_live_through_an_api_restart_and_completes_it(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str, screenshot_path: Path
+) -> None:
+    stack.consumer()
+    api = stack.api()
+    a_known_citizen(producer, stack)
+
+    streams: list[str] = []
+    page.on("websocket", lambda websocket: streams.append(websocket.url))
+    sign_in_with_keyboard(page, agent_token)
+    assert_accessible(page, "start an enquiry")
+
+    # The caller's number is all the agent has; Enter in the field starts the enquiry.
+    expect(page.get_by_label("Phone number")).to_be_focused()
+    page.keyboard.type(PHONE)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    expect(page.locator("#connection")).to_have_attribute("role", "status")
+    status = page.locator("#connection-text")
+    expect(status).to_have_text(re.compile("^Live"))
+
+    # What must not be missed comes first: personal needs, then the summary, then the timeline.
+    headings = page.locator("#enquiry h2").all_inner_texts()
+    assert headings[:3] == ["Personal needs", "Summary", "Timeline (newest first)"]
+    needs = page.get_by_role("region", name="Personal needs")
+    expect(needs).to_contain_text("Welsh (cy)")
+    expect(needs).to_contain_text("BSL interpreter")
+    expect(needs).to_contain_text("Bereavement")
+    expect(page.get_by_role("region", name="Summary")).to_contain_text("HB-4471")
+    assert timeline(page)[0] == "Inbound call from a known number"
+
+    # An event published to Kafka is on the page within two seconds, and announced politely.
+    send(producer, stack, "chat.message", summary="Asked whether the assessment can be moved")
+    expect(page.locator("#timeline-list > li").first).to_contain_text(
+        "Asked whether the assessment can be moved", timeout=2000
+    )
+    expect(page.locator("#announcer")).to_contain_text("Asked whether the assessment can be moved")
+    assert page.locator("#announcer").get_attribute("aria-live") == "polite"
+    page.screenshot(path=str(screenshot_path), full_page=True)
+    assert_accessible(page, "an enquiry, live")
+
+    # The API restarts (a rolling deployment); an update published while it is down is not lost.
+    api.stop()
+    expect(status).to_have_text(re.compile("lost|Reconnecting"), timeout=10_000)
+    send(producer, stack, "email.received", summary="Sent the payslips while the desk was reconnecting")
+    time.sleep(1)  # the consumer applies it while no API runs
+    stack.api()
+    expect(page.locator("#timeline-list > li").first).to_contain_text(
+        "Sent the payslips while the desk was reconnecting", timeout=20_000
+    )
+    expect(status).to_have_text(re.compile("^Live"))
+    # It resumed from where it was (the server sends just what was missed), without anyone asking.
+    assert "version=7" in streams[-1]
+    assert "epoch=" in streams[-1]
+    summaries = timeline(page)
+    assert summaries[:3] == [
+        "Sent the payslips while the desk was reconnecting",
+        "Asked whether the assessment can be moved",
+        "Inbound call from a known number",
+    ]
+    assert len(summaries) == len(set(summaries)) == 8
+
+    # Completing the enquiry puts it on the timeline, and the live view ends by itself.
+    page.get_by_label("Outcome").select_option("resolved")
+    page.get_by_label("Notes").fill("Payslips received; will call back on Friday.")
+    page.get_by_role("button", name="Complete enquiry").click()
+    expect(page.get_by_text("The enquiry is complete.")).to_be_focused()
+    completed = page.locator("#timeline-list > li").first
+    expect(completed).to_contain_text("Enquiry completed", timeout=10_000)
+    expect(completed).to_contain_text("Notes: Payslips received; will call back on Friday.")
+    expect(completed).to_contain_text("Outcome: Resolved")
+    expect(status).to_have_text(re.compile("^Enquiry completed"))
+    assert_accessible(page, "enquiry completed")
+
+
+def test_a_sign_in_link_keeps_its_token_out_of_the_address_bar(
+    stack: Stack, page: Page, agent_token: str
+) -> None:
+    stack.api()
+    response = page.goto(f"/desk/#token={agent_token}")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "default-src 'none'" in policy
+    assert "unsafe" not in policy
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    assert page.url.endswith("/desk/")
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") == agent_token
+    # The link's entry in the history was replaced, not kept: back leads to where the tab was before.
+    page.go_back()
+    assert page.url == "about:blank"
+    page.go_forward()
+    assert page.url.endswith("/desk/")
+
+    # A number nobody is known by is said plainly, next to the field.
+    page.get_by_label("Phone number").fill("07700 900000")
+    page.get_by_role("button", name="Start enquiry").click()
+    expect(page.get_by_role("alert")).to_have_text("No citizen is known for this phone number.")
+    assert_accessible(page, "an error")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") is None
+    assert_accessible(page, "signed out")
+
+
+def test_the_desk_reflows_at_400_percent_zoom_and_respects_reduced_motion(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
+) -> None:
+    stack.consumer()
+    stack.api()
+    a_known_citizen(producer, stack)
+    # 400% zoom of a 1280 x 1024 screen is a 320 x 256 CSS pixel viewport (WCAG 1.4.10).
+    page.set_viewport_size({"width": 320, "height": 256})
+    page.emulate_media(reduced_motion="reduce")
+    page.goto(f"/desk/#token={agent_token}")
+    page.get_by_label("Find the citizen by").select_option("citizen_id")
+    page.get_by_label("Citizen id").fill(CITIZEN)
+    page.get_by_role("button", name="Start enquiry").click()
+    expect(page.locator("#connection-text")).to_have_text(re.compile("^Live"))
+    send(producer, stack, "chat.message", summary="A message that arrives while zoomed in")
+    new_item = page.locator("#timeline-list > li.new")
+    expect(new_item).to_contain_text("A message that arrives while zoomed in")
+    assert new_item.evaluate("node => getComputedStyle(node).animationName") == "none"
+    # A reload (or a crashed tab restored) reopens the enquiry in hand, live again.
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    expect(page.locator("#connection-text")).to_have_text(re.compile("^Live"))
+    expect(page.locator("#timeline-list > li").first).to_contain_text(
+        "A message that arrives while zoomed in"
+    )
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    assert_accessible(page, "400% zoom")

@@ -1,0 +1,105 @@
+"""Synthetic traffic: valid events follow the contract, malformed ones are dead-lettered, nothing stops."""
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from events.codec import InvalidEvent, decode_record
+from events.deadletter import dead_letter_topic
+from events.simulate import MALFORMED_REASONS, Simulator, simulated_phone
+from tests.conftest import Stack, topic_records, wait_until
+
+SMALL = ("--malformed", "4", "--seed", "1", "--no-progress")
+
+
+def test_every_simulated_record_is_a_valid_event_of_the_contract() -> None:
+    simulator = Simulator(citizens=20, extra_citizens=("C-100234",), seed=7)
+    now = datetime.now(UTC)
+    records = [simulator.next_record(now) for _ in range(400)]
+    events = [decode_record(record.value, record.headers) for record in records]
+    assert all(event.subject == record.citizen_id for event, record in zip(events, records, strict=True))
+    assert all(record.key == record.citizen_id.encode() for record in records if record.citizen_id)
+    types = Counter(event.type for event in events)
+    # Realistic variety: calls, chats, cases, payments, appointments, profiles.
+    assert {"call.started", "call.ended", "chat.message", "case.opened", "payment.failed"} <= set(types)
+    assert {"appointment.booked", "profile.updated"} <= set(types)
+    # A named (demo) citizen gets live traffic but never a profile of the simulator's.
+    demo = [event for event in events if event.subject == "C-100234"]
+    assert demo
+    assert all(event.type != "profile.updated" for event in demo)
+
+
+def test_a_simulated_citizen_starts_with_a_profile_and_a_findable_phone_number() -> None:
+    simulator = Simulator(citizens=1, seed=3)
+    first = decode_record(simulator.next_record().value)
+    assert first.type == "profile.updated"
+    assert isinstance(first.data, dict)
+    assert first.data["phone"] == simulated_phone(0)
+
+
+def test_simulated_phone_numbers_are_distinct_and_never_the_demo_citizens() -> None:
+    numbers = [simulated_phone(n) for n in range(1500)]
+    assert len(set(numbers)) == 1500
+    assert "07700 900123" not in numbers
+    assert simulated_phone(1500) is None
+
+
+def test_the_same_seed_gives_the_same_traffic() -> None:
+    now = datetime.now(UTC)
+    first, second = Simulator(citizens=5, seed=11), Simulator(citizens=5, seed=11)
+    assert [first.next_record(now).value for _ in range(50)] == [
+        second.next_record(now).value for _ in range(50)
+    ]
+
+
+def test_each_kind_of_malformed_record_is_refused_with_its_reason() -> None:
+    simulator = Simulator(citizens=3, seed=5)
+    for expected in MALFORMED_REASONS:
+        record = simulator.malformed_record()
+        assert record.malformed == expected
+        with pytest.raises(InvalidEvent) as refused:
+            decode_record(record.value, record.headers)
+        assert refused.value.reason == expected
+
+
+def test_simulate_publishes_traffic_that_reaches_the_desk_and_the_dead_letter_topic(stack: Stack) -> None:
+    stack.consumer()
+    stack.api()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "simulate",
+            "--citizens",
+            "5",
+            "--count",
+            "40",
+            "--rate",
+            "200",
+            *SMALL,
+        ],
+        env={**os.environ, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "published 40 records" in result.stdout
+    topic = stack.env["CITIZEN_CONTEXT_KAFKA_TOPIC"]
+
+    def dead_lettered() -> list[str]:
+        return sorted(
+            dict(record.headers)["dlq.reason"].decode() for record in topic_records(dead_letter_topic(topic))
+        )
+
+    wait_until(lambda: len(dead_lettered()) == 4, what="four dead letters")
+    assert dead_lettered() == sorted(MALFORMED_REASONS)
+
+    # Every other record reached the projection.
+    wait_until(lambda: stack.applied() == 36, what="36 events applied")
