@@ -24,6 +24,11 @@ from context.store import ContextReader, PresenceStore
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
 
+# Redis runs commands one at a time: more connections than this add no throughput, only sockets.
+REDIS_CONNECTIONS = 64
+# How long a command waits for a free connection before it fails as "Redis unavailable".
+REDIS_CONNECTION_WAIT_S = 5.0
+
 
 def create_app(
     *,
@@ -44,7 +49,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        client = aioredis.Redis.from_url(str(redis_settings.url), **redis_client_options(asyncio=True))
+        # A blocking pool: when every connection is busy (thousands of streams opening or beating at once),
+        # a command waits its turn instead of failing. redis-py's default pool raises MaxConnectionsError
+        # past 100 connections in flight, which `citizen-context bench` hit with 500 streams.
+        client = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                str(redis_settings.url),
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_CONNECTION_WAIT_S,
+                **redis_client_options(asyncio=True),
+            )
+        )
         engine = create_db_engine(database)
         reader = ContextReader(
             client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()

@@ -1,4 +1,8 @@
-"""Dependencies: one-liners reading what the lifespan put in the connection's state."""
+"""Dependencies: one-liners reading what the lifespan put in the connection's state.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, and three
+thread hops per request cost the context read more than its Redis round trips (see README, Benchmarks).
+"""
 
 from dataclasses import dataclass
 from typing import Annotated
@@ -14,27 +18,27 @@ from api.streaming import ChangeHub
 from context.store import ContextReader
 
 
-def _redis(connection: HTTPConnection) -> "aioredis.Redis":
+async def _redis(connection: HTTPConnection) -> "aioredis.Redis":
     return connection.state.redis  # type: ignore[no-any-return]
 
 
-def _reader(connection: HTTPConnection) -> ContextReader:
+async def _reader(connection: HTTPConnection) -> ContextReader:
     return connection.state.reader  # type: ignore[no-any-return]
 
 
-def _hub(connection: HTTPConnection) -> ChangeHub:
+async def _hub(connection: HTTPConnection) -> ChangeHub:
     return connection.state.hub  # type: ignore[no-any-return]
 
 
-def _publisher(connection: HTTPConnection) -> EventPublisher:
+async def _publisher(connection: HTTPConnection) -> EventPublisher:
     return connection.state.publisher  # type: ignore[no-any-return]
 
 
-def _stream_services(connection: HTTPConnection) -> StreamServices:
+async def _stream_services(connection: HTTPConnection) -> StreamServices:
     return connection.state.streams  # type: ignore[no-any-return]
 
 
-def _engine(connection: HTTPConnection) -> Engine:
+async def _engine(connection: HTTPConnection) -> Engine:
     return connection.state.engine  # type: ignore[no-any-return]
 
 
@@ -49,7 +53,7 @@ class Viewer:
 DEVELOPMENT_AGENT = "dev-agent"
 
 
-def _viewer(connection: HTTPConnection) -> Viewer:
+async def _viewer(connection: HTTPConnection) -> Viewer:
     # The authentication seam. Until tokens are verified, the caller names the agent they act for in
     # `X-Agent-Id` (development only); every route already depends on this one function.
     agent = connection.headers.get("x-agent-id", DEVELOPMENT_AGENT).strip()[:200] or DEVELOPMENT_AGENT

@@ -31,7 +31,7 @@ class CitizenKeys:
 
     @property
     def meta(self) -> str:
-        """Hash with the citizen's `version`."""
+        """Hash with the citizen's `version`, and the last identifier keep-alive period's stamp."""
         return f"{self._base}:meta"
 
     @property
@@ -69,6 +69,7 @@ class CitizenKeys:
             self.facts,
             self.profile,
             self.profile_stamps,
+            self.identifiers,
         ]
 
     def for_snapshot(self) -> list[str]:
