@@ -26,8 +26,9 @@ from models.database import DatabaseSettings, create_db_engine
 
 # Redis runs commands one at a time: more connections than this add no throughput, only sockets.
 REDIS_CONNECTIONS = 64
-# How long a command waits for a free connection before it fails as "Redis unavailable".
-REDIS_CONNECTION_WAIT_S = 5.0
+# How long a command waits for a free connection before it fails as "Redis unavailable": long enough
+# for a burst of thousands of streams opening at once (each waits its turn), short of a client's timeout.
+REDIS_CONNECTION_WAIT_S = 20.0
 
 
 def create_app(

@@ -28,7 +28,7 @@ class Watched:
     open_seconds: float = 0.0
 
 
-def watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int = 64) -> Watched:
+def watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int = 16) -> Watched:
     """Open a stream per grant, set `ready`, record arrivals until `stop` is set, then close them all."""
     raise_fd_limit()
     return asyncio.run(_watch(api_url, grants, ready, stop, max_opening))
