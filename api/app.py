@@ -19,7 +19,13 @@ from api.settings import ApiSettings
 from api.state import AppState
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
-from context.settings import RedisSettings, SummarySettings, TimelineSettings, redis_client_options
+from context.settings import (
+    IdentitySettings,
+    RedisSettings,
+    SummarySettings,
+    TimelineSettings,
+    redis_client_options,
+)
 from context.store import ContextReader, PresenceStore
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
@@ -38,6 +44,7 @@ def create_app(
     timeline: TimelineSettings | None = None,
     database: DatabaseSettings | None = None,
     kafka: KafkaSettings | None = None,
+    identity: IdentitySettings | None = None,
 ) -> FastAPI:
     """Build the app; clients are created in the lifespan, never at import time."""
     api = api or ApiSettings()
@@ -45,6 +52,7 @@ def create_app(
     timeline = timeline or TimelineSettings()
     database = database or DatabaseSettings()
     kafka = kafka or KafkaSettings()
+    identity = identity or IdentitySettings()
 
     lifecycle = Lifecycle()
 
@@ -79,7 +87,7 @@ def create_app(
         # Should the hub ever end, readiness and heartbeats must say so rather than stay "live".
         hub_task.add_done_callback(lambda _task: hub.connected.clear())
         lifecycle.hub = hub
-        publisher = EventPublisher(kafka)
+        publisher = EventPublisher(kafka, default_region=identity.default_region)
         streams = StreamServices(
             reader=reader,
             hub=hub,
@@ -89,7 +97,13 @@ def create_app(
         )
         try:
             yield AppState(
-                redis=client, reader=reader, hub=hub, engine=engine, publisher=publisher, streams=streams
+                redis=client,
+                reader=reader,
+                hub=hub,
+                engine=engine,
+                publisher=publisher,
+                streams=streams,
+                identity=identity,
             )
         finally:
             # Streams still open (no drain before, e.g. in tests) are told to reconnect elsewhere.

@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from api.publisher import EventPublisher
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
+from context.settings import IdentitySettings
 from context.store import ContextReader
 
 
@@ -36,6 +37,10 @@ async def _publisher(connection: HTTPConnection) -> EventPublisher:
 
 async def _stream_services(connection: HTTPConnection) -> StreamServices:
     return connection.state.streams  # type: ignore[no-any-return]
+
+
+async def _identity(connection: HTTPConnection) -> IdentitySettings:
+    return connection.state.identity  # type: ignore[no-any-return]
 
 
 async def _engine(connection: HTTPConnection) -> Engine:
@@ -67,3 +72,4 @@ EngineDep = Annotated[Engine, Depends(_engine)]
 PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
 StreamServicesDep = Annotated[StreamServices, Depends(_stream_services)]
 CurrentViewer = Annotated[Viewer, Depends(_viewer)]
+IdentityDep = Annotated[IdentitySettings, Depends(_identity)]

@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from api.publisher import EventPublisher
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
+from context.settings import IdentitySettings
 from context.store import ContextReader
 
 
@@ -20,3 +21,5 @@ class AppState(TypedDict):
     engine: Engine
     publisher: EventPublisher
     streams: StreamServices
+    # Read once per process: building settings reads the environment and .env (a third of a request).
+    identity: IdentitySettings

@@ -8,12 +8,11 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
-from api.deps import CurrentViewer, ReaderDep, StreamServicesDep
+from api.deps import CurrentViewer, IdentityDep, ReaderDep, StreamServicesDep
 from api.problems import Problem, problem_response
 from api.stream_session import CLOSE_INVALID_CITIZEN, Resume, StreamSession
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
-from context.settings import IdentitySettings
 from context.store import TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
@@ -76,6 +75,7 @@ async def lookup(
     request: Request,
     reader: ReaderDep,
     viewer: CurrentViewer,
+    identity: IdentityDep,
     phone: Annotated[str | None, Query(max_length=40, examples=["07700 900123"])] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
     case: Annotated[str | None, Query(max_length=64)] = None,
@@ -90,7 +90,7 @@ async def lookup(
         return problem_response(request, 422, "Give exactly one of phone, email or case.")
     kind, raw = given[0]
     try:
-        value = normalise(kind, raw, default_region=IdentitySettings().default_region)
+        value = normalise(kind, raw, default_region=identity.default_region)
     except InvalidIdentifier as error:
         return problem_response(request, 422, f"The {kind.value} is not valid: {error}.")
     citizen = await reader.lookup(kind, value)

@@ -4,11 +4,10 @@ from fastapi import APIRouter, Path, Request, Response, WebSocket, status
 from fastapi.responses import JSONResponse
 
 from api import enquiries
-from api.deps import CurrentViewer, EngineDep, PublisherDep, ReaderDep, StreamServicesDep
+from api.deps import CurrentViewer, EngineDep, IdentityDep, PublisherDep, ReaderDep, StreamServicesDep
 from api.problems import Problem, problem_response
 from api.publisher import PublishUnavailable
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
-from context.settings import IdentitySettings
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
 from models.tables import EnquiryStatus
 
@@ -42,6 +41,7 @@ async def start_enquiry(
     viewer: CurrentViewer,
     engine: EngineDep,
     reader: ReaderDep,
+    identity: IdentityDep,
 ) -> EnquiryPublic | JSONResponse:
     """Start an enquiry for a citizen named by id, phone number, email or case reference."""
     try:
@@ -50,7 +50,7 @@ async def start_enquiry(
             agent_id=viewer.id,
             engine=engine,
             reader=reader,
-            default_region=IdentitySettings().default_region,
+            default_region=identity.default_region,
         )
     except enquiries.EnquiryProblem as error:
         return _problem(request, error)
