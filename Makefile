@@ -3,8 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3
 CLI := $(VENV)/bin/citizen-context
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
+BENCH_FLAGS ?=
 
-.PHONY: run test check install clean
+.PHONY: run test check bench install clean
 
 ## run: from a fresh clone to a working product (servers, API, consumer, demo events); Ctrl-C stops it
 run: $(INSTALLED)
@@ -22,12 +24,20 @@ check: $(INSTALLED)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
+## bench: the benchmark suite (starts the servers it needs); `make bench BENCH_FLAGS=--quick` for a short run
+bench: $(INSTALLED) $(BENCH_INSTALLED)
+	$(CLI) bench --json docs/bench/results.json $(BENCH_FLAGS)
+
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet --editable ".[dev]"
+	touch $@
+
+$(BENCH_INSTALLED): pyproject.toml
+	$(VENV)/bin/pip install --quiet --editable ".[dev,bench]"
 	touch $@
 
 ## clean: remove the virtualenv and the local servers' data (the Kafka jar cache is kept)

@@ -27,10 +27,22 @@ from api.settings import ApiSettings
 from api.state import AppState
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
-from context.settings import RedisSettings, SummarySettings, TimelineSettings, redis_client_options
+from context.settings import (
+    IdentitySettings,
+    RedisSettings,
+    SummarySettings,
+    TimelineSettings,
+    redis_client_options,
+)
 from context.store import CitizenEraser, ContextReader, PresenceStore, RateLimitStore, TicketStore
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
+
+# Redis runs commands one at a time: more connections than this add no throughput, only sockets.
+REDIS_CONNECTIONS = 64
+# How long a command waits for a free connection before it fails as "Redis unavailable": long enough
+# for a burst of thousands of streams opening at once (each waits its turn), short of a client's timeout.
+REDIS_CONNECTION_WAIT_S = 20.0
 
 
 def create_app(
@@ -41,6 +53,7 @@ def create_app(
     database: DatabaseSettings | None = None,
     kafka: KafkaSettings | None = None,
     security: SecuritySettings | None = None,
+    identity: IdentitySettings | None = None,
 ) -> FastAPI:
     """Build the app; clients are created in the lifespan, never at import time."""
     api = api or ApiSettings()
@@ -49,12 +62,23 @@ def create_app(
     database = database or DatabaseSettings()
     kafka = kafka or KafkaSettings()
     security = security or SecuritySettings()
+    identity = identity or IdentitySettings()
 
     lifecycle = Lifecycle()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[AppState]:
-        client = aioredis.Redis.from_url(str(redis_settings.url), **redis_client_options(asyncio=True))
+        # A blocking pool: when every connection is busy (thousands of streams opening or beating at once),
+        # a command waits its turn instead of failing. redis-py's default pool raises MaxConnectionsError
+        # past 100 connections in flight, which `citizen-context bench` hit with 500 streams.
+        client = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                str(redis_settings.url),
+                max_connections=REDIS_CONNECTIONS,
+                timeout=REDIS_CONNECTION_WAIT_S,
+                **redis_client_options(asyncio=True),
+            )
+        )
         engine = create_db_engine(database)
         reader = ContextReader(
             client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()
@@ -73,7 +97,7 @@ def create_app(
         # Should the hub ever end, readiness and heartbeats must say so rather than stay "live".
         hub_task.add_done_callback(lambda _task: hub.connected.clear())
         lifecycle.hub = hub
-        publisher = EventPublisher(kafka)
+        publisher = EventPublisher(kafka, default_region=identity.default_region)
         streams = StreamServices(
             reader=reader,
             hub=hub,
@@ -103,6 +127,7 @@ def create_app(
                 streams=streams,
                 security=services,
                 eraser=CitizenEraser(client, prefix=redis_settings.key_prefix),
+                identity=identity,
             )
         finally:
             # Streams still open (no drain before, e.g. in tests) are told to reconnect elsewhere.

@@ -1,4 +1,8 @@
-"""Dependencies: one-liners reading what the lifespan put in the connection's state."""
+"""Dependencies: one-liners reading what the lifespan put in the connection's state.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, and three
+thread hops per request cost the context read more than its Redis round trips (see README, Benchmarks).
+"""
 
 from typing import Annotated
 
@@ -13,44 +17,49 @@ from api.security.authentication import RateLimited, SecurityServices, Unauthent
 from api.security.principal import Caller
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
+from context.settings import IdentitySettings
 from context.store import CitizenEraser, ContextReader
 
 
-def _redis(connection: HTTPConnection) -> "aioredis.Redis":
+async def _redis(connection: HTTPConnection) -> "aioredis.Redis":
     return connection.state.redis  # type: ignore[no-any-return]
 
 
-def _reader(connection: HTTPConnection) -> ContextReader:
+async def _reader(connection: HTTPConnection) -> ContextReader:
     return connection.state.reader  # type: ignore[no-any-return]
 
 
-def _hub(connection: HTTPConnection) -> ChangeHub:
+async def _hub(connection: HTTPConnection) -> ChangeHub:
     return connection.state.hub  # type: ignore[no-any-return]
 
 
-def _publisher(connection: HTTPConnection) -> EventPublisher:
+async def _publisher(connection: HTTPConnection) -> EventPublisher:
     return connection.state.publisher  # type: ignore[no-any-return]
 
 
-def _stream_services(connection: HTTPConnection) -> StreamServices:
+async def _stream_services(connection: HTTPConnection) -> StreamServices:
     return connection.state.streams  # type: ignore[no-any-return]
 
 
-def _engine(connection: HTTPConnection) -> Engine:
+async def _identity(connection: HTTPConnection) -> IdentitySettings:
+    return connection.state.identity  # type: ignore[no-any-return]
+
+
+async def _engine(connection: HTTPConnection) -> Engine:
     return connection.state.engine  # type: ignore[no-any-return]
 
 
-def _eraser(connection: HTTPConnection) -> CitizenEraser:
+async def _eraser(connection: HTTPConnection) -> CitizenEraser:
     return connection.state.eraser  # type: ignore[no-any-return]
 
 
-def _security(connection: HTTPConnection) -> SecurityServices:
+async def _security(connection: HTTPConnection) -> SecurityServices:
     return connection.state.security  # type: ignore[no-any-return]
 
 
 async def _caller(request: Request) -> Caller:
     """The authenticated caller, counted against their rate limit; 401 or 429 otherwise."""
-    security = _security(request)
+    security: SecurityServices = request.state.security
     try:
         caller = await security.authenticate(request.headers)
         await security.limit(caller)
@@ -78,3 +87,4 @@ StreamServicesDep = Annotated[StreamServices, Depends(_stream_services)]
 EraserDep = Annotated[CitizenEraser, Depends(_eraser)]
 SecurityDep = Annotated[SecurityServices, Depends(_security)]
 CurrentCaller = Annotated[Caller, Depends(_caller)]
+IdentityDep = Annotated[IdentitySettings, Depends(_identity)]

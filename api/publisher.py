@@ -5,7 +5,6 @@ import threading
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from context.settings import IdentitySettings
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
 from events.topics import reachable
@@ -19,8 +18,9 @@ class PublishUnavailable(Exception):
 class EventPublisher:
     """A Kafka producer created on first use, so the API starts (and serves reads) while Kafka is down."""
 
-    def __init__(self, kafka: KafkaSettings, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, kafka: KafkaSettings, *, default_region: str = "GB", timeout_s: float = 10.0) -> None:
         self._kafka = kafka
+        self._default_region = default_region
         self._timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
@@ -29,7 +29,7 @@ class EventPublisher:
         """Send the events and wait until the broker has every one (blocking: call from a worker thread)."""
         try:
             producer = self._get()
-            region = IdentitySettings().default_region
+            region = self._default_region
             futures = [publish(producer, self._kafka.topic, event, default_region=region) for event in events]
             producer.flush(timeout=self._timeout_s)
             for future in futures:

@@ -9,6 +9,7 @@ from api.publisher import EventPublisher
 from api.security.authentication import SecurityServices
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
+from context.settings import IdentitySettings
 from context.store import CitizenEraser, ContextReader
 
 
@@ -23,3 +24,5 @@ class AppState(TypedDict):
     streams: StreamServices
     security: SecurityServices
     eraser: CitizenEraser
+    # Read once per process: building settings reads the environment and .env (a third of a request).
+    identity: IdentitySettings

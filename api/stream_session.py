@@ -42,6 +42,7 @@ REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 
 # Close codes (documented in the README). 1012 is the standard "service restart".
 CLOSE_SHUTDOWN = 1012
+CLOSE_TRY_AGAIN = 1013
 CLOSE_LIFETIME = 4001
 CLOSE_INVALID_CITIZEN = 4400
 CLOSE_UNKNOWN_ENQUIRY = 4404
@@ -106,9 +107,15 @@ class StreamSession:
         ttl = services.settings.stream_heartbeat_s * 3
         try:
             with services.hub.subscribe(self._citizen) as subscription:
-                await services.presence.join(
-                    self._citizen, viewer_id=self._viewer, connection_id=self._connection, ttl_s=ttl
-                )
+                try:
+                    await services.presence.join(
+                        self._citizen, viewer_id=self._viewer, connection_id=self._connection, ttl_s=ttl
+                    )
+                except REDIS_UNAVAILABLE:
+                    # Redis is down, or every connection stayed busy past the pool's wait (a burst of
+                    # opening streams): the client should retry shortly, not see an unexpected error.
+                    await self._ws.close(code=CLOSE_TRY_AGAIN, reason="try again later")
+                    return
                 try:
                     await self._serve(subscription, resume)
                 finally:

@@ -1,26 +1,27 @@
 -- Apply one event to one citizen's context, atomically and idempotently.
 --
 -- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 changes (list),
---       5 facts (hash), 6 profile (hash), 7 profile stamps (hash)
+--       5 facts (hash), 6 profile (hash), 7 profile stamps (hash), 8 identifiers (set)
 -- ARGV: 1 event key (source, id), 2 score (time, microseconds), 3 event JSON,
 --       4 max events, 5 age cutoff score, 6 change log length, 7 channel ("": publish nothing),
 --       8 citizen id as a JSON string, 9 epoch as a JSON string, 10 expiry (seconds),
 --       11 the event's summary fact (JSON, or "" when it has none),
---       12.. profile updates as pairs: field name, value as JSON
--- Returns {applied (1 or 0), version}.
+--       12 the identifier keep-alive period's stamp (see the end),
+--       13.. profile updates as pairs: field name, value as JSON
+-- Returns {applied (1 or 0), version, identifiers whose index entries the writer must keep alive}.
 local event_key, score = ARGV[1], tonumber(ARGV[2])
 local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
 
 -- Seen before (redelivery after a restart, or a publisher's retry): nothing changes.
 if redis.call('HEXISTS', KEYS[2], event_key) == 1 then
-  return {0, version}
+  return {0, version, {}}
 end
 
 -- Profile fields first, whether or not the event itself stays in the timeline: a person's needs do not
 -- expire with the event that stated them. Per field, the update with the later (time, event key) wins,
 -- whatever the arrival order; applying the same update again changes nothing.
 local profile_changed = false
-for i = 12, #ARGV, 2 do
+for i = 13, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   local stamp = redis.call('HGET', KEYS[7], field)
   local newer = true
@@ -64,7 +65,7 @@ if score >= tonumber(ARGV[5]) then
 end
 
 if not kept and not profile_changed then
-  return {0, version}
+  return {0, version, {}}
 end
 
 version = redis.call('HINCRBY', KEYS[3], 'version', 1)
@@ -87,4 +88,13 @@ for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
 if ARGV[7] ~= '' then
   redis.call('PUBLISH', ARGV[7], change)
 end
-return {1, version}
+-- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
+-- Cluster), out of this script's reach. Once per keep-alive period, not on every event, they are handed
+-- back for the writer to extend (by the period's length more than the citizen's own expiry, so never
+-- less): asking Redis for them on every batch cost a round trip and a command per citizen.
+local stale = {}
+if redis.call('HGET', KEYS[3], 'identifiers-kept') ~= ARGV[12] then
+  redis.call('HSET', KEYS[3], 'identifiers-kept', ARGV[12])
+  stale = redis.call('SMEMBERS', KEYS[8])
+end
+return {1, version, stale}

@@ -31,7 +31,7 @@ class CitizenKeys:
 
     @property
     def meta(self) -> str:
-        """Hash with the citizen's `version`."""
+        """Hash with the citizen's `version`, and the last identifier keep-alive period's stamp."""
         return f"{self._base}:meta"
 
     @property
@@ -69,11 +69,12 @@ class CitizenKeys:
             self.facts,
             self.profile,
             self.profile_stamps,
+            self.identifiers,
         ]
 
     def erasable(self) -> list[str]:
         """Every key that holds anything of the citizen (an erasure removes them all)."""
-        return [*self.all(), self.identifiers, presence_key(self.prefix, self.citizen_id)]
+        return [*self.all(), presence_key(self.prefix, self.citizen_id)]
 
     def for_snapshot(self) -> list[str]:
         """The keys the snapshot script reads, in its order."""

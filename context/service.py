@@ -15,6 +15,8 @@ class EventWrite:
     """Everything one event does to the projection, computed before Redis is touched."""
 
     event: CloudEvent
+    # The event's stored JSON form, computed once (decoding has usually computed it already).
+    stored: str
     fact: str = ""
     profile: dict[str, str] = field(default_factory=dict)
     identifiers: list[tuple[IdentifierKind, str]] = field(default_factory=list)
@@ -26,13 +28,17 @@ class EventWrite:
         return self.event.citizen_id
 
 
-def plan_write(event: CloudEvent, *, default_region: str) -> EventWrite:
-    """What `event` (already resolved to a citizen) writes: itself, its fact, profile fields, identifiers."""
+def plan_write(event: CloudEvent, *, default_region: str, stored: str | None = None) -> EventWrite:
+    """What `event` (already resolved to a citizen) writes: itself, its fact, profile fields, identifiers.
+
+    `stored` is the event's JSON form (`event.to_json()`) when the caller has it already.
+    """
     if event.type == ERASURE_TYPE:
-        return EventWrite(event=event, erase=True)
+        return EventWrite(event=event, stored="", erase=True)
     fact = fact_of(event)
     return EventWrite(
         event=event,
+        stored=stored if stored is not None else event.to_json(),
         fact=fact.model_dump_json() if fact is not None else "",
         profile={name: json.dumps(value) for name, value in profile_fields(event).items()},
         identifiers=taught_identifiers(event, default_region=default_region),

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
+from pydantic import TypeAdapter
 
 from context.identity import IdentifierKind
 from context.keys import (
@@ -27,7 +28,7 @@ from context.keys import (
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
-from context.summary import FACT, summarise
+from context.summary import FACTS, summarise
 from context.timeline import age_cutoff, time_score
 from models.context import CitizenContext, ContextChange, Profile, Summary
 from models.events import CloudEvent
@@ -54,6 +55,17 @@ class TimelinePosition:
 
     score: int
     key: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContextJson:
+    """A context ready to serve: its head (everything but the events) and the whole JSON document."""
+
+    head: CitizenContext
+    body: str
+
+
+_EMPTY_TIMELINE = '"timeline":[]}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +154,13 @@ class ProjectionWriter:
             self.erase(writes[cut].citizen_id, epoch=epoch, publish=publish)
             results.append(ApplyResult(applied=True, version=0))
             return results + self.apply_batch(writes[cut + 1 :], epoch=epoch, now=now, publish=publish)
-        cutoff = age_cutoff(now=now or datetime.now(UTC), max_age=timedelta(days=self._timeline.max_age_days))
+        moment = now or datetime.now(UTC)
+        cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
+        period = keep_alive_period(expiry)
+        # Identifier entries outlive their citizen's keys by up to one period, never the other way round.
+        identifier_expiry = expiry + period
+        stamp = str(int(moment.timestamp()) // period)
         channel = changes_channel(self._prefix) if publish else ""
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
@@ -153,7 +170,12 @@ class ProjectionWriter:
             for kind, value in write.identifiers:
                 self._teach(
                     keys=[identifier_key(self._prefix, epoch, kind, value)],
-                    args=[write.citizen_id, time_score(write.event.time), write.event.dedup_key, expiry],
+                    args=[
+                        write.citizen_id,
+                        time_score(write.event.time),
+                        write.event.dedup_key,
+                        identifier_expiry,
+                    ],
                     client=pipe,
                 )
                 pipe.sadd(keys.identifiers, f"{kind}:{value}")
@@ -163,7 +185,7 @@ class ProjectionWriter:
                 args=[
                     write.event.dedup_key,
                     time_score(write.event.time),
-                    write.event.to_json(),
+                    write.stored,
                     self._timeline.max_events,
                     cutoff,
                     self._timeline.change_log_length,
@@ -172,18 +194,22 @@ class ProjectionWriter:
                     json.dumps(epoch),
                     expiry,
                     write.fact,
+                    stamp,
                     *_pairs(write.profile),
                 ],
                 client=pipe,
             )
         replies = iter(pipe.execute())
         results = []
+        stale: set[str] = set()
         for write in writes:
             for _ in range(3 * len(write.identifiers)):
                 next(replies)
-            applied, version = next(replies)
+            applied, version, identifiers = next(replies)
             results.append(ApplyResult(applied=bool(applied), version=int(version)))
-        self._keep_identifiers_alive({write.citizen_id for write in writes}, epoch=epoch, expiry=expiry)
+            stale.update(identifiers)
+        if stale:
+            self._keep_alive(stale, epoch=epoch, expiry=identifier_expiry)
         return results
 
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
@@ -193,18 +219,10 @@ class ProjectionWriter:
             self._forget(keys=[key], args=[citizen_id])
         return int(self._erase(keys=plan.keys.erasable(), args=plan.args))
 
-    def _keep_identifiers_alive(self, citizens: set[str], *, epoch: str, expiry: int) -> None:
-        """Extend the identifier entries of active citizens: they expire with the citizen, not before."""
-        ordered = sorted(citizens)
+    def _keep_alive(self, identifiers: set[str], *, epoch: str, expiry: int) -> None:
+        """Extend the index entries of active citizens' identifiers ("kind:value"), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
-        for citizen in ordered:
-            pipe.smembers(CitizenKeys(self._prefix, epoch, citizen).identifiers)
-            pipe.expire(CitizenKeys(self._prefix, epoch, citizen).identifiers, expiry)
-        members = [member for found in pipe.execute()[::2] for member in found]
-        if not members:
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for member in members:
+        for member in sorted(identifiers):
             kind, _, value = member.partition(":")
             pipe.expire(identifier_key(self._prefix, epoch, kind, value), expiry)
         pipe.execute()
@@ -254,6 +272,11 @@ class CitizenEraser:
         for key in plan.identifier_keys(cast(set[str], await self._client.smembers(plan.keys.identifiers))):
             await self._forget(keys=[key], args=[citizen_id])
         return int(await self._erase(keys=plan.keys.erasable(), args=plan.args))
+
+
+def keep_alive_period(expiry_s: int) -> int:
+    """How often an active citizen's identifier entries are extended: daily, or oftener for short expiries."""
+    return max(min(86_400, expiry_s // 10), 1)
 
 
 def _pairs(mapping: dict[str, str]) -> Iterator[str]:
@@ -324,20 +347,43 @@ class ContextReader:
 
         A citizen the projection does not hold is an empty context at version 0.
         """
+        head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
+        return head.model_copy(update={"timeline": EVENTS.validate_json(_json_array(events))})
+
+    async def context_json(
+        self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
+    ) -> ContextJson:
+        """As `context`, already encoded as the JSON document the API serves.
+
+        The events are spliced in as stored: the write path validated them and stored exactly their
+        `to_json()` form, so parsing and re-encoding them on every read (most of a read's cost) would
+        only reproduce the same bytes.
+        """
+        head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
+        encoded = head.model_dump_json()
+        if not encoded.endswith(_EMPTY_TIMELINE):
+            raise ValueError("CitizenContext must end with its timeline")  # a model change broke the splice
+        return ContextJson(head=head, body=encoded[: -len("[]}")] + _json_array(events) + "}")
+
+    async def _snapshot_of(
+        self, citizen_id: str, *, limit: int | None, now: datetime | None
+    ) -> tuple[CitizenContext, list[str]]:
+        """The context without its events, and the events' stored JSON, newest first."""
         epoch = await self.current_epoch()
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
         reply: list[Any] = await self._snapshot(
             keys=keys.for_snapshot(), args=[limit or self._timeline.page_size]
         )
         version, profile, facts, events = reply
-        return CitizenContext(
+        head = CitizenContext(
             citizen_id=citizen_id,
             epoch=epoch,
             version=int(version),
             profile=_profile(profile),
             summary=self._summarise(facts, now=now),
-            timeline=[CloudEvent.model_validate_json(event) for event in events if event is not None],
+            timeline=[],
         )
+        return head, [event for event in events if event is not None]
 
     async def summary(self, citizen_id: str, *, epoch: str, now: datetime | None = None) -> Summary:
         """The citizen's summary as it stands now (for live streams, after each change)."""
@@ -346,7 +392,7 @@ class ContextReader:
 
     def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
         return summarise(
-            [FACT.validate_json(fact) for fact in facts],
+            FACTS.validate_json(_json_array(facts)),
             now=now or datetime.now(UTC),
             repeat_threshold=self._summary.repeat_contact_threshold,
             recent_days=self._summary.recent_days,
@@ -393,6 +439,15 @@ class ContextReader:
         return cast(
             str | None, await self._client.hget(identifier_key(self._prefix, epoch, kind, value), "citizen")
         )
+
+
+# A page of events is validated in one call (a JSON array built from the stored forms), not one per event.
+EVENTS = TypeAdapter(list[CloudEvent])
+
+
+def _json_array(items: Iterable[str]) -> str:
+    """Stored JSON values joined into one JSON array."""
+    return "[" + ",".join(items) + "]"
 
 
 def _profile(flat: list[str]) -> Profile:

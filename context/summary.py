@@ -81,6 +81,8 @@ class PaymentFailedFact(BaseModel):
 
 Fact = Annotated[ContactFact | CaseFact | AppointmentFact | PaymentFailedFact, Field(discriminator="kind")]
 FACT = TypeAdapter(Fact)
+# A citizen's facts are validated in one call: one call per fact cost more than the summary itself.
+FACTS = TypeAdapter(list[Fact])
 
 
 def fact_of(event: CloudEvent) -> Fact | None:

@@ -46,12 +46,20 @@ def decode_record(
     value: bytes | None, headers: Headers = (), *, default_region: str = DEFAULT_REGION
 ) -> CloudEvent:
     """Decode one Kafka record's value and headers into a CloudEvent, or raise InvalidEvent."""
+    return decode_stored(value, headers, default_region=default_region)[0]
+
+
+def decode_stored(
+    value: bytes | None, headers: Headers = (), *, default_region: str = DEFAULT_REGION
+) -> tuple[CloudEvent, str]:
+    """As `decode_record`, with the event's stored JSON form (judging computes it anyway)."""
     header_map = {name.lower(): raw for name, raw in headers}
     if "ce_specversion" in header_map:
-        document = _binary_document(value, header_map)
-    else:
-        document = _structured_document(value)
-    return judge(document, default_region=default_region)
+        return _judge(_binary_document(value, header_map), default_region=default_region, shallow=False)
+    # Fewer brackets in the whole record than the depth limit: it cannot nest deeper (brackets inside
+    # strings only add to the count), so the walk over the document is skipped for nearly every event.
+    shallow = value is not None and value.count(b"{") + value.count(b"[") <= MAX_DEPTH
+    return _judge(_structured_document(value), default_region=default_region, shallow=shallow)
 
 
 def _structured_document(value: bytes | None) -> dict[str, Any]:
@@ -104,7 +112,11 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
 
     The consumer and the REST ingestion both judge events here, so they accept exactly the same ones.
     """
-    if _depth(document) > MAX_DEPTH:
+    return _judge(document, default_region=default_region, shallow=False)[0]
+
+
+def _judge(document: dict[str, Any], *, default_region: str, shallow: bool) -> tuple[CloudEvent, str]:
+    if not shallow and _depth(document) > MAX_DEPTH:
         raise InvalidEvent("invalid", f"the event is nested deeper than {MAX_DEPTH} levels")
     try:
         event = CloudEvent.model_validate(document)
@@ -115,7 +127,8 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
-        CloudEvent.model_validate_json(event.to_json())
+        stored = event.to_json()
+        CloudEvent.model_validate_json(stored)
     except (ValueError, PydanticSerializationError) as error:
         raise InvalidEvent(
             "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
@@ -137,7 +150,7 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
             parse_data(event.type, event.data)
         except ValidationError as error:
             raise InvalidEvent("invalid-data", _problems(error, prefix="data")) from error
-    return event
+    return event, stored
 
 
 def _depth(value: Any, level: int = 0) -> int:

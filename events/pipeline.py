@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from context.identity import named_identifiers
 from context.service import EventWrite, plan_write
 from context.store import Identifier, ProjectionWriter
-from events.codec import InvalidEvent, decode_record
+from events.codec import InvalidEvent, decode_stored
 from events.records import DeadLetter, IncomingRecord
 from models.events import CloudEvent
 
@@ -29,11 +29,13 @@ def prepare_batch(
     """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
     batch = PreparedBatch()
     decoded: list[tuple[IncomingRecord, CloudEvent]] = []
+    stored: dict[int, str] = {}
     for record in records:
         try:
-            decoded.append(
-                (record, decode_record(record.value, record.headers, default_region=default_region))
+            event, stored[len(decoded)] = decode_stored(
+                record.value, record.headers, default_region=default_region
             )
+            decoded.append((record, event))
         except InvalidEvent as error:
             batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
     wanted = [
@@ -44,8 +46,9 @@ def prepare_batch(
     ]
     known = writer.resolve(wanted, epoch=epoch)
     learned: dict[Identifier, str] = {}
-    for record, event in decoded:
+    for index, (record, event) in enumerate(decoded):
         resolved = event
+        stored_json: str | None = stored[index]
         if event.subject is None:
             identifiers = named_identifiers(event, default_region=default_region)
             citizen = next(
@@ -59,8 +62,9 @@ def prepare_batch(
                 )
                 continue
             resolved = event.model_copy(update={"subject": citizen})
+            stored_json = None  # it now names the citizen: its stored form differs
         try:
-            write = plan_write(resolved, default_region=default_region)
+            write = plan_write(resolved, default_region=default_region, stored=stored_json)
         except Exception as error:
             batch.dead_letters.append(DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}"))
             continue

@@ -7,6 +7,7 @@ from api import enquiries
 from api.deps import (
     CurrentCaller,
     EngineDep,
+    IdentityDep,
     PublisherDep,
     ReaderDep,
     SecurityDep,
@@ -17,7 +18,6 @@ from api.problems import Problem, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access, gate
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
-from context.settings import IdentitySettings
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
 from models.tables import EnquiryStatus
 
@@ -53,6 +53,7 @@ async def start_enquiry(
     caller: CurrentCaller,
     engine: EngineDep,
     reader: ReaderDep,
+    identity: IdentityDep,
 ) -> EnquiryPublic | JSONResponse:
     """Start an enquiry for a citizen named by id, phone number, email or case reference."""
     require(access.handle_enquiries(caller))
@@ -62,7 +63,7 @@ async def start_enquiry(
             agent_id=caller.id,
             engine=engine,
             reader=reader,
-            default_region=IdentitySettings().default_region,
+            default_region=identity.default_region,
         )
     except enquiries.EnquiryProblem as error:
         return _problem(request, error)

@@ -8,11 +8,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CurrentCaller, PublisherDep, require
+from api.deps import CurrentCaller, IdentityDep, PublisherDep, require
 from api.problems import Problem, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access
-from context.settings import IdentitySettings
 from events.codec import InvalidEvent, judge
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
 from models.taxonomy import RESERVED_TYPES
@@ -79,7 +78,9 @@ class Accepted(BaseModel):
         503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
     },
 )
-async def publish_events(request: Request, publisher: PublisherDep, caller: CurrentCaller) -> JSONResponse:
+async def publish_events(
+    request: Request, publisher: PublisherDep, caller: CurrentCaller, identity: IdentityDep
+) -> JSONResponse:
     """Validate the events against the contract and publish them to Kafka (all of them, or none).
 
     A single CloudEvent (`application/cloudevents+json`), a batch (`application/cloudevents-batch+json`), or
@@ -106,7 +107,7 @@ async def publish_events(request: Request, publisher: PublisherDep, caller: Curr
         return problem_response(request, 422, "The batch is empty.")
     if len(documents) > MAX_BATCH:
         return problem_response(request, 413, f"A batch holds at most {MAX_BATCH} events.")
-    events, errors = _judge_all(documents)
+    events, errors = _judge_all(documents, region=identity.default_region)
     if errors:
         return problem_response(
             request, 422, "Some events break the contract; none was published.", errors=errors
@@ -132,8 +133,7 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-def _judge_all(documents: list[Any]) -> tuple[list[CloudEvent], list[dict[str, Any]]]:
-    region = IdentitySettings().default_region
+def _judge_all(documents: list[Any], *, region: str) -> tuple[list[CloudEvent], list[dict[str, Any]]]:
     events: list[CloudEvent] = []
     errors: list[dict[str, Any]] = []
     for index, document in enumerate(documents):

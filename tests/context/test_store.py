@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 import redis
 import redis.asyncio as aioredis
 
-from context.keys import CitizenKeys
+from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
-from context.store import ContextReader, ProjectionWriter
+from context.store import ContextReader, ProjectionWriter, keep_alive_period
 from context.timeline import order_timeline
+from models.context import CitizenContext
 from tests.factories import make_event, writes_for
 
 NOW = datetime.now(UTC)
@@ -125,3 +126,41 @@ async def test_unknown_citizen_is_empty_at_version_zero(
         "C-none"
     )
     assert (context.version, context.timeline) == (0, [])
+
+
+def test_identifier_entries_are_kept_alive_with_their_citizen_once_per_period(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    expiry, period = 2 * 86400, keep_alive_period(2 * 86400)
+    profile = make_event("C-8", type_="profile.updated", now=NOW)
+    writer.apply_batch(writes_for(profile), now=NOW)
+    epoch = writer.current_epoch()
+    entries = [
+        identifier_key(key_prefix, epoch, kind, value) for kind, value in writes_for(profile)[0].identifiers
+    ]
+    assert entries
+    # Someone shortened them (or time passed): the next event of the next period extends them again.
+    for entry in entries:
+        redis_client.expire(entry, 100)
+    writer.apply_batch(writes_for(make_event("C-8", now=NOW)), now=NOW)
+    assert all(redis_client.ttl(entry) <= 100 for entry in entries)  # same period: no extra work
+    later = NOW + timedelta(seconds=period)
+    writer.apply_batch(writes_for(make_event("C-8", now=later)), now=later)
+    citizen_ttl = redis_client.ttl(CitizenKeys(key_prefix, epoch, "C-8").timeline)
+    for entry in entries:
+        # Never shorter than the citizen's own keys, at most one period longer.
+        assert citizen_ttl <= redis_client.ttl(entry) <= expiry + period
+
+
+async def test_the_encoded_context_is_the_context(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-9", minutes_ago=m, now=NOW) for m in (3, 1, 2)]
+    writer.apply_batch(writes_for(*events, make_event("C-9", type_="profile.updated", now=NOW)))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    encoded = await reader.context_json("C-9", now=NOW)
+    context = await reader.context("C-9", now=NOW)
+    assert CitizenContext.model_validate_json(encoded.body) == context
+    assert encoded.head == context.model_copy(update={"timeline": []})

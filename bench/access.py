@@ -1,0 +1,88 @@
+"""How the bench authenticates and gets permission to read citizens, as real agents do.
+
+Each agent signs in with a development token (what `citizen-context token` prints), and reads a citizen
+only through an active enquiry: the bench starts one for every citizen it reads, and streams through
+`/v1/enquiries/{id}/stream` with the bearer token in the handshake's headers (a service can set them; a
+browser uses a ticket). The reads are audited like any other.
+"""
+
+import asyncio
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cached_property
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+from api.security.settings import SecuritySettings
+from api.security.tokens import mint_development_token
+from models.tables import AgentRole
+
+# Streams send JSON text frames of a few kilobytes; a snapshot of a long timeline can be larger.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent the bench acts as."""
+
+    id: str
+
+    @cached_property
+    def _token(self) -> str:
+        return mint_development_token(
+            SecuritySettings(), agent_id=self.id, roles=[AgentRole.agent], ttl=timedelta(hours=4)
+        )
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that authenticate a request as this agent."""
+        return {"Authorization": f"Bearer {self._token}"}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Permission for one agent to read one citizen: an active enquiry."""
+
+    agent: Agent
+    citizen_id: str
+    enquiry_id: str
+
+
+def agents(count: int, *, prefix: str = "bench-agent") -> list[Agent]:
+    """`count` distinct agents (a contact centre's agents each hold a few enquiries, not thousands)."""
+    return [Agent(f"{prefix}-{number}") for number in range(count)]
+
+
+async def grant_access(
+    api_url: str, staff: list[Agent], citizen_ids: list[str], *, concurrency: int = 16
+) -> list[Grant]:
+    """Start an enquiry for every citizen, spreading them round-robin over `staff`; in citizen order."""
+    limit = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+
+        async def start(index: int, citizen_id: str) -> Grant:
+            agent = staff[index % len(staff)]
+            async with limit:
+                response = await client.post(
+                    "/v1/enquiries",
+                    json={"citizen_id": citizen_id, "channel": "phone"},
+                    headers=agent.headers(),
+                )
+            response.raise_for_status()
+            return Grant(agent=agent, citizen_id=citizen_id, enquiry_id=response.json()["id"])
+
+        return list(await asyncio.gather(*(start(i, c) for i, c in enumerate(citizen_ids))))
+
+
+async def open_stream(api_url: str, grant: Grant) -> ClientConnection:
+    """Open the live stream of the grant's citizen, as its agent."""
+    url = api_url.replace("http", "ws", 1) + f"/v1/enquiries/{grant.enquiry_id}/stream"
+    return await connect(
+        url,
+        additional_headers=grant.agent.headers(),
+        max_size=MAX_MESSAGE_BYTES,
+        open_timeout=60,
+        # The server pings (uvicorn's ws_ping_interval); the bench's clients only answer.
+        ping_interval=None,
+        compression=None,
+    )

@@ -1,0 +1,77 @@
+"""Figure 1, ingest: one consumer process applying a pre-produced topic, against a bare poll loop."""
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from bench import workers
+from bench.produce import produce_topic
+from bench.results import Ingest
+from bench.stack import FigureStack
+from bench.stats import rate, ratio
+from bench.workload import Workload
+from events.consumer import create_consumer
+from events.settings import KafkaSettings
+
+CITIZENS = 10_000
+COUNTERS = re.compile(r"^citizen_context_events_(?:applied|unchanged)_total (\S+)$", re.MULTILINE)
+
+
+def raw_poll(kafka: KafkaSettings, expected: int) -> float:
+    """Events/s of a bare kafka-python poll loop (the consumer's own settings) reading `expected` records."""
+    consumer = create_consumer(kafka)
+    seen = first_count = 0
+    first_at = last_at = 0.0
+    deadline = time.monotonic() + 600
+    try:
+        while seen < expected and time.monotonic() < deadline:
+            count = sum(len(batch) for batch in consumer.poll(timeout_ms=kafka.poll_timeout_ms).values())
+            if not count:
+                continue
+            seen += count
+            last_at = time.perf_counter()
+            if not first_at:
+                # From the first batch on, as for the consumer: joining the group is not reading.
+                first_count, first_at = seen, last_at
+    finally:
+        consumer.close(autocommit=False)
+    return rate(seen - first_count, last_at - first_at)
+
+
+def _processed(url: str) -> int:
+    return int(sum(float(value) for value in COUNTERS.findall(httpx.get(url, timeout=5).text)))
+
+
+def consumer_rate(stack: FigureStack, expected: int) -> float:
+    """Events/s that a `citizen-context consume` process applies to Redis from the topic."""
+    metrics = f"http://127.0.0.1:{stack.health_port}/metrics"
+    stack.consumer()
+    first_count, first_at = 0, 0.0
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        count = _processed(metrics)
+        now = time.perf_counter()
+        if count and not first_at:
+            first_count, first_at = count, now
+        if count >= expected:
+            return rate(count - first_count, now - first_at)
+        time.sleep(0.02)
+    raise RuntimeError(f"the consumer applied only {_processed(metrics)} of {expected} events in time")
+
+
+def measure(work_dir: Path, *, count: int) -> tuple[Ingest, FigureStack]:
+    """The figure; returns the stack too, whose topic and projection the rebuild figure replays."""
+    stack = FigureStack.create("ingest", work_dir)
+    kafka = stack.kafka
+    workers.run(
+        produce_topic, kafka.bootstrap_list, kafka.topic, Workload(citizens=CITIZENS), count, timeout_s=900
+    )
+    raw_kafka = kafka.model_copy(update={"group_id": f"{kafka.group_id}-raw"})
+    raw = workers.run(raw_poll, raw_kafka, count, timeout_s=900)
+    applied = consumer_rate(stack, count)
+    stack.close(keep_data=True)
+    return Ingest(
+        events=count, events_per_s=applied, raw_poll_events_per_s=raw, ratio=ratio(applied, raw)
+    ), stack

@@ -1,0 +1,94 @@
+"""Producers of the bench's load (run in worker processes): a whole topic at once, or a steady rate."""
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from kafka import KafkaProducer
+
+from bench.workload import Workload, event_document, events, per_citizen, stamped_id
+from models.events import STRUCTURED_CONTENT_TYPE
+
+HEADERS = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+
+
+@dataclass(frozen=True)
+class Produced:
+    """What a producer sent."""
+
+    count: int
+    json_bytes: int
+    seconds: float
+
+
+def _producer(bootstrap: list[str], *, linger_ms: int) -> KafkaProducer:
+    # As the project's own producer (events.producer): acknowledged by all in-sync replicas, idempotent.
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        batch_size=256 * 1024,
+        client_id="citizen-context-bench",
+    )
+
+
+def produce_topic(
+    bootstrap: list[str], topic: str, workload: Workload, count: int, per: int | None = None
+) -> Produced:
+    """Fill `topic` with `count` events (or `per` events for every citizen); returns once all are acked."""
+    producer = _producer(bootstrap, linger_ms=20)
+    started = time.perf_counter()
+    sent = size = 0
+    try:
+        source = per_citizen(workload, per) if per is not None else events(workload, count)
+        for key, value in source:
+            producer.send(topic, key=key.encode(), value=value, headers=HEADERS)
+            sent += 1
+            size += len(value)
+        producer.flush(timeout=300)
+    finally:
+        producer.close(timeout=30)
+    return Produced(count=sent, json_bytes=size, seconds=time.perf_counter() - started)
+
+
+def produce_paced(
+    bootstrap: list[str], topic: str, citizens: list[int], rate_per_s: float, duration_s: float, seed: int
+) -> Produced:
+    """Send `rate_per_s` events for `duration_s` seconds, open loop, to citizens drawn from `citizens`.
+
+    Each event's id carries the wall-clock time of its send (see workload.stamped_id). Sends go out as they
+    are made (linger 0), as a publisher that cares about freshness would configure its producer.
+    """
+    rng = random.Random(seed)  # noqa: S311 (test data, not crypto)
+    producer = _producer(bootstrap, linger_ms=0)
+    total = int(rate_per_s * duration_s)
+    size = 0
+    # The topic's metadata first: the first send would otherwise wait for it and look stale.
+    producer.partitions_for(topic)
+    started = time.perf_counter()
+    try:
+        for seq in range(total):
+            due = started + seq / rate_per_s
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            citizen = rng.choice(citizens)
+            type_ = rng.choice(("call.ended", "chat.message", "email.received", "case.updated"))
+            sent_ns = time.time_ns()
+            document = event_document(
+                event_id=stamped_id(sent_ns, seq),
+                citizen=citizen,
+                type_=type_,
+                moment=datetime.now(UTC),
+                rng=rng,
+            )
+            value = json.dumps(document, separators=(",", ":")).encode()
+            size += len(value)
+            producer.send(topic, key=document["subject"].encode(), value=value, headers=HEADERS)
+        producer.flush(timeout=60)
+    finally:
+        producer.close(timeout=30)
+    return Produced(count=total, json_bytes=size, seconds=time.perf_counter() - started)

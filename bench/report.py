@@ -1,0 +1,169 @@
+"""The report of a run: targets met or not, a Markdown table, and plots of the latency distributions."""
+
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.results import ContextRead, Fanout, Figure, Freshness, Ingest, Memory, Rebuild, Run
+
+
+@dataclass(frozen=True)
+class Line:
+    """One row of the table: what was measured, against what, the target, and whether it is met."""
+
+    figure: str
+    measured: str
+    compared: str
+    target: str
+    met: bool
+
+
+def _ingest(f: Ingest) -> Line:
+    return Line(
+        "ingest",
+        f"{f.events_per_s:,.0f} events/s ({f.events:,} events)",
+        f"bare poll loop {f.raw_poll_events_per_s:,.0f}/s, ratio {f.ratio:.2f}",
+        ">= 25,000/s and >= 0.3 of the poll loop",
+        f.events_per_s >= 25_000 and f.ratio >= 0.3,
+    )
+
+
+def _freshness(f: Freshness) -> Line:
+    return Line(
+        "freshness",
+        f"p50 {f.p50_ms:.1f} ms, p99 {f.p99_ms:.1f} ms",
+        f"{f.rate_per_s:,.0f} events/s, {f.streams:,} streams open",
+        "p50 <= 10 ms, p99 <= 50 ms",
+        f.p50_ms <= 10 and f.p99_ms <= 50,
+    )
+
+
+def _context_read(f: ContextRead) -> Line:
+    return Line(
+        "context read",
+        f"p50 {f.p50_ms:.1f} ms, p99 {f.p99_ms:.1f} ms at {f.rate_per_s:,.0f}/s; {f.rps:,.0f} req/s",
+        f"trivial endpoint {f.baseline_rps:,.0f} req/s ({f.concurrency} connections), ratio {f.ratio:.2f}",
+        "p99 <= 15 ms, >= 0.5 of the trivial endpoint",
+        f.p99_ms <= 15 and f.ratio >= 0.5,
+    )
+
+
+def _fanout(f: Fanout) -> Line:
+    return Line(
+        "fan-out",
+        f"{f.connections:,} streams in {f.rss_mb:,.0f} MiB; delivery p99 {f.p99_ms:.1f} ms",
+        f"{f.rate_per_s:,.0f} changes/s on watched citizens",
+        "10,000 streams in <= 1.5 GB, p99 <= 100 ms",
+        f.connections >= 10_000 and f.rss_mb <= 1536 and f.p99_ms <= 100,
+    )
+
+
+def _memory(f: Memory) -> Line:
+    return Line(
+        "memory",
+        f"{f.bytes_per_event:,.0f} bytes/event",
+        f"event JSON {f.json_bytes_per_event:,.0f} bytes, ratio {f.ratio:.2f}",
+        "<= 1.5 x the JSON",
+        f.ratio <= 1.5,
+    )
+
+
+def _rebuild(f: Rebuild) -> Line:
+    return Line("rebuild", f"{f.events_per_s:,.0f} events/s", "", ">= 25,000/s", f.events_per_s >= 25_000)
+
+
+_LINES: dict[type, Callable[..., Line]] = {
+    Ingest: _ingest,
+    Freshness: _freshness,
+    ContextRead: _context_read,
+    Fanout: _fanout,
+    Memory: _memory,
+    Rebuild: _rebuild,
+}
+
+
+def line(figure: Figure) -> Line:
+    """The table row of one figure."""
+    return _LINES[type(figure)](figure)
+
+
+def table(run: Run) -> str:
+    """The figures as a Markdown table."""
+    rows = ["| Figure | Measured | Against | Target | Met |", "| --- | --- | --- | --- | --- |"]
+    for figure in run.figures.values():
+        row = line(figure)
+        met = "yes" if row.met else "no"
+        rows.append(f"| {row.figure} | {row.measured} | {row.compared} | {row.target} | {met} |")
+    return "\n".join(rows)
+
+
+def machine() -> str:
+    """What the run ran on, in one line."""
+    try:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        load = ["?"]
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, load average before the run {' '.join(load)}"
+    )
+
+
+def write_report(run: Run, *, command: str, machine_line: str, directory: Path) -> Path:
+    """docs/bench/README.md with the table, the command, the machine and the plots; its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    plots = plot(run, directory)
+    parts = [
+        "# Benchmark report",
+        "",
+        "Written by `citizen-context bench`; the README (section Benchmarks) says what each figure means.",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {machine_line}",
+        "",
+        table(run),
+        "",
+    ]
+    if run.failures:
+        parts += ["## Notes", "", *(f"- **{name}**: {note}" for name, note in run.failures.items()), ""]
+    if plots:
+        parts += ["## Latency distributions", "", *(f"![{p.stem}]({p.name})" for p in plots), ""]
+    path = directory / "README.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def plot(run: Run, directory: Path) -> list[Path]:
+    """One PNG per latency distribution: a histogram and the cumulative share (skipped without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    for name, seconds in run.latencies.items():
+        if not seconds:
+            continue
+        values = sorted(s * 1000 for s in seconds)
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        left.hist(values, bins=80, color="#1f6f8b")
+        left.set_xlabel("latency (ms)")
+        left.set_ylabel("samples")
+        left.set_title(f"{name}: distribution")
+        shares = [(i + 1) / len(values) for i in range(len(values))]
+        right.plot(values, shares, color="#1f6f8b")
+        right.set_xscale("log")
+        right.set_xlabel("latency (ms, log scale)")
+        right.set_ylabel("share of samples at or below")
+        right.set_title(f"{name}: cumulative ({len(values):,} samples)")
+        right.grid(True, which="both", alpha=0.3)
+        figure.tight_layout()
+        path = directory / f"{name}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written

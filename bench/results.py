@@ -1,0 +1,81 @@
+"""The figures of one run and the JSON they are written as (keys fixed, so runs compare over time)."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """One consumer process applying a pre-produced topic, against a bare poll loop over the same topic."""
+
+    events: int
+    events_per_s: float
+    raw_poll_events_per_s: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Producer send -> agent's WebSocket, while `streams` are open and events arrive at `rate_per_s`."""
+
+    rate_per_s: float
+    streams: int
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class ContextRead:
+    """GET context: open-loop latency at `rate_per_s`; closed-loop capacity against a trivial endpoint."""
+
+    rate_per_s: float
+    p50_ms: float
+    p99_ms: float
+    concurrency: int
+    rps: float
+    baseline_rps: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Fanout:
+    """`connections` streams on one API process: its resident memory and the delivery p99."""
+
+    connections: int
+    rss_mb: float
+    rate_per_s: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Redis bytes per stored event against the event's JSON size."""
+
+    bytes_per_event: float
+    json_bytes_per_event: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    """Replay throughput of `citizen-context rebuild`."""
+
+    events_per_s: float
+
+
+FIGURES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
+Figure = Ingest | Freshness | ContextRead | Fanout | Memory | Rebuild
+
+
+@dataclass
+class Run:
+    """Every figure measured in one run (a figure that was not run, or failed, is absent)."""
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    # Raw latency samples (seconds) by distribution name, for the plots; never written to the JSON.
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fixed-key document: one object per figure, in the order of FIGURES."""
+        return {name: asdict(self.figures[name]) for name in FIGURES if name in self.figures}

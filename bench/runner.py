@@ -1,0 +1,120 @@
+"""Runs the figures in order against the local servers (started if needed) and writes JSON and report."""
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bench import context_read, fanout, freshness, ingest, memory, rebuild
+from bench.report import machine, write_report
+from bench.results import FIGURES, Run
+from bench.stack import FigureStack, raise_fd_limit
+
+log = structlog.get_logger("bench")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each figure is; `quick` keeps the whole run to a few minutes."""
+
+    ingest_events: int
+    freshness_s: float
+    read_open_s: float
+    read_closed_s: float
+    fanout_connections: int
+    fanout_s: float
+    memory_citizens: int
+
+    @classmethod
+    def for_run(cls, *, quick: bool) -> "Sizes":
+        """The issue's sizes, or the quick ones."""
+        if quick:
+            return cls(50_000, 10, 10, 5, 10_000, 10, 2_000)
+        return cls(200_000, 30, 30, 10, 10_000, 30, 10_000)
+
+
+def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callable[[str], None]) -> Run:
+    """Measure the figures (all, or `only` those); a figure that fails is noted and the others still run."""
+    sizes = Sizes.for_run(quick=quick)
+    wanted = [name for name in FIGURES if not only or name in only]
+    fd_limit = raise_fd_limit()
+    say(f"open files limit: {fd_limit}")
+    run = Run()
+    ingest_stack: FigureStack | None = None
+
+    def figure(name: str, measure: Callable[[], None]) -> None:
+        if name not in wanted:
+            return
+        say(f"{name}: measuring…")
+        started = time.perf_counter()
+        try:
+            measure()
+        except Exception as error:
+            run.failures[name] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            say(f"{name}: FAILED\n{traceback.format_exc()}")
+            return
+        say(f"{name}: {json.dumps(run.to_json().get(name))} ({time.perf_counter() - started:.0f}s)")
+
+    def do_ingest() -> None:
+        nonlocal ingest_stack
+        run.figures["ingest"], ingest_stack = ingest.measure(work_dir, count=sizes.ingest_events)
+
+    def do_rebuild() -> None:
+        stack = ingest_stack
+        if stack is None:
+            # Rebuild alone: fill a topic first, exactly as the ingest figure would.
+            _, stack = ingest.measure(work_dir, count=sizes.ingest_events)
+        try:
+            run.figures["rebuild"] = rebuild.measure(stack)
+        finally:
+            stack.close()
+
+    def do_freshness() -> None:
+        result, latencies, _seen = freshness.measure(
+            work_dir, citizens=10_000, streams=500, rate_per_s=1000, duration_s=sizes.freshness_s
+        )
+        run.figures["freshness"], run.latencies["freshness"] = result, latencies
+
+    def do_context_read() -> None:
+        result, latencies = context_read.measure(
+            work_dir, rate_per_s=1000, open_s=sizes.read_open_s, closed_s=sizes.read_closed_s
+        )
+        run.figures["context_read"], run.latencies["context_read"] = result, latencies
+
+    def do_fanout() -> None:
+        result, latencies, _seen = fanout.measure(
+            work_dir, connections=sizes.fanout_connections, rate_per_s=200, duration_s=sizes.fanout_s
+        )
+        run.figures["fanout"], run.latencies["fanout"] = result, latencies
+
+    def do_memory() -> None:
+        run.figures["memory"] = memory.measure(work_dir, citizens=sizes.memory_citizens, per=50)
+
+    try:
+        figure("ingest", do_ingest)
+        figure("rebuild", do_rebuild)
+        figure("freshness", do_freshness)
+        figure("context_read", do_context_read)
+        figure("fanout", do_fanout)
+        figure("memory", do_memory)
+    finally:
+        if ingest_stack is not None and "rebuild" not in wanted:
+            ingest_stack.close()
+    return run
+
+
+def write_outputs(
+    run: Run, *, json_path: Path | None, report_dir: Path, command: str, machine_line: str
+) -> None:
+    """The JSON (when asked for) and the report with its plots."""
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(run.to_json(), indent=2) + "\n")
+    write_report(run, command=command, machine_line=machine_line, directory=report_dir)
+
+
+__all__ = ["Sizes", "machine", "run_bench", "write_outputs"]

@@ -1,0 +1,85 @@
+"""Agent desktops: one process holding many live streams, timing every change from its send to arrival."""
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from bench.access import Grant, open_stream
+from bench.stack import raise_fd_limit
+from bench.workers import Event
+from bench.workload import sent_ns_of
+
+
+@dataclass
+class Watched:
+    """What the streams of one process saw."""
+
+    opened: int = 0
+    failed: int = 0
+    closed_early: int = 0
+    messages: dict[str, int] = field(default_factory=dict)
+    # Seconds from the producer's send to the change's arrival, for events stamped by the producer.
+    latencies: list[float] = field(default_factory=list)
+    open_seconds: float = 0.0
+
+
+def watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int = 16) -> Watched:
+    """Open a stream per grant, set `ready`, record arrivals until `stop` is set, then close them all."""
+    raise_fd_limit()
+    return asyncio.run(_watch(api_url, grants, ready, stop, max_opening))
+
+
+async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int) -> Watched:
+    seen = Watched()
+    limit = asyncio.Semaphore(max_opening)
+    connections: list[ClientConnection] = []
+    readers: list[asyncio.Task[None]] = []
+
+    async def read(connection: ClientConnection) -> None:
+        try:
+            async for raw in connection:
+                arrived = time.time_ns()
+                message = json.loads(raw)
+                kind = message.get("type", "?")
+                seen.messages[kind] = seen.messages.get(kind, 0) + 1
+                if kind == "change" and message.get("event"):
+                    sent = sent_ns_of(message["event"]["id"])
+                    if sent is not None:
+                        seen.latencies.append((arrived - sent) / 1e9)
+        except ConnectionClosed:
+            pass
+        if not stop.is_set():
+            seen.closed_early += 1
+
+    async def open_one(grant: Grant) -> None:
+        async with limit:
+            try:
+                connection = await open_stream(api_url, grant)
+            except (OSError, TimeoutError, ConnectionClosed, Exception):
+                seen.failed += 1
+                return
+        connections.append(connection)
+        readers.append(asyncio.create_task(read(connection)))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(open_one(grant) for grant in grants))
+    seen.opened = len(connections)
+    seen.open_seconds = round(time.perf_counter() - started, 1)
+    ready.set()
+    # `stop` is a multiprocessing event (set by the runner's process): it is waited for in a thread.
+    await asyncio.to_thread(stop.wait)
+
+    async def close(connection: ClientConnection) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.close(), timeout=5)
+
+    await asyncio.gather(*(close(connection) for connection in connections))
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    return seen

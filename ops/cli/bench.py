@@ -1,0 +1,50 @@
+"""`citizen-context bench`: the benchmark suite (see bench/ and the README, section Benchmarks)."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from ops.cli.root import fail, main
+from ops.processes import ServiceError
+
+FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller sizes: the whole run takes a few minutes.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures here."
+)
+@click.option(
+    "--only", multiple=True, type=click.Choice(FIGURE_NAMES), help="Measure only this figure (repeatable)."
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs/bench"),
+    show_default=True,
+    help="Where the report (README.md) and the latency plots (PNG) go.",
+)
+def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir: Path) -> None:
+    """Measure ingest, freshness, reads, fan-out, memory and rebuild against same-run ceilings."""
+    from bench.runner import machine, run_bench, write_outputs
+    from ops.cli.services import servers_running
+    from ops.settings import ServicesSettings
+
+    machine_line = machine()
+    command = "citizen-context bench" + " --quick" * quick + "".join(f" --only {name}" for name in only)
+    try:
+        with servers_running():
+            run = run_bench(
+                quick=quick,
+                only=only,
+                work_dir=ServicesSettings().data_dir / "bench",
+                say=lambda text: click.echo(text, err=True),
+            )
+    except ServiceError as error:
+        fail(error)
+    write_outputs(run, json_path=json_path, report_dir=report_dir, command=command, machine_line=machine_line)
+    click.echo(run.to_json())
+    if run.failures:
+        sys.exit(1)

@@ -1,0 +1,63 @@
+"""The JSON a bench run writes: exactly the keys the issue fixed, so runs compare over time."""
+
+import json
+from pathlib import Path
+
+from bench.report import line, table, write_report
+from bench.results import FIGURES, ContextRead, Fanout, Freshness, Ingest, Memory, Rebuild, Run
+
+EXPECTED_KEYS = {
+    "ingest": {"events", "events_per_s", "raw_poll_events_per_s", "ratio"},
+    "freshness": {"rate_per_s", "streams", "p50_ms", "p99_ms"},
+    "context_read": {"rate_per_s", "p50_ms", "p99_ms", "concurrency", "rps", "baseline_rps", "ratio"},
+    "fanout": {"connections", "rss_mb", "rate_per_s", "p99_ms"},
+    "memory": {"bytes_per_event", "json_bytes_per_event", "ratio"},
+    "rebuild": {"events_per_s"},
+}
+
+
+def full_run() -> Run:
+    return Run(
+        figures={
+            "ingest": Ingest(events=200_000, events_per_s=30_000, raw_poll_events_per_s=60_000, ratio=0.5),
+            "freshness": Freshness(rate_per_s=1000, streams=500, p50_ms=4.2, p99_ms=20.5),
+            "context_read": ContextRead(
+                rate_per_s=1000, p50_ms=2, p99_ms=9, concurrency=64, rps=3000, baseline_rps=5000, ratio=0.6
+            ),
+            "fanout": Fanout(connections=10_000, rss_mb=900, rate_per_s=200, p99_ms=60),
+            "memory": Memory(bytes_per_event=600, json_bytes_per_event=320, ratio=1.875),
+            "rebuild": Rebuild(events_per_s=20_000),
+        },
+        latencies={"freshness": [0.001, 0.002, 0.004]},
+    )
+
+
+def test_the_json_has_exactly_the_fixed_keys_in_order() -> None:
+    document = json.loads(json.dumps(full_run().to_json()))
+    assert list(document) == list(FIGURES)
+    assert {name: set(figure) for name, figure in document.items()} == EXPECTED_KEYS
+
+
+def test_figures_not_measured_are_left_out() -> None:
+    run = full_run()
+    del run.figures["fanout"]
+    assert "fanout" not in run.to_json()
+
+
+def test_targets_are_judged_per_figure() -> None:
+    run = full_run()
+    assert line(run.figures["ingest"]).met
+    assert not line(run.figures["memory"]).met  # 1.875 x the JSON: above 1.5
+    assert not line(run.figures["rebuild"]).met  # below 25,000/s
+    assert not line(Fanout(connections=2_000, rss_mb=100, rate_per_s=200, p99_ms=10)).met  # too few streams
+
+
+def test_report_has_the_table_command_and_plots(tmp_path: Path) -> None:
+    path = write_report(
+        full_run(), command="citizen-context bench", machine_line="test machine", directory=tmp_path
+    )
+    text = path.read_text()
+    assert table(full_run()) in text
+    assert "`citizen-context bench`" in text
+    assert (tmp_path / "freshness.png").stat().st_size > 0
+    assert "![freshness](freshness.png)" in text
