@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings
 
+from api.desk import DeskSettings
 from api.security.settings import SecuritySettings
 from api.settings import ApiSettings
 from context.settings import IdentitySettings, RedisSettings, SummarySettings, TimelineSettings
@@ -16,6 +17,7 @@ from ops.settings import ServicesSettings
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     ApiSettings,
     SecuritySettings,
+    DeskSettings,
     DatabaseSettings,
     RedisSettings,
     TimelineSettings,

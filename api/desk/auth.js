@@ -86,3 +86,86 @@ export async function streamUrl(path, params) {
   const search = query.toString();
   return `${scheme}//${window.location.host}${path}${search ? `?${search}` : ""}`;
 }
+
+// ---- signing in through the organisation's identity provider (OpenID Connect, code flow with PKCE) ----
+//
+// The desk is a public client: no secret. A random verifier stays in this tab's sessionStorage; the
+// provider sees only its SHA-256 (the challenge), and the code it returns is worth nothing without the
+// verifier. `state` ties the answer to this tab's request.
+
+const PKCE_KEY = "citizen-context.pkce";
+
+/** The identity provider's settings, or null when the desk offers only the token form (development). */
+export async function identityProvider() {
+  try {
+    const response = await fetch("config.json");
+    if (!response.ok) return null;
+    const config = await response.json();
+    return config && config.oidc ? config.oidc : null;
+  } catch {
+    return null;
+  }
+}
+
+function randomText(bytes) {
+  return base64Url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+function base64Url(bytes) {
+  let binary = "";
+  for (const byte of new Uint8Array(bytes)) binary += String.fromCharCode(byte);
+  return btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function redirectUri() {
+  return `${window.location.origin}${window.location.pathname}`;
+}
+
+/** Leaves for the provider's sign-in page; it sends the agent back here with a code. */
+export async function startProviderSignIn(provider) {
+  const verifier = randomText(32);
+  const state = randomText(16);
+  sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier, state }));
+  const challenge = base64Url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const query = new URLSearchParams({
+    response_type: "code",
+    client_id: provider.client_id,
+    redirect_uri: redirectUri(),
+    scope: provider.scope,
+    state,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+  });
+  window.location.assign(`${provider.authorization_url}?${query}`);
+}
+
+/** On the way back from the provider: exchanges the code for a token. False when this is not a return. */
+export async function finishProviderSignIn(provider) {
+  const params = new URLSearchParams(window.location.search);
+  if (!params.has("code") && !params.has("error")) return false;
+  // The code must not stay in the address bar or the history.
+  history.replaceState(null, "", window.location.pathname);
+  const pending = JSON.parse(sessionStorage.getItem(PKCE_KEY) || "null");
+  sessionStorage.removeItem(PKCE_KEY);
+  if (params.has("error")) throw new SignedOut("The sign-in was cancelled or refused. Please try again.");
+  if (!provider || !pending || pending.state !== params.get("state")) {
+    throw new SignedOut("That sign-in did not start here. Please sign in again.");
+  }
+  const response = await fetch(provider.token_url, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams({
+      grant_type: "authorization_code",
+      code: params.get("code"),
+      redirect_uri: redirectUri(),
+      client_id: provider.client_id,
+      code_verifier: pending.verifier,
+    }),
+  });
+  const body = response.ok ? await response.json() : null;
+  if (!body || typeof body.access_token !== "string") {
+    throw new SignedOut("The identity provider did not sign you in. Please try again.");
+  }
+  signIn(body.access_token);
+  return true;
+}

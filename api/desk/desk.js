@@ -1,6 +1,17 @@
 // The agent desk: sign in, start an enquiry, watch the citizen's context live, complete the enquiry.
 
-import { SignedOut, agentName, authFetch, signIn, signOut, takeTokenFromFragment, token } from "./auth.js";
+import {
+  SignedOut,
+  agentName,
+  authFetch,
+  finishProviderSignIn,
+  identityProvider,
+  signIn,
+  signOut,
+  startProviderSignIn,
+  takeTokenFromFragment,
+  token,
+} from "./auth.js";
 import { announcement, eventKey, renderProfile, renderSummary, timelineItem } from "./render.js";
 import { ContextStream } from "./stream.js";
 
@@ -9,6 +20,7 @@ const MAX_TIMELINE = 200;
 const $ = (id) => document.getElementById(id);
 
 let stream = null;
+let provider = null;
 let enquiry = null;
 let connectionState = null;
 let pending = [];
@@ -39,7 +51,9 @@ function showError(id, message) {
 function showSignIn(message) {
   closeEnquiry();
   showError("sign-in-error", message);
-  show("sign-in", message ? $("token") : null);
+  $("provider-sign-in").hidden = provider === null;
+  const first = provider === null ? $("token") : $("provider-button");
+  show("sign-in", message ? first : null);
 }
 
 async function showStart(message) {
@@ -320,8 +334,16 @@ async function main() {
   $("find-by").addEventListener("change", findByChanged);
   $("sign-out").addEventListener("click", signOutClicked);
   $("new-enquiry").addEventListener("click", () => showStart());
+  $("provider-button").addEventListener("click", () => startProviderSignIn(provider));
   findByChanged();
   takeTokenFromFragment();
+  provider = await identityProvider();
+  try {
+    await finishProviderSignIn(provider);
+  } catch (error) {
+    showSignIn(error.message);
+    return;
+  }
   if (!token()) {
     showSignIn();
     return;
