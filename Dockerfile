@@ -11,12 +11,16 @@ COPY events ./events
 COPY context ./context
 COPY models ./models
 COPY ops ./ops
+COPY bench ./bench
 # Wheels of the project and every dependency, so the runtime stage needs no compiler and no cache.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# Production settings: the development signing key and pseudonym key are refused, so the container
+# starts only once real ones are configured (CITIZEN_CONTEXT_SECURITY_*).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    CITIZEN_CONTEXT_SECURITY_ENVIRONMENT=production \
     CITIZEN_CONTEXT_API_HOST=0.0.0.0 \
     CITIZEN_CONTEXT_CONSUMER_HEALTH_HOST=0.0.0.0
 RUN useradd --system --uid 10001 --home-dir /app --create-home citizen

@@ -15,9 +15,7 @@ from models.audit_repository import AuditFilter
 from models.enquiries import EnquiryPublic
 from models.events import CloudEvent
 from models.rights import CitizenExport, ErasureReceipt, RecordedView
-from models.taxonomy import ERASURE_TYPE
-
-ERASURE_SOURCE = "/citizen-context/privacy"
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 
 
 async def export_citizen(

@@ -13,8 +13,7 @@ from models import enquiry_repository
 from models.enquiries import EnquiryComplete, EnquiryCreate
 from models.events import CloudEvent
 from models.tables import Enquiry
-
-ENQUIRY_SOURCE = "/citizen-context/enquiries"
+from models.taxonomy import ENQUIRY_SOURCE
 
 
 class EnquiryProblem(Exception):

@@ -27,6 +27,7 @@ from api.streaming import ChangeHub, Erased, PresenceChanged, Resync, ShuttingDo
 from context.store import ContextReader, PresenceStore
 from models.context import CitizenContext, ContextChange
 from models.events import CloudEvent
+from models.taxonomy import ENQUIRY_SOURCE
 from models.ws import (
     ChangeMessage,
     HeartbeatMessage,
@@ -277,6 +278,7 @@ class StreamSession:
             self._enquiry_id is not None
             and event is not None
             and event.type == "enquiry.completed"
+            and event.source == ENQUIRY_SOURCE  # only the API completes enquiries
             and isinstance(event.data, dict)
             and event.data.get("enquiry_id") == self._enquiry_id
         )

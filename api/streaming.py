@@ -57,13 +57,13 @@ class Subscription:
     def __init__(self, citizen_id: str, queue_size: int) -> None:
         self.citizen_id = citizen_id
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue(maxsize=queue_size)
-        self._shutting_down = False
+        self._final: ShuttingDown | Erased | None = None
 
     def offer(self, item: StreamItem) -> None:
         """Queue an item; when full, drop what is queued and ask for a re-sync (memory stays bounded)."""
-        if isinstance(item, ShuttingDown):
+        if isinstance(item, ShuttingDown | Erased):
             # Sticky: whatever happens to the queue afterwards, the next `get` returns it.
-            self._shutting_down = True
+            self._final = item
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -73,8 +73,8 @@ class Subscription:
 
     async def get(self, wait_s: float) -> StreamItem | None:
         """The next item, or None when `wait_s` seconds pass without one."""
-        if self._shutting_down:
-            return SHUTTING_DOWN
+        if self._final is not None:
+            return self._final
         try:
             return await asyncio.wait_for(self._queue.get(), timeout=max(wait_s, 0))
         except TimeoutError:

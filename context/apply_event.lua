@@ -84,7 +84,10 @@ end
 change = change .. '}'
 redis.call('RPUSH', KEYS[4], change)
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
+for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
+-- The identifiers set outlives the index entries it lists (they live up to one keep-alive period past
+-- the citizen's keys): an erasure finds every entry through it, however late it comes.
+redis.call('EXPIRE', KEYS[8], 2 * tonumber(ARGV[10]))
 if ARGV[7] ~= '' then
   redis.call('PUBLISH', ARGV[7], change)
 end

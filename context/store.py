@@ -179,7 +179,7 @@ class ProjectionWriter:
                     client=pipe,
                 )
                 pipe.sadd(keys.identifiers, f"{kind}:{value}")
-                pipe.expire(keys.identifiers, expiry)
+                pipe.expire(keys.identifiers, 2 * expiry)  # as apply_event.lua: it outlives its entries
             self._apply(
                 keys=keys.all(),
                 args=[

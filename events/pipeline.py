@@ -46,6 +46,9 @@ def prepare_batch(
     ]
     known = writer.resolve(wanted, epoch=epoch)
     learned: dict[Identifier, str] = {}
+    # Citizens erased earlier in this batch: the index read before the batch still names them, but an
+    # event that names them only by an identifier must no longer find them (it would bring them back).
+    erased: set[str] = set()
     for index, (record, event) in enumerate(decoded):
         resolved = event
         stored_json: str | None = stored[index]
@@ -54,6 +57,8 @@ def prepare_batch(
             citizen = next(
                 (learned.get(i) or known.get(i) for i in identifiers if learned.get(i) or known.get(i)), None
             )
+            if citizen in erased and not any(learned.get(i) == citizen for i in identifiers):
+                citizen = None
             if citizen is None:
                 kinds = ", ".join(kind.value for kind, _value in identifiers)
                 # The detail names the kind of identifier, never its value: headers end up in logs and tools.
@@ -68,6 +73,9 @@ def prepare_batch(
         except Exception as error:
             batch.dead_letters.append(DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}"))
             continue
+        if write.erase:
+            erased.add(write.citizen_id)
+            learned = {identifier: who for identifier, who in learned.items() if who != write.citizen_id}
         for identifier in write.identifiers:
             learned[identifier] = write.citizen_id
         batch.writes.append(write)

@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlmodel import Session, col, select
 
@@ -38,10 +38,11 @@ def read_records(session: Session, *, where: AuditFilter, limit: int) -> list[Au
         statement = statement.where(AuditRecord.actor_id == where.actor_id)
     if where.action is not None:
         statement = statement.where(AuditRecord.action == where.action)
+    # In UTC, as stored: SQLite compares timestamps as text, so an offset other than +00:00 would mislead.
     if where.since is not None:
-        statement = statement.where(col(AuditRecord.at) >= where.since)
+        statement = statement.where(col(AuditRecord.at) >= where.since.astimezone(UTC))
     if where.until is not None:
-        statement = statement.where(col(AuditRecord.at) < where.until)
+        statement = statement.where(col(AuditRecord.at) < where.until.astimezone(UTC))
     return list(session.exec(statement.order_by(col(AuditRecord.id)).limit(limit)))
 
 

@@ -204,8 +204,12 @@ class CitizenErased(EventData):
 
 
 ERASURE_TYPE = "citizen.erased"
-# Types only Citizen Context publishes; REST ingestion refuses them.
+# Types only Citizen Context publishes, and the prefix of its own sources; REST ingestion refuses both
+# (an integrator must not be able to complete an agent's enquiry or pre-empt its completion event).
 RESERVED_TYPES = frozenset({ERASURE_TYPE})
+RESERVED_SOURCE_PREFIX = "/citizen-context/"
+ENQUIRY_SOURCE = f"{RESERVED_SOURCE_PREFIX}enquiries"
+ERASURE_SOURCE = f"{RESERVED_SOURCE_PREFIX}privacy"
 
 
 def parse_data(event_type: str, data: Any) -> EventData | None:

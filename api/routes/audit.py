@@ -47,7 +47,7 @@ async def read_audit(
     action: AuditAction | None = None,
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
-    after: Annotated[int, Query(ge=0, description="Records after this id (paging).")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Records after this id (paging).")] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     format: Annotated[str, Query(pattern="^(json|jsonl)$", description="`jsonl`: all of it.")] = "json",
 ) -> AuditPage | StreamingResponse:

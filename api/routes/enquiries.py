@@ -19,7 +19,7 @@ from api.publisher import PublishUnavailable
 from api.security import access, gate
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
-from models.tables import EnquiryStatus
+from models.tables import AuditAction, EnquiryStatus
 
 router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
 
@@ -51,12 +51,17 @@ async def start_enquiry(
     body: EnquiryCreate,
     response: Response,
     caller: CurrentCaller,
+    security: SecurityDep,
     engine: EngineDep,
     reader: ReaderDep,
     identity: IdentityDep,
 ) -> EnquiryPublic | JSONResponse:
-    """Start an enquiry for a citizen named by id, phone number, email or case reference."""
+    """Start an enquiry for a citizen named by id, phone number, email or case reference.
+
+    Finding the citizen by phone, email or case reference is a lookup, recorded in the audit trail as one.
+    """
     require(access.handle_enquiries(caller))
+    address = request.client.host if request.client else None
     try:
         enquiry = await enquiries.start_enquiry(
             body,
@@ -66,7 +71,16 @@ async def start_enquiry(
             default_region=identity.default_region,
         )
     except enquiries.EnquiryProblem as error:
+        if body.citizen_id is None and error.status == 404:  # looked up, and nobody found
+            await security.auditor.record(
+                caller, AuditAction.lookup, access.ALLOW, citizen_id=None, client_address=address
+            )
         return _problem(request, error)
+    if body.citizen_id is None:
+        found = access.Decision(allowed=True, enquiry_id=enquiry.id)
+        await security.auditor.record(
+            caller, AuditAction.lookup, found, citizen_id=enquiry.citizen_id, client_address=address
+        )
     response.headers["Location"] = f"/v1/enquiries/{enquiry.id}"
     return EnquiryPublic.model_validate(enquiry, from_attributes=True)
 

@@ -14,7 +14,7 @@ from api.publisher import PublishUnavailable
 from api.security import access
 from events.codec import InvalidEvent, judge
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
-from models.taxonomy import RESERVED_TYPES
+from models.taxonomy import RESERVED_SOURCE_PREFIX, RESERVED_TYPES
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -147,10 +147,11 @@ def _judge_all(documents: list[Any], *, region: str) -> tuple[list[CloudEvent], 
         except InvalidEvent as error:
             errors.append({"location": f"body[{index}]", "reason": error.reason, "message": error.detail})
             continue
-        if event.type in RESERVED_TYPES:
-            # Only the API itself records an erasure (DELETE /v1/citizens/{id}, with its own scope).
-            message = f"{event.type} is reserved to Citizen Context"
-            errors.append({"location": f"body[{index}]", "reason": "reserved-type", "message": message})
+        if event.type in RESERVED_TYPES or event.source.startswith(RESERVED_SOURCE_PREFIX):
+            # Only the API itself records an erasure (DELETE /v1/citizens/{id}, with its own scope) or
+            # an enquiry's completion (by the agent handling it).
+            message = f"{event.type} from {event.source} is reserved to Citizen Context"
+            errors.append({"location": f"body[{index}]", "reason": "reserved", "message": message})
             continue
         events.append(event)
     return events, errors

@@ -1,5 +1,7 @@
 """A citizen's rights over REST: a copy of everything held (export), and erasure."""
 
+import functools
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
@@ -26,7 +28,7 @@ PROBLEMS: dict[int | str, dict[str, object]] = {
 }
 
 
-async def _decide(
+async def _record(
     request: Request,
     security: SecurityServices,
     caller: Caller,
@@ -35,6 +37,7 @@ async def _decide(
     action: AuditAction,
     citizen_id: str,
     reason: str | None,
+    failed: bool = False,
 ) -> None:
     if decision.allowed and reason:
         decision = Decision(allowed=True, reason=reason.strip()[: access.MAX_REASON] or None)
@@ -44,8 +47,8 @@ async def _decide(
         decision,
         citizen_id=citizen_id,
         client_address=request.client.host if request.client else None,
+        failed=failed,
     )
-    require(decision)
 
 
 @router.get(
@@ -67,15 +70,12 @@ async def export_citizen(
 
     For admins, or keys with `citizens:export`.
     """
-    await _decide(
-        request,
-        security,
-        caller,
-        access.export_citizen(caller),
-        action=AuditAction.export,
-        citizen_id=citizen_id,
-        reason=reason,
+    decision = access.export_citizen(caller)
+    # Recorded before it is assembled: the export lists its own record among the views.
+    await _record(
+        request, security, caller, decision, action=AuditAction.export, citizen_id=citizen_id, reason=reason
     )
+    require(decision)
     return await citizen_rights.export_citizen(
         citizen_id, reader=reader, engine=engine, auditor=security.auditor
     )
@@ -102,26 +102,34 @@ async def erase_citizen(
     The audit trail keeps its records, which name the citizen by pseudonym only. For admins, or keys with
     `citizens:erase`. Open streams of the citizen close (4411).
     """
-    await _decide(
+    decision = access.erase_citizen(caller)
+    record = functools.partial(
+        _record,
         request,
         security,
         caller,
-        access.erase_citizen(caller),
+        decision,
         action=AuditAction.erasure,
         citizen_id=citizen_id,
         reason=reason,
     )
+    if not decision.allowed:
+        await record()
+        require(decision)
+    # Recorded once the outcome is known: an erasure that did not happen is recorded as failed.
     try:
-        return await citizen_rights.erase_citizen(
-            citizen_id,
-            publisher=publisher,
-            eraser=eraser,
-            engine=engine,
-            auditor=security.auditor,
+        receipt = await citizen_rights.erase_citizen(
+            citizen_id, publisher=publisher, eraser=eraser, engine=engine, auditor=security.auditor
         )
     except PublishUnavailable:
+        await record(failed=True)
         response = problem_response(
             request, 503, "Kafka did not record the erasure; nothing was erased. Retry."
         )
         response.headers["Retry-After"] = "2"
         return response
+    except Exception:
+        await record(failed=True)
+        raise
+    await record()
+    return receipt

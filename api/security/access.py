@@ -137,7 +137,7 @@ def follow_enquiry(caller: Caller, *, enquiry_id: str, owns: bool, reason: str |
 
 
 def view_enquiry(caller: Caller, *, owns: bool) -> Decision:
-    """Reading an enquiry's record: its own agent, or a supervisor."""
-    if (owns and caller.has_role(AgentRole.agent)) or caller.has_role(AgentRole.supervisor):
+    """Reading an enquiry's record (citizen, outcome, notes): its own agent only."""
+    if owns and (caller.has_role(AgentRole.agent) or caller.has_role(AgentRole.supervisor)):
         return ALLOW
     return deny("This enquiry is another agent's.")

@@ -30,14 +30,15 @@ class Auditor:
         *,
         citizen_id: str | None,
         client_address: str | None,
+        failed: bool = False,
     ) -> AuditRecord:
-        """Append one record of `caller` doing `action` (or being refused it)."""
+        """Append one record of `caller` doing `action` (or being refused it, or it failing midway)."""
         record = AuditRecord(
             actor_kind=caller.kind,
             actor_id=caller.id,
             actor_role=role_label(caller),
             action=action,
-            outcome="allowed" if decision.allowed else "denied",
+            outcome="failed" if failed else "allowed" if decision.allowed else "denied",
             citizen=self.pseudonym(citizen_id) if citizen_id else None,
             enquiry_id=decision.enquiry_id,
             reason=decision.reason,

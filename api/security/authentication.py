@@ -74,8 +74,10 @@ class SecurityServices:
             if payload is None:
                 raise Unauthenticated("The stream ticket is unknown, used or expired.")
             caller, reason = _caller_from_ticket(payload)
-            if caller.expires_at is not None and caller.expires_at <= _now():
-                raise Unauthenticated("The credential behind the ticket has expired.")
+            # The credential must still hold now, not only when the ticket was issued (a key revoked
+            # in between opens nothing).
+            if await self.lapse(caller) is not None:
+                raise Unauthenticated("The credential behind the ticket has expired or been revoked.")
             return caller, reason
         reason = headers.get("x-access-reason")
         for offered in subprotocols:

@@ -83,4 +83,8 @@ class SecuritySettings(BaseSettings):
             raise ValueError("set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY outside development")
         if not (self.jwt_secrets or self.jwt_public_keys or self.jwks_url):
             raise ValueError("configure at least one token verification key")
+        if any(len(secret.get_secret_value().encode()) < 32 for secret in self.jwt_secrets.values()):
+            raise ValueError("HS256 secrets need at least 32 bytes (256 bits)")
+        if self.jwks_url and not self.jwks_url.startswith("https://"):
+            raise ValueError("the JWKS URL must use https outside development")
         return self

@@ -1,5 +1,6 @@
 """The processes: `citizen-context api`, `consume`, `dev`, `demo` and `db`."""
 
+import ipaddress
 import signal
 import subprocess
 import sys
@@ -24,11 +25,21 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
 
     from api.app import create_app
     from api.lifecycle import Lifecycle
+    from api.security.settings import SecuritySettings
     from api.settings import ApiSettings
     from models.database import DatabaseSettings
     from models.database import migrate as apply_migrations
 
     settings = ApiSettings()
+    address = host or settings.host
+    if SecuritySettings().development and not _loopback(address):
+        # The development signing key is public (it is in this repository): anyone could sign in as admin.
+        fail(
+            ServiceError(
+                f"development security settings on {address}: listen on 127.0.0.1, or set "
+                "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT=production with real keys"
+            )
+        )
     if migrate:
         apply_migrations(DatabaseSettings())
     app = create_app(api=settings)
@@ -47,7 +58,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
 
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
+        host=address,
         port=port if port is not None else settings.port,
         log_level="warning",
         # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
@@ -203,6 +214,13 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
         fail(error)
     finally:
         _stop_children([*helpers, *children])
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:

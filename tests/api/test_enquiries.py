@@ -318,3 +318,21 @@ def test_concurrent_completions_complete_it_once(client: TestClient, kafka_topic
     # The timeline keeps the first event of an id: what it shows must be what the enquiry says.
     [record] = topic_records(kafka_topic)
     assert json.loads(record.value)["data"]["outcome"] == winner["outcome"]
+
+
+def test_finding_the_citizen_by_an_identifier_is_an_audited_lookup(
+    client: TestClient, writer: ProjectionWriter, migrated: DatabaseSettings
+) -> None:
+    profile = make_event(
+        "C-LOOK", type_="profile.updated", data=example_data("profile.updated", phone="07700 900444")
+    )
+    writer.apply_batch(writes_for(profile))
+    found = started(client, "agent-l", phone="07700 900444")
+    assert start(client, "agent-l", phone="07700 900445").status_code == 404
+    started(client, "agent-l", citizen_id="C-LOOK")  # by id: no lookup
+    admin = access.admin()
+    records = client.get("/v1/audit", params={"actor": "agent-l"}, headers=admin).json()["records"]
+    assert [(r["action"], r["enquiry_id"], r["citizen"] is not None) for r in records] == [
+        ("lookup", found["id"], True),
+        ("lookup", None, False),
+    ]

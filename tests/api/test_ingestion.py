@@ -16,6 +16,7 @@ from models.database import DatabaseSettings
 from models.security import Scope
 from tests import access
 from tests.conftest import topic_records
+from tests.factories import example_data
 
 
 @pytest.fixture
@@ -104,3 +105,20 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
         response = c.post("/v1/events", json=event())
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"type": "citizen.erased", "data": {"channel": "system", "summary": "Erased."}},
+        {
+            "source": "/citizen-context/enquiries",
+            "type": "enquiry.completed",
+            "data": example_data("enquiry.completed"),
+        },
+    ],
+)
+def test_what_only_citizen_context_publishes_is_refused(client: TestClient, changes: dict[str, Any]) -> None:
+    response = client.post("/v1/events", json=event(**changes))
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["reason"] == "reserved"

@@ -13,6 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.app import create_app
 from api.enquiries import completion_event
 from api.settings import ApiSettings
+from api.streaming import ERASED, Resync, Subscription
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
@@ -20,7 +21,7 @@ from models.enquiries import EnquiryComplete
 from models.tables import Enquiry
 from tests import access
 from tests.conftest import wait_until
-from tests.factories import make_event, writes_for
+from tests.factories import example_data, make_event, writes_for
 
 AppFactory = Callable[..., TestClient]
 
@@ -171,6 +172,32 @@ def test_an_enquiry_stream_ends_when_the_enquiry_is_completed(
     assert closed.value.code == 4410
 
 
+def test_only_the_api_can_end_an_enquiry_stream(app_client: AppFactory, writer: ProjectionWriter) -> None:
+    client = app_client()
+    created = client.post(
+        "/v1/enquiries", json={"citizen_id": "C-S12", "channel": "phone"}, headers=access.agent("a1")
+    )
+    enquiry = created.json()
+    forged = make_event(
+        "C-S12",
+        type_="enquiry.completed",
+        source="/crm/plugin",
+        data=example_data("enquiry.completed", enquiry_id=enquiry["id"]),
+    )
+    with client.websocket_connect(f"/v1/enquiries/{enquiry['id']}/stream", headers=access.agent("a1")) as ws:
+        receive(ws, "snapshot")
+        writer.apply_batch(writes_for(forged))
+        assert receive(ws, "change")["event"]["source"] == "/crm/plugin"
+        table_row = Enquiry(**{**enquiry, "started_at": datetime.fromisoformat(enquiry["started_at"])})
+        writer.apply_batch(
+            writes_for(completion_event(table_row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC)))
+        )
+        assert receive(ws, "change")["event"]["source"] == "/citizen-context/enquiries"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert closed.value.code == 4410
+
+
 def test_an_unknown_enquiry_stream_is_closed_with_4404(app_client: AppFactory) -> None:
     client = app_client()
     with (
@@ -249,3 +276,11 @@ def test_a_profile_only_change_streams_live_and_on_resume(
         resumed = [receive(ws, "change") for _ in range(2)]
     assert [c["version"] for c in resumed] == [1, 2]
     assert resumed[1]["profile"]["communication_needs"] == ["large-print"]
+
+
+async def test_an_erasure_is_never_lost_to_an_overflowing_queue() -> None:
+    subscription = Subscription("C-Q", queue_size=2)
+    subscription.offer(ERASED)
+    for _ in range(5):  # overflow: the queue is emptied and asks for a re-sync
+        subscription.offer(Resync("overflow"))
+    assert await subscription.get(0.1) is ERASED

@@ -83,3 +83,54 @@ def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
     unresolved = batch.dead_letters[1]
     assert "7700" not in unresolved.detail
     assert json.loads(unresolved.record.value or b"")["citizenphone"] == "07700 900555"
+
+
+def erasure(citizen_id: str) -> CloudEvent:
+    return make_event(citizen_id, type_="citizen.erased", data={"channel": "system", "summary": "Erased."})
+
+
+def test_after_an_erasure_an_identifier_no_longer_finds_the_citizen_within_the_batch(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    """A replay reads partitions out of step: a call named by phone may come after the erasure."""
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = writer.current_epoch()
+    known = make_event("C-11", type_="profile.updated", data=example_data("profile.updated", email=None))
+    writer.apply_batch(writes_for(known))  # the index knows the phone before the batch
+    taught = make_event(
+        "C-12",
+        type_="profile.updated",
+        data=example_data("profile.updated", phone="07700 900555", email=None),
+    )
+    late_calls = [anonymous(citizenphone="07700 900123"), anonymous(citizenphone="07700 900555")]
+    batch = prepare_batch(
+        [record(e, n) for n, e in enumerate([taught, erasure("C-11"), erasure("C-12"), *late_calls])],
+        writer=writer,
+        epoch=epoch,
+        default_region="GB",
+    )
+    assert [(w.citizen_id, w.erase) for w in batch.writes] == [
+        ("C-12", False),
+        ("C-11", True),
+        ("C-12", True),
+    ]
+    assert [letter.reason for letter in batch.dead_letters] == ["unresolved-identity", "unresolved-identity"]
+
+
+def test_a_citizen_who_comes_back_after_an_erasure_is_found_again(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    again = make_event(
+        "C-13",
+        type_="profile.updated",
+        data=example_data("profile.updated", phone="07700 900556", email=None),
+    )
+    batch = prepare_batch(
+        [record(erasure("C-13"), 0), record(again, 1), record(anonymous(citizenphone="07700900556"), 2)],
+        writer=writer,
+        epoch=writer.current_epoch(),
+        default_region="GB",
+    )
+    assert [w.citizen_id for w in batch.writes] == ["C-13", "C-13", "C-13"]
+    assert batch.dead_letters == []

@@ -93,3 +93,9 @@ def test_a_bad_duration_or_scope_is_a_usage_error(tmp_path: Path) -> None:
     bad = run("keys", "create", "--client", "x", "--scope", "audit:read", "--expires-in", "soon", env=env)
     assert bad.returncode == 2
     assert "expected a number and a unit" in bad.stderr
+
+
+def test_the_api_refuses_development_settings_beyond_loopback() -> None:
+    refused = run("api", "--host", "0.0.0.0", "--port", "0", "--no-migrate")  # noqa: S104 (the point)
+    assert refused.returncode == 1
+    assert "development security settings on 0.0.0.0" in refused.stderr

@@ -156,7 +156,7 @@ ENDPOINTS = [
         "/v1/enquiries/{enquiry_id}",
         None,
         None,
-        frozenset({"agent-with-enquiry", "supervisor-with-reason", "supervisor-without-reason"}),
+        frozenset({"agent-with-enquiry"}),
         200,
     ),
     Endpoint(

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from api.app import create_app
 from api.security.settings import SecuritySettings
 from context.settings import RedisSettings
+from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine, migrate
 from models.security import Scope
 from tests import access
@@ -136,3 +138,37 @@ def test_the_database_refuses_to_change_or_remove_audit_records(sql_database: Da
             assert connection.execute(text("SELECT actor_id FROM audit_records")).scalars().all() == ["a"]
     finally:
         engine.dispose()
+
+
+def test_audit_time_filters_understand_any_offset(client: TestClient) -> None:
+    assert client.get("/v1/citizens/C-TZ/context", headers=access.supervisor("tz")).status_code == 200
+    admin = access.admin()
+    an_hour_ago_in_paris = (datetime.now(UTC) - timedelta(hours=1)).astimezone(timezone(timedelta(hours=2)))
+    found = client.get(
+        "/v1/audit", params={"actor": "tz", "since": an_hour_ago_in_paris.isoformat()}, headers=admin
+    )
+    later = client.get(
+        "/v1/audit",
+        params={
+            "actor": "tz",
+            "since": (datetime.now(UTC) + timedelta(minutes=5))
+            .astimezone(timezone(timedelta(hours=-5)))
+            .isoformat(),
+        },
+        headers=admin,
+    )
+    assert len(found.json()["records"]) == 1
+    assert later.json()["records"] == []
+    assert client.get("/v1/audit", params={"after": 2**64}, headers=admin).status_code == 422
+
+
+def test_an_erasure_that_could_not_happen_is_recorded_as_failed(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    app = create_app(redis_settings=redis_settings, database=database_settings, kafka=unreachable)
+    with TestClient(app) as client:
+        admin = access.admin()
+        assert client.delete("/v1/citizens/C-FAIL", headers=admin).status_code == 503
+        records = client.get("/v1/audit", params={"citizen_id": "C-FAIL"}, headers=admin).json()["records"]
+    assert [(r["action"], r["outcome"]) for r in records] == [("erasure", "failed")]

@@ -8,11 +8,13 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.security import api_keys
 from api.security.settings import SecuritySettings
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
-from models.database import DatabaseSettings
+from models.database import DatabaseSettings, create_db_engine
+from models.security import Scope
 from models.tables import AgentRole
 from tests import access
 from tests.factories import close_code, make_event, writes_for
@@ -119,4 +121,18 @@ def test_a_stream_ends_when_its_token_expires(client: TestClient) -> None:
 
 def test_a_stream_without_credentials_is_closed_as_unauthenticated(client: TestClient) -> None:
     with client.websocket_connect("/v1/citizens/C-T1/stream") as websocket:
+        assert close_code(websocket) == 4401
+
+
+def test_a_ticket_opens_nothing_once_its_key_is_revoked(
+    client: TestClient, database_settings: DatabaseSettings
+) -> None:
+    issued = access.new_key(database_settings, Scope.context_read)
+    pending = ticket(client, {"X-API-Key": issued.key})
+    engine = create_db_engine(database_settings)
+    try:
+        api_keys.revoke_key(engine, key_id=issued.record.id)
+    finally:
+        engine.dispose()
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={pending}") as websocket:
         assert close_code(websocket) == 4401

@@ -258,3 +258,15 @@ def test_a_signing_key_rotated_at_the_provider_fails_no_request_and_no_stream(
     assert len(statuses) > 10
     assert set(statuses) == {200}
     assert provider.fetches >= 2  # the new kid was fetched when first seen, without a restart
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"jwt_secrets": {"k": SecretStr("too-short")}}, "at least 32 bytes"),
+        ({"jwt_secrets": {}, "jwks_url": "http://idp.example/certs"}, "must use https"),
+    ],
+)
+def test_production_refuses_weak_verification_settings(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SecuritySettings(environment="production", pseudonym_key=SecretStr("p" * 32), **changes)
