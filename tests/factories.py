@@ -59,11 +59,16 @@ def next_message(websocket: Any, *types: str, timeout: float = 10) -> dict[str, 
 
 
 def close_code(websocket: Any) -> int:
-    """Read a TestClient WebSocket until the server closes it; the close code."""
+    """Read a TestClient WebSocket until the server closes it; the close code.
+
+    A heartbeat first means the stream stayed open for a whole interval: that fails the test rather than
+    reading forever (a TestClient read has no timeout).
+    """
     from starlette.websockets import WebSocketDisconnect
 
     try:
         while True:
-            websocket.receive_json()
+            message = websocket.receive_json()
+            assert message["type"] != "heartbeat", "the stream stayed open for a heartbeat interval"
     except WebSocketDisconnect as closed:
         return closed.code

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis.exceptions
+import structlog
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
@@ -24,6 +26,8 @@ from api.security.settings import SecuritySettings
 from api.security.tokens import InvalidToken, TokenVerifier
 from context.store import TicketStore
 from models.tables import AgentRole
+
+log = structlog.get_logger("security")
 
 SUBPROTOCOL = "citizen-context.v1"
 BEARER_SUBPROTOCOL = "bearer."
@@ -99,7 +103,13 @@ class SecurityServices:
 
     async def limit(self, caller: Caller) -> None:
         """Count the request against the caller's rate; RateLimited when over it."""
-        wait = await self.limiter.wait_s(caller)
+        try:
+            wait = await self.limiter.wait_s(caller)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            # The limits live in Redis. Without it, reads fail anyway (503), but an agent must still be
+            # able to complete an enquiry (SQL and Kafka): the limit is waived rather than everything refused.
+            log.warning("rate limits unavailable", error=type(error).__name__)
+            return
         if wait > 0:
             raise RateLimited(wait)
 
