@@ -14,6 +14,7 @@ const CLOSE_UNAUTHENTICATED = 4401;
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_UNKNOWN_ENQUIRY = 4404;
 const CLOSE_ENQUIRY_ENDED = 4410;
+const CLOSE_CITIZEN_ERASED = 4411;
 
 // The server sends a heartbeat every 10 s by default; silence for this long means the connection is dead
 // even if the socket has not noticed.
@@ -150,6 +151,10 @@ export class ContextStream {
       case CLOSE_FORBIDDEN:
         this.stopped = true;
         this.handlers.state("failed", "You are not allowed to view this citizen.");
+        return;
+      case CLOSE_CITIZEN_ERASED:
+        this.stopped = true;
+        this.handlers.state("failed", "This citizen's data has been erased at their request.");
         return;
       case CLOSE_UNAUTHENTICATED:
         this.stopped = true;
