@@ -47,6 +47,7 @@ class DeskSettings(BaseSettings):
             }
         }
 
+
 # Only the desk's own files run, and it talks only to its own origin (REST and, since CSP Level 3 lets
 # 'self' match ws: and wss: of the same host, its WebSocket). No inline script or style, no framing, no
 # plugins; forms post nowhere (the page submits with fetch). The sign-in token never leaves in a URL and,
