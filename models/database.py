@@ -39,14 +39,8 @@ def create_db_engine(settings: DatabaseSettings) -> Engine:
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     # WAL lets the API read while a migration or another process writes; foreign keys are off by default.
-    # synchronous=NORMAL in WAL mode: a commit is written to the WAL but not fsynced (the WAL is synced at
-    # each checkpoint). A committed transaction survives the process crashing or being killed; only a power
-    # loss or an operating-system crash can lose the last commits (never corrupt the database). With FULL,
-    # every audit record (one per context read) waited for an fsync, which limited reads to the disk's
-    # flush rate. A deployment that needs power-loss durability for the audit trail runs PostgreSQL.
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
