@@ -2,11 +2,12 @@
 
 import re
 from enum import StrEnum
+from typing import Any
 
 import phonenumbers
 
 from models.events import CloudEvent
-from models.taxonomy import parse_data
+from models.taxonomy import EventData, parse_data
 
 
 class IdentifierKind(StrEnum):
@@ -63,12 +64,18 @@ def taught_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[
     belong to the event's citizen. Data that does not normalise teaches nothing (it was validated already;
     a malformed phone in a profile is not a reason to lose the profile update).
     """
+    return taught_by(event, parse_data(event.type, event.data), default_region=default_region)
+
+
+def taught_by(
+    event: CloudEvent, data: EventData | None, *, default_region: str
+) -> list[tuple[IdentifierKind, str]]:
+    """As `taught_identifiers`, with the event's data as `parse_data` gives it."""
     found = dict.fromkeys(named_identifiers(event, default_region=default_region))
-    data = parse_data(event.type, event.data)
-    candidates: list[tuple[IdentifierKind, str | None]] = [
-        (IdentifierKind.phone, getattr(data, "phone", None)),
-        (IdentifierKind.email, getattr(data, "email", None)),
-        (IdentifierKind.case, getattr(data, "case_ref", None)),
+    candidates: list[tuple[IdentifierKind, Any]] = [
+        (IdentifierKind.phone, _data_field(data, "phone")),
+        (IdentifierKind.email, _data_field(data, "email")),
+        (IdentifierKind.case, _data_field(data, "case_ref")),
     ]
     for kind, value in candidates:
         if value:
@@ -77,3 +84,13 @@ def taught_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[
             except InvalidIdentifier:
                 continue
     return list(found)
+
+
+def _data_field(data: EventData | None, name: str) -> Any:
+    """The data's field or kept extra `name` (as `getattr(data, name, None)`, without raising and catching
+    AttributeError for every event that lacks it, which cost more than the rest of this module)."""
+    if data is None:
+        return None
+    if name in type(data).model_fields:
+        return getattr(data, name)
+    return (data.model_extra or {}).get(name)

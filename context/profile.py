@@ -2,14 +2,18 @@
 
 from models.context import Profile
 from models.events import CloudEvent
-from models.taxonomy import ProfileUpdated, parse_data
+from models.taxonomy import EventData, ProfileUpdated, parse_data
 
 PROFILE_FIELDS = tuple(Profile.model_fields)
 
 
 def profile_fields(event: CloudEvent) -> dict[str, object]:
     """The profile fields `event` sets (only those present in its data); empty for other events."""
-    data = parse_data(event.type, event.data)
+    return profile_from(parse_data(event.type, event.data))
+
+
+def profile_from(data: EventData | None) -> dict[str, object]:
+    """As `profile_fields`, from the event's data as `parse_data` gives it."""
     if not isinstance(data, ProfileUpdated):
         return {}
     present = data.model_dump(mode="json", include=set(PROFILE_FIELDS), exclude_unset=True)

@@ -3,11 +3,11 @@
 import json
 from dataclasses import dataclass, field
 
-from context.identity import IdentifierKind, taught_identifiers
-from context.profile import profile_fields
-from context.summary import fact_of
+from context.identity import IdentifierKind, taught_by
+from context.profile import profile_from
+from context.summary import fact_from
 from models.events import CloudEvent
-from models.taxonomy import ERASURE_TYPE
+from models.taxonomy import ERASURE_TYPE, EventData, parse_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +35,24 @@ def plan_write(event: CloudEvent, *, default_region: str, stored: str | None = N
     """
     if event.type == ERASURE_TYPE:
         return EventWrite(event=event, stored="", erase=True)
-    fact = fact_of(event)
+    return plan_judged(
+        event, parse_data(event.type, event.data), default_region=default_region, stored=stored
+    )
+
+
+def plan_judged(
+    event: CloudEvent, data: EventData | None, *, default_region: str, stored: str | None = None
+) -> EventWrite:
+    """As `plan_write`, for an event whose data the decoder has parsed already (`data`, as `parse_data`)."""
+    if event.type == ERASURE_TYPE:
+        return EventWrite(event=event, stored="", erase=True)
+    # The data is parsed once per event (the decoder did it): the fact, the profile fields and the
+    # identifiers each parsed it again, which was a fifth of the consumer's time per event.
+    fact = fact_from(event, data)
     return EventWrite(
         event=event,
         stored=stored if stored is not None else event.to_json(),
         fact=fact.model_dump_json() if fact is not None else "",
-        profile={name: json.dumps(value) for name, value in profile_fields(event).items()},
-        identifiers=taught_identifiers(event, default_region=default_region),
+        profile={name: json.dumps(value) for name, value in profile_from(data).items()},
+        identifiers=taught_by(event, data, default_region=default_region),
     )

@@ -33,6 +33,7 @@ from models.taxonomy import (
     ChatMessage,
     ComplaintRaised,
     EmailReceived,
+    EventData,
     PaymentFailed,
     WebFormSubmitted,
     parse_data,
@@ -87,7 +88,11 @@ FACTS = TypeAdapter(list[Fact])
 
 def fact_of(event: CloudEvent) -> Fact | None:
     """What `event` contributes to the summary, if anything."""
-    data = parse_data(event.type, event.data)
+    return fact_from(event, parse_data(event.type, event.data))
+
+
+def fact_from(event: CloudEvent, data: EventData | None) -> Fact | None:
+    """As `fact_of`, with the event's data as `parse_data` gives it."""
     time = event.time
     match data:
         case CallStarted() | CallEnded():

@@ -8,11 +8,10 @@ citizen only by that number be resolved.
 from dataclasses import dataclass, field
 
 from context.identity import named_identifiers
-from context.service import EventWrite, plan_write
+from context.service import EventWrite, plan_judged
 from context.store import Identifier, ProjectionWriter
-from events.codec import InvalidEvent, decode_stored
+from events.codec import Decoded, InvalidEvent, decode_judged
 from events.records import DeadLetter, IncomingRecord
-from models.events import CloudEvent
 
 
 @dataclass
@@ -28,30 +27,28 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
     batch = PreparedBatch()
-    decoded: list[tuple[IncomingRecord, CloudEvent]] = []
-    stored: dict[int, str] = {}
+    decoded: list[tuple[IncomingRecord, Decoded]] = []
     for record in records:
         try:
-            event, stored[len(decoded)] = decode_stored(
-                record.value, record.headers, default_region=default_region
+            decoded.append(
+                (record, decode_judged(record.value, record.headers, default_region=default_region))
             )
-            decoded.append((record, event))
         except InvalidEvent as error:
             batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
     wanted = [
         identifier
-        for _record, event in decoded
-        if event.subject is None
-        for identifier in named_identifiers(event, default_region=default_region)
+        for _record, judged in decoded
+        if judged.event.subject is None
+        for identifier in named_identifiers(judged.event, default_region=default_region)
     ]
     known = writer.resolve(wanted, epoch=epoch)
     learned: dict[Identifier, str] = {}
     # Citizens erased earlier in this batch: the index read before the batch still names them, but an
     # event that names them only by an identifier must no longer find them (it would bring them back).
     erased: set[str] = set()
-    for index, (record, event) in enumerate(decoded):
-        resolved = event
-        stored_json: str | None = stored[index]
+    for record, judged in decoded:
+        event = resolved = judged.event
+        stored_json: str | None = judged.stored
         if event.subject is None:
             identifiers = named_identifiers(event, default_region=default_region)
             citizen = next(
@@ -69,7 +66,7 @@ def prepare_batch(
             resolved = event.model_copy(update={"subject": citizen})
             stored_json = None  # it now names the citizen: its stored form differs
         try:
-            write = plan_write(resolved, default_region=default_region, stored=stored_json)
+            write = plan_judged(resolved, judged.data, default_region=default_region, stored=stored_json)
         except Exception as error:
             batch.dead_letters.append(DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}"))
             continue

@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlmodel import Session, col, select
 
 from models.tables import Enquiry, EnquiryStatus
@@ -46,19 +46,30 @@ def claim_completion(session: Session, *, enquiry_id: str, outcome: str, notes: 
     return session.get(Enquiry, enquiry_id, populate_existing=True)
 
 
-def holding_enquiry(session: Session, *, agent_id: str, citizen_id: str) -> Enquiry | None:
-    """The agent's most recent active enquiry for this citizen, if any."""
-    statement = (
-        select(Enquiry)
-        .where(
-            Enquiry.agent_id == agent_id,
-            Enquiry.citizen_id == citizen_id,
-            Enquiry.status == EnquiryStatus.active,
-        )
-        .order_by(col(Enquiry.started_at).desc())
-        .limit(1)
+# Built once: every context read asks it, and building a statement cost more than running it.
+_HOLDING = (
+    select(Enquiry.agent_id, Enquiry.citizen_id, Enquiry.id)
+    .where(
+        col(Enquiry.agent_id).in_(bindparam("agent_ids", expanding=True)),
+        col(Enquiry.citizen_id).in_(bindparam("citizen_ids", expanding=True)),
+        col(Enquiry.status) == EnquiryStatus.active,
     )
-    return session.exec(statement).first()
+    .order_by(col(Enquiry.started_at))
+)
+
+
+def holding_enquiry_ids(session: Session, *, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """For each (agent, citizen), the id of the agent's most recent active enquiry for the citizen, if any.
+
+    One query for many pairs (the audit writes reads in batches); pairs with none are left out.
+    """
+    rows = session.execute(
+        _HOLDING,
+        {"agent_ids": sorted({a for a, _c in pairs}), "citizen_ids": sorted({c for _a, c in pairs})},
+    )
+    wanted = set(pairs)
+    # Oldest first, so the most recent enquiry of a pair is the one left standing.
+    return {(agent, citizen): id_ for agent, citizen, id_ in rows if (agent, citizen) in wanted}
 
 
 def citizen_enquiries(session: Session, *, citizen_id: str) -> list[Enquiry]:

@@ -101,16 +101,9 @@ class AuditAction(StrEnum):
     erasure = "erasure"
 
 
-class AuditRecord(SQLModel, table=True):
-    """One access to a citizen's data. Append-only (the database refuses updates and deletes).
+class AuditRecordBase(SQLModel):
+    """What one audit record says; written as it is (see `AuditRecord`)."""
 
-    The citizen is named by a keyed pseudonym, never their id: an erasure leaves the trail intact and
-    nothing in it that names the person.
-    """
-
-    __tablename__ = "audit_records"
-
-    id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utc_now, sa_type=DateTime(timezone=True), index=True)
     actor_kind: str = Field(max_length=16)
     actor_id: str = Field(index=True, max_length=200)
@@ -121,3 +114,15 @@ class AuditRecord(SQLModel, table=True):
     enquiry_id: str | None = Field(default=None, max_length=36)
     reason: str | None = Field(default=None, max_length=500)
     client_address: str | None = Field(default=None, max_length=64)
+
+
+class AuditRecord(AuditRecordBase, table=True):
+    """One access to a citizen's data. Append-only (the database refuses updates and deletes).
+
+    The citizen is named by a keyed pseudonym, never their id: an erasure leaves the trail intact and
+    nothing in it that names the person.
+    """
+
+    __tablename__ = "audit_records"
+
+    id: int | None = Field(default=None, primary_key=True)

@@ -27,22 +27,16 @@ async def authorise_citizen_read(
     client_address: str | None,
 ) -> Decision:
     """May `caller` read this citizen now? The answer, allowed or not, is recorded in the audit trail."""
-    held = None
-    if caller.is_agent:
 
-        def find() -> str | None:
-            with Session(security.engine) as session:
-                enquiry = enquiry_repository.holding_enquiry(
-                    session, agent_id=caller.id, citizen_id=citizen_id
-                )
-                return enquiry.id if enquiry else None
-
-        held = await run_in_threadpool(find)
-    decision = access.read_citizen(caller, held_enquiry=held, reason=reason)
-    await security.auditor.record(
-        caller, action, decision, citizen_id=citizen_id, client_address=client_address
+    # One worker-thread hop and one transaction, shared with the other reads waiting at the same time,
+    # both look up the agent's enquiry and write the record (see api/security/audit.py).
+    return await security.auditor.decide_and_record(
+        caller,
+        action,
+        lambda held: access.read_citizen(caller, held_enquiry=held, reason=reason),
+        citizen_id=citizen_id,
+        client_address=client_address,
     )
-    return decision
 
 
 async def lapsed(security: SecurityServices, caller: Caller, decision: Decision) -> int | None:

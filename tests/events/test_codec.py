@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events.codec import InvalidEvent, decode_record, encode_structured
+from events.codec import InvalidEvent, decode_record, encode_structured, judge
 from models.events import CloudEvent
 from models.taxonomy import EXAMPLE_DATA
 from tests.factories import make_event
@@ -170,3 +170,63 @@ def test_every_documented_example_is_valid(event_type: str) -> None:
         json.dumps({**VALID, "type": event_type, "data": EXAMPLE_DATA[event_type]}).encode()
     )
     assert event.type == event_type
+
+
+def slow_verdict(value: bytes) -> CloudEvent | InvalidEvent:
+    """What the slow path (the document parsed by `json.loads`, then judged) makes of a record."""
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return InvalidEvent("not-json", "")
+    if not isinstance(document, dict):
+        return InvalidEvent("not-an-object", "")
+    try:
+        return judge(document)
+    except InvalidEvent as rejection:
+        return rejection
+
+
+def assert_same_verdict(value: bytes) -> None:
+    fast, slow = decode_or_rejection(value), slow_verdict(value)
+    if isinstance(slow, CloudEvent):
+        assert isinstance(fast, CloudEvent)
+        # repr, not ==: a NaN in the data is the same verdict, though NaN != NaN.
+        assert repr(fast) == repr(slow)
+        assert fast.to_json() == slow.to_json()
+    else:
+        assert isinstance(fast, InvalidEvent)
+        assert fast.reason == slow.reason
+        if slow.detail:
+            assert fast.detail == slow.detail
+
+
+@given(documents)
+def test_the_fast_path_judges_every_document_as_the_slow_path_does(document: dict[str, object]) -> None:
+    assert_same_verdict(json.dumps(document).encode())
+
+
+VALID_JSON = json.dumps(VALID)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # JSON that parsers disagree about: both paths must still give one verdict.
+        VALID_JSON.replace('"subject": "C-100234"', '"subject": "C-1", "subject": "C-2"').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": NaN').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": Infinity').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": 1e400').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": 0.1000000000000000055511').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": "\\ud800"').encode(),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": "\xed\xa0\x80"').encode("latin-1"),
+        VALID_JSON.replace('"duration_s": 60', '"duration_s": 60, "x": "\\u0000"').encode(),
+        VALID_JSON.replace("}}", '}, "big": ' + "9" * 4000 + "}").encode(),
+        b"\xef\xbb\xbf" + VALID_JSON.encode(),
+        VALID_JSON.encode() + b" ",
+        VALID_JSON.encode() + b" x",
+        b" " + VALID_JSON.encode(),
+        VALID_JSON.replace("}}", '}, "time": "2026-11-28T09:15:00+01:00"}').encode(),
+    ],
+)
+def test_the_fast_path_agrees_with_the_slow_path_where_json_parsers_differ(value: bytes) -> None:
+    assert_same_verdict(value)

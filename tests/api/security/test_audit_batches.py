@@ -1,0 +1,107 @@
+"""The audit trail in batches: many reads at once, each decided from the database and recorded once."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from api.security import access
+from api.security.audit import Auditor
+from api.security.principal import Caller
+from models import enquiry_repository
+from models.database import DatabaseSettings, create_db_engine, migrate
+from models.tables import AgentRole, AuditAction, AuditRecord
+
+
+def agent(agent_id: str) -> Caller:
+    return Caller(kind="agent", id=agent_id, roles=frozenset({AgentRole.agent}))
+
+
+async def test_concurrent_reads_are_each_decided_and_recorded_once(sql_database: DatabaseSettings) -> None:
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    try:
+        with Session(engine) as session:
+            held = {
+                (f"A-{a}", f"C-{c}"): enquiry_repository.create_enquiry(
+                    session, agent_id=f"A-{a}", citizen_id=f"C-{c}", channel="phone"
+                ).id
+                for a in range(3)
+                for c in range(0, 20, a + 1)
+            }
+            # A newer enquiry for the same pair is the one a read is recorded under.
+            newer = enquiry_repository.create_enquiry(
+                session, agent_id="A-0", citizen_id="C-0", channel="chat"
+            )
+            held[("A-0", "C-0")] = newer.id
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+        reads = [(f"A-{a}", f"C-{c}") for a in range(3) for c in range(20)]
+
+        async def read(agent_id: str, citizen_id: str) -> access.Decision:
+            caller = agent(agent_id)
+            return await auditor.decide_and_record(
+                caller,
+                AuditAction.context_read,
+                lambda enquiry: access.read_citizen(caller, held_enquiry=enquiry, reason=None),
+                citizen_id=citizen_id,
+                client_address="127.0.0.1",
+            )
+
+        decisions = await asyncio.gather(*(read(a, c) for a, c in reads))
+        for (agent_id, citizen_id), decision in zip(reads, decisions, strict=True):
+            assert decision.allowed == ((agent_id, citizen_id) in held)
+            assert decision.enquiry_id == held.get((agent_id, citizen_id))
+        with Session(engine) as session:
+            records = session.exec(select(AuditRecord).order_by(col(AuditRecord.id))).all()
+        assert len(records) == len(reads)
+        expected = sorted(
+            (a, auditor.pseudonym(c), held.get((a, c)), "allowed" if (a, c) in held else "denied")
+            for a, c in reads
+        )
+        assert sorted((r.actor_id, r.citizen, r.enquiry_id, r.outcome) for r in records) == expected
+    finally:
+        engine.dispose()
+
+
+async def test_a_failed_batch_fails_every_read_in_it(database_settings: DatabaseSettings) -> None:
+    engine = create_db_engine(database_settings)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE audit_records")
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+        caller = Caller(kind="integrator", id="k-1", client="crm")
+        results = await asyncio.gather(
+            *(
+                auditor.record(
+                    caller, AuditAction.lookup, access.ALLOW, citizen_id=f"C-{n}", client_address=None
+                )
+                for n in range(5)
+            ),
+            return_exceptions=True,
+        )
+        assert all(isinstance(result, Exception) for result in results)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("count", [1, 300])
+async def test_every_record_is_committed_before_its_caller_goes_on(
+    database_settings: DatabaseSettings, count: int
+) -> None:
+    engine = create_db_engine(database_settings)
+    try:
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+        caller = Caller(kind="integrator", id="k-1", client="crm")
+        await asyncio.gather(
+            *(
+                auditor.record(
+                    caller, AuditAction.export, access.ALLOW, citizen_id="C-1", client_address=None
+                )
+                for _ in range(count)
+            )
+        )
+        with Session(engine) as session:
+            assert session.exec(select(func.count()).select_from(AuditRecord)).one() == count
+    finally:
+        engine.dispose()
