@@ -67,7 +67,7 @@ class Auditor:
         client_address: str | None,
         failed: bool = False,
     ) -> None:
-        """Append one record of `caller` doing `action` (refused, or failing midway); returns once committed."""
+        """Append one record of `caller` doing `action` (or refused, or failed midway), once committed."""
         await self._submit(
             caller, action, citizen_id, client_address, lambda _held: decision, lookup=False, failed=failed
         )
