@@ -28,6 +28,17 @@ class Problem(BaseModel):
     errors: list[dict[str, Any]] | None = None
 
 
+def caller_problems(forbidden: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """The answers every authenticated route documents: 401, 429, and 403 with why, when it can refuse."""
+    problems: dict[int | str, dict[str, Any]] = {
+        401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
+        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
+    }
+    if forbidden is not None:
+        problems[403] = {"model": Problem, "description": forbidden}
+    return problems
+
+
 def problem_response(
     request: Request, status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None
 ) -> JSONResponse:

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, EngineDep, require
-from api.problems import Problem, problem_response
+from api.problems import Problem, caller_problems, problem_response
 from api.security import access, api_keys
 from api.security.api_keys import IssuedKey, KeyProblem
 from models.security import ApiKeyCreate, ApiKeyIssued, ApiKeyList, ApiKeyPublic, ApiKeyRotate
@@ -16,12 +16,10 @@ from models.tables import ApiKey
 router = APIRouter(prefix="/v1/admin/api-keys", tags=["admin"])
 
 PROBLEMS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-    403: {"model": Problem, "description": "Only admins manage API keys."},
+    **caller_problems("Only admins manage API keys."),
     404: {"model": Problem, "description": "No such key (or it is revoked or expired)."},
     409: {"model": Problem, "description": "The client already holds two keys; revoke one first."},
     422: {"model": Problem, "description": "The request is not valid."},
-    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
 }
 
 

@@ -10,7 +10,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, EngineDep, SecurityDep, require
-from api.problems import Problem
+from api.problems import Problem, caller_problems
 from api.security import access
 from models import audit_repository
 from models.audit_repository import AuditFilter
@@ -29,10 +29,8 @@ MAX_PAGE = 1000
     summary="Read the audit trail",
     responses={
         200: {"content": {JSON_LINES: {"schema": {"type": "string"}}}},
-        401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-        403: {"model": Problem, "description": "Needs the admin role or the audit:read scope."},
+        **caller_problems("Needs the admin role or the audit:read scope."),
         422: {"model": Problem, "description": "A filter is not valid."},
-        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
     },
 )
 async def read_audit(

@@ -2,14 +2,14 @@
 
 import hashlib
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import CurrentCaller, IdentityDep, ReaderDep, SecurityDep, StreamServicesDep, require
-from api.problems import Problem, problem_response
+from api.problems import Problem, caller_problems, problem_response
 from api.security import access, gate
 from api.stream_session import CLOSE_INVALID_CITIZEN, Resume, StreamSession
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
@@ -34,11 +34,7 @@ AccessReason = Annotated[
     ),
 ]
 # Every route reading a citizen answers these, besides its own.
-ACCESS_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-    403: {"model": Problem, "description": "No active enquiry for the citizen, no reason, or no scope."},
-    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
-}
+ACCESS_PROBLEMS = caller_problems("No active enquiry for the citizen, no reason, or no scope.")
 MAX_PAGE = 200
 # How many events one round trip reads while filling a filtered page.
 SCAN_STEP = 100

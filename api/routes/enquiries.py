@@ -14,7 +14,7 @@ from api.deps import (
     StreamServicesDep,
     require,
 )
-from api.problems import Problem, problem_response
+from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access, gate
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
@@ -25,12 +25,10 @@ router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
 
 EnquiryIdPath = Path(max_length=36, description="The enquiry's id.")
 PROBLEMS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-    403: {"model": Problem, "description": "Not an agent, or the enquiry is another agent's."},
+    **caller_problems("Not an agent, or the enquiry is another agent's."),
     404: {"model": Problem, "description": "No such enquiry, or no citizen known for the identifier."},
     409: {"model": Problem, "description": "The enquiry is already completed."},
     422: {"model": Problem, "description": "The request is not valid."},
-    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
     503: {"model": Problem, "description": "A store (Redis, Kafka) is unavailable; retry."},
 }
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, IdentityDep, PublisherDep, require
-from api.problems import Problem, problem_response
+from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access
 from events.codec import InvalidEvent, judge
@@ -63,8 +63,7 @@ class Accepted(BaseModel):
         }
     },
     responses={
-        401: {"model": Problem, "description": "Not signed in, or the key is invalid, revoked or expired."},
-        403: {"model": Problem, "description": "The key lacks the events:write scope."},
+        **caller_problems("The key lacks the events:write scope."),
         413: {
             "model": Problem,
             "description": "The body is larger than 1 MiB or the batch has over 500 events.",
@@ -74,7 +73,6 @@ class Accepted(BaseModel):
             "model": Problem,
             "description": "An event breaks the contract; none of the batch was published.",
         },
-        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
         503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
     },
 )

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from api import citizen_rights
 from api.deps import CurrentCaller, EngineDep, EraserDep, PublisherDep, ReaderDep, SecurityDep, require
-from api.problems import Problem, problem_response
+from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.routes.citizens import AccessReason, CitizenIdPath
 from api.security import access
@@ -20,10 +20,8 @@ from models.tables import AuditAction
 router = APIRouter(prefix="/v1/citizens", tags=["citizen rights"])
 
 PROBLEMS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-    403: {"model": Problem, "description": "Needs the admin role or the key's scope."},
+    **caller_problems("Needs the admin role or the key's scope."),
     422: {"model": Problem, "description": "The citizen id is not valid."},
-    429: {"model": Problem, "description": "Too many requests; see Retry-After."},
     503: {"model": Problem, "description": "A store (Redis, Kafka, SQL) is unavailable; retry."},
 }
 

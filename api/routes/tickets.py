@@ -3,7 +3,7 @@
 from fastapi import APIRouter, status
 
 from api.deps import CurrentCaller, SecurityDep
-from api.problems import Problem
+from api.problems import caller_problems
 from models.security import StreamTicket, StreamTicketRequest
 
 router = APIRouter(prefix="/v1/stream-tickets", tags=["streams"])
@@ -14,10 +14,7 @@ router = APIRouter(prefix="/v1/stream-tickets", tags=["streams"])
     status_code=status.HTTP_201_CREATED,
     response_model=StreamTicket,
     summary="A single-use ticket to open a stream",
-    responses={
-        401: {"model": Problem, "description": "Not signed in, or the credential is invalid or expired."},
-        429: {"model": Problem, "description": "Too many requests; see Retry-After."},
-    },
+    responses=caller_problems(),
 )
 async def issue_ticket(
     caller: CurrentCaller, security: SecurityDep, body: StreamTicketRequest | None = None
