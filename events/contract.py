@@ -16,7 +16,7 @@ from events.deadletter import MAX_DETAIL, dead_letter_headers, dead_letter_topic
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
 from models.events import ATTRIBUTE_NAME, IDENTIFIER_ATTRIBUTES, STRUCTURED_CONTENT_TYPE, CloudEvent
-from models.taxonomy import EVENT_TYPES, EXAMPLE_DATA, EventData
+from models.taxonomy import EVENT_TYPES, EXAMPLE_DATA, TYPICAL_SOURCES, EventData
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ENVELOPE_SCHEMA = "envelope.schema.json"
@@ -37,20 +37,6 @@ EXAMPLE_SUBJECT = "C-100234"
 EXAMPLE_TIME = "2026-11-28T09:15:00Z"
 # An appointment is missed after it starts, so its example cannot share the common time.
 EXAMPLE_TIMES: dict[str, str] = {}
-# The source of each example, by the first segment of the type (as in the demo events).
-EXAMPLE_SOURCES = {
-    "call": "/telephony/contact-centre",
-    "chat": "/webchat",
-    "email": "/email-gateway",
-    "web": "/website/forms",
-    "case": "/benefits/case-management",
-    "payment": "/payments",
-    "appointment": "/appointments",
-    "letter": "/letters",
-    "complaint": "/complaints",
-    "profile": "/profiles",
-    "enquiry": "/citizen-context/agent-desktop",
-}
 EXAMPLE_ID_NAMESPACE = "https://citizen-context.example/contract/examples/"
 
 KEY_DESCRIPTION = (
@@ -519,7 +505,7 @@ def _example_document(event_type: str, data: Any) -> dict[str, Any]:
     document = {
         "specversion": "1.0",
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, EXAMPLE_ID_NAMESPACE + event_type)),
-        "source": EXAMPLE_SOURCES.get(prefix, f"/{prefix}"),
+        "source": TYPICAL_SOURCES.get(prefix, f"/{prefix}"),
         "type": event_type,
         "subject": EXAMPLE_SUBJECT,
         "time": EXAMPLE_TIMES.get(event_type, EXAMPLE_TIME),

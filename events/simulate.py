@@ -17,7 +17,7 @@ from typing import Any
 from events.codec import encode_structured
 from events.producer import partition_key
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
-from models.taxonomy import EXAMPLE_DATA, CommunicationNeed
+from models.taxonomy import EXAMPLE_DATA, TYPICAL_SOURCES, CommunicationNeed
 
 SIMULATED_PREFIX = "S-"
 # What the consumer puts in `dlq.reason` for each kind of malformed record this module makes.
@@ -75,19 +75,6 @@ _WEIGHTS: dict[str, int] = {
     "letter.sent": 6,
     "complaint.raised": 2,
     "profile.updated": 2,
-}
-
-_SOURCES = {
-    "call": "/telephony/contact-centre",
-    "chat": "/webchat",
-    "email": "/email-gateway",
-    "web": "/website/forms",
-    "case": "/benefits/case-management",
-    "payment": "/payments",
-    "appointment": "/appointments",
-    "letter": "/letters",
-    "complaint": "/complaints",
-    "profile": "/profiles",
 }
 
 _CALL_TOPICS = (
@@ -245,7 +232,7 @@ class Simulator:
         return CloudEvent(
             specversion="1.0",
             id=str(uuid.UUID(int=self._random.getrandbits(128))),
-            source=_SOURCES[type_.split(".")[0]],
+            source=TYPICAL_SOURCES[type_.split(".")[0]],
             type=type_,
             subject=citizen.citizen_id,
             time=min(moment, datetime.now(UTC)),

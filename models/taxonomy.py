@@ -218,6 +218,23 @@ def parse_data(event_type: str, data: Any) -> EventData | None:
     return None if model is None else model.model_validate(data if data is not None else {})
 
 
+# The service that typically publishes each family of types, by the type's first segment: the contract's
+# examples and the simulated traffic name their sources from it.
+TYPICAL_SOURCES = {
+    "call": "/telephony/contact-centre",
+    "chat": "/webchat",
+    "email": "/email-gateway",
+    "web": "/website/forms",
+    "case": "/benefits/case-management",
+    "payment": "/payments",
+    "appointment": "/appointments",
+    "letter": "/letters",
+    "complaint": "/complaints",
+    "profile": "/profiles",
+    "enquiry": "/citizen-context/agent-desktop",
+}
+
+
 # One realistic `data` per type: the contract documentation shows them, and tests start from them.
 EXAMPLE_DATA: dict[str, dict[str, Any]] = {
     "call.started": {
