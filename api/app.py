@@ -1,12 +1,12 @@
 """The FastAPI application factory and its lifespan."""
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -43,6 +43,20 @@ REDIS_CONNECTIONS = 64
 # How long a command waits for a free connection before it fails as "Redis unavailable": long enough
 # for a burst of thousands of streams opening at once (each waits its turn), short of a client's timeout.
 REDIS_CONNECTION_WAIT_S = 20.0
+
+
+log = structlog.get_logger("api")
+
+SHUTDOWN_STEP_S = 5.0
+
+
+async def _finish(what: str, task: "asyncio.Task[Any]") -> None:
+    """Wait for a shutdown step, at most SHUTDOWN_STEP_S; say so when it had to be left behind."""
+    done, _pending = await asyncio.wait({task}, timeout=SHUTDOWN_STEP_S)
+    if not done:
+        log.warning("shutdown step did not finish", step=what, waited_s=SHUTDOWN_STEP_S)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("shutdown step failed", step=what, error=type(task.exception()).__name__)
 
 
 def create_app(
@@ -134,10 +148,10 @@ def create_app(
             await lifecycle.drain(timeout_s=api.shutdown_drain_s)
             await asyncio.to_thread(publisher.close)
             hub_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await hub_task
-            await client.aclose()
-            await hub_client.aclose()
+            # Each step is bounded: a connection that never answers must not keep the process from ending.
+            await _finish("change hub", hub_task)
+            await _finish("redis client", asyncio.create_task(client.aclose()))
+            await _finish("changes client", asyncio.create_task(hub_client.aclose()))
             engine.dispose()
 
     app = FastAPI(

@@ -11,7 +11,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.deps import CurrentCaller, IdentityDep, ReaderDep, SecurityDep, StreamServicesDep, require
 from api.problems import Problem, caller_problems, problem_response
 from api.security import access, gate
-from api.stream_session import CLOSE_INVALID_CITIZEN, Resume, StreamSession
+from api.stream_session import CLOSE_INVALID_CITIZEN
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
 from context.store import TimelinePosition
@@ -243,17 +243,17 @@ async def stream_context(
     )
     if await gate.refuse_stream(websocket, decision):
         return
-    resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
-    session = StreamSession(
+    await gate.serve_stream(
         websocket,
-        citizen_id=citizen_id,
-        viewer_id=caller.id,
         services=services,
+        security=security,
+        caller=caller,
+        decision=decision,
+        citizen_id=citizen_id,
         enquiry_id=decision.enquiry_id,
-        access_check=lambda: gate.lapsed(security, caller, decision),
-        access_check_s=security.settings.access_check_s,
+        epoch=epoch,
+        version=version,
     )
-    await session.run(resume)
 
 
 def _address(connection: Request | WebSocket) -> str | None:

@@ -17,7 +17,7 @@ from api.deps import (
 from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access, gate
-from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, Resume, StreamSession
+from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
 from models.tables import AuditAction, EnquiryStatus
 
@@ -166,14 +166,14 @@ async def stream_enquiry(
     if enquiry.status is EnquiryStatus.completed:
         await websocket.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
         return
-    resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
-    session = StreamSession(
+    await gate.serve_stream(
         websocket,
-        citizen_id=enquiry.citizen_id,
-        viewer_id=caller.id,
         services=services,
+        security=security,
+        caller=caller,
+        decision=decision,
+        citizen_id=enquiry.citizen_id,
         enquiry_id=enquiry.id,
-        access_check=lambda: gate.lapsed(security, caller, decision),
-        access_check_s=security.settings.access_check_s,
+        epoch=epoch,
+        version=version,
     )
-    await session.run(resume)

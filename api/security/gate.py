@@ -8,6 +8,7 @@ from api.security import access
 from api.security.access import Decision
 from api.security.authentication import SUBPROTOCOL, RateLimited, SecurityServices, Unauthenticated
 from api.security.principal import Caller
+from api.stream_session import Resume, StreamServices, StreamSession
 from models import enquiry_repository
 from models.tables import AuditAction, Enquiry, EnquiryStatus
 
@@ -57,6 +58,32 @@ async def lapsed(security: SecurityServices, caller: Caller, decision: Decision)
 
 
 CLOSE_RATE_LIMITED = 4429
+
+
+async def serve_stream(
+    websocket: WebSocket,
+    *,
+    services: StreamServices,
+    security: SecurityServices,
+    caller: Caller,
+    decision: Decision,
+    citizen_id: str,
+    enquiry_id: str | None,
+    epoch: str | None,
+    version: int | None,
+) -> None:
+    """Run an authorised stream (from where the client left off, if it says), re-checking its access."""
+    resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
+    session = StreamSession(
+        websocket,
+        citizen_id=citizen_id,
+        viewer_id=caller.id,
+        services=services,
+        enquiry_id=enquiry_id,
+        access_check=lambda: lapsed(security, caller, decision),
+        access_check_s=security.settings.access_check_s,
+    )
+    await session.run(resume)
 
 
 async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tuple[Caller, str | None] | None:
