@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -85,9 +85,18 @@ class ChangeHub:
     """Reads the changes channel and hands each message to the streams watching its citizen."""
 
     def __init__(
-        self, client: "aioredis.Redis", *, channel: str, queue_size: int, probe_s: float = 10
+        self,
+        client: "aioredis.Redis",
+        *,
+        channel: str,
+        queue_size: int,
+        probe_s: float = 10,
+        on_resync_all: Callable[[], None] = lambda: None,
     ) -> None:
         self._client = client
+        # Called before every stream is told to re-sync (a new epoch, or a subscription restored after
+        # messages may have been lost): whoever keeps the epoch at hand must read it again.
+        self._on_resync_all = on_resync_all
         self._probe_s = probe_s
         self._channel = channel
         self._queue_size = queue_size
@@ -186,6 +195,7 @@ class ChangeHub:
             subscription.offer(item)
 
     def _offer_all(self, item: StreamItem) -> None:
+        self._on_resync_all()
         for watchers in self._subscriptions.values():
             for subscription in watchers:
                 subscription.offer(item)

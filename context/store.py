@@ -28,7 +28,8 @@ from context.keys import (
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
-from context.summary import FACTS, summarise
+from context.summary import FACTS, summarise, summary_changes_at
+from context.summary_cache import SummaryCache
 from context.timeline import age_cutoff, time_score
 from models.context import CitizenContext, ContextChange, Profile, Summary
 from models.events import CloudEvent
@@ -42,6 +43,9 @@ _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_tex
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
+
+# How long the API takes the served generation as read (a rebuild's announcement drops it at once).
+EPOCH_MAX_AGE_S = 1.0
 
 
 def new_epoch() -> str:
@@ -300,6 +304,9 @@ class ContextReader:
         self._prefix = prefix
         self._timeline = timeline
         self._summary = summary or SummarySettings()
+        self._summaries = SummaryCache()
+        self._epoch: str | None = None
+        self._epoch_read_at = 0.0
         self._snapshot = client.register_script(_SNAPSHOT)
         self._timeline_page = client.register_script(_TIMELINE_PAGE)
 
@@ -337,8 +344,22 @@ class ContextReader:
         return page
 
     async def current_epoch(self) -> str:
-        """The generation being served ("" before anything was ever written; reads never write)."""
-        return cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
+        """The generation being served ("" before anything was ever written; reads never write).
+
+        Read at most once a second (a round trip per read cost a tenth of a context read), and again at
+        once after `forget_epoch`, which the API calls when a rebuild announces a new generation.
+        """
+        moment = time.monotonic()
+        if self._epoch is not None and moment - self._epoch_read_at < EPOCH_MAX_AGE_S:
+            return self._epoch
+        epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
+        # "" (nothing written yet) is not kept: the first write creates a generation without announcing it.
+        self._epoch, self._epoch_read_at = epoch or None, moment
+        return epoch
+
+    def forget_epoch(self) -> None:
+        """Read the generation from Redis next time (it changed, or may have)."""
+        self._epoch = None
 
     async def context(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -370,10 +391,20 @@ class ContextReader:
     ) -> tuple[CitizenContext, list[str]]:
         """The context without its events, and the events' stored JSON, newest first."""
         epoch = await self.current_epoch()
-        keys = CitizenKeys(self._prefix, epoch, citizen_id)
         reply: list[Any] = await self._snapshot(
-            keys=keys.for_snapshot(), args=[limit or self._timeline.page_size]
+            keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
+            args=[limit or self._timeline.page_size],
         )
+        if int(reply[0]) == 0:
+            # Nothing held: a citizen unknown, or a generation just replaced by a rebuild (the epoch is
+            # kept for up to a second). Only the latter reads again, from the new generation.
+            self.forget_epoch()
+            if (fresh := await self.current_epoch()) != epoch:
+                epoch = fresh
+                reply = await self._snapshot(
+                    keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
+                    args=[limit or self._timeline.page_size],
+                )
         version, profile, facts, events = reply
         head = CitizenContext(
             citizen_id=citizen_id,
@@ -391,12 +422,20 @@ class ContextReader:
         return self._summarise([str(fact) for fact in facts], now=now)
 
     def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
-        return summarise(
-            FACTS.validate_json(_json_array(facts)),
-            now=now or datetime.now(UTC),
-            repeat_threshold=self._summary.repeat_contact_threshold,
-            recent_days=self._summary.recent_days,
-        )
+        moment = now or datetime.now(UTC)
+        recent_days = self._summary.recent_days
+
+        def compute(facts: list[str]) -> tuple[Summary, datetime | None]:
+            valid = FACTS.validate_json(_json_array(facts))
+            summary = summarise(
+                valid,
+                now=moment,
+                repeat_threshold=self._summary.repeat_contact_threshold,
+                recent_days=recent_days,
+            )
+            return summary, summary_changes_at(valid, now=moment, recent_days=recent_days)
+
+        return self._summaries.summary(facts, now=moment, compute=compute)
 
     async def changes_since(self, citizen_id: str, *, epoch: str, version: int) -> list[ContextChange] | None:
         """Every change after `version`, in order; None when they are no longer all held."""

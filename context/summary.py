@@ -164,6 +164,30 @@ def summarise(
     )
 
 
+def summary_changes_at(facts: list[Fact], *, now: datetime, recent_days: int = 30) -> datetime | None:
+    """Until when `summarise` of these facts answers as it does at `now` (exclusive); None: for ever.
+
+    Only time moves a summary of fixed facts: a contact enters (its time) and leaves (7 and 30 days
+    later) the windows, a failed payment or missed appointment enters and leaves the recent period, and
+    a booked appointment stops being upcoming when it starts. Strictly before the earliest of those
+    instants not already past, the summary computed at `now` holds, which is what lets it be cached (see
+    `SummaryCache`). An instant equal to `now` counts: a contact that leaves a window leaves just after it.
+    """
+    recent = timedelta(days=recent_days)
+    instants: list[datetime] = []
+    for fact in facts:
+        match fact:
+            case ContactFact():
+                instants += (fact.time, fact.time + timedelta(days=7), fact.time + timedelta(days=30))
+            case PaymentFailedFact():
+                instants += (fact.time, fact.time + recent)
+            case AppointmentFact(missed=True):
+                instants += (fact.time, fact.time + recent)
+            case AppointmentFact(starts_at=datetime() as starts_at):
+                instants.append(starts_at)
+    return min((instant for instant in instants if instant >= now), default=None)
+
+
 def _contacts(facts: Iterable[ContactFact]) -> list[ContactFact]:
     """One contact per key, at the time of its first event (a call counts once, when it started)."""
     first: dict[str, ContactFact] = {}

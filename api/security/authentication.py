@@ -93,6 +93,9 @@ class SecurityServices:
         try:
             if credential.startswith(f"{api_keys.PREFIX}_"):
                 return await run_in_threadpool(api_keys.authenticate_key, self.engine, credential)
+            known = self.verifier.verified(credential)
+            if known is not None:
+                return known
             if self.verifier.fetches_keys:
                 return await run_in_threadpool(self.verifier.verify, credential)
             return self.verifier.verify(credential)

@@ -5,18 +5,25 @@ Keys come from three places, all active at once: shared secrets (HS256, small de
 meets a `kid` it does not know, which is how a provider's rotation reaches us without a restart).
 """
 
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from api.security.principal import Caller
 from api.security.settings import SecuritySettings
 from models.tables import AgentRole
+
+# How long a verified token is taken on trust before its signature and claims are checked again, and how
+# many are remembered (a desktop sends the same token with every request for hours).
+VERIFIED_TTL_S = 60
+VERIFIED_MAX = 10_000
 
 # Each kind of key admits only its own algorithms: a public key must never be taken as an HMAC secret.
 _RSA_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
@@ -60,14 +67,37 @@ class TokenVerifier:
             if settings.jwks_url
             else None
         )
+        # Verifying a signature and its claims cost a context read more than its Redis round trip (see
+        # README, Benchmarks), and a desktop sends the same token with every request: a token verified in
+        # the last minute is taken on trust, its expiry still checked on every use. A key withdrawn from
+        # the provider therefore stops admitting its tokens within that minute, not at once.
+        self._verified: TTLCache[str, Caller] = TTLCache(maxsize=VERIFIED_MAX, ttl=VERIFIED_TTL_S)
+        self._verified_lock = threading.Lock()  # `verify` also runs in worker threads (JWKS fetches)
 
     @property
     def fetches_keys(self) -> bool:
         """True when verifying may fetch from the JWKS URL (blocking I/O: call it from a thread)."""
         return self._jwks is not None
 
+    def verified(self, token: str, *, now: datetime | None = None) -> Caller | None:
+        """The agent of a token verified within the last minute and not expired since; None otherwise."""
+        with self._verified_lock:
+            caller = self._verified.get(token)
+        if caller is None or caller.expires_at is None:
+            return None
+        leeway = timedelta(seconds=self._settings.clock_skew_s)
+        if caller.expires_at + leeway <= (now or datetime.now(UTC)):
+            return None  # verified afresh, so it is refused as expired with the usual reason
+        return caller
+
     def verify(self, token: str) -> Caller:
         """The agent the token proves, or InvalidToken."""
+        caller = self._verify(token)
+        with self._verified_lock:
+            self._verified[token] = caller
+        return caller
+
+    def _verify(self, token: str) -> Caller:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:

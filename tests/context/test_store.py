@@ -168,3 +168,27 @@ async def test_the_encoded_context_is_the_context(
     context = await reader.context("C-9", now=NOW)
     assert CitizenContext.model_validate_json(encoded.body) == context
     assert encoded.head == context.model_copy(update={"timeline": []})
+
+
+async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    """The epoch is kept for a second, but a citizen the kept generation no longer holds is read again."""
+    writer = writer_for(redis_client, key_prefix)
+    old = writer.current_epoch()
+    writer.apply_batch(writes_for(make_event("C-1", minutes_ago=5, now=NOW)), epoch=old)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    assert (await reader.context("C-1")).epoch == old
+    new = "20990101T000000-rebuilt"
+    writer.apply_batch(writes_for(*(make_event("C-1", minutes_ago=m, now=NOW) for m in (5, 6))), epoch=new)
+    writer.switch_epoch(new)
+    writer.drop_generation(old)
+    context = await reader.context("C-1")
+    assert (context.epoch, context.version) == (new, 2)
+    # A generation switched while the old one still holds the citizen is seen once told (or a second on).
+    newer = "20990102T000000-rebuilt"
+    writer.apply_batch(writes_for(make_event("C-1", minutes_ago=5, now=NOW)), epoch=newer)
+    writer.switch_epoch(newer)
+    assert (await reader.context("C-1")).epoch == new
+    reader.forget_epoch()
+    assert (await reader.context("C-1")).epoch == newer

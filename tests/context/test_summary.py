@@ -1,12 +1,15 @@
 """The summary rules, as pure functions, and their incremental upkeep."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from context.summary import fact_of, summarise
+from context.summary import fact_of, summarise, summary_changes_at
+from context.summary_cache import SummaryCache
 from context.timeline import retained
+from models.context import Summary
 from models.events import CloudEvent
 from tests.factories import example_data, make_event
 
@@ -153,3 +156,43 @@ def test_incremental_facts_give_the_from_scratch_summary(events: list[CloudEvent
 def test_the_summary_does_not_depend_on_the_order_of_facts(events: list[CloudEvent]) -> None:
     facts = [f for e in {e.dedup_key: e for e in events}.values() if (f := fact_of(e))]
     assert summarise(facts, now=NOW) == summarise(list(reversed(facts)), now=NOW)
+
+
+@given(histories(), st.floats(min_value=0, max_value=1, exclude_max=True, allow_nan=False))
+def test_a_summary_holds_until_its_facts_next_cross_a_window(events: list[CloudEvent], part: float) -> None:
+    """`summary_changes_at` is exact enough to cache on: any moment before it gives the same summary."""
+    facts = [f for e in {e.dedup_key: e for e in events}.values() if (f := fact_of(e))]
+    changes_at = summary_changes_at(facts, now=NOW)
+    assert changes_at is None or changes_at >= NOW
+    later = NOW + ((changes_at - NOW) if changes_at else timedelta(days=400)) * part
+    assert summarise(facts, now=later) == summarise(facts, now=NOW)
+
+
+def test_a_contact_changes_the_summary_when_it_leaves_the_week() -> None:
+    facts = [f for e in [at(2, "call.started", call_id="CALL-1")] if (f := fact_of(e))]
+    changes_at = summary_changes_at(facts, now=NOW)
+    assert changes_at == facts[0].time + timedelta(days=7)
+    after = changes_at + timedelta(microseconds=1)
+    assert summarise(facts, now=after).contacts_7d != summarise(facts, now=NOW).contacts_7d
+
+
+def test_the_summary_cache_reuses_a_summary_only_while_it_holds() -> None:
+    cache = SummaryCache(maxsize=4)
+    computed: list[datetime] = []
+
+    def compute_at(moment: datetime) -> "Callable[[list[str]], tuple[Summary, datetime | None]]":
+        def compute(_facts: list[str]) -> tuple[Summary, datetime | None]:
+            computed.append(moment)
+            return Summary(contacts_7d={"phone": len(computed)}), NOW + timedelta(days=1)
+
+        return compute
+
+    first = cache.summary(["a"], now=NOW, compute=compute_at(NOW))
+    assert cache.summary(["a"], now=NOW + timedelta(hours=23), compute=compute_at(NOW)) is first
+    # Other facts, a moment past the summary's validity, or one before it was computed: computed again.
+    assert cache.summary(["a", "b"], now=NOW, compute=compute_at(NOW)) is not first
+    assert cache.summary(["a"], now=NOW + timedelta(days=1), compute=compute_at(NOW)) is not first
+    assert cache.summary(["a"], now=NOW - timedelta(seconds=1), compute=compute_at(NOW)).contacts_7d == {
+        "phone": 4
+    }
+    assert len(computed) == 4

@@ -270,3 +270,19 @@ def test_a_signing_key_rotated_at_the_provider_fails_no_request_and_no_stream(
 def test_production_refuses_weak_verification_settings(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SecuritySettings(environment="production", pseudonym_key=SecretStr("p" * 32), **changes)
+
+
+def test_a_verified_token_is_taken_on_trust_until_it_expires() -> None:
+    verifier = TokenVerifier(hs_settings(k1="s" * 32))
+    token = hs256("k1", "s" * 32, exp=datetime.now(UTC) + timedelta(minutes=5))
+    assert verifier.verified(token) is None  # never verified
+    caller = verifier.verify(token)
+    assert verifier.verified(token) == caller
+    skew = timedelta(seconds=hs_settings().clock_skew_s)
+    assert caller.expires_at is not None
+    assert verifier.verified(token, now=caller.expires_at + skew) is None
+    # Verified afresh, an expired token is refused with its reason, never taken from the cache.
+    expired = hs256("k1", "s" * 32, exp=datetime.now(UTC) - timedelta(hours=1))
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.verify(expired)
+    assert verifier.verified(expired) is None

@@ -1,0 +1,49 @@
+"""Summaries already computed, kept while they still hold.
+
+A summary is a pure function of the citizen's facts and of the moment it is read (see
+`context.summary`). Validating and summarising a hundred facts was a third of a context read's cost (see
+README, Benchmarks), and the same facts are summarised again and again: every read of the citizen, and
+every change sent to each stream watching them. So the summary is kept under a digest of the facts it
+came from and reused until `summary_changes_at`: the cache is exact, never stale. A new or removed fact
+changes the digest; an erased citizen's facts are gone, so no entry is ever found for them again.
+"""
+
+import hashlib
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from cachetools import LRUCache
+
+from models.context import Summary
+
+# Summaries kept per process (each a few hundred bytes, plus its 16-byte digest).
+MAX_SUMMARIES = 20_000
+
+
+class SummaryCache:
+    """Summaries by the digest of their facts, each with the interval of time over which it holds."""
+
+    def __init__(self, maxsize: int = MAX_SUMMARIES) -> None:
+        self._entries: LRUCache[bytes, tuple[Summary, datetime, datetime | None]] = LRUCache(maxsize)
+        self._lock = threading.Lock()
+
+    def summary(
+        self,
+        facts: list[str],
+        *,
+        now: datetime,
+        compute: Callable[[list[str]], tuple[Summary, datetime | None]],
+    ) -> Summary:
+        """The summary of `facts` (stored JSON) at `now`: a kept one, or one `compute`d and kept."""
+        digest = hashlib.blake2b("\x1e".join(facts).encode(), digest_size=16).digest()
+        with self._lock:
+            kept = self._entries.get(digest)
+        if kept is not None:
+            summary, since, until = kept
+            if since <= now and (until is None or now < until):
+                return summary
+        summary, until = compute(facts)
+        with self._lock:
+            self._entries[digest] = (summary, now, until)
+        return summary
