@@ -210,7 +210,7 @@ class StreamSession:
         """Snapshot or resume; True when the enquiry this stream follows has already ended."""
         reader = self._services.reader
         if resume is not None:
-            epoch = await reader.current_epoch()
+            epoch = await reader.current_epoch(fresh=True)
             if resume.epoch == epoch:
                 missed = await reader.changes_since(self._citizen, epoch=epoch, version=resume.version)
                 current = await reader.version(self._citizen, epoch=epoch)

@@ -78,9 +78,29 @@ def redis_client_options(*, asyncio: bool = False, retries: int = 3) -> dict[str
     from redis.retry import Retry
 
     backoff = ExponentialBackoff(cap=0.5, base=0.02)
-    return {
+    options: dict[str, Any] = {
         "retry": AsyncRetry(backoff, retries=retries) if asyncio else Retry(backoff, retries=retries),
         "retry_on_error": [ConnectionError, TimeoutError],
         "socket_connect_timeout": 2,
         "decode_responses": True,
     }
+    if _DRIVER_INFO is not None:
+        options["driver_info"] = _DRIVER_INFO
+    return options
+
+
+def _driver_info() -> Any:
+    """redis-py's client name and version for `CLIENT SETINFO`, made once for every connection.
+
+    Left to itself, redis-py 7+ looks its own version up in the installed packages' metadata for each new
+    connection: about 13 ms of CPU each, so an API opening its pool of 64 connections stalled its event
+    loop for most of a second (see README, Benchmarks).
+    """
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7 has no DriverInfo (nor the cost)
+        return None
+    return DriverInfo()
+
+
+_DRIVER_INFO = _driver_info()

@@ -343,14 +343,15 @@ class ContextReader:
                 page.append((TimelinePosition(int(float(score)), key), CloudEvent.model_validate_json(event)))
         return page
 
-    async def current_epoch(self) -> str:
+    async def current_epoch(self, *, fresh: bool = False) -> str:
         """The generation being served ("" before anything was ever written; reads never write).
 
         Read at most once a second (a round trip per read cost a tenth of a context read), and again at
-        once after `forget_epoch`, which the API calls when a rebuild announces a new generation.
+        once after `forget_epoch`, which the API calls when a rebuild announces a new generation (or
+        always, with `fresh`).
         """
         moment = time.monotonic()
-        if self._epoch is not None and moment - self._epoch_read_at < EPOCH_MAX_AGE_S:
+        if not fresh and self._epoch is not None and moment - self._epoch_read_at < EPOCH_MAX_AGE_S:
             return self._epoch
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
         # "" (nothing written yet) is not kept: the first write creates a generation without announcing it.

@@ -178,7 +178,8 @@ async def get_timeline(
 ) -> TimelinePage | JSONResponse:
     """Newest first; `next_cursor` walks back through the whole timeline with no gap and no repeat."""
     await _authorise(request, security, caller, citizen_id, AuditAction.timeline_read, reason)
-    epoch = await reader.current_epoch()
+    # Read afresh, not kept for a second as for context reads: a cursor must never outlive its generation.
+    epoch = await reader.current_epoch(fresh=True)
     below = None
     if cursor:
         try:
