@@ -27,6 +27,7 @@ from api.settings import ApiSettings
 from api.state import AppState
 from api.stream_session import StreamServices
 from api.streaming import ChangeHub
+from context.batching import CommandBatcher
 from context.settings import (
     IdentitySettings,
     RedisSettings,
@@ -94,8 +95,15 @@ def create_app(
             )
         )
         engine = create_db_engine(database)
+        # One batcher for the hot path's commands (rate limits, snapshots): those issued together go as one
+        # pipeline (see context/batching.py).
+        batcher = CommandBatcher(client)
         reader = ContextReader(
-            client, prefix=redis_settings.key_prefix, timeline=timeline, summary=SummarySettings()
+            client,
+            prefix=redis_settings.key_prefix,
+            timeline=timeline,
+            summary=SummarySettings(),
+            batcher=batcher,
         )
         # Its own client, which never retries silently: a lost subscription must surface so streams re-sync.
         hub_client = aioredis.Redis.from_url(
@@ -126,7 +134,7 @@ def create_app(
             engine=engine,
             tickets=TicketStore(client, prefix=redis_settings.key_prefix),
             limiter=RateLimiter(
-                RateLimitStore(client, prefix=redis_settings.key_prefix),
+                RateLimitStore(client, prefix=redis_settings.key_prefix, batcher=batcher),
                 agent_rate=security.agent_rate,
                 key_rate=security.key_rate,
             ),

@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
+from context.batching import CommandBatcher
 from context.identity import IdentifierKind
 from context.keys import (
     CitizenKeys,
@@ -299,8 +300,10 @@ class ContextReader:
         prefix: str,
         timeline: TimelineSettings,
         summary: SummarySettings | None = None,
+        batcher: CommandBatcher | None = None,
     ) -> None:
         self._client = client
+        self._batcher = batcher or CommandBatcher(client)
         self._prefix = prefix
         self._timeline = timeline
         self._summary = summary or SummarySettings()
@@ -353,7 +356,7 @@ class ContextReader:
         moment = time.monotonic()
         if not fresh and self._epoch is not None and moment - self._epoch_read_at < EPOCH_MAX_AGE_S:
             return self._epoch
-        epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
+        epoch = cast(str | None, await self._batcher.execute("GET", epoch_key(self._prefix))) or ""
         # "" (nothing written yet) is not kept: the first write creates a generation without announcing it.
         self._epoch, self._epoch_read_at = epoch or None, moment
         return epoch
@@ -392,7 +395,9 @@ class ContextReader:
     ) -> tuple[CitizenContext, list[str]]:
         """The context without its events, and the events' stored JSON, newest first."""
         epoch = await self.current_epoch()
-        reply: list[Any] = await self._snapshot(
+        # Batched with the other reads of the moment (see context/batching.py): the hot path of every desktop.
+        reply: list[Any] = await self._batcher.run_script(
+            self._snapshot,
             keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
             args=[limit or self._timeline.page_size],
         )
@@ -402,7 +407,8 @@ class ContextReader:
             self.forget_epoch()
             if (fresh := await self.current_epoch()) != epoch:
                 epoch = fresh
-                reply = await self._snapshot(
+                reply = await self._batcher.run_script(
+                    self._snapshot,
                     keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
                     args=[limit or self._timeline.page_size],
                 )
@@ -582,14 +588,19 @@ class TicketStore:
 class RateLimitStore:
     """Rate limits shared by every API process (GCRA, one Redis key per caller)."""
 
-    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
-        self._client = client
+    def __init__(
+        self, client: "aioredis.Redis", *, prefix: str, batcher: CommandBatcher | None = None
+    ) -> None:
+        self._batcher = batcher or CommandBatcher(client)
         self._prefix = prefix
         self._script = client.register_script(_RATE_LIMIT)
 
     async def take(self, caller_key: str, *, interval_us: int, tolerance_us: int) -> float:
         """Count one request; 0 when allowed, else the seconds to wait before the next one is."""
-        wait = await self._script(
-            keys=[f"{rate_limit_prefix(self._prefix)}:{caller_key}"], args=[interval_us, tolerance_us]
+        # Batched with the other requests' limits of the moment (see context/batching.py).
+        wait = await self._batcher.run_script(
+            self._script,
+            keys=[f"{rate_limit_prefix(self._prefix)}:{caller_key}"],
+            args=[interval_us, tolerance_us],
         )
         return int(wait) / 1_000_000

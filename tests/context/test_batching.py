@@ -1,0 +1,78 @@
+"""Auto-pipelining against the real Redis: each caller gets its own reply, in order, or its own error."""
+
+import asyncio
+
+import pytest
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from context.batching import CommandBatcher
+
+
+async def test_commands_issued_together_each_get_their_reply_in_order(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    counter = f"{key_prefix}:counter"
+    replies = await asyncio.gather(*(batcher.execute("INCR", counter) for _ in range(1000)))
+    assert replies == list(range(1, 1001))  # one pipeline after another, each in the order issued
+    assert await batcher.execute("GET", counter) == "1000"
+
+
+async def test_a_failing_command_fails_only_its_caller(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    await async_redis.set(f"{key_prefix}:text", "not a list")
+    results = await asyncio.gather(
+        batcher.execute("SET", f"{key_prefix}:a", "1"),
+        batcher.execute("LPUSH", f"{key_prefix}:text", "x"),  # WRONGTYPE
+        batcher.execute("GET", f"{key_prefix}:a"),
+        return_exceptions=True,
+    )
+    assert results[0] is True
+    assert results[2] == "1"
+    assert isinstance(results[1], redis.exceptions.ResponseError)
+
+
+async def test_a_caller_that_goes_away_leaves_the_batch_intact(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    gone = asyncio.ensure_future(batcher.execute("SET", f"{key_prefix}:gone", "1"))
+    kept = asyncio.ensure_future(batcher.execute("INCR", f"{key_prefix}:kept"))
+    await asyncio.sleep(0)
+    gone.cancel()
+    assert await kept == 1
+    assert await batcher.execute("INCR", f"{key_prefix}:kept") == 2
+
+
+async def test_a_script_redis_no_longer_holds_is_loaded_again(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    script = async_redis.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+    assert await batcher.run_script(script, keys=[f"{key_prefix}:n"], args=[2]) == 2
+    await async_redis.script_flush()  # as after a Redis restart
+    assert await batcher.run_script(script, keys=[f"{key_prefix}:n"], args=[3]) == 5
+
+
+async def test_without_redis_every_caller_gets_the_connection_error() -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    batcher = CommandBatcher(client)
+    try:
+        results = await asyncio.gather(
+            *(batcher.execute("GET", "k") for _ in range(3)), return_exceptions=True
+        )
+    finally:
+        await client.aclose()
+    assert all(isinstance(result, redis.exceptions.ConnectionError) for result in results)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+async def test_a_lone_command_goes_at_once(
+    async_redis: "aioredis.Redis", key_prefix: str, count: int
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    for n in range(1, count + 1):
+        assert await asyncio.wait_for(batcher.execute("INCR", f"{key_prefix}:lone"), timeout=5) == n
