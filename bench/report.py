@@ -126,8 +126,9 @@ def write_report(run: Run, *, command: str, machine_line: str, directory: Path) 
         table(run),
         "",
     ]
-    if run.failures:
-        parts += ["## Notes", "", *(f"- **{name}**: {note}" for name, note in run.failures.items()), ""]
+    notes = {**run.notes, **run.failures}
+    if notes:
+        parts += ["## Notes", "", *(f"- **{name}**: {note}" for name, note in notes.items()), ""]
     if plots:
         parts += ["## Latency distributions", "", *(f"![{p.stem}]({p.name})" for p in plots), ""]
     path = directory / "README.md"

@@ -75,6 +75,8 @@ class Run:
     # Raw latency samples (seconds) by distribution name, for the plots; never written to the JSON.
     latencies: dict[str, list[float]] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    # Further observations by figure, for the report only (the JSON keeps its fixed keys).
+    notes: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The fixed-key document: one object per figure, in the order of FIGURES."""

@@ -80,10 +80,15 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
         run.figures["freshness"], run.latencies["freshness"] = result, latencies
 
     def do_context_read() -> None:
-        result, latencies = context_read.measure(
+        result, latencies, cpu = context_read.measure(
             work_dir, rate_per_s=1000, open_s=sizes.read_open_s, closed_s=sizes.read_closed_s
         )
         run.figures["context_read"], run.latencies["context_read"] = result, latencies
+        run.notes["context_read"] = (
+            f"API CPU per request (user and system, closed loops): context {cpu.context_us:,.0f} us, "
+            f"/healthz {cpu.baseline_us:,.0f} us, ratio {cpu.ratio:.2f}; unlike requests/s, this holds "
+            "when other work shares the machine"
+        )
 
     def do_fanout() -> None:
         result, latencies, _seen = fanout.measure(

@@ -61,3 +61,11 @@ def test_report_has_the_table_command_and_plots(tmp_path: Path) -> None:
     assert "`citizen-context bench`" in text
     assert (tmp_path / "freshness.png").stat().st_size > 0
     assert "![freshness](freshness.png)" in text
+
+
+def test_notes_go_to_the_report_not_the_json(tmp_path: Path) -> None:
+    run = full_run()
+    run.notes["context_read"] = "API CPU per request: context 900 us"
+    text = write_report(run, command="c", machine_line="m", directory=tmp_path).read_text()
+    assert "- **context_read**: API CPU per request: context 900 us" in text
+    assert "900 us" not in json.dumps(run.to_json())
