@@ -51,6 +51,9 @@ def normalise(kind: IdentifierKind, value: str, *, default_region: str) -> str:
 
 def named_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[IdentifierKind, str]]:
     """The normalised identifiers the envelope names the citizen by (raises InvalidIdentifier)."""
+    if event.citizenphone is None and event.citizenemail is None and event.citizencaseref is None:
+        # Nearly every event names its citizen by id; this is asked several times per event.
+        return []
     return [
         (IdentifierKind(kind), normalise(IdentifierKind(kind), value, default_region=default_region))
         for kind, value in event.identifiers.items()

@@ -91,7 +91,7 @@ def decode_judged(
         except ValueError:
             pass
         else:
-            return _judge_valid(event, default_region=default_region)
+            return _judge_valid(event, default_region=default_region, read_back=False)
     return _judge(_structured_document(value), default_region=default_region, shallow=shallow)
 
 
@@ -158,15 +158,21 @@ def _judge(document: dict[str, Any], *, default_region: str, shallow: bool) -> D
     return _judge_valid(event, default_region=default_region)
 
 
-def _judge_valid(event: CloudEvent, *, default_region: str) -> Decoded:
-    """The contract's checks beyond the envelope's model, on an event that passed the model."""
+def _judge_valid(event: CloudEvent, *, default_region: str, read_back: bool = True) -> Decoded:
+    """The contract's checks beyond the envelope's model, on an event that passed the model.
+
+    `read_back=False` is for an event validated from JSON bytes by the model itself: every value in it
+    came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
+    reading it back again would only repeat a tenth of the consumer's work per event.
+    """
     if event.time > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
         stored = event.to_json()
-        CloudEvent.model_validate_json(stored)
+        if read_back:
+            CloudEvent.model_validate_json(stored)
     except (ValueError, PydanticSerializationError) as error:
         raise InvalidEvent(
             "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
