@@ -31,7 +31,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from context.store import ProjectionWriter, new_epoch
-from events.heap import settle_heap
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
@@ -171,7 +170,6 @@ def rebuild(
     grace_s: float = 2.0,
 ) -> RebuildReport:
     """Rebuild the projection from the earliest offsets and switch to it (see the module docstring)."""
-    settle_heap()
     epoch = new_epoch()
     started = time.perf_counter()
     replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
