@@ -94,6 +94,8 @@ def _data_field(data: EventData | None, name: str) -> Any:
     AttributeError for every event that lacks it, which cost more than the rest of this module)."""
     if data is None:
         return None
-    if name in type(data).model_fields:
-        return getattr(data, name)
-    return (data.model_extra or {}).get(name)
+    # A model's declared fields are all in its __dict__ (defaults included), its kept extras in
+    # __pydantic_extra__; reading them directly avoids `model_fields`, a property on every access.
+    if name in data.__dict__:
+        return data.__dict__[name]
+    return (data.__pydantic_extra__ or {}).get(name)
