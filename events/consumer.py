@@ -175,8 +175,10 @@ class ProjectionConsumer:
             if decoded.needs_index:
                 self.finish_in_flight()
             prepared = self._until_done(partial(self._resolve, decoded), stop, what="resolve")
-            self.finish_in_flight()
+            done = self._await_in_flight()
             if prepared is None or self._stopped_uncommitted:
+                if done is not None:
+                    self._committed(done)
                 log.info("stopping with batch uncommitted", records=len(records))
                 return
             self._in_flight = _InFlight(
@@ -185,16 +187,29 @@ class ProjectionConsumer:
                 records=len(records),
                 started=started,
             )
+            # The previous batch is committed while this one is applied: the commit's round trip to the
+            # group coordinator does not delay this batch's changes.
+            if done is not None:
+                self._committed(done)
 
     def finish_in_flight(self) -> None:
         """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop)."""
+        done = self._await_in_flight()
+        if done is not None:
+            self._committed(done)
+
+    def _await_in_flight(self) -> _InFlight | None:
+        """Wait for the batch in flight; returns it if it is done, None if there was none or it stopped."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
-            return
+            return None
         if in_flight.outcome.result() is None:
             self._stopped_uncommitted = True
             log.info("stopping with batch uncommitted", records=in_flight.records)
-            return
+            return None
+        return in_flight
+
+    def _committed(self, in_flight: _InFlight) -> None:
         self._commit(in_flight.offsets, in_flight.records)
         BATCH_SECONDS.observe(time.perf_counter() - in_flight.started)
         self._record_lag()
