@@ -141,9 +141,9 @@ class ProjectionConsumer:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
         self._stop = stop
         # The same subscription, with a listener that finishes the batch in flight before a rebalance.
-        self._consumer.subscribe(
-            topics=sorted(self._consumer.subscription() or ()), listener=_FinishBeforeRevoke(self)
-        )
+        topics = self._consumer.subscription()
+        if topics:
+            self._consumer.subscribe(topics=sorted(topics), listener=_FinishBeforeRevoke(self))
         self._warm_up(stop)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-writer") as applier:
             try:
