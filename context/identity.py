@@ -51,6 +51,9 @@ def normalise(kind: IdentifierKind, value: str, *, default_region: str) -> str:
 
 def named_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[IdentifierKind, str]]:
     """The normalised identifiers the envelope names the citizen by (raises InvalidIdentifier)."""
+    if event.citizenphone is None and event.citizenemail is None and event.citizencaseref is None:
+        # Nearly every event names its citizen by id; this is asked several times per event.
+        return []
     return [
         (IdentifierKind(kind), normalise(IdentifierKind(kind), value, default_region=default_region))
         for kind, value in event.identifiers.items()
@@ -91,6 +94,8 @@ def _data_field(data: EventData | None, name: str) -> Any:
     AttributeError for every event that lacks it, which cost more than the rest of this module)."""
     if data is None:
         return None
-    if name in type(data).model_fields:
-        return getattr(data, name)
-    return (data.model_extra or {}).get(name)
+    # A model's declared fields are all in its __dict__ (defaults included), its kept extras in
+    # __pydantic_extra__; reading them directly avoids `model_fields`, a property on every access.
+    if name in data.__dict__:
+        return data.__dict__[name]
+    return (data.__pydantic_extra__ or {}).get(name)

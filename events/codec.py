@@ -91,7 +91,7 @@ def decode_judged(
         except ValueError:
             pass
         else:
-            return _judge_valid(event, default_region=default_region)
+            return _judge_valid(event, default_region=default_region, read_back=False)
     return _judge(_structured_document(value), default_region=default_region, shallow=shallow)
 
 
@@ -158,15 +158,21 @@ def _judge(document: dict[str, Any], *, default_region: str, shallow: bool) -> D
     return _judge_valid(event, default_region=default_region)
 
 
-def _judge_valid(event: CloudEvent, *, default_region: str) -> Decoded:
-    """The contract's checks beyond the envelope's model, on an event that passed the model."""
+def _judge_valid(event: CloudEvent, *, default_region: str, read_back: bool = True) -> Decoded:
+    """The contract's checks beyond the envelope's model, on an event that passed the model.
+
+    `read_back=False` is for an event validated from JSON bytes by the model itself: every value in it
+    came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
+    reading it back again would only repeat a tenth of the consumer's work per event.
+    """
     if event.time > datetime.now(UTC) + MAX_CLOCK_SKEW:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
         stored = event.to_json()
-        CloudEvent.model_validate_json(stored)
+        if read_back:
+            CloudEvent.model_validate_json(stored)
     except (ValueError, PydanticSerializationError) as error:
         raise InvalidEvent(
             "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
@@ -182,7 +188,7 @@ def _judge_valid(event: CloudEvent, *, default_region: str) -> Decoded:
         raise InvalidEvent("invalid-identifier", str(error)) from error
     data = None
     if event.type in EVENT_TYPES:
-        media_type = (event.datacontenttype or "application/json").split(";")[0].strip().lower()
+        media_type = _media_type(event.datacontenttype)
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {media_type}")
         try:
@@ -190,6 +196,13 @@ def _judge_valid(event: CloudEvent, *, default_region: str) -> Decoded:
         except ValidationError as error:
             raise InvalidEvent("invalid-data", _problems(error, prefix="data")) from error
     return Decoded(event, stored, data)
+
+
+def _media_type(content_type: str | None) -> str:
+    """The media type of a `datacontenttype`, lower-case, without parameters (JSON when absent)."""
+    if content_type is None or content_type == "application/json":
+        return "application/json"  # nearly every event: the general form below costs more than the rest
+    return content_type.split(";")[0].strip().lower()
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -3,7 +3,16 @@
 Discipline: auto-commit is off; a batch's offsets are committed only after Redis has applied every
 event of it and the broker has acknowledged every dead letter of it. A crash at any point redelivers
 the batch, and the idempotent write path makes redelivery harmless. One KafkaConsumer per process:
-kafka-python's consumer is not thread-safe.
+kafka-python's consumer is not thread-safe, so only the main thread polls and commits.
+
+Batches overlap: while one writer thread applies batch N to Redis (and publishes its dead letters), the
+main thread polls and decodes batch N+1, so Python's decoding and Redis's scripts run on different cores
+instead of one after the other. At most one batch is in flight, and the next is handed over only once it
+is done, so batches are applied in the order they were read (per-citizen order holds). A batch's offsets
+are committed, explicitly, once its own writes and dead letters are done. A batch that names citizens
+only by an identifier waits for the batch in flight first: resolving it reads the identifier index,
+which must hold what earlier batches taught. When the group takes partitions away, the batch in flight
+is finished and committed before they go, so their next owner starts after it.
 
 While Redis is unreachable the loop retries the batch with backoff and does not poll. If that lasts
 longer than `max.poll.interval.ms`, the group reassigns the partitions; the commit that follows is then
@@ -13,13 +22,16 @@ refused, the batch is redelivered to the partitions' new owner, and nothing is l
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 
 import redis
 import structlog
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
 
 from context.store import ProjectionWriter
 from events.deadletter import send_dead_letters
@@ -32,7 +44,7 @@ from events.metrics import (
     EVENTS_UNCHANGED,
     REDIS_RETRIES,
 )
-from events.pipeline import PreparedBatch, prepare_batch
+from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_batch
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
 from events.topics import reachable
@@ -66,6 +78,38 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
     )
 
 
+@dataclass
+class _InFlight:
+    """A batch handed to the writer thread: its outcome, and the offsets to commit once it is done."""
+
+    outcome: "Future[PreparedBatch | None]"
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    records: int
+    started: float
+
+
+def next_offsets(records: list[IncomingRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets to commit once `records` are done: one past the last record of each partition."""
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for record in records:
+        offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
+    return offsets
+
+
+class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Finishes and commits the batch in flight before the group takes partitions away (inside poll)."""
+
+    def __init__(self, owner: "ProjectionConsumer") -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        if revoked:
+            self._owner.finish_in_flight()
+
+    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        pass
+
+
 class ProjectionConsumer:
     """Polls batches, prepares them, applies them to Redis, dead-letters the rest, then commits."""
 
@@ -89,11 +133,26 @@ class ProjectionConsumer:
         self._poll_timeout_ms = poll_timeout_ms
         self._default_region = default_region
         self._next_check = 0.0
+        self._stop = threading.Event()
+        self._in_flight: _InFlight | None = None
+        self._stopped_uncommitted = False
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
+        self._stop = stop
+        # The same subscription, with a listener that finishes the batch in flight before a rebalance.
+        topics = self._consumer.subscription()
+        if topics:
+            self._consumer.subscribe(topics=sorted(topics), listener=_FinishBeforeRevoke(self))
         self._warm_up(stop)
-        while not stop.is_set():
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-writer") as applier:
+            try:
+                self._consume(stop, applier)
+            finally:
+                self.finish_in_flight()
+
+    def _consume(self, stop: threading.Event, applier: ThreadPoolExecutor) -> None:
+        while not stop.is_set() and not self._stopped_uncommitted:
             self._check_dependencies()
             try:
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
@@ -107,22 +166,69 @@ class ProjectionConsumer:
             for record in records:
                 self._positions[(record.topic, record.partition)] = record.offset + 1
             if not records:
+                if self._in_flight is not None and self._in_flight.outcome.done():
+                    self.finish_in_flight()
                 self._record_lag()
                 continue
             started = time.perf_counter()
-            prepared = self._until_done(partial(self._apply, records), stop, what="apply")
-            if prepared is None:
+            decoded = decode_batch(records, default_region=self._default_region)
+            if decoded.needs_index:
+                self.finish_in_flight()
+            prepared = self._until_done(partial(self._resolve, decoded), stop, what="resolve")
+            done = self._await_in_flight()
+            if prepared is None or self._stopped_uncommitted:
+                if done is not None:
+                    self._committed(done)
                 log.info("stopping with batch uncommitted", records=len(records))
                 return
-            if (
-                prepared.dead_letters
-                and self._until_done(partial(self._dead_letter, prepared), stop, what="dead-letter") is None
-            ):
-                log.info("stopping with batch uncommitted", records=len(records))
-                return
-            self._commit(len(records))
-            BATCH_SECONDS.observe(time.perf_counter() - started)
-            self._record_lag()
+            self._in_flight = _InFlight(
+                outcome=applier.submit(self._write, prepared, stop),
+                offsets=next_offsets(records),
+                records=len(records),
+                started=started,
+            )
+            # The previous batch is committed while this one is applied: the commit's round trip to the
+            # group coordinator does not delay this batch's changes.
+            if done is not None:
+                self._committed(done)
+
+    def finish_in_flight(self) -> None:
+        """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop)."""
+        done = self._await_in_flight()
+        if done is not None:
+            self._committed(done)
+
+    def _await_in_flight(self) -> _InFlight | None:
+        """Wait for the batch in flight; returns it if it is done, None if there was none or it stopped."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return None
+        if in_flight.outcome.result() is None:
+            self._stopped_uncommitted = True
+            log.info("stopping with batch uncommitted", records=in_flight.records)
+            return None
+        return in_flight
+
+    def _committed(self, in_flight: _InFlight) -> None:
+        self._commit(in_flight.offsets, in_flight.records)
+        BATCH_SECONDS.observe(time.perf_counter() - in_flight.started)
+        self._record_lag()
+
+    def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
+        return resolve_batch(
+            decoded,
+            writer=self._writer,
+            epoch=self._writer.current_epoch(),
+            default_region=self._default_region,
+        )
+
+    def _write(self, prepared: PreparedBatch, stop: threading.Event) -> PreparedBatch | None:
+        """On the writer thread: apply the batch, then publish its dead letters; None if stopped first."""
+        if self._until_done(partial(self._apply, prepared), stop, what="apply") is None:
+            return None
+        if prepared.dead_letters:
+            return self._until_done(partial(self._dead_letter, prepared), stop, what="dead-letter")
+        return prepared
 
     def _warm_up(self, stop: threading.Event) -> None:
         """Fetch the cluster's metadata once before the first poll.
@@ -141,12 +247,8 @@ class ProjectionConsumer:
                 log.warning("kafka unavailable at start", error=type(error).__name__)
                 stop.wait(1.0)
 
-    def _apply(self, records: list[IncomingRecord]) -> PreparedBatch:
-        epoch = self._writer.current_epoch()
-        prepared = prepare_batch(
-            records, writer=self._writer, epoch=epoch, default_region=self._default_region
-        )
-        results = self._writer.apply_batch(prepared.writes, epoch=epoch)
+    def _apply(self, prepared: PreparedBatch) -> PreparedBatch:
+        results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch)
         self._health.redis_ok = True
         applied = sum(result.applied for result in results)
         EVENTS_APPLIED.inc(applied)
@@ -193,9 +295,9 @@ class ProjectionConsumer:
                 return None
             delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not crypto)
 
-    def _commit(self, count: int) -> None:
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], count: int) -> None:
         try:
-            self._consumer.commit(timeout_ms=COMMIT_TIMEOUT_MS)
+            self._consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as error:
             # The group rebalanced while this batch was applied: its new owner will redeliver it, which
             # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.

@@ -20,21 +20,58 @@ class PreparedBatch:
 
     writes: list[EventWrite] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    # The generation the writes go to: the one the identifiers were resolved in.
+    epoch: str = ""
+
+
+@dataclass
+class DecodedBatch:
+    """A batch's records judged on their own (no Redis read yet), and those that failed."""
+
+    decoded: list[tuple[IncomingRecord, Decoded]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def needs_index(self) -> bool:
+        """Whether some event names its citizen only by an identifier (resolving it reads the index)."""
+        return any(judged.event.subject is None for _record, judged in self.decoded)
 
 
 def prepare_batch(
     records: list[IncomingRecord], *, writer: ProjectionWriter, epoch: str, default_region: str
 ) -> PreparedBatch:
     """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
-    batch = PreparedBatch()
-    decoded: list[tuple[IncomingRecord, Decoded]] = []
+    return resolve_batch(
+        decode_batch(records, default_region=default_region),
+        writer=writer,
+        epoch=epoch,
+        default_region=default_region,
+    )
+
+
+def decode_batch(records: list[IncomingRecord], *, default_region: str) -> DecodedBatch:
+    """Judge every record of a batch (pure: no Redis read)."""
+    batch = DecodedBatch()
     for record in records:
         try:
-            decoded.append(
+            batch.decoded.append(
                 (record, decode_judged(record.value, record.headers, default_region=default_region))
             )
         except InvalidEvent as error:
             batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
+    return batch
+
+
+def resolve_batch(
+    batch: DecodedBatch, *, writer: ProjectionWriter, epoch: str, default_region: str
+) -> PreparedBatch:
+    """Resolve a decoded batch's citizens against the index (one read) and plan its writes, in order.
+
+    The index must already hold every earlier batch's writes: callers that apply batches in the
+    background wait for them first when `batch.needs_index`.
+    """
+    prepared = PreparedBatch(dead_letters=list(batch.dead_letters), epoch=epoch)
+    decoded = batch.decoded
     wanted = [
         identifier
         for _record, judged in decoded
@@ -59,7 +96,7 @@ def prepare_batch(
             if citizen is None:
                 kinds = ", ".join(kind.value for kind, _value in identifiers)
                 # The detail names the kind of identifier, never its value: headers end up in logs and tools.
-                batch.dead_letters.append(
+                prepared.dead_letters.append(
                     DeadLetter(record, "unresolved-identity", f"no citizen is known for the {kinds} given")
                 )
                 continue
@@ -68,12 +105,14 @@ def prepare_batch(
         try:
             write = plan_judged(resolved, judged.data, default_region=default_region, stored=stored_json)
         except Exception as error:
-            batch.dead_letters.append(DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}"))
+            prepared.dead_letters.append(
+                DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}")
+            )
             continue
         if write.erase:
             erased.add(write.citizen_id)
             learned = {identifier: who for identifier, who in learned.items() if who != write.citizen_id}
         for identifier in write.identifiers:
             learned[identifier] = write.citizen_id
-        batch.writes.append(write)
-    return batch
+        prepared.writes.append(write)
+    return prepared

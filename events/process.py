@@ -11,6 +11,7 @@ from context.settings import IdentitySettings, RedisSettings, TimelineSettings, 
 from context.store import ProjectionWriter
 from events.consumer import ProjectionConsumer, create_consumer
 from events.health import ConsumerHealth, serve_health
+from events.heap import settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
 from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
@@ -41,6 +42,7 @@ def run_consumer_process() -> None:
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
     # Readers never write; the first generation is named here, before anything is read or streamed.
     writer.current_epoch()
+    settle_heap()
     log.info(
         "consumer started",
         topic=kafka.topic,

@@ -15,10 +15,14 @@ the order they arrived; a replay reads partitions in whatever order the brokers 
 replay holds back the events it cannot resolve yet and retries them once each pass has read everything
 up to the partitions' ends, when the index holds all the topic teaches. (An event that live consumption
 dead-lettered and nobody redrove is therefore resolved by a rebuild if the topic taught its identifier.)
+
+As in the live consumer, a writer thread applies one batch while the next is read and decoded, one batch
+in flight, in order; a batch that resolves identifiers waits for it, so the index holds what came before.
 """
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -27,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from context.store import ProjectionWriter, new_epoch
-from events.pipeline import prepare_batch
+from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
 
@@ -77,6 +81,8 @@ class Replayer:
         self.records = self.applied = self.skipped = 0
         # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
         self.held_back: list[IncomingRecord] = []
+        self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-writer")
+        self._in_flight: Future[int] | None = None
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -92,12 +98,13 @@ class Replayer:
             polled = self._consumer.poll(timeout_ms=1000)
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
             if records:
-                self.held_back += self._apply(records)
+                self.held_back += self._apply(records, progress)
                 read += len(records)
-                progress(len(records))
             pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
+        self._finish_in_flight()
         if self.held_back:
-            self.held_back = self._apply(self.held_back)
+            self.held_back = self._apply(self.held_back, progress=None)
+            self._finish_in_flight()
         self.records += read
         return read
 
@@ -106,13 +113,18 @@ class Replayer:
         self.skipped += len(self.held_back)
         self.held_back = []
 
-    def _apply(self, records: list[IncomingRecord]) -> list[IncomingRecord]:
-        """Apply a batch; returns the records whose citizen could not be resolved yet."""
-        batch = prepare_batch(
-            records, writer=self._writer, epoch=self._epoch, default_region=self._default_region
+    def _apply(self, records: list[IncomingRecord], progress: Progress | None) -> list[IncomingRecord]:
+        """Hand a batch to the writer thread; returns the records whose citizen could not be resolved yet."""
+        decoded = decode_batch(records, default_region=self._default_region)
+        if decoded.needs_index:
+            self._finish_in_flight()
+        batch = resolve_batch(
+            decoded, writer=self._writer, epoch=self._epoch, default_region=self._default_region
         )
-        results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
-        self.applied += sum(result.applied for result in results)
+        self._finish_in_flight()
+        self._in_flight = self._applier.submit(self._write, batch)
+        if progress is not None:
+            progress(len(records))
         unresolved = [
             letter.record for letter in batch.dead_letters if letter.reason == "unresolved-identity"
         ]
@@ -120,8 +132,19 @@ class Replayer:
         self.skipped += len(batch.dead_letters) - len(unresolved)
         return unresolved
 
+    def _write(self, batch: PreparedBatch) -> int:
+        results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+        return sum(result.applied for result in results)
+
+    def _finish_in_flight(self) -> None:
+        """Wait for the batch the writer thread holds (its failure is raised here)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            self.applied += in_flight.result()
+
     def close(self) -> None:
-        """Leave the brokers."""
+        """Let the writer thread finish its batch, then leave the brokers."""
+        self._applier.shutdown(wait=True)
         self._consumer.close()
 
 

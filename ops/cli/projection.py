@@ -32,11 +32,13 @@ def _writer() -> "ProjectionWriter":
 def rebuild(grace: float) -> None:
     """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
     from context.settings import IdentitySettings
+    from events.heap import settle_heap
     from events.rebuild import rebuild as run_rebuild
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
     writer = _writer()
+    settle_heap()
     bar: list[Any] = []
 
     def start(total: int) -> None:

@@ -1,0 +1,104 @@
+"""The consumer loop in-process, against the real Kafka and Redis: overlapped batches, offsets, order."""
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from context.identity import IdentifierKind
+from context.settings import RedisSettings, TimelineSettings, redis_client_options
+from context.store import ProjectionWriter
+from events.codec import encode_structured
+from events.consumer import ProjectionConsumer, create_consumer, next_offsets
+from events.deadletter import read_dead_letters
+from events.health import ConsumerHealth
+from events.pipeline import decode_batch
+from events.producer import create_producer
+from events.records import IncomingRecord
+from events.settings import KafkaSettings
+from models.events import CloudEvent
+from tests.conftest import wait_until
+from tests.factories import example_data, make_event
+
+BOOTSTRAP = KafkaSettings().bootstrap_list
+
+
+def record(value: bytes, *, partition: int = 0, offset: int = 0) -> IncomingRecord:
+    return IncomingRecord("topic", partition, offset, None, value, [])
+
+
+def test_offsets_to_commit_are_one_past_each_partitions_last_record() -> None:
+    records = [record(b"", partition=p, offset=o) for p, o in [(0, 4), (1, 9), (0, 5), (2, 0)]]
+    offsets = next_offsets(records)
+    assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 6, 1: 10, 2: 1}
+    assert {tp.topic for tp in offsets} == {"topic"}
+
+
+def test_a_batch_needs_the_index_only_when_an_event_names_its_citizen_by_an_identifier() -> None:
+    named = encode_structured(make_event("C-1"))[0]
+    anonymous = encode_structured(
+        make_event("C-unused").model_copy(update={"subject": None, "citizenphone": "07700900123"})
+    )[0]
+    assert not decode_batch([record(named), record(b"[1]")], default_region="GB").needs_index
+    assert decode_batch([record(named), record(anonymous)], default_region="GB").needs_index
+
+
+@pytest.fixture
+def writer(key_prefix: str) -> Iterator[ProjectionWriter]:
+    client = redis.Redis.from_url(str(RedisSettings().url), **redis_client_options())
+    yield ProjectionWriter(client, prefix=key_prefix, timeline=TimelineSettings())
+    client.close()
+
+
+def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_after_their_writes(
+    writer: ProjectionWriter, kafka_topic: str
+) -> None:
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    profile = make_event(
+        citizen, type_="profile.updated", data=example_data("profile.updated", phone="07700 900555")
+    )
+    caller: CloudEvent = make_event("C-unused").model_copy(
+        update={"subject": None, "citizenphone": "+447700900555"}
+    )
+    producer: KafkaProducer = create_producer(BOOTSTRAP)
+    try:
+        for value in [encode_structured(profile)[0], encode_structured(caller)[0], b"[1]"]:
+            producer.send(kafka_topic, value=value, partition=0).get(timeout=30)
+    finally:
+        producer.close()
+    # One record a batch: the caller's batch is read while the profile's may still be in flight.
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
+    health = ConsumerHealth()
+    dead_letters = create_producer(BOOTSTRAP)
+    consumer = ProjectionConsumer(
+        consumer=create_consumer(kafka),
+        writer=writer,
+        dead_letter_producer=dead_letters,
+        health=health,
+        poll_timeout_ms=100,
+        default_region="GB",
+        bootstrap=BOOTSTRAP,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
+    try:
+        wait_until(lambda: health.applied + health.invalid == 3, what="every record used")
+        wait_until(
+            lambda: reader.committed(TopicPartition(kafka_topic, 0)) == 3, what="all three offsets committed"
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        reader.close()
+        dead_letters.close()
+    assert health.applied == 2
+    epoch = writer.current_epoch()
+    assert writer.resolve([(IdentifierKind.phone, "+447700900555")], epoch=epoch) == {
+        (IdentifierKind.phone, "+447700900555"): citizen
+    }
+    assert [letter.reason for letter in read_dead_letters(BOOTSTRAP, kafka_topic)] == ["not-an-object"]
