@@ -44,5 +44,8 @@ class ErasureReceipt(BaseModel):
     citizen: str = Field(description="The citizen's pseudonym, as the audit trail names them.")
     erased_at: datetime
     erasure_event_id: str = Field(description="The `citizen.erased` event recorded in Kafka.")
-    keys_removed: int
+    keys_removed: int = Field(
+        description="Redis keys this request removed: 0 when the consumer, applying the erasure record, "
+        "removed them first."
+    )
     enquiries_removed: int

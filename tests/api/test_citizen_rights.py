@@ -130,7 +130,8 @@ def test_export_then_erasure_then_rebuild_leaves_nothing_of_the_citizen(
     assert erased.status_code == 200, erased.text
     receipt = erased.json()
     assert receipt["enquiries_removed"] == 1
-    assert receipt["keys_removed"] > 0
+    # Not `keys_removed`: the consumer applies the erasure record too, and may remove the keys first. What
+    # counts is that nothing is held afterwards, whoever removed it.
     assert citizen not in erased.text
     needles = (citizen, PHONE, EMAIL, "Explained the payment plan")
     assert held_in_redis(stack, *needles) == []
