@@ -11,7 +11,8 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,8 +23,10 @@ from pydantic import BaseModel
 
 from api.lifecycle import Lifecycle
 from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
+from api.presence import PresenceKeeper
+from api.security.stream_access import StreamAccessChecks
 from api.settings import ApiSettings
-from api.streaming import ChangeHub, Erased, PresenceChanged, Resync, ShuttingDown, Subscription
+from api.streaming import AccessEnded, ChangeHub, Erased, PresenceChanged, Resync, ShuttingDown, Subscription
 from context.store import ContextReader, PresenceStore
 from models.context import CitizenContext, ContextChange
 from models.events import CloudEvent
@@ -49,10 +52,10 @@ CLOSE_INVALID_CITIZEN = 4400
 CLOSE_UNKNOWN_ENQUIRY = 4404
 CLOSE_ENQUIRY_ENDED = 4410
 CLOSE_CITIZEN_ERASED = 4411
-CLOSE_REASONS = {4401: "credential expired", 4403: "access revoked", 4410: "enquiry ended"}
 
-# Asked every few seconds by an open stream: None while its access holds, else the close code.
-AccessCheck = Callable[[], Awaitable[int | None]]
+# Enrols a stream's subscription in its process's access checks for as long as the block runs; they hand
+# it `AccessEnded` when its access lapses (see api/security/stream_access.py).
+AccessWatch = Callable[[Subscription], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class StreamServices:
     reader: ContextReader
     hub: ChangeHub
     presence: PresenceStore
+    presence_keeper: PresenceKeeper
+    access_checks: StreamAccessChecks
     lifecycle: Lifecycle
     settings: ApiSettings
 
@@ -85,12 +90,10 @@ class StreamSession:
         viewer_id: str,
         services: StreamServices,
         enquiry_id: str | None = None,
-        access_check: AccessCheck | None = None,
-        access_check_s: float = 5.0,
+        access_watch: AccessWatch | None = None,
     ) -> None:
         self._ws = websocket
-        self._access_check = access_check
-        self._access_check_s = access_check_s
+        self._access_watch = access_watch
         self._citizen = citizen_id
         self._viewer = viewer_id
         self._services = services
@@ -105,12 +108,15 @@ class StreamSession:
         services = self._services
         services.lifecycle.stream_opened()
         STREAMS_OPEN.inc()
-        ttl = services.settings.stream_heartbeat_s * 3
+        keeper = services.presence_keeper
         try:
             with services.hub.subscribe(self._citizen) as subscription:
                 try:
                     await services.presence.join(
-                        self._citizen, viewer_id=self._viewer, connection_id=self._connection, ttl_s=ttl
+                        self._citizen,
+                        viewer_id=self._viewer,
+                        connection_id=self._connection,
+                        ttl_s=keeper.ttl_s,
                     )
                 except REDIS_UNAVAILABLE:
                     # Redis is down, or every connection stayed busy past the pool's wait (a burst of
@@ -118,7 +124,14 @@ class StreamSession:
                     await self._ws.close(code=CLOSE_TRY_AGAIN, reason="try again later")
                     return
                 try:
-                    await self._serve(subscription, resume)
+                    watch = (
+                        self._access_watch(subscription) if self._access_watch else contextlib.nullcontext()
+                    )
+                    with (
+                        watch,
+                        keeper.keeping(self._citizen, viewer_id=self._viewer, connection_id=self._connection),
+                    ):
+                        await self._serve(subscription, resume)
                 finally:
                     # Shielded: a handler cancelled as its client goes (test clients, server shutdown)
                     # must still say goodbye, or the others would see this viewer until its entry expires.
@@ -171,7 +184,6 @@ class StreamSession:
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
         ends_at = time.monotonic() + lifetime
         next_heartbeat = time.monotonic() + settings.stream_heartbeat_s
-        next_check = time.monotonic() + self._access_check_s
         while True:
             now = time.monotonic()
             if now >= ends_at:
@@ -180,16 +192,7 @@ class StreamSession:
             if now >= next_heartbeat:
                 await self._heartbeat()
                 next_heartbeat = now + settings.stream_heartbeat_s
-            if self._access_check is not None and now >= next_check:
-                # Access can end while the stream is open: the enquiry completed elsewhere, the token
-                # expired, the key was revoked. The stream ends with it.
-                code = await self._access_check()
-                if code is not None:
-                    await self._ws.close(code=code, reason=CLOSE_REASONS.get(code, "access ended"))
-                    return
-                next_check = now + self._access_check_s
-            wake = min(next_heartbeat, ends_at, next_check if self._access_check else ends_at)
-            item = await subscription.get(wake - time.monotonic())
+            item = await subscription.get(min(next_heartbeat, ends_at) - time.monotonic())
             if item is None:
                 continue
             if isinstance(item, ShuttingDown):
@@ -197,6 +200,11 @@ class StreamSession:
                 return
             if isinstance(item, Erased):
                 await self._ws.close(code=CLOSE_CITIZEN_ERASED, reason="citizen erased")
+                return
+            if isinstance(item, AccessEnded):
+                # Access can end while the stream is open: the enquiry completed elsewhere, the token
+                # expired, the key was revoked. The stream ends with it.
+                await self._ws.close(code=item.code, reason=item.reason)
                 return
             if isinstance(item, PresenceChanged):
                 await self._send_presence()
@@ -292,19 +300,9 @@ class StreamSession:
         return context
 
     async def _heartbeat(self) -> None:
+        # Presence is kept alive for the whole process by its PresenceKeeper, not by each stream.
         live = self._services.hub.connected.is_set()
         await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version, live=live))
-        if not live:
-            return  # presence lives in Redis too; it resumes with the subscription
-        with contextlib.suppress(*REDIS_UNAVAILABLE):
-            await self._services.presence.refresh(
-                self._citizen,
-                viewer_id=self._viewer,
-                connection_id=self._connection,
-                ttl_s=self._services.settings.stream_heartbeat_s * 3,
-            )
-            # Entries of a replica that died without saying goodbye expire; a heartbeat notices.
-            await self._send_presence()
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)

@@ -45,10 +45,19 @@ class Erased:
     """The citizen's data was erased: there is nothing left to show."""
 
 
+@dataclass(frozen=True)
+class AccessEnded:
+    """The stream's access lapsed (enquiry ended, credential expired or revoked): close with `code`."""
+
+    code: int
+    reason: str
+
+
 PRESENCE_CHANGED: Final = PresenceChanged()
 SHUTTING_DOWN: Final = ShuttingDown()
 ERASED: Final = Erased()
-StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown | Erased
+StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown | Erased | AccessEnded
+FinalItem = ShuttingDown | Erased | AccessEnded
 
 
 class Subscription:
@@ -57,11 +66,11 @@ class Subscription:
     def __init__(self, citizen_id: str, queue_size: int) -> None:
         self.citizen_id = citizen_id
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue(maxsize=queue_size)
-        self._final: ShuttingDown | Erased | None = None
+        self._final: FinalItem | None = None
 
     def offer(self, item: StreamItem) -> None:
         """Queue an item; when full, drop what is queued and ask for a re-sync (memory stays bounded)."""
-        if isinstance(item, ShuttingDown | Erased):
+        if isinstance(item, FinalItem):
             # Sticky: whatever happens to the queue afterwards, the next `get` returns it.
             self._final = item
         try:
@@ -106,6 +115,11 @@ class ChangeHub:
             watchers.discard(subscription)
             if not watchers:
                 del self._subscriptions[citizen_id]
+
+    def offer(self, citizen_id: str, item: StreamItem) -> None:
+        """Hand `item` to every stream of `citizen_id` in this process."""
+        for subscription in list(self._subscriptions.get(citizen_id, ())):
+            subscription.offer(item)
 
     def shut_down_streams(self) -> None:
         """Tell every stream of this process to send "reconnect" and close."""

@@ -4,7 +4,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -486,6 +486,38 @@ class PresenceStore:
         _removed, members = await pipe.execute()
         pairs = [member.split("\t", 1) for member in members]
         return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+
+    async def keep_alive(
+        self, members: Mapping[str, Collection[tuple[str, str]]], *, ttl_s: float, now: float | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Extend the given streams' entries (citizen -> (viewer id, connection id)); every live viewer.
+
+        One round trip for many citizens. Only entries still present are extended (`ZADD XX`): a stream
+        that left while this was on its way must not come back as a ghost.
+        """
+        moment = now if now is not None else time.time()
+        pipe = self._client.pipeline(transaction=True)
+        citizens = list(members)
+        for citizen_id in citizens:
+            key = presence_key(self._prefix, citizen_id)
+            entries = {
+                f"{viewer}\t{connection}": moment + ttl_s for viewer, connection in members[citizen_id]
+            }
+            if entries:
+                pipe.zadd(key, entries, xx=True)
+                pipe.expire(key, int(ttl_s) + 1)
+            pipe.zremrangebyscore(key, "-inf", f"({moment}")
+            pipe.zrange(key, 0, -1)
+        replies = await pipe.execute()
+        viewers: dict[str, list[tuple[str, str]]] = {}
+        position = 0
+        for citizen_id in citizens:
+            # Skip the replies of ZADD and EXPIRE (when sent) and of ZREMRANGEBYSCORE; then ZRANGE's.
+            position += 3 if members[citizen_id] else 1
+            pairs = [member.split("\t", 1) for member in replies[position]]
+            position += 1
+            viewers[citizen_id] = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+        return viewers
 
     async def _refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         key = presence_key(self._prefix, citizen_id)
