@@ -133,6 +133,7 @@ def create_app(
         stream_tasks = [
             asyncio.create_task(presence_keeper.run(), name="presence-keeper"),
             asyncio.create_task(access_checks.run(), name="stream-access-checks"),
+            asyncio.create_task(hub.run_heartbeats(api.stream_heartbeat_s), name="stream-heartbeats"),
         ]
         streams = StreamServices(
             reader=reader,

@@ -8,8 +8,8 @@ with a fresh snapshot, never with silence.
 
 import asyncio
 import contextlib
+import functools
 import random
-import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -19,6 +19,7 @@ from typing import Literal
 import redis.exceptions
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect, status
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from api.lifecycle import Lifecycle
@@ -26,7 +27,18 @@ from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
 from api.presence import PresenceKeeper
 from api.security.stream_access import StreamAccessChecks
 from api.settings import ApiSettings
-from api.streaming import AccessEnded, ChangeHub, Erased, PresenceChanged, Resync, ShuttingDown, Subscription
+from api.streaming import (
+    LIFETIME_OVER,
+    AccessEnded,
+    ChangeHub,
+    Erased,
+    Heartbeat,
+    LifetimeOver,
+    PresenceChanged,
+    Resync,
+    ShuttingDown,
+    Subscription,
+)
 from context.store import ContextReader, PresenceStore
 from models.context import CitizenContext, ContextChange
 from models.events import CloudEvent
@@ -41,6 +53,13 @@ from models.ws import (
 )
 
 log = structlog.get_logger("streaming")
+
+
+@functools.cache
+def _messages_counter(message_type: str) -> "Counter":
+    """The counter of one message type (looking a label up costs more than counting, at 1,000s a second)."""
+    return STREAM_MESSAGES.labels(type=message_type)
+
 
 REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
@@ -182,19 +201,22 @@ class StreamSession:
             return
         await self._send_presence()
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
-        ends_at = time.monotonic() + lifetime
-        next_heartbeat = time.monotonic() + settings.stream_heartbeat_s
+        # One timer per stream, set once; heartbeats come from the process's one timer (ChangeHub).
+        lifetime_timer = asyncio.get_running_loop().call_later(lifetime, subscription.offer, LIFETIME_OVER)
+        try:
+            await self._serve_items(subscription)
+        finally:
+            lifetime_timer.cancel()
+
+    async def _serve_items(self, subscription: Subscription) -> None:
         while True:
-            now = time.monotonic()
-            if now >= ends_at:
+            item = await subscription.next()
+            if isinstance(item, Heartbeat):
+                await self._heartbeat()
+                continue
+            if isinstance(item, LifetimeOver):
                 await self._close_for_reconnect("lifetime", CLOSE_LIFETIME)
                 return
-            if now >= next_heartbeat:
-                await self._heartbeat()
-                next_heartbeat = now + settings.stream_heartbeat_s
-            item = await subscription.get(min(next_heartbeat, ends_at) - time.monotonic())
-            if item is None:
-                continue
             if isinstance(item, ShuttingDown):
                 await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
                 return
@@ -320,4 +342,4 @@ class StreamSession:
 
     async def _send(self, message: BaseModel) -> None:
         await self._ws.send_text(message.model_dump_json(exclude_none=True))
-        STREAM_MESSAGES.labels(type=getattr(message, "type", "unknown")).inc()
+        _messages_counter(getattr(message, "type", "unknown")).inc()

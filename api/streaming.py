@@ -41,6 +41,14 @@ class ShuttingDown:
     """This process is shutting down: tell the client to reconnect elsewhere, then close."""
 
 
+class Heartbeat:
+    """Time for the stream's heartbeat (one timer for the whole process hands these out)."""
+
+
+class LifetimeOver:
+    """The stream has lived its maximum lifetime: tell the client to reconnect, then close."""
+
+
 class Erased:
     """The citizen's data was erased: there is nothing left to show."""
 
@@ -55,9 +63,16 @@ class AccessEnded:
 
 PRESENCE_CHANGED: Final = PresenceChanged()
 SHUTTING_DOWN: Final = ShuttingDown()
+HEARTBEAT: Final = Heartbeat()
+LIFETIME_OVER: Final = LifetimeOver()
 ERASED: Final = Erased()
-StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown | Erased | AccessEnded
-FinalItem = ShuttingDown | Erased | AccessEnded
+StreamItem = (
+    ContextChange | Resync | PresenceChanged | ShuttingDown | Erased | AccessEnded | Heartbeat | LifetimeOver
+)
+FinalItem = ShuttingDown | Erased | AccessEnded | LifetimeOver
+
+# Streams handed their heartbeat at once: the work of one interval is spread in slices of this many.
+HEARTBEAT_SLICE = 250
 
 
 class Subscription:
@@ -67,6 +82,11 @@ class Subscription:
         self.citizen_id = citizen_id
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue(maxsize=queue_size)
         self._final: FinalItem | None = None
+
+    def beat(self) -> None:
+        """Ask for a heartbeat, unless items are waiting: the stream is about to hear from us anyway."""
+        if self._queue.empty():
+            self._queue.put_nowait(HEARTBEAT)
 
     def offer(self, item: StreamItem) -> None:
         """Queue an item; when full, drop what is queued and ask for a re-sync (memory stays bounded)."""
@@ -80,10 +100,24 @@ class Subscription:
                 self._queue.get_nowait()
             self._queue.put_nowait(Resync("overflow"))
 
+    async def next(self) -> StreamItem:
+        """The next item, waiting as long as it takes (heartbeats and the lifetime arrive as items)."""
+        if self._final is not None:
+            return self._final
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        # No timer per wait: with thousands of streams, one timeout per stream and wake-up was a large
+        # share of the event loop's time.
+        item = await self._queue.get()
+        return self._final if self._final is not None else item
+
     async def get(self, wait_s: float) -> StreamItem | None:
         """The next item, or None when `wait_s` seconds pass without one."""
         if self._final is not None:
             return self._final
+        if not self._queue.empty():
+            # Without a timer (and also when `wait_s` is 0, where `wait_for` would give up unasked).
+            return self._queue.get_nowait()
         try:
             return await asyncio.wait_for(self._queue.get(), timeout=max(wait_s, 0))
         except TimeoutError:
@@ -120,6 +154,18 @@ class ChangeHub:
         """Hand `item` to every stream of `citizen_id` in this process."""
         for subscription in list(self._subscriptions.get(citizen_id, ())):
             subscription.offer(item)
+
+    async def run_heartbeats(self, interval_s: float) -> None:
+        """Hand every stream its heartbeat once per interval, in slices spread over it, until cancelled."""
+        while True:
+            started = time.monotonic()
+            subscriptions = [s for watchers in list(self._subscriptions.values()) for s in watchers]
+            slices = max((len(subscriptions) + HEARTBEAT_SLICE - 1) // HEARTBEAT_SLICE, 1)
+            for index in range(slices):
+                for subscription in subscriptions[index * HEARTBEAT_SLICE : (index + 1) * HEARTBEAT_SLICE]:
+                    subscription.beat()
+                await asyncio.sleep(interval_s / slices)
+            await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0))
 
     def shut_down_streams(self) -> None:
         """Tell every stream of this process to send "reconnect" and close."""
