@@ -13,7 +13,7 @@ import random
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import redis.exceptions
@@ -40,7 +40,7 @@ from api.streaming import (
     Subscription,
 )
 from context.store import ContextReader, PresenceStore
-from models.context import CitizenContext, ContextChange
+from models.context import CitizenContext, ContextChange, Summary
 from models.events import CloudEvent
 from models.taxonomy import ENQUIRY_SOURCE
 from models.ws import (
@@ -85,6 +85,31 @@ class Resume:
     version: int
 
 
+class SharedSummaries:
+    """One summary read per citizen and version, shared by every stream of the process delivering it.
+
+    Several agents (a supervisor, a colleague) may watch the same citizen: each change would otherwise
+    read and summarise the same facts once per stream. A read started for a version serves every stream
+    that asks for it while it is in flight; it reflects that version or a later one, exactly as a read of
+    its own would. Nothing is kept once the read is done.
+    """
+
+    def __init__(self, reader: ContextReader) -> None:
+        self._reader = reader
+        self._reads: dict[tuple[str, str, int], asyncio.Future[Summary]] = {}
+
+    async def after(self, citizen_id: str, *, epoch: str, version: int) -> Summary:
+        """The citizen's summary as it stands now that `version` has been applied."""
+        key = (citizen_id, epoch, version)
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._reader.summary(citizen_id, epoch=epoch))
+            self._reads[key] = read
+            read.add_done_callback(lambda _done: self._reads.pop(key, None))
+        # Shielded: a stream that goes away must not cancel the read the others wait for.
+        return await asyncio.shield(read)
+
+
 @dataclass
 class StreamServices:
     """What a stream session needs from its process."""
@@ -96,6 +121,10 @@ class StreamServices:
     access_checks: StreamAccessChecks
     lifecycle: Lifecycle
     settings: ApiSettings
+    summaries: SharedSummaries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summaries = SharedSummaries(self.reader)
 
 
 class StreamSession:
@@ -284,7 +313,9 @@ class StreamSession:
     async def _send_changes(self, missed: list[ContextChange]) -> bool:
         ended = False
         # The summary moves with the timeline; it rides on the last change of the burst.
-        summary = await self._services.reader.summary(self._citizen, epoch=self._epoch)
+        summary = await self._services.summaries.after(
+            self._citizen, epoch=self._epoch, version=missed[-1].version
+        )
         for index, item in enumerate(missed):
             await self._send(
                 ChangeMessage(

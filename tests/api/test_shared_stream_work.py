@@ -1,15 +1,18 @@
-"""Presence kept alive for a whole process: one sweep refreshes every entry and notices changes."""
+"""Work shared by a process's streams: presence kept alive by one sweep, one summary read per change."""
 
 import asyncio
 import time
 
+import redis
 import redis.asyncio as aioredis
 
 from api.presence import PresenceKeeper
+from api.stream_session import SharedSummaries
 from api.streaming import ChangeHub, PresenceChanged
 from context.keys import presence_key
-from context.settings import RedisSettings
-from context.store import PresenceStore
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ContextReader, PresenceStore, ProjectionWriter
+from tests.factories import make_event, writes_for
 
 
 def keeper_for(client: "aioredis.Redis", prefix: str) -> tuple[PresenceKeeper, PresenceStore, ChangeHub]:
@@ -79,3 +82,20 @@ async def test_no_sweep_while_the_hub_is_disconnected(
     with keeper.keeping("C-1", viewer_id="agent-a", connection_id="c1"):
         await asyncio.wait_for(keeper.sweep(), timeout=5)
         assert await store.viewers("C-1") == []
+
+
+async def test_streams_of_one_citizen_share_one_summary_read(
+    async_redis: "aioredis.Redis", redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(writes_for(make_event("C-S", minutes_ago=1)))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    context = await reader.context("C-S")
+    shared = SharedSummaries(reader)
+    first = asyncio.ensure_future(shared.after("C-S", epoch=context.epoch, version=context.version))
+    second = asyncio.ensure_future(shared.after("C-S", epoch=context.epoch, version=context.version))
+    first.cancel()  # one stream goes away: the other still gets the shared read
+    assert await second == await reader.summary("C-S", epoch=context.epoch)
+    assert first.cancelled()
+    # Nothing is kept once read: a later change reads again.
+    assert await shared.after("C-S", epoch=context.epoch, version=context.version) == await second
