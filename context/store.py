@@ -40,6 +40,7 @@ _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text(
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
+_PRESENCE_SWEEP = files("context").joinpath("presence_sweep.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -461,6 +462,7 @@ class PresenceStore:
     def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        self._sweep = client.register_script(_PRESENCE_SWEEP)
 
     async def join(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         """Record an open stream and tell the other streams of this citizen."""
@@ -496,26 +498,16 @@ class PresenceStore:
         that left while this was on its way must not come back as a ghost.
         """
         moment = now if now is not None else time.time()
-        pipe = self._client.pipeline(transaction=True)
         citizens = list(members)
+        arguments: list[str | float | int] = [moment, moment + ttl_s, int(ttl_s) + 1]
         for citizen_id in citizens:
-            key = presence_key(self._prefix, citizen_id)
-            entries = {
-                f"{viewer}\t{connection}": moment + ttl_s for viewer, connection in members[citizen_id]
-            }
-            if entries:
-                pipe.zadd(key, entries, xx=True)
-                pipe.expire(key, int(ttl_s) + 1)
-            pipe.zremrangebyscore(key, "-inf", f"({moment}")
-            pipe.zrange(key, 0, -1)
-        replies = await pipe.execute()
+            arguments.append(len(members[citizen_id]))
+            arguments.extend(f"{viewer}\t{connection}" for viewer, connection in members[citizen_id])
+        keys = [presence_key(self._prefix, citizen_id) for citizen_id in citizens]
+        replies = await self._sweep(keys=keys, args=arguments)
         viewers: dict[str, list[tuple[str, str]]] = {}
-        position = 0
-        for citizen_id in citizens:
-            # Skip the replies of ZADD and EXPIRE (when sent) and of ZREMRANGEBYSCORE; then ZRANGE's.
-            position += 3 if members[citizen_id] else 1
-            pairs = [member.split("\t", 1) for member in replies[position]]
-            position += 1
+        for citizen_id, live in zip(citizens, replies, strict=True):
+            pairs = [member.split("\t", 1) for member in live]
             viewers[citizen_id] = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
         return viewers
 
