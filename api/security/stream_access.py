@@ -37,6 +37,9 @@ CLOSE_REASONS = {
     CLOSE_ACCESS_ENDED: "enquiry ended",
 }
 
+# Streams judged before letting other tasks run.
+CHECKS_AT_ONCE = 500
+
 # Enquiry ids per query: well under the bound-parameter limits of SQLite and PostgreSQL.
 QUERY_CHUNK = 500
 
@@ -58,9 +61,8 @@ class Holdings:
     key_lapses: dict[str, str | None]
 
 
-def lapse_code(stream: WatchedStream, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
-    """The close code of a stream whose access no longer holds, or None while it does."""
-    caller = stream.caller
+def credential_lapse(caller: Caller, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
+    """The close code when the caller's token or key no longer holds, or None while it does."""
     # The same allowance for clock skew as when an agent's token was verified.
     if (
         caller.expires_at is not None
@@ -69,10 +71,22 @@ def lapse_code(stream: WatchedStream, holdings: Holdings, *, now: datetime, leew
         return CLOSE_UNAUTHENTICATED
     if not caller.is_agent and holdings.key_lapses.get(caller.id) is not None:
         return CLOSE_UNAUTHENTICATED if holdings.key_lapses[caller.id] == "expired" else CLOSE_FORBIDDEN
+    return None
+
+
+def enquiry_lapse(stream: WatchedStream, holdings: Holdings) -> int | None:
+    """The close code when the enquiry the stream was opened under is no longer active, or None."""
     enquiry_id = stream.decision.enquiry_id
     if enquiry_id is not None and enquiry_id not in holdings.active_enquiries:
         return CLOSE_ACCESS_ENDED
     return None
+
+
+def lapse_code(stream: WatchedStream, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
+    """The close code of a stream whose access no longer holds, or None while it does."""
+    return credential_lapse(stream.caller, holdings, now=now, leeway=leeway) or enquiry_lapse(
+        stream, holdings
+    )
 
 
 class StreamAccessChecks:
@@ -111,10 +125,12 @@ class StreamAccessChecks:
         holdings = await run_in_threadpool(self._holdings, streams)
         now = datetime.now(UTC)
         leeway = timedelta(seconds=self._security.settings.clock_skew_s)
-        for stream in streams:
+        for index, stream in enumerate(streams):
             code = lapse_code(stream, holdings, now=now, leeway=leeway)
             if code is not None:
                 stream.subscription.offer(AccessEnded(code, CLOSE_REASONS[code]))
+            if index % CHECKS_AT_ONCE == CHECKS_AT_ONCE - 1:
+                await asyncio.sleep(0)  # let deliveries through between slices of a long pass
 
     def _holdings(self, streams: list[WatchedStream]) -> Holdings:
         engine = self._security.engine
