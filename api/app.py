@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.desk import desk_files
 from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
+from api.presence import PresenceKeeper
 from api.problems import document_problems, install_problem_handlers
 from api.publisher import EventPublisher
 from api.routes import admin, audit, citizens, enquiries, events, health, rights, tickets
@@ -22,6 +23,7 @@ from api.security.hygiene import install_hygiene
 from api.security.openapi import document_security
 from api.security.rate_limit import RateLimiter
 from api.security.settings import SecuritySettings
+from api.security.stream_access import StreamAccessChecks
 from api.security.tokens import TokenVerifier
 from api.settings import ApiSettings
 from api.state import AppState
@@ -121,13 +123,6 @@ def create_app(
         hub_task.add_done_callback(lambda _task: hub.connected.clear())
         lifecycle.hub = hub
         publisher = EventPublisher(kafka, default_region=identity.default_region)
-        streams = StreamServices(
-            reader=reader,
-            hub=hub,
-            presence=PresenceStore(client, prefix=redis_settings.key_prefix),
-            lifecycle=lifecycle,
-            settings=api,
-        )
         services = SecurityServices(
             settings=security,
             verifier=TokenVerifier(security),
@@ -139,6 +134,24 @@ def create_app(
                 key_rate=security.key_rate,
             ),
             auditor=Auditor(engine, pseudonym_key=security.pseudonym_key.get_secret_value()),
+        )
+        presence = PresenceStore(client, prefix=redis_settings.key_prefix)
+        # Periodic work of open streams is done once per process, not once per stream (see each module).
+        presence_keeper = PresenceKeeper(presence, hub, interval_s=api.stream_heartbeat_s)
+        access_checks = StreamAccessChecks(services)
+        stream_tasks = [
+            asyncio.create_task(presence_keeper.run(), name="presence-keeper"),
+            asyncio.create_task(access_checks.run(), name="stream-access-checks"),
+            asyncio.create_task(hub.run_heartbeats(api.stream_heartbeat_s), name="stream-heartbeats"),
+        ]
+        streams = StreamServices(
+            reader=reader,
+            hub=hub,
+            presence=presence,
+            presence_keeper=presence_keeper,
+            access_checks=access_checks,
+            lifecycle=lifecycle,
+            settings=api,
         )
         try:
             yield AppState(
@@ -157,8 +170,12 @@ def create_app(
             await lifecycle.drain(timeout_s=api.shutdown_drain_s)
             await asyncio.to_thread(publisher.close)
             hub_task.cancel()
+            for task in stream_tasks:
+                task.cancel()
             # Each step is bounded: a connection that never answers must not keep the process from ending.
             await _finish("change hub", hub_task)
+            for task in stream_tasks:
+                await _finish(task.get_name(), task)
             await _finish("redis client", asyncio.create_task(client.aclose()))
             await _finish("changes client", asyncio.create_task(hub_client.aclose()))
             engine.dispose()

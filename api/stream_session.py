@@ -8,24 +8,39 @@ with a fresh snapshot, never with silence.
 
 import asyncio
 import contextlib
+import functools
 import random
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Literal
 
 import redis.exceptions
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect, status
+from prometheus_client import Counter
 from pydantic import BaseModel
 
 from api.lifecycle import Lifecycle
 from api.metrics import STREAM_MESSAGES, STREAM_RESYNCS, STREAMS_OPEN
+from api.presence import PresenceKeeper
+from api.security.stream_access import StreamAccessChecks
 from api.settings import ApiSettings
-from api.streaming import ChangeHub, Erased, PresenceChanged, Resync, ShuttingDown, Subscription
+from api.streaming import (
+    LIFETIME_OVER,
+    AccessEnded,
+    ChangeHub,
+    Erased,
+    Heartbeat,
+    LifetimeOver,
+    PresenceChanged,
+    Resync,
+    ShuttingDown,
+    Subscription,
+)
 from context.store import ContextReader, PresenceStore
-from models.context import CitizenContext, ContextChange
+from models.context import CitizenContext, ContextChange, Summary
 from models.events import CloudEvent
 from models.taxonomy import ENQUIRY_SOURCE
 from models.ws import (
@@ -39,6 +54,13 @@ from models.ws import (
 
 log = structlog.get_logger("streaming")
 
+
+@functools.cache
+def _messages_counter(message_type: str) -> "Counter":
+    """The counter of one message type (looking a label up costs more than counting, at 1,000s a second)."""
+    return STREAM_MESSAGES.labels(type=message_type)
+
+
 REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Close codes (documented in the README). 1012 is the standard "service restart".
@@ -49,10 +71,10 @@ CLOSE_INVALID_CITIZEN = 4400
 CLOSE_UNKNOWN_ENQUIRY = 4404
 CLOSE_ENQUIRY_ENDED = 4410
 CLOSE_CITIZEN_ERASED = 4411
-CLOSE_REASONS = {4401: "credential expired", 4403: "access revoked", 4410: "enquiry ended"}
 
-# Asked every few seconds by an open stream: None while its access holds, else the close code.
-AccessCheck = Callable[[], Awaitable[int | None]]
+# Enrols a stream's subscription in its process's access checks for as long as the block runs; they hand
+# it `AccessEnded` when its access lapses (see api/security/stream_access.py).
+AccessWatch = Callable[[Subscription], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,31 @@ class Resume:
     version: int
 
 
+class SharedSummaries:
+    """One summary read per citizen and version, shared by every stream of the process delivering it.
+
+    Several agents (a supervisor, a colleague) may watch the same citizen: each change would otherwise
+    read and summarise the same facts once per stream. A read started for a version serves every stream
+    that asks for it while it is in flight; it reflects that version or a later one, exactly as a read of
+    its own would. Nothing is kept once the read is done.
+    """
+
+    def __init__(self, reader: ContextReader) -> None:
+        self._reader = reader
+        self._reads: dict[tuple[str, str, int], asyncio.Future[Summary]] = {}
+
+    async def after(self, citizen_id: str, *, epoch: str, version: int) -> Summary:
+        """The citizen's summary as it stands now that `version` has been applied."""
+        key = (citizen_id, epoch, version)
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._reader.summary(citizen_id, epoch=epoch))
+            self._reads[key] = read
+            read.add_done_callback(lambda _done: self._reads.pop(key, None))
+        # Shielded: a stream that goes away must not cancel the read the others wait for.
+        return await asyncio.shield(read)
+
+
 @dataclass
 class StreamServices:
     """What a stream session needs from its process."""
@@ -70,8 +117,14 @@ class StreamServices:
     reader: ContextReader
     hub: ChangeHub
     presence: PresenceStore
+    presence_keeper: PresenceKeeper
+    access_checks: StreamAccessChecks
     lifecycle: Lifecycle
     settings: ApiSettings
+    summaries: SharedSummaries = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summaries = SharedSummaries(self.reader)
 
 
 class StreamSession:
@@ -85,12 +138,10 @@ class StreamSession:
         viewer_id: str,
         services: StreamServices,
         enquiry_id: str | None = None,
-        access_check: AccessCheck | None = None,
-        access_check_s: float = 5.0,
+        access_watch: AccessWatch | None = None,
     ) -> None:
         self._ws = websocket
-        self._access_check = access_check
-        self._access_check_s = access_check_s
+        self._access_watch = access_watch
         self._citizen = citizen_id
         self._viewer = viewer_id
         self._services = services
@@ -105,12 +156,15 @@ class StreamSession:
         services = self._services
         services.lifecycle.stream_opened()
         STREAMS_OPEN.inc()
-        ttl = services.settings.stream_heartbeat_s * 3
+        keeper = services.presence_keeper
         try:
             with services.hub.subscribe(self._citizen) as subscription:
                 try:
                     await services.presence.join(
-                        self._citizen, viewer_id=self._viewer, connection_id=self._connection, ttl_s=ttl
+                        self._citizen,
+                        viewer_id=self._viewer,
+                        connection_id=self._connection,
+                        ttl_s=keeper.ttl_s,
                     )
                 except REDIS_UNAVAILABLE:
                     # Redis is down, or every connection stayed busy past the pool's wait (a burst of
@@ -118,7 +172,14 @@ class StreamSession:
                     await self._ws.close(code=CLOSE_TRY_AGAIN, reason="try again later")
                     return
                 try:
-                    await self._serve(subscription, resume)
+                    watch = (
+                        self._access_watch(subscription) if self._access_watch else contextlib.nullcontext()
+                    )
+                    with (
+                        watch,
+                        keeper.keeping(self._citizen, viewer_id=self._viewer, connection_id=self._connection),
+                    ):
+                        await self._serve(subscription, resume)
                 finally:
                     # Shielded: a handler cancelled as its client goes (test clients, server shutdown)
                     # must still say goodbye, or the others would see this viewer until its entry expires.
@@ -169,34 +230,32 @@ class StreamSession:
             return
         await self._send_presence()
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
-        ends_at = time.monotonic() + lifetime
-        next_heartbeat = time.monotonic() + settings.stream_heartbeat_s
-        next_check = time.monotonic() + self._access_check_s
+        # One timer per stream, set once; heartbeats come from the process's one timer (ChangeHub).
+        lifetime_timer = asyncio.get_running_loop().call_later(lifetime, subscription.offer, LIFETIME_OVER)
+        try:
+            await self._serve_items(subscription)
+        finally:
+            lifetime_timer.cancel()
+
+    async def _serve_items(self, subscription: Subscription) -> None:
         while True:
-            now = time.monotonic()
-            if now >= ends_at:
+            item = await subscription.next()
+            if isinstance(item, Heartbeat):
+                await self._heartbeat()
+                continue
+            if isinstance(item, LifetimeOver):
                 await self._close_for_reconnect("lifetime", CLOSE_LIFETIME)
                 return
-            if now >= next_heartbeat:
-                await self._heartbeat()
-                next_heartbeat = now + settings.stream_heartbeat_s
-            if self._access_check is not None and now >= next_check:
-                # Access can end while the stream is open: the enquiry completed elsewhere, the token
-                # expired, the key was revoked. The stream ends with it.
-                code = await self._access_check()
-                if code is not None:
-                    await self._ws.close(code=code, reason=CLOSE_REASONS.get(code, "access ended"))
-                    return
-                next_check = now + self._access_check_s
-            wake = min(next_heartbeat, ends_at, next_check if self._access_check else ends_at)
-            item = await subscription.get(wake - time.monotonic())
-            if item is None:
-                continue
             if isinstance(item, ShuttingDown):
                 await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
                 return
             if isinstance(item, Erased):
                 await self._ws.close(code=CLOSE_CITIZEN_ERASED, reason="citizen erased")
+                return
+            if isinstance(item, AccessEnded):
+                # Access can end while the stream is open: the enquiry completed elsewhere, the token
+                # expired, the key was revoked. The stream ends with it.
+                await self._ws.close(code=item.code, reason=item.reason)
                 return
             if isinstance(item, PresenceChanged):
                 await self._send_presence()
@@ -254,7 +313,9 @@ class StreamSession:
     async def _send_changes(self, missed: list[ContextChange]) -> bool:
         ended = False
         # The summary moves with the timeline; it rides on the last change of the burst.
-        summary = await self._services.reader.summary(self._citizen, epoch=self._epoch)
+        summary = await self._services.summaries.after(
+            self._citizen, epoch=self._epoch, version=missed[-1].version
+        )
         for index, item in enumerate(missed):
             await self._send(
                 ChangeMessage(
@@ -292,19 +353,9 @@ class StreamSession:
         return context
 
     async def _heartbeat(self) -> None:
+        # Presence is kept alive for the whole process by its PresenceKeeper, not by each stream.
         live = self._services.hub.connected.is_set()
         await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version, live=live))
-        if not live:
-            return  # presence lives in Redis too; it resumes with the subscription
-        with contextlib.suppress(*REDIS_UNAVAILABLE):
-            await self._services.presence.refresh(
-                self._citizen,
-                viewer_id=self._viewer,
-                connection_id=self._connection,
-                ttl_s=self._services.settings.stream_heartbeat_s * 3,
-            )
-            # Entries of a replica that died without saying goodbye expire; a heartbeat notices.
-            await self._send_presence()
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)
@@ -322,4 +373,4 @@ class StreamSession:
 
     async def _send(self, message: BaseModel) -> None:
         await self._ws.send_text(message.model_dump_json(exclude_none=True))
-        STREAM_MESSAGES.labels(type=getattr(message, "type", "unknown")).inc()
+        _messages_counter(getattr(message, "type", "unknown")).inc()

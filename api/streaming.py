@@ -41,14 +41,41 @@ class ShuttingDown:
     """This process is shutting down: tell the client to reconnect elsewhere, then close."""
 
 
+class Heartbeat:
+    """Time for the stream's heartbeat (one timer for the whole process hands these out)."""
+
+
+class LifetimeOver:
+    """The stream has lived its maximum lifetime: tell the client to reconnect, then close."""
+
+
 class Erased:
     """The citizen's data was erased: there is nothing left to show."""
 
 
+@dataclass(frozen=True)
+class AccessEnded:
+    """The stream's access lapsed (enquiry ended, credential expired or revoked): close with `code`."""
+
+    code: int
+    reason: str
+
+
 PRESENCE_CHANGED: Final = PresenceChanged()
 SHUTTING_DOWN: Final = ShuttingDown()
+HEARTBEAT: Final = Heartbeat()
+LIFETIME_OVER: Final = LifetimeOver()
 ERASED: Final = Erased()
-StreamItem = ContextChange | Resync | PresenceChanged | ShuttingDown | Erased
+StreamItem = (
+    ContextChange | Resync | PresenceChanged | ShuttingDown | Erased | AccessEnded | Heartbeat | LifetimeOver
+)
+FinalItem = ShuttingDown | Erased | AccessEnded | LifetimeOver
+
+# Changes dispatched in one go before the hub lets other tasks run.
+DRAIN_AT_ONCE = 500
+
+# Streams handed their heartbeat at once: the work of one interval is spread in slices of this many.
+HEARTBEAT_SLICE = 250
 
 
 class Subscription:
@@ -57,11 +84,16 @@ class Subscription:
     def __init__(self, citizen_id: str, queue_size: int) -> None:
         self.citizen_id = citizen_id
         self._queue: asyncio.Queue[StreamItem] = asyncio.Queue(maxsize=queue_size)
-        self._final: ShuttingDown | Erased | None = None
+        self._final: FinalItem | None = None
+
+    def beat(self) -> None:
+        """Ask for a heartbeat, unless items are waiting: the stream is about to hear from us anyway."""
+        if self._queue.empty():
+            self._queue.put_nowait(HEARTBEAT)
 
     def offer(self, item: StreamItem) -> None:
         """Queue an item; when full, drop what is queued and ask for a re-sync (memory stays bounded)."""
-        if isinstance(item, ShuttingDown | Erased):
+        if isinstance(item, FinalItem):
             # Sticky: whatever happens to the queue afterwards, the next `get` returns it.
             self._final = item
         try:
@@ -71,10 +103,24 @@ class Subscription:
                 self._queue.get_nowait()
             self._queue.put_nowait(Resync("overflow"))
 
+    async def next(self) -> StreamItem:
+        """The next item, waiting as long as it takes (heartbeats and the lifetime arrive as items)."""
+        if self._final is not None:
+            return self._final
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        # No timer per wait: with thousands of streams, one timeout per stream and wake-up was a large
+        # share of the event loop's time.
+        item = await self._queue.get()
+        return self._final if self._final is not None else item
+
     async def get(self, wait_s: float) -> StreamItem | None:
         """The next item, or None when `wait_s` seconds pass without one."""
         if self._final is not None:
             return self._final
+        if not self._queue.empty():
+            # Without a timer (and also when `wait_s` is 0, where `wait_for` would give up unasked).
+            return self._queue.get_nowait()
         try:
             return await asyncio.wait_for(self._queue.get(), timeout=max(wait_s, 0))
         except TimeoutError:
@@ -116,6 +162,23 @@ class ChangeHub:
             if not watchers:
                 del self._subscriptions[citizen_id]
 
+    def offer(self, citizen_id: str, item: StreamItem) -> None:
+        """Hand `item` to every stream of `citizen_id` in this process."""
+        for subscription in list(self._subscriptions.get(citizen_id, ())):
+            subscription.offer(item)
+
+    async def run_heartbeats(self, interval_s: float) -> None:
+        """Hand every stream its heartbeat once per interval, in slices spread over it, until cancelled."""
+        while True:
+            started = time.monotonic()
+            subscriptions = [s for watchers in list(self._subscriptions.values()) for s in watchers]
+            slices = max((len(subscriptions) + HEARTBEAT_SLICE - 1) // HEARTBEAT_SLICE, 1)
+            for index in range(slices):
+                for subscription in subscriptions[index * HEARTBEAT_SLICE : (index + 1) * HEARTBEAT_SLICE]:
+                    subscription.beat()
+                await asyncio.sleep(interval_s / slices)
+            await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0))
+
     def shut_down_streams(self) -> None:
         """Tell every stream of this process to send "reconnect" and close."""
         self._offer_all(SHUTTING_DOWN)
@@ -154,10 +217,15 @@ class ChangeHub:
         while True:
             message = await pubsub.get_message(timeout=min(1.0, self._probe_s))
             now = time.monotonic()
-            if message is not None:
+            drained = 0
+            while message is not None:
                 last_heard = now
                 if message["type"] == "message":
                     self._dispatch(message["data"])
+                # Take every message already received before waiting again: one message per turn of a
+                # busy event loop (thousands of streams) fell behind 200 changes a second.
+                drained += 1
+                message = await pubsub.get_message(timeout=0) if drained < DRAIN_AT_ONCE else None
             if now >= next_ping:
                 await pubsub.ping()
                 next_ping = now + self._probe_s

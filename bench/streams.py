@@ -14,6 +14,9 @@ from bench.stack import raise_fd_limit
 from bench.workers import Event
 from bench.workload import sent_ns_of
 
+# How long a stream may take from its handshake to its first message (snapshot or "resumed").
+OPEN_TIMEOUT_S = 60
+
 
 @dataclass
 class Watched:
@@ -63,6 +66,19 @@ async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, m
             except (OSError, TimeoutError, ConnectionClosed, Exception):
                 seen.failed += 1
                 return
+            try:
+                # The server accepts the socket before it authorises the stream and reads the snapshot:
+                # a stream is open for the agent (and for this figure) once its first message arrived.
+                # Counting it at the handshake left thousands of streams still opening on the server
+                # while changes were being timed.
+                first = json.loads(await asyncio.wait_for(connection.recv(), timeout=OPEN_TIMEOUT_S))
+            except (OSError, TimeoutError, ConnectionClosed, Exception):
+                seen.failed += 1
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.close(), timeout=5)
+                return
+        kind = first.get("type", "?")
+        seen.messages[kind] = seen.messages.get(kind, 0) + 1
         connections.append(connection)
         readers.append(asyncio.create_task(read(connection)))
 

@@ -4,7 +4,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -42,6 +42,7 @@ _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text(
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
+_PRESENCE_SWEEP = files("context").joinpath("presence_sweep.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -507,6 +508,7 @@ class PresenceStore:
     def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        self._sweep = client.register_script(_PRESENCE_SWEEP)
 
     async def join(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         """Record an open stream and tell the other streams of this citizen."""
@@ -532,6 +534,28 @@ class PresenceStore:
         _removed, members = await pipe.execute()
         pairs = [member.split("\t", 1) for member in members]
         return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+
+    async def keep_alive(
+        self, members: Mapping[str, Collection[tuple[str, str]]], *, ttl_s: float, now: float | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
+        """Extend the given streams' entries (citizen -> (viewer id, connection id)); every live viewer.
+
+        One round trip for many citizens. Only entries still present are extended (`ZADD XX`): a stream
+        that left while this was on its way must not come back as a ghost.
+        """
+        moment = now if now is not None else time.time()
+        citizens = list(members)
+        arguments: list[str | float | int] = [moment, moment + ttl_s, int(ttl_s) + 1]
+        for citizen_id in citizens:
+            arguments.append(len(members[citizen_id]))
+            arguments.extend(f"{viewer}\t{connection}" for viewer, connection in members[citizen_id])
+        keys = [presence_key(self._prefix, citizen_id) for citizen_id in citizens]
+        replies = await self._sweep(keys=keys, args=arguments)
+        viewers: dict[str, list[tuple[str, str]]] = {}
+        for citizen_id, live in zip(citizens, replies, strict=True):
+            pairs = [member.split("\t", 1) for member in live]
+            viewers[citizen_id] = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+        return viewers
 
     async def _refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         key = presence_key(self._prefix, citizen_id)

@@ -23,6 +23,14 @@ def get_enquiry(session: Session, *, enquiry_id: str) -> Enquiry | None:
     return session.get(Enquiry, enquiry_id)
 
 
+def active_among(session: Session, *, enquiry_ids: list[str]) -> set[str]:
+    """Which of `enquiry_ids` are active (open streams re-check theirs together)."""
+    statement = select(Enquiry.id).where(
+        col(Enquiry.id).in_(enquiry_ids), col(Enquiry.status) == EnquiryStatus.active
+    )
+    return set(session.exec(statement))
+
+
 def active_enquiries(session: Session, *, agent_id: str) -> list[Enquiry]:
     """An agent's active enquiries, newest first."""
     statement = (

@@ -1,21 +1,14 @@
 """The checks in front of a citizen's data: decide, record the decision, and keep checking open streams."""
 
 from fastapi import WebSocket
-from sqlmodel import Session
-from starlette.concurrency import run_in_threadpool
 
 from api.security import access
 from api.security.access import Decision
 from api.security.authentication import SUBPROTOCOL, RateLimited, SecurityServices, Unauthenticated
 from api.security.principal import Caller
+from api.security.stream_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from api.stream_session import Resume, StreamServices, StreamSession
-from models import enquiry_repository
-from models.tables import AuditAction, Enquiry, EnquiryStatus
-
-# Why an open stream is closed when its access lapses (documented with the other close codes).
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_ACCESS_ENDED = 4410
+from models.tables import AuditAction, Enquiry
 
 
 async def authorise_citizen_read(
@@ -38,23 +31,6 @@ async def authorise_citizen_read(
         citizen_id=citizen_id,
         client_address=client_address,
     )
-
-
-async def lapsed(security: SecurityServices, caller: Caller, decision: Decision) -> int | None:
-    """The close code for a stream whose access no longer holds, or None while it does."""
-    lapse = await security.lapse(caller)
-    if lapse is not None:
-        return CLOSE_UNAUTHENTICATED if lapse == "expired" else CLOSE_FORBIDDEN
-    if decision.enquiry_id is None:
-        return None
-    enquiry_id = decision.enquiry_id
-
-    def active() -> bool:
-        with Session(security.engine) as session:
-            enquiry = enquiry_repository.get_enquiry(session, enquiry_id=enquiry_id)
-            return enquiry is not None and enquiry.status is EnquiryStatus.active
-
-    return None if await run_in_threadpool(active) else CLOSE_ACCESS_ENDED
 
 
 CLOSE_RATE_LIMITED = 4429
@@ -80,8 +56,8 @@ async def serve_stream(
         viewer_id=caller.id,
         services=services,
         enquiry_id=enquiry_id,
-        access_check=lambda: lapsed(security, caller, decision),
-        access_check_s=security.settings.access_check_s,
+        # The process re-checks every open stream's access together (api/security/stream_access.py).
+        access_watch=lambda subscription: services.access_checks.watching(caller, decision, subscription),
     )
     await session.run(resume)
 

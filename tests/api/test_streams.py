@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.app import create_app
 from api.enquiries import completion_event
 from api.settings import ApiSettings
-from api.streaming import ERASED, Resync, Subscription
+from api.streaming import ERASED, AccessEnded, Resync, Subscription
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
@@ -284,3 +284,19 @@ async def test_an_erasure_is_never_lost_to_an_overflowing_queue() -> None:
     for _ in range(5):  # overflow: the queue is emptied and asks for a re-sync
         subscription.offer(Resync("overflow"))
     assert await subscription.get(0.1) is ERASED
+
+
+async def test_a_queued_item_is_returned_even_with_no_time_to_wait() -> None:
+    subscription = Subscription("C-Q", queue_size=2)
+    assert await subscription.get(0) is None
+    subscription.offer(Resync("overflow"))
+    assert await subscription.get(0) == Resync("overflow")
+    assert await subscription.get(0) is None
+
+
+async def test_access_ended_is_never_lost_to_an_overflowing_queue() -> None:
+    subscription = Subscription("C-Q", queue_size=2)
+    subscription.offer(AccessEnded(4410, "enquiry ended"))
+    for _ in range(5):
+        subscription.offer(Resync("overflow"))
+    assert await subscription.get(0) == AccessEnded(4410, "enquiry ended")

@@ -1,0 +1,67 @@
+"""When an open stream's access has lapsed, as a pure rule over what the database holds."""
+
+from datetime import UTC, datetime, timedelta
+
+from api.security.access import Decision
+from api.security.principal import Caller
+from api.security.stream_access import (
+    CLOSE_ACCESS_ENDED,
+    CLOSE_FORBIDDEN,
+    CLOSE_UNAUTHENTICATED,
+    Holdings,
+    WatchedStream,
+    lapse_code,
+)
+from api.streaming import Subscription
+
+NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
+LEEWAY = timedelta(seconds=30)
+
+
+def stream(caller: Caller, enquiry_id: str | None = "E-1") -> WatchedStream:
+    return WatchedStream(caller, Decision(allowed=True, enquiry_id=enquiry_id), Subscription("C-1", 4))
+
+
+def agent(expires_at: datetime | None = None) -> Caller:
+    return Caller(kind="agent", id="agent-a", expires_at=expires_at)
+
+
+def holdings(
+    active: frozenset[str] = frozenset({"E-1"}), keys: dict[str, str | None] | None = None
+) -> Holdings:
+    return Holdings(active_enquiries=frozenset(active), key_lapses=keys or {})
+
+
+def code(watched: WatchedStream, held: Holdings) -> int | None:
+    return lapse_code(watched, held, now=NOW, leeway=LEEWAY)
+
+
+def test_an_active_enquiry_and_a_valid_token_hold() -> None:
+    assert code(stream(agent(NOW + timedelta(minutes=5))), holdings()) is None
+
+
+def test_an_ended_enquiry_closes_with_4410() -> None:
+    assert code(stream(agent()), holdings(active=frozenset())) == CLOSE_ACCESS_ENDED
+
+
+def test_a_stream_without_an_enquiry_needs_none() -> None:
+    assert code(stream(agent(), enquiry_id=None), holdings(active=frozenset())) is None
+
+
+def test_an_agent_token_expires_after_the_clock_skew_leeway() -> None:
+    assert code(stream(agent(NOW - timedelta(seconds=10))), holdings()) is None
+    assert code(stream(agent(NOW - LEEWAY)), holdings()) == CLOSE_UNAUTHENTICATED
+
+
+def test_a_key_has_no_leeway_and_its_record_decides() -> None:
+    key = Caller(kind="integrator", id="K-1", expires_at=NOW)
+    assert code(stream(key), holdings()) == CLOSE_UNAUTHENTICATED
+    key = Caller(kind="integrator", id="K-1")
+    assert code(stream(key), holdings(keys={"K-1": None})) is None
+    assert code(stream(key), holdings(keys={"K-1": "revoked"})) == CLOSE_FORBIDDEN
+    assert code(stream(key), holdings(keys={"K-1": "expired"})) == CLOSE_UNAUTHENTICATED
+
+
+def test_a_lapsed_credential_wins_over_an_ended_enquiry() -> None:
+    expired = agent(NOW - timedelta(hours=1))
+    assert code(stream(expired), holdings(active=frozenset())) == CLOSE_UNAUTHENTICATED
