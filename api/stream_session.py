@@ -150,6 +150,8 @@ class StreamSession:
         self._epoch = ""
         self._version = 0
         self._viewers: list[str] | None = None
+        # A re-sync failed for want of Redis: the next message or heartbeat tries it again.
+        self._stale = False
 
     async def run(self, resume: Resume | None) -> None:
         """Serve the stream; returns when it is over (the socket is closed by then)."""
@@ -257,13 +259,23 @@ class StreamSession:
                 # expired, the key was revoked. The stream ends with it.
                 await self._ws.close(code=item.code, reason=item.reason)
                 return
-            if isinstance(item, PresenceChanged):
-                await self._send_presence()
-            elif isinstance(item, Resync):
-                await self._snapshot(resync=item.reason)
-            elif await self._deliver(item):
-                await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
-                return
+            try:
+                if self._stale and not isinstance(item, PresenceChanged):
+                    item = Resync(
+                        "redis"
+                    )  # changes may have been missed meanwhile: start again from a snapshot
+                if isinstance(item, PresenceChanged):
+                    await self._send_presence()
+                elif isinstance(item, Resync):
+                    await self._snapshot(resync=item.reason)
+                    self._stale = False
+                elif await self._deliver(item):
+                    await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+                    return
+            except REDIS_UNAVAILABLE:
+                # Redis went away between the message and this read (a restart, a failover): the stream stays
+                # open, its heartbeats say live updates are paused, and it re-syncs once Redis answers again.
+                self._stale = True
 
     async def _start(self, resume: Resume | None) -> bool:
         """Snapshot or resume; True when the enquiry this stream follows has already ended."""
@@ -355,7 +367,13 @@ class StreamSession:
     async def _heartbeat(self) -> None:
         # Presence is kept alive for the whole process by its PresenceKeeper, not by each stream.
         live = self._services.hub.connected.is_set()
-        await self._send(HeartbeatMessage(epoch=self._epoch, version=self._version, live=live))
+        if self._stale and live:
+            with contextlib.suppress(*REDIS_UNAVAILABLE):
+                await self._snapshot(resync="redis")
+                self._stale = False
+        await self._send(
+            HeartbeatMessage(epoch=self._epoch, version=self._version, live=live and not self._stale)
+        )
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)
