@@ -69,27 +69,33 @@ if not kept and not profile_changed then
 end
 
 version = redis.call('HINCRBY', KEYS[3], 'version', 1)
-local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version
-if kept then
-  change = change .. ',"event":' .. ARGV[3]
-end
+local profile = ''
 if profile_changed then
-  local profile = redis.call('HGETALL', KEYS[6])
+  local fields = redis.call('HGETALL', KEYS[6])
   local parts = {}
-  for i = 1, #profile, 2 do
-    parts[#parts + 1] = '"' .. profile[i] .. '":' .. profile[i + 1]
+  for i = 1, #fields, 2 do
+    parts[#parts + 1] = '"' .. fields[i] .. '":' .. fields[i + 1]
   end
-  change = change .. ',"profile":{' .. table.concat(parts, ',') .. '}'
+  profile = '{' .. table.concat(parts, ',') .. '}'
 end
-change = change .. '}'
-redis.call('RPUSH', KEYS[4], change)
+-- The change log holds each change as "version\nprofile JSON\nevent key" (either may be empty): the
+-- event itself is in the events hash already, and a stream that resumes reads it from there
+-- (changes_since.lua). Keeping the whole change here stored every event twice.
+redis.call('RPUSH', KEYS[4], version .. '\n' .. profile .. '\n' .. (kept and event_key or ''))
 redis.call('LTRIM', KEYS[4], -tonumber(ARGV[6]), -1)
 for i = 1, 7 do redis.call('EXPIRE', KEYS[i], ARGV[10]) end
 -- The identifiers set outlives the index entries it lists (they live up to one keep-alive period past
 -- the citizen's keys): an erasure finds every entry through it, however late it comes.
 redis.call('EXPIRE', KEYS[8], 2 * tonumber(ARGV[10]))
 if ARGV[7] ~= '' then
-  redis.call('PUBLISH', ARGV[7], change)
+  local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version
+  if kept then
+    change = change .. ',"event":' .. ARGV[3]
+  end
+  if profile_changed then
+    change = change .. ',"profile":' .. profile
+  end
+  redis.call('PUBLISH', ARGV[7], change .. '}')
 end
 -- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
 -- Cluster), out of this script's reach. Once per keep-alive period, not on every event, they are handed

@@ -40,6 +40,7 @@ _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text(
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
+_CHANGES_SINCE = files("context").joinpath("changes_since.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
@@ -302,6 +303,7 @@ class ContextReader:
         self._summary = summary or SummarySettings()
         self._snapshot = client.register_script(_SNAPSHOT)
         self._timeline_page = client.register_script(_TIMELINE_PAGE)
+        self._changes_since = client.register_script(_CHANGES_SINCE)
 
     @property
     def channel(self) -> str:
@@ -402,12 +404,26 @@ class ContextReader:
         """Every change after `version`, in order; None when they are no longer all held."""
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
         # The change log is short (a few hundred entries); reading it whole keeps this one round trip.
-        raw = await self._client.lrange(keys.changes, 0, -1)
-        changes = [ContextChange.model_validate_json(item) for item in raw]
-        missed = [change for change in changes if change.version > version]
-        if missed and missed[0].version != version + 1:
+        reply: list[Any] = await self._changes_since(keys=[keys.changes, keys.events], args=[version])
+        newest = int(reply[0])
+        missed = []
+        for i in range(1, len(reply), 4):
+            number, profile, event_key, event = int(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3]
+            if event_key and event is None:
+                # The change's event has left the timeline since (count or age cap): it cannot be replayed.
+                return None
+            missed.append(
+                ContextChange(
+                    citizen_id=citizen_id,
+                    epoch=epoch,
+                    version=number,
+                    event=CloudEvent.model_validate_json(event) if event_key else None,
+                    profile=Profile.model_validate_json(profile) if profile else None,
+                )
+            )
+        if newest < 0 or (missed and missed[0].version != version + 1):
             return None
-        if not missed and changes and changes[-1].version < version:
+        if not missed and newest and newest < version:
             # The client claims a version this generation never reached.
             return None
         return missed

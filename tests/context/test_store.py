@@ -108,6 +108,50 @@ async def test_changes_since_returns_exactly_the_missed_changes(
     assert await reader.changes_since("C-6", epoch=epoch, version=1) is None
 
 
+async def test_a_resumed_change_carries_its_event_and_the_profile_it_set(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    event = make_event("C-6b", minutes_ago=2, now=NOW)
+    profile = make_event("C-6b", type_="profile.updated", now=NOW)
+    writer.apply_batch(writes_for(event, profile))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = await reader.current_epoch()
+    missed = await reader.changes_since("C-6b", epoch=epoch, version=0)
+    context = await reader.context("C-6b")
+    assert missed is not None
+    assert [(c.citizen_id, c.epoch, c.version) for c in missed] == [("C-6b", epoch, 1), ("C-6b", epoch, 2)]
+    assert (missed[0].event, missed[0].profile) == (event, None)
+    assert missed[1].profile == context.profile != missed[0].profile
+
+
+async def test_changes_whose_event_left_the_timeline_cannot_be_resumed(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, max_events=2)
+    events = [make_event("C-6c", minutes_ago=10 - m, now=NOW) for m in range(3)]
+    writer.apply_batch(writes_for(*events))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = await reader.current_epoch()
+    # Change 1's event was dropped by the count cap: replaying it is impossible, the stream re-syncs.
+    assert await reader.changes_since("C-6c", epoch=epoch, version=0) is None
+    missed = await reader.changes_since("C-6c", epoch=epoch, version=1)
+    assert missed is not None
+    assert [c.event for c in missed] == events[1:]
+
+
+async def test_a_change_log_of_whole_changes_is_not_resumed_from(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    writer.apply_batch(writes_for(make_event("C-6d", now=NOW)))
+    epoch = writer.current_epoch()
+    # A log written by an earlier version of the write path (each change as its whole JSON).
+    redis_client.lpush(CitizenKeys(key_prefix, epoch, "C-6d").changes, '{"citizen_id":"C-6d","version":0}')
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    assert await reader.changes_since("C-6d", epoch=epoch, version=0) is None
+
+
 async def test_every_change_is_published_with_its_version(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
