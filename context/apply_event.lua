@@ -2,12 +2,13 @@
 --
 -- KEYS: 1 timeline (zset), 2 events (hash), 3 meta (hash), 4 changes (list),
 --       5 facts (hash), 6 profile (hash), 7 profile stamps (hash), 8 identifiers (set)
--- ARGV: 1 event key (source, id), 2 score (time, microseconds), 3 event JSON,
+-- ARGV: 1 event key (source, id), 2 score (time, microseconds), 3 the event's stored form (context/compact.py),
 --       4 max events, 5 age cutoff score, 6 change log length, 7 channel ("": publish nothing),
 --       8 citizen id as a JSON string, 9 epoch as a JSON string, 10 expiry (seconds),
 --       11 the event's summary fact (JSON, or "" when it has none),
 --       12 the identifier keep-alive period's stamp (see the end),
---       13.. profile updates as pairs: field name, value as JSON
+--       13 the event's JSON (for the published change; "" when nothing is published),
+--       14.. profile updates as pairs: field name, value as JSON
 -- Returns {applied (1 or 0), version, identifiers whose index entries the writer must keep alive}.
 local event_key, score = ARGV[1], tonumber(ARGV[2])
 local version = tonumber(redis.call('HGET', KEYS[3], 'version') or '0')
@@ -21,7 +22,7 @@ end
 -- expire with the event that stated them. Per field, the update with the later (time, event key) wins,
 -- whatever the arrival order; applying the same update again changes nothing.
 local profile_changed = false
-for i = 13, #ARGV, 2 do
+for i = 14, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
   local stamp = redis.call('HGET', KEYS[7], field)
   local newer = true
@@ -90,7 +91,7 @@ redis.call('EXPIRE', KEYS[8], 2 * tonumber(ARGV[10]))
 if ARGV[7] ~= '' then
   local change = '{"citizen_id":' .. ARGV[8] .. ',"epoch":' .. ARGV[9] .. ',"version":' .. version
   if kept then
-    change = change .. ',"event":' .. ARGV[3]
+    change = change .. ',"event":' .. ARGV[13]
   end
   if profile_changed then
     change = change .. ',"profile":' .. profile

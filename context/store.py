@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
+from context.compact import compact, expand
 from context.identity import IdentifierKind
 from context.keys import (
     CitizenKeys,
@@ -186,7 +187,7 @@ class ProjectionWriter:
                 args=[
                     write.event.dedup_key,
                     time_score(write.event.time),
-                    write.stored,
+                    compact(write.stored),
                     self._timeline.max_events,
                     cutoff,
                     self._timeline.change_log_length,
@@ -196,6 +197,7 @@ class ProjectionWriter:
                     expiry,
                     write.fact,
                     stamp,
+                    write.stored if publish else "",
                     *_pairs(write.profile),
                 ],
                 client=pipe,
@@ -331,12 +333,15 @@ class ContextReader:
                 count,
             ],
         )
-        page = []
+        positions, stored = [], []
         for i in range(0, len(reply), 3):
             key, score, event = reply[i], reply[i + 1], reply[i + 2]
             if key is not None and score is not None and event is not None:
-                page.append((TimelinePosition(int(float(score)), key), CloudEvent.model_validate_json(event)))
-        return page
+                positions.append(TimelinePosition(int(float(score)), key))
+                stored.append(event)
+        # The page is expanded and validated in one call, not one per event.
+        events = EVENTS.validate_json(expand(_json_array(stored)))
+        return list(zip(positions, events, strict=True))
 
     async def current_epoch(self) -> str:
         """The generation being served ("" before anything was ever written; reads never write)."""
@@ -350,7 +355,7 @@ class ContextReader:
         A citizen the projection does not hold is an empty context at version 0.
         """
         head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
-        return head.model_copy(update={"timeline": EVENTS.validate_json(_json_array(events))})
+        return head.model_copy(update={"timeline": EVENTS.validate_json(expand(_json_array(events)))})
 
     async def context_json(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -365,12 +370,12 @@ class ContextReader:
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
             raise ValueError("CitizenContext must end with its timeline")  # a model change broke the splice
-        return ContextJson(head=head, body=encoded[: -len("[]}")] + _json_array(events) + "}")
+        return ContextJson(head=head, body=encoded[: -len("[]}")] + expand(_json_array(events)) + "}")
 
     async def _snapshot_of(
         self, citizen_id: str, *, limit: int | None, now: datetime | None
     ) -> tuple[CitizenContext, list[str]]:
-        """The context without its events, and the events' stored JSON, newest first."""
+        """The context without its events, and the events' stored forms, newest first."""
         epoch = await self.current_epoch()
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
         reply: list[Any] = await self._snapshot(
@@ -417,7 +422,7 @@ class ContextReader:
                     citizen_id=citizen_id,
                     epoch=epoch,
                     version=number,
-                    event=CloudEvent.model_validate_json(event) if event_key else None,
+                    event=CloudEvent.model_validate_json(expand(event)) if event_key else None,
                     profile=Profile.model_validate_json(profile) if profile else None,
                 )
             )
