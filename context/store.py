@@ -45,6 +45,19 @@ _CHANGES_SINCE = files("context").joinpath("changes_since.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
+# The compact encodings a Redis serving the projection should be given (`services up` starts the local one
+# with them; a production Redis needs them in its configuration, see README, Operations). A citizen's events
+# hash holds up to `max_events` (200) values of a few hundred bytes, and the timeline as many members:
+# beyond Redis's defaults (values of 64 bytes, sorted sets of 128 members) they turn into hash tables and
+# skip lists, which cost 50 to 70 bytes more per entry than a listpack. Measured with 50 and 200 events per
+# citizen, the apply script is no slower with them. Without them everything works the same, in more memory.
+PROJECTION_REDIS_CONFIG = {
+    "hash-max-listpack-entries": "512",
+    "hash-max-listpack-value": "1024",
+    "zset-max-listpack-entries": "256",
+    "zset-max-listpack-value": "128",
+}
+
 
 def new_epoch() -> str:
     """A fresh generation name: sortable by creation time, unique."""
