@@ -14,7 +14,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import TypeAdapter
 
-from context.compact import compact, expand
+from context.compact import EVENT_FRAGMENTS, FACT_FRAGMENTS
 from context.identity import IdentifierKind
 from context.keys import (
     CitizenKeys,
@@ -200,7 +200,7 @@ class ProjectionWriter:
                 args=[
                     write.event.dedup_key,
                     time_score(write.event.time),
-                    compact(write.stored),
+                    EVENT_FRAGMENTS.compact(write.stored),
                     self._timeline.max_events,
                     cutoff,
                     self._timeline.change_log_length,
@@ -208,7 +208,7 @@ class ProjectionWriter:
                     json.dumps(write.citizen_id),
                     json.dumps(epoch),
                     expiry,
-                    write.fact,
+                    FACT_FRAGMENTS.compact(write.fact),
                     stamp,
                     write.stored if publish else "",
                     *_pairs(write.profile),
@@ -353,7 +353,7 @@ class ContextReader:
                 positions.append(TimelinePosition(int(float(score)), key))
                 stored.append(event)
         # The page is expanded and validated in one call, not one per event.
-        events = EVENTS.validate_json(expand(_json_array(stored)))
+        events = EVENTS.validate_json(EVENT_FRAGMENTS.expand(_json_array(stored)))
         return list(zip(positions, events, strict=True))
 
     async def current_epoch(self) -> str:
@@ -368,7 +368,9 @@ class ContextReader:
         A citizen the projection does not hold is an empty context at version 0.
         """
         head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
-        return head.model_copy(update={"timeline": EVENTS.validate_json(expand(_json_array(events)))})
+        return head.model_copy(
+            update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(_json_array(events)))}
+        )
 
     async def context_json(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -383,7 +385,9 @@ class ContextReader:
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
             raise ValueError("CitizenContext must end with its timeline")  # a model change broke the splice
-        return ContextJson(head=head, body=encoded[: -len("[]}")] + expand(_json_array(events)) + "}")
+        return ContextJson(
+            head=head, body=encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(_json_array(events)) + "}"
+        )
 
     async def _snapshot_of(
         self, citizen_id: str, *, limit: int | None, now: datetime | None
@@ -412,7 +416,7 @@ class ContextReader:
 
     def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
         return summarise(
-            FACTS.validate_json(_json_array(facts)),
+            FACTS.validate_json(FACT_FRAGMENTS.expand(_json_array(facts))),
             now=now or datetime.now(UTC),
             repeat_threshold=self._summary.repeat_contact_threshold,
             recent_days=self._summary.recent_days,
@@ -435,7 +439,9 @@ class ContextReader:
                     citizen_id=citizen_id,
                     epoch=epoch,
                     version=number,
-                    event=CloudEvent.model_validate_json(expand(event)) if event_key else None,
+                    event=CloudEvent.model_validate_json(EVENT_FRAGMENTS.expand(event))
+                    if event_key
+                    else None,
                     profile=Profile.model_validate_json(profile) if profile else None,
                 )
             )
