@@ -173,9 +173,13 @@ class ProjectionWriter:
         cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
         period = keep_alive_period(expiry)
-        # Identifier entries outlive their citizen's keys by up to one period, never the other way round.
-        identifier_expiry = expiry + period
-        stamp = str(int(moment.timestamp()) // period)
+        stamp = int(moment.timestamp()) // period
+        # A citizen's keys expire at the end of this keep-alive period plus the inactivity expiry (so never
+        # sooner than the expiry after its latest event), moved on once per period (apply_event.lua); the
+        # identifier index entries one period later, and the set listing them later still.
+        expires_at = (stamp + 1) * period + expiry
+        entries_expire_at = expires_at + period
+        identifiers_expire_at = expires_at + expiry
         channel = changes_channel(self._prefix) if publish else ""
         pipe = self._client.pipeline(transaction=False)
         for write in writes:
@@ -189,12 +193,12 @@ class ProjectionWriter:
                         write.citizen_id,
                         time_score(write.event.time),
                         write.event.dedup_key,
-                        identifier_expiry,
+                        entries_expire_at,
                     ],
                     client=pipe,
                 )
                 pipe.sadd(keys.identifiers, f"{kind}:{value}")
-                pipe.expire(keys.identifiers, 2 * expiry)  # as apply_event.lua: it outlives its entries
+                pipe.expireat(keys.identifiers, identifiers_expire_at)  # it outlives the entries it lists
             self._apply(
                 keys=keys.all(),
                 args=[
@@ -207,10 +211,11 @@ class ProjectionWriter:
                     channel,
                     json.dumps(write.citizen_id),
                     json.dumps(epoch),
-                    expiry,
+                    expires_at,
                     FACT_FRAGMENTS.compact(write.fact),
                     stamp,
                     write.stored if publish else "",
+                    identifiers_expire_at,
                     *_pairs(write.profile),
                 ],
                 client=pipe,
@@ -225,7 +230,7 @@ class ProjectionWriter:
             results.append(ApplyResult(applied=bool(applied), version=int(version)))
             stale.update(identifiers)
         if stale:
-            self._keep_alive(stale, epoch=epoch, expiry=identifier_expiry)
+            self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
         return results
 
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
@@ -235,12 +240,12 @@ class ProjectionWriter:
             self._forget(keys=[key], args=[citizen_id])
         return int(self._erase(keys=plan.keys.erasable(), args=plan.args))
 
-    def _keep_alive(self, identifiers: set[str], *, epoch: str, expiry: int) -> None:
+    def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
         """Extend the index entries of active citizens' identifiers ("kind:value"), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for member in sorted(identifiers):
             kind, _, value = member.partition(":")
-            pipe.expire(identifier_key(self._prefix, epoch, kind, value), expiry)
+            pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
 
 
@@ -291,7 +296,7 @@ class CitizenEraser:
 
 
 def keep_alive_period(expiry_s: int) -> int:
-    """How often an active citizen's identifier entries are extended: daily, or oftener for short expiries."""
+    """How often an active citizen's expiries (its keys', its identifier entries') move on: daily at most."""
     return max(min(86_400, expiry_s // 10), 1)
 
 
