@@ -9,7 +9,7 @@ the substitution is exact both ways, and a value stored before this form (holdin
 unchanged.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Control characters, less the three that JSON allows as whitespace.
 MARKERS = "".join(chr(code) for code in (*range(0x01, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)))
@@ -24,22 +24,33 @@ class Fragments:
     """
 
     fragments: tuple[str, ...]
+    # Substitutions run on UTF-8 bytes: CPython's bytes.replace is several times faster than str.replace
+    # here, and a UTF-8 multi-byte sequence never holds a byte below 0x80, so no marker can be split.
+    _pairs: tuple[tuple[bytes, bytes], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.fragments) > len(MARKERS):
             raise ValueError(f"at most {len(MARKERS)} fragments")
+        markers = MARKERS[: len(self.fragments)]
+        pairs = tuple(
+            (fragment.encode(), marker.encode())
+            for fragment, marker in zip(self.fragments, markers, strict=True)
+        )
+        object.__setattr__(self, "_pairs", pairs)
 
     def compact(self, json_text: str) -> str:
         """The stored form of a JSON text (which holds no raw control character, as JSON never does)."""
-        for fragment, marker in zip(self.fragments, MARKERS, strict=False):
-            json_text = json_text.replace(fragment, marker)
-        return json_text
+        data = json_text.encode()
+        for fragment, marker in self._pairs:
+            data = data.replace(fragment, marker)
+        return data.decode()
 
     def expand(self, stored: str) -> str:
         """The JSON text a stored form stands for (stored forms joined into one string expand at once)."""
-        for fragment, marker in zip(self.fragments, MARKERS, strict=False):
-            stored = stored.replace(marker, fragment)
-        return stored
+        data = stored.encode()
+        for fragment, marker in self._pairs:
+            data = data.replace(marker, fragment)
+        return data.decode()
 
 
 EVENT_FRAGMENTS = Fragments(
