@@ -31,7 +31,7 @@ class CitizenKeys:
 
     @property
     def meta(self) -> str:
-        """Hash with the citizen's `version`, and the last identifier keep-alive period's stamp."""
+        """Hash with the citizen's `version`, and the last keep-alive period's stamp (`kept`)."""
         return f"{self._base}:meta"
 
     @property

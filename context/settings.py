@@ -29,7 +29,12 @@ class TimelineSettings(BaseSettings):
     )
     max_age_days: float = Field(default=90, gt=0, description="Events older than this are dropped.")
     inactivity_expiry_days: float = Field(
-        default=90, gt=0, description="A citizen's data expires after this long without a new event."
+        default=90,
+        gt=0,
+        description=(
+            "A citizen's data expires after this long without a new event (expiries move on once a day, "
+            "or every tenth of this if shorter, so it may stay up to that much longer)."
+        ),
     )
     change_log_length: int = Field(
         default=500, ge=1, description="Changes kept per citizen so that a reconnecting stream can resume."

@@ -19,6 +19,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from context.settings import RedisSettings
+from context.store import PROJECTION_REDIS_CONFIG
 from events.settings import KafkaSettings
 from events.topics import ensure_topics
 from ops.processes import PidFile, ServiceError, port_open, spawn, tail
@@ -151,6 +152,7 @@ class RedisServer:
                 "",
                 "--protected-mode",
                 "yes",
+                *(arg for name, value in PROJECTION_REDIS_CONFIG.items() for arg in (f"--{name}", value)),
             ],
             log_path=log_path,
         )

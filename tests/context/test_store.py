@@ -83,12 +83,47 @@ def test_a_citizens_keys_expire_after_inactivity(redis_client: "redis.Redis", ke
     )
     keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-5")
     assert redis_client.exists(*keys.all()) == len(keys.all())
-    expiry = 2 * 86400
+    expiry, period = 2 * 86400, keep_alive_period(2 * 86400)
     for key in keys.all():
-        # The identifiers set outlives the index entries it lists, which outlive the citizen's keys.
-        longest = 2 * expiry if key == keys.identifiers else expiry
-        assert expiry // 2 < redis_client.ttl(key) <= longest
-    assert redis_client.ttl(keys.identifiers) > expiry
+        # Never sooner than the expiry after the latest event, at most one keep-alive period later. The
+        # identifiers set outlives the index entries it lists, which outlive the citizen's keys.
+        if key == keys.identifiers:
+            assert expiry + period < redis_client.ttl(key) <= 2 * expiry + period
+        else:
+            assert expiry - 5 <= redis_client.ttl(key) <= expiry + period
+
+
+def test_keys_created_later_in_a_period_expire_with_the_others(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    # A letter has no summary fact and sets no profile field: the facts and profile hashes come later.
+    writer.apply_batch(writes_for(make_event("C-5b", type_="letter.sent", minutes_ago=2, now=NOW)), now=NOW)
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-5b")
+    assert redis_client.exists(keys.facts, keys.profile, keys.profile_stamps) == 0
+    writer.apply_batch(writes_for(make_event("C-5b", minutes_ago=1, now=NOW)), now=NOW)
+    writer.apply_batch(writes_for(make_event("C-5b", type_="profile.updated", now=NOW)), now=NOW)
+    citizen_keys = [key for key in keys.all() if key != keys.identifiers]
+    assert redis_client.exists(*citizen_keys) == len(citizen_keys)
+    expire_times = {redis_client.expiretime(key) for key in citizen_keys}
+    assert len(expire_times) == 1
+    assert expire_times.pop() >= int(NOW.timestamp()) + 2 * 86400
+
+
+def test_expiries_are_moved_on_once_per_period(redis_client: "redis.Redis", key_prefix: str) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    expiry, period = 2 * 86400, keep_alive_period(2 * 86400)
+    writer.apply_batch(writes_for(make_event("C-5c", minutes_ago=1, now=NOW)), now=NOW)
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-5c")
+    redis_client.expire(keys.timeline, 100)  # someone shortened it (or time passed)
+    writer.apply_batch(writes_for(make_event("C-5c", now=NOW)), now=NOW)
+    assert redis_client.ttl(keys.timeline) <= 100  # same period: nothing moved
+    later = NOW + timedelta(seconds=period)
+    writer.apply_batch(writes_for(make_event("C-5c", now=later)), now=later)
+    # The next period's first change moves every key to its end plus the expiry.
+    end_of_period = (int(later.timestamp()) // period + 1) * period
+    assert redis_client.expiretime(keys.timeline) == end_of_period + expiry
+    assert redis_client.expiretime(keys.meta) == end_of_period + expiry
 
 
 async def test_changes_since_returns_exactly_the_missed_changes(
@@ -106,6 +141,50 @@ async def test_changes_since_returns_exactly_the_missed_changes(
     assert await reader.changes_since("C-6", epoch=epoch, version=5) == []
     # Version 1's successors are no longer all held (only the last 3 are): the caller must re-sync.
     assert await reader.changes_since("C-6", epoch=epoch, version=1) is None
+
+
+async def test_a_resumed_change_carries_its_event_and_the_profile_it_set(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    event = make_event("C-6b", minutes_ago=2, now=NOW)
+    profile = make_event("C-6b", type_="profile.updated", now=NOW)
+    writer.apply_batch(writes_for(event, profile))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = await reader.current_epoch()
+    missed = await reader.changes_since("C-6b", epoch=epoch, version=0)
+    context = await reader.context("C-6b")
+    assert missed is not None
+    assert [(c.citizen_id, c.epoch, c.version) for c in missed] == [("C-6b", epoch, 1), ("C-6b", epoch, 2)]
+    assert (missed[0].event, missed[0].profile) == (event, None)
+    assert missed[1].profile == context.profile != missed[0].profile
+
+
+async def test_changes_whose_event_left_the_timeline_cannot_be_resumed(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, max_events=2)
+    events = [make_event("C-6c", minutes_ago=10 - m, now=NOW) for m in range(3)]
+    writer.apply_batch(writes_for(*events))
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = await reader.current_epoch()
+    # Change 1's event was dropped by the count cap: replaying it is impossible, the stream re-syncs.
+    assert await reader.changes_since("C-6c", epoch=epoch, version=0) is None
+    missed = await reader.changes_since("C-6c", epoch=epoch, version=1)
+    assert missed is not None
+    assert [c.event for c in missed] == events[1:]
+
+
+async def test_a_change_log_of_whole_changes_is_not_resumed_from(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    writer.apply_batch(writes_for(make_event("C-6d", now=NOW)))
+    epoch = writer.current_epoch()
+    # A log written by an earlier version of the write path (each change as its whole JSON).
+    redis_client.lpush(CitizenKeys(key_prefix, epoch, "C-6d").changes, '{"citizen_id":"C-6d","version":0}')
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    assert await reader.changes_since("C-6d", epoch=epoch, version=0) is None
 
 
 async def test_every_change_is_published_with_its_version(
@@ -151,10 +230,11 @@ def test_identifier_entries_are_kept_alive_with_their_citizen_once_per_period(
     assert all(redis_client.ttl(entry) <= 100 for entry in entries)  # same period: no extra work
     later = NOW + timedelta(seconds=period)
     writer.apply_batch(writes_for(make_event("C-8", now=later)), now=later)
-    citizen_ttl = redis_client.ttl(CitizenKeys(key_prefix, epoch, "C-8").timeline)
+    citizen_expires = redis_client.expiretime(CitizenKeys(key_prefix, epoch, "C-8").timeline)
+    assert citizen_expires >= int(later.timestamp()) + expiry
     for entry in entries:
-        # Never shorter than the citizen's own keys, at most one period longer.
-        assert citizen_ttl <= redis_client.ttl(entry) <= expiry + period
+        # One period longer than the citizen's own keys: never shorter.
+        assert redis_client.expiretime(entry) == citizen_expires + period
 
 
 async def test_the_encoded_context_is_the_context(

@@ -4,10 +4,12 @@ import socket
 from pathlib import Path
 
 import pytest
+import redis
 from click.testing import CliRunner
 from pydantic import RedisDsn
 
 from context.settings import RedisSettings
+from context.store import PROJECTION_REDIS_CONFIG
 from events.settings import KafkaSettings
 from ops.cli import main
 from ops.processes import ServiceError
@@ -33,6 +35,16 @@ def test_up_twice_is_fine_and_starts_nothing_new() -> None:
     assert "redis: running" in result.output
     assert "kafka: running" in result.output
     assert [server.status().pid for server in local_servers()] == before
+
+
+def test_the_local_redis_gets_the_projections_compact_encodings() -> None:
+    client = redis.Redis.from_url(str(RedisSettings().url), decode_responses=True)
+    try:
+        assert {
+            name: client.config_get(name)[name] for name in PROJECTION_REDIS_CONFIG
+        } == PROJECTION_REDIS_CONFIG
+    finally:
+        client.close()
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,0 +1,39 @@
+-- The changes a stream missed, with their events, read in one atomic step.
+--
+-- KEYS: 1 changes (list of "version\nprofile JSON\nevent key", oldest first), 2 events (hash)
+-- ARGV: 1 the version the stream holds
+-- Returns {version of the newest change held (0: none; -1: the log is not in this form), then for every
+-- change after ARGV[1], oldest first: its version, its profile JSON ("" for none), its event key ("" for
+-- none), its stored event (nil when the event has left the timeline since)}.
+local held = tonumber(ARGV[1])
+local entries = redis.call('LRANGE', KEYS[1], 0, -1)
+local reply = {0}
+local keys, slots = {}, {}
+for _, entry in ipairs(entries) do
+  local first = string.find(entry, '\n', 1, true)
+  local second = first and string.find(entry, '\n', first + 1, true)
+  if not second then
+    -- Written before the log took this form: the caller re-syncs from a snapshot instead.
+    return {-1}
+  end
+  local version = tonumber(string.sub(entry, 1, first - 1))
+  reply[1] = version
+  if version > held then
+    local key = string.sub(entry, second + 1)
+    reply[#reply + 1] = version
+    reply[#reply + 1] = string.sub(entry, first + 1, second - 1)
+    reply[#reply + 1] = key
+    reply[#reply + 1] = false
+    if key ~= '' then
+      keys[#keys + 1] = key
+      slots[#slots + 1] = #reply
+    end
+  end
+end
+if #keys > 0 then
+  local events = redis.call('HMGET', KEYS[2], unpack(keys))
+  for i = 1, #keys do
+    reply[slots[i]] = events[i]
+  end
+end
+return reply
