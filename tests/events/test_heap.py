@@ -1,15 +1,18 @@
-"""The batch processes' garbage collector settings."""
+"""The long-running processes' garbage collector settings."""
 
 import gc
 
-from events.heap import BATCH_GC_THRESHOLD, settle_heap
+import pytest
+
+from events.heap import API_FULL_COLLECTION_EVERY, BATCH_GC_THRESHOLD, settle_heap
 
 
-def test_settling_the_heap_freezes_what_exists_and_collects_less_often() -> None:
+@pytest.mark.parametrize("full_every", [20, API_FULL_COLLECTION_EVERY])
+def test_settling_the_heap_freezes_what_exists_and_collects_less_often(full_every: int) -> None:
     before = gc.get_threshold()
     try:
-        settle_heap()
-        assert gc.get_threshold()[0] == BATCH_GC_THRESHOLD
+        settle_heap(full_collection_every=full_every)
+        assert gc.get_threshold() == (BATCH_GC_THRESHOLD, 20, full_every)
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
