@@ -95,10 +95,18 @@ async def _open_loop(
         async with slots:
             connection = idle.pop() if idle else None
             try:
+                if connection is not None:
+                    try:
+                        status = await connection.get(request)
+                    except (ConnectionError, asyncio.IncompleteReadError):
+                        # An idle keep-alive connection the server closed meanwhile (uvicorn closes them
+                        # after 5 s): a GET may be sent again on a new one, as HTTP clients do.
+                        connection.close()
+                        connection = None
                 if connection is None:
                     connection = await Connection.open(host, port)
                     opened += 1
-                status = await connection.get(request)
+                    status = await connection.get(request)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
                 result.errors += 1
                 if connection is not None:
