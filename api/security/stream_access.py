@@ -61,14 +61,21 @@ class Holdings:
     key_lapses: dict[str, str | None]
 
 
-def credential_lapse(caller: Caller, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
-    """The close code when the caller's token or key no longer holds, or None while it does."""
+def expiry_lapse(caller: Caller, *, now: datetime, leeway: timedelta) -> int | None:
+    """The close code when the caller's token or key has expired (no database needed), or None."""
     # The same allowance for clock skew as when an agent's token was verified.
     if (
         caller.expires_at is not None
         and caller.expires_at + (leeway if caller.is_agent else timedelta(0)) <= now
     ):
         return CLOSE_UNAUTHENTICATED
+    return None
+
+
+def credential_lapse(caller: Caller, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
+    """The close code when the caller's token or key no longer holds, or None while it does."""
+    if (expired := expiry_lapse(caller, now=now, leeway=leeway)) is not None:
+        return expired
     if not caller.is_agent and holdings.key_lapses.get(caller.id) is not None:
         return CLOSE_UNAUTHENTICATED if holdings.key_lapses[caller.id] == "expired" else CLOSE_FORBIDDEN
     return None
@@ -112,9 +119,7 @@ class StreamAccessChecks:
             await asyncio.sleep(self._security.settings.access_check_s)
             try:
                 await self.check()
-            except Exception as error:
-                # Access that cannot be checked is not assumed lapsed (a database hiccup would close every
-                # stream); it is checked again shortly, and new streams are still authorised one by one.
+            except Exception as error:  # the checks must go on: a pass that failed is made again next time
                 log.warning("stream access check failed", error=type(error).__name__)
 
     async def check(self) -> None:
@@ -122,11 +127,23 @@ class StreamAccessChecks:
         streams = list(self._streams)
         if not streams:
             return
-        holdings = await run_in_threadpool(self._holdings, streams)
+        holdings: Holdings | None
+        try:
+            holdings = await run_in_threadpool(self._holdings, streams)
+        except Exception as error:
+            # What the database holds cannot be read now. Enquiries and keys are not assumed lapsed (a
+            # database hiccup would close every stream) and are checked again at the next pass; expiry,
+            # which needs no database, is still enforced.
+            log.warning("stream access check failed", error=type(error).__name__)
+            holdings = None
         now = datetime.now(UTC)
         leeway = timedelta(seconds=self._security.settings.clock_skew_s)
         for index, stream in enumerate(streams):
-            code = lapse_code(stream, holdings, now=now, leeway=leeway)
+            code = (
+                lapse_code(stream, holdings, now=now, leeway=leeway)
+                if holdings is not None
+                else expiry_lapse(stream.caller, now=now, leeway=leeway)
+            )
             if code is not None:
                 stream.subscription.offer(AccessEnded(code, CLOSE_REASONS[code]))
             if index % CHECKS_AT_ONCE == CHECKS_AT_ONCE - 1:

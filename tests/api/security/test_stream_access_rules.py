@@ -1,18 +1,28 @@
 """When an open stream's access has lapsed, as a pure rule over what the database holds."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from sqlalchemy import create_engine
 
 from api.security.access import Decision
+from api.security.authentication import SecurityServices
 from api.security.principal import Caller
+from api.security.settings import SecuritySettings
 from api.security.stream_access import (
     CLOSE_ACCESS_ENDED,
     CLOSE_FORBIDDEN,
     CLOSE_UNAUTHENTICATED,
     Holdings,
+    StreamAccessChecks,
     WatchedStream,
     lapse_code,
 )
-from api.streaming import Subscription
+from api.streaming import AccessEnded, Subscription
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=UTC)
 LEEWAY = timedelta(seconds=30)
@@ -65,3 +75,26 @@ def test_a_key_has_no_leeway_and_its_record_decides() -> None:
 def test_a_lapsed_credential_wins_over_an_ended_enquiry() -> None:
     expired = agent(NOW - timedelta(hours=1))
     assert code(stream(expired), holdings(active=frozenset())) == CLOSE_UNAUTHENTICATED
+
+
+async def test_expired_tokens_still_close_their_streams_while_the_database_cannot_be_read(
+    tmp_path: Path,
+) -> None:
+    """Enquiries and keys are not assumed lapsed when the database fails; expiry needs no database."""
+    unreadable = create_engine(f"sqlite:///{tmp_path / 'no-such-directory' / 'api.db'}")
+    security = SimpleNamespace(settings=SecuritySettings(), engine=unreadable)
+    checks = StreamAccessChecks(cast(SecurityServices, security))
+    now = datetime.now(UTC)
+    expired, valid = Subscription("C-1", 4), Subscription("C-2", 4)
+    decision = Decision(allowed=True, enquiry_id="E-1")
+    with (
+        checks.watching(agent(expires_at=now - timedelta(hours=1)), decision, expired),
+        checks.watching(agent(expires_at=now + timedelta(hours=1)), decision, valid),
+    ):
+        await checks.check()
+        assert await asyncio.wait_for(expired.next(), timeout=1) == AccessEnded(
+            CLOSE_UNAUTHENTICATED, "credential expired"
+        )
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(valid.next(), timeout=0.2)
+    unreadable.dispose()
