@@ -71,6 +71,22 @@ StreamItem = (
 )
 FinalItem = ShuttingDown | Erased | AccessEnded | LifetimeOver
 
+
+def _rank(item: FinalItem) -> int:
+    """Which ending wins when several arrive: what the client must act on before a mere "reconnect".
+
+    An erasure or a lapsed access must reach the client with its own close code: replaced by a shutdown's
+    or the lifetime's "reconnect", the client would come back (to an empty context, or without access).
+    """
+    match item:
+        case Erased() | AccessEnded():
+            return 2
+        case ShuttingDown():
+            return 1
+        case _:
+            return 0
+
+
 # Changes dispatched in one go before the hub lets other tasks run.
 DRAIN_AT_ONCE = 500
 
@@ -93,8 +109,9 @@ class Subscription:
 
     def offer(self, item: StreamItem) -> None:
         """Queue an item; when full, drop what is queued and ask for a re-sync (memory stays bounded)."""
-        if isinstance(item, FinalItem):
-            # Sticky: whatever happens to the queue afterwards, the next `get` returns it.
+        # An ending is sticky: whatever happens to the queue afterwards, the next `get` returns it, unless
+        # an ending that matters more to the client arrives first.
+        if isinstance(item, FinalItem) and (self._final is None or _rank(item) > _rank(self._final)):
             self._final = item
         try:
             self._queue.put_nowait(item)

@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.app import create_app
 from api.enquiries import completion_event
 from api.settings import ApiSettings
-from api.streaming import ERASED, AccessEnded, Resync, Subscription
+from api.streaming import ERASED, LIFETIME_OVER, SHUTTING_DOWN, AccessEnded, Erased, Resync, Subscription
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
@@ -300,3 +300,17 @@ async def test_access_ended_is_never_lost_to_an_overflowing_queue() -> None:
     for _ in range(5):
         subscription.offer(Resync("overflow"))
     assert await subscription.get(0) == AccessEnded(4410, "enquiry ended")
+
+
+@pytest.mark.parametrize("ending", [ERASED, AccessEnded(4403, "access revoked")])
+async def test_an_erasure_or_a_lapse_is_not_replaced_by_a_reconnect(ending: Erased | AccessEnded) -> None:
+    """A shutdown's or the lifetime's "reconnect" arriving after it would bring the client back."""
+    subscription = Subscription("C-Q", queue_size=2)
+    subscription.offer(ending)
+    subscription.offer(SHUTTING_DOWN)
+    subscription.offer(LIFETIME_OVER)
+    assert await subscription.get(0) == ending
+    later = Subscription("C-Q", queue_size=2)
+    later.offer(LIFETIME_OVER)
+    later.offer(ending)
+    assert await later.get(0) == ending
