@@ -21,7 +21,6 @@ from context.store import PresenceStore
 
 log = structlog.get_logger("presence")
 
-REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 # Citizens per round trip: small enough that packing one batch never holds the event loop for long.
 SWEEP_BATCH = 200
@@ -64,8 +63,9 @@ class PresenceKeeper:
             started = time.monotonic()
             try:
                 await self.sweep(spread_s=self._interval_s / 2)
-            except REDIS_UNAVAILABLE as error:
-                # Entries live three intervals: the next sweep catches up once Redis is back.
+            except redis.exceptions.RedisError as error:
+                # Entries live three intervals: the next sweep catches up once Redis is back (or writable
+                # again, after a failover). Whatever the error, the keeper goes on.
                 log.warning("presence sweep failed", error=type(error).__name__)
             await asyncio.sleep(max(self._interval_s - (time.monotonic() - started), 0))
 

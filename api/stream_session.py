@@ -306,6 +306,8 @@ class StreamSession:
             # exactly where the stream stands (version 0), so its changes simply follow.
             self._epoch = change.epoch
         if change.epoch != self._epoch:
+            # A change from another generation may arrive before its announcement: read the epoch afresh.
+            self._services.reader.forget_epoch()
             await self._snapshot(resync="epoch")
             return False
         if change.version <= self._version:
