@@ -19,6 +19,10 @@ from redis.commands.core import AsyncScript
 
 # The most commands one pipeline carries; more wait for the next one.
 MAX_BATCH = 512
+# The most commands waiting at once. Past it Redis is not keeping up (down, or far too slow): a caller is
+# refused at once, as a command that found no connection would be, rather than joining a queue that grows
+# without bound while Redis is away.
+MAX_WAITING = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,8 @@ class CommandBatcher:
 
     async def execute(self, *args: Any) -> Any:
         """Run one command (`"GET", key`), batched with others issued meanwhile; its reply or its error."""
+        if len(self._pending) >= MAX_WAITING:
+            raise redis.exceptions.ConnectionError(f"Redis is not keeping up: {MAX_WAITING} commands wait")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Command(args, done))
         if self._sender is None or self._sender.done():
@@ -56,16 +62,25 @@ class CommandBatcher:
         """Send every waiting command, a pipeline at a time, until none waits (then the task ends)."""
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            # A caller that went away meanwhile (its client disconnected) needs nothing sent for it: a rate
+            # limit taken for nobody would count against the caller when it comes back.
+            batch = [command for command in batch if not command.done.done()]
+            if not batch:
+                continue
             pipe = self._client.pipeline(transaction=False)
             for command in batch:
                 pipe.execute_command(*command.args)
             try:
                 replies = await pipe.execute(raise_on_error=False)
             except Exception as error:
-                # The pipeline never completed (Redis down, a timeout): every command of it fails alike.
-                for command in batch:
+                # The pipeline never completed: every command of it fails alike. If Redis is unreachable,
+                # so are the commands still waiting: they fail now rather than one pipeline at a time.
+                failed = batch
+                if isinstance(error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+                    failed, self._pending = batch + self._pending, []
+                for command in failed:
                     if not command.done.done():
-                        command.done.set_exception(error)
+                        command.done.set_exception(_own_copy(error))
                 continue
             for command, reply in zip(batch, replies, strict=True):
                 if command.done.done():
@@ -74,3 +89,13 @@ class CommandBatcher:
                     command.done.set_exception(reply)
                 else:
                     command.done.set_result(reply)
+
+
+def _own_copy(error: Exception) -> Exception:
+    """The error again, as its own object: callers raising the same one would pile up one traceback."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:
+        return error
+    copy.__cause__ = error
+    return copy

@@ -6,6 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from context import batching
 from context.batching import CommandBatcher
 
 
@@ -45,6 +46,7 @@ async def test_a_caller_that_goes_away_leaves_the_batch_intact(
     gone.cancel()
     assert await kept == 1
     assert await batcher.execute("INCR", f"{key_prefix}:kept") == 2
+    assert await async_redis.get(f"{key_prefix}:gone") is None  # nothing is sent for a caller gone
 
 
 async def test_a_script_redis_no_longer_holds_is_loaded_again(
@@ -76,3 +78,15 @@ async def test_a_lone_command_goes_at_once(
     batcher = CommandBatcher(async_redis)
     for n in range(1, count + 1):
         assert await asyncio.wait_for(batcher.execute("INCR", f"{key_prefix}:lone"), timeout=5) == n
+
+
+async def test_past_the_waiting_limit_a_caller_is_refused_at_once(
+    async_redis: "aioredis.Redis", key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batching, "MAX_WAITING", 2)
+    batcher = CommandBatcher(async_redis)
+    results = await asyncio.gather(
+        *(batcher.execute("INCR", f"{key_prefix}:n") for _ in range(3)), return_exceptions=True
+    )
+    assert results[:2] == [1, 2]
+    assert isinstance(results[2], redis.exceptions.ConnectionError)
