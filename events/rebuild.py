@@ -133,8 +133,18 @@ class Replayer:
         return unresolved
 
     def _write(self, batch: PreparedBatch) -> int:
-        results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
-        return sum(result.applied for result in results)
+        # A write that fails for want of Redis is tried again here, not by replaying the step: the
+        # consumer's positions are already past this batch (and the next, read meanwhile), so a step
+        # replayed after the switch would leave both out of the served generation. Applying is idempotent.
+        delay = 0.2
+        while True:
+            try:
+                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+                return sum(result.applied for result in results)
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as error:
+                log.warning("rebuild write failed, retrying", error=type(error).__name__, retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _finish_in_flight(self) -> None:
         """Wait for the batch the writer thread holds (its failure is raised here)."""
