@@ -11,7 +11,7 @@ from context.settings import IdentitySettings, RedisSettings, TimelineSettings, 
 from context.store import ProjectionWriter
 from events.consumer import ProjectionConsumer, create_consumer
 from events.health import ConsumerHealth, serve_health
-from events.heap import settle_heap
+from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
 from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
@@ -43,6 +43,7 @@ def run_consumer_process() -> None:
     # Readers never write; the first generation is named here, before anything is read or streamed.
     writer.current_epoch()
     settle_heap()
+    prefer_prompt_switches()
     log.info(
         "consumer started",
         topic=kafka.topic,

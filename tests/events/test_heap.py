@@ -1,10 +1,17 @@
 """The long-running processes' garbage collector settings."""
 
 import gc
+import sys
 
 import pytest
 
-from events.heap import API_FULL_COLLECTION_EVERY, BATCH_GC_THRESHOLD, settle_heap
+from events.heap import (
+    API_FULL_COLLECTION_EVERY,
+    BATCH_GC_THRESHOLD,
+    PROMPT_SWITCH_INTERVAL_S,
+    prefer_prompt_switches,
+    settle_heap,
+)
 
 
 @pytest.mark.parametrize("full_every", [20, API_FULL_COLLECTION_EVERY])
@@ -17,3 +24,13 @@ def test_settling_the_heap_freezes_what_exists_and_collects_less_often(full_ever
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_waiting_threads_get_the_interpreter_lock_sooner() -> None:
+    before = sys.getswitchinterval()
+    try:
+        prefer_prompt_switches()
+        assert sys.getswitchinterval() == pytest.approx(PROMPT_SWITCH_INTERVAL_S)
+        assert sys.getswitchinterval() < before
+    finally:
+        sys.setswitchinterval(before)
