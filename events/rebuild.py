@@ -136,15 +136,11 @@ class Replayer:
         # A write that fails for want of Redis is tried again here, not by replaying the step: the
         # consumer's positions are already past this batch (and the next, read meanwhile), so a step
         # replayed after the switch would leave both out of the served generation. Applying is idempotent.
-        delay = 0.2
-        while True:
-            try:
-                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
-                return sum(result.applied for result in results)
-            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError) as error:
-                log.warning("rebuild write failed, retrying", error=type(error).__name__, retry_in_s=delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        def write() -> int:
+            results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+            return sum(result.applied for result in results)
+
+        return _until_done(write, retry_on=_REDIS_AWAY, what="write")
 
     def _finish_in_flight(self) -> None:
         """Wait for the batch the writer thread holds (its failure is raised here)."""
@@ -158,13 +154,22 @@ class Replayer:
         self._consumer.close()
 
 
-def _until_done(step: Callable[[], int]) -> int:
+# What a batch write waits out: Redis away or read-only for a while (a restart, a failover).
+_REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+# What a whole step waits out: Redis or Kafka failing in any way.
+_STEP_FAILED = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError)
+
+
+def _until_done(
+    step: Callable[[], int], *, retry_on: tuple[type[Exception], ...] = _STEP_FAILED, what: str = "step"
+) -> int:
+    """Run `step` until it returns, waiting longer after each failure it may wait out."""
     delay = 0.2
     while True:
         try:
             return step()
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError) as error:
-            log.warning("rebuild step failed, retrying", error=type(error).__name__, retry_in_s=delay)
+        except retry_on as error:
+            log.warning(f"rebuild {what} failed, retrying", error=type(error).__name__, retry_in_s=delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
