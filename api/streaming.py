@@ -210,7 +210,7 @@ class ChangeHub:
                     self.connected.set()
                     # Also the first time: a stream opened before this subscription took its snapshot
                     # without one, and changes published meanwhile reached nobody.
-                    self._offer_all(Resync("redis"))
+                    self._resync_all("redis")
                     log.info("changes subscription ready")
                     delay = 0.1
                     await self._listen(pubsub)
@@ -255,7 +255,7 @@ class ChangeHub:
         except Exception as error:
             # The message cannot be trusted, so neither can the streams' queues: all of them re-sync.
             log.warning("unreadable change message", error=type(error).__name__)
-            self._offer_all(Resync("redis"))
+            self._resync_all("redis")
 
     def _route(self, raw: str | bytes) -> None:
         message = json.loads(raw)
@@ -264,7 +264,7 @@ class ChangeHub:
             if "epoch" in message:
                 # A rebuild switched the served generation: every stream re-syncs from the new one.
                 log.info("projection epoch changed", epoch=message["epoch"])
-                self._offer_all(Resync("epoch"))
+                self._resync_all("epoch")
             return
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
@@ -276,11 +276,13 @@ class ChangeHub:
             item = ERASED
         else:
             item = ContextChange.model_validate(message)
-        for subscription in list(watchers):
-            subscription.offer(item)
+        self.offer(citizen_id, item)
+
+    def _resync_all(self, reason: ResyncReason) -> None:
+        self._on_resync_all()
+        self._offer_all(Resync(reason))
 
     def _offer_all(self, item: StreamItem) -> None:
-        self._on_resync_all()
         for watchers in self._subscriptions.values():
             for subscription in watchers:
                 subscription.offer(item)
