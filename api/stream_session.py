@@ -261,14 +261,12 @@ class StreamSession:
                 return
             try:
                 if self._stale and not isinstance(item, PresenceChanged):
-                    item = Resync(
-                        "redis"
-                    )  # changes may have been missed meanwhile: start again from a snapshot
+                    # Changes may have been missed meanwhile: start again from a snapshot.
+                    item = Resync("redis")
                 if isinstance(item, PresenceChanged):
                     await self._send_presence()
                 elif isinstance(item, Resync):
                     await self._snapshot(resync=item.reason)
-                    self._stale = False
                 elif await self._deliver(item):
                     await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
                     return
@@ -360,7 +358,8 @@ class StreamSession:
 
     async def _snapshot(self, *, resync: str | None) -> CitizenContext:
         context = await self._services.reader.context(self._citizen)
-        self._epoch, self._version = context.epoch, context.version
+        # In sync again, whatever was missed while Redis was away.
+        self._epoch, self._version, self._stale = context.epoch, context.version, False
         if resync is not None:
             STREAM_RESYNCS.labels(reason=resync).inc()
         await self._send(SnapshotMessage(context=context))
@@ -372,7 +371,6 @@ class StreamSession:
         if self._stale and live:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
                 await self._snapshot(resync="redis")
-                self._stale = False
         await self._send(
             HeartbeatMessage(epoch=self._epoch, version=self._version, live=live and not self._stale)
         )
