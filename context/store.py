@@ -425,23 +425,26 @@ class ContextReader:
     ) -> tuple[CitizenContext, list[str]]:
         """The context without its events, and the events' stored forms, newest first."""
         epoch = await self.current_epoch()
-        # Batched with the other reads of the moment (see context/batching.py): the hot path of every desktop.
-        reply: list[Any] = await self._batcher.run_script(
-            self._snapshot,
-            keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
-            args=[limit or self._timeline.page_size],
-        )
+
+        async def snapshot() -> list[Any]:
+            # Batched with the other reads of the moment (see context/batching.py): every desktop's hot path.
+            return cast(
+                list[Any],
+                await self._batcher.run_script(
+                    self._snapshot,
+                    keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
+                    args=[limit or self._timeline.page_size],
+                ),
+            )
+
+        reply = await snapshot()
         if int(reply[0]) == 0:
             # Nothing held: a citizen unknown, or a generation just replaced by a rebuild (the epoch is
             # kept for up to a second). Only the latter reads again, from the new generation.
             self.forget_epoch()
             if (fresh := await self.current_epoch()) != epoch:
                 epoch = fresh
-                reply = await self._batcher.run_script(
-                    self._snapshot,
-                    keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
-                    args=[limit or self._timeline.page_size],
-                )
+                reply = await snapshot()
         version, profile, facts, events = reply
         head = CitizenContext(
             citizen_id=citizen_id,
@@ -577,8 +580,7 @@ class PresenceStore:
         pipe.zremrangebyscore(key, "-inf", f"({moment}")
         pipe.zrange(key, 0, -1)
         _removed, members = await pipe.execute()
-        pairs = [member.split("\t", 1) for member in members]
-        return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+        return _viewer_entries(members)
 
     async def keep_alive(
         self, members: Mapping[str, Collection[tuple[str, str]]], *, ttl_s: float, now: float | None = None
@@ -598,8 +600,7 @@ class PresenceStore:
         replies = await self._sweep(keys=keys, args=arguments)
         viewers: dict[str, list[tuple[str, str]]] = {}
         for citizen_id, live in zip(citizens, replies, strict=True):
-            pairs = [member.split("\t", 1) for member in live]
-            viewers[citizen_id] = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+            viewers[citizen_id] = _viewer_entries(live)
         return viewers
 
     async def _refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
@@ -613,6 +614,12 @@ class PresenceStore:
         await self._client.publish(
             changes_channel(self._prefix), json.dumps({"citizen_id": citizen_id, "presence": True})
         )
+
+
+def _viewer_entries(members: Iterable[str]) -> list[tuple[str, str]]:
+    """Presence members (viewer id, a tab, connection id) as pairs; malformed ones are left out."""
+    pairs = [member.split("\t", 1) for member in members]
+    return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
 
 
 class RedriveLog:
