@@ -16,48 +16,49 @@ class CitizenKeys:
     citizen_id: str
 
     @property
-    def _base(self) -> str:
+    def base(self) -> str:
+        """What every key of the citizen starts with (the apply script derives the keys from it)."""
         return f"{self.prefix}:{self.epoch}:{{{self.citizen_id}}}"
 
     @property
     def timeline(self) -> str:
         """Sorted set of event keys, scored by the event's time in microseconds."""
-        return f"{self._base}:timeline"
+        return f"{self.base}:timeline"
 
     @property
     def events(self) -> str:
         """Hash of event key -> the event's JSON."""
-        return f"{self._base}:events"
+        return f"{self.base}:events"
 
     @property
     def meta(self) -> str:
         """Hash with the citizen's `version`, and the last keep-alive period's stamp (`kept`)."""
-        return f"{self._base}:meta"
+        return f"{self.base}:meta"
 
     @property
     def changes(self) -> str:
         """List of the latest changes (JSON, oldest first), for streams that resume."""
-        return f"{self._base}:changes"
+        return f"{self.base}:changes"
 
     @property
     def facts(self) -> str:
         """Hash of event key -> that event's summary fact (JSON), for the events in the timeline."""
-        return f"{self._base}:facts"
+        return f"{self.base}:facts"
 
     @property
     def profile(self) -> str:
         """Hash of profile field -> its value (JSON)."""
-        return f"{self._base}:profile"
+        return f"{self.base}:profile"
 
     @property
     def profile_stamps(self) -> str:
         """Hash of profile field -> "score event-key" of the update that set it."""
-        return f"{self._base}:profile-stamps"
+        return f"{self.base}:profile-stamps"
 
     @property
     def identifiers(self) -> str:
         """Set of the identifiers ("kind:value") events have taught for this citizen."""
-        return f"{self._base}:identifiers"
+        return f"{self.base}:identifiers"
 
     def all(self) -> list[str]:
         """Every key, in the order the apply script expects them."""

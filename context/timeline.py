@@ -30,7 +30,7 @@ def retained(
 ) -> list[CloudEvent]:
     """From scratch: the timeline that a set of events gives, newest first, within the count and age caps.
 
-    The write path reaches the same result one event at a time (context/apply_event.lua); the tests
+    The write path reaches the same result one event at a time (context/apply_events.lua); the tests
     hold the two to each other.
     """
     cutoff = age_cutoff(now=now, max_age=max_age)

@@ -1,13 +1,17 @@
 """The atomic, idempotent write path and the consistent reads, against the real Redis."""
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis
 
+import context
+
 from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
-from context.store import ContextReader, ProjectionWriter, keep_alive_period
+from context.store import EVENTS_PER_CALL, ContextReader, ProjectionWriter, keep_alive_period
 from context.timeline import order_timeline
 from models.context import CitizenContext
 from tests.factories import make_event, writes_for
@@ -272,3 +276,33 @@ async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch
     assert (await reader.context("C-1")).epoch == new
     reader.forget_epoch()
     assert (await reader.context("C-1")).epoch == newer
+
+
+async def test_a_batch_longer_than_one_script_call_applies_like_one_event_at_a_time(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    # Interleaved citizens across several calls of the apply script, and repeats within one call.
+    events = [make_event(f"C-{n % 3}", minutes_ago=n, now=NOW) for n in range(2 * EVENTS_PER_CALL + 5)]
+    batched = writer_for(redis_client, f"{key_prefix}-batched")
+    results = batched.apply_batch(writes_for(*events, events[0], events[EVENTS_PER_CALL]))
+    single = writer_for(redis_client, f"{key_prefix}-single")
+    one_by_one = [r for event in events for r in single.apply_batch(writes_for(event))]
+    assert results[: len(events)] == one_by_one
+    assert [r.applied for r in results[len(events) :]] == [False, False]
+    for citizen in ("C-0", "C-1", "C-2"):
+        contexts = [
+            await ContextReader(async_redis, prefix=prefix, timeline=TimelineSettings()).context(citizen)
+            for prefix in (f"{key_prefix}-batched", f"{key_prefix}-single")
+        ]
+        # The two prefixes hold two generations: everything but the generation's name is the same.
+        assert contexts[0].model_copy(update={"epoch": ""}) == contexts[1].model_copy(update={"epoch": ""})
+        assert contexts[0].version == len([e for e in events if e.subject == citizen])
+
+
+def test_the_apply_script_derives_the_keys_the_project_names() -> None:
+    # apply_events.lua builds a citizen's keys from its base; they must be exactly context/keys.py's.
+    script = (Path(context.__file__).parent / "apply_events.lua").read_text()
+    suffixes = re.search(r"local SUFFIXES = \{(.*?)\}", script, re.DOTALL)
+    assert suffixes is not None
+    keys = CitizenKeys("p", "e", "C-1")
+    assert [keys.base + s for s in re.findall(r"'([^']*)'", suffixes.group(1))] == keys.all()

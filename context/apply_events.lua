@@ -1,0 +1,169 @@
+-- Apply a run of events, each to its citizen's context, in order; each event atomically and idempotently.
+--
+-- One call applies up to a few dozen events (context/store.py, EVENTS_PER_CALL): one script call per
+-- event cost the writer more Python than everything else it does, and Redis a script invocation each.
+--
+-- KEYS: one per event, its citizen's key base ("prefix:epoch:{citizen}"). A citizen's eight keys are that
+--       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot.
+-- ARGV: 1 max events, 2 age cutoff score, 3 change log length, 4 channel ("": publish nothing),
+--       5 epoch as a JSON string, 6 when the citizens' keys expire (Unix seconds; see the end),
+--       7 the keep-alive period's stamp (see the end), 8 when the identifiers sets expire (Unix seconds);
+--       then per event, in KEYS order: event key (source, id), score (time, microseconds), the event's
+--       stored form (context/compact.py), citizen id, the event's summary fact (stored form, or ""),
+--       the event's JSON (for the published change; "" when nothing is published), the number of profile
+--       updates, then that many pairs: field name, value as JSON.
+-- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
+-- index entries the writer must keep alive.
+local SUFFIXES = {':timeline', ':events', ':meta', ':changes', ':facts', ':profile', ':profile-stamps',
+                  ':identifiers'}
+local max_events, cutoff, log_length = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local channel, epoch_json, expires_at, period_stamp = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local identifiers_expire_at = ARGV[8]
+
+-- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above).
+-- Returns applied (1 or 0), the version after it, and the identifiers to keep alive (a table).
+local function apply_one(base, at)
+  local keys = {}
+  for i, suffix in ipairs(SUFFIXES) do keys[i] = base .. suffix end
+  local event_key, score_text, stored, citizen = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local fact, event_json = ARGV[at + 4], ARGV[at + 5]
+  local score = tonumber(score_text)
+  local first_update, last_update = at + 7, at + 6 + 2 * tonumber(ARGV[at + 6])
+  local meta = redis.call('HMGET', keys[3], 'version', 'kept')
+  local version = tonumber(meta[1] or '0')
+
+  -- Seen before (redelivery after a restart, or a publisher's retry): nothing changes. Adding the event to
+  -- the timeline is the check (the timeline and the events hash hold the same keys). An event older than
+  -- the age cap is not added, and changes nothing the second time either: its profile fields hold already.
+  local in_window = score >= cutoff
+  if in_window and redis.call('ZADD', keys[1], 'NX', score, event_key) == 0 then
+    return 0, version, {}
+  end
+
+  -- Keys this event creates: they get their expiry now, the others once per keep-alive period (the end).
+  local created = {}
+
+  -- Profile fields first, whether or not the event itself stays in the timeline: a person's needs do not
+  -- expire with the event that stated them. Per field, the update with the later (time, event key) wins,
+  -- whatever the arrival order; applying the same update again changes nothing.
+  local profile_changed = false
+  for i = first_update, last_update, 2 do
+    local field, value = ARGV[i], ARGV[i + 1]
+    local stamp = redis.call('HGET', keys[7], field)
+    local newer = true
+    if stamp then
+      local space = string.find(stamp, ' ', 1, true)
+      local held_score, held_key = tonumber(string.sub(stamp, 1, space - 1)), string.sub(stamp, space + 1)
+      newer = score > held_score or (score == held_score and event_key > held_key)
+    end
+    if newer then
+      redis.call('HSET', keys[6], field, value)
+      if redis.call('HSET', keys[7], field, score_text .. ' ' .. event_key) == 1 then
+        -- A field set for the first time (rare): the two hashes may have been created by it.
+        created[6], created[7] = true, true
+      end
+      profile_changed = true
+    end
+  end
+
+  -- The timeline: events older than the age cap are not kept.
+  local kept = false
+  if in_window then
+    redis.call('HSET', keys[2], event_key, stored)
+    if fact ~= '' then
+      redis.call('HSET', keys[5], event_key, fact)
+      if redis.call('HLEN', keys[5]) == 1 then created[5] = true end
+    end
+    -- Cap by age, then by count; the oldest go first, and their summary facts with them.
+    local expired = redis.call('ZRANGEBYSCORE', keys[1], '-inf', '(' .. ARGV[2])
+    local held = redis.call('ZCARD', keys[1])
+    if held == 1 then
+      -- The timeline and the events hash hold the same keys: both were created by this event.
+      created[1], created[2] = true, true
+    end
+    local excess = held - #expired - max_events
+    if excess > 0 then
+      local oldest = redis.call('ZRANGE', keys[1], #expired, #expired + excess - 1)
+      for _, key in ipairs(oldest) do expired[#expired + 1] = key end
+    end
+    kept = true
+    if #expired > 0 then
+      redis.call('ZREM', keys[1], unpack(expired))
+      redis.call('HDEL', keys[2], unpack(expired))
+      redis.call('HDEL', keys[5], unpack(expired))
+      for _, key in ipairs(expired) do
+        -- A late event older than all the kept ones falls straight off the end.
+        if key == event_key then kept = false end
+      end
+    end
+  end
+
+  if not kept and not profile_changed then
+    return 0, version, {}
+  end
+
+  version = redis.call('HINCRBY', keys[3], 'version', 1)
+  if version == 1 then created[3] = true end
+  local profile = ''
+  if profile_changed then
+    local fields = redis.call('HGETALL', keys[6])
+    local parts = {}
+    for i = 1, #fields, 2 do
+      parts[#parts + 1] = '"' .. fields[i] .. '":' .. fields[i + 1]
+    end
+    profile = '{' .. table.concat(parts, ',') .. '}'
+  end
+  -- The change log holds each change as "version\nprofile JSON\nevent key" (either may be empty): the
+  -- event itself is in the events hash already, and a stream that resumes reads it from there
+  -- (changes_since.lua). Keeping the whole change here stored every event twice.
+  local logged = redis.call('RPUSH', keys[4], version .. '\n' .. profile .. '\n' .. (kept and event_key or ''))
+  if logged == 1 then
+    created[4] = true
+  elseif logged > log_length then
+    redis.call('LTRIM', keys[4], -log_length, -1)
+  end
+  if channel ~= '' then
+    local change = '{"citizen_id":"' .. citizen .. '","epoch":' .. epoch_json .. ',"version":' .. version
+    if kept then
+      change = change .. ',"event":' .. event_json
+    end
+    if profile_changed then
+      change = change .. ',"profile":' .. profile
+    end
+    redis.call('PUBLISH', channel, change .. '}')
+  end
+
+  -- Expiry. Every key of the citizen expires at one moment, the end of the current keep-alive period plus
+  -- the inactivity expiry (`expires_at`): never sooner than the expiry after this event. It is moved on once per
+  -- period, with the first change of a new one, not on every event: eight EXPIREs per event were a third of
+  -- this script's time. A key created meanwhile gets the same moment at once.
+  -- The identifiers set outlives the index entries it lists (which live up to one period past the citizen's
+  -- keys): an erasure finds every entry through it, however late it comes.
+  local stale = {}
+  if meta[2] ~= period_stamp then
+    redis.call('HSET', keys[3], 'kept', period_stamp)
+    for i = 1, 7 do redis.call('EXPIREAT', keys[i], expires_at) end
+    redis.call('EXPIREAT', keys[8], identifiers_expire_at)
+    -- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
+    -- Cluster), out of this script's reach. Once per period, they are handed back for the writer to extend
+    -- (by the period's length more than the citizen's own expiry, so never less): asking Redis for them on
+    -- every batch cost a round trip and a command per citizen.
+    stale = redis.call('SMEMBERS', keys[8])
+  else
+    for i = 1, 7 do
+      if created[i] then redis.call('EXPIREAT', keys[i], expires_at) end
+    end
+  end
+  return 1, version, stale
+end
+
+local replies, stale, at = {}, {}, 9
+for _, base in ipairs(KEYS) do
+  local applied, version, identifiers = apply_one(base, at)
+  replies[#replies + 1] = applied
+  replies[#replies + 1] = version
+  for _, identifier in ipairs(identifiers) do stale[#stale + 1] = identifier end
+  at = at + 7 + 2 * tonumber(ARGV[at + 6])
+end
+replies[#replies + 1] = stale
+return replies
