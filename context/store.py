@@ -122,8 +122,11 @@ class ProjectionWriter:
     def current_epoch(self) -> str:
         """The generation being served; created on first use."""
         key = epoch_key(self._prefix)
-        self._client.set(key, new_epoch(), nx=True)
-        return cast(str, self._client.get(key))
+        # One round trip (the consumer asks before every batch), on any Redis version.
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(key, new_epoch(), nx=True)
+        pipe.get(key)
+        return cast(str, pipe.execute()[1])
 
     def switch_epoch(self, epoch: str) -> str | None:
         """Make `epoch` the generation readers and live writers use; returns the previous one."""
