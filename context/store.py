@@ -195,7 +195,7 @@ class ProjectionWriter:
         entries_expire_at = expires_at + period
         identifiers_expire_at = expires_at + expiry
         channel = changes_channel(self._prefix) if publish else ""
-        shared = [
+        shared: list[str | int] = [
             self._timeline.max_events,
             cutoff,
             self._timeline.change_log_length,
@@ -228,7 +228,7 @@ class ProjectionWriter:
         for start in range(0, len(writes), EVENTS_PER_CALL):
             run = writes[start : start + EVENTS_PER_CALL]
             bases = []
-            args = list(shared)
+            args: list[str | int] = list(shared)
             for write in run:
                 event = write.event
                 bases.append(CitizenKeys(self._prefix, epoch, write.citizen_id).base)
