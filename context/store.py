@@ -236,7 +236,7 @@ class ProjectionWriter:
                     event.dedup_key,
                     time_score(event.time),
                     EVENT_FRAGMENTS.compact(write.stored),
-                    event.subject,
+                    write.citizen_id,
                     FACT_FRAGMENTS.compact(write.fact),
                     write.stored if publish else "",
                     len(write.profile),
