@@ -4,10 +4,11 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
+from math import ceil
 from typing import Any, cast
 
 import redis
@@ -30,6 +31,7 @@ from context.keys import (
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
+from context.streamed import Command, StreamedCommands, evalsha
 from context.summary import FACTS, summarise, summary_changes_at
 from context.summary_cache import SummaryCache
 from context.timeline import age_cutoff, time_score
@@ -113,6 +115,7 @@ class ProjectionWriter:
         self._teach = client.register_script(_TEACH_IDENTIFIER)
         self._erase = client.register_script(_ERASE_CITIZEN)
         self._forget = client.register_script(_FORGET_IDENTIFIER)
+        self._streamed = StreamedCommands(client, [self._apply, self._teach])
 
     @property
     def client(self) -> "redis.Redis":
@@ -205,31 +208,65 @@ class ProjectionWriter:
             stamp,
             identifiers_expire_at,
         ]
-        pipe = self._client.pipeline(transaction=False)
+        commands = self._write_commands(
+            writes,
+            epoch=epoch,
+            shared=shared,
+            publish=publish,
+            entries_expire_at=entries_expire_at,
+            identifiers_expire_at=identifiers_expire_at,
+        )
+        replies = self._streamed.execute(commands)[-ceil(len(writes) / EVENTS_PER_CALL) :]
+        results = []
+        stale: set[str] = set()
+        for reply in replies:
+            *flat, identifiers = reply
+            results += (
+                ApplyResult(applied=bool(applied), version=int(version))
+                for applied, version in zip(flat[::2], flat[1::2], strict=True)
+            )
+            stale.update(identifiers)
+        if stale:
+            self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
+        return results
+
+    def _write_commands(
+        self,
+        writes: list[EventWrite],
+        *,
+        epoch: str,
+        shared: list[str | int],
+        publish: bool,
+        entries_expire_at: int,
+        identifiers_expire_at: int,
+    ) -> Iterator[list[Command]]:
+        """The batch's commands in groups, built as they are sent: the identifiers, then the events."""
         # The index entries go first so that a later event in this very batch, or a reader, finds them.
         # Each is its own command: on Redis Cluster it lives in the identifier's slot, not the citizen's.
-        taught = 0
+        teaching: list[Command] = []
         for write in writes:
             for kind, value in write.identifiers:
                 identifiers_set = CitizenKeys(self._prefix, epoch, write.citizen_id).identifiers
-                self._teach(
-                    keys=[identifier_key(self._prefix, epoch, kind, value)],
-                    args=[
-                        write.citizen_id,
-                        time_score(write.event.time),
-                        write.event.dedup_key,
-                        entries_expire_at,
-                    ],
-                    client=pipe,
+                teaching.append(
+                    evalsha(
+                        self._teach,
+                        [identifier_key(self._prefix, epoch, kind, value)],
+                        [
+                            write.citizen_id,
+                            time_score(write.event.time),
+                            write.event.dedup_key,
+                            entries_expire_at,
+                        ],
+                    )
                 )
-                pipe.sadd(identifiers_set, f"{kind}:{value}")
-                pipe.expireat(identifiers_set, identifiers_expire_at)  # it outlives the entries it lists
-                taught += 3
+                teaching.append(["SADD", identifiers_set, f"{kind}:{value}"])
+                # It outlives the entries it lists.
+                teaching.append(["EXPIREAT", identifiers_set, identifiers_expire_at])
+        yield teaching
         for start in range(0, len(writes), EVENTS_PER_CALL):
-            run = writes[start : start + EVENTS_PER_CALL]
             bases = []
             args: list[str | int] = list(shared)
-            for write in run:
+            for write in writes[start : start + EVENTS_PER_CALL]:
                 event = write.event
                 bases.append(CitizenKeys(self._prefix, epoch, write.citizen_id).base)
                 args += (
@@ -243,20 +280,7 @@ class ProjectionWriter:
                 )
                 for name, value in write.profile.items():
                     args += (name, value)
-            self._apply(keys=bases, args=args, client=pipe)
-        replies = pipe.execute()[taught:]
-        results = []
-        stale: set[str] = set()
-        for reply in replies:
-            *flat, identifiers = reply
-            results += (
-                ApplyResult(applied=bool(applied), version=int(version))
-                for applied, version in zip(flat[::2], flat[1::2], strict=True)
-            )
-            stale.update(identifiers)
-        if stale:
-            self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
-        return results
+            yield [evalsha(self._apply, bases, args)]
 
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
         """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""

@@ -8,7 +8,6 @@ import redis
 import redis.asyncio as aioredis
 
 import context
-
 from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
 from context.store import EVENTS_PER_CALL, ContextReader, ProjectionWriter, keep_alive_period

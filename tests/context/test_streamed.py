@@ -1,0 +1,65 @@
+"""Commands sent to Redis group by group, their replies read after the last, against the real Redis."""
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from context.streamed import Command, StreamedCommands, evalsha
+
+COUNT_CALLS = "return redis.call('INCR', KEYS[1])"
+
+
+def test_replies_come_back_in_order_across_groups(redis_client: "redis.Redis", key_prefix: str) -> None:
+    script = redis_client.register_script(COUNT_CALLS)
+    streamed = StreamedCommands(redis_client, [script])
+
+    def groups() -> Iterator[list[Command]]:
+        yield [["SET", f"{key_prefix}:a", "1"], ["GET", f"{key_prefix}:a"]]
+        yield []
+        yield [evalsha(script, [f"{key_prefix}:n"], []), evalsha(script, [f"{key_prefix}:n"], [])]
+
+    redis_client.script_load(COUNT_CALLS)
+    assert streamed.execute(groups()) == ["OK", "1", 1, 2]  # raw replies, as Redis sends them
+
+
+def test_an_error_reply_is_raised_after_every_reply_is_read(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    streamed = StreamedCommands(redis_client, [])
+    redis_client.set(f"{key_prefix}:text", "x")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        streamed.execute([[["LPUSH", f"{key_prefix}:text", "y"], ["SET", f"{key_prefix}:after", "2"]]])
+    # The command after the error ran, as in a pipeline without a transaction, and the connection is in
+    # step: the next run reads its own replies.
+    assert redis_client.get(f"{key_prefix}:after") == "2"
+    assert streamed.execute([[["GET", f"{key_prefix}:after"]]]) == ["2"]
+
+
+def test_a_script_redis_lost_is_loaded_and_the_run_sent_again(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    script = redis_client.register_script(COUNT_CALLS)
+    streamed = StreamedCommands(redis_client, [script])
+    redis_client.script_flush()
+    replies = streamed.execute(iter([[evalsha(script, [f"{key_prefix}:n"], [])]]))
+    # The first sending failed with NOSCRIPT (nothing ran), the second ran once.
+    assert replies == [1]
+    assert redis_client.get(f"{key_prefix}:n") == "1"
+
+
+def test_a_lost_connection_raises_and_is_not_reused(redis_client: "redis.Redis", key_prefix: str) -> None:
+    streamed = StreamedCommands(redis_client, [])
+    redis_client.client_setname(f"{key_prefix}-victim")
+    victim = next(c for c in redis_client.client_list() if c["name"] == f"{key_prefix}-victim")
+
+    def groups() -> Iterator[list[Command]]:
+        redis_client.client_kill_filter(_id=victim["id"])
+        yield [["GET", f"{key_prefix}:a"]]
+
+    with pytest.raises(redis.ConnectionError):
+        streamed.execute(groups())
+    assert streamed.execute([[["SET", f"{key_prefix}:a", "ok"]], [["GET", f"{key_prefix}:a"]]]) == [
+        "OK",
+        "ok",
+    ]
