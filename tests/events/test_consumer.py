@@ -3,12 +3,14 @@
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from context.identity import IdentifierKind
+from context.keys import CitizenKeys
 from context.settings import RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
 from events.codec import encode_structured
@@ -102,3 +104,52 @@ def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_afte
         (IdentifierKind.phone, "+447700900555"): citizen
     }
     assert [letter.reason for letter in read_dead_letters(BOOTSTRAP, kafka_topic)] == ["not-an-object"]
+
+
+def test_batches_in_flight_are_applied_in_the_order_they_were_read(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    # Older events arrive later: the order of the change log shows the order they were applied in.
+    events = [make_event(citizen, minutes_ago=60 - n) for n in range(30)][::-1]
+    producer: KafkaProducer = create_producer(BOOTSTRAP)
+    try:
+        for event in events:
+            producer.send(kafka_topic, value=encode_structured(event)[0], partition=0)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    # One record a batch, so that batch after batch is handed to the writer while others are in flight.
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
+    health = ConsumerHealth()
+    dead_letters = create_producer(BOOTSTRAP)
+    consumer = ProjectionConsumer(
+        consumer=create_consumer(kafka),
+        writer=writer,
+        dead_letter_producer=dead_letters,
+        health=health,
+        poll_timeout_ms=100,
+        default_region="GB",
+        bootstrap=BOOTSTRAP,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,))
+    thread.start()
+    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
+    try:
+        wait_until(lambda: health.applied == len(events), what="every event applied")
+        wait_until(
+            lambda: reader.committed(TopicPartition(kafka_topic, 0)) == len(events),
+            what="every offset committed",
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        reader.close()
+        dead_letters.close()
+    # The change log holds "version\nprofile\nevent key" per change (apply_events.lua).
+    changes = cast(
+        list[str],
+        writer.client.lrange(CitizenKeys(key_prefix, writer.current_epoch(), citizen).changes, 0, -1),
+    )
+    assert [change.split("\n")[2] for change in changes] == [event.dedup_key for event in events]
