@@ -8,14 +8,16 @@ kafka-python's consumer is not thread-safe, so only the main thread polls and co
 Batches overlap: while one writer thread applies batch N to Redis (and publishes its dead letters), the
 main thread polls and decodes batch N+1, so Python's decoding and Redis's scripts run on different cores
 instead of one after the other. At most one batch is in flight, and the next is handed over only once it
-is done, so batches are applied in the order they were read (per-citizen order holds). A batch's offsets
-are committed, explicitly, once its own writes and dead letters are done: without waiting for the broker's
-answer while consuming (a commit's round trip was a third of a batch's time at a thousand events a
-second, and every record arriving meanwhile waited for it), and waiting for it when partitions are
-revoked and at a stop. A batch that names citizens
-only by an identifier waits for the batch in flight first: resolving it reads the identifier index,
-which must hold what earlier batches taught. When the group takes partitions away, the batch in flight
-is finished and committed before they go, so their next owner starts after it.
+is done, so batches are applied in the order they were read (per-citizen order holds).
+
+A batch's offsets are committed, explicitly, once its own writes and dead letters are done. While
+consuming, the commit does not wait for the broker's answer (its round trip was a third of each loop at a
+thousand events a second, and every record arriving meanwhile waited for it), and goes at most every
+COMMIT_INTERVAL_S while batches follow each other; a revoke, a stop and an idle moment commit at once, and
+a revoke and a stop wait for the answer. A batch that names citizens only by an identifier waits for the
+batch in flight first: resolving it reads the identifier index, which must hold what earlier batches
+taught. When the group takes partitions away, the batch in flight is finished and committed before they
+go, so their next owner starts after it.
 
 While Redis is unreachable the loop retries the batch with backoff and does not poll. If that lasts
 longer than `max.poll.interval.ms`, the group reassigns the partitions; the commit that follows is then
@@ -59,6 +61,10 @@ log = structlog.get_logger("consumer")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 CHECK_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 5.0
+# While batches follow each other, their offsets are committed at most this often: each commit costs the
+# loop a hand-over to kafka-python's network thread, and a crash redelivers at most this long's records,
+# which the idempotent write path absorbs. Revokes, stops and idle moments commit at once.
+COMMIT_INTERVAL_S = 0.1
 # A commit that cannot reach the coordinator gives up after this long (the batch is then redelivered).
 COMMIT_TIMEOUT_MS = 10_000
 
@@ -139,6 +145,10 @@ class ProjectionConsumer:
         self._stop = threading.Event()
         self._in_flight: _InFlight | None = None
         self._stopped_uncommitted = False
+        # Offsets of done batches not yet sent to the group coordinator (see _send_commit).
+        self._unsent_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._unsent_records = 0
+        self._last_commit = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished (or left uncommitted) first."""
@@ -171,6 +181,7 @@ class ProjectionConsumer:
             if not records:
                 if self._in_flight is not None and self._in_flight.outcome.done():
                     self.finish_in_flight(wait_for_commit=False)
+                self._send_commit(wait=False, due=True)  # nothing else to do: no reason to hold it back
                 self._record_lag()
                 continue
             started = time.perf_counter()
@@ -195,10 +206,16 @@ class ProjectionConsumer:
                 self._committed(done, wait=False)
 
     def finish_in_flight(self, *, wait_for_commit: bool = True) -> None:
-        """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop)."""
+        """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop).
+
+        Waiting for the commit (a revoke, a stop) also commits the batches done before it whose commit was
+        held back.
+        """
         done = self._await_in_flight()
         if done is not None:
             self._committed(done, wait=wait_for_commit)
+        elif wait_for_commit:
+            self._send_commit(wait=True, due=True)
 
     def _await_in_flight(self) -> _InFlight | None:
         """Wait for the batch in flight; returns it if it is done, None if there was none or it stopped."""
@@ -212,14 +229,26 @@ class ProjectionConsumer:
         return in_flight
 
     def _committed(self, in_flight: _InFlight, *, wait: bool = True) -> None:
-        if wait:
-            self._commit(in_flight.offsets, in_flight.records)
-        else:
-            self._consumer.commit_async(
-                offsets=in_flight.offsets, callback=partial(self._commit_answered, in_flight.records)
-            )
+        """A batch is done: its offsets join those to commit, which go now if waited for or due."""
+        self._unsent_offsets.update(in_flight.offsets)
+        self._unsent_records += in_flight.records
+        self._send_commit(wait=wait, due=False)
         BATCH_SECONDS.observe(time.perf_counter() - in_flight.started)
         self._record_lag()
+
+    def _send_commit(self, *, wait: bool, due: bool) -> None:
+        """Commit the done batches' offsets: waiting for the broker, or not, once per COMMIT_INTERVAL_S."""
+        if not self._unsent_offsets:
+            return
+        now = time.monotonic()
+        if not (wait or due or now >= self._last_commit + COMMIT_INTERVAL_S):
+            return
+        offsets, count = self._unsent_offsets, self._unsent_records
+        self._unsent_offsets, self._unsent_records, self._last_commit = {}, 0, now
+        if wait:
+            self._commit(offsets, count)
+        else:
+            self._consumer.commit_async(offsets=offsets, callback=partial(self._commit_answered, count))
 
     def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
         return resolve_batch(
