@@ -1,6 +1,5 @@
 """A citizen's context: read over REST (whole, or paged back through the timeline), streamed live."""
 
-import hashlib
 import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -26,7 +25,7 @@ from api.security.principal import Caller
 from api.stream_session import CLOSE_INVALID_CITIZEN
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
-from context.store import ContextReader, TimelinePosition
+from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
 from models.events import CITIZEN_ID_PATTERN, CloudEvent
@@ -73,11 +72,10 @@ class LookupResult(BaseModel):
     )
 
 
-def _etag(context: CitizenContext) -> str:
+def _etag(context: ContextJson) -> str:
     # The version changes with every event; the summary also moves with time (its 7- and 30-day windows),
     # so its digest is part of the tag too: a 304 is only ever answered for what is really unchanged.
-    digest = hashlib.sha256(context.summary.model_dump_json().encode()).hexdigest()[:16]
-    return f'"{context.epoch}.{context.version}.{digest}"'
+    return f'"{context.head.epoch}.{context.head.version}.{context.summary_digest}"'
 
 
 def _matches(if_none_match: str, etag: str) -> bool:
@@ -227,7 +225,7 @@ async def _serve_context(
     await _authorise(request, security, caller, citizen_id, AuditAction.context_read, reason)
     # Served as encoded by the reader (the stored events spliced in): the hot path of every desktop.
     context = await reader.context_json(citizen_id)
-    etag = _etag(context.head)
+    etag = _etag(context)
     if if_none_match and _matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(context.body, media_type="application/json", headers={"ETag": etag})
