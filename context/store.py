@@ -408,9 +408,7 @@ class ContextReader:
         """
         epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
         head, events, _until = self._head(citizen_id, epoch, reply, now=now or datetime.now(UTC))
-        return head.model_copy(
-            update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(_json_array(events)))}
-        )
+        return head.model_copy(update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(events))})
 
     async def context_json(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -431,16 +429,17 @@ class ContextReader:
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
             raise ValueError("CitizenContext must end with its timeline")  # a model change broke the splice
-        body = encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(_json_array(events)) + "}"
+        body = encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(events) + "}"
         digest = hashlib.sha256(head.summary.model_dump_json().encode()).hexdigest()[:16]
         built = ContextJson(head=head, body=body, summary_digest=digest)
         # The reply's strings are kept besides the document: about its size again, or less (compact forms).
-        size = 2 * len(body) + sum(len(fact) for fact in reply[2])
+        size = 2 * len(body) + len(reply[2])
         self._documents.put(citizen_id, (epoch, reply), built, size=size, since=moment, until=until)
         return built
 
     async def _snapshot_of(self, citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
-        """The generation read, and its snapshot reply: [version, profile (flat), facts, events]."""
+        """The generation read, and its snapshot reply: [version, profile (flat), facts, events] (the
+        facts and events each as one JSON array of their stored forms)."""
         epoch = await self.current_epoch()
 
         async def snapshot() -> list[Any]:
@@ -466,7 +465,7 @@ class ContextReader:
 
     def _head(
         self, citizen_id: str, epoch: str, reply: list[Any], *, now: datetime
-    ) -> tuple[CitizenContext, list[str], datetime | None]:
+    ) -> tuple[CitizenContext, str, datetime | None]:
         """The context without its events, the stored events (newest first), and until when it holds."""
         version, profile, facts, events = reply
         summary, until = self._summarise_until(facts, now=now)
@@ -478,22 +477,22 @@ class ContextReader:
             summary=summary,
             timeline=[],
         )
-        return head, [event for event in events if event is not None], until
+        return head, events, until
 
     async def summary(self, citizen_id: str, *, epoch: str, now: datetime | None = None) -> Summary:
         """The citizen's summary as it stands now (for live streams, after each change)."""
         facts = await self._client.hvals(CitizenKeys(self._prefix, epoch, citizen_id).facts)
-        return self._summarise([str(fact) for fact in facts], now=now)
+        return self._summarise_until(_json_array(str(fact) for fact in facts), now=now or datetime.now(UTC))[
+            0
+        ]
 
-    def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
-        return self._summarise_until(facts, now=now or datetime.now(UTC))[0]
-
-    def _summarise_until(self, facts: list[str], *, now: datetime) -> tuple[Summary, datetime | None]:
+    def _summarise_until(self, facts: str, *, now: datetime) -> tuple[Summary, datetime | None]:
+        """The summary of the stored facts (one JSON array) at `now`, and the first moment it changes."""
         moment = now
         recent_days = self._summary.recent_days
 
-        def compute(facts: list[str]) -> tuple[Summary, datetime | None]:
-            valid = FACTS.validate_json(FACT_FRAGMENTS.expand(_json_array(facts)))
+        def compute(facts: str) -> tuple[Summary, datetime | None]:
+            valid = FACTS.validate_json(FACT_FRAGMENTS.expand(facts))
             summary = summarise(
                 valid,
                 now=moment,

@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -301,3 +302,18 @@ async def test_a_kept_document_is_served_only_while_the_snapshot_and_its_summary
     # An erasure announced to the process drops the document at once.
     reader.forget_citizen("C-12")
     assert await reader.context_json("C-12", now=NOW + timedelta(minutes=1)) is not again
+
+
+async def test_an_event_the_timeline_names_but_no_longer_holds_is_left_out(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-13", minutes_ago=m, now=NOW) for m in (3, 2, 1)]
+    writer.apply_batch(writes_for(*events), now=NOW)
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-13")
+    middle = cast(list[str], redis_client.zrevrange(keys.timeline, 1, 1))[0]
+    redis_client.hdel(keys.events, middle)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    encoded = await reader.context_json("C-13", now=NOW)
+    assert [e["id"] for e in json.loads(encoded.body)["timeline"]] == [events[2].id, events[0].id]
+    assert [e.id for e in (await reader.context("C-13", now=NOW)).timeline] == [events[2].id, events[0].id]
