@@ -482,26 +482,26 @@ class ContextReader:
     async def summary(self, citizen_id: str, *, epoch: str, now: datetime | None = None) -> Summary:
         """The citizen's summary as it stands now (for live streams, after each change)."""
         facts = await self._client.hvals(CitizenKeys(self._prefix, epoch, citizen_id).facts)
-        return self._summarise_until(_json_array(str(fact) for fact in facts), now=now or datetime.now(UTC))[
-            0
-        ]
+        summary, _until = self._summarise_until(
+            _json_array(str(fact) for fact in facts), now=now or datetime.now(UTC)
+        )
+        return summary
 
     def _summarise_until(self, facts: str, *, now: datetime) -> tuple[Summary, datetime | None]:
         """The summary of the stored facts (one JSON array) at `now`, and the first moment it changes."""
-        moment = now
         recent_days = self._summary.recent_days
 
         def compute(facts: str) -> tuple[Summary, datetime | None]:
             valid = FACTS.validate_json(FACT_FRAGMENTS.expand(facts))
             summary = summarise(
                 valid,
-                now=moment,
+                now=now,
                 repeat_threshold=self._summary.repeat_contact_threshold,
                 recent_days=recent_days,
             )
-            return summary, summary_changes_at(valid, now=moment, recent_days=recent_days)
+            return summary, summary_changes_at(valid, now=now, recent_days=recent_days)
 
-        return self._summaries.summary_until(facts, now=moment, compute=compute)
+        return self._summaries.summary_until(facts, now=now, compute=compute)
 
     async def changes_since(self, citizen_id: str, *, epoch: str, version: int) -> list[ContextChange] | None:
         """Every change after `version`, in order; None when they are no longer all held."""
