@@ -57,7 +57,7 @@ async def _security(connection: HTTPConnection) -> SecurityServices:
     return connection.state.security  # type: ignore[no-any-return]
 
 
-async def _caller(request: Request) -> Caller:
+async def authenticated_caller(request: Request) -> Caller:
     """The authenticated caller, counted against their rate limit; 401 or 429 otherwise."""
     security: SecurityServices = request.state.security
     try:
@@ -86,5 +86,5 @@ PublisherDep = Annotated[EventPublisher, Depends(_publisher)]
 StreamServicesDep = Annotated[StreamServices, Depends(_stream_services)]
 EraserDep = Annotated[CitizenEraser, Depends(_eraser)]
 SecurityDep = Annotated[SecurityServices, Depends(_security)]
-CurrentCaller = Annotated[Caller, Depends(_caller)]
+CurrentCaller = Annotated[Caller, Depends(authenticated_caller)]
 IdentityDep = Annotated[IdentitySettings, Depends(_identity)]

@@ -155,11 +155,14 @@ class ChangeHub:
         queue_size: int,
         probe_s: float = 10,
         on_resync_all: Callable[[], None] = lambda: None,
+        on_erased: Callable[[str], None] = lambda _citizen_id: None,
     ) -> None:
         self._client = client
         # Called before every stream is told to re-sync (a new epoch, or a subscription restored after
         # messages may have been lost): whoever keeps the epoch at hand must read it again.
         self._on_resync_all = on_resync_all
+        # Called for every erased citizen, watched or not: whoever keeps their data at hand must drop it.
+        self._on_erased = on_erased
         self._probe_s = probe_s
         self._channel = channel
         self._queue_size = queue_size
@@ -266,6 +269,8 @@ class ChangeHub:
                 log.info("projection epoch changed", epoch=message["epoch"])
                 self._resync_all("epoch")
             return
+        if message.get("erased"):
+            self._on_erased(citizen_id)
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
             return

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from context.batching import CommandBatcher
 from context.compact import EVENT_FRAGMENTS, FACT_FRAGMENTS
+from context.document_cache import DocumentCache
 from context.identity import IdentifierKind
 from context.keys import (
     CitizenKeys,
@@ -87,10 +88,12 @@ class TimelinePosition:
 
 @dataclass(frozen=True, slots=True)
 class ContextJson:
-    """A context ready to serve: its head (everything but the events) and the whole JSON document."""
+    """A context ready to serve: its head (everything but the events), the whole JSON document, and a
+    digest of the summary (which moves with time, so an ETag must name it besides the version)."""
 
     head: CitizenContext
     body: str
+    summary_digest: str
 
 
 _EMPTY_TIMELINE = '"timeline":[]}'
@@ -367,6 +370,7 @@ class ContextReader:
         self._timeline = timeline
         self._summary = summary or SummarySettings()
         self._summaries = SummaryCache()
+        self._documents: DocumentCache[ContextJson] = DocumentCache()
         self._epoch: str | None = None
         self._epoch_read_at = 0.0
         self._snapshot = client.register_script(_SNAPSHOT)
@@ -428,6 +432,10 @@ class ContextReader:
         """Read the generation from Redis next time (it changed, or may have)."""
         self._epoch = None
 
+    def forget_citizen(self, citizen_id: str) -> None:
+        """Drop the citizen's kept document (erased: nothing of them is kept longer than needed)."""
+        self._documents.forget(citizen_id)
+
     async def context(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
     ) -> CitizenContext:
@@ -435,10 +443,9 @@ class ContextReader:
 
         A citizen the projection does not hold is an empty context at version 0.
         """
-        head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
-        return head.model_copy(
-            update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(_json_array(events)))}
-        )
+        epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
+        head, events, _until = self._head(citizen_id, epoch, reply, now=now or datetime.now(UTC))
+        return head.model_copy(update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(events))})
 
     async def context_json(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -447,20 +454,29 @@ class ContextReader:
 
         The events are spliced in as stored: the write path validated them and stored exactly their
         `to_json()` form, so parsing and re-encoding them on every read (most of a read's cost) would
-        only reproduce the same bytes.
+        only reproduce the same bytes. The document is kept, and served again while the snapshot is equal
+        and its summary holds (context/document_cache.py).
         """
-        head, events = await self._snapshot_of(citizen_id, limit=limit, now=now)
+        moment = now or datetime.now(UTC)
+        epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
+        kept = self._documents.get(citizen_id, (epoch, reply), now=moment)
+        if kept is not None:
+            return kept
+        head, events, until = self._head(citizen_id, epoch, reply, now=moment)
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
             raise ValueError("CitizenContext must end with its timeline")  # a model change broke the splice
-        return ContextJson(
-            head=head, body=encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(_json_array(events)) + "}"
-        )
+        body = encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(events) + "}"
+        digest = hashlib.sha256(head.summary.model_dump_json().encode()).hexdigest()[:16]
+        built = ContextJson(head=head, body=body, summary_digest=digest)
+        # The reply's strings are kept besides the document: about its size again, or less (compact forms).
+        size = 2 * len(body) + len(reply[2])
+        self._documents.put(citizen_id, (epoch, reply), built, size=size, since=moment, until=until)
+        return built
 
-    async def _snapshot_of(
-        self, citizen_id: str, *, limit: int | None, now: datetime | None
-    ) -> tuple[CitizenContext, list[str]]:
-        """The context without its events, and the events' stored forms, newest first."""
+    async def _snapshot_of(self, citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
+        """The generation read, and its snapshot reply: [version, profile (flat), facts, events] (the
+        facts and events each as one JSON array of their stored forms)."""
         epoch = await self.current_epoch()
 
         async def snapshot() -> list[Any]:
@@ -482,37 +498,47 @@ class ContextReader:
             if (fresh := await self.current_epoch()) != epoch:
                 epoch = fresh
                 reply = await snapshot()
+        return epoch, reply
+
+    def _head(
+        self, citizen_id: str, epoch: str, reply: list[Any], *, now: datetime
+    ) -> tuple[CitizenContext, str, datetime | None]:
+        """The context without its events, the stored events (newest first), and until when it holds."""
         version, profile, facts, events = reply
+        summary, until = self._summarise_until(facts, now=now)
         head = CitizenContext(
             citizen_id=citizen_id,
             epoch=epoch,
             version=int(version),
             profile=_profile(profile),
-            summary=self._summarise(facts, now=now),
+            summary=summary,
             timeline=[],
         )
-        return head, [event for event in events if event is not None]
+        return head, events, until
 
     async def summary(self, citizen_id: str, *, epoch: str, now: datetime | None = None) -> Summary:
         """The citizen's summary as it stands now (for live streams, after each change)."""
         facts = await self._client.hvals(CitizenKeys(self._prefix, epoch, citizen_id).facts)
-        return self._summarise([str(fact) for fact in facts], now=now)
+        summary, _until = self._summarise_until(
+            _json_array(str(fact) for fact in facts), now=now or datetime.now(UTC)
+        )
+        return summary
 
-    def _summarise(self, facts: list[str], *, now: datetime | None) -> Summary:
-        moment = now or datetime.now(UTC)
+    def _summarise_until(self, facts: str, *, now: datetime) -> tuple[Summary, datetime | None]:
+        """The summary of the stored facts (one JSON array) at `now`, and the first moment it changes."""
         recent_days = self._summary.recent_days
 
-        def compute(facts: list[str]) -> tuple[Summary, datetime | None]:
-            valid = FACTS.validate_json(FACT_FRAGMENTS.expand(_json_array(facts)))
+        def compute(facts: str) -> tuple[Summary, datetime | None]:
+            valid = FACTS.validate_json(FACT_FRAGMENTS.expand(facts))
             summary = summarise(
                 valid,
-                now=moment,
+                now=now,
                 repeat_threshold=self._summary.repeat_contact_threshold,
                 recent_days=recent_days,
             )
-            return summary, summary_changes_at(valid, now=moment, recent_days=recent_days)
+            return summary, summary_changes_at(valid, now=now, recent_days=recent_days)
 
-        return self._summaries.summary(facts, now=moment, compute=compute)
+        return self._summaries.summary_until(facts, now=now, compute=compute)
 
     async def changes_since(self, citizen_id: str, *, epoch: str, version: int) -> list[ContextChange] | None:
         """Every change after `version`, in order; None when they are no longer all held."""

@@ -30,20 +30,30 @@ class SummaryCache:
 
     def summary(
         self,
-        facts: list[str],
+        facts: str,
         *,
         now: datetime,
-        compute: Callable[[list[str]], tuple[Summary, datetime | None]],
+        compute: Callable[[str], tuple[Summary, datetime | None]],
     ) -> Summary:
-        """The summary of `facts` (stored JSON) at `now`: a kept one, or one `compute`d and kept."""
-        digest = hashlib.blake2b("\x1e".join(facts).encode(), digest_size=16).digest()
+        """The summary of `facts` (stored forms, as one JSON array) at `now`: kept, or `compute`d and kept."""
+        return self.summary_until(facts, now=now, compute=compute)[0]
+
+    def summary_until(
+        self,
+        facts: str,
+        *,
+        now: datetime,
+        compute: Callable[[str], tuple[Summary, datetime | None]],
+    ) -> tuple[Summary, datetime | None]:
+        """As `summary`, with the first moment after `now` it changes (None: never, as time alone goes)."""
+        digest = hashlib.blake2b(facts.encode(), digest_size=16).digest()
         with self._lock:
             kept = self._entries.get(digest)
         if kept is not None:
             summary, since, until = kept
             if since <= now and (until is None or now < until):
-                return summary
+                return summary, until
         summary, until = compute(facts)
         with self._lock:
             self._entries[digest] = (summary, now, until)
-        return summary
+        return summary, until

@@ -11,7 +11,7 @@ from api.stream_session import SharedSummaries
 from api.streaming import ChangeHub, PresenceChanged
 from context.keys import presence_key
 from context.settings import RedisSettings, TimelineSettings
-from context.store import ContextReader, PresenceStore, ProjectionWriter
+from context.store import CitizenEraser, ContextReader, PresenceStore, ProjectionWriter
 from tests.factories import make_event, writes_for
 
 
@@ -99,3 +99,25 @@ async def test_streams_of_one_citizen_share_one_summary_read(
     assert first.cancelled()
     # Nothing is kept once read: a later change reads again.
     assert await shared.after("C-S", epoch=context.epoch, version=context.version) == await second
+
+
+async def test_the_hub_tells_the_process_of_every_erasure_watched_or_not(
+    async_redis: "aioredis.Redis", redis_settings: RedisSettings
+) -> None:
+    prefix = redis_settings.key_prefix
+    erased: list[str] = []
+    told = asyncio.Event()
+
+    def on_erased(citizen_id: str) -> None:
+        erased.append(citizen_id)
+        told.set()
+
+    hub = ChangeHub(async_redis, channel=f"{prefix}:changes", queue_size=8, on_erased=on_erased)
+    task = asyncio.create_task(hub.run())
+    try:
+        await asyncio.wait_for(hub.connected.wait(), timeout=10)
+        await CitizenEraser(async_redis, prefix=prefix).erase("C-77")  # nobody watches C-77
+        await asyncio.wait_for(told.wait(), timeout=10)
+    finally:
+        task.cancel()
+    assert erased == ["C-77"]

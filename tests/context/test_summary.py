@@ -180,19 +180,19 @@ def test_the_summary_cache_reuses_a_summary_only_while_it_holds() -> None:
     cache = SummaryCache(maxsize=4)
     computed: list[datetime] = []
 
-    def compute_at(moment: datetime) -> "Callable[[list[str]], tuple[Summary, datetime | None]]":
-        def compute(_facts: list[str]) -> tuple[Summary, datetime | None]:
+    def compute_at(moment: datetime) -> "Callable[[str], tuple[Summary, datetime | None]]":
+        def compute(_facts: str) -> tuple[Summary, datetime | None]:
             computed.append(moment)
             return Summary(contacts_7d={"phone": len(computed)}), NOW + timedelta(days=1)
 
         return compute
 
-    first = cache.summary(["a"], now=NOW, compute=compute_at(NOW))
-    assert cache.summary(["a"], now=NOW + timedelta(hours=23), compute=compute_at(NOW)) is first
+    first = cache.summary("[a]", now=NOW, compute=compute_at(NOW))
+    assert cache.summary("[a]", now=NOW + timedelta(hours=23), compute=compute_at(NOW)) is first
     # Other facts, a moment past the summary's validity, or one before it was computed: computed again.
-    assert cache.summary(["a", "b"], now=NOW, compute=compute_at(NOW)) is not first
-    assert cache.summary(["a"], now=NOW + timedelta(days=1), compute=compute_at(NOW)) is not first
-    assert cache.summary(["a"], now=NOW - timedelta(seconds=1), compute=compute_at(NOW)).contacts_7d == {
+    assert cache.summary("[a,b]", now=NOW, compute=compute_at(NOW)) is not first
+    assert cache.summary("[a]", now=NOW + timedelta(days=1), compute=compute_at(NOW)) is not first
+    assert cache.summary("[a]", now=NOW - timedelta(seconds=1), compute=compute_at(NOW)).contacts_7d == {
         "phone": 4
     }
     assert len(computed) == 4

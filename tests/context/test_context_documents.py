@@ -1,0 +1,63 @@
+"""The reader's kept documents and its snapshot, against the real Redis: exact, never stale."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import redis
+import redis.asyncio as aioredis
+
+from context.keys import CitizenKeys
+from context.settings import TimelineSettings
+from context.store import ContextReader, ProjectionWriter
+from models.context import CitizenContext
+from tests.factories import make_event, writes_for
+
+NOW = datetime.now(UTC)
+
+
+def writer_for(client: "redis.Redis", prefix: str) -> ProjectionWriter:
+    return ProjectionWriter(client, prefix=prefix, timeline=TimelineSettings())
+
+
+async def test_a_kept_document_is_served_only_while_the_snapshot_and_its_summary_hold(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    epoch = writer.current_epoch()
+    writer.apply_batch(writes_for(make_event("C-12", minutes_ago=10, now=NOW)), now=NOW)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    first = await reader.context_json("C-12", now=NOW)
+    assert await reader.context_json("C-12", now=NOW + timedelta(minutes=1)) is first
+    # A week on, the contact leaves the 7-day window: the summary changed with time alone.
+    week_on = await reader.context_json("C-12", now=NOW + timedelta(days=7, minutes=1))
+    assert week_on is not first
+    assert week_on.head.summary != first.head.summary
+    assert week_on.summary_digest != first.summary_digest
+    # Erased and written again: the same version 1, with another event, is never the kept document.
+    writer.erase("C-12", epoch=epoch, publish=False)
+    other = make_event("C-12", minutes_ago=5, now=NOW)
+    writer.apply_batch(writes_for(other), now=NOW)
+    again = await reader.context_json("C-12", now=NOW + timedelta(minutes=1))
+    assert again.head.version == first.head.version == 1
+    assert [e["id"] for e in json.loads(again.body)["timeline"]] == [other.id]
+    context = await reader.context("C-12", now=NOW + timedelta(minutes=1))
+    assert CitizenContext.model_validate_json(again.body) == context
+    # An erasure announced to the process drops the document at once.
+    reader.forget_citizen("C-12")
+    assert await reader.context_json("C-12", now=NOW + timedelta(minutes=1)) is not again
+
+
+async def test_an_event_the_timeline_names_but_no_longer_holds_is_left_out(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-13", minutes_ago=m, now=NOW) for m in (3, 2, 1)]
+    writer.apply_batch(writes_for(*events), now=NOW)
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-13")
+    middle = cast(list[str], redis_client.zrevrange(keys.timeline, 1, 1))[0]
+    redis_client.hdel(keys.events, middle)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    encoded = await reader.context_json("C-13", now=NOW)
+    assert [e["id"] for e in json.loads(encoded.body)["timeline"]] == [events[2].id, events[0].id]
+    assert [e.id for e in (await reader.context("C-13", now=NOW)).timeline] == [events[2].id, events[0].id]
