@@ -48,6 +48,9 @@ REDIS_CONNECTIONS = 64
 REDIS_CONNECTION_WAIT_S = 20.0
 
 
+# How often kept context documents past their maximum age are removed (context/document_cache.py).
+DOCUMENT_SWEEP_S = 60.0
+
 log = structlog.get_logger("api")
 
 SHUTDOWN_STEP_S = 5.0
@@ -60,6 +63,13 @@ async def _finish(what: str, task: "asyncio.Task[Any]") -> None:
         log.warning("shutdown step did not finish", step=what, waited_s=SHUTDOWN_STEP_S)
     elif not task.cancelled() and task.exception() is not None:
         log.warning("shutdown step failed", step=what, error=type(task.exception()).__name__)
+
+
+async def _drop_old_documents(reader: ContextReader) -> None:
+    """Every minute, remove the context documents kept past their maximum age, read again or not."""
+    while True:
+        await asyncio.sleep(DOCUMENT_SWEEP_S)
+        reader.drop_old_documents()
 
 
 def create_app(
@@ -144,6 +154,7 @@ def create_app(
             asyncio.create_task(presence_keeper.run(), name="presence-keeper"),
             asyncio.create_task(access_checks.run(), name="stream-access-checks"),
             asyncio.create_task(hub.run_heartbeats(api.stream_heartbeat_s), name="stream-heartbeats"),
+            asyncio.create_task(_drop_old_documents(reader), name="old-documents"),
         ]
         streams = StreamServices(
             reader=reader,

@@ -11,15 +11,24 @@ a moment within the interval its summary holds over: exact, never stale.
 The reply is compared, not trusted by its version: a citizen erased (or expired) and written again starts
 over at version 1, with other data. Comparing costs a few microseconds (the strings are compared, not
 hashed, and unequal ones usually differ in length); what it saves, many times that.
+
+Personal data is kept no longer than needed: an entry is served for at most MAX_AGE after it was built,
+and `drop_older_than` (which the API calls every minute, read or not) removes it from memory after that;
+an erasure, a new generation or a lost subscription drops entries at once (context/store.py).
 """
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 # The most bytes of documents and replies kept per process (a 50-event page is about 40 KB of both).
 MAX_BYTES = 32 * 1024 * 1024
+# How long a document may be served again, and kept, after it was built.
+MAX_AGE = timedelta(minutes=5)
+# What an entry costs beyond its strings (the head model, the tuples, the dictionary's slot): counted so
+# that many small documents (unknown citizens) are bounded by the budget too.
+ENTRY_OVERHEAD_BYTES = 4096
 
 Document = TypeVar("Document")
 
@@ -36,14 +45,18 @@ class _Kept(Generic[Document]):
 class DocumentCache(Generic[Document]):
     """The last document built for each key, with the reply it was built from and when it holds."""
 
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, max_age: timedelta = MAX_AGE) -> None:
         self._entries: OrderedDict[str, _Kept[Document]] = OrderedDict()
         self._bytes = 0
         self._max_bytes = max_bytes
+        self._max_age = max_age
 
     def get(self, key: str, basis: object, *, now: datetime) -> Document | None:
         """The document built from an equal `basis` (what it was built from), if kept and holding at `now`."""
         kept = self._entries.get(key)
+        if kept is not None and now >= kept.since + self._max_age:
+            self.forget(key)
+            return None
         if kept is None or not (kept.since <= now and (kept.until is None or now < kept.until)):
             return None
         if kept.basis != basis:
@@ -65,6 +78,7 @@ class DocumentCache(Generic[Document]):
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+        size += ENTRY_OVERHEAD_BYTES
         if size > self._max_bytes:
             return
         self._entries[key] = _Kept(basis, since, until, document, size)
@@ -78,6 +92,16 @@ class DocumentCache(Generic[Document]):
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+
+    def drop_older_than(self, now: datetime) -> None:
+        """Remove every entry built MAX_AGE or longer before `now`."""
+        for key in [key for key, kept in self._entries.items() if now >= kept.since + self._max_age]:
+            self.forget(key)
+
+    def clear(self) -> None:
+        """Drop everything kept."""
+        self._entries.clear()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import secrets
+import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -371,6 +372,8 @@ class ContextReader:
         self._summary = summary or SummarySettings()
         self._summaries = SummaryCache()
         self._documents: DocumentCache[ContextJson] = DocumentCache()
+        # Counts drops of kept documents (erasures, new generations, lost subscriptions), see context_json.
+        self._forgotten = 0
         self._epoch: str | None = None
         self._epoch_read_at = 0.0
         self._snapshot = client.register_script(_SNAPSHOT)
@@ -429,12 +432,23 @@ class ContextReader:
         return epoch
 
     def forget_epoch(self) -> None:
-        """Read the generation from Redis next time (it changed, or may have)."""
+        """Read the generation from Redis next time (it changed, or may have), and drop every kept document.
+
+        The API calls it on a new generation and whenever its subscription was lost: erasures announced
+        meanwhile never reached `forget_citizen`.
+        """
         self._epoch = None
+        self._forgotten += 1
+        self._documents.clear()
 
     def forget_citizen(self, citizen_id: str) -> None:
         """Drop the citizen's kept document (erased: nothing of them is kept longer than needed)."""
+        self._forgotten += 1
         self._documents.forget(citizen_id)
+
+    def drop_old_documents(self, now: datetime | None = None) -> None:
+        """Remove the documents kept longer than their maximum age (the API calls it every minute)."""
+        self._documents.drop_older_than(now or datetime.now(UTC))
 
     async def context(
         self, citizen_id: str, *, limit: int | None = None, now: datetime | None = None
@@ -458,6 +472,7 @@ class ContextReader:
         and its summary holds (context/document_cache.py).
         """
         moment = now or datetime.now(UTC)
+        forgotten = self._forgotten
         epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
         kept = self._documents.get(citizen_id, (epoch, reply), now=moment)
         if kept is not None:
@@ -469,9 +484,12 @@ class ContextReader:
         body = encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(events) + "}"
         digest = hashlib.sha256(head.summary.model_dump_json().encode()).hexdigest()[:16]
         built = ContextJson(head=head, body=body, summary_digest=digest)
-        # The reply's strings are kept besides the document: about its size again, or less (compact forms).
-        size = 2 * len(body) + len(reply[2])
-        self._documents.put(citizen_id, (epoch, reply), built, size=size, since=moment, until=until)
+        # The reply's strings are kept besides the document (their real sizes, whatever their characters).
+        size = sum(sys.getsizeof(text) for text in (body, reply[2], reply[3]))
+        # An erasure (or a lost subscription) while the snapshot was read: the reply may predate it, and
+        # must not be kept after the drop that came before it.
+        if self._forgotten == forgotten:
+            self._documents.put(citizen_id, (epoch, reply), built, size=size, since=moment, until=until)
         return built
 
     async def _snapshot_of(self, citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
@@ -493,8 +511,9 @@ class ContextReader:
         reply = await snapshot()
         if int(reply[0]) == 0:
             # Nothing held: a citizen unknown, or a generation just replaced by a rebuild (the epoch is
-            # kept for up to a second). Only the latter reads again, from the new generation.
-            self.forget_epoch()
+            # kept for up to a second). Only the latter reads again, from the new generation (the rebuild's
+            # announcement, through the hub, drops the kept documents).
+            self._epoch = None
             if (fresh := await self.current_epoch()) != epoch:
                 epoch = fresh
                 reply = await snapshot()

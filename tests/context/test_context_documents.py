@@ -1,12 +1,14 @@
 """The reader's kept documents and its snapshot, against the real Redis: exact, never stale."""
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
 
+from context.document_cache import MAX_AGE
 from context.keys import CitizenKeys
 from context.settings import TimelineSettings
 from context.store import ContextReader, ProjectionWriter
@@ -61,3 +63,50 @@ async def test_an_event_the_timeline_names_but_no_longer_holds_is_left_out(
     encoded = await reader.context_json("C-13", now=NOW)
     assert [e["id"] for e in json.loads(encoded.body)["timeline"]] == [events[2].id, events[0].id]
     assert [e.id for e in (await reader.context("C-13", now=NOW)).timeline] == [events[2].id, events[0].id]
+
+
+async def test_kept_documents_go_after_their_maximum_age_and_on_a_lost_subscription(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    writer.apply_batch(writes_for(make_event("C-14", minutes_ago=10, now=NOW)), now=NOW)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    first = await reader.context_json("C-14", now=NOW)
+    # Past the maximum age it is built again, even with nothing changed.
+    assert await reader.context_json("C-14", now=NOW + MAX_AGE) is not first
+    # Unread, it is still removed from memory by the periodic sweep.
+    kept = await reader.context_json("C-14", now=NOW)
+    assert await reader.context_json("C-14", now=NOW + timedelta(seconds=1)) is kept
+    reader.drop_old_documents(NOW + MAX_AGE)
+    assert await reader.context_json("C-14", now=NOW + timedelta(seconds=1)) is not kept
+    # What the hub calls when its subscription was lost (erasures may have gone unannounced): all go.
+    kept = await reader.context_json("C-14", now=NOW)
+    reader.forget_epoch()
+    assert await reader.context_json("C-14", now=NOW) is not kept
+
+
+async def test_a_document_read_across_an_erasure_announcement_is_not_kept(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    writer.apply_batch(writes_for(make_event("C-15", minutes_ago=10, now=NOW)), now=NOW)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    started = asyncio.Event()
+    release = asyncio.Event()
+    # The read is held in its await, as a slow Redis would hold it.
+    snapshot_of = reader._snapshot_of
+
+    async def held(citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
+        reply = await snapshot_of(citizen_id, limit=limit)
+        started.set()
+        await release.wait()
+        return reply
+
+    reader._snapshot_of = held  # type: ignore[method-assign]
+    read = asyncio.create_task(reader.context_json("C-15", now=NOW))
+    await started.wait()
+    reader.forget_citizen("C-15")  # the erasure's announcement arrives while the snapshot is in flight
+    release.set()
+    served = await read
+    reader._snapshot_of = snapshot_of  # type: ignore[method-assign]
+    assert await reader.context_json("C-15", now=NOW) is not served
