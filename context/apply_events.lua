@@ -1,4 +1,5 @@
--- Apply a run of events, each to its citizen's context, in order; each event atomically and idempotently.
+-- Apply a run of events, each to its citizen's context, in order; each event idempotently. Like any script,
+-- the whole call runs atomically (no other command runs meanwhile), which is why a call is kept short.
 --
 -- One call applies up to a few dozen events (context/store.py, EVENTS_PER_CALL): one script call per
 -- event cost the writer more Python than everything else it does, and Redis a script invocation each.
@@ -123,6 +124,8 @@ local function apply_one(base, at)
     redis.call('LTRIM', keys[4], -log_length, -1)
   end
   if channel ~= '' then
+    -- The id needs no JSON escaping: events are accepted only with ids of CITIZEN_ID_PATTERN's characters
+    -- (models/events.py), and the identifier index only ever names such ids.
     local change = '{"citizen_id":"' .. citizen .. '","epoch":' .. epoch_json .. ',"version":' .. version
     if kept then
       change = change .. ',"event":' .. event_json

@@ -61,7 +61,7 @@ class CitizenKeys:
         return f"{self.base}:identifiers"
 
     def all(self) -> list[str]:
-        """Every key, in the order the apply script expects them."""
+        """Every key (the apply script derives the same ones from `base`, in this order: SUFFIXES)."""
         return [
             self.timeline,
             self.events,

@@ -175,21 +175,33 @@ class ProjectionWriter:
         now: datetime | None = None,
         publish: bool = True,
     ) -> list[ApplyResult]:
-        """Apply the writes in order, in one round trip; each event's effect is atomic and idempotent.
+        """Apply the writes in order; each event's effect is atomic and idempotent.
 
-        `publish=False` keeps the changes off the live channel: a rebuild fills a generation nobody
-        watches yet, and announcing its changes would only make every stream re-sync over and over.
+        The commands go out as one stream of groups on one connection (context/streamed.py), one round
+        trip for the run between two erasures. `publish=False` keeps the changes off the live channel: a
+        rebuild fills a generation nobody watches yet, and announcing its changes would only make every
+        stream re-sync over and over.
         """
         if not writes:
             return []
         epoch = epoch or self.current_epoch()
         # An erasure cuts the batch: what came before it is applied first, then erased with the rest.
-        cut = next((index for index, write in enumerate(writes) if write.erase), None)
-        if cut is not None:
-            results = self.apply_batch(writes[:cut], epoch=epoch, now=now, publish=publish)
-            self.erase(writes[cut].citizen_id, epoch=epoch, publish=publish)
-            results.append(ApplyResult(applied=True, version=0))
-            return results + self.apply_batch(writes[cut + 1 :], epoch=epoch, now=now, publish=publish)
+        results: list[ApplyResult] = []
+        start = 0
+        for index, write in enumerate(writes):
+            if write.erase:
+                results += self._apply_run(writes[start:index], epoch=epoch, now=now, publish=publish)
+                self.erase(write.citizen_id, epoch=epoch, publish=publish)
+                results.append(ApplyResult(applied=True, version=0))
+                start = index + 1
+        return results + self._apply_run(writes[start:], epoch=epoch, now=now, publish=publish)
+
+    def _apply_run(
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+    ) -> list[ApplyResult]:
+        """Apply writes without an erasure among them, in one round trip."""
+        if not writes:
+            return []
         moment = now or datetime.now(UTC)
         cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
@@ -221,7 +233,7 @@ class ProjectionWriter:
             identifiers_expire_at=identifiers_expire_at,
         )
         replies = self._streamed.execute(commands)[-ceil(len(writes) / EVENTS_PER_CALL) :]
-        results = []
+        results: list[ApplyResult] = []
         stale: set[str] = set()
         for reply in replies:
             *flat, identifiers = reply

@@ -22,7 +22,8 @@ class StreamedCommands:
     An error reply becomes the result of its own command (the others still run, as in a pipeline without
     a transaction); `execute` raises the first one after reading every reply, so the connection stays in
     step. A script Redis does not hold (a restart, `SCRIPT FLUSH`) is loaded and the whole run is sent
-    again: callers send only idempotent commands, which the write path's are.
+    again, as is a run whose connection was lost: callers send only idempotent commands, which the write
+    path's are.
     """
 
     def __init__(self, client: "redis.Redis", scripts: Iterable[Script]) -> None:
@@ -38,13 +39,19 @@ class StreamedCommands:
                 produced.append(group)
                 yield group
 
+        feed = kept(groups)
         try:
-            return self._run(kept(groups))
+            return self._run(feed)
         except NoScriptError:
-            # Every group was sent (the replies are read after the last), so `produced` is the whole run.
             for script in self._scripts:
                 self._client.script_load(script.script)
-            return self._run(produced)
+        except (redis.ConnectionError, redis.TimeoutError):
+            # A connection lost mid-run (a reset, a restarting server): the run is sent once more on a new
+            # connection, as redis-py's own pipelines retry; a second failure is the caller's to handle.
+            pass
+        for _group in feed:  # the groups not produced before the failure
+            pass
+        return self._run(produced)
 
     def _run(self, groups: Iterable[Sequence[Command]]) -> list[Any]:
         pool = self._client.connection_pool

@@ -13,6 +13,7 @@ from context.settings import TimelineSettings
 from context.store import EVENTS_PER_CALL, ContextReader, ProjectionWriter, keep_alive_period
 from context.timeline import order_timeline
 from models.context import CitizenContext
+from models.taxonomy import ERASURE_TYPE
 from tests.factories import make_event, writes_for
 
 NOW = datetime.now(UTC)
@@ -305,3 +306,20 @@ def test_the_apply_script_derives_the_keys_the_project_names() -> None:
     assert suffixes is not None
     keys = CitizenKeys("p", "e", "C-1")
     assert [keys.base + s for s in re.findall(r"'([^']*)'", suffixes.group(1))] == keys.all()
+
+
+def test_a_batch_of_many_erasures_is_applied_in_order(redis_client: "redis.Redis", key_prefix: str) -> None:
+    # Each erasure cuts the batch; far more of them than Python's recursion limit must still go through.
+    writer = writer_for(redis_client, key_prefix)
+    events = []
+    for n in range(1_200):
+        events += [
+            make_event(f"C-{n}", minutes_ago=5, now=NOW),
+            make_event(f"C-{n}", type_=ERASURE_TYPE, data={}, minutes_ago=1, now=NOW),
+        ]
+    events.append(make_event("C-0", minutes_ago=1, now=NOW))  # after its erasure: kept
+    results = writer.apply_batch(writes_for(*events))
+    assert [r.version for r in results] == [1, 0] * 1_200 + [1]
+    epoch = writer.current_epoch()
+    assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-1").timeline) == 0
+    assert redis_client.zcard(CitizenKeys(key_prefix, epoch, "C-0").timeline) == 1
