@@ -2,7 +2,8 @@
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import pytest
@@ -55,23 +56,12 @@ def writer(key_prefix: str) -> Iterator[ProjectionWriter]:
     client.close()
 
 
-def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_after_their_writes(
+@contextmanager
+def one_record_batches(
     writer: ProjectionWriter, kafka_topic: str
-) -> None:
-    citizen = f"C-{uuid.uuid4().hex[:8]}"
-    profile = make_event(
-        citizen, type_="profile.updated", data=example_data("profile.updated", phone="07700 900555")
-    )
-    caller: CloudEvent = make_event("C-unused").model_copy(
-        update={"subject": None, "citizenphone": "+447700900555"}
-    )
-    producer: KafkaProducer = create_producer(BOOTSTRAP)
-    try:
-        for value in [encode_structured(profile)[0], encode_structured(caller)[0], b"[1]"]:
-            producer.send(kafka_topic, value=value, partition=0).get(timeout=30)
-    finally:
-        producer.close()
-    # One record a batch: the caller's batch is read while the profile's may still be in flight.
+) -> Iterator[tuple[ConsumerHealth, Callable[[], int | None]]]:
+    """The consumer loop on its own thread over partition 0 of `kafka_topic`, one record a batch, for the
+    block: its health, and the offset its group has committed so far."""
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
     health = ConsumerHealth()
     dead_letters = create_producer(BOOTSTRAP)
@@ -89,15 +79,34 @@ def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_afte
     thread.start()
     reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
     try:
-        wait_until(lambda: health.applied + health.invalid == 3, what="every record used")
-        wait_until(
-            lambda: reader.committed(TopicPartition(kafka_topic, 0)) == 3, what="all three offsets committed"
-        )
+        yield health, lambda: cast(int | None, reader.committed(TopicPartition(kafka_topic, 0)))
     finally:
         stop.set()
         thread.join(timeout=60)
         reader.close()
         dead_letters.close()
+
+
+def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_after_their_writes(
+    writer: ProjectionWriter, kafka_topic: str
+) -> None:
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    profile = make_event(
+        citizen, type_="profile.updated", data=example_data("profile.updated", phone="07700 900555")
+    )
+    caller: CloudEvent = make_event("C-unused").model_copy(
+        update={"subject": None, "citizenphone": "+447700900555"}
+    )
+    producer: KafkaProducer = create_producer(BOOTSTRAP)
+    try:
+        for value in [encode_structured(profile)[0], encode_structured(caller)[0], b"[1]"]:
+            producer.send(kafka_topic, value=value, partition=0).get(timeout=30)
+    finally:
+        producer.close()
+    # One record a batch: the caller's batch is read while the profile's may still be in flight.
+    with one_record_batches(writer, kafka_topic) as (health, committed):
+        wait_until(lambda: health.applied + health.invalid == 3, what="every record used")
+        wait_until(lambda: committed() == 3, what="all three offsets committed")
     assert health.applied == 2
     epoch = writer.current_epoch()
     assert writer.resolve([(IdentifierKind.phone, "+447700900555")], epoch=epoch) == {
@@ -120,33 +129,9 @@ def test_batches_in_flight_are_applied_in_the_order_they_were_read(
     finally:
         producer.close()
     # One record a batch, so that batch after batch is handed to the writer while others are in flight.
-    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
-    health = ConsumerHealth()
-    dead_letters = create_producer(BOOTSTRAP)
-    consumer = ProjectionConsumer(
-        consumer=create_consumer(kafka),
-        writer=writer,
-        dead_letter_producer=dead_letters,
-        health=health,
-        poll_timeout_ms=100,
-        default_region="GB",
-        bootstrap=BOOTSTRAP,
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop,))
-    thread.start()
-    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
-    try:
+    with one_record_batches(writer, kafka_topic) as (health, committed):
         wait_until(lambda: health.applied == len(events), what="every event applied")
-        wait_until(
-            lambda: reader.committed(TopicPartition(kafka_topic, 0)) == len(events),
-            what="every offset committed",
-        )
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        reader.close()
-        dead_letters.close()
+        wait_until(lambda: committed() == len(events), what="every offset committed")
     # The change log holds "version\nprofile\nevent key" per change (apply_events.lua).
     changes = cast(
         list[str],
