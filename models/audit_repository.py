@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import insert
+from sqlalchemy import Connection, insert
 from sqlmodel import Session, col, select
 
 from models.tables import AuditAction, AuditRecord, AuditRecordBase
@@ -28,10 +28,9 @@ class AuditFilter:
 _INSERT = insert(AuditRecord.__table__)  # type: ignore[attr-defined]
 
 
-def add_records(session: Session, records: list[AuditRecordBase]) -> None:
-    """Append records, committing the session's transaction with them."""
-    session.execute(_INSERT, [record.model_dump() for record in records])
-    session.commit()
+def add_records(connection: Connection, records: list[AuditRecordBase]) -> None:
+    """Append records in the connection's transaction (the caller commits it)."""
+    connection.execute(_INSERT, [record.model_dump() for record in records])
 
 
 def read_records(session: Session, *, where: AuditFilter, limit: int) -> list[AuditRecord]:

@@ -3,7 +3,7 @@
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import Connection, bindparam, delete, update
 from sqlmodel import Session, col, select
 
 from models.tables import Enquiry, EnquiryStatus
@@ -66,12 +66,14 @@ _HOLDING = (
 )
 
 
-def holding_enquiry_ids(session: Session, *, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+def holding_enquiry_ids(
+    connection: Connection, *, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
     """For each (agent, citizen), the id of the agent's most recent active enquiry for the citizen, if any.
 
     One query for many pairs (the audit writes reads in batches); pairs with none are left out.
     """
-    rows = session.execute(
+    rows = connection.execute(
         _HOLDING,
         {"agent_ids": sorted({a for a, _c in pairs}), "citizen_ids": sorted({c for _a, c in pairs})},
     )

@@ -90,3 +90,14 @@ async def test_past_the_waiting_limit_a_caller_is_refused_at_once(
     )
     assert results[:2] == [1, 2]
     assert isinstance(results[2], redis.exceptions.ConnectionError)
+
+
+async def test_a_lost_connection_is_replaced_without_failing_the_next_command(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    assert await batcher.execute("INCR", f"{key_prefix}:n") == 1
+    own_id = await batcher.execute("CLIENT", "ID")
+    assert await async_redis.client_kill_filter(_id=own_id) == 1  # as a Redis restart would
+    assert await batcher.execute("INCR", f"{key_prefix}:n") == 2
+    assert await batcher.execute("CLIENT", "ID") != own_id  # a new connection
