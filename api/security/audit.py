@@ -23,6 +23,14 @@ from models.tables import AuditAction, AuditRecordBase
 
 # The most records one transaction takes; more wait for the next one.
 MAX_BATCH = 256
+# Under load (the previous batch began less than BUSY_WITHIN_S ago), a batch of fewer than GATHER_UNTIL
+# records first waits GATHER_S for more to join it. Each transaction costs about the same whatever it holds
+# (its commit most of all), and at a steady 1,000 reads/s batches held two to four records: waiting a
+# millisecond made them larger, the API's CPU per read smaller, and the reads' p50 lower (README,
+# Benchmarks). A lone read, when little else happens, never waits.
+GATHER_UNTIL = 16
+GATHER_S = 0.001
+BUSY_WITHIN_S = 0.01
 
 # Decides a read from the enquiry the caller holds for the citizen (None when they hold none).
 Rule = Callable[[str | None], Decision]
@@ -51,6 +59,7 @@ class Auditor:
         # One writer task at a time (so one thread: SQLite takes one writer anyway), started on demand.
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self._last_batch_at = float("-inf")  # the event loop's time when the latest batch was taken
 
     def pseudonym(self, citizen_id: str) -> str:
         """The citizen's pseudonym, as the trail and the logs name them."""
@@ -118,7 +127,11 @@ class Auditor:
 
     async def _write_pending(self) -> None:
         """Write every waiting record, a batch at a time, until none waits (then the task ends)."""
+        loop = asyncio.get_running_loop()
         while self._pending:
+            if len(self._pending) < GATHER_UNTIL and loop.time() - self._last_batch_at < BUSY_WITHIN_S:
+                await asyncio.sleep(GATHER_S)
+            self._last_batch_at = loop.time()
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
                 decisions = await to_thread.run_sync(self._write, batch)
