@@ -64,6 +64,11 @@ class DocumentCache(Generic[Document]):
         self._entries.move_to_end(key)
         return kept.document
 
+    def basis(self, key: str) -> object:
+        """What the document kept for `key` was built from (None if none is kept), whether it holds or not."""
+        kept = self._entries.get(key)
+        return None if kept is None else kept.basis
+
     def put(
         self,
         key: str,

@@ -42,6 +42,8 @@ from models.events import CloudEvent
 
 _APPLY_EVENTS = files("context").joinpath("apply_events.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
+# The length of snapshot.lua's reply when the caller's stamp is still the citizen's: [version, stamp].
+_UNCHANGED_REPLY = 2
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text()
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
@@ -485,10 +487,18 @@ class ContextReader:
         """
         moment = now or datetime.now(UTC)
         forgotten = self._forgotten
-        epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
-        kept = self._documents.get(citizen_id, (epoch, reply), now=moment)
+        # Redis answers with the stamp alone when the kept document's still stands (snapshot.lua).
+        held = self._documents.basis(citizen_id)
+        epoch, reply = await self._snapshot_of(citizen_id, limit=limit, held=held)
+        basis = (epoch, limit, reply[-1])
+        kept = self._documents.get(citizen_id, basis, now=moment)
         if kept is not None:
             return kept
+        if len(reply) == _UNCHANGED_REPLY:
+            # Unchanged, but the kept document no longer holds (its age, or its summary's moment): read
+            # the whole snapshot again.
+            epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
+            basis = (epoch, limit, reply[-1])
         head, events, until = self._head(citizen_id, epoch, reply, now=moment)
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
@@ -496,27 +506,31 @@ class ContextReader:
         body = encoded[: -len("[]}")] + EVENT_FRAGMENTS.expand(events) + "}"
         digest = hashlib.sha256(head.summary.model_dump_json().encode()).hexdigest()[:16]
         built = ContextJson(head=head, body=body, summary_digest=digest)
-        # The reply's strings are kept besides the document (their real sizes, whatever their characters).
-        size = sum(sys.getsizeof(text) for text in (body, reply[2], reply[3]))
+        # Counted at the document's real size, whatever its characters (its basis is a short stamp).
+        size = sys.getsizeof(body)
         # An erasure (or a lost subscription) while the snapshot was read: the reply may predate it, and
         # must not be kept after the drop that came before it.
         if self._forgotten == forgotten:
-            self._documents.put(citizen_id, (epoch, reply), built, size=size, since=moment, until=until)
+            self._documents.put(citizen_id, basis, built, size=size, since=moment, until=until)
         return built
 
-    async def _snapshot_of(self, citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
-        """The generation read, and its snapshot reply: [version, profile (flat), facts, events] (the
-        facts and events each as one JSON array of their stored forms)."""
+    async def _snapshot_of(
+        self, citizen_id: str, *, limit: int | None, held: object = None
+    ) -> tuple[str, list[Any]]:
+        """The generation read, and its snapshot reply: [version, profile (flat), facts, events, stamp]
+        (the facts and events each as one JSON array of their stored forms), or only [version, stamp]
+        when `held`, the basis of a kept document (generation, limit, stamp), has the same stamp."""
         epoch = await self.current_epoch()
 
         async def snapshot() -> list[Any]:
+            known = held[2] if isinstance(held, tuple) and held[:2] == (epoch, limit) else ""
             # Batched with the other reads of the moment (see context/batching.py): every desktop's hot path.
             return cast(
                 list[Any],
                 await self._batcher.run_script(
                     self._snapshot,
                     keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
-                    args=[limit or self._timeline.page_size],
+                    args=[limit or self._timeline.page_size, known],
                 ),
             )
 
@@ -535,7 +549,7 @@ class ContextReader:
         self, citizen_id: str, epoch: str, reply: list[Any], *, now: datetime
     ) -> tuple[CitizenContext, str, datetime | None]:
         """The context without its events, the stored events (newest first), and until when it holds."""
-        version, profile, facts, events = reply
+        version, profile, facts, events, _stamp = reply
         summary, until = self._summarise_until(facts, now=now)
         head = CitizenContext(
             citizen_id=citizen_id,

@@ -50,6 +50,31 @@ async def test_a_kept_document_is_served_only_while_the_snapshot_and_its_summary
     assert await reader.context_json("C-12", now=NOW + timedelta(minutes=1)) is not again
 
 
+async def test_an_unchanged_context_costs_only_its_stamp_and_a_shorter_timeline_is_read_in_full(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-16", minutes_ago=m, now=NOW) for m in (3, 2, 1)]
+    writer.apply_batch(writes_for(*events), now=NOW)
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    first = await reader.context_json("C-16", now=NOW)
+    # Redis answers a read of a kept, unchanged context with its version and stamp alone.
+    _epoch, reply = await reader._snapshot_of("C-16", limit=None, held=reader._documents.basis("C-16"))
+    assert len(reply) == 2
+    assert await reader.context_json("C-16", now=NOW) is first
+    # The oldest event goes without a new version, as when a late event falling off a full timeline takes
+    # events past the age cap with it (apply_events.lua): the kept document is not served.
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-16")
+    oldest = cast(list[str], redis_client.zrange(keys.timeline, 0, 0))[0]
+    redis_client.zrem(keys.timeline, oldest)
+    redis_client.hdel(keys.events, oldest)
+    redis_client.hdel(keys.facts, oldest)
+    shorter = await reader.context_json("C-16", now=NOW)
+    assert shorter.head.version == first.head.version
+    assert [e["id"] for e in json.loads(shorter.body)["timeline"]] == [events[2].id, events[1].id]
+    assert CitizenContext.model_validate_json(shorter.body) == await reader.context("C-16", now=NOW)
+
+
 async def test_an_event_the_timeline_names_but_no_longer_holds_is_left_out(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
@@ -96,8 +121,8 @@ async def test_a_document_read_across_an_erasure_announcement_is_not_kept(
     # The read is held in its await, as a slow Redis would hold it.
     snapshot_of = reader._snapshot_of
 
-    async def held(citizen_id: str, *, limit: int | None) -> tuple[str, list[Any]]:
-        reply = await snapshot_of(citizen_id, limit=limit)
+    async def held(citizen_id: str, *, limit: int | None, held: object = None) -> tuple[str, list[Any]]:
+        reply = await snapshot_of(citizen_id, limit=limit, held=held)
         started.set()
         await release.wait()
         return reply
