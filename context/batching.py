@@ -46,6 +46,7 @@ class CommandBatcher:
         self._sender: asyncio.Task[None] | None = None
         # Taken from the client's pool once and never given back: closing the client closes it too.
         self._connection: Connection | None = None
+        self._deadline_s: float | None = None  # for a batch's round trip: the client's socket timeout
 
     async def execute(self, *args: Any) -> Any:
         """Run one command (`"GET", key`), batched with others issued meanwhile; its reply or its error."""
@@ -107,19 +108,31 @@ class CommandBatcher:
     async def _send_and_read(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if self._connection is None:
             # redis-py leaves the pool's method unannotated.
-            self._connection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            connection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+            # The client's socket timeout becomes one deadline for a whole batch (below) rather than
+            # redis-py's own for every reply: a timer set and cancelled per reply was 7 % of the API's CPU
+            # at 64 connections. The connection is this batcher's alone, so nothing else reads it.
+            self._deadline_s = connection.socket_timeout
+            connection.socket_timeout = None
+            self._connection = connection
         connection = self._connection
         try:
-            # A connection lost earlier is connected again here.
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            replies: list[Any] = []
-            for args in commands:
-                try:
-                    # As the client answers the command (its reply callbacks: SET gives True, ...).
-                    replies.append(await self._client.parse_response(connection, args[0]))
-                except redis.exceptions.ResponseError as error:
-                    replies.append(error)
+            async with asyncio.timeout(self._deadline_s):
+                # A connection lost earlier is connected again here.
+                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                replies: list[Any] = []
+                for args in commands:
+                    try:
+                        # As the client answers the command (its reply callbacks: SET gives True, ...).
+                        replies.append(await self._client.parse_response(connection, args[0]))
+                    except redis.exceptions.ResponseError as error:
+                        replies.append(error)
             return replies
+        except TimeoutError as error:
+            await connection.disconnect(nowait=True)
+            raise redis.exceptions.TimeoutError(
+                f"Redis did not answer within {self._deadline_s} s"
+            ) from error
         except BaseException:
             # Replies left unread would be taken for the next batch's: the connection starts afresh.
             await connection.disconnect(nowait=True)

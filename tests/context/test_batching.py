@@ -8,6 +8,7 @@ import redis.exceptions
 
 from context import batching
 from context.batching import CommandBatcher
+from context.settings import RedisSettings
 
 
 async def test_commands_issued_together_each_get_their_reply_in_order(
@@ -101,3 +102,17 @@ async def test_a_lost_connection_is_replaced_without_failing_the_next_command(
     assert await async_redis.client_kill_filter(_id=own_id) == 1  # as a Redis restart would
     assert await batcher.execute("INCR", f"{key_prefix}:n") == 2
     assert await batcher.execute("CLIENT", "ID") != own_id  # a new connection
+
+
+async def test_a_batch_that_outlasts_the_socket_timeout_fails_alone(
+    redis_settings: RedisSettings, key_prefix: str
+) -> None:
+    client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True, socket_timeout=0.2)
+    batcher = CommandBatcher(client)
+    try:
+        assert await batcher.execute("INCR", f"{key_prefix}:t") == 1
+        with pytest.raises(redis.exceptions.TimeoutError):
+            await batcher.execute("BLPOP", f"{key_prefix}:empty", 2)  # Redis answers only after 2 s
+        assert await batcher.execute("INCR", f"{key_prefix}:t") == 2  # on a new connection
+    finally:
+        await client.aclose()
