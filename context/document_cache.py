@@ -3,14 +3,15 @@
 A context read builds its document from the snapshot's reply: the profile parsed and validated, the summary
 looked up, the head encoded, the events expanded and spliced in, the summary's digest for the ETag. That
 was about a fifth of a read's CPU (see README, Benchmarks), and the same citizen is read again and again
-with nothing changed. The document is a pure function of the citizen, the generation, the reply (version,
-profile, facts, events) and the moment (the summary's windows). So the last document of each citizen and
-generation is kept with the reply it came from, and served again only when a new reply is equal to it, at
-a moment within the interval its summary holds over: exact, never stale.
+with nothing changed. The document is a pure function of the citizen, the generation, the snapshot
+(version, profile, facts, events) and the moment (the summary's windows). So the last document of each
+citizen is kept with what it was built from (the generation, the page size and the snapshot's stamp), and
+served again only while Redis finds that stamp still the citizen's (context/snapshot.lua), at a moment
+within the interval its summary holds over.
 
-The reply is compared, not trusted by its version: a citizen erased (or expired) and written again starts
-over at version 1, with other data. Comparing costs a few microseconds (the strings are compared, not
-hashed, and unequal ones usually differ in length); what it saves, many times that.
+The stamp is the version, the timeline's length and its newest event key, not the version alone: a
+citizen erased (or expired) and written again starts over at version 1, with other data. Redis compares
+it and answers with it alone, sparing itself and the API the whole snapshot of an unchanged citizen.
 
 Personal data is kept no longer than needed: an entry is served for at most MAX_AGE after it was built,
 and `drop_older_than` (which the API calls every minute, read or not) removes it from memory after that;
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-# The most bytes of documents and replies kept per process (a 50-event page is about 40 KB of both).
+# The most bytes of documents kept per process (a 50-event page's document is about 17 KB).
 MAX_BYTES = 32 * 1024 * 1024
 # How long a document may be served again, and kept, after it was built.
 MAX_AGE = timedelta(minutes=5)
@@ -43,7 +44,7 @@ class _Kept(Generic[Document]):
 
 
 class DocumentCache(Generic[Document]):
-    """The last document built for each key, with the reply it was built from and when it holds."""
+    """The last document built for each key, with what it was built from (its basis) and when it holds."""
 
     def __init__(self, max_bytes: int = MAX_BYTES, max_age: timedelta = MAX_AGE) -> None:
         self._entries: OrderedDict[str, _Kept[Document]] = OrderedDict()

@@ -103,13 +103,15 @@ class CloudEvent(BaseModel):
 
     def to_json(self) -> str:
         """The compact structured-mode JSON form, as stored and streamed (as `model_dump_json()`)."""
-        if self.data is None:
-            return self.model_dump_json()  # `"data":null` is written, which `exclude_none` would drop
         # The serializer above builds the whole document as a Python dict, then encodes the dict: on the
-        # write path, where every event is encoded once, it cost 3.9 us of the consumer's 31 us per event.
-        # The envelope's fields encoded directly, leaving out the absent (None) attributes as it does, take
-        # 1.3 us; a test holds both to the same output.
-        return _ENVELOPE_FIELDS.to_json(self, exclude_none=True).decode()
+        # write path, where every event is encoded once, that cost 3.9 us of the consumer's 31 us per
+        # event. The envelope's fields encoded directly, less the absent (None) attributes, take about
+        # half; only top-level names are left out, so `data` and anything inside it is encoded as it is.
+        # A test holds both to the same output.
+        absent = {name for name, value in self.__dict__.items() if value is None and name != "data"}
+        if self.__pydantic_extra__:
+            absent.update(name for name, value in self.__pydantic_extra__.items() if value is None)
+        return _ENVELOPE_FIELDS.to_json(self, exclude=absent).decode()
 
 
 # CloudEvent's fields without its serializer (nor its validators, which encoding does not need): its

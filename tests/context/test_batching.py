@@ -104,7 +104,7 @@ async def test_a_lost_connection_is_replaced_without_failing_the_next_command(
     assert await batcher.execute("CLIENT", "ID") != own_id  # a new connection
 
 
-async def test_a_batch_that_outlasts_the_socket_timeout_fails_alone(
+async def test_a_batch_that_outlasts_the_socket_timeout_fails_and_the_next_goes_on_a_new_connection(
     redis_settings: RedisSettings, key_prefix: str
 ) -> None:
     client = aioredis.Redis.from_url(str(redis_settings.url), decode_responses=True, socket_timeout=0.2)

@@ -59,9 +59,17 @@ async def test_an_unchanged_context_costs_only_its_stamp_and_a_shorter_timeline_
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
     first = await reader.context_json("C-16", now=NOW)
     # Redis answers a read of a kept, unchanged context with its version and stamp alone.
-    _epoch, reply = await reader._snapshot_of("C-16", limit=None, held=reader._documents.basis("C-16"))
-    assert len(reply) == 2
+    replies: list[list[Any]] = []
+    snapshot_of = reader._snapshot_of
+
+    async def recorded(citizen_id: str, *, limit: int | None, held: object = None) -> tuple[str, list[Any]]:
+        epoch, reply = await snapshot_of(citizen_id, limit=limit, held=held)
+        replies.append(reply)
+        return epoch, reply
+
+    reader._snapshot_of = recorded  # type: ignore[method-assign]
     assert await reader.context_json("C-16", now=NOW) is first
+    assert [len(reply) for reply in replies] == [2]
     # The oldest event goes without a new version, as when a late event falling off a full timeline takes
     # events past the age cap with it (apply_events.lua): the kept document is not served.
     keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-16")

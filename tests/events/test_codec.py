@@ -5,6 +5,7 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from events.codec import InvalidEvent, decode_record, encode_structured, judge
 from models.events import CloudEvent
@@ -169,6 +170,17 @@ def test_the_stored_form_is_the_models_own_json(document: dict[str, object]) -> 
     event = CloudEvent.model_validate(document)
     assert event.to_json() == event.model_dump_json()
     assert CloudEvent.model_validate_json(event.to_json()).to_json() == event.to_json()  # reads back as it is
+
+
+def test_the_stored_form_keeps_nulls_inside_the_data_whatever_holds_them() -> None:
+    class Inner(BaseModel):
+        note: str | None = None
+
+    event = CloudEvent.model_validate({**VALID, "time": "2026-11-28T09:15:00+01:00", "traceparent": None})
+    resolved = event.model_copy(update={"subject": "C-2", "data": {"inner": Inner(), "n": None}})
+    for variant in (event, resolved):
+        assert variant.to_json() == variant.model_dump_json()
+    assert '"inner":{"note":null},"n":null' in resolved.to_json()
 
 
 def test_an_event_may_name_the_citizen_by_an_identifier_instead_of_subject() -> None:
