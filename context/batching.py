@@ -128,14 +128,12 @@ class CommandBatcher:
                     except redis.exceptions.ResponseError as error:
                         replies.append(error)
             return replies
-        except TimeoutError as error:
-            await connection.disconnect(nowait=True)
-            raise redis.exceptions.TimeoutError(
-                f"Redis did not answer within {self._deadline_s} s"
-            ) from error
-        except BaseException:
+        except BaseException as error:
             # Replies left unread would be taken for the next batch's: the connection starts afresh.
             await connection.disconnect(nowait=True)
+            if isinstance(error, TimeoutError):
+                message = f"Redis did not answer within {self._deadline_s} s"
+                raise redis.exceptions.TimeoutError(message) from error
             raise
 
 

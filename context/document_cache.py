@@ -54,21 +54,26 @@ class DocumentCache(Generic[Document]):
 
     def get(self, key: str, basis: object, *, now: datetime) -> Document | None:
         """The document built from an equal `basis` (what it was built from), if kept and holding at `now`."""
+        kept = self._holding(key, now)
+        if kept is None or kept.basis != basis:
+            return None
+        self._entries.move_to_end(key)
+        return kept.document
+
+    def basis(self, key: str, *, now: datetime) -> object:
+        """What the document kept for `key` was built from, if it holds at `now` (None otherwise)."""
+        kept = self._holding(key, now)
+        return None if kept is None else kept.basis
+
+    def _holding(self, key: str, now: datetime) -> "_Kept[Document] | None":
+        """The entry kept for `key` if it holds at `now`; one past its maximum age is dropped."""
         kept = self._entries.get(key)
         if kept is not None and now >= kept.since + self._max_age:
             self.forget(key)
             return None
         if kept is None or not (kept.since <= now and (kept.until is None or now < kept.until)):
             return None
-        if kept.basis != basis:
-            return None
-        self._entries.move_to_end(key)
-        return kept.document
-
-    def basis(self, key: str) -> object:
-        """What the document kept for `key` was built from (None if none is kept), whether it holds or not."""
-        kept = self._entries.get(key)
-        return None if kept is None else kept.basis
+        return kept
 
     def put(
         self,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
 from math import ceil
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -44,6 +44,16 @@ _APPLY_EVENTS = files("context").joinpath("apply_events.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
 # The length of snapshot.lua's reply when the caller's stamp is still the citizen's: [version, stamp].
 _UNCHANGED_REPLY = 2
+
+
+class _Basis(NamedTuple):
+    """What a kept context document was built from: the generation, the page size, the snapshot's stamp."""
+
+    epoch: str
+    limit: int | None
+    stamp: str
+
+
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 _TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text()
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
@@ -487,18 +497,22 @@ class ContextReader:
         """
         moment = now or datetime.now(UTC)
         forgotten = self._forgotten
-        # Redis answers with the stamp alone when the kept document's still stands (snapshot.lua).
-        held = self._documents.basis(citizen_id)
-        epoch, reply = await self._snapshot_of(citizen_id, limit=limit, held=held)
-        basis = (epoch, limit, reply[-1])
+        # Redis answers with the stamp alone when the kept document's still stands (snapshot.lua). Only
+        # the stamp of a document that still holds at this moment is sent: an unchanged answer for one
+        # that does not would cost a second round trip.
+        held = self._documents.basis(citizen_id, now=moment)
+        epoch, reply = await self._snapshot_of(
+            citizen_id, limit=limit, held=held if isinstance(held, _Basis) else None
+        )
+        basis = _Basis(epoch, limit, reply[-1])
         kept = self._documents.get(citizen_id, basis, now=moment)
         if kept is not None:
             return kept
         if len(reply) == _UNCHANGED_REPLY:
-            # Unchanged, but the kept document no longer holds (its age, or its summary's moment): read
-            # the whole snapshot again.
+            # Unchanged, but the kept document went meanwhile (an erasure's announcement, a lost
+            # subscription, or a read of another page size replacing it): read the whole snapshot.
             epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
-            basis = (epoch, limit, reply[-1])
+            basis = _Basis(epoch, limit, reply[-1])
         head, events, until = self._head(citizen_id, epoch, reply, now=moment)
         encoded = head.model_dump_json()
         if not encoded.endswith(_EMPTY_TIMELINE):
@@ -515,15 +529,15 @@ class ContextReader:
         return built
 
     async def _snapshot_of(
-        self, citizen_id: str, *, limit: int | None, held: object = None
+        self, citizen_id: str, *, limit: int | None, held: "_Basis | None" = None
     ) -> tuple[str, list[Any]]:
         """The generation read, and its snapshot reply: [version, profile (flat), facts, events, stamp]
         (the facts and events each as one JSON array of their stored forms), or only [version, stamp]
-        when `held`, the basis of a kept document (generation, limit, stamp), has the same stamp."""
+        when `held`, the basis of a kept document, has the same stamp."""
         epoch = await self.current_epoch()
 
         async def snapshot() -> list[Any]:
-            known = held[2] if isinstance(held, tuple) and held[:2] == (epoch, limit) else ""
+            known = held.stamp if held is not None and (held.epoch, held.limit) == (epoch, limit) else ""
             # Batched with the other reads of the moment (see context/batching.py): every desktop's hot path.
             return cast(
                 list[Any],

@@ -62,7 +62,7 @@ async def test_an_unchanged_context_costs_only_its_stamp_and_a_shorter_timeline_
     replies: list[list[Any]] = []
     snapshot_of = reader._snapshot_of
 
-    async def recorded(citizen_id: str, *, limit: int | None, held: object = None) -> tuple[str, list[Any]]:
+    async def recorded(citizen_id: str, *, limit: int | None, held: Any = None) -> tuple[str, list[Any]]:
         epoch, reply = await snapshot_of(citizen_id, limit=limit, held=held)
         replies.append(reply)
         return epoch, reply
@@ -70,6 +70,12 @@ async def test_an_unchanged_context_costs_only_its_stamp_and_a_shorter_timeline_
     reader._snapshot_of = recorded  # type: ignore[method-assign]
     assert await reader.context_json("C-16", now=NOW) is first
     assert [len(reply) for reply in replies] == [2]
+    # A kept document past its age sends no stamp: one full snapshot, not an unchanged answer and then one.
+    replies.clear()
+    aged = await reader.context_json("C-16", now=NOW + MAX_AGE)
+    assert aged is not first
+    assert [len(reply) for reply in replies] == [5]
+    first = await reader.context_json("C-16", now=NOW)
     # The oldest event goes without a new version, as when a late event falling off a full timeline takes
     # events past the age cap with it (apply_events.lua): the kept document is not served.
     keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-16")
@@ -129,13 +135,13 @@ async def test_a_document_read_across_an_erasure_announcement_is_not_kept(
     # The read is held in its await, as a slow Redis would hold it.
     snapshot_of = reader._snapshot_of
 
-    async def held(citizen_id: str, *, limit: int | None, held: object = None) -> tuple[str, list[Any]]:
+    async def held_back(citizen_id: str, *, limit: int | None, held: Any = None) -> tuple[str, list[Any]]:
         reply = await snapshot_of(citizen_id, limit=limit, held=held)
         started.set()
         await release.wait()
         return reply
 
-    reader._snapshot_of = held  # type: ignore[method-assign]
+    reader._snapshot_of = held_back  # type: ignore[method-assign]
     read = asyncio.create_task(reader.context_json("C-15", now=NOW))
     await started.wait()
     reader.forget_citizen("C-15")  # the erasure's announcement arrives while the snapshot is in flight
