@@ -19,7 +19,8 @@ from api.security.access import Decision, role_label
 from api.security.principal import Caller
 from api.security.pseudonyms import pseudonymise
 from models import audit_repository, enquiry_repository
-from models.tables import AuditAction, AuditRecordBase
+from models.audit_repository import AuditRow
+from models.tables import AuditAction, utc_now
 
 # The most records one transaction takes; more wait for the next one.
 MAX_BATCH = 256
@@ -163,8 +164,9 @@ class Auditor:
             )
             return decisions
 
-    def _entry(self, pending: _Pending, decision: Decision) -> AuditRecordBase:
-        return AuditRecordBase(
+    def _entry(self, pending: _Pending, decision: Decision) -> AuditRow:
+        return AuditRow(
+            at=utc_now(),
             actor_kind=pending.caller.kind,
             actor_id=pending.caller.id,
             actor_role=role_label(pending.caller),

@@ -10,5 +10,6 @@ import hmac
 
 def pseudonymise(citizen_id: str, *, key: str) -> str:
     """The citizen's pseudonym under `key`."""
-    digest = hmac.new(key.encode(), citizen_id.encode(), hashlib.sha256).hexdigest()
-    return f"p-{digest[:24]}"
+    # hmac.digest: the one-shot form (OpenSSL's, in C), about twice as fast as building an HMAC object;
+    # the audit writes a pseudonym for every context read.
+    return f"p-{hmac.digest(key.encode(), citizen_id.encode(), hashlib.sha256).hex()[:24]}"

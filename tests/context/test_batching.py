@@ -37,6 +37,37 @@ async def test_a_failing_command_fails_only_its_caller(
     assert isinstance(results[1], redis.exceptions.ResponseError)
 
 
+async def test_every_kind_of_argument_reaches_redis_as_redis_py_would_send_it(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    key = f"{key_prefix}:kinds"
+    values: list[str | bytes | int | float] = ["Zoë 🙂", b"raw\x00bytes", 42, -7, 2**70, 0.1, 1e20]
+    assert await batcher.execute("RPUSH", key, *values) == len(values)
+    # What redis-py's own encoding of each value gives back.
+    assert await async_redis.lrange(key, 0, -1) == [await async_redis.echo(value) for value in values]
+
+
+async def test_an_argument_redis_cannot_take_fails_its_caller_alone_and_names_no_value(
+    async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    batcher = CommandBatcher(async_redis)
+    results = await asyncio.gather(
+        batcher.execute("SET", f"{key_prefix}:a", "1"),
+        batcher.execute("SET", f"{key_prefix}:b", None),
+        batcher.execute("SET", f"{key_prefix}:c", True),
+        batcher.execute("GET", f"{key_prefix}:a"),
+        return_exceptions=True,
+    )
+    assert results[0] is True
+    assert results[3] == "1"
+    for refused in results[1:3]:
+        assert isinstance(refused, redis.exceptions.DataError)
+        assert str(refused).startswith("SET:")
+        assert key_prefix not in str(refused)
+    assert await async_redis.exists(f"{key_prefix}:b", f"{key_prefix}:c") == 0
+
+
 async def test_a_caller_that_goes_away_leaves_the_batch_intact(
     async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:

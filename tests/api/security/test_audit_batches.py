@@ -10,8 +10,9 @@ from api.security import access
 from api.security.audit import Auditor
 from api.security.principal import Caller
 from models import enquiry_repository
+from models.audit_repository import AuditRow
 from models.database import DatabaseSettings, create_db_engine, migrate
-from models.tables import AgentRole, AuditAction, AuditRecord
+from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, utc_now
 
 
 def agent(agent_id: str) -> Caller:
@@ -103,5 +104,36 @@ async def test_every_record_is_committed_before_its_caller_goes_on(
         )
         with Session(engine) as session:
             assert session.exec(select(func.count()).select_from(AuditRecord)).one() == count
+    finally:
+        engine.dispose()
+
+
+def test_an_inserted_row_holds_every_field_of_a_record() -> None:
+    assert set(AuditRow.__annotations__) == set(AuditRecordBase.model_fields)
+
+
+async def test_a_record_is_stored_with_every_field_as_decided(sql_database: DatabaseSettings) -> None:
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    try:
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+        caller = Caller(kind="agent", id="A-7", roles=frozenset({AgentRole.supervisor}))
+        before = utc_now()
+        decision = await auditor.decide_and_record(
+            caller,
+            AuditAction.context_read,
+            lambda enquiry: access.read_citizen(caller, held_enquiry=enquiry, reason="the citizen called"),
+            citizen_id="C-9",
+            client_address="203.0.113.9" + "0" * 80,
+        )
+        with Session(engine) as session:
+            record = session.exec(select(AuditRecord)).one()
+        assert (record.actor_kind, record.actor_id, record.actor_role) == ("agent", "A-7", "supervisor")
+        assert (record.action, record.outcome) == (AuditAction.context_read, "allowed")
+        assert record.citizen == auditor.pseudonym("C-9") != "C-9"
+        assert (record.enquiry_id, record.reason) == (None, "the citizen called") == (None, decision.reason)
+        assert record.client_address == ("203.0.113.9" + "0" * 80)[:64]
+        at = record.at if record.at.tzinfo else record.at.replace(tzinfo=before.tzinfo)
+        assert before <= at <= utc_now()
     finally:
         engine.dispose()
