@@ -68,19 +68,33 @@ def request_bytes(host: str, port: int, path: str, headers: dict[str, str]) -> b
 
 
 def open_loop(
-    host: str, port: int, paths: list[str], headers: dict[str, str], rate_per_s: float, duration_s: float
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    rate_per_s: float,
+    duration_s: float,
+    warm_up_s: float = 0.0,
 ) -> Measured:
     """Requests at a steady rate whatever the responses do; latency counts from when each was due.
 
     Measuring from the due time rather than the send time keeps a stalled server from hiding its stall
-    (coordinated omission): requests that had to wait for a free connection count their wait.
+    (coordinated omission): requests that had to wait for a free connection count their wait. The same
+    rate runs `warm_up_s` first, uncounted, as in the closed loop: a server just started opens its
+    connections and fills its caches then, which is not the steady state the figure describes.
     """
     raise_fd_limit()
-    return asyncio.run(_open_loop(host, port, paths, headers, rate_per_s, duration_s))
+    return asyncio.run(_open_loop(host, port, paths, headers, rate_per_s, duration_s, warm_up_s))
 
 
 async def _open_loop(
-    host: str, port: int, paths: list[str], headers: dict[str, str], rate_per_s: float, duration_s: float
+    host: str,
+    port: int,
+    paths: list[str],
+    headers: dict[str, str],
+    rate_per_s: float,
+    duration_s: float,
+    warm_up_s: float,
 ) -> Measured:
     rng = random.Random(11)  # noqa: S311 (load pattern, not crypto)
     requests = [request_bytes(host, port, path, headers) for path in paths]
@@ -90,7 +104,7 @@ async def _open_loop(
     opened = 0
     slots = asyncio.Semaphore(max_connections)
 
-    async def one(due: float, request: bytes) -> None:
+    async def one(due: float, request: bytes, counted: bool) -> None:
         nonlocal opened
         async with slots:
             connection = idle.pop() if idle else None
@@ -108,16 +122,18 @@ async def _open_loop(
                     opened += 1
                     status = await connection.get(request)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-                result.errors += 1
+                result.errors += counted
                 if connection is not None:
                     connection.close()
                 return
-            result.latencies.append(time.perf_counter() - due)
-            result.statuses[status] = result.statuses.get(status, 0) + 1
-            result.completed += 1
             idle.append(connection)
+            if counted:
+                result.latencies.append(time.perf_counter() - due)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+                result.completed += 1
 
-    total = int(rate_per_s * duration_s)
+    warm_up = int(rate_per_s * warm_up_s)
+    total = warm_up + int(rate_per_s * duration_s)
     tasks: set[asyncio.Task[None]] = set()
     started = time.perf_counter()
     for seq in range(total):
@@ -125,11 +141,11 @@ async def _open_loop(
         pause = due - time.perf_counter()
         if pause > 0:
             await asyncio.sleep(pause)
-        task = asyncio.create_task(one(due, rng.choice(requests)))
+        task = asyncio.create_task(one(due, rng.choice(requests), counted=seq >= warm_up))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
-    result.seconds = time.perf_counter() - started
+    result.seconds = time.perf_counter() - started - warm_up / rate_per_s
     for connection in idle:
         connection.close()
     return result

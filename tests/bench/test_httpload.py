@@ -53,3 +53,12 @@ def test_a_keep_alive_connection_the_server_closed_is_replaced_not_counted_as_an
     assert measured.errors == 0
     assert measured.completed == 50
     assert measured.statuses == {200: 50}
+
+
+def test_requests_of_the_warm_up_are_sent_but_not_counted(one_answer_server: int) -> None:
+    measured = open_loop(
+        "127.0.0.1", one_answer_server, ["/x"], {}, rate_per_s=50, duration_s=1, warm_up_s=0.6
+    )
+    assert measured.completed == len(measured.latencies) == 50
+    assert measured.statuses == {200: 50}
+    assert 0.9 <= measured.seconds < 1.5  # the measured stretch only, not the warm-up before it
