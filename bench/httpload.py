@@ -80,8 +80,9 @@ def open_loop(
 
     Measuring from the due time rather than the send time keeps a stalled server from hiding its stall
     (coordinated omission): requests that had to wait for a free connection count their wait. The same
-    rate runs `warm_up_s` first, uncounted, as in the closed loop: a server just started opens its
-    connections and fills its caches then, which is not the steady state the figure describes.
+    rate runs `warm_up_s` first, its latencies and answers uncounted (its errors counted), as in the
+    closed loop: a server just started opens its connections and fills its caches then, which is not the
+    steady state the figure describes.
     """
     raise_fd_limit()
     return asyncio.run(_open_loop(host, port, paths, headers, rate_per_s, duration_s, warm_up_s))
@@ -122,7 +123,7 @@ async def _open_loop(
                     opened += 1
                     status = await connection.get(request)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
-                result.errors += counted
+                result.errors += 1  # during the warm-up too, as in the closed loop: a failing server shows
                 if connection is not None:
                     connection.close()
                 return

@@ -57,7 +57,7 @@ class CommandBatcher:
         if len(self._pending) >= MAX_WAITING:
             raise redis.exceptions.ConnectionError(f"Redis is not keeping up: {MAX_WAITING} commands wait")
         try:
-            packed = hiredis.pack_command(args)
+            packed = _packed(args)
         except TypeError as error:
             # As redis-py refuses an argument it cannot send (None, a bool): this caller's error alone, and
             # nothing of it joins a batch. The message names the command only, never its arguments.
@@ -147,6 +147,18 @@ class CommandBatcher:
                 message = f"Redis did not answer within {self._deadline_s} s"
                 raise redis.exceptions.TimeoutError(message) from error
             raise
+
+
+def _packed(args: tuple[Any, ...]) -> bytes:
+    """The command in the Redis protocol, as redis-py's own hiredis packer sends it: a command name of
+    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes."""
+    name = args[0]
+    if isinstance(name, str | bytes) and (" " in name if isinstance(name, str) else b" " in name):
+        args = (*name.split(), *args[1:])
+    if any(isinstance(arg, bytearray | memoryview) for arg in args):
+        args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
+    packed: bytes = hiredis.pack_command(args)
+    return packed
 
 
 def _own_copy(error: Exception) -> Exception:

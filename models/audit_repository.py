@@ -35,7 +35,8 @@ class AuditRow(TypedDict):
     A plain mapping, not the model: every context read appends one, and building and dumping a validated
     model took a third of the audit thread's own Python per read, in the thread that holds the
     interpreter lock the event loop serving the reads waits for. The values are bounded where they are
-    made (a token's subject, a client address, a pseudonym); a test holds the keys to the model's fields.
+    made (a token's subject, a client address, a reason, a role, a pseudonym); tests hold the keys to the
+    model's fields and the longest values a caller can bring to the model's limits.
     """
 
     at: datetime

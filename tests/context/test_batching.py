@@ -43,9 +43,15 @@ async def test_every_kind_of_argument_reaches_redis_as_redis_py_would_send_it(
     batcher = CommandBatcher(async_redis)
     key = f"{key_prefix}:kinds"
     values: list[str | bytes | int | float] = ["Zoë 🙂", b"raw\x00bytes", 42, -7, 2**70, 0.1, 1e20]
-    assert await batcher.execute("RPUSH", key, *values) == len(values)
+    buffers = [bytearray(b"from a bytearray"), memoryview(b"from a memoryview")]
+    assert await batcher.execute("RPUSH", key, *values, *buffers) == len(values) + len(buffers)
     # What redis-py's own encoding of each value gives back.
-    assert await async_redis.lrange(key, 0, -1) == [await async_redis.echo(value) for value in values]
+    assert await async_redis.lrange(key, 0, -1) == [
+        *[await async_redis.echo(value) for value in values],
+        *[await async_redis.echo(bytes(buffer)) for buffer in buffers],
+    ]
+    # A command of two words, as redis-py takes it.
+    assert await batcher.execute("CONFIG GET", "appendonly") == await async_redis.config_get("appendonly")
 
 
 async def test_an_argument_redis_cannot_take_fails_its_caller_alone_and_names_no_value(

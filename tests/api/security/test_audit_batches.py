@@ -137,3 +137,32 @@ async def test_a_record_is_stored_with_every_field_as_decided(sql_database: Data
         assert before <= at <= utc_now()
     finally:
         engine.dispose()
+
+
+async def test_the_longest_values_a_caller_brings_still_fit_the_record(
+    sql_database: DatabaseSettings,
+) -> None:
+    # Rows are not validated on their way in (see AuditRow): every value must be bounded where it is made.
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    try:
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+        supervisor = Caller(kind="agent", id="A" * 200, roles=frozenset({AgentRole.supervisor}))
+        integrator = Caller(kind="integrator", id="K" * 200, client="c" * 300)
+        await auditor.decide_and_record(
+            supervisor,
+            AuditAction.context_read,
+            lambda enquiry: access.read_citizen(supervisor, held_enquiry=enquiry, reason="r" * 5000),
+            citizen_id="C-" + "9" * 120,
+            client_address="2001:db8::" + "f" * 300,
+        )
+        await auditor.record(
+            integrator, AuditAction.lookup, access.ALLOW, citizen_id="C-1", client_address="x" * 300
+        )
+        with Session(engine) as session:
+            records = session.exec(select(AuditRecord)).all()
+        assert len(records) == 2
+        for record in records:
+            AuditRecordBase.model_validate(record.model_dump())  # raises if any value outgrew its column
+    finally:
+        engine.dispose()
