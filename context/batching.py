@@ -151,13 +151,18 @@ class CommandBatcher:
 
 def _packed(args: tuple[Any, ...]) -> bytes:
     """The command in the Redis protocol, as redis-py's own hiredis packer sends it: a command name of
-    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes."""
+    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes. Raises TypeError
+    for an argument Redis cannot take (None, a bool)."""
     name = args[0]
-    if isinstance(name, str | bytes) and (" " in name if isinstance(name, str) else b" " in name):
+    if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
         args = (*name.split(), *args[1:])
-    if any(isinstance(arg, bytearray | memoryview) for arg in args):
+    try:
+        packed: bytes = hiredis.pack_command(args)
+    except TypeError:
+        # hiredis takes neither a bytearray nor every memoryview; they are converted only when met, as the
+        # check on every argument of every command would cost more than packing it.
         args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
-    packed: bytes = hiredis.pack_command(args)
+        packed = hiredis.pack_command(args)
     return packed
 
 
