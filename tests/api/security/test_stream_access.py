@@ -30,7 +30,7 @@ def client(
 ) -> Iterator[TestClient]:
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
     writer.apply_batch(writes_for(make_event("C-T1", minutes_ago=1)))
-    security = SecuritySettings(access_check_s=0.2, stream_ticket_ttl_s=1, clock_skew_s=0)
+    security = SecuritySettings(access_check_s=0.2, stream_ticket_ttl_s=2, clock_skew_s=0)
     app = create_app(
         redis_settings=redis_settings,
         database=database_settings,
@@ -53,7 +53,7 @@ def start_enquiry(client: TestClient, agent: str, citizen: str = "C-T1") -> str:
 def ticket(client: TestClient, headers: dict[str, str], **body: str) -> str:
     response = client.post("/v1/stream-tickets", headers=headers, json=body or None)
     assert response.status_code == 201
-    assert response.json()["expires_in_s"] == 1
+    assert response.json()["expires_in_s"] == 2
     value: str = response.json()["ticket"]
     return value
 
@@ -71,7 +71,7 @@ def test_a_ticket_expires_within_its_lifetime(
     client: TestClient, redis_client: "redis.Redis", key_prefix: str
 ) -> None:
     start_enquiry(client, "agent-t")
-    late = ticket(client, access.agent("agent-t"))  # valid for 1 s here
+    late = ticket(client, access.agent("agent-t"))  # valid for 2 s here
     keys = redis_client.keys(f"{key_prefix}:stream-ticket:*")
     assert len(keys) == 1
     wait_until(lambda: not redis_client.exists(keys[0]), what="the ticket expired", timeout_s=5)
@@ -113,7 +113,9 @@ def test_an_agents_stream_ends_when_their_enquiry_does(client: TestClient) -> No
 
 def test_a_stream_ends_when_its_token_expires(client: TestClient) -> None:
     start_enquiry(client, "agent-t")
-    short = access.token("agent-t", ttl=timedelta(seconds=1))
+    # A token's expiry is stored in whole seconds, so a one-second token may already be spent when the
+    # stream opens; three seconds leave at least two for the snapshot on a busy machine.
+    short = access.token("agent-t", ttl=timedelta(seconds=3))
     with client.websocket_connect("/v1/citizens/C-T1/stream", headers=access.bearer(short)) as websocket:
         assert websocket.receive_json()["type"] == "snapshot"
         assert close_code(websocket) == 4401
