@@ -5,7 +5,7 @@ from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -65,6 +65,10 @@ class Enquiry(EnquiryBase, table=True):
     """An agent handling one citizen's enquiry: the justification for viewing their context."""
 
     __tablename__ = "enquiries"
+    # Every context read asks whether its agent holds an active enquiry for its citizen (the audit's batch
+    # asks for many pairs at once). Without this index SQLite's planner chose the status index and walked
+    # every active enquiry: 1.6 ms per batch of 30 pairs with 10,000 active, against 0.19 ms with it.
+    __table_args__ = (Index("ix_enquiries_holder", "agent_id", "citizen_id", "status"),)
 
     id: str = Field(primary_key=True, max_length=36)
     agent_id: str = Field(index=True, max_length=200)

@@ -1,18 +1,20 @@
 """The audit trail in batches: many reads at once, each decided from the database and recorded once."""
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import event, func
 from sqlmodel import Session, col, select
 
 from api.security import access
 from api.security.audit import Auditor
 from api.security.principal import Caller
-from models import enquiry_repository
+from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditRow
 from models.database import DatabaseSettings, create_db_engine, migrate
-from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, utc_now
+from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, Enquiry, utc_now
 
 
 def agent(agent_id: str) -> Caller:
@@ -164,5 +166,68 @@ async def test_the_longest_values_a_caller_brings_still_fit_the_record(
         assert len(records) == 2
         for record in records:
             AuditRecordBase.model_validate(record.model_dump())  # raises if any value outgrew its column
+    finally:
+        engine.dispose()
+
+
+def test_records_beyond_one_statement_are_all_stored_in_their_order(sql_database: DatabaseSettings) -> None:
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    rows = [
+        AuditRow(
+            at=utc_now(),
+            actor_kind="agent",
+            actor_id=f"A-{number}",
+            actor_role="agent",
+            action=AuditAction.timeline_read,
+            outcome="allowed",
+            citizen=None,
+            enquiry_id=None,
+            reason=None,
+            client_address=None,
+        )
+        for number in range(audit_repository.ROWS_PER_STATEMENT + 3)
+    ]
+    try:
+        with engine.begin() as connection:
+            audit_repository.add_records(connection, rows)
+        with Session(engine) as session:
+            stored = session.exec(select(AuditRecord).order_by(col(AuditRecord.id))).all()
+        assert [record.actor_id for record in stored] == [row["actor_id"] for row in rows]
+        assert {record.action for record in stored} == {AuditAction.timeline_read}
+    finally:
+        engine.dispose()
+
+
+def test_the_enquiry_lookup_of_a_batch_seeks_each_pair_among_many_active_enquiries(tmp_path: Path) -> None:
+    # With thousands of active enquiries SQLite's planner walked the status index, every one of them, for
+    # every batch; the (agent, citizen, status) index makes it one seek per pair.
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'plan.db'}")
+    migrate(settings)
+    engine = create_db_engine(settings)
+    executed: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        executed.append((statement, parameters))
+
+    try:
+        with Session(engine) as session:
+            session.add_all(
+                Enquiry(
+                    id=f"E-{number}", agent_id=f"A-{number % 2}", citizen_id=f"C-{number}", channel="phone"
+                )
+                for number in range(2_000)
+            )
+            session.commit()
+        with engine.connect() as connection:
+            event.listen(engine, "before_cursor_execute", capture)
+            held = enquiry_repository.holding_enquiry_ids(
+                connection, pairs=[("A-0", "C-10"), ("A-1", "C-11")]
+            )
+            event.remove(engine, "before_cursor_execute", capture)
+            [(statement, parameters)] = executed
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+        assert held == {("A-0", "C-10"): "E-10", ("A-1", "C-11"): "E-11"}
+        assert any("ix_enquiries_holder" in str(step) for step in plan), plan
     finally:
         engine.dispose()
