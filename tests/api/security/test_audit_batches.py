@@ -14,7 +14,7 @@ from api.security.principal import Caller
 from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditRow
 from models.database import DatabaseSettings, create_db_engine, migrate
-from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, Enquiry, utc_now
+from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, Enquiry, as_utc, utc_now
 
 
 def agent(agent_id: str) -> Caller:
@@ -194,6 +194,7 @@ def test_records_beyond_one_statement_are_all_stored_in_their_order(sql_database
         with Session(engine) as session:
             stored = session.exec(select(AuditRecord).order_by(col(AuditRecord.id))).all()
         assert [record.actor_id for record in stored] == [row["actor_id"] for row in rows]
+        assert [as_utc(record.at) for record in stored] == [row["at"] for row in rows]
         assert {record.action for record in stored} == {AuditAction.timeline_read}
     finally:
         engine.dispose()
