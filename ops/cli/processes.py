@@ -69,9 +69,14 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         ws_ping_timeout=settings.stream_heartbeat_s,
         timeout_graceful_shutdown=10,
     )
-    from events.heap import API_FULL_COLLECTION_EVERY, prefer_prompt_switches, settle_heap
+    from events.heap import (
+        API_FULL_COLLECTION_EVERY,
+        API_YOUNG_COLLECTION_EVERY,
+        prefer_prompt_switches,
+        settle_heap,
+    )
 
-    settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY)
+    settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY, young_every=API_YOUNG_COLLECTION_EVERY)
     prefer_prompt_switches()
     DrainingServer(config).run()
 

@@ -7,6 +7,7 @@ import pytest
 
 from events.heap import (
     API_FULL_COLLECTION_EVERY,
+    API_YOUNG_COLLECTION_EVERY,
     BATCH_GC_THRESHOLD,
     PROMPT_SWITCH_INTERVAL_S,
     prefer_prompt_switches,
@@ -14,12 +15,18 @@ from events.heap import (
 )
 
 
-@pytest.mark.parametrize("full_every", [20, API_FULL_COLLECTION_EVERY])
-def test_settling_the_heap_freezes_what_exists_and_collects_less_often(full_every: int) -> None:
+@pytest.mark.parametrize(
+    ("young_every", "full_every"),
+    [(BATCH_GC_THRESHOLD, 20), (API_YOUNG_COLLECTION_EVERY, API_FULL_COLLECTION_EVERY)],
+)
+def test_settling_the_heap_freezes_what_exists_and_collects_less_often(
+    young_every: int, full_every: int
+) -> None:
     before = gc.get_threshold()
     try:
-        settle_heap(full_collection_every=full_every)
-        assert gc.get_threshold() == (BATCH_GC_THRESHOLD, 20, full_every)
+        settle_heap(full_collection_every=full_every, young_every=young_every)
+        assert gc.get_threshold() == (young_every, 20, full_every)
+        assert gc.get_threshold()[0] > before[0]  # never more often than Python's default
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
