@@ -15,10 +15,9 @@ BATCH_GC_THRESHOLD = 50_000
 # A full collection walks every object the process holds. In the API with 10,000 streams open that is
 # millions of objects, and one collection held the event loop for up to 1.9 s, each a stall of every stream
 # (the fan-out's delivery p99 was these pauses). The API asks for one at most every this many collections
-# of the middle generation: with its young threshold below, every 100 million allocations (minutes under
-# load), as when its young collections came every 50,000; Python also waits until the objects that
-# survived have grown by a quarter since the last one.
-API_FULL_COLLECTION_EVERY = 2_500
+# of the middle generation (with the threshold above: every 100 million allocations, minutes under load);
+# Python also waits until the objects that survived have grown by a quarter since the last one.
+API_FULL_COLLECTION_EVERY = 100
 
 # The API's young collections come far sooner than the consumer's: a young collection walks everything
 # allocated since the last one, and with 10,000 streams open each walk of 50,000 objects held the event
