@@ -200,35 +200,65 @@ def test_records_beyond_one_statement_are_all_stored_in_their_order(sql_database
         engine.dispose()
 
 
-def test_the_enquiry_lookup_of_a_batch_seeks_each_pair_among_many_active_enquiries(tmp_path: Path) -> None:
-    # With thousands of active enquiries SQLite's planner walked the status index, every one of them, for
-    # every batch; the (agent, citizen, status) index makes it one seek per pair.
+@pytest.fixture
+def many_active_enquiries(tmp_path: Path) -> Any:
+    """An SQLite database at the latest revision holding 2,000 active enquiries of two agents."""
     settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'plan.db'}")
     migrate(settings)
     engine = create_db_engine(settings)
+    with Session(engine) as session:
+        session.add_all(
+            Enquiry(id=f"E-{number}", agent_id=f"A-{number % 2}", citizen_id=f"C-{number}", channel="phone")
+            for number in range(2_000)
+        )
+        session.commit()
+    yield engine
+    engine.dispose()
+
+
+def query_plan(engine: Any, connection: Any, run: Any) -> tuple[Any, list[Any]]:
+    """What `run(connection)` returns, and SQLite's plan for the one statement it executed."""
     executed: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
         executed.append((statement, parameters))
 
+    event.listen(engine, "before_cursor_execute", capture)
     try:
-        with Session(engine) as session:
-            session.add_all(
-                Enquiry(
-                    id=f"E-{number}", agent_id=f"A-{number % 2}", citizen_id=f"C-{number}", channel="phone"
-                )
-                for number in range(2_000)
-            )
-            session.commit()
-        with engine.connect() as connection:
-            event.listen(engine, "before_cursor_execute", capture)
-            held = enquiry_repository.holding_enquiry_ids(
-                connection, pairs=[("A-0", "C-10"), ("A-1", "C-11")]
-            )
-            event.remove(engine, "before_cursor_execute", capture)
-            [(statement, parameters)] = executed
-            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
-        assert held == {("A-0", "C-10"): "E-10", ("A-1", "C-11"): "E-11"}
-        assert any("ix_enquiries_holder" in str(step) for step in plan), plan
+        result = run(connection)
     finally:
-        engine.dispose()
+        event.remove(engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = executed
+    return result, list(connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all())
+
+
+def test_the_enquiry_lookup_of_a_batch_seeks_each_pair_among_many_active_enquiries(
+    many_active_enquiries: Any,
+) -> None:
+    # With thousands of active enquiries SQLite's planner walked the status index, every one of them, for
+    # every batch; the (agent, citizen, status) index makes it one seek per pair.
+    engine = many_active_enquiries
+    with engine.connect() as connection:
+        held, plan = query_plan(
+            engine,
+            connection,
+            lambda c: enquiry_repository.holding_enquiry_ids(c, pairs=[("A-0", "C-10"), ("A-1", "C-11")]),
+        )
+    assert held == {("A-0", "C-10"): "E-10", ("A-1", "C-11"): "E-11"}
+    assert any("ix_enquiries_holder" in str(step) for step in plan), plan
+
+
+def test_an_agents_active_enquiries_are_sought_by_agent(
+    many_active_enquiries: Any,
+) -> None:
+    # The agent's and the status's own indexes were dropped (revision 0005): the holder index leads with
+    # the agent, and the planner no longer walks every active enquiry by status.
+    engine = many_active_enquiries
+    with engine.connect() as connection, Session(bind=connection) as session:
+        found, plan = query_plan(
+            engine, connection, lambda _c: enquiry_repository.active_enquiries(session, agent_id="A-1")
+        )
+    assert len(found) == 1_000
+    assert {enquiry.agent_id for enquiry in found} == {"A-1"}
+    steps = " ".join(str(step) for step in plan)
+    assert "ix_enquiries_holder (agent_id=?)" in steps, plan
