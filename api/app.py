@@ -190,6 +190,7 @@ def create_app(
                 await _finish(task.get_name(), task)
             await _finish("redis client", asyncio.create_task(client.aclose()))
             await _finish("changes client", asyncio.create_task(hub_client.aclose()))
+            services.auditor.close()
             engine.dispose()
 
     app = FastAPI(

@@ -1,18 +1,24 @@
 """The audit trail: every read of a citizen's data, allowed or refused, becomes one append-only record.
 
 Records are written in batches ("group commit"): every record waiting when the writer is free goes into
-one transaction, in one worker-thread hop. Each caller still waits until its own record is committed
-before it answers, so no response leaves before its record exists. Why batches: every context read
-writes a record, and one thread hop, one transaction and one fsync-free commit per read made the SQL
-side, and the worker thread fighting the event loop for the GIL, the limit of the API (see README,
-Benchmarks). A batch costs about as much as one record.
+one transaction. Each caller still waits until its own record is committed before it answers, so no
+response leaves before its record exists. Why batches: every context read writes a record, and one thread
+hop, one transaction and one commit per read made the SQL side, and the worker thread fighting the event
+loop for the GIL, the limit of the API (see README, Benchmarks). A batch costs about as much as one record.
+
+The writer is a thread of its own that takes the next batch as soon as one is committed. When a coroutine
+on the event loop handed each batch to a worker thread instead, every batch also waited for the busy loop
+to run that coroutine again (to take its result and hand over the next batch): at 64 connections that
+wait made the audit's cycle, and so every read, longer, and reads/s lower (see README, Benchmarks).
 """
 
 import asyncio
+import contextlib
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from anyio import to_thread
 from sqlalchemy import Engine
 
 from api.security.access import Decision, role_label
@@ -32,6 +38,8 @@ MAX_BATCH = 256
 GATHER_UNTIL = 16
 GATHER_S = 0.001
 BUSY_WITHIN_S = 0.01
+# The writer thread ends once it has had nothing to write for this long (the next record starts another).
+IDLE_EXIT_S = 10.0
 
 # Decides a read from the enquiry the caller holds for the citizen (None when they hold none).
 Rule = Callable[[str | None], Decision]
@@ -54,13 +62,33 @@ class _Pending:
 class Auditor:
     """Writes audit records; citizens are named by their pseudonym only."""
 
-    def __init__(self, engine: Engine, *, pseudonym_key: str) -> None:
+    def __init__(self, engine: Engine, *, pseudonym_key: str, idle_exit_s: float = IDLE_EXIT_S) -> None:
         self._engine = engine
         self._key = pseudonym_key
-        # One writer task at a time (so one thread: SQLite takes one writer anyway), started on demand.
+        self._idle_exit_s = idle_exit_s
+        # One writer thread at a time (SQLite takes one writer anyway), started on demand. The lock guards
+        # the waiting records, the thread's handle and `_closed`; callers on the event loop hold it only to
+        # append a record.
+        self._wake = threading.Condition()
         self._pending: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
-        self._last_batch_at = float("-inf")  # the event loop's time when the latest batch was taken
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        self._last_batch_at = float("-inf")  # when the latest batch was taken (time.monotonic)
+
+    @property
+    def writing(self) -> bool:
+        """Whether a writer thread is running (it ends when idle, or soon after `close`)."""
+        with self._wake:
+            return self._writer is not None
+
+    def close(self) -> None:
+        """Let the writer thread end as soon as it has written what waits (at the app's shutdown).
+
+        A record submitted afterwards is still written, by a thread that ends once it is done.
+        """
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
 
     def pseudonym(self, citizen_id: str) -> str:
         """The citizen's pseudonym, as the trail and the logs name them."""
@@ -109,43 +137,46 @@ class Auditor:
         failed: bool = False,
     ) -> Decision:
         done: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._pending.append(
-            _Pending(
-                caller,
-                action,
-                citizen_id,
-                client_address,
-                rule,
-                lookup and citizen_id is not None,
-                done,
-                failed,
-            )
+        pending = _Pending(
+            caller, action, citizen_id, client_address, rule, lookup and citizen_id is not None, done, failed
         )
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending(), name="audit-writer")
+        with self._wake:
+            self._pending.append(pending)
+            if self._writer is None:
+                # A daemon: at exit, a batch cut short is rolled back, and its callers never answered.
+                self._writer = threading.Thread(target=self._write_pending, name="audit-writer", daemon=True)
+                self._writer.start()
+            else:
+                self._wake.notify()
         # A caller that goes away (a client disconnecting) cancels only its own future, never the batch.
         return await done
 
-    async def _write_pending(self) -> None:
-        """Write every waiting record, a batch at a time, until none waits (then the task ends)."""
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            if len(self._pending) < GATHER_UNTIL and loop.time() - self._last_batch_at < BUSY_WITHIN_S:
-                await asyncio.sleep(GATHER_S)
-            self._last_batch_at = loop.time()
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+    def _write_pending(self) -> None:
+        """On the writer thread: write every waiting record, a batch at a time, until idle (or closed)."""
+        while True:
+            with self._wake:
+                self._wake.wait_for(lambda: self._pending or self._closed, self._idle_exit_s)
+                if not self._pending:
+                    # Nothing came: the thread ends. A record submitted from now on starts another (under
+                    # this same lock, so no record waits for a thread that has ended).
+                    self._writer = None
+                    return
+                gather = (
+                    len(self._pending) < GATHER_UNTIL
+                    and time.monotonic() - self._last_batch_at < BUSY_WITHIN_S
+                )
+            if gather:
+                time.sleep(GATHER_S)
+            with self._wake:
+                self._last_batch_at = time.monotonic()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                decisions = await to_thread.run_sync(self._write, batch)
+                outcome: list[Decision] | Exception = self._write(batch)
             except Exception as error:
                 # Nothing of the batch was committed: every caller in it fails, and none answers as if
                 # its read were recorded.
-                for pending in batch:
-                    if not pending.done.done():
-                        pending.done.set_exception(error)
-                continue
-            for pending, decision in zip(batch, decisions, strict=True):
-                if not pending.done.done():
-                    pending.done.set_result(decision)
+                outcome = error
+            _hand_back(batch, outcome)
 
     def _write(self, batch: list[_Pending]) -> list[Decision]:
         # A Core connection, not an ORM session: the batch needs no unit of work, and a session's set-up
@@ -177,3 +208,28 @@ class Auditor:
             reason=decision.reason,
             client_address=(pending.client_address or "")[:64] or None,
         )
+
+
+def _hand_back(batch: list[_Pending], outcome: "list[Decision] | Exception") -> None:
+    """From the writer thread: give each caller its decision (or the batch's error) on its own event loop."""
+    results: list[Decision | Exception] = (
+        [outcome] * len(batch) if isinstance(outcome, Exception) else list(outcome)
+    )
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Decision | Exception]]] = {}
+    for pending, result in zip(batch, results, strict=True):
+        by_loop.setdefault(pending.done.get_loop(), []).append((pending, result))
+    for loop, answers in by_loop.items():
+        # A loop that has closed refuses: its callers are gone.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, answers)
+
+
+def _settle(answers: list[tuple[_Pending, "Decision | Exception"]]) -> None:
+    """On the callers' event loop: settle each caller's future, unless it went away meanwhile."""
+    for pending, result in answers:
+        if pending.done.done():
+            continue
+        if isinstance(result, Exception):
+            pending.done.set_exception(result)
+        else:
+            pending.done.set_result(result)

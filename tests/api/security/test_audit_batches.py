@@ -1,6 +1,8 @@
 """The audit trail in batches: many reads at once, each decided from the database and recorded once."""
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,92 @@ async def test_every_record_is_committed_before_its_caller_goes_on(
         )
         with Session(engine) as session:
             assert session.exec(select(func.count()).select_from(AuditRecord)).one() == count
+    finally:
+        engine.dispose()
+
+
+def stored_count(engine: Any) -> int:
+    with Session(engine) as session:
+        return session.exec(select(func.count()).select_from(AuditRecord)).one()
+
+
+def wait_until(condition: Any, *, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+async def test_the_writer_thread_ends_when_idle_and_the_next_record_starts_another(
+    database_settings: DatabaseSettings,
+) -> None:
+    engine = create_db_engine(database_settings)
+    try:
+        auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=0.05)
+        caller = Caller(kind="integrator", id="k-1", client="crm")
+        await auditor.record(caller, AuditAction.export, access.ALLOW, citizen_id="C-1", client_address=None)
+        assert wait_until(lambda: not auditor.writing)
+        await auditor.record(caller, AuditAction.export, access.ALLOW, citizen_id="C-2", client_address=None)
+        assert stored_count(engine) == 2
+    finally:
+        engine.dispose()
+
+
+async def test_a_closed_auditor_lets_its_writer_end_at_once_and_still_writes_late_records(
+    database_settings: DatabaseSettings,
+) -> None:
+    engine = create_db_engine(database_settings)
+    try:
+        # Idle, the writer would wait a minute before ending; closing ends it now.
+        auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=60)
+        caller = Caller(kind="integrator", id="k-1", client="crm")
+        await auditor.record(caller, AuditAction.export, access.ALLOW, citizen_id="C-1", client_address=None)
+        assert auditor.writing
+        auditor.close()
+        assert wait_until(lambda: not auditor.writing, timeout_s=5)
+        await auditor.record(caller, AuditAction.export, access.ALLOW, citizen_id="C-2", client_address=None)
+        assert wait_until(lambda: not auditor.writing, timeout_s=5)
+        assert stored_count(engine) == 2
+    finally:
+        engine.dispose()
+
+
+def test_callers_on_different_event_loops_each_get_their_own_decisions(
+    sql_database: DatabaseSettings,
+) -> None:
+    migrate(sql_database)
+    engine = create_db_engine(sql_database)
+    try:
+        with Session(engine) as session:
+            held = enquiry_repository.create_enquiry(
+                session, agent_id="A-1", citizen_id="C-1", channel="phone"
+            )
+        auditor = Auditor(engine, pseudonym_key="k" * 32)
+
+        async def reads(citizen: str) -> list[str | None]:
+            decisions = await asyncio.gather(
+                *(
+                    auditor.decide_and_record(
+                        agent("A-1"),
+                        AuditAction.context_read,
+                        lambda enquiry: access.read_citizen(agent("A-1"), held_enquiry=enquiry, reason=None),
+                        citizen_id=citizen,
+                        client_address=None,
+                    )
+                    for _ in range(50)
+                )
+            )
+            return [decision.enquiry_id for decision in decisions]
+
+        # Two threads, each with its own event loop, read at once: batches mix their callers.
+        with ThreadPoolExecutor(max_workers=2) as threads:
+            holding = threads.submit(asyncio.run, reads("C-1"))
+            not_holding = threads.submit(asyncio.run, reads("C-2"))
+            assert holding.result(timeout=60) == [held.id] * 50
+            assert not_holding.result(timeout=60) == [None] * 50
+        assert stored_count(engine) == 100
     finally:
         engine.dispose()
 
