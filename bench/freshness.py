@@ -15,6 +15,13 @@ from bench.workload import citizen_id
 
 # Every stream's last changes arrive within this long after the producer's last send, or never.
 TAIL_S = 3.0
+# Freshness is timed after this long at its rate, uncounted: every process of the path has just started,
+# the broker among them. With every hop timed, a run's median went from 36 ms of the producer's send to its
+# acknowledgement (47 ms to the API's send) in its first two seconds down to 2 to 4 ms (10 to 14 ms) after
+# about 20 s. On an idle machine a fresh broker alone showed it (the acknowledgement's median 6.0, 2.4, 2.0
+# and 1.4 ms in four 3 s runs; then 1.2 ms at once for a new producer): a production broker has long been
+# warm.
+WARM_UP_S = 20.0
 
 
 def live_run(
@@ -26,8 +33,10 @@ def live_run(
     duration_s: float,
     agents: int,
     sample_rss: bool = False,
+    warm_up_s: float = 0.0,
 ) -> tuple[Watched, float]:
-    """Stream each watched citizen, send events to `targets` at a rate; what arrived, the API's peak RSS."""
+    """Stream each watched citizen, send events to `targets` at a rate (untimed for `warm_up_s`, then
+    timed for `duration_s`); what arrived, the API's peak RSS."""
     grants = asyncio.run(
         access.grant_access(stack.api_url, access.agents(agents), [citizen_id(n) for n in watched])
     )
@@ -40,7 +49,7 @@ def live_run(
         peak = rss_mb(api.pid)
         kafka = stack.kafka
         producer = workers.Worker(
-            produce_paced, kafka.bootstrap_list, kafka.topic, targets, rate_per_s, duration_s, 5
+            produce_paced, kafka.bootstrap_list, kafka.topic, targets, rate_per_s, duration_s, 5, warm_up_s
         )
         try:
             while producer.running():
@@ -61,7 +70,13 @@ def live_run(
 
 
 def measure(
-    work_dir: Path, *, citizens: int, streams: int, rate_per_s: float, duration_s: float
+    work_dir: Path,
+    *,
+    citizens: int,
+    streams: int,
+    rate_per_s: float,
+    duration_s: float,
+    warm_up_s: float = WARM_UP_S,
 ) -> tuple[Freshness, list[float], Watched]:
     """The figure, its latencies (seconds) for the plot, and what the streams saw."""
     stack = FigureStack.create("freshness", work_dir)
@@ -78,6 +93,7 @@ def measure(
             rate_per_s=rate_per_s,
             duration_s=duration_s,
             agents=max(streams // 100, 1),
+            warm_up_s=warm_up_s,
         )
         latency = summarise_ms(seen.latencies)
         figure = Freshness(

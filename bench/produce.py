@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaProducer
 
-from bench.workload import Workload, event_document, events, per_citizen, stamped_id
+from bench.workload import Workload, event_document, events, per_citizen, stamped_id, warm_up_id
 from models.events import STRUCTURED_CONTENT_TYPE
 
 HEADERS = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
@@ -55,16 +55,25 @@ def produce_topic(
 
 
 def produce_paced(
-    bootstrap: list[str], topic: str, citizens: list[int], rate_per_s: float, duration_s: float, seed: int
+    bootstrap: list[str],
+    topic: str,
+    citizens: list[int],
+    rate_per_s: float,
+    duration_s: float,
+    seed: int,
+    warm_up_s: float = 0.0,
 ) -> Produced:
-    """Send `rate_per_s` events for `duration_s` seconds, open loop, to citizens drawn from `citizens`.
+    """Send `rate_per_s` events for `warm_up_s` and then `duration_s` seconds, open loop, to citizens drawn
+    from `citizens`.
 
-    Each event's id carries the wall-clock time of its send (see workload.stamped_id). Sends go out as they
-    are made (linger 0), as a publisher that cares about freshness would configure its producer.
+    Each event's id carries the wall-clock time of its send (see workload.stamped_id), except those of the
+    warm-up, which are not timed (workload.warm_up_id). Sends go out as they are made (linger 0), as a
+    publisher that cares about freshness would configure its producer.
     """
     rng = random.Random(seed)  # noqa: S311 (test data, not crypto)
     producer = _producer(bootstrap, linger_ms=0)
-    total = int(rate_per_s * duration_s)
+    warm_up = int(rate_per_s * warm_up_s)
+    total = warm_up + int(rate_per_s * duration_s)
     size = 0
     # The topic's metadata first: the first send would otherwise wait for it and look stale.
     producer.partitions_for(topic)
@@ -79,7 +88,7 @@ def produce_paced(
             type_ = rng.choice(("call.ended", "chat.message", "email.received", "case.updated"))
             sent_ns = time.time_ns()
             document = event_document(
-                event_id=stamped_id(sent_ns, seq),
+                event_id=stamped_id(sent_ns, seq) if seq >= warm_up else warm_up_id(seq),
                 citizen=citizen,
                 type_=type_,
                 moment=datetime.now(UTC),

@@ -111,6 +111,11 @@ def stamped_id(sent_ns: int, seq: int) -> str:
     return f"t{sent_ns}-{seq}"
 
 
+def warm_up_id(seq: int) -> str:
+    """The id of an event sent before the timing starts: it carries no send time, so it is not timed."""
+    return f"w{seq}"
+
+
 def sent_ns_of(event_id: str) -> int | None:
     """The send time carried by a stamped id (None for any other id)."""
     if not event_id.startswith("t"):

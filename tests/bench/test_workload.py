@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from bench.workload import Workload, events, per_citizen, sent_ns_of, stamped_id
+from bench.workload import Workload, events, per_citizen, sent_ns_of, stamped_id, warm_up_id
 from events.codec import decode_record
 from models.events import STRUCTURED_CONTENT_TYPE
 
@@ -31,3 +31,8 @@ def test_stamped_ids_carry_their_send_time() -> None:
     assert sent_ns_of(stamped_id(1_700_000_000_123_456_789, 42)) == 1_700_000_000_123_456_789
     assert sent_ns_of("e-12") is None
     assert sent_ns_of("tx-1") is None
+
+
+def test_warm_up_ids_are_not_timed() -> None:
+    assert sent_ns_of(warm_up_id(7)) is None
+    assert warm_up_id(7) != warm_up_id(8)
