@@ -190,7 +190,8 @@ def create_app(
                 await _finish(task.get_name(), task)
             await _finish("redis client", asyncio.create_task(client.aclose()))
             await _finish("changes client", asyncio.create_task(hub_client.aclose()))
-            services.auditor.close()
+            # The audit's writer commits what still waits, then ends (bounded, as every step here).
+            await asyncio.to_thread(services.auditor.close, wait_s=SHUTDOWN_STEP_S)
             engine.dispose()
 
     app = FastAPI(

@@ -15,12 +15,9 @@ from bench.workload import citizen_id
 
 # Every stream's last changes arrive within this long after the producer's last send, or never.
 TAIL_S = 3.0
-# Freshness is timed after this long at its rate, uncounted: every process of the path has just started,
-# the broker among them. With every hop timed, a run's median went from 36 ms of the producer's send to its
-# acknowledgement (47 ms to the API's send) in its first two seconds down to 2 to 4 ms (10 to 14 ms) after
-# about 20 s. On an idle machine a fresh broker alone showed it (the acknowledgement's median 6.0, 2.4, 2.0
-# and 1.4 ms in four 3 s runs; then 1.2 ms at once for a new producer): a production broker has long been
-# warm.
+# Freshness is timed after this long at its rate, uncounted (the events of the warm-up carry ids without a
+# send time): every process of the path has just started, and a just-started broker acknowledges far more
+# slowly for its first seconds than once warm, as a production broker long has been (README, Benchmarks).
 WARM_UP_S = 20.0
 
 

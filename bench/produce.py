@@ -68,7 +68,8 @@ def produce_paced(
 
     Each event's id carries the wall-clock time of its send (see workload.stamped_id), except those of the
     warm-up, which are not timed (workload.warm_up_id). Sends go out as they are made (linger 0), as a
-    publisher that cares about freshness would configure its producer.
+    publisher that cares about freshness would configure its producer. What it returns counts the warm-up's
+    sends too.
     """
     rng = random.Random(seed)  # noqa: S311 (test data, not crypto)
     producer = _producer(bootstrap, linger_ms=0)

@@ -81,14 +81,18 @@ class Auditor:
         with self._wake:
             return self._writer is not None
 
-    def close(self) -> None:
-        """Let the writer thread end as soon as it has written what waits (at the app's shutdown).
+    def close(self, *, wait_s: float = 0.0) -> None:
+        """Let the writer thread end as soon as it has written what waits, waiting up to `wait_s` for it
+        (at the app's shutdown, before the engine goes).
 
         A record submitted afterwards is still written, by a thread that ends once it is done.
         """
         with self._wake:
             self._closed = True
             self._wake.notify()
+            writer = self._writer
+        if writer is not None and wait_s > 0:
+            writer.join(wait_s)
 
     def pseudonym(self, citizen_id: str) -> str:
         """The citizen's pseudonym, as the trail and the logs name them."""
@@ -144,8 +148,15 @@ class Auditor:
             self._pending.append(pending)
             if self._writer is None:
                 # A daemon: at exit, a batch cut short is rolled back, and its callers never answered.
-                self._writer = threading.Thread(target=self._write_pending, name="audit-writer", daemon=True)
-                self._writer.start()
+                writer = threading.Thread(target=self._write_pending, name="audit-writer", daemon=True)
+                try:
+                    writer.start()
+                except RuntimeError:
+                    # No thread to be had (the process is at its limit): this caller fails. It is the only
+                    # record waiting, as no writer runs and every record that came earlier started one.
+                    self._pending.remove(pending)
+                    raise
+                self._writer = writer
             else:
                 self._wake.notify()
         # A caller that goes away (a client disconnecting) cancels only its own future, never the batch.
@@ -153,30 +164,42 @@ class Auditor:
 
     def _write_pending(self) -> None:
         """On the writer thread: write every waiting record, a batch at a time, until idle (or closed)."""
-        while True:
+        batch: list[_Pending] = []
+        try:
+            while True:
+                with self._wake:
+                    self._wake.wait_for(lambda: self._pending or self._closed, self._idle_exit_s)
+                    if not self._pending:
+                        # Nothing came: the thread ends. A record submitted from now on starts another
+                        # (under this same lock, so no record waits for a thread that has ended).
+                        self._writer = None
+                        return
+                    gather = (
+                        len(self._pending) < GATHER_UNTIL
+                        and time.monotonic() - self._last_batch_at < BUSY_WITHIN_S
+                    )
+                if gather:
+                    time.sleep(GATHER_S)
+                with self._wake:
+                    self._last_batch_at = time.monotonic()
+                    batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    outcome: list[Decision] | Exception = self._write(batch)
+                except Exception as error:
+                    # Nothing of the batch was committed: every caller in it fails, and none answers as if
+                    # its read were recorded.
+                    outcome = error
+                _hand_back(batch, outcome)
+                batch = []
+        except BaseException:
+            # Whatever stopped the thread (a fault in it, not a failed batch), no caller may wait forever
+            # for it: the batch in hand and every waiting record fail, and the next record starts a new
+            # writer.
             with self._wake:
-                self._wake.wait_for(lambda: self._pending or self._closed, self._idle_exit_s)
-                if not self._pending:
-                    # Nothing came: the thread ends. A record submitted from now on starts another (under
-                    # this same lock, so no record waits for a thread that has ended).
-                    self._writer = None
-                    return
-                gather = (
-                    len(self._pending) < GATHER_UNTIL
-                    and time.monotonic() - self._last_batch_at < BUSY_WITHIN_S
-                )
-            if gather:
-                time.sleep(GATHER_S)
-            with self._wake:
-                self._last_batch_at = time.monotonic()
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            try:
-                outcome: list[Decision] | Exception = self._write(batch)
-            except Exception as error:
-                # Nothing of the batch was committed: every caller in it fails, and none answers as if
-                # its read were recorded.
-                outcome = error
-            _hand_back(batch, outcome)
+                self._writer = None
+                stranded, self._pending = batch + self._pending, []
+            _hand_back(stranded, RuntimeError("the audit writer stopped unexpectedly"))
+            raise
 
     def _write(self, batch: list[_Pending]) -> list[Decision]:
         # A Core connection, not an ORM session: the batch needs no unit of work, and a session's set-up

@@ -3,8 +3,8 @@
 - The agent's: the (agent, citizen, status) index of 0004 leads with the agent, so it finds an agent's
   enquiries as well, and each enquiry written kept both.
 - The status's: no query asks by status alone, and with a handful of distinct values it narrows little.
-  Yet SQLite's planner, without statistics, preferred it for an agent's active enquiries and for the audit's
-  holder lookup, and then walked every active enquiry of every agent.
+  Yet SQLite's planner, without statistics, preferred it for an agent's active enquiries (as it had for the
+  audit's holder lookup before 0004), and then walked every active enquiry of every agent.
 
 Revision ID: 0005
 Revises: 0004
