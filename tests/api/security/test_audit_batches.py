@@ -196,6 +196,9 @@ async def test_a_fault_that_stops_the_writer_fails_its_callers_and_the_next_reco
         engine.dispose()
 
 
+BOUND_S = 30.0
+
+
 def test_callers_on_different_event_loops_each_get_their_own_decisions(
     sql_database: DatabaseSettings,
 ) -> None:
@@ -208,8 +211,9 @@ def test_callers_on_different_event_loops_each_get_their_own_decisions(
             )
         auditor = Auditor(engine, pseudonym_key="k" * 32)
 
-        async def reads(citizen: str) -> list[str | None]:
-            decisions = await asyncio.gather(
+        async def reads(citizen: str) -> tuple[list[str | None], float]:
+            started = time.monotonic()
+            reading = asyncio.gather(
                 *(
                     auditor.decide_and_record(
                         agent("A-1"),
@@ -221,14 +225,20 @@ def test_callers_on_different_event_loops_each_get_their_own_decisions(
                     for _ in range(50)
                 )
             )
-            return [decision.enquiry_id for decision in decisions]
+            # A decision settled from another loop's thread never wakes this loop: only the bound's own
+            # timer would, after BOUND_S. So the answers must come well before it (they take milliseconds).
+            decisions = await asyncio.wait_for(reading, timeout=BOUND_S)
+            return [decision.enquiry_id for decision in decisions], time.monotonic() - started
 
         # Two threads, each with its own event loop, read at once: a batch may hold callers of both.
         with ThreadPoolExecutor(max_workers=2) as threads:
             holding = threads.submit(asyncio.run, reads("C-1"))
             not_holding = threads.submit(asyncio.run, reads("C-2"))
-            assert holding.result(timeout=60) == [held.id] * 50
-            assert not_holding.result(timeout=60) == [None] * 50
+            held_ids, took_holding = holding.result(timeout=60)
+            none_held, took_not_holding = not_holding.result(timeout=60)
+        assert held_ids == [held.id] * 50
+        assert none_held == [None] * 50
+        assert max(took_holding, took_not_holding) < BOUND_S / 2
         assert stored_count(engine) == 100
     finally:
         engine.dispose()
