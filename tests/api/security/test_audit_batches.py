@@ -2,12 +2,13 @@
 
 import asyncio
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func
+from sqlalchemy import Connection, Engine, event, func
 from sqlmodel import Session, col, select
 
 from api.security import access
@@ -17,6 +18,14 @@ from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditRow
 from models.database import DatabaseSettings, create_db_engine, migrate
 from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, Enquiry, as_utc, utc_now
+
+
+@pytest.fixture
+def engine(database_settings: DatabaseSettings) -> Iterator[Engine]:
+    """An engine on the test database, disposed afterwards."""
+    created = create_db_engine(database_settings)
+    yield created
+    created.dispose()
 
 
 def agent(agent_id: str) -> Caller:
@@ -69,49 +78,35 @@ async def test_concurrent_reads_are_each_decided_and_recorded_once(sql_database:
         engine.dispose()
 
 
-async def test_a_failed_batch_fails_every_read_in_it(database_settings: DatabaseSettings) -> None:
-    engine = create_db_engine(database_settings)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("DROP TABLE audit_records")
-        auditor = Auditor(engine, pseudonym_key="k" * 32)
-        caller = Caller(kind="integrator", id="k-1", client="crm")
-        results = await asyncio.gather(
-            *(
-                auditor.record(
-                    caller, AuditAction.lookup, access.ALLOW, citizen_id=f"C-{n}", client_address=None
-                )
-                for n in range(5)
-            ),
-            return_exceptions=True,
-        )
-        assert all(isinstance(result, Exception) for result in results)
-    finally:
-        engine.dispose()
+async def test_a_failed_batch_fails_every_read_in_it(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE audit_records")
+    auditor = Auditor(engine, pseudonym_key="k" * 32)
+    caller = Caller(kind="integrator", id="k-1", client="crm")
+    results = await asyncio.gather(
+        *(
+            auditor.record(caller, AuditAction.lookup, access.ALLOW, citizen_id=f"C-{n}", client_address=None)
+            for n in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(result, Exception) for result in results)
 
 
 @pytest.mark.parametrize("count", [1, 300])
-async def test_every_record_is_committed_before_its_caller_goes_on(
-    database_settings: DatabaseSettings, count: int
-) -> None:
-    engine = create_db_engine(database_settings)
-    try:
-        auditor = Auditor(engine, pseudonym_key="k" * 32)
-        caller = Caller(kind="integrator", id="k-1", client="crm")
-        await asyncio.gather(
-            *(
-                auditor.record(
-                    caller, AuditAction.export, access.ALLOW, citizen_id="C-1", client_address=None
-                )
-                for _ in range(count)
-            )
+async def test_every_record_is_committed_before_its_caller_goes_on(engine: Engine, count: int) -> None:
+    auditor = Auditor(engine, pseudonym_key="k" * 32)
+    caller = Caller(kind="integrator", id="k-1", client="crm")
+    await asyncio.gather(
+        *(
+            auditor.record(caller, AuditAction.export, access.ALLOW, citizen_id="C-1", client_address=None)
+            for _ in range(count)
         )
-        assert stored_count(engine) == count
-    finally:
-        engine.dispose()
+    )
+    assert stored_count(engine) == count
 
 
-def stored_count(engine: Any) -> int:
+def stored_count(engine: Engine) -> int:
     with Session(engine) as session:
         return session.exec(select(func.count()).select_from(AuditRecord)).one()
 
@@ -135,35 +130,27 @@ async def export(auditor: Auditor, citizen_id: str) -> None:
 
 
 async def test_the_writer_thread_ends_when_idle_and_the_next_record_starts_another(
-    database_settings: DatabaseSettings,
+    engine: Engine,
 ) -> None:
-    engine = create_db_engine(database_settings)
-    try:
-        auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=0.05)
-        await export(auditor, "C-1")
-        assert await eventually(lambda: not auditor.writing)
-        await export(auditor, "C-2")
-        assert stored_count(engine) == 2
-    finally:
-        engine.dispose()
+    auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=0.05)
+    await export(auditor, "C-1")
+    assert await eventually(lambda: not auditor.writing)
+    await export(auditor, "C-2")
+    assert stored_count(engine) == 2
 
 
 async def test_a_closed_auditor_lets_its_writer_end_at_once_and_still_writes_late_records(
-    database_settings: DatabaseSettings,
+    engine: Engine,
 ) -> None:
-    engine = create_db_engine(database_settings)
-    try:
-        # Idle, the writer would wait a minute before ending; closing ends it now.
-        auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=60)
-        await export(auditor, "C-1")
-        assert auditor.writing
-        auditor.close(wait_s=5)
-        assert not auditor.writing
-        await export(auditor, "C-2")
-        assert await eventually(lambda: not auditor.writing, timeout_s=5)
-        assert stored_count(engine) == 2
-    finally:
-        engine.dispose()
+    # Idle, the writer would wait a minute before ending; closing ends it now.
+    auditor = Auditor(engine, pseudonym_key="k" * 32, idle_exit_s=60)
+    await export(auditor, "C-1")
+    assert auditor.writing
+    auditor.close(wait_s=5)
+    assert not auditor.writing
+    await export(auditor, "C-2")
+    assert await eventually(lambda: not auditor.writing, timeout_s=5)
+    assert stored_count(engine) == 2
 
 
 class WriterFault(BaseException):
@@ -172,28 +159,24 @@ class WriterFault(BaseException):
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 async def test_a_fault_that_stops_the_writer_fails_its_callers_and_the_next_record_starts_another(
-    database_settings: DatabaseSettings,
+    engine: Engine,
 ) -> None:
-    engine = create_db_engine(database_settings)
-    try:
-        auditor = Auditor(engine, pseudonym_key="k" * 32)
-        caller = Caller(kind="integrator", id="k-1", client="crm")
+    auditor = Auditor(engine, pseudonym_key="k" * 32)
+    caller = Caller(kind="integrator", id="k-1", client="crm")
 
-        def fault(_held: str | None) -> access.Decision:
-            raise WriterFault
+    def fault(_held: str | None) -> access.Decision:
+        raise WriterFault
 
-        with pytest.raises(RuntimeError, match="audit writer stopped"):
-            await asyncio.wait_for(
-                auditor.decide_and_record(
-                    caller, AuditAction.context_read, fault, citizen_id="C-1", client_address=None
-                ),
-                timeout=10,
-            )
-        assert await eventually(lambda: not auditor.writing)
-        await export(auditor, "C-2")
-        assert stored_count(engine) == 1
-    finally:
-        engine.dispose()
+    with pytest.raises(RuntimeError, match="audit writer stopped"):
+        await asyncio.wait_for(
+            auditor.decide_and_record(
+                caller, AuditAction.context_read, fault, citizen_id="C-1", client_address=None
+            ),
+            timeout=10,
+        )
+    assert await eventually(lambda: not auditor.writing)
+    await export(auditor, "C-2")
+    assert stored_count(engine) == 1
 
 
 BOUND_S = 30.0
@@ -350,8 +333,9 @@ def many_active_enquiries(tmp_path: Path) -> Any:
     engine.dispose()
 
 
-def query_plan(engine: Any, connection: Any, run: Any) -> tuple[Any, list[Any]]:
+def query_plan(connection: Connection, run: Any) -> tuple[Any, list[Any]]:
     """What `run(connection)` returns, and SQLite's plan for the one statement it executed."""
+    engine = connection.engine
     executed: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
@@ -374,7 +358,6 @@ def test_the_enquiry_lookup_of_a_batch_seeks_each_pair_among_many_active_enquiri
     engine = many_active_enquiries
     with engine.connect() as connection:
         held, plan = query_plan(
-            engine,
             connection,
             lambda c: enquiry_repository.holding_enquiry_ids(c, pairs=[("A-0", "C-10"), ("A-1", "C-11")]),
         )
@@ -390,7 +373,7 @@ def test_an_agents_active_enquiries_are_sought_by_agent(
     engine = many_active_enquiries
     with engine.connect() as connection, Session(bind=connection) as session:
         found, plan = query_plan(
-            engine, connection, lambda _c: enquiry_repository.active_enquiries(session, agent_id="A-1")
+            connection, lambda _c: enquiry_repository.active_enquiries(session, agent_id="A-1")
         )
     assert len(found) == 1_000
     assert {enquiry.agent_id for enquiry in found} == {"A-1"}
