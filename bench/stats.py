@@ -50,3 +50,12 @@ def ratio(measured: float, ceiling: float) -> float:
 def rate(count: int, seconds: float) -> float:
     """Events (or requests) per second, rounded to a whole number."""
     return round(count / seconds) if seconds > 0 else 0.0
+
+
+def slope(values: Sequence[float]) -> float:
+    """The least-squares slope of values taken at equal steps (change per step); at least two values."""
+    if len(values) < 2:
+        raise ValueError("a slope needs at least two values")
+    mean_x, mean_y = (len(values) - 1) / 2, sum(values) / len(values)
+    spread = sum((x - mean_x) ** 2 for x in range(len(values)))
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(values)) / spread

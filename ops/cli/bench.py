@@ -1,5 +1,6 @@
 """`citizen-context bench`: the benchmark suite (see bench/ and the README, section Benchmarks)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -48,3 +49,52 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
     click.echo(run.to_json())
     if run.failures:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--rounds", type=click.IntRange(min=1), default=12, show_default=True, help="Rounds to run.")
+@click.option(
+    "--streams",
+    type=click.IntRange(min=1),
+    default=2_000,
+    show_default=True,
+    help="Streams opened per round.",
+)
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=1),
+    default=10.0,
+    show_default=True,
+    help="How long each round's streams receive changes.",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rounds here."
+)
+def soak(rounds: int, streams: int, seconds: float, json_path: Path | None) -> None:
+    """Open, feed and close streams round after round on one API; its memory after each round."""
+    from bench import soak as stream_soak
+    from ops.cli.services import servers_running
+    from ops.settings import ServicesSettings
+
+    if rounds < stream_soak.MIN_ROUNDS:
+        raise click.BadParameter(
+            f"at least {stream_soak.MIN_ROUNDS} rounds are needed to tell growth from noise",
+            param_hint="--rounds",
+        )
+    try:
+        with servers_running():
+            run = stream_soak.measure(
+                ServicesSettings().data_dir / "bench",
+                rounds=rounds,
+                streams=streams,
+                seconds=seconds,
+                rate_per_s=stream_soak.RATE_PER_S,
+                say=lambda text: click.echo(text, err=True),
+            )
+    except ServiceError as error:
+        fail(error)
+    document = json.dumps(run.to_json(), indent=2)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(document + "\n")
+    click.echo(document)

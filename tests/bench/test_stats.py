@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.stats import percentile, rate, ratio, summarise_ms
+from bench.stats import percentile, rate, ratio, slope, summarise_ms
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -43,3 +43,15 @@ def test_ratio_and_rate_guard_against_zero() -> None:
     assert ratio(1, 0) == 0.0
     assert rate(1000, 2.0) == 500
     assert rate(10, 0) == 0.0
+
+
+def test_slope_is_the_change_per_step() -> None:
+    assert slope([1.0, 3.0, 5.0, 7.0]) == pytest.approx(2.0)
+    assert slope([5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    # Least squares: a sawtooth around a flat line has no slope.
+    assert slope([1.0, 3.0, 1.0, 3.0, 1.0, 3.0, 1.0, 3.0]) == pytest.approx(2 / 21)
+
+
+def test_slope_refuses_fewer_than_two_values() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        slope([1.0])
