@@ -3,8 +3,10 @@
 Each round, agents start enquiries for citizens not seen before, open a live stream for each, receive
 changes for a while and close them all, as a contact centre's desktops do call after call. The API's
 resident memory is read at each round's peak and after its streams have closed. What a round leaves
-behind shows as growth from round to round; the API's caches grow too until they are full (documents
-for five minutes and 32 MiB, summaries for 20,000 citizens), so only the later rounds tell a leak.
+behind shows as growth from round to round; the API's caches grow too until they are full (their limits
+are in context/document_cache.py and context/summary_cache.py), so only the later rounds tell a leak.
+With `same_citizens`, every round streams the same citizens, which keeps new citizens' cached documents
+out of the growth.
 """
 
 import json
@@ -70,6 +72,13 @@ def growth_per_round(rss_after: Sequence[float]) -> float:
     return round(slope(rss_after[len(rss_after) // 2 :]), 2)
 
 
+def round_citizens(number: int, streams: int, *, same_citizens: bool) -> list[int]:
+    """The citizens round `number` (from 0) streams: new ones each round, as agents take new calls, or
+    the first round's again."""
+    first = 1 if same_citizens else number * streams + 1
+    return list(range(first, first + streams))
+
+
 def measure(
     work_dir: Path,
     *,
@@ -78,6 +87,7 @@ def measure(
     seconds: float,
     rate_per_s: float,
     say: Callable[[str], None],
+    same_citizens: bool = False,
 ) -> Soak:
     """Run `rounds` rounds of `streams` streams, each fed changes at `rate_per_s` for `seconds`."""
     if rounds < MIN_ROUNDS:
@@ -89,8 +99,7 @@ def measure(
         soak = Soak(start_rss_mb=rss_mb(api.pid))
         say(f"API resident memory before the first round: {soak.start_rss_mb} MiB")
         for number in range(rounds):
-            # Citizens not seen before: each round's agents take new calls.
-            citizens = list(range(number * streams + 1, (number + 1) * streams + 1))
+            citizens = round_citizens(number, streams, same_citizens=same_citizens)
             seen, peak = live_run(
                 stack,
                 watched=citizens,

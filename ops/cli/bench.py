@@ -68,9 +68,14 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
     help="How long each round's streams receive changes.",
 )
 @click.option(
+    "--same-citizens",
+    is_flag=True,
+    help="Stream the same citizens every round (new citizens' cached documents then stay out of the growth).",
+)
+@click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the rounds here."
 )
-def soak(rounds: int, streams: int, seconds: float, json_path: Path | None) -> None:
+def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_path: Path | None) -> None:
     """Open, feed and close streams round after round on one API; its memory after each round."""
     from bench import soak as stream_soak
     from ops.cli.services import servers_running
@@ -90,6 +95,7 @@ def soak(rounds: int, streams: int, seconds: float, json_path: Path | None) -> N
                 seconds=seconds,
                 rate_per_s=stream_soak.RATE_PER_S,
                 say=lambda text: click.echo(text, err=True),
+                same_citizens=same_citizens,
             )
     except ServiceError as error:
         fail(error)

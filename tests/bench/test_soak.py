@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench.soak import MIN_ROUNDS, Soak, SoakRound, growth_per_round, measure
+from bench.soak import MIN_ROUNDS, Soak, SoakRound, growth_per_round, measure, round_citizens
 from ops.cli.root import main
 
 
@@ -26,6 +26,12 @@ def test_growth_leaves_out_the_earlier_half_where_caches_fill() -> None:
 def test_growth_needs_enough_rounds_to_mean_anything() -> None:
     with pytest.raises(ValueError, match=f"at least {MIN_ROUNDS} rounds"):
         growth_per_round([100.0] * (MIN_ROUNDS - 1))
+
+
+def test_each_round_streams_new_citizens_unless_asked_for_the_same() -> None:
+    assert round_citizens(0, 3, same_citizens=False) == [1, 2, 3]
+    assert round_citizens(2, 3, same_citizens=False) == [7, 8, 9]
+    assert round_citizens(2, 3, same_citizens=True) == [1, 2, 3]
 
 
 def test_the_document_has_every_round_and_the_growth() -> None:
