@@ -48,6 +48,15 @@ class Grant:
     enquiry_id: str
 
 
+# The figures that open many streams share them out this many to an agent (its enquiries and streams).
+STREAMS_PER_AGENT = 100
+
+
+def agents_for(streams: int) -> int:
+    """How many agents share `streams` streams: STREAMS_PER_AGENT each, one at least."""
+    return max(streams // STREAMS_PER_AGENT, 1)
+
+
 def agents(count: int, *, prefix: str = "bench-agent") -> list[Agent]:
     """`count` distinct agents (a contact centre's agents each hold a few enquiries, not thousands)."""
     return [Agent(f"{prefix}-{number}") for number in range(count)]

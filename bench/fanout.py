@@ -3,11 +3,15 @@
 import random
 from pathlib import Path
 
+from bench import access
 from bench.freshness import live_run
 from bench.results import Fanout
 from bench.stack import FigureStack
 from bench.stats import summarise_ms
 from bench.streams import Watched
+
+# Changes per second, every one on a watched citizen.
+RATE_PER_S = 200.0
 
 
 def measure(
@@ -30,7 +34,7 @@ def measure(
             targets=watched,
             rate_per_s=rate_per_s,
             duration_s=duration_s,
-            agents=max(connections // 100, 1),
+            agents=access.agents_for(connections),
             sample_rss=True,
         )
         latency = summarise_ms(seen.latencies)

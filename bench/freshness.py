@@ -89,7 +89,7 @@ def measure(
             targets=population,
             rate_per_s=rate_per_s,
             duration_s=duration_s,
-            agents=max(streams // 100, 1),
+            agents=access.agents_for(streams),
             warm_up_s=warm_up_s,
         )
         latency = summarise_ms(seen.latencies)

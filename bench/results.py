@@ -81,3 +81,9 @@ class Run:
     def to_json(self) -> dict[str, Any]:
         """The fixed-key document: one object per figure, in the order of FIGURES."""
         return {name: asdict(self.figures[name]) for name in FIGURES if name in self.figures}
+
+
+def failure(error: BaseException) -> str:
+    """An error as a run reports it: its type and the first line of its message, at most 300 characters."""
+    first_line = next(iter(str(error).splitlines()), "")
+    return f"{type(error).__name__}: {first_line[:300]}"

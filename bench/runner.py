@@ -11,7 +11,7 @@ import structlog
 
 from bench import context_read, fanout, freshness, ingest, memory, rebuild
 from bench.report import machine, write_report
-from bench.results import FIGURES, Run
+from bench.results import FIGURES, Run, failure
 from bench.stack import FigureStack, raise_fd_limit
 
 log = structlog.get_logger("bench")
@@ -54,7 +54,7 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
         try:
             measure()
         except Exception as error:
-            run.failures[name] = f"failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+            run.failures[name] = f"failed: {failure(error)}"
             say(f"{name}: FAILED\n{traceback.format_exc()}")
             return
         say(f"{name}: {json.dumps(run.to_json().get(name))} ({time.perf_counter() - started:.0f}s)")
@@ -92,7 +92,10 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
 
     def do_fanout() -> None:
         result, latencies, _seen = fanout.measure(
-            work_dir, connections=sizes.fanout_connections, rate_per_s=200, duration_s=sizes.fanout_s
+            work_dir,
+            connections=sizes.fanout_connections,
+            rate_per_s=fanout.RATE_PER_S,
+            duration_s=sizes.fanout_s,
         )
         run.figures["fanout"], run.latencies["fanout"] = result, latencies
 

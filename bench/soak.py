@@ -6,7 +6,8 @@ resident memory is read at each round's peak and after its streams have closed. 
 behind shows as growth from round to round; the API's caches grow too until they are full (their limits
 are in context/document_cache.py and context/summary_cache.py), so only the later rounds tell a leak.
 With `same_citizens`, every round streams the same citizens, which keeps new citizens' cached documents
-out of the growth.
+out of the growth. After each round the API must count every stream closed (its `/metrics`), so a
+session that outlives its connection shows as well.
 """
 
 import json
@@ -15,17 +16,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import access, fanout
 from bench.freshness import live_run
-from bench.stack import FigureStack, rss_mb
+from bench.results import failure
+from bench.stack import FigureStack, raise_fd_limit, rss_mb
 from bench.stats import slope
 
-# After a round's streams have closed, the API gets this long to finish closing them before it is measured.
-SETTLE_S = 2.0
-STREAMS_PER_AGENT = 100
-# Changes per second over the round's watched citizens, as in the fan-out figure.
-RATE_PER_S = 200.0
 # The growth is a slope over the later half of the rounds: two points at least.
 MIN_ROUNDS = 4
+# Changes per second over each round's watched citizens, as in the fan-out figure.
+RATE_PER_S = fanout.RATE_PER_S
+# After a round's desktops have closed their streams, the API has this long to count them all closed.
+CLOSE_TIMEOUT_S = 30.0
+STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
 
 
 @dataclass(frozen=True)
@@ -34,29 +40,44 @@ class SoakRound:
 
     round: int
     streams: int
-    failed: int
+    failed: int  # streams that did not open
+    closed_early: int  # streams the API closed before the round's end
+    left_open: int  # streams the API still counted open CLOSE_TIMEOUT_S after the desktops closed theirs
     changes: int
     peak_rss_mb: float
     rss_after_mb: float
 
+    @property
+    def clean(self) -> bool:
+        """Every stream opened, lasted the round and was closed on both sides."""
+        return self.failed == self.closed_early == self.left_open == 0
+
 
 @dataclass
 class Soak:
-    """Every round of a run, and the API's memory before the first."""
+    """Every round of a run, the API's memory before the first, and what stopped the run early (if any)."""
 
     start_rss_mb: float
     rounds: list[SoakRound] = field(default_factory=list)
+    error: str | None = None
 
     @property
-    def growth_mb_per_round(self) -> float:
-        """The API's memory growth per round over the later half of the rounds (see `growth_per_round`)."""
-        return growth_per_round([r.rss_after_mb for r in self.rounds])
+    def growth_mb_per_round(self) -> float | None:
+        """The API's memory growth per round over the later half of the rounds (None: too few rounds)."""
+        after = [r.rss_after_mb for r in self.rounds]
+        return growth_per_round(after) if len(after) >= MIN_ROUNDS else None
+
+    @property
+    def ok(self) -> bool:
+        """The run went to its end, and every round was clean."""
+        return self.error is None and all(r.clean for r in self.rounds)
 
     def to_json(self) -> dict[str, object]:
         """The run as a JSON document."""
         return {
             "start_rss_mb": self.start_rss_mb,
             "growth_mb_per_round": self.growth_mb_per_round,
+            "error": self.error,
             "rounds": [asdict(r) for r in self.rounds],
         }
 
@@ -79,6 +100,24 @@ def round_citizens(number: int, streams: int, *, same_citizens: bool) -> list[in
     return list(range(first, first + streams))
 
 
+def streams_open(metrics: str) -> int:
+    """The API's count of open streams, from its Prometheus exposition."""
+    for family in text_string_to_metric_families(metrics):
+        if family.name == STREAMS_OPEN_METRIC:
+            return int(sum(sample.value for sample in family.samples))
+    raise ValueError(f"the API's metrics have no {STREAMS_OPEN_METRIC}")
+
+
+def _wait_closed(api_url: str) -> int:
+    """Wait until the API counts no stream open, for up to CLOSE_TIMEOUT_S; how many it still counts."""
+    deadline = time.monotonic() + CLOSE_TIMEOUT_S
+    while True:
+        left = streams_open(httpx.get(f"{api_url}/metrics", timeout=10).text)
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
 def measure(
     work_dir: Path,
     *,
@@ -89,9 +128,12 @@ def measure(
     say: Callable[[str], None],
     same_citizens: bool = False,
 ) -> Soak:
-    """Run `rounds` rounds of `streams` streams, each fed changes at `rate_per_s` for `seconds`."""
-    if rounds < MIN_ROUNDS:
-        raise ValueError(f"at least {MIN_ROUNDS} rounds are needed to tell growth from noise")
+    """Run `rounds` rounds of `streams` streams, each fed changes at `rate_per_s` for `seconds`.
+
+    A round that fails stops the run: the rounds before it are returned, with the error.
+    """
+    # Thousands of streams need as many open files in the API, which inherits this process's limit.
+    say(f"open files limit: {raise_fd_limit()}")
     stack = FigureStack.create("soak", work_dir)
     try:
         stack.consumer()
@@ -99,27 +141,47 @@ def measure(
         soak = Soak(start_rss_mb=rss_mb(api.pid))
         say(f"API resident memory before the first round: {soak.start_rss_mb} MiB")
         for number in range(rounds):
-            citizens = round_citizens(number, streams, same_citizens=same_citizens)
-            seen, peak = live_run(
-                stack,
-                watched=citizens,
-                targets=citizens,
-                rate_per_s=rate_per_s,
-                duration_s=seconds,
-                agents=max(streams // STREAMS_PER_AGENT, 1),
-                sample_rss=True,
-            )
-            time.sleep(SETTLE_S)
-            done = SoakRound(
-                round=number + 1,
-                streams=seen.opened,
-                failed=seen.failed,
-                changes=seen.messages.get("change", 0),
-                peak_rss_mb=peak,
-                rss_after_mb=rss_mb(api.pid),
-            )
+            try:
+                done = _round(stack, api.pid, number, streams, seconds, rate_per_s, same_citizens)
+            except Exception as error:
+                # The run reports what it measured, and why it stopped.
+                soak.error = f"round {number + 1}: {failure(error)}"
+                say(soak.error)
+                break
             soak.rounds.append(done)
             say(json.dumps(asdict(done)))
         return soak
     finally:
         stack.close()
+
+
+def _round(
+    stack: FigureStack,
+    api_pid: int,
+    number: int,
+    streams: int,
+    seconds: float,
+    rate_per_s: float,
+    same_citizens: bool,
+) -> SoakRound:
+    citizens = round_citizens(number, streams, same_citizens=same_citizens)
+    seen, peak = live_run(
+        stack,
+        watched=citizens,
+        targets=citizens,
+        rate_per_s=rate_per_s,
+        duration_s=seconds,
+        agents=access.agents_for(streams),
+        sample_rss=True,
+    )
+    left_open = _wait_closed(stack.api_url)
+    return SoakRound(
+        round=number + 1,
+        streams=seen.opened,
+        failed=seen.failed,
+        closed_early=seen.closed_early,
+        left_open=left_open,
+        changes=seen.messages.get("change", 0),
+        peak_rss_mb=peak,
+        rss_after_mb=rss_mb(api_pid),
+    )

@@ -52,7 +52,13 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
 
 
 @main.command()
-@click.option("--rounds", type=click.IntRange(min=1), default=12, show_default=True, help="Rounds to run.")
+@click.option(
+    "--rounds",
+    type=int,
+    default=12,
+    show_default=True,
+    help="Rounds to run (the growth needs at least four).",
+)
 @click.option(
     "--streams",
     type=click.IntRange(min=1),
@@ -104,3 +110,11 @@ def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_pa
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(document + "\n")
     click.echo(document)
+    if not run.ok:
+        # What was measured is written either way; the status says it is not the whole, clean run.
+        click.secho(
+            "error: the soak stopped early, or some streams failed, closed early or stayed open (see above)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from bench.report import line, table, write_report
-from bench.results import FIGURES, ContextRead, Fanout, Freshness, Ingest, Memory, Rebuild, Run
+from bench.results import FIGURES, ContextRead, Fanout, Freshness, Ingest, Memory, Rebuild, Run, failure
 
 EXPECTED_KEYS = {
     "ingest": {"events", "events_per_s", "raw_poll_events_per_s", "ratio"},
@@ -69,3 +69,9 @@ def test_notes_go_to_the_report_not_the_json(tmp_path: Path) -> None:
     text = write_report(run, command="c", machine_line="m", directory=tmp_path).read_text()
     assert "- **context_read**: API CPU per request: context 900 us" in text
     assert "900 us" not in json.dumps(run.to_json())
+
+
+def test_a_failure_is_reported_by_type_and_first_line() -> None:
+    assert failure(TimeoutError("no answer\nin 30 s")) == "TimeoutError: no answer"
+    assert failure(RuntimeError()) == "RuntimeError: "
+    assert failure(ValueError("x" * 500)) == "ValueError: " + "x" * 300

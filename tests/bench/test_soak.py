@@ -6,13 +6,28 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bench.soak import MIN_ROUNDS, Soak, SoakRound, growth_per_round, measure, round_citizens
+from bench.soak import (
+    MIN_ROUNDS,
+    Soak,
+    SoakRound,
+    growth_per_round,
+    measure,
+    round_citizens,
+    streams_open,
+)
 from ops.cli.root import main
 
 
-def _round(number: int, rss_after: float) -> SoakRound:
+def _round(number: int, rss_after: float, *, left_open: int = 0) -> SoakRound:
     return SoakRound(
-        round=number, streams=10, failed=0, changes=10, peak_rss_mb=rss_after + 1, rss_after_mb=rss_after
+        round=number,
+        streams=10,
+        failed=0,
+        closed_early=0,
+        left_open=left_open,
+        changes=10,
+        peak_rss_mb=rss_after + 1,
+        rss_after_mb=rss_after,
     )
 
 
@@ -40,14 +55,40 @@ def test_the_document_has_every_round_and_the_growth() -> None:
     assert document["start_rss_mb"] == 90.0
     assert document["growth_mb_per_round"] == pytest.approx(2.0)
     assert [r["round"] for r in document["rounds"]] == [1, 2, 3, 4, 5, 6]
+    assert document["error"] is None
     assert set(document["rounds"][0]) == {
         "round",
         "streams",
         "failed",
+        "closed_early",
+        "left_open",
         "changes",
         "peak_rss_mb",
         "rss_after_mb",
     }
+
+
+def test_too_few_rounds_have_no_growth_rather_than_a_meaningless_one() -> None:
+    soak = Soak(start_rss_mb=90.0, rounds=[_round(n, 100.0 * n) for n in range(1, MIN_ROUNDS)])
+    assert soak.to_json()["growth_mb_per_round"] is None
+
+
+def test_a_stream_left_open_or_a_run_cut_short_is_not_ok() -> None:
+    clean = [_round(n, 100.0) for n in range(1, 5)]
+    assert Soak(start_rss_mb=90.0, rounds=clean).ok
+    assert not Soak(start_rss_mb=90.0, rounds=[*clean, _round(5, 100.0, left_open=1)]).ok
+    assert not Soak(start_rss_mb=90.0, rounds=clean, error="round 5: TimeoutError: no streams").ok
+
+
+def test_open_streams_are_read_from_the_apis_metrics() -> None:
+    exposition = (
+        "# HELP citizen_context_api_streams_open WebSocket streams open on this process.\n"
+        "# TYPE citizen_context_api_streams_open gauge\n"
+        "citizen_context_api_streams_open 3.0\n"
+    )
+    assert streams_open(exposition) == 3
+    with pytest.raises(ValueError, match="no citizen_context_api_streams_open"):
+        streams_open("# TYPE other gauge\nother 1.0\n")
 
 
 def test_the_command_refuses_too_few_rounds_before_starting_anything() -> None:
@@ -58,14 +99,14 @@ def test_the_command_refuses_too_few_rounds_before_starting_anything() -> None:
 
 def test_a_short_soak_opens_feeds_and_closes_each_rounds_streams(tmp_path: Path) -> None:
     said: list[str] = []
-    run = measure(tmp_path, rounds=MIN_ROUNDS, streams=3, seconds=1, rate_per_s=30, say=said.append)
-    assert [r.round for r in run.rounds] == list(range(1, MIN_ROUNDS + 1))
+    run = measure(tmp_path, rounds=2, streams=3, seconds=1, rate_per_s=30, say=said.append)
+    assert run.error is None
+    assert [r.round for r in run.rounds] == [1, 2]
     for done in run.rounds:
-        assert (done.streams, done.failed) == (3, 0)
-        assert done.peak_rss_mb > 0
-        assert done.rss_after_mb > 0
+        # Every stream opened, lasted its round, and the API counted it closed once the desktop closed it.
+        assert (done.streams, done.failed, done.closed_early, done.left_open) == (3, 0, 0, 0)
     # Every change lands on a watched citizen. The first round may begin while the new consumer is still
-    # joining its group, so its changes can come after its streams have closed; the later rounds' cannot.
-    assert all(done.changes > 0 for done in run.rounds[1:])
-    assert run.start_rss_mb > 0
-    assert len(said) == 1 + MIN_ROUNDS  # the memory before the first round, then each round
+    # joining its group (its readiness does not wait for that), so only the last round is sure to be fed.
+    assert run.rounds[-1].changes > 0
+    assert run.ok
+    assert len(said) == 2 + 2  # the open files limit, the memory before the first round, each round
