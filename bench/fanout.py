@@ -4,7 +4,7 @@ import random
 from pathlib import Path
 
 from bench import access
-from bench.freshness import live_run
+from bench.live import live_run
 from bench.results import Fanout
 from bench.stack import FigureStack
 from bench.stats import summarise_ms

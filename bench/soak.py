@@ -20,7 +20,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import access, fanout
-from bench.freshness import live_run
+from bench.live import live_run
 from bench.results import failure
 from bench.stack import FigureStack, raise_fd_limit, rss_mb
 from bench.stats import slope

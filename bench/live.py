@@ -1,0 +1,59 @@
+"""A live run, shared by the freshness and fan-out figures and the soak: agents' desktops stream their
+citizens (in a process of their own) while a producer sends events at a steady rate."""
+
+import asyncio
+import time
+
+from bench import access, workers
+from bench.produce import produce_paced
+from bench.stack import FigureStack, rss_mb
+from bench.streams import Watched, watch
+from bench.workload import citizen_id
+
+# Every stream's last changes arrive within this long after the producer's last send, or never.
+TAIL_S = 3.0
+
+
+def live_run(
+    stack: FigureStack,
+    *,
+    watched: list[int],
+    targets: list[int],
+    rate_per_s: float,
+    duration_s: float,
+    agents: int,
+    sample_rss: bool = False,
+    warm_up_s: float = 0.0,
+) -> tuple[Watched, float]:
+    """Stream each watched citizen, send events to `targets` at a rate (untimed for `warm_up_s`, then
+    timed for `duration_s`); what arrived, the API's peak RSS."""
+    grants = asyncio.run(
+        access.grant_access(stack.api_url, access.agents(agents), [citizen_id(n) for n in watched])
+    )
+    api = next(child for child in stack.children if child.name == "api")
+    ready, stop = workers.new_event(), workers.new_event()
+    receiver = workers.Worker(watch, stack.api_url, grants, ready, stop)
+    try:
+        if not ready.wait(timeout=900):
+            raise RuntimeError("the streams did not all open within 15 minutes")
+        peak = rss_mb(api.pid)
+        kafka = stack.kafka
+        producer = workers.Worker(
+            produce_paced, kafka.bootstrap_list, kafka.topic, targets, rate_per_s, duration_s, 5, warm_up_s
+        )
+        try:
+            while producer.running():
+                if sample_rss:
+                    peak = max(peak, rss_mb(api.pid))
+                time.sleep(0.5)
+            producer.result(timeout_s=60)
+        finally:
+            producer.stop()
+        time.sleep(TAIL_S)
+        peak = max(peak, rss_mb(api.pid))
+        stop.set()
+        seen: Watched = receiver.result(timeout_s=300)
+    finally:
+        stop.set()
+        receiver.stop()
+    return seen, peak
