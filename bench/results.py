@@ -1,6 +1,8 @@
 """The figures of one run and the JSON they are written as (keys fixed, so runs compare over time)."""
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -87,3 +89,9 @@ def failure(error: BaseException) -> str:
     """An error as a run reports it: its type and the first line of its message, at most 300 characters."""
     first_line = next(iter(str(error).splitlines()), "")
     return f"{type(error).__name__}: {first_line[:300]}"
+
+
+def write_json(document: dict[str, Any], path: Path) -> None:
+    """Write a run's document as indented JSON, creating the file's folder if needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")

@@ -11,7 +11,7 @@ import structlog
 
 from bench import context_read, fanout, freshness, ingest, memory, rebuild
 from bench.report import machine, write_report
-from bench.results import FIGURES, Run, failure
+from bench.results import FIGURES, Run, failure, write_json
 from bench.stack import FigureStack, raise_fd_limit
 
 log = structlog.get_logger("bench")
@@ -120,8 +120,7 @@ def write_outputs(
 ) -> None:
     """The JSON (when asked for) and the report with its plots."""
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(run.to_json(), indent=2) + "\n")
+        write_json(run.to_json(), json_path)
     write_report(run, command=command, machine_line=machine_line, directory=report_dir)
 
 

@@ -84,6 +84,7 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
 def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_path: Path | None) -> None:
     """Open, feed and close streams round after round on one API; its memory after each round."""
     from bench import soak as stream_soak
+    from bench.results import write_json
     from ops.cli.services import servers_running
     from ops.settings import ServicesSettings
 
@@ -105,11 +106,10 @@ def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_pa
             )
     except ServiceError as error:
         fail(error)
-    document = json.dumps(run.to_json(), indent=2)
+    document = run.to_json()
     if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(document + "\n")
-    click.echo(document)
+        write_json(document, json_path)
+    click.echo(json.dumps(document, indent=2))
     if not run.ok:
         # What was measured is written either way; the status says it is not the whole, clean run.
         click.secho(

@@ -4,7 +4,18 @@ import json
 from pathlib import Path
 
 from bench.report import line, table, write_report
-from bench.results import FIGURES, ContextRead, Fanout, Freshness, Ingest, Memory, Rebuild, Run, failure
+from bench.results import (
+    FIGURES,
+    ContextRead,
+    Fanout,
+    Freshness,
+    Ingest,
+    Memory,
+    Rebuild,
+    Run,
+    failure,
+    write_json,
+)
 
 EXPECTED_KEYS = {
     "ingest": {"events", "events_per_s", "raw_poll_events_per_s", "ratio"},
@@ -75,3 +86,9 @@ def test_a_failure_is_reported_by_type_and_first_line() -> None:
     assert failure(TimeoutError("no answer\nin 30 s")) == "TimeoutError: no answer"
     assert failure(RuntimeError()) == "RuntimeError: "
     assert failure(ValueError("x" * 500)) == "ValueError: " + "x" * 300
+
+
+def test_a_document_is_written_as_indented_json_in_a_folder_made_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "run.json"
+    write_json({"ingest": {"events": 3}}, path)
+    assert path.read_text() == '{\n  "ingest": {\n    "events": 3\n  }\n}\n'
