@@ -1,15 +1,18 @@
 """How the bench authenticates and gets permission to read citizens, as real agents do.
 
 Each agent signs in with a development token (what `citizen-context token` prints), and reads a citizen
-only through an active enquiry: the bench starts one for every citizen it reads, and streams through
+only through an active enquiry: the bench starts one for every citizen it reads (the soak completes them
+again, as a call ends), and streams through
 `/v1/enquiries/{id}/stream` with the bearer token in the handshake's headers (a service can set them; a
 browser uses a ticket). The reads are audited like any other.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
+from typing import TypeVar
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -17,6 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from api.security.settings import SecuritySettings
 from api.security.tokens import mint_development_token
 from models.tables import AgentRole
+
+T = TypeVar("T")
 
 # Streams send JSON text frames of a few kilobytes; a snapshot of a long timeline can be larger.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -62,25 +67,57 @@ def agents(count: int, *, prefix: str = "bench-agent") -> list[Agent]:
     return [Agent(f"{prefix}-{number}") for number in range(count)]
 
 
+# Requests the bench's agents have in flight at once while starting or completing enquiries.
+CONCURRENCY = 16
+
+
 async def grant_access(
-    api_url: str, staff: list[Agent], citizen_ids: list[str], *, concurrency: int = 16
+    api_url: str, staff: list[Agent], citizen_ids: list[str], *, concurrency: int = CONCURRENCY
 ) -> list[Grant]:
     """Start an enquiry for every citizen, spreading them round-robin over `staff`; in citizen order."""
+
+    async def start(client: httpx.AsyncClient, index: int) -> Grant:
+        agent, citizen_id = staff[index % len(staff)], citizen_ids[index]
+        response = await client.post(
+            "/v1/enquiries", json={"citizen_id": citizen_id, "channel": "phone"}, headers=agent.headers()
+        )
+        response.raise_for_status()
+        return Grant(agent=agent, citizen_id=citizen_id, enquiry_id=response.json()["id"])
+
+    return await _each(api_url, len(citizen_ids), start, concurrency=concurrency)
+
+
+async def complete_enquiries(api_url: str, grants: list[Grant], *, concurrency: int = CONCURRENCY) -> None:
+    """Complete every grant's enquiry, as its agent does when the call ends (its streams then close)."""
+
+    async def complete(client: httpx.AsyncClient, index: int) -> None:
+        grant = grants[index]
+        response = await client.post(
+            f"/v1/enquiries/{grant.enquiry_id}/complete",
+            json={"outcome": "resolved"},
+            headers=grant.agent.headers(),
+        )
+        response.raise_for_status()
+
+    await _each(api_url, len(grants), complete, concurrency=concurrency)
+
+
+async def _each(
+    api_url: str,
+    count: int,
+    call: Callable[[httpx.AsyncClient, int], Awaitable[T]],
+    *,
+    concurrency: int,
+) -> list[T]:
+    """`call(client, index)` for every index below `count`, `concurrency` at a time; results in order."""
     limit = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
 
-        async def start(index: int, citizen_id: str) -> Grant:
-            agent = staff[index % len(staff)]
+        async def limited(index: int) -> T:
             async with limit:
-                response = await client.post(
-                    "/v1/enquiries",
-                    json={"citizen_id": citizen_id, "channel": "phone"},
-                    headers=agent.headers(),
-                )
-            response.raise_for_status()
-            return Grant(agent=agent, citizen_id=citizen_id, enquiry_id=response.json()["id"])
+                return await call(client, index)
 
-        return list(await asyncio.gather(*(start(i, c) for i, c in enumerate(citizen_ids))))
+        return list(await asyncio.gather(*(limited(index) for index in range(count))))
 
 
 async def open_stream(api_url: str, grant: Grant) -> ClientConnection:

@@ -4,6 +4,9 @@ citizens (in a process of their own) while a producer sends events at a steady r
 import asyncio
 import time
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench import access, workers
 from bench.produce import produce_paced
 from bench.stack import FigureStack, rss_mb
@@ -12,6 +15,10 @@ from bench.workload import citizen_id
 
 # Every stream's last changes arrive within this long after the producer's last send, or never.
 TAIL_S = 3.0
+# Once the desktops (or the completed enquiries) have closed their streams, the API has this long to count
+# them all closed.
+CLOSE_TIMEOUT_S = 30.0
+STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
 
 
 def live_run(
@@ -24,9 +31,14 @@ def live_run(
     agents: int,
     sample_rss: bool = False,
     warm_up_s: float = 0.0,
+    complete_enquiries: bool = False,
 ) -> tuple[Watched, float]:
     """Stream each watched citizen, send events to `targets` at a rate (untimed for `warm_up_s`, then
-    timed for `duration_s`); what arrived, the API's peak RSS."""
+    timed for `duration_s`); what arrived, the API's peak RSS.
+
+    With `complete_enquiries`, the agents then complete every enquiry, as each call ends, and the run
+    waits (up to CLOSE_TIMEOUT_S) for the API to close their streams before the desktops close the rest.
+    """
     grants = asyncio.run(
         access.grant_access(stack.api_url, access.agents(agents), [citizen_id(n) for n in watched])
     )
@@ -51,9 +63,30 @@ def live_run(
             producer.stop()
         time.sleep(TAIL_S)
         peak = max(peak, rss_mb(api.pid))
+        if complete_enquiries:
+            asyncio.run(access.complete_enquiries(stack.api_url, grants))
+            wait_streams_closed(stack.api_url)
         stop.set()
         seen: Watched = receiver.result(timeout_s=300)
     finally:
         stop.set()
         receiver.stop()
     return seen, peak
+
+
+def streams_open(metrics: str) -> int:
+    """The API's count of open streams, from its Prometheus exposition."""
+    for family in text_string_to_metric_families(metrics):
+        if family.name == STREAMS_OPEN_METRIC:
+            return int(sum(sample.value for sample in family.samples))
+    raise ValueError(f"the API's metrics have no {STREAMS_OPEN_METRIC}")
+
+
+def wait_streams_closed(api_url: str) -> int:
+    """Wait until the API counts no stream open, for up to CLOSE_TIMEOUT_S; how many it still counts."""
+    deadline = time.monotonic() + CLOSE_TIMEOUT_S
+    while True:
+        left = streams_open(httpx.get(f"{api_url}/metrics", timeout=10).text)
+        if left == 0 or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)

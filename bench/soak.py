@@ -1,26 +1,23 @@
 """Stream churn: does one API process's memory stay bounded while desktops come and go all day?
 
 Each round, agents start enquiries for citizens not seen before, open a live stream for each, receive
-changes for a while and close them all, as a contact centre's desktops do call after call. The API's
-resident memory is read at each round's peak and after its streams have closed. What a round leaves
-behind shows as growth from round to round; the API's caches grow too until they are full (their limits
-are in context/document_cache.py and context/summary_cache.py), so only the later rounds tell a leak.
+changes for a while, then complete every enquiry, which closes its stream, as a contact centre's desktops
+do call after call. The API's resident memory is read at each round's peak and after its streams have
+closed. What a round leaves behind shows as growth from round to round; the API's caches grow too until
+they are full (their limits are in context/document_cache.py and context/summary_cache.py), so only the
+later rounds tell a leak.
 With `same_citizens`, every round streams the same citizens, which keeps new citizens' cached documents
-out of the growth. After each round the API must count every stream closed (its `/metrics`), so a
-session that outlives its connection shows as well.
+out of the growth. After each round the API must have closed every stream as its enquiry was completed,
+and count every stream closed (its `/metrics`), so a session that outlives its connection shows as well.
 """
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from bench import access, fanout
-from bench.live import live_run
+from bench.live import live_run, wait_streams_closed
 from bench.results import failure
 from bench.stack import FigureStack, raise_fd_limit, rss_mb
 from bench.stats import slope
@@ -29,9 +26,6 @@ from bench.stats import slope
 MIN_ROUNDS = 4
 # Changes per second over each round's watched citizens, as in the fan-out figure.
 RATE_PER_S = fanout.RATE_PER_S
-# After a round's desktops have closed their streams, the API has this long to count them all closed.
-CLOSE_TIMEOUT_S = 30.0
-STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
 
 
 @dataclass(frozen=True)
@@ -41,16 +35,17 @@ class SoakRound:
     round: int
     streams: int
     failed: int  # streams that did not open
-    closed_early: int  # streams the API closed before the round's end
-    left_open: int  # streams the API still counted open CLOSE_TIMEOUT_S after the desktops closed theirs
+    ended: int  # streams the API closed once their enquiry was completed
+    closed_early: int  # streams the API closed before the round's end for any other reason
+    left_open: int  # streams the API still counted open a while after the round (bench.live.CLOSE_TIMEOUT_S)
     changes: int
     peak_rss_mb: float
     rss_after_mb: float
 
     @property
     def clean(self) -> bool:
-        """Every stream opened, lasted the round and was closed on both sides."""
-        return self.failed == self.closed_early == self.left_open == 0
+        """Every stream opened, lasted the round, ended with its enquiry and was counted closed."""
+        return self.failed == self.closed_early == self.left_open == 0 and self.ended == self.streams
 
 
 @dataclass
@@ -98,24 +93,6 @@ def round_citizens(number: int, streams: int, *, same_citizens: bool) -> list[in
     the first round's again."""
     first = 1 if same_citizens else number * streams + 1
     return list(range(first, first + streams))
-
-
-def streams_open(metrics: str) -> int:
-    """The API's count of open streams, from its Prometheus exposition."""
-    for family in text_string_to_metric_families(metrics):
-        if family.name == STREAMS_OPEN_METRIC:
-            return int(sum(sample.value for sample in family.samples))
-    raise ValueError(f"the API's metrics have no {STREAMS_OPEN_METRIC}")
-
-
-def _wait_closed(api_url: str) -> int:
-    """Wait until the API counts no stream open, for up to CLOSE_TIMEOUT_S; how many it still counts."""
-    deadline = time.monotonic() + CLOSE_TIMEOUT_S
-    while True:
-        left = streams_open(httpx.get(f"{api_url}/metrics", timeout=10).text)
-        if left == 0 or time.monotonic() >= deadline:
-            return left
-        time.sleep(0.2)
 
 
 def measure(
@@ -173,12 +150,14 @@ def _round(
         duration_s=seconds,
         agents=access.agents_for(streams),
         sample_rss=True,
+        complete_enquiries=True,
     )
-    left_open = _wait_closed(stack.api_url)
+    left_open = wait_streams_closed(stack.api_url)
     return SoakRound(
         round=number + 1,
         streams=seen.opened,
         failed=seen.failed,
+        ended=seen.ended,
         closed_early=seen.closed_early,
         left_open=left_open,
         changes=seen.messages.get("change", 0),

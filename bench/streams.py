@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from api.stream_session import CLOSE_ENQUIRY_ENDED
 from bench.access import Grant, open_stream
 from bench.stack import raise_fd_limit
 from bench.workers import Event
@@ -25,6 +26,9 @@ class Watched:
 
     opened: int = 0
     failed: int = 0
+    # Streams the API closed before the desktops closed theirs: because their enquiry was completed (as a
+    # call ends), or for any other reason (closed early).
+    ended: int = 0
     closed_early: int = 0
     messages: dict[str, int] = field(default_factory=dict)
     # Seconds from the producer's send to the change's arrival, for events stamped by the producer.
@@ -57,7 +61,11 @@ async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, m
                         seen.latencies.append((arrived - sent) / 1e9)
         except ConnectionClosed:
             pass
-        if not stop.is_set():
+        if stop.is_set():
+            return
+        if connection.close_code == CLOSE_ENQUIRY_ENDED:
+            seen.ended += 1
+        else:
             seen.closed_early += 1
 
     async def open_one(grant: Grant) -> None:

@@ -113,7 +113,8 @@ def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_pa
     if not run.ok:
         # What was measured is written either way; the status says it is not the whole, clean run.
         click.secho(
-            "error: the soak stopped early, or some streams failed, closed early or stayed open (see above)",
+            "error: the soak stopped early, or some streams failed, closed early, outlived their enquiry"
+            " or stayed open (see above)",
             fg="red",
             err=True,
         )

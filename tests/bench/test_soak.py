@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from bench.live import streams_open
 from bench.soak import (
     MIN_ROUNDS,
     Soak,
@@ -13,16 +14,16 @@ from bench.soak import (
     growth_per_round,
     measure,
     round_citizens,
-    streams_open,
 )
 from ops.cli.root import main
 
 
-def _round(number: int, rss_after: float, *, left_open: int = 0) -> SoakRound:
+def _round(number: int, rss_after: float, *, left_open: int = 0, ended: int = 10) -> SoakRound:
     return SoakRound(
         round=number,
         streams=10,
         failed=0,
+        ended=ended,
         closed_early=0,
         left_open=left_open,
         changes=10,
@@ -60,6 +61,7 @@ def test_the_document_has_every_round_and_the_growth() -> None:
         "round",
         "streams",
         "failed",
+        "ended",
         "closed_early",
         "left_open",
         "changes",
@@ -77,6 +79,8 @@ def test_a_stream_left_open_or_a_run_cut_short_is_not_ok() -> None:
     clean = [_round(n, 100.0) for n in range(1, 5)]
     assert Soak(start_rss_mb=90.0, rounds=clean).ok
     assert not Soak(start_rss_mb=90.0, rounds=[*clean, _round(5, 100.0, left_open=1)]).ok
+    # A stream that outlived its enquiry's completion (the desktop had to close it).
+    assert not Soak(start_rss_mb=90.0, rounds=[*clean, _round(5, 100.0, ended=9)]).ok
     assert not Soak(start_rss_mb=90.0, rounds=clean, error="round 5: TimeoutError: no streams").ok
 
 
@@ -97,14 +101,15 @@ def test_the_command_refuses_too_few_rounds_before_starting_anything() -> None:
     assert f"at least {MIN_ROUNDS} rounds" in result.output
 
 
-def test_a_short_soak_opens_feeds_and_closes_each_rounds_streams(tmp_path: Path) -> None:
+def test_a_short_soak_opens_feeds_and_ends_each_rounds_streams(tmp_path: Path) -> None:
     said: list[str] = []
     run = measure(tmp_path, rounds=2, streams=3, seconds=1, rate_per_s=30, say=said.append)
     assert run.error is None
     assert [r.round for r in run.rounds] == [1, 2]
     for done in run.rounds:
-        # Every stream opened, lasted its round, and the API counted it closed once the desktop closed it.
-        assert (done.streams, done.failed, done.closed_early, done.left_open) == (3, 0, 0, 0)
+        # Every stream opened, lasted its round, was closed by the API as its enquiry was completed, and
+        # counted closed.
+        assert (done.streams, done.failed, done.ended, done.closed_early, done.left_open) == (3, 0, 3, 0, 0)
     # Every change lands on a watched citizen. The first round may begin while the new consumer is still
     # joining its group (its readiness does not wait for that), so only the last round is sure to be fed.
     assert run.rounds[-1].changes > 0
