@@ -107,6 +107,9 @@ def create_app(
             )
         )
         engine = create_db_engine(database)
+        # The audit trail's writer has an engine of its own, in autocommit: each of its batches is one
+        # statement (api/security/audit.py).
+        audit_engine = create_db_engine(database, autocommit=True)
         # One batcher for the hot path's commands (rate limits, snapshots): those issued together go as one
         # pipeline (see context/batching.py).
         batcher = CommandBatcher(client)
@@ -144,7 +147,7 @@ def create_app(
                 agent_rate=security.agent_rate,
                 key_rate=security.key_rate,
             ),
-            auditor=Auditor(engine, pseudonym_key=security.pseudonym_key.get_secret_value()),
+            auditor=Auditor(audit_engine, pseudonym_key=security.pseudonym_key.get_secret_value()),
         )
         presence = PresenceStore(client, prefix=redis_settings.key_prefix)
         # Periodic work of open streams is done once per process, not once per stream (see each module).
@@ -192,6 +195,7 @@ def create_app(
             await _finish("changes client", asyncio.create_task(hub_client.aclose()))
             # The audit's writer commits what still waits, then ends (bounded, as every step here).
             await asyncio.to_thread(services.auditor.close, wait_s=SHUTDOWN_STEP_S)
+            audit_engine.dispose()
             engine.dispose()
 
     app = FastAPI(

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -24,17 +25,24 @@ class DatabaseSettings(BaseSettings):
     )
 
 
-def create_db_engine(settings: DatabaseSettings) -> Engine:
-    """Build the engine for the configured URL (the SQLite file's folder is created if missing)."""
+def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) -> Engine:
+    """Build the engine for the configured URL (the SQLite file's folder is created if missing).
+
+    With `autocommit`, every statement is a transaction of its own, committed as it runs: for a writer
+    whose every write is one statement (the audit trail), which then needs no BEGIN and no COMMIT.
+    """
+    # hide_parameters: SQL errors would otherwise quote the values (citizen ids, enquiry notes) in logs.
+    options: dict[str, Any] = {"hide_parameters": True}
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
     if settings.url.startswith("sqlite:///"):
         database = settings.url.removeprefix("sqlite:///")
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(settings.url, connect_args={"check_same_thread": False}, hide_parameters=True)
+        engine = create_engine(settings.url, connect_args={"check_same_thread": False}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # hide_parameters: SQL errors would otherwise quote the values (citizen ids, enquiry notes) in logs.
-    return create_engine(settings.url, pool_pre_ping=True, hide_parameters=True)
+    return create_engine(settings.url, pool_pre_ping=True, **options)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -1,10 +1,11 @@
 """The audit trail: every read of a citizen's data, allowed or refused, becomes one append-only record.
 
 Records are written in batches ("group commit"): every record waiting when the writer is free goes into
-one transaction. Each caller still waits until its own record is committed before it answers, so no
-response leaves before its record exists. Why batches: every context read writes a record, and one thread
-hop, one transaction and one commit per read made the SQL side, and the worker thread fighting the event
-loop for the GIL, the limit of the API (see README, Benchmarks). A batch costs about as much as one record.
+one INSERT, committed as one. Each caller still waits until its own record is committed before it
+answers, so no response leaves before its record exists. Why batches: every context read writes a record,
+and one thread hop, one transaction and one commit per read made the SQL side, and the worker thread
+fighting the event loop for the GIL, the limit of the API (see README, Benchmarks). A batch costs about
+as much as one record.
 
 The writer is a thread of its own that takes the next batch as soon as one is committed. When a coroutine
 on the event loop handed each batch to a worker thread instead, every batch also waited for the busy loop
@@ -28,8 +29,9 @@ from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditRow
 from models.tables import AuditAction, utc_now
 
-# The most records one transaction takes; more wait for the next one.
-MAX_BATCH = 256
+# The most records one batch takes (more wait for the next one): one INSERT statement's worth, so that on
+# an autocommit engine a batch is stored whole or not at all.
+MAX_BATCH = audit_repository.ROWS_PER_STATEMENT
 # Under load (the previous batch began less than BUSY_WITHIN_S ago), a batch of fewer than GATHER_UNTIL
 # records first waits GATHER_S for more to join it. Each transaction costs about the same whatever it holds
 # (its commit most of all), and at a steady 1,000 reads/s batches held two to four records: waiting a
@@ -60,7 +62,13 @@ class _Pending:
 
 
 class Auditor:
-    """Writes audit records; citizens are named by their pseudonym only."""
+    """Writes audit records; citizens are named by their pseudonym only.
+
+    Give it an autocommit engine (`create_db_engine(settings, autocommit=True)`), as the app does: each
+    batch is then one INSERT that commits as it runs, with no BEGIN and no COMMIT around it. SQLite's
+    driver lets go of the interpreter lock around each of those statements, and every time, the writer
+    waited to get it back from the busy event loop (README, Benchmarks). Any engine works.
+    """
 
     def __init__(self, engine: Engine, *, pseudonym_key: str, idle_exit_s: float = IDLE_EXIT_S) -> None:
         self._engine = engine
@@ -122,10 +130,10 @@ class Auditor:
         citizen_id: str,
         client_address: str | None,
     ) -> Decision:
-        """Decide a read of the citizen by `rule` and record it, in one transaction; returns once committed.
+        """Decide a read of the citizen by `rule` and record it, in one batch; returns once committed.
 
-        For an agent, `rule` gets the agent's active enquiry for the citizen, read in the transaction that
-        writes the record: the decision is made afresh from the database for every call, never cached.
+        For an agent, `rule` gets the agent's active enquiry for the citizen, read just before the record
+        is written: the decision is made afresh from the database for every call, never cached.
         """
         return await self._submit(caller, action, citizen_id, client_address, rule, lookup=caller.is_agent)
 
@@ -205,7 +213,7 @@ class Auditor:
         # A Core connection, not an ORM session: the batch needs no unit of work, and a session's set-up
         # and commit cost about 250 us of this thread's time per batch, while it holds the interpreter lock
         # the event loop serving the reads is waiting for (see README, Benchmarks).
-        with self._engine.begin() as connection:
+        with self._engine.connect() as connection:
             wanted = [(p.caller.id, p.citizen_id) for p in batch if p.look_up_enquiry and p.citizen_id]
             held = enquiry_repository.holding_enquiry_ids(connection, pairs=wanted) if wanted else {}
             decisions = [
@@ -216,6 +224,9 @@ class Auditor:
                 connection,
                 [self._entry(p, decision) for p, decision in zip(batch, decisions, strict=True)],
             )
+            # On an autocommit engine the INSERT committed as it ran, and this does nothing; on any other,
+            # it commits the batch.
+            connection.commit()
             return decisions
 
     def _entry(self, pending: _Pending, decision: Decision) -> AuditRow:

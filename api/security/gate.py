@@ -22,8 +22,8 @@ async def authorise_citizen_read(
 ) -> Decision:
     """May `caller` read this citizen now? The answer, allowed or not, is recorded in the audit trail."""
 
-    # One worker-thread hop and one transaction, shared with the other reads waiting at the same time,
-    # both look up the agent's enquiry and write the record (see api/security/audit.py).
+    # One batch of the audit's writer thread, shared with the other reads waiting at the same time, both
+    # looks up the agent's enquiry and writes the record (see api/security/audit.py).
     return await security.auditor.decide_and_record(
         caller,
         action,

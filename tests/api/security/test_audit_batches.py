@@ -20,10 +20,11 @@ from models.database import DatabaseSettings, create_db_engine, migrate
 from models.tables import AgentRole, AuditAction, AuditRecord, AuditRecordBase, Enquiry, as_utc, utc_now
 
 
-@pytest.fixture
-def engine(database_settings: DatabaseSettings) -> Iterator[Engine]:
-    """An engine on the test database, disposed afterwards."""
-    created = create_db_engine(database_settings)
+@pytest.fixture(params=[True, False], ids=["autocommit", "transactions"])
+def engine(database_settings: DatabaseSettings, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on the test database, disposed afterwards: in autocommit, as the app gives the auditor,
+    and with transactions, which works as well."""
+    created = create_db_engine(database_settings, autocommit=request.param)
     yield created
     created.dispose()
 
@@ -34,7 +35,7 @@ def agent(agent_id: str) -> Caller:
 
 async def test_concurrent_reads_are_each_decided_and_recorded_once(sql_database: DatabaseSettings) -> None:
     migrate(sql_database)
-    engine = create_db_engine(sql_database)
+    engine = create_db_engine(sql_database, autocommit=True)
     try:
         with Session(engine) as session:
             held = {
@@ -186,7 +187,7 @@ def test_callers_on_different_event_loops_each_get_their_own_decisions(
     sql_database: DatabaseSettings,
 ) -> None:
     migrate(sql_database)
-    engine = create_db_engine(sql_database)
+    engine = create_db_engine(sql_database, autocommit=True)
     try:
         with Session(engine) as session:
             held = enquiry_repository.create_enquiry(
@@ -233,7 +234,7 @@ def test_an_inserted_row_holds_every_field_of_a_record() -> None:
 
 async def test_a_record_is_stored_with_every_field_as_decided(sql_database: DatabaseSettings) -> None:
     migrate(sql_database)
-    engine = create_db_engine(sql_database)
+    engine = create_db_engine(sql_database, autocommit=True)
     try:
         auditor = Auditor(engine, pseudonym_key="k" * 32)
         caller = Caller(kind="agent", id="A-7", roles=frozenset({AgentRole.supervisor}))
@@ -263,7 +264,7 @@ async def test_the_longest_values_a_caller_brings_still_fit_the_record(
 ) -> None:
     # Rows are not validated on their way in (see AuditRow): every value must be bounded where it is made.
     migrate(sql_database)
-    engine = create_db_engine(sql_database)
+    engine = create_db_engine(sql_database, autocommit=True)
     try:
         auditor = Auditor(engine, pseudonym_key="k" * 32)
         supervisor = Caller(kind="agent", id="A" * 200, roles=frozenset({AgentRole.supervisor}))
