@@ -211,10 +211,16 @@ def rewrite_append_only_file(client: "redis.Redis", *, timeout_s: float = REWRIT
     Each figure starts this way, so a rewrite the earlier figures made due does not land in its timed
     window; a figure's own writes can still make one due, as a production Redis's do.
     """
-    if not client.info("persistence")["aof_enabled"]:
+    state = client.info("persistence")
+    if not state["aof_enabled"]:
         return False
-    if not client.info("persistence")["aof_rewrite_in_progress"]:
-        client.bgrewriteaof()
+    if not state["aof_rewrite_in_progress"]:
+        try:
+            client.bgrewriteaof()
+        except redis.ResponseError as error:
+            # Redis began one of its own meanwhile: waiting for it does as well.
+            if "in progress" not in str(error):
+                raise
     deadline = time.monotonic() + timeout_s
     while True:
         state = client.info("persistence")

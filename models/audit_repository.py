@@ -52,7 +52,8 @@ ROWS_PER_STATEMENT = 99
 
 
 def add_records(connection: Connection, rows: list[AuditRow]) -> None:
-    """Append records in the connection's transaction (the caller commits it)."""
+    """Append records: one statement per ROWS_PER_STATEMENT rows, in the connection's transaction (the
+    caller commits it), or each committed as it runs on an autocommit engine."""
     # One multi-row INSERT per batch, not one statement per row (`executemany`), and no ORM: nobody reads
     # a record back as it is written. The batch is written by a worker thread of the API, and SQLite's
     # driver lets go of the interpreter lock around every statement it steps: with the event loop busy,

@@ -33,7 +33,7 @@ from models.tables import AuditAction, utc_now
 # an autocommit engine a batch is stored whole or not at all.
 MAX_BATCH = audit_repository.ROWS_PER_STATEMENT
 # Under load (the previous batch began less than BUSY_WITHIN_S ago), a batch of fewer than GATHER_UNTIL
-# records first waits GATHER_S for more to join it. Each transaction costs about the same whatever it holds
+# records first waits GATHER_S for more to join it. Each batch costs about the same whatever it holds
 # (its commit most of all), and at a steady 1,000 reads/s batches held two to four records: waiting a
 # millisecond made them larger, the API's CPU per read smaller, and the reads' p50 lower (README,
 # Benchmarks). A lone read, when little else happens, never waits.
@@ -194,8 +194,8 @@ class Auditor:
                 try:
                     outcome: list[Decision] | Exception = self._write(batch)
                 except Exception as error:
-                    # Nothing of the batch was committed: every caller in it fails, and none answers as if
-                    # its read were recorded.
+                    # Nothing of the batch was committed (its records go in one statement, or one
+                    # transaction): every caller in it fails, and none answers as if its read were recorded.
                     outcome = error
                 _hand_back(batch, outcome)
                 batch = []

@@ -33,9 +33,12 @@ def agent(agent_id: str) -> Caller:
     return Caller(kind="agent", id=agent_id, roles=frozenset({AgentRole.agent}))
 
 
-async def test_concurrent_reads_are_each_decided_and_recorded_once(sql_database: DatabaseSettings) -> None:
+@pytest.mark.parametrize("autocommit", [True, False], ids=["autocommit", "transactions"])
+async def test_concurrent_reads_are_each_decided_and_recorded_once(
+    sql_database: DatabaseSettings, autocommit: bool
+) -> None:
     migrate(sql_database)
-    engine = create_db_engine(sql_database, autocommit=True)
+    engine = create_db_engine(sql_database, autocommit=autocommit)
     try:
         with Session(engine) as session:
             held = {
@@ -105,6 +108,38 @@ async def test_every_record_is_committed_before_its_caller_goes_on(engine: Engin
         )
     )
     assert stored_count(engine) == count
+
+
+async def test_each_batch_is_one_statement_so_it_is_stored_whole_or_not_at_all(engine: Engine) -> None:
+    # On an autocommit engine each statement commits on its own: a batch split over two would leave the
+    # first part stored while every caller of the batch was told it failed.
+    auditor = Auditor(engine, pseudonym_key="k" * 32)
+    inserts_per_batch: list[int] = []
+    inserts: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.startswith("INSERT"):
+            inserts.append(statement)
+
+    write = auditor._write
+
+    def counted_write(batch: Any) -> Any:
+        before = len(inserts)
+        try:
+            return write(batch)
+        finally:
+            inserts_per_batch.append(len(inserts) - before)
+
+    auditor._write = counted_write  # type: ignore[method-assign]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        count_of_records = 3 * audit_repository.ROWS_PER_STATEMENT
+        await asyncio.gather(*(export(auditor, "C-1") for _ in range(count_of_records)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert stored_count(engine) == count_of_records
+    assert len(inserts_per_batch) >= 3  # more records than one statement takes: several batches
+    assert set(inserts_per_batch) == {1}
 
 
 def stored_count(engine: Engine) -> int:
