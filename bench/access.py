@@ -1,10 +1,10 @@
 """How the bench authenticates and gets permission to read citizens, as real agents do.
 
 Each agent signs in with a development token (what `citizen-context token` prints), and reads a citizen
-only through an active enquiry: the bench starts one for every citizen it reads (the soak completes them
-again, as a call ends), and streams through
-`/v1/enquiries/{id}/stream` with the bearer token in the handshake's headers (a service can set them; a
-browser uses a ticket). The reads are audited like any other.
+only through an active enquiry: the bench starts one for every citizen it reads (the soak also completes
+them, as calls end), and streams through `/v1/enquiries/{id}/stream` with the bearer token in the
+handshake's headers (a service can set them; a browser uses a ticket). The reads are audited like any
+other.
 """
 
 import asyncio

@@ -38,7 +38,7 @@ class SoakRound:
     ended: int  # streams the API closed once their enquiry was completed
     closed_early: int  # streams the API closed before the round's end for any other reason
     left_open: int  # streams the API still counted open a while after the round (bench.live.CLOSE_TIMEOUT_S)
-    changes: int
+    changes: int  # the producer's changes the streams received (not their enquiries' completions)
     peak_rss_mb: float
     rss_after_mb: float
 

@@ -18,6 +18,10 @@ from events.heap import API_FULL_COLLECTION_EVERY, settle_heap
 
 # How long a stream may take from its handshake to its first message (snapshot or "resumed").
 OPEN_TIMEOUT_S = 60
+# Streams being opened at once (each a handshake, an authorisation and a snapshot on the API).
+MAX_OPENING = 16
+# The event that completes an enquiry (api/enquiries.py): the last change its stream receives.
+ENQUIRY_COMPLETED = "enquiry.completed"
 
 
 @dataclass
@@ -36,17 +40,25 @@ class Watched:
     open_seconds: float = 0.0
 
 
-def watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int = 16) -> Watched:
-    """Open a stream per grant, set `ready`, record arrivals until `stop` is set, then close them all."""
+def watch(
+    api_url: str, grants: list[Grant], ready: Event, stop: Event, all_closed: Event | None = None
+) -> Watched:
+    """Open a stream per grant, set `ready`, record arrivals until `stop` is set, then close them all.
+
+    `all_closed`, if given, is set once the API has closed every stream (its enquiry completed, say).
+    """
     raise_fd_limit()
-    return asyncio.run(_watch(api_url, grants, ready, stop, max_opening))
+    return asyncio.run(_watch(api_url, grants, ready, stop, all_closed))
 
 
-async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, max_opening: int) -> Watched:
+async def _watch(
+    api_url: str, grants: list[Grant], ready: Event, stop: Event, all_closed: Event | None
+) -> Watched:
     seen = Watched()
-    limit = asyncio.Semaphore(max_opening)
+    limit = asyncio.Semaphore(MAX_OPENING)
     connections: list[ClientConnection] = []
     readers: list[asyncio.Task[None]] = []
+    closing = False  # the desktops are closing their streams themselves
 
     async def read(connection: ClientConnection) -> None:
         try:
@@ -54,18 +66,20 @@ async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, m
                 arrived = time.time_ns()
                 message = json.loads(raw)
                 kind = message.get("type", "?")
+                event = message.get("event") or {}
+                if kind == "change" and event.get("type") == ENQUIRY_COMPLETED:
+                    # The enquiry's own completion, not one of the producer's changes.
+                    kind = "completion"
                 seen.messages[kind] = seen.messages.get(kind, 0) + 1
-                if kind == "change" and message.get("event"):
-                    sent = sent_ns_of(message["event"]["id"])
+                if kind == "change" and event:
+                    sent = sent_ns_of(event["id"])
                     if sent is not None:
                         seen.latencies.append((arrived - sent) / 1e9)
         except ConnectionClosed:
             pass
-        if stop.is_set():
-            return
         if connection.close_code == CLOSE_ENQUIRY_ENDED:
             seen.ended += 1
-        else:
+        elif not closing:
             seen.closed_early += 1
 
     async def open_one(grant: Grant) -> None:
@@ -100,9 +114,14 @@ async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, m
     # during a quick fan-out run: every change arriving meanwhile looked that late. What opening built is
     # left out of later collections, and full ones are rare, as in the API (events/heap.py).
     settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY)
+    if all_closed is not None:
+        signal = asyncio.create_task(_set_when_done(readers, all_closed))
     ready.set()
     # `stop` is a multiprocessing event (set by the runner's process): it is waited for in a thread.
     await asyncio.to_thread(stop.wait)
+    closing = True
+    if all_closed is not None:
+        signal.cancel()
 
     async def close(connection: ClientConnection) -> None:
         with contextlib.suppress(Exception):
@@ -113,3 +132,9 @@ async def _watch(api_url: str, grants: list[Grant], ready: Event, stop: Event, m
         task.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     return seen
+
+
+async def _set_when_done(readers: list["asyncio.Task[None]"], done: Event) -> None:
+    """Set `done` once every reader has ended, that is, once every stream has been closed."""
+    await asyncio.gather(*readers, return_exceptions=True)
+    done.set()
