@@ -15,8 +15,8 @@ from bench.workload import citizen_id
 
 # Every stream's last changes arrive within this long after the producer's last send, or never.
 TAIL_S = 3.0
-# Once the desktops (or the completed enquiries) have closed their streams, the API has this long to count
-# them all closed.
+# How long closing takes at most: the desktops waiting to see the API close every stream of a completed
+# enquiry, and the API counting every stream closed once they are.
 CLOSE_TIMEOUT_S = 30.0
 STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
 

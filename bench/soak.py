@@ -6,6 +6,7 @@ do call after call. The API's resident memory is read at each round's peak and a
 closed. What a round leaves behind shows as growth from round to round; the API's caches grow too until
 they are full (their limits are in context/document_cache.py and context/summary_cache.py), so only the
 later rounds tell a leak.
+
 With `same_citizens`, every round streams the same citizens, which keeps new citizens' cached documents
 out of the growth. After each round the API must have closed every stream as its enquiry was completed,
 and count every stream closed (its `/metrics`), so a session that outlives its connection shows as well.
