@@ -4,11 +4,10 @@ import random
 from pathlib import Path
 
 from bench import access
-from bench.live import live_run
+from bench.live import LiveRun, live_run
 from bench.results import Fanout
 from bench.stack import FigureStack
 from bench.stats import summarise_ms
-from bench.streams import Watched
 
 # Changes per second, every one on a watched citizen.
 RATE_PER_S = 200.0
@@ -16,8 +15,9 @@ RATE_PER_S = 200.0
 
 def measure(
     work_dir: Path, *, connections: int, rate_per_s: float, duration_s: float
-) -> tuple[Fanout, list[float], Watched]:
-    """The figure, its delivery latencies (seconds) for the plot, and what the streams saw.
+) -> tuple[Fanout, list[float], LiveRun]:
+    """The figure, its delivery latencies (seconds) for the plot, and the live run (what the streams saw,
+    the CPU).
 
     Each stream watches a citizen of its own (one agent, one enquiry); every change lands on a watched
     citizen, so each is delivered to exactly one stream. Delivery is timed from the producer's send.
@@ -28,7 +28,7 @@ def measure(
         stack.api()
         watched = list(range(1, connections + 1))
         random.Random(4).shuffle(watched)  # noqa: S311 (test data, not crypto)
-        seen, peak_rss = live_run(
+        live = live_run(
             stack,
             watched=watched,
             targets=watched,
@@ -37,10 +37,13 @@ def measure(
             agents=access.agents_for(connections),
             sample_rss=True,
         )
-        latency = summarise_ms(seen.latencies)
+        latency = summarise_ms(live.seen.latencies)
         figure = Fanout(
-            connections=seen.opened, rss_mb=peak_rss, rate_per_s=rate_per_s, p99_ms=latency.p99_ms
+            connections=live.seen.opened,
+            rss_mb=live.peak_rss_mb,
+            rate_per_s=rate_per_s,
+            p99_ms=latency.p99_ms,
         )
-        return figure, seen.latencies, seen
+        return figure, live.seen.latencies, live
     finally:
         stack.close()

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from bench import workers
+from bench.cpu import CpuShares, CpuWindow, figure_processes
 from bench.produce import produce_topic
 from bench.results import Ingest
 from bench.stack import FigureStack
@@ -49,11 +50,13 @@ def _processed(client: httpx.Client, url: str) -> int:
     return int(sum(float(value) for value in COUNTERS.findall(client.get(url, timeout=5).text)))
 
 
-def consumer_rate(stack: FigureStack, expected: int) -> float:
-    """Events/s that a `citizen-context consume` process applies to Redis from the topic."""
+def consumer_rate(stack: FigureStack, expected: int) -> tuple[float, CpuShares]:
+    """Events/s that a `citizen-context consume` process applies to Redis from the topic, and where the
+    CPU went meanwhile."""
     metrics = f"http://127.0.0.1:{stack.health_port}/metrics"
     stack.consumer()
     first_count, first_at = 0, 0.0
+    window: CpuWindow | None = None
     deadline = time.monotonic() + 900
     with httpx.Client() as client:  # one kept-alive connection
         while time.monotonic() < deadline:
@@ -61,15 +64,17 @@ def consumer_rate(stack: FigureStack, expected: int) -> float:
             now = time.perf_counter()
             if count and not first_at:
                 first_count, first_at = count, now
-            if count >= expected:
-                return rate(count - first_count, now - first_at)
+                window = CpuWindow(figure_processes(stack))
+            if count >= expected and window is not None:
+                return rate(count - first_count, now - first_at), window.end()
             time.sleep(READ_EVERY_S)
         applied = _processed(client, metrics)
     raise RuntimeError(f"the consumer applied only {applied} of {expected} events in time")
 
 
-def measure(work_dir: Path, *, count: int) -> tuple[Ingest, FigureStack]:
-    """The figure; returns the stack too, whose topic and projection the rebuild figure replays."""
+def measure(work_dir: Path, *, count: int) -> tuple[Ingest, CpuShares, FigureStack]:
+    """The figure, where the CPU went while it was timed, and the stack, whose topic and projection the
+    rebuild figure replays."""
     stack = FigureStack.create("ingest", work_dir)
     kafka = stack.kafka
     workers.run(
@@ -77,8 +82,7 @@ def measure(work_dir: Path, *, count: int) -> tuple[Ingest, FigureStack]:
     )
     raw_kafka = kafka.model_copy(update={"group_id": f"{kafka.group_id}-raw"})
     raw = workers.run(raw_poll, raw_kafka, count, timeout_s=900)
-    applied = consumer_rate(stack, count)
+    applied, cpu = consumer_rate(stack, count)
     stack.close(keep_data=True)
-    return Ingest(
-        events=count, events_per_s=applied, raw_poll_events_per_s=raw, ratio=ratio(applied, raw)
-    ), stack
+    figure = Ingest(events=count, events_per_s=applied, raw_poll_events_per_s=raw, ratio=ratio(applied, raw))
+    return figure, cpu, stack

@@ -3,11 +3,13 @@ citizens (in a process of their own) while a producer sends events at a steady r
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import access, workers
+from bench.cpu import CpuShares, CpuWindow, figure_processes
 from bench.produce import produce_paced
 from bench.stack import FigureStack, rss_mb
 from bench.streams import Watched, watch
@@ -21,6 +23,16 @@ CLOSE_TIMEOUT_S = 30.0
 STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    """What a live run saw: the desktops' deliveries, the API's peak resident memory, and where the CPU
+    went while the producer's sends were timed (after its warm-up)."""
+
+    seen: Watched
+    peak_rss_mb: float
+    cpu: CpuShares
+
+
 def live_run(
     stack: FigureStack,
     *,
@@ -32,9 +44,9 @@ def live_run(
     sample_rss: bool = False,
     warm_up_s: float = 0.0,
     complete_enquiries: bool = False,
-) -> tuple[Watched, float]:
+) -> LiveRun:
     """Stream each watched citizen, send events to `targets` at a rate (untimed for `warm_up_s`, then
-    timed for `duration_s`); what arrived, the API's peak RSS.
+    timed for `duration_s`); what arrived, the API's peak RSS, the CPU while timed.
 
     With `complete_enquiries`, the agents then complete every enquiry, as each call ends, and the run
     waits (up to CLOSE_TIMEOUT_S) for the desktops to see the API close every stream before they close the
@@ -54,11 +66,21 @@ def live_run(
         producer = workers.Worker(
             produce_paced, kafka.bootstrap_list, kafka.topic, targets, rate_per_s, duration_s, 5, warm_up_s
         )
+        # The producer's warm-up starts once its process has started, up to a second later: the CPU window
+        # may open that much before the timed sends, at the same steady rate.
+        timed_from = time.monotonic() + warm_up_s
+        window: CpuWindow | None = None
         try:
             while producer.running():
                 if sample_rss:
                     peak = max(peak, rss_mb(api.pid))
-                time.sleep(0.5)
+                now = time.monotonic()
+                if window is None and now >= timed_from:
+                    window = CpuWindow(figure_processes(stack, producer=producer.pid, desktops=receiver.pid))
+                elif window is not None:
+                    window.sample()
+                time.sleep(0.5 if window is not None else min(0.5, max(timed_from - now, 0.0)))
+            cpu = (window or CpuWindow({})).end()
             producer.result(timeout_s=60)
         finally:
             producer.stop()
@@ -74,7 +96,7 @@ def live_run(
     finally:
         stop.set()
         receiver.stop()
-    return seen, peak
+    return LiveRun(seen=seen, peak_rss_mb=peak, cpu=cpu)
 
 
 def streams_open(metrics: str) -> int:

@@ -58,26 +58,31 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
             say(f"{name}: FAILED\n{traceback.format_exc()}")
             return
         say(f"{name}: {json.dumps(run.to_json().get(name))} ({time.perf_counter() - started:.0f}s)")
+        if name in run.notes:
+            say(f"{name}: {run.notes[name]}")
 
     def do_ingest() -> None:
         nonlocal ingest_stack
-        run.figures["ingest"], ingest_stack = ingest.measure(work_dir, count=sizes.ingest_events)
+        run.figures["ingest"], cpu, ingest_stack = ingest.measure(work_dir, count=sizes.ingest_events)
+        run.notes["ingest"] = cpu.describe()
 
     def do_rebuild() -> None:
         stack = ingest_stack
         if stack is None:
             # Rebuild alone: fill a topic first, exactly as the ingest figure would.
-            _, stack = ingest.measure(work_dir, count=sizes.ingest_events)
+            _, _, stack = ingest.measure(work_dir, count=sizes.ingest_events)
         try:
-            run.figures["rebuild"] = rebuild.measure(stack)
+            run.figures["rebuild"], cpu = rebuild.measure(stack)
+            run.notes["rebuild"] = cpu.describe()
         finally:
             stack.close()
 
     def do_freshness() -> None:
-        result, latencies, _seen = freshness.measure(
+        result, latencies, live = freshness.measure(
             work_dir, citizens=10_000, streams=500, rate_per_s=1000, duration_s=sizes.freshness_s
         )
         run.figures["freshness"], run.latencies["freshness"] = result, latencies
+        run.notes["freshness"] = live.cpu.describe()
 
     def do_context_read() -> None:
         result, latencies, cpu = context_read.measure(
@@ -91,13 +96,14 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
         )
 
     def do_fanout() -> None:
-        result, latencies, _seen = fanout.measure(
+        result, latencies, live = fanout.measure(
             work_dir,
             connections=sizes.fanout_connections,
             rate_per_s=fanout.RATE_PER_S,
             duration_s=sizes.fanout_s,
         )
         run.figures["fanout"], run.latencies["fanout"] = result, latencies
+        run.notes["fanout"] = live.cpu.describe()
 
     def do_memory() -> None:
         run.figures["memory"] = memory.measure(work_dir, citizens=sizes.memory_citizens, per=50)

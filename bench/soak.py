@@ -143,7 +143,7 @@ def _round(
     same_citizens: bool,
 ) -> SoakRound:
     citizens = round_citizens(number, streams, same_citizens=same_citizens)
-    seen, peak = live_run(
+    live = live_run(
         stack,
         watched=citizens,
         targets=citizens,
@@ -153,6 +153,7 @@ def _round(
         sample_rss=True,
         complete_enquiries=True,
     )
+    seen = live.seen
     left_open = wait_streams_closed(stack.api_url)
     return SoakRound(
         round=number + 1,
@@ -162,6 +163,6 @@ def _round(
         closed_early=seen.closed_early,
         left_open=left_open,
         changes=seen.messages.get("change", 0),
-        peak_rss_mb=peak,
+        peak_rss_mb=live.peak_rss_mb,
         rss_after_mb=rss_mb(api_pid),
     )

@@ -1,0 +1,86 @@
+"""Where a figure's CPU went: the shares are computed right, from real processes, and name the servers."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.cpu import CpuShares, CpuWindow, figure_processes, machine_busy_seconds, shares
+from bench.stack import Child, FigureStack
+
+SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
+SLEEP = "import time\ntime.sleep(30)"
+
+
+def test_the_machine_is_busy_but_for_idle_and_io_wait() -> None:
+    hz = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal (guest columns after them are inside user and nice)
+    stat = f"cpu  {3 * hz} {hz} {2 * hz} {10 * hz} {hz} 0 {hz} {hz} 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n"
+    assert machine_busy_seconds(stat) == (8.0, 19.0)
+
+
+def test_shares_are_cpu_seconds_per_second_of_those_seen_at_both_ends() -> None:
+    before = {"consumer": 10.0, "redis": 4.0, "gone": 1.0}
+    after = {"consumer": 19.0, "redis": 8.5, "new": 3.0}
+    assert shares(before, after, 10.0) == {"consumer": 0.9, "redis": 0.45}
+    assert shares(before, after, 0.0) == {}
+
+
+def test_the_description_puts_the_busiest_first_then_the_machine() -> None:
+    cpu = CpuShares(
+        processes={"redis": 0.48, "consumer": 0.95, "kafka": 0.06}, machine_busy=1.52, cores=2, seconds=16.2
+    )
+    assert cpu.describe() == (
+        "CPU over the timed 16 s, in cores: consumer 0.95, redis 0.48, kafka 0.06; the machine 1.52 of 2 busy"
+    )
+
+
+@pytest.fixture
+def spinner_and_sleeper() -> Iterator[tuple["subprocess.Popen[bytes]", "subprocess.Popen[bytes]"]]:
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    sleeper = subprocess.Popen([sys.executable, "-c", SLEEP])
+    yield spinner, sleeper
+    for process in (spinner, sleeper):
+        process.kill()
+        process.wait()
+
+
+def test_a_window_measures_real_processes_and_ends_when_one_of_them_exits(
+    spinner_and_sleeper: tuple["subprocess.Popen[bytes]", "subprocess.Popen[bytes]"],
+) -> None:
+    spinner, sleeper = spinner_and_sleeper
+    window = CpuWindow({"spinner": spinner.pid, "sleeper": sleeper.pid})
+    # Until the spinner has used a tenth of a second of CPU since the window opened (it spins, so it will).
+    spun = 0.0
+    while spun < 0.1:
+        window.sample()
+        spun = window.end().processes["spinner"] * window.end().seconds
+    open_for = window.end().seconds
+    sleeper.kill()
+    sleeper.wait()
+    window.sample()  # the sleeper has gone: the window no longer moves on
+    cpu = window.end()
+    assert set(cpu.processes) == {"spinner", "sleeper"}
+    assert cpu.processes["spinner"] > cpu.processes["sleeper"]
+    assert cpu.seconds >= open_for
+    assert cpu.seconds == window.end().seconds  # still ends where the sleeper was last seen
+    assert 0 < cpu.machine_busy <= cpu.cores
+
+
+def test_a_figure_watches_its_processes_the_servers_it_uses_and_its_load(tmp_path: Path) -> None:
+    stack = FigureStack(name="cpu", work_dir=tmp_path)
+    process = subprocess.Popen([sys.executable, "-c", SLEEP])
+    try:
+        stack.children.append(Child("consumer", process, tmp_path / "consumer.log"))
+        found = figure_processes(stack, producer=os.getpid(), desktops=None)
+    finally:
+        process.kill()
+        process.wait()
+    # The test command started Redis and Kafka (their PIDs are in the data folder); SQL is not a figure's.
+    assert set(found) == {"consumer", "producer", "redis", "kafka"}
+    assert found["consumer"] == process.pid
+    assert found["producer"] == os.getpid()
+    assert all(Path(f"/proc/{pid}").exists() for name, pid in found.items() if name != "consumer")
