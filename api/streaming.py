@@ -208,7 +208,10 @@ class ChangeHub:
         delay = 0.1
         while True:
             try:
-                async with self._client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                # Subscription replies are kept: the answers to the hub's pings come as such messages, and
+                # ignoring them (redis-py returns nothing for them then) made every quiet subscription
+                # look dead after three probes, and be replaced, re-syncing every stream, every 30 s.
+                async with self._client.pubsub(ignore_subscribe_messages=False) as pubsub:
                     await pubsub.subscribe(self._channel)
                     self.connected.set()
                     # Also the first time: a stream opened before this subscription took its snapshot
@@ -239,7 +242,7 @@ class ChangeHub:
             now = time.monotonic()
             drained = 0
             while message is not None:
-                last_heard = now
+                last_heard = now  # any message: a change, the answer to a ping, a subscription's reply
                 if message["type"] == "message":
                     self._dispatch(message["data"])
                 # Take every message already received before waiting again: one message per turn of a

@@ -1,0 +1,78 @@
+"""The change hub's one subscription: kept while quiet (its pings are answered), replaced when Redis goes
+silent, and every stream re-synced then."""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from api.streaming import ChangeHub, Resync
+from context.settings import RedisSettings
+from models.context import ContextChange
+
+PROBE_S = 0.2
+
+
+class _Counted:
+    def __init__(self) -> None:
+        self.resyncs = 0
+
+    def __call__(self) -> None:
+        self.resyncs += 1
+
+
+@pytest.fixture
+async def running_hub(
+    async_redis: "aioredis.Redis", redis_settings: RedisSettings
+) -> AsyncIterator[tuple[ChangeHub, _Counted, str]]:
+    """A hub listening on its own channel, with its re-syncs counted."""
+    counted = _Counted()
+    channel = f"{redis_settings.key_prefix}:changes"
+    hub = ChangeHub(async_redis, channel=channel, queue_size=8, probe_s=PROBE_S, on_resync_all=counted)
+    task = asyncio.create_task(hub.run())
+    await asyncio.wait_for(hub.connected.wait(), timeout=10)
+    yield hub, counted, channel
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_quiet_subscription_is_kept_because_its_pings_are_answered(
+    running_hub: tuple[ChangeHub, _Counted, str], async_redis: "aioredis.Redis"
+) -> None:
+    hub, counted, channel = running_hub
+    assert counted.resyncs == 1  # the first subscription re-syncs whatever opened before it
+    # Nothing published for ten probe intervals: a hub deaf to its pings' answers gives up after three.
+    await asyncio.sleep(10 * PROBE_S)
+    assert counted.resyncs == 1
+    assert hub.connected.is_set()
+    # And it still delivers.
+    with hub.subscribe("C-QUIET") as subscription:
+        await async_redis.publish(channel, '{"citizen_id":"C-QUIET","epoch":"e1","version":1}')
+        item = await asyncio.wait_for(subscription.next(), timeout=5)
+    assert isinstance(item, ContextChange)
+    assert item.version == 1
+
+
+async def test_a_subscription_redis_stops_answering_is_replaced_and_streams_resync(
+    running_hub: tuple[ChangeHub, _Counted, str], redis_settings: RedisSettings
+) -> None:
+    hub, counted, _channel = running_hub
+    with hub.subscribe("C-SILENT") as subscription:
+        # Redis holds every client's commands (the pings too) for longer than three probe intervals.
+        pauser = aioredis.Redis.from_url(str(redis_settings.url))
+        try:
+            await pauser.client_pause(int(6 * PROBE_S * 1000), all=True)
+        finally:
+            await pauser.aclose()
+        for _ in range(100):
+            if counted.resyncs >= 2 and hub.connected.is_set():
+                break
+            await asyncio.sleep(PROBE_S / 2)
+        assert counted.resyncs >= 2
+        assert hub.connected.is_set()
+        # The stream was told to re-sync (its changes published meanwhile may be lost).
+        item = await asyncio.wait_for(subscription.next(), timeout=5)
+    assert isinstance(item, Resync)
+    assert item.reason == "redis"
