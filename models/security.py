@@ -4,6 +4,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
 from models.tables import AuditAction, StoredTime
 
 
@@ -20,15 +21,15 @@ class Scope(StrEnum):
 class ApiKeyCreate(BaseModel):
     """A new key for an integrator."""
 
-    client: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Who the key is for.")
+    client: str = Field(pattern=CLIENT_PATTERN, description="Who the key is for.")
     scopes: list[Scope] = Field(min_length=1, max_length=5, description="What the key may do.")
-    expires_in_days: int = Field(default=90, ge=1, le=730)
+    expires_in_days: int = Field(default=90, ge=1, le=MAX_KEY_DAYS)
 
 
 class ApiKeyRotate(BaseModel):
     """How long the old key keeps working once its successor exists."""
 
-    grace_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    grace_s: int = Field(default=86_400, ge=0, le=MAX_GRACE_DAYS * 86_400)
 
 
 class ApiKeyPublic(BaseModel):

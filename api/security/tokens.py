@@ -30,6 +30,10 @@ _RSA_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 _EC_ALGORITHMS = ["ES256", "ES384", "ES512"]
 
 
+# The longest agent id a token may carry (the audit trail and the enquiries store it whole).
+MAX_AGENT_ID = 200
+
+
 class InvalidToken(Exception):
     """The token proves nothing; `reason` is safe to show the caller."""
 
@@ -157,20 +161,43 @@ def _public_key(pem: str) -> _Key:
 
 
 def _caller(claims: dict[str, Any], *, roles_claim: str) -> Caller:
+    """The agent a verified token's claims name; InvalidToken for claims no agent can be made of.
+
+    The signature only proves who issued the claims: an identity provider's mapping can still put odd
+    values in them, and each is refused with a reason rather than failing the request.
+    """
     found: Any = claims
     for part in roles_claim.split("."):
         found = found.get(part) if isinstance(found, dict) else None
     granted = found if isinstance(found, list) else [found] if isinstance(found, str) else []
-    roles = frozenset(AgentRole(role) for role in granted if role in AgentRole.__members__)
-    expires = claims.get("exp")
+    # Anything but a role's name (a nested list, a number) grants nothing.
+    roles = frozenset(
+        AgentRole(role) for role in granted if isinstance(role, str) and role in AgentRole.__members__
+    )
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidToken("the token names no agent (sub)")
+    if len(subject) > MAX_AGENT_ID:
+        # Cut short, two agents' ids could become one: the audit trail would no longer tell them apart.
+        raise InvalidToken(f"the token's agent id (sub) is longer than {MAX_AGENT_ID} characters")
     return Caller(
         kind="agent",
-        id=str(claims["sub"])[:200],
+        id=subject,
         roles=roles,
         name=str(claims.get("name") or "")[:200],
-        expires_at=datetime.fromtimestamp(expires, UTC) if isinstance(expires, int | float) else None,
+        expires_at=_expiry(claims.get("exp")),
         token_id=str(claims.get("jti") or ""),
     )
+
+
+def _expiry(expires: Any) -> datetime | None:
+    """The token's expiry as a time; InvalidToken for one past any date a clock can hold."""
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
+    try:
+        return datetime.fromtimestamp(expires, UTC)
+    except (OverflowError, ValueError, OSError) as error:
+        raise InvalidToken("the token's expiry (exp) is not a time") from error
 
 
 class DevelopmentOnly(Exception):
@@ -188,6 +215,8 @@ def mint_development_token(
     """A token signed with the development key; refuses to run outside development settings."""
     if not settings.development:
         raise DevelopmentOnly("`citizen-context token` only runs with development settings")
+    if not agent_id.strip() or len(agent_id) > MAX_AGENT_ID:
+        raise ValueError(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
     kid = settings.development_signing_kid
     secret = settings.jwt_secrets.get(kid)
     if secret is None:

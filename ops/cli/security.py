@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
 from ops.cli.root import main
 
 if TYPE_CHECKING:
@@ -16,20 +17,72 @@ if TYPE_CHECKING:
 
     from api.security.api_keys import IssuedKey
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION = re.compile(r"^(\d{1,9})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# A development token lives at most this long (a production token comes from the identity provider).
+MAX_TOKEN_TTL = timedelta(days=30)
 
 
 def parse_duration(text: str) -> timedelta:
     """`90s`, `15m`, `8h`, `90d` -> a timedelta."""
     match = _DURATION.match(text.strip())
     if match is None:
-        raise click.BadParameter(f"{text!r}: expected a number and a unit, e.g. 90s, 15m, 8h, 90d")
+        raise click.BadParameter(
+            f"{text!r}: expected a number (at most 9 digits) and a unit, e.g. 90s, 15m, 8h, 90d"
+        )
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+class Duration(click.ParamType[timedelta, object]):
+    """A duration option (`15m`, `8h`, `90d`) between two bounds, refused with a usage error otherwise."""
+
+    name = "duration"
+
+    def __init__(self, *, least: timedelta, most: timedelta) -> None:
+        self._least, self._most = least, most
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        duration = parse_duration(str(value))
+        if not self._least <= duration <= self._most:
+            self.fail(f"{value!r}: must be from {_spoken(self._least)} to {_spoken(self._most)}", param, ctx)
+        return duration
+
+
+def _spoken(duration: timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _agent_id(value: str) -> str:
+    from api.security.tokens import MAX_AGENT_ID
+
+    if not value.strip() or len(value) > MAX_AGENT_ID:
+        raise click.BadParameter(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
+    return value
+
+
+def _client_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(CLIENT_PATTERN, value):
+        raise click.BadParameter(
+            f"{value!r}: 1 to 100 letters, digits, dots, dashes or underscores, the first a letter or digit"
+        )
+    return value
+
+
 @main.command()
-@click.option("--agent", "agent_id", default="dev-agent", show_default=True, help="The agent id (`sub`).")
+@click.option(
+    "--agent",
+    "agent_id",
+    default="dev-agent",
+    show_default=True,
+    callback=lambda _ctx, _param, value: _agent_id(value),
+    help="The agent id (`sub`).",
+)
 @click.option(
     "--role",
     "roles",
@@ -40,8 +93,14 @@ def parse_duration(text: str) -> timedelta:
     help="A role to grant (repeat for several).",
 )
 @click.option("--name", default="", help="The agent's display name.")
-@click.option("--ttl", default="8h", show_default=True, help="How long the token is valid (e.g. 15m, 8h).")
-def token(agent_id: str, roles: tuple[str, ...], name: str, ttl: str) -> None:
+@click.option(
+    "--ttl",
+    default="8h",
+    show_default=True,
+    type=Duration(least=timedelta(seconds=1), most=MAX_TOKEN_TTL),
+    help="How long the token is valid (e.g. 15m, 8h; at most 30d).",
+)
+def token(agent_id: str, roles: tuple[str, ...], name: str, ttl: timedelta) -> None:
     """Print a development token for an agent; refuses to run outside development settings."""
     from api.security.settings import SecuritySettings
     from api.security.tokens import DevelopmentOnly, mint_development_token
@@ -53,7 +112,7 @@ def token(agent_id: str, roles: tuple[str, ...], name: str, ttl: str) -> None:
             agent_id=agent_id,
             roles=[AgentRole(role) for role in roles],
             name=name,
-            ttl=parse_duration(ttl),
+            ttl=ttl,
         )
     except DevelopmentOnly as error:
         click.secho(f"error: {error}", fg="red", err=True)
@@ -94,7 +153,7 @@ def _report(issue: "Callable[[Engine], IssuedKey]") -> None:
 
 
 @keys.command("create")
-@click.option("--client", required=True, help="Who the key is for (e.g. crm-plugin).")
+@click.option("--client", required=True, callback=_client_name, help="Who the key is for (e.g. crm-plugin).")
 @click.option(
     "--scope",
     "scopes",
@@ -103,27 +162,39 @@ def _report(issue: "Callable[[Engine], IssuedKey]") -> None:
     type=click.Choice(["events:write", "context:read", "citizens:export", "citizens:erase", "audit:read"]),
     help="A scope to grant (repeat for several).",
 )
-@click.option("--expires-in", default="90d", show_default=True, help="Lifetime (e.g. 30d).")
-def keys_create(client: str, scopes: tuple[str, ...], expires_in: str) -> None:
+@click.option(
+    "--expires-in",
+    default="90d",
+    show_default=True,
+    type=Duration(least=timedelta(days=1), most=timedelta(days=MAX_KEY_DAYS)),
+    help="Lifetime (e.g. 30d; from 1d to 730d, as the API allows).",
+)
+def keys_create(client: str, scopes: tuple[str, ...], expires_in: timedelta) -> None:
     """Create a key and print it once; only its hash is stored."""
     from api.security import api_keys
     from models.security import Scope
 
     _report(
         lambda engine: api_keys.create_key(
-            engine, client=client, scopes=[Scope(scope) for scope in scopes], ttl=parse_duration(expires_in)
+            engine, client=client, scopes=[Scope(scope) for scope in scopes], ttl=expires_in
         )
     )
 
 
 @keys.command("rotate")
 @click.argument("key_id")
-@click.option("--grace", default="24h", show_default=True, help="How long the old key keeps working.")
-def keys_rotate(key_id: str, grace: str) -> None:
+@click.option(
+    "--grace",
+    default="24h",
+    show_default=True,
+    type=Duration(least=timedelta(0), most=timedelta(days=MAX_GRACE_DAYS)),
+    help="How long the old key keeps working (at most 30d, as the API allows).",
+)
+def keys_rotate(key_id: str, grace: timedelta) -> None:
     """Create the successor of KEY_ID (same client and scopes) and print it once."""
     from api.security import api_keys
 
-    _report(lambda engine: api_keys.rotate_key(engine, key_id=key_id, grace=parse_duration(grace)))
+    _report(lambda engine: api_keys.rotate_key(engine, key_id=key_id, grace=grace))
 
 
 @keys.command("revoke")

@@ -92,10 +92,44 @@ def test_a_bad_duration_or_scope_is_a_usage_error(tmp_path: Path) -> None:
     assert run("keys", "create", "--client", "x", "--scope", "everything", env=env).returncode == 2
     bad = run("keys", "create", "--client", "x", "--scope", "audit:read", "--expires-in", "soon", env=env)
     assert bad.returncode == 2
-    assert "expected a number and a unit" in bad.stderr
+    assert "expected a number (at most 9 digits) and a unit" in bad.stderr
 
 
 def test_the_api_refuses_development_settings_beyond_loopback() -> None:
     refused = run("api", "--host", "0.0.0.0", "--port", "0", "--no-migrate")  # noqa: S104 (the point)
     assert refused.returncode == 1
     assert "development security settings on 0.0.0.0" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("token", "--ttl", "9999999d"), "must be from 1s to 30d"),
+        (("token", "--ttl", "99999999999d"), "expected a number (at most 9 digits) and a unit"),
+        (("keys", "create", "--client", "", "--scope", "audit:read"), "1 to 100 letters"),
+        (("keys", "create", "--client", "c" * 101, "--scope", "audit:read"), "1 to 100 letters"),
+        # As the API: a key lives from one day to 730, a rotated one's grace at most 30 days.
+        (
+            ("keys", "create", "--client", "crm", "--scope", "audit:read", "--expires-in", "0s"),
+            "from 1d to 730d",
+        ),
+        (
+            ("keys", "create", "--client", "crm", "--scope", "audit:read", "--expires-in", "731d"),
+            "from 1d to 730d",
+        ),
+        (("keys", "rotate", "some-key", "--grace", "31d"), "from 0s to 30d"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors_not_tracebacks(args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("agent", ["", "   ", "a" * 201])
+def test_token_refuses_an_agent_id_no_token_may_carry(agent: str) -> None:
+    result = run("token", "--agent", agent)
+    assert result.returncode == 2
+    assert "the agent id must be 1 to 200 characters" in result.stderr
+    assert result.stdout == ""

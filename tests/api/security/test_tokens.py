@@ -85,6 +85,44 @@ def test_exp_nbf_aud_and_iss_are_checked(overrides: dict[str, Any], reason: str)
         TokenVerifier(hs_settings(k1="s" * 32)).verify(hs256("k1", "s" * 32, **overrides))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"sub": ""}, "names no agent"),
+        ({"sub": "   "}, "names no agent"),
+        # Cut to 200 characters, two agents' ids could become one in the audit trail.
+        ({"sub": "a" * 201}, "longer than 200 characters"),
+        # Signed, unexpired, and past any date a clock can hold.
+        ({"exp": 10**30}, "expiry"),
+    ],
+)
+def test_signed_claims_no_agent_can_be_made_of_are_refused_with_a_reason(
+    overrides: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InvalidToken, match=reason):
+        TokenVerifier(hs_settings(k1="s" * 32)).verify(hs256("k1", "s" * 32, **overrides))
+
+
+def test_roles_that_are_not_role_names_grant_nothing() -> None:
+    token = hs256("k1", "s" * 32, roles=[["supervisor"], {"role": "admin"}, 7, None, "agent"])
+    assert TokenVerifier(hs_settings(k1="s" * 32)).verify(token).roles == frozenset({AgentRole.agent})
+
+
+def test_odd_claims_are_a_401_through_the_api_never_a_500(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    security = hs_settings(k1="s" * 32)
+    app = create_app(redis_settings=redis_settings, database=database_settings, security=security)
+    with TestClient(app) as client:
+        for overrides in ({"exp": 10**30}, {"sub": ""}, {"roles": [["agent"]]}):
+            token = hs256("k1", "s" * 32, **overrides)
+            response = client.get("/v1/enquiries", headers={"Authorization": f"Bearer {token}"})
+            # Nested roles grant nothing: that token proves an agent without a role, refused as such.
+            expected = 403 if "roles" in overrides else 401
+            assert response.status_code == expected, (overrides, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+
 def test_the_clock_skew_allowance_applies() -> None:
     token = hs256("k1", "s" * 32, exp=datetime.now(UTC) - timedelta(seconds=5))
     assert TokenVerifier(hs_settings(k1="s" * 32)).verify(token).id == "agent-7"
