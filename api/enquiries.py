@@ -130,7 +130,9 @@ async def complete_enquiry(
     if completed is None:
         completed = await find_enquiry(enquiry_id, engine=engine)
         if (completed.outcome, completed.notes) != (completion.outcome, completion.notes):
-            raise EnquiryProblem(409, "The enquiry is already completed, with another outcome.")
+            raise EnquiryProblem(
+                409, "The enquiry is already completed, with another outcome or other notes."
+            )
     recorded = EnquiryComplete(outcome=completed.outcome or completion.outcome, notes=completed.notes)
     at = completed.completed_at or datetime.now(UTC)
     # SQLite hands timestamps back without their zone; they were written in UTC.

@@ -86,6 +86,11 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_middleware(UnexpectedErrorMiddleware)
 
 
+class BodyTooLarge(Exception):
+    """A request body grew past its limit while the app read it: the body limit answers it (413), so it is
+    no error of the app's (api/security/hygiene.py)."""
+
+
 class UnexpectedErrorMiddleware:
     """Answers any unexpected error with a 500 problem and logs only its type and the route template.
 
@@ -110,6 +115,8 @@ class UnexpectedErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except BodyTooLarge:
+            raise
         except Exception as error:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             log.error("unhandled error", route=route, error=type(error).__name__)

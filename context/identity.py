@@ -26,13 +26,24 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 CASE_REF = re.compile(r"^[A-Z0-9][A-Z0-9/_.-]{0,63}$")
 
 
+_PHONE_PARSE_REASONS = {
+    phonenumbers.NumberParseException.INVALID_COUNTRY_CODE: "its country code is not known",
+    phonenumbers.NumberParseException.NOT_A_NUMBER: "it does not look like one",
+    phonenumbers.NumberParseException.TOO_SHORT_AFTER_IDD: "too short",
+    phonenumbers.NumberParseException.TOO_SHORT_NSN: "too short",
+    phonenumbers.NumberParseException.TOO_LONG: "too long",
+}
+
+
 def normalise(kind: IdentifierKind, value: str, *, default_region: str) -> str:
     """The canonical form of an identifier: E.164 phone numbers, lower-case emails, upper-case case refs."""
     if kind is IdentifierKind.phone:
         try:
             number = phonenumbers.parse(value, default_region)
         except phonenumbers.NumberParseException as error:
-            raise InvalidIdentifier(f"not a phone number: {error}") from error
+            # In this project's words: the library's own message reads "(1) The string supplied ...".
+            reason = _PHONE_PARSE_REASONS.get(error.error_type, "it does not look like one")
+            raise InvalidIdentifier(f"not a phone number ({reason})") from error
         # "Possible" (a plausible length for the country), not "valid" (an allocated range): number ranges
         # are allocated over time, and stale metadata must not turn a real caller into a dead letter.
         if not phonenumbers.is_possible_number(number):

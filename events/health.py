@@ -42,6 +42,13 @@ def serve_health(health: ConsumerHealth, *, host: str, port: int) -> ThreadingHT
     """Serve /healthz and /readyz from a daemon thread; returns the server (its port may be chosen)."""
 
     class Handler(BaseHTTPRequestHandler):
+        with_body = True
+
+        def do_HEAD(self) -> None:
+            """As GET, without the body: some load balancers and orchestrators probe with HEAD."""
+            self.with_body = False
+            self.do_GET()
+
         def do_GET(self) -> None:
             if self.path == "/healthz":
                 self._send(200, {"status": "ok"})
@@ -60,7 +67,8 @@ def serve_health(health: ConsumerHealth, *, host: str, port: int) -> ThreadingHT
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.with_body:
+                self.wfile.write(payload)
 
         def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds would drown the log; stay quiet."""

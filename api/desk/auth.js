@@ -49,6 +49,13 @@ export function claims() {
   }
 }
 
+/** Whether the token says it has expired (display only, as `claims`): the desk asks to sign in again at
+ * once, rather than when the agent submits what they typed. The API still judges every request. */
+export function expired(now = Date.now()) {
+  const found = claims();
+  return Boolean(found && typeof found.exp === "number" && found.exp * 1000 <= now);
+}
+
 /** A name to greet the agent with. */
 export function agentName() {
   const found = claims();

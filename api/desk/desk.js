@@ -4,6 +4,7 @@ import {
   SignedOut,
   agentName,
   authFetch,
+  expired,
   finishProviderSignIn,
   identityProvider,
   signIn,
@@ -346,6 +347,11 @@ async function main() {
   }
   if (!token()) {
     showSignIn();
+    return;
+  }
+  if (expired()) {
+    signOut();
+    showSignIn("Your sign-in has expired. Please sign in again.");
     return;
   }
   try {

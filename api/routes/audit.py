@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 from sqlmodel import Session
@@ -14,6 +15,7 @@ from api.problems import Problem, caller_problems
 from api.security import access
 from models import audit_repository
 from models.audit_repository import AuditFilter
+from models.events import CITIZEN_ID_PATTERN
 from models.security import AuditPage, AuditRecordPublic
 from models.tables import AuditAction
 
@@ -39,7 +41,7 @@ async def read_audit(
     security: SecurityDep,
     engine: EngineDep,
     citizen_id: Annotated[
-        str | None, Query(max_length=128, description="Only this citizen's records.")
+        str | None, Query(pattern=CITIZEN_ID_PATTERN, description="Only this citizen's records.")
     ] = None,
     actor: Annotated[str | None, Query(max_length=200, description="Only this agent's or key's.")] = None,
     action: AuditAction | None = None,
@@ -55,6 +57,10 @@ async def read_audit(
     For admins, or keys with `audit:read`.
     """
     require(access.read_audit(caller))
+    if since is not None and until is not None and until < since:
+        # An empty selection would look like "nothing happened" to whoever audits.
+        message = "must not be before since"
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "until"), "msg": message}])
     where = AuditFilter(
         citizen=security.auditor.pseudonym(citizen_id) if citizen_id else None,
         actor_id=actor,

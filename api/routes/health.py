@@ -30,12 +30,15 @@ class Readiness(BaseModel):
     checks: dict[str, CheckStatus]
 
 
+# HEAD too: some load balancers and orchestrators probe with it (the same answer, without its body).
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Health:
     """Liveness: answers as long as the process runs."""
     return Health()
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     response_model=Readiness,

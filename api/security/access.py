@@ -68,6 +68,9 @@ def read_citizen(caller: Caller, *, held_enquiry: str | None, reason: str | None
         return deny(
             "A supervisor viewing a citizen without an enquiry must state a reason (X-Access-Reason)."
         )
+    if not (caller.has_role(AgentRole.agent) or caller.has_role(AgentRole.supervisor)):
+        # Admins (and agents with no role) handle no enquiries: "start one" would send them the wrong way.
+        return deny("Reading a citizen's context takes the agent role with an enquiry, or a supervisor's.")
     return deny("You hold no active enquiry for this citizen.")
 
 

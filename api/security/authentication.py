@@ -60,6 +60,12 @@ class SecurityServices:
         """The caller a request's `Authorization: Bearer` or `X-API-Key` header proves."""
         key = headers.get("x-api-key")
         if key:
+            if not key.strip().startswith(f"{api_keys.PREFIX}_"):
+                # An agent's token in the key's header, or anything else: named for what it is not.
+                raise Unauthenticated(
+                    f"Not signed in: X-API-Key holds no API key ({api_keys.PREFIX}_…); agents send their "
+                    "token as Authorization: Bearer."
+                )
             return await self._from_credential(key.strip())
         scheme, _, credential = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credential.strip():

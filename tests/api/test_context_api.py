@@ -34,6 +34,10 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness", timeout_s=10)
     ready = client.get("/readyz")
     assert ready.json() == {"status": "ready", "checks": {"redis": "ok", "database": "ok", "changes": "ok"}}
+    # Load balancers that probe with HEAD get the same answers, without a body.
+    for path in ("/healthz", "/readyz"):
+        head = client.head(path)
+        assert (head.status_code, head.content) == (200, b"")
 
 
 def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings) -> None:

@@ -5,6 +5,7 @@ import signal
 from typing import Any
 
 import httpx
+import pytest
 import redis
 import websockets.sync.client as ws_client
 from websockets.exceptions import ConnectionClosed
@@ -147,3 +148,22 @@ def test_a_slow_client_is_resynced_and_memory_stays_bounded(stack: Stack) -> Non
                 last_version = message["version"]
     assert saw_resync
     assert last_version == total
+
+
+def test_a_client_message_over_the_body_limit_closes_its_stream(stack: Stack) -> None:
+    stack.api()
+    writer_for(stack).apply_batch(writes_for(make_event("C-BIG", minutes_ago=5)))
+    with ws_client.connect(
+        additional_headers=access.supervisor(), uri=ws_url(stack.api_port, "C-BIG"), open_timeout=5
+    ) as websocket:
+        next_message(websocket, "snapshot")
+        websocket.send("x" * 100_000)  # the stream reads nothing its client sends; 64 KiB is the limit
+        with pytest.raises(ConnectionClosed) as closed:
+            _read_until_closed(websocket)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009  # message too big
+
+
+def _read_until_closed(websocket: ws_client.ClientConnection) -> None:
+    while True:
+        websocket.recv(timeout=10)

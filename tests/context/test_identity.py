@@ -41,6 +41,21 @@ def test_malformed_identifiers_are_refused(kind: IdentifierKind, raw: str) -> No
         normalise(kind, raw, default_region="GB")
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("abc", "not a phone number (it does not look like one)"),
+        ("+999 123 456", "not a phone number (its country code is not known)"),
+        ("1" * 30, "not a phone number (too long)"),
+    ],
+)
+def test_a_phone_that_does_not_parse_is_refused_in_plain_words(raw: str, message: str) -> None:
+    # The reason reaches agents (the desk shows it) and dead letters: no library numbering or punctuation.
+    with pytest.raises(InvalidIdentifier) as refused:
+        normalise(IdentifierKind.phone, raw, default_region="GB")
+    assert str(refused.value) == message
+
+
 def test_a_profile_update_teaches_its_phone_and_email() -> None:
     event = make_event("C-1", type_="profile.updated", data=example_data("profile.updated"))
     assert set(taught_identifiers(event, default_region="GB")) == {

@@ -189,6 +189,18 @@ def test_a_sign_in_link_keeps_its_token_out_of_the_address_bar(
     assert_accessible(page, "signed out")
 
 
+def test_an_expired_sign_in_link_asks_to_sign_in_at_once(stack: Stack, page: Page) -> None:
+    stack.api()
+    expired = stack.cli("token", "--agent", "A-late", "--ttl", "1s").strip()
+    time.sleep(1.5)
+    page.goto(f"/desk/#token={expired}")
+    # Before anything is typed into an enquiry form that could not be sent.
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_text("Your sign-in has expired. Please sign in again.")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") is None
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_hidden()
+
+
 def test_the_desk_reflows_at_400_percent_zoom_and_respects_reduced_motion(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:

@@ -35,7 +35,14 @@ def test_a_supervisor_needs_an_enquiry_or_a_reason_which_is_kept() -> None:
 
 def test_an_admin_manages_but_does_not_read_live_context() -> None:
     admin = agent(AgentRole.admin)
-    assert not access.read_citizen(admin, held_enquiry=None, reason="because").allowed
+    refused = access.read_citizen(admin, held_enquiry=None, reason="because")
+    assert not refused.allowed
+    # Admins start no enquiries: the refusal names the roles that read, not an enquiry to start.
+    assert "agent role" in refused.detail
+    assert (
+        "enquiry for this citizen"
+        in access.read_citizen(agent(AgentRole.agent), held_enquiry=None, reason=None).detail
+    )
     assert all(
         rule(admin).allowed
         for rule in (access.manage_keys, access.read_audit, access.export_citizen, access.erase_citizen)

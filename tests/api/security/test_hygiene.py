@@ -75,6 +75,26 @@ def test_bodies_over_the_limit_are_refused_before_they_are_read(client: TestClie
     assert streamed.status_code == 413
 
 
+def test_an_event_batch_over_its_limit_is_a_413_naming_it_and_no_error_in_the_log(
+    client: TestClient, database_settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    headers = {**access.integrator(database_settings, Scope.events_write), "content-type": "application/json"}
+    capsys.readouterr()
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(140):
+            yield b" " * 8192  # 1,146,880 bytes in all, sent without a Content-Length
+
+    for content in (b" " * 1_048_577, chunks()):
+        response = client.post("/v1/events", content=content, headers=headers)
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "larger than 1048576 bytes" in response.json()["detail"]
+    # A body refused at its limit is the caller's mistake, answered as such: not an error of the API's.
+    logged = capsys.readouterr()
+    assert "unhandled error" not in logged.out + logged.err
+
+
 def test_responses_carry_the_security_headers(client: TestClient) -> None:
     response = client.get("/v1/citizens/C-1/context", headers=access.supervisor())
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -162,6 +182,20 @@ def test_audit_time_filters_understand_any_offset(client: TestClient) -> None:
     assert client.get("/v1/audit", params={"after": 2**64}, headers=admin).status_code == 422
 
 
+def test_audit_filters_that_could_only_find_nothing_are_refused_naming_the_parameter(
+    client: TestClient,
+) -> None:
+    admin = access.admin()
+    now = datetime.now(UTC)
+    for params, location in (
+        ({"citizen_id": "bad id"}, "query.citizen_id"),  # no citizen can have this id
+        ({"since": now.isoformat(), "until": (now - timedelta(hours=1)).isoformat()}, "query.until"),
+    ):
+        response = client.get("/v1/audit", params=params, headers=admin)
+        assert response.status_code == 422, params
+        assert [error["location"] for error in response.json()["errors"]] == [location]
+
+
 def test_an_erasure_that_could_not_happen_is_recorded_as_failed(
     redis_settings: RedisSettings, database_settings: DatabaseSettings
 ) -> None:
@@ -172,3 +206,11 @@ def test_an_erasure_that_could_not_happen_is_recorded_as_failed(
         assert client.delete("/v1/citizens/C-FAIL", headers=admin).status_code == 503
         records = client.get("/v1/audit", params={"citizen_id": "C-FAIL"}, headers=admin).json()["records"]
     assert [(r["action"], r["outcome"]) for r in records] == [("erasure", "failed")]
+
+
+def test_the_api_key_header_takes_api_keys_only(client: TestClient) -> None:
+    token = access.agent("agent-in-key-header")["Authorization"].removeprefix("Bearer ")
+    for presented in (token, "nonsense"):
+        response = client.get("/v1/enquiries", headers={"X-API-Key": presented})
+        assert response.status_code == 401
+        assert "X-API-Key holds no API key" in response.json()["detail"]
