@@ -120,6 +120,20 @@ def spawn(command: list[str], *, log_path: Path) -> Spawned:
     return Spawned(pid)
 
 
+def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:
+    """A clear error when `what` would listen where something already does (port 0: any port, never busy).
+
+    Checked before starting: the process would otherwise fail deep in its start-up with a traceback, or
+    (the API) after its shutdown timeout, and a starter polling the port would take the other for it.
+    """
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 (what it names)
+    if port and port_open(probe_host, port):
+        raise ServiceError(
+            f"{what} cannot listen on {host}:{port}: the port is taken (another citizen-context process "
+            f"or another program); stop it or set {setting} to a free port"
+        )
+
+
 def port_open(host: str, port: int) -> bool:
     """True when something accepts TCP connections on host:port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

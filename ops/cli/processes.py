@@ -12,7 +12,7 @@ import httpx
 
 from ops.cli.root import fail, main
 from ops.cli.services import servers_running
-from ops.processes import ServiceError
+from ops.processes import ServiceError, refuse_busy_listen_port
 
 
 @main.command()
@@ -40,6 +40,11 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
                 "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT=production with real keys"
             )
         )
+    listen_port = port if port is not None else settings.port
+    try:
+        refuse_busy_listen_port("the API", address, listen_port, "CITIZEN_CONTEXT_API_PORT (or --port)")
+    except ServiceError as error:
+        fail(error)
     if migrate:
         apply_migrations(DatabaseSettings())
     app = create_app(api=settings)
@@ -59,7 +64,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     config = uvicorn.Config(
         app,
         host=address,
-        port=port if port is not None else settings.port,
+        port=listen_port,
         log_level="warning",
         # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
         proxy_headers=True,
@@ -67,6 +72,8 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         # Protocol pings: a client that stops answering is dropped within two intervals.
         ws_ping_interval=settings.stream_heartbeat_s,
         ws_ping_timeout=settings.stream_heartbeat_s,
+        # A stream reads nothing its client sends: a message over the bodies' limit closes it (1009).
+        ws_max_size=SecuritySettings().max_body_bytes,
         timeout_graceful_shutdown=10,
     )
     from events.heap import (
@@ -86,7 +93,23 @@ def consume() -> None:
     """Run the Kafka consumer that builds the projection in Redis."""
     from events.process import run_consumer_process
 
+    try:
+        _refuse_busy_consumer_port()
+    except ServiceError as error:
+        fail(error)
     run_consumer_process()
+
+
+def _refuse_busy_consumer_port() -> None:
+    from events.settings import ConsumerSettings
+
+    settings = ConsumerSettings()
+    refuse_busy_listen_port(
+        "the consumer's health endpoint",
+        settings.health_host,
+        settings.health_port,
+        "CITIZEN_CONTEXT_CONSUMER_HEALTH_PORT",
+    )
 
 
 @main.group()
@@ -98,9 +121,14 @@ def db() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
+    from alembic.util import CommandError
+
     from models.database import DatabaseSettings, migrate
 
-    migrate(DatabaseSettings(), revision)
+    try:
+        migrate(DatabaseSettings(), revision)
+    except CommandError as error:
+        fail(ServiceError(f"cannot upgrade the database to {revision!r}: {error}"))
     click.echo(f"database at {revision}")
 
 
@@ -156,6 +184,12 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    try:
+        # Another instance answering on these ports would pass for this one's API and consumer.
+        refuse_busy_listen_port("the API", settings.host, settings.port, "CITIZEN_CONTEXT_API_PORT")
+        _refuse_busy_consumer_port()
+    except ServiceError as error:
+        fail(error)
     try:
         with servers_running():
             executable = [sys.executable, "-m", "ops.cli"]

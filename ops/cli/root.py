@@ -14,6 +14,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
+        from pydantic_settings import SettingsError
 
         try:
             return super().invoke(ctx)
@@ -21,10 +22,20 @@ class _Group(click.Group):
             problems = "; ".join(f"{item['msg']}" for item in error.errors())
             click.secho(f"error: invalid {error.title}: {problems}", fg="red", err=True)
             sys.exit(2)
+        except SettingsError as error:
+            # A setting that must be JSON (a list, a mapping) and is not: its message names the setting.
+            click.secho(f"error: invalid settings: {error}", fg="red", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
-@click.option("--log-level", default="INFO", show_default=True, help="Log level of this process.")
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    help="Log level of this process.",
+)
 def main(log_level: str) -> None:
     """Citizen Context: each citizen's recent interactions, live, for the agent handling their enquiry."""
     configure_logging(log_level.upper())

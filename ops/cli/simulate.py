@@ -29,7 +29,7 @@ from ops.cli.root import main
     default=4,
     show_default=True,
     type=click.IntRange(min=0),
-    help="Malformed records among them, spread out (they must reach the dead-letter topic).",
+    help="Malformed records among them, spread out, at most half (they must reach the dead-letter topic).",
 )
 @click.option("--seed", default=None, type=int, help="Make the traffic reproducible.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
@@ -48,10 +48,13 @@ def simulate(
     from events.settings import KafkaSettings
     from events.simulate import Simulator
 
+    if citizens == 0 and not extra:
+        raise click.UsageError("simulate at least one citizen: --citizens 1 or more, or --citizen ID")
     if count is None and duration is None:
         count = 500
     total = min(count or 10**12, int(duration * rate) if duration is not None else 10**12)
-    malformed = min(malformed, total)
+    # Spread among good records, never more than them: a short run of junk alone would fill no desk.
+    malformed = min(malformed, total // 2)
     # Malformed records sit at evenly spread positions, never first (so the desk fills first).
     every = total / malformed if malformed else 0
     malformed_at = {int(every * (n + 0.5)) for n in range(malformed)}

@@ -103,3 +103,26 @@ def test_simulate_publishes_traffic_that_reaches_the_desk_and_the_dead_letter_to
 
     # Every other record reached the projection.
     wait_until(lambda: stack.applied() == 36, what="36 events applied")
+
+
+def test_a_short_run_sends_at_most_half_junk_and_no_citizen_is_a_usage_error(kafka_topic: str) -> None:
+    env = {**os.environ, "CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic}
+
+    def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ops.cli", "simulate", "--rate", "200", "--no-progress", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    # Three records asked for, four malformed by default: one malformed, spread among two good ones.
+    short = simulate("--citizens", "2", "--count", "3")
+    assert short.returncode == 0, short.stderr
+    assert "published 3 records" in short.stdout
+    assert "(1 malformed," in short.stdout
+    nobody = simulate("--citizens", "0", "--count", "3")
+    assert nobody.returncode == 2
+    assert "simulate at least one citizen" in nobody.stderr

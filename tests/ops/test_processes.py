@@ -1,5 +1,7 @@
 """PID files and process control: only what we started is ever signalled."""
 
+import os
+import socket
 import subprocess
 import sys
 import time
@@ -60,3 +62,26 @@ def test_port_open_sees_a_listener() -> None:
         port = listener.getsockname()[1]
         assert port_open("127.0.0.1", port)
     assert not port_open("127.0.0.1", port)
+
+
+def test_api_and_consumer_refuse_a_taken_port_with_a_clear_error_at_once() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        runs = {
+            "api": (["api", "--port", str(port), "--no-migrate"], {}),
+            "consume": (["consume"], {"CITIZEN_CONTEXT_CONSUMER_HEALTH_PORT": str(port)}),
+        }
+        for name, (args, env) in runs.items():
+            result = subprocess.run(
+                [sys.executable, "-m", "ops.cli", *args],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 1, (name, result.stderr)
+            assert f"cannot listen on 127.0.0.1:{port}: the port is taken" in result.stderr, name
+            assert "Traceback" not in result.stderr, name
