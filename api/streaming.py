@@ -208,9 +208,10 @@ class ChangeHub:
         delay = 0.1
         while True:
             try:
-                # Subscription replies are kept: the answers to the hub's pings come as such messages, and
-                # ignoring them (redis-py returns nothing for them then) made every quiet subscription
-                # look dead after three probes, and be replaced, re-syncing every stream, every 30 s.
+                # Subscription replies are kept, and any message counts as hearing from Redis. With RESP3 and
+                # decoded responses, redis-py takes the answer to a ping for a subscription reply and drops
+                # it when told to ignore those: every quiet subscription then looked dead after three
+                # probes and was replaced, re-syncing every stream, every 30 s. Only changes are dispatched.
                 async with self._client.pubsub(ignore_subscribe_messages=False) as pubsub:
                     await pubsub.subscribe(self._channel)
                     self.connected.set()

@@ -50,6 +50,8 @@ class CpuShares:
 
     def describe(self) -> str:
         """One line for the report: the processes, busiest first, then the machine."""
+        if not self.processes or self.seconds <= 0:
+            return "CPU not measured: a watched process ended before the timed window did"
         parts = ", ".join(
             f"{name} {share:.2f}"
             for name, share in sorted(self.processes.items(), key=lambda item: item[1], reverse=True)

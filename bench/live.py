@@ -21,6 +21,10 @@ TAIL_S = 3.0
 # enquiry, and the API counting every stream closed once they are.
 CLOSE_TIMEOUT_S = 30.0
 STREAMS_OPEN_METRIC = "citizen_context_api_streams_open"
+# The producer's process starts and connects within this long; once its sends are due, it has this long
+# more to have all of them acknowledged. Past both, the run fails rather than waiting on.
+PRODUCER_START_S = 120.0
+PRODUCER_FLUSH_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -63,23 +67,35 @@ def live_run(
             raise RuntimeError("the streams did not all open within 15 minutes")
         peak = rss_mb(api.pid)
         kafka = stack.kafka
+        sending = workers.new_event()  # set by the producer as its first send goes (after it has connected)
         producer = workers.Worker(
-            produce_paced, kafka.bootstrap_list, kafka.topic, targets, rate_per_s, duration_s, 5, warm_up_s
+            produce_paced,
+            kafka.bootstrap_list,
+            kafka.topic,
+            targets,
+            rate_per_s,
+            duration_s,
+            5,
+            warm_up_s,
+            sending,
         )
-        # The producer's warm-up starts once its process has started, up to a second later: the CPU window
-        # may open that much before the timed sends, at the same steady rate.
-        timed_from = time.monotonic() + warm_up_s
+        deadline = time.monotonic() + PRODUCER_START_S + warm_up_s + duration_s + PRODUCER_FLUSH_S
+        timed_from: float | None = None
         window: CpuWindow | None = None
         try:
             while producer.running():
+                now = time.monotonic()
+                if now > deadline:
+                    raise RuntimeError("the producer did not finish its sends in time")
                 if sample_rss:
                     peak = max(peak, rss_mb(api.pid))
-                now = time.monotonic()
-                if window is None and now >= timed_from:
+                if timed_from is None and sending.is_set():
+                    timed_from = now + warm_up_s  # the CPU window opens with the timed sends
+                if window is None and timed_from is not None and now >= timed_from:
                     window = CpuWindow(figure_processes(stack, producer=producer.pid, desktops=receiver.pid))
                 elif window is not None:
                     window.sample()
-                time.sleep(0.5 if window is not None else min(0.5, max(timed_from - now, 0.0)))
+                time.sleep(0.5 if window is not None else 0.05)
             cpu = (window or CpuWindow({})).end()
             producer.result(timeout_s=60)
         finally:

@@ -2,18 +2,20 @@
 
 import json
 import random
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from confluent_kafka import KafkaError
+from confluent_kafka import Producer as ConfluentProducer
 from kafka import KafkaProducer
 
+from bench.workers import Event
 from bench.workload import Workload, event_document, events, per_citizen, stamped_id, warm_up_id
 from models.events import STRUCTURED_CONTENT_TYPE
-from ops.servers import ensure_command
 
 HEADERS = [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+PACED_HEADERS: list[tuple[str, str | bytes | None]] = [*HEADERS]
 
 
 @dataclass(frozen=True)
@@ -56,46 +58,24 @@ def produce_topic(
     return Produced(count=sent, json_bytes=size, seconds=time.perf_counter() - started)
 
 
-# librdkafka (through Debian's kcat) sends the paced load. The bench's freshness runs showed kafka-python's
+# librdkafka (confluent-kafka) sends the paced load. The bench's freshness runs showed kafka-python's
 # producer taking 0.51 to 0.69 of a core for 1,000 sends a second, one request each, on the two cores the
 # measured path shares (README, Benchmarks); a publishing service runs on a machine of its own.
-KCAT = ("kcat", "kcat")  # the command, and the Debian package that has it
-# kcat connects and reads the topic's metadata as it starts; the first timed send waits this long for it.
-KCAT_CONNECT_S = 1.0
+def paced_producer(bootstrap: list[str]) -> ConfluentProducer:
+    """A producer that sends each event at once (librdkafka waits 5 ms for company by default).
 
-
-def kcat_producer(bootstrap: list[str], topic: str) -> "subprocess.Popen[bytes]":
-    """A kcat process sending each `key<TAB>value` line of its input as one record, at once.
-
-    As the project's own producer (events.producer): acknowledged by all in-sync replicas, idempotent;
-    sent as soon as written (librdkafka waits 5 ms for company by default), partitioned by key as the Java
-    and kafka-python clients do.
+    As the project's own producer (events.producer): acknowledged by all in-sync replicas, idempotent,
+    partitioned by key as the Java and kafka-python clients do.
     """
-    command = ensure_command(*KCAT)
-    return subprocess.Popen(
-        [
-            command,
-            "-P",
-            "-b",
-            ",".join(bootstrap),
-            "-t",
-            topic,
-            "-K",
-            "\t",
-            "-H",
-            f"content-type={STRUCTURED_CONTENT_TYPE}",
-            "-X",
-            "acks=all",
-            "-X",
-            "enable.idempotence=true",
-            "-X",
-            "linger.ms=0",
-            "-X",
-            "topic.partitioner=murmur2_random",
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    return ConfluentProducer(
+        {
+            "bootstrap.servers": ",".join(bootstrap),
+            "client.id": "citizen-context-bench",
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 0,
+            "partitioner": "murmur2_random",
+        }
     )
 
 
@@ -107,52 +87,55 @@ def produce_paced(
     duration_s: float,
     seed: int,
     warm_up_s: float = 0.0,
+    timing: Event | None = None,
 ) -> Produced:
     """Send `rate_per_s` events for `warm_up_s` and then `duration_s` seconds, open loop, to citizens drawn
     from `citizens`.
 
     Each event's id carries the wall-clock time of its send (see workload.stamped_id), except those of the
     warm-up, which are not timed (workload.warm_up_id). Sends go out as they are made (linger 0), as a
-    publisher that cares about freshness would configure its producer; the send is the write to kcat.
-    Returns once every event is acknowledged (what it returns counts the warm-up's sends too).
+    publisher that cares about freshness would configure its producer. `timing` is set as the sends begin
+    (the warm-up's first). Returns once every event is acknowledged (what it returns counts the warm-up's
+    sends too).
     """
     rng = random.Random(seed)  # noqa: S311 (test data, not crypto)
     warm_up = int(rate_per_s * warm_up_s)
     total = warm_up + int(rate_per_s * duration_s)
     size = 0
-    producer = kcat_producer(bootstrap, topic)
-    lines = producer.stdin
-    if lines is None:  # never: it was started with stdin=PIPE
-        raise RuntimeError("kcat has no input to write to")
-    try:
-        time.sleep(KCAT_CONNECT_S)
-        started = time.perf_counter()
-        for seq in range(total):
-            due = started + seq / rate_per_s
-            pause = due - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            citizen = rng.choice(citizens)
-            type_ = rng.choice(("call.ended", "chat.message", "email.received", "case.updated"))
-            sent_ns = time.time_ns()
-            document = event_document(
-                event_id=stamped_id(sent_ns, seq) if seq >= warm_up else warm_up_id(seq),
-                citizen=citizen,
-                type_=type_,
-                moment=datetime.now(UTC),
-                rng=rng,
-            )
-            # Compact JSON escapes every tab and line break inside its strings: one line, one record.
-            value = json.dumps(document, separators=(",", ":")).encode()
-            size += len(value)
-            lines.write(document["subject"].encode() + b"\t" + value + b"\n")
-            lines.flush()
-        # The end of its input: kcat sends what it holds, waits for every acknowledgement, and exits.
-        _, errors = producer.communicate(timeout=60)
-    except (BrokenPipeError, subprocess.TimeoutExpired) as error:
-        producer.kill()
-        _, errors = producer.communicate()
-        raise RuntimeError(f"kcat stopped sending: {errors.decode(errors='replace')[-1000:]}") from error
-    if producer.returncode != 0:
-        raise RuntimeError(f"kcat failed ({producer.returncode}): {errors.decode(errors='replace')[-1000:]}")
+    failed: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    producer = paced_producer(bootstrap)
+    # Connected, with the topic's metadata, before the first send: it would otherwise wait and look stale.
+    producer.list_topics(topic, timeout=30)
+    started = time.perf_counter()
+    if timing is not None:
+        timing.set()
+    for seq in range(total):
+        due = started + seq / rate_per_s
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        citizen = rng.choice(citizens)
+        type_ = rng.choice(("call.ended", "chat.message", "email.received", "case.updated"))
+        sent_ns = time.time_ns()
+        document = event_document(
+            event_id=stamped_id(sent_ns, seq) if seq >= warm_up else warm_up_id(seq),
+            citizen=citizen,
+            type_=type_,
+            moment=datetime.now(UTC),
+            rng=rng,
+        )
+        value = json.dumps(document, separators=(",", ":")).encode()
+        size += len(value)
+        producer.produce(
+            topic, key=document["subject"].encode(), value=value, headers=PACED_HEADERS, on_delivery=delivered
+        )
+        producer.poll(0)  # delivery reports so far (no wait)
+    unsent = producer.flush(60)
+    if unsent or failed:
+        raise RuntimeError(f"{unsent} events unacknowledged, {len(failed)} failed: {failed[:3]}")
     return Produced(count=total, json_bytes=size, seconds=time.perf_counter() - started)

@@ -126,7 +126,8 @@ def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> No
     Checked before starting: the process would otherwise fail deep in its start-up with a traceback, or
     (the API) after its shutdown timeout, and a starter polling the port would take the other for it.
     """
-    probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 (what it names)
+    # Listening on every address is probed on loopback.
+    probe_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
     if port and port_open(probe_host, port):
         raise ServiceError(
             f"{what} cannot listen on {host}:{port}: the port is taken (another citizen-context process "
@@ -135,10 +136,13 @@ def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> No
 
 
 def port_open(host: str, port: int) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    """True when something accepts TCP connections on host:port (IPv4 or IPv6; a name that does not
+    resolve has nothing listening)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def tail(path: Path, lines: int = 15) -> str:

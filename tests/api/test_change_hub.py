@@ -11,7 +11,8 @@ from api.streaming import ChangeHub, Resync
 from context.settings import RedisSettings
 from models.context import ContextChange
 
-PROBE_S = 0.2
+# Long enough that a loaded machine's stall of a few hundred milliseconds is not taken for silence.
+PROBE_S = 0.5
 
 
 class _Counted:

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def test_the_description_puts_the_busiest_first_then_the_machine() -> None:
     assert cpu.describe() == (
         "CPU over the timed 16 s, in cores: consumer 0.95, redis 0.48, kafka 0.06; the machine 1.52 of 2 busy"
     )
+    # A window that closed at once (its process had already gone) says so rather than print nothing.
+    empty = CpuShares(processes={}, machine_busy=0.0, cores=2, seconds=0.0)
+    assert empty.describe() == "CPU not measured: a watched process ended before the timed window did"
 
 
 @pytest.fixture
@@ -54,10 +58,12 @@ def test_a_window_measures_real_processes_and_ends_when_one_of_them_exits(
     spinner, sleeper = spinner_and_sleeper
     window = CpuWindow({"spinner": spinner.pid, "sleeper": sleeper.pid})
     # Until the spinner has used a tenth of a second of CPU since the window opened (it spins, so it will).
+    deadline = time.monotonic() + 20
     spun = 0.0
-    while spun < 0.1:
-        window.sample()
-        spun = window.end().processes["spinner"] * window.end().seconds
+    while spun < 0.1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        measured = window.end()
+        spun = measured.processes["spinner"] * measured.seconds
     open_for = window.end().seconds
     sleeper.kill()
     sleeper.wait()
