@@ -67,6 +67,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body_refused = any(item["loc"][:1] == ("body",) for item in error.errors())
+        if (
+            body_refused
+            and media_type
+            and media_type != "application/json"
+            and not media_type.endswith("+json")
+        ):
+            # A JSON body sent as another type is read as no object at all: say what is really wrong.
+            return problem_response(request, 415, "Send the body as JSON (Content-Type: application/json).")
         errors = [
             {"location": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
             for item in error.errors()

@@ -265,8 +265,15 @@ async def get_timeline(
         try:
             below = decode_cursor(cursor, epoch=epoch)
         except InvalidCursor as error:
-            status = 410 if "rebuilt" in str(error) else 422
-            return problem_response(request, status, str(error))
+            if "rebuilt" in str(error):
+                return problem_response(request, 410, f"{str(error).capitalize()}.")
+            # As every other invalid parameter: the request is not valid, and this is where.
+            return problem_response(
+                request,
+                422,
+                "The request is not valid.",
+                errors=[{"location": "query.cursor", "message": str(error).capitalize()}],
+            )
     wanted = TimelineFilter(frozenset(type or ()), frozenset(channel or ()), since, until)
     # Collect one match more than the page holds: it tells whether a next page exists.
     found: list[tuple[TimelinePosition, CloudEvent]] = []

@@ -92,6 +92,24 @@ def test_start_by_citizen_id(client: TestClient) -> None:
     assert again.json() == body
 
 
+def test_a_json_body_sent_as_another_type_is_a_415_and_json_still_works(client: TestClient) -> None:
+    body = '{"citizen_id": "C-502", "channel": "phone"}'
+    as_text = client.post(
+        "/v1/enquiries", content=body, headers={**agent("agent-t"), "content-type": "text/plain"}
+    )
+    assert as_text.status_code == 415
+    assert as_text.headers["content-type"] == "application/problem+json"
+    assert "application/json" in as_text.json()["detail"]
+    as_json = client.post(
+        "/v1/enquiries", content=body, headers={**agent("agent-t"), "content-type": "application/json"}
+    )
+    assert as_json.status_code == 201
+    # A JSON body that breaks the schema is still a 422 naming the field.
+    wrong = client.post("/v1/enquiries", json={"citizen_id": "C-502"}, headers=agent("agent-t"))
+    assert wrong.status_code == 422
+    assert [error["location"] for error in wrong.json()["errors"]] == ["body.channel"]
+
+
 def test_the_enquiry_belongs_to_the_agent_the_token_names(client: TestClient) -> None:
     anonymous = client.post(
         "/v1/enquiries", json={"citizen_id": "C-501", "channel": "phone"}, headers={"Authorization": ""}

@@ -336,7 +336,9 @@ def test_an_invalid_cursor_is_a_422_problem(
     epoch = client.get(f"/v1/citizens/{CITIZEN}/timeline", params={"limit": 1}).json()["epoch"]
     response = client.get(f"/v1/citizens/{CITIZEN}/timeline", params={"cursor": make_cursor(epoch)})
     problem = assert_problem(response, 422)
-    assert "cursor" in problem["detail"]
+    # As every other invalid parameter: named in the errors list.
+    assert [error["location"] for error in problem["errors"]] == ["query.cursor"]
+    assert "cursor" in problem["errors"][0]["message"]
 
 
 def test_a_cursor_from_before_a_rebuild_is_a_410_problem(
