@@ -204,6 +204,13 @@ class DevelopmentOnly(Exception):
     """Refused outside a development set-up."""
 
 
+def checked_agent_id(agent_id: str) -> str:
+    """`agent_id` if a development token may carry it; ValueError saying why not (the CLI's usage error)."""
+    if not agent_id.strip() or len(agent_id) > MAX_AGENT_ID:
+        raise ValueError(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
+    return agent_id
+
+
 def mint_development_token(
     settings: SecuritySettings,
     *,
@@ -215,8 +222,7 @@ def mint_development_token(
     """A token signed with the development key; refuses to run outside development settings."""
     if not settings.development:
         raise DevelopmentOnly("`citizen-context token` only runs with development settings")
-    if not agent_id.strip() or len(agent_id) > MAX_AGENT_ID:
-        raise ValueError(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
+    checked_agent_id(agent_id)
     kid = settings.development_signing_kid
     secret = settings.jwt_secrets.get(kid)
     if secret is None:

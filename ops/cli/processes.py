@@ -31,8 +31,9 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     from models.database import migrate as apply_migrations
 
     settings = ApiSettings()
+    security = SecuritySettings()
     address = host or settings.host
-    if SecuritySettings().development and not _loopback(address):
+    if security.development and not _loopback(address):
         # The development signing key is public (it is in this repository): anyone could sign in as admin.
         fail(
             ServiceError(
@@ -73,7 +74,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         ws_ping_interval=settings.stream_heartbeat_s,
         ws_ping_timeout=settings.stream_heartbeat_s,
         # A stream reads nothing its client sends: a message over the bodies' limit closes it (1009).
-        ws_max_size=SecuritySettings().max_body_bytes,
+        ws_max_size=security.max_body_bytes,
         timeout_graceful_shutdown=10,
     )
     from events.heap import (

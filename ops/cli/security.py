@@ -59,11 +59,12 @@ def _spoken(duration: timedelta) -> str:
 
 
 def _agent_id(value: str) -> str:
-    from api.security.tokens import MAX_AGENT_ID
+    from api.security.tokens import checked_agent_id
 
-    if not value.strip() or len(value) > MAX_AGENT_ID:
-        raise click.BadParameter(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
-    return value
+    try:
+        return checked_agent_id(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def _client_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
