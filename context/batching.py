@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
+
+from context.packing import pack_command
 
 # The most commands one pipeline carries; more wait for the next one.
 MAX_BATCH = 512
@@ -57,7 +58,7 @@ class CommandBatcher:
         if len(self._pending) >= MAX_WAITING:
             raise redis.exceptions.ConnectionError(f"Redis is not keeping up: {MAX_WAITING} commands wait")
         try:
-            packed = _packed(args)
+            packed = pack_command(args)
         except TypeError as error:
             # As redis-py refuses an argument it cannot send (None, a bool): this caller's error alone, and
             # nothing of it joins a batch. The message names the command only, never its arguments.
@@ -147,23 +148,6 @@ class CommandBatcher:
                 message = f"Redis did not answer within {self._deadline_s} s"
                 raise redis.exceptions.TimeoutError(message) from error
             raise
-
-
-def _packed(args: tuple[Any, ...]) -> bytes:
-    """The command in the Redis protocol, as redis-py's own hiredis packer sends it: a command name of
-    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes. Raises TypeError
-    for an argument Redis cannot take (None, a bool)."""
-    name = args[0]
-    if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
-        args = (*name.split(), *args[1:])
-    try:
-        packed: bytes = hiredis.pack_command(args)
-    except TypeError:
-        # hiredis takes neither a bytearray nor every memoryview; they are converted only when met, as the
-        # check on every argument of every command would cost more than packing it.
-        args = tuple(bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in args)
-        packed = hiredis.pack_command(args)
-    return packed
 
 
 def _own_copy(error: Exception) -> Exception:

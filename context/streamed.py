@@ -2,8 +2,8 @@
 
 A redis-py pipeline packs every command of a batch before it sends the first, so Redis waits while the
 writer packs, and the writer waits while Redis runs the scripts. Sent a group at a time on one connection,
-the first scripts run while the next are still being packed. Replies come back in order, as with a
-pipeline; nothing is wrapped in a transaction.
+the first scripts run while the next are still being packed (by hiredis directly, context/packing.py).
+Replies come back in order, as with a pipeline; nothing is wrapped in a transaction.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -12,6 +12,8 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
+
+from context.packing import pack_command
 
 Command = Sequence[str | int | bytes]
 
@@ -60,9 +62,9 @@ class StreamedCommands:
             sent = 0
             for group in groups:
                 if group:
-                    # redis-py leaves these connection methods unannotated.
-                    packed = connection.pack_commands(group)  # type: ignore[no-untyped-call]
-                    connection.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+                    packed = b"".join(pack_command(command) for command in group)
+                    # redis-py leaves this connection method unannotated.
+                    connection.send_packed_command([packed], check_health=False)  # type: ignore[no-untyped-call]
                     sent += len(group)
             replies: list[Any] = []
             for _ in range(sent):

@@ -99,10 +99,13 @@ class _InFlight:
 
 def next_offsets(records: list[IncomingRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
     """The offsets to commit once `records` are done: one past the last record of each partition."""
-    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    last: dict[tuple[str, int], int] = {}
     for record in records:
-        offsets[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1, "", -1)
-    return offsets
+        last[(record.topic, record.partition)] = record.offset
+    return {
+        TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)
+        for (topic, partition), offset in last.items()
+    }
 
 
 class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -176,8 +179,9 @@ class ProjectionConsumer:
                 stop.wait(1.0)
                 continue
             records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
-            for record in records:
-                self._positions[(record.topic, record.partition)] = record.offset + 1
+            offsets = next_offsets(records)
+            for partition, offset in offsets.items():
+                self._positions[(partition.topic, partition.partition)] = offset.offset
             if not records:
                 if self._in_flight is not None and self._in_flight.outcome.done():
                     self.finish_in_flight(wait_for_commit=False)
@@ -197,7 +201,7 @@ class ProjectionConsumer:
                 return
             self._in_flight = _InFlight(
                 outcome=applier.submit(self._write, prepared, stop),
-                offsets=next_offsets(records),
+                offsets=offsets,
                 records=len(records),
                 started=started,
             )
@@ -251,10 +255,13 @@ class ProjectionConsumer:
             self._consumer.commit_async(offsets=offsets, callback=partial(self._commit_answered, count))
 
     def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
+        # The generation is read here only when resolving reads the identifier index in it. Otherwise the
+        # writer thread reads it as it applies the batch: a round trip per batch on this thread, behind the
+        # scripts Redis was running for the batch before, was a twentieth of its time during ingest.
         return resolve_batch(
             decoded,
             writer=self._writer,
-            epoch=self._writer.current_epoch(),
+            epoch=self._writer.current_epoch() if decoded.needs_index else "",
             default_region=self._default_region,
         )
 
@@ -284,7 +291,7 @@ class ProjectionConsumer:
                 stop.wait(1.0)
 
     def _apply(self, prepared: PreparedBatch) -> PreparedBatch:
-        results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch)
+        results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None)
         self._health.redis_ok = True
         applied = sum(result.applied for result in results)
         EVENTS_APPLIED.inc(applied)

@@ -20,7 +20,8 @@ class PreparedBatch:
 
     writes: list[EventWrite] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    # The generation the writes go to: the one the identifiers were resolved in.
+    # The generation the writes go to: the one the identifiers were resolved in; "" when none had to be,
+    # for the generation current when the batch is applied.
     epoch: str = ""
 
 
