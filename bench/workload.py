@@ -111,6 +111,11 @@ def stamped_id(sent_ns: int, seq: int) -> str:
     return f"t{sent_ns}-{seq}"
 
 
+# The id of the event a paced producer sends before the others, once connected (bench/produce.py): it
+# carries no send time either.
+READY_ID = "w-ready"
+
+
 def warm_up_id(seq: int) -> str:
     """The id of an event sent before the timing starts: it carries no send time, so it is not timed."""
     return f"w{seq}"
