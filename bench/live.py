@@ -67,7 +67,8 @@ def live_run(
             raise RuntimeError("the streams did not all open within 15 minutes")
         peak = rss_mb(api.pid)
         kafka = stack.kafka
-        sending = workers.new_event()  # set by the producer as its first send goes (after it has connected)
+        # Set by the producer as its first paced send goes (once its first, untimed event is acknowledged).
+        sending = workers.new_event()
         producer = workers.Worker(
             produce_paced,
             kafka.bootstrap_list,

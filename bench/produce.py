@@ -103,9 +103,19 @@ def _ready_to_send(producer: ConfluentProducer, topic: str, citizen: int) -> int
         event_id=READY_ID, citizen=citizen, type_="call.ended", moment=datetime.now(UTC), rng=rng
     )
     value = json.dumps(document, separators=(",", ":")).encode()
-    producer.produce(topic, key=document["subject"].encode(), value=value, headers=HEADERS)
-    if producer.flush(READY_TIMEOUT_S):
-        raise RuntimeError(f"the producer's first event was not acknowledged within {READY_TIMEOUT_S} s")
+    failed: list[str] = []
+
+    def delivered(error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            failed.append(str(error))
+
+    producer.produce(
+        topic, key=document["subject"].encode(), value=value, headers=HEADERS, on_delivery=delivered
+    )
+    if producer.flush(READY_TIMEOUT_S) or failed:
+        raise RuntimeError(
+            f"the producer's first event was not acknowledged within {READY_TIMEOUT_S} s: {failed[:1]}"
+        )
     return len(value)
 
 
@@ -167,4 +177,5 @@ def produce_paced(
     unsent = producer.flush(60)
     if unsent or failed:
         raise RuntimeError(f"{unsent} events unacknowledged, {len(failed)} failed: {failed[:3]}")
+    # The first, untimed event is counted, though sent before `started`.
     return Produced(count=total + 1, json_bytes=size, seconds=time.perf_counter() - started)

@@ -57,12 +57,9 @@ class CommandBatcher:
         """Run one command (`"GET", key`), batched with others issued meanwhile; its reply or its error."""
         if len(self._pending) >= MAX_WAITING:
             raise redis.exceptions.ConnectionError(f"Redis is not keeping up: {MAX_WAITING} commands wait")
-        try:
-            packed = pack_command(args)
-        except TypeError as error:
-            # As redis-py refuses an argument it cannot send (None, a bool): this caller's error alone, and
-            # nothing of it joins a batch. The message names the command only, never its arguments.
-            raise redis.exceptions.DataError(f"{args[0]}: {error}") from None
+        # An argument Redis cannot take (None, a bool) raises here: this caller's error alone, and nothing
+        # of it joins a batch.
+        packed = pack_command(args)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append(_Command(str(args[0]), packed, done))
         if self._sender is None or self._sender.done():

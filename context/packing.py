@@ -11,13 +11,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import hiredis
+import redis.exceptions
 
 
 def pack_command(args: Sequence[Any]) -> bytes:
     """The command in the Redis protocol, as redis-py's own hiredis packer sends it: a command name of
-    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes. Raises TypeError
-    for an argument Redis cannot take (None, a bool)."""
-    args = tuple(args)
+    several words ("CONFIG GET") as those words, a bytearray or memoryview as its bytes. Raises redis-py's
+    DataError for an argument Redis cannot take (None, a bool), as redis-py's own packer does."""
+    try:
+        return _packed(tuple(args))
+    except TypeError as error:
+        # As redis-py refuses an argument it cannot send: the message names the command only, never its
+        # arguments (they may hold personal data).
+        raise redis.exceptions.DataError(f"{args[0]}: {error}") from None
+
+
+def _packed(args: tuple[Any, ...]) -> bytes:
     name = args[0]
     if (isinstance(name, str) and " " in name) or (isinstance(name, bytes) and b" " in name):
         args = (*name.split(), *args[1:])

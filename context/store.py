@@ -141,7 +141,7 @@ class ProjectionWriter:
     def current_epoch(self) -> str:
         """The generation being served; created on first use."""
         key = epoch_key(self._prefix)
-        # One round trip (the consumer asks before every batch), on any Redis version.
+        # One round trip (the consumer's writer thread asks before every batch), on any Redis version.
         pipe = self._client.pipeline(transaction=False)
         pipe.set(key, new_epoch(), nx=True)
         pipe.get(key)

@@ -79,6 +79,8 @@ def resolve_batch(
         if judged.event.subject is None
         for identifier in named_identifiers(judged.event, default_region=default_region)
     ]
+    if wanted and not epoch:
+        raise ValueError("resolving identifiers needs the generation they are indexed in")
     known = writer.resolve(wanted, epoch=epoch)
     learned: dict[Identifier, str] = {}
     # Citizens erased earlier in this batch: the index read before the batch still names them, but an

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import redis
 
 from context.settings import TimelineSettings
@@ -134,3 +135,18 @@ def test_a_citizen_who_comes_back_after_an_erasure_is_found_again(
     )
     assert [w.citizen_id for w in batch.writes] == ["C-13", "C-13", "C-13"]
     assert batch.dead_letters == []
+
+
+def test_resolving_identifiers_without_their_generation_is_refused(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The consumer reads the generation for a batch only when it needs the index: a batch that names a
+    # citizen by an identifier and came without one is a defect, never a silent "unresolved" dead letter.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    with pytest.raises(ValueError, match="generation"):
+        prepare_batch(
+            [record(anonymous(citizenphone="+44 7700 900123"))], writer=writer, epoch="", default_region="GB"
+        )
+    # Events that name their citizen need no generation to be planned.
+    named = prepare_batch([record(make_event("C-1"))], writer=writer, epoch="", default_region="GB")
+    assert [write.citizen_id for write in named.writes] == ["C-1"]
