@@ -8,6 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from fastapi import FastAPI, Response
+from fastapi.exceptions import WebSocketRequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.desk import desk_files
@@ -17,6 +18,7 @@ from api.presence import PresenceKeeper
 from api.problems import document_problems, install_problem_handlers
 from api.publisher import EventPublisher
 from api.routes import admin, audit, citizens, enquiries, events, health, rights, tickets
+from api.security import gate
 from api.security.audit import Auditor
 from api.security.authentication import SecurityServices
 from api.security.hygiene import install_hygiene
@@ -207,6 +209,8 @@ def create_app(
     app.state.lifecycle = lifecycle
     app.add_middleware(RequestMetricsMiddleware)
     install_problem_handlers(app)
+    # A stream's invalid query (`?version=abc`) closes with the documented code, as its other refusals do.
+    app.add_exception_handler(WebSocketRequestValidationError, gate.refuse_invalid_request)  # type: ignore[arg-type]
     install_hygiene(app, security)
 
     def openapi() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from api.problems import Problem, caller_problems, problem_response
 from api.security import access, gate
 from api.security.authentication import SecurityServices
 from api.security.principal import Caller
-from api.stream_session import CLOSE_INVALID_CITIZEN
+from api.stream_session import CLOSE_INVALID_REQUEST
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
 from context.store import ContextJson, ContextReader, TimelinePosition
@@ -319,7 +319,7 @@ async def stream_context(
         return
     caller, reason = accepted
     if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
-        await websocket.close(code=CLOSE_INVALID_CITIZEN, reason="invalid citizen id")
+        await websocket.close(code=CLOSE_INVALID_REQUEST, reason="invalid citizen id")
         return
     decision = await gate.authorise_citizen_read(
         security,

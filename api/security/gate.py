@@ -1,13 +1,14 @@
 """The checks in front of a citizen's data: decide, record the decision, and keep checking open streams."""
 
 from fastapi import WebSocket
+from fastapi.exceptions import WebSocketRequestValidationError
 
 from api.security import access
 from api.security.access import Decision
 from api.security.authentication import SUBPROTOCOL, RateLimited, SecurityServices, Unauthenticated
 from api.security.principal import Caller
 from api.security.stream_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from api.stream_session import Resume, StreamServices, StreamSession
+from api.stream_session import CLOSE_INVALID_REQUEST, Resume, StreamServices, StreamSession
 from models.tables import AuditAction, Enquiry
 
 
@@ -64,9 +65,7 @@ async def serve_stream(
 
 async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tuple[Caller, str | None] | None:
     """Accept the WebSocket and authenticate it; None (the socket closed with the code) when it fails."""
-    offered = websocket.scope.get("subprotocols") or []
-    # Accept first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
-    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    offered = await _accept(websocket)
     try:
         caller, reason = await security.authenticate_stream(
             ticket=websocket.query_params.get("ticket"), subprotocols=list(offered), headers=websocket.headers
@@ -79,6 +78,32 @@ async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tup
         await websocket.close(code=CLOSE_RATE_LIMITED, reason="too many requests")
         return None
     return caller, reason or websocket.query_params.get("reason")
+
+
+async def _accept(websocket: WebSocket) -> list[str]:
+    """Accept the WebSocket, answering the project's subprotocol if offered; the subprotocols offered.
+
+    Accepted first: a close before accepting reaches real clients as an HTTP 403, not as the close code.
+    """
+    offered: list[str] = list(websocket.scope.get("subprotocols") or [])
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+    return offered
+
+
+# A close frame's reason holds at most 123 bytes.
+MAX_CLOSE_REASON = 123
+
+
+async def refuse_invalid_request(websocket: WebSocket, error: WebSocketRequestValidationError) -> None:
+    """Close a stream whose request does not validate (`?version=abc`) with the documented code, its reason
+    naming the parameters at fault (never their values). FastAPI's own handler closes before accepting:
+    clients saw an HTTP 403 that did not say what was wrong."""
+    await _accept(websocket)
+    where = sorted({".".join(str(part) for part in item["loc"]) for item in error.errors()})
+    reason = f"invalid {', '.join(where) or 'request'}"
+    await websocket.close(
+        code=CLOSE_INVALID_REQUEST, reason=reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+    )
 
 
 async def refuse_stream(websocket: WebSocket, decision: Decision) -> bool:
