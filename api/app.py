@@ -234,4 +234,7 @@ def create_app(
     app.include_router(admin.router)
     # The agent desk: static files only; it calls the same /v1 API as any other client.
     app.mount("/desk", desk_files(), name="desk")
+    # Last, so that it takes only what no route above did: a WebSocket to any other path is accepted, then
+    # closed as unknown. Refused before accepting, clients saw a bare HTTP 403.
+    app.add_api_websocket_route("/{path:path}", gate.refuse_unknown_stream)
     return app

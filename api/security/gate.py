@@ -8,7 +8,13 @@ from api.security.access import Decision
 from api.security.authentication import SUBPROTOCOL, RateLimited, SecurityServices, Unauthenticated
 from api.security.principal import Caller
 from api.security.stream_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from api.stream_session import CLOSE_INVALID_REQUEST, Resume, StreamServices, StreamSession
+from api.stream_session import (
+    CLOSE_INVALID_REQUEST,
+    CLOSE_UNKNOWN_STREAM,
+    Resume,
+    StreamServices,
+    StreamSession,
+)
 from models.tables import AuditAction, Enquiry
 
 
@@ -104,6 +110,12 @@ async def refuse_invalid_request(websocket: WebSocket, error: WebSocketRequestVa
     await websocket.close(
         code=CLOSE_INVALID_REQUEST, reason=reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
     )
+
+
+async def refuse_unknown_stream(websocket: WebSocket) -> None:
+    """Close a WebSocket opened on a path that is no stream, with the documented code for an unknown one."""
+    await _accept(websocket)
+    await websocket.close(code=CLOSE_UNKNOWN_STREAM, reason="no such stream")
 
 
 async def refuse_stream(websocket: WebSocket, decision: Decision) -> bool:

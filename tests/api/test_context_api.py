@@ -129,6 +129,19 @@ def test_a_stream_with_an_invalid_query_closes_with_the_invalid_request_code_nam
     assert closed.value.reason == "invalid query.version"
 
 
+@pytest.mark.parametrize("path", ["/", "/v1/citizens/C-1/streams", "/v1/no-such-stream"])
+def test_a_stream_to_a_path_that_is_no_stream_closes_as_unknown(client: TestClient, path: str) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with client.websocket_connect(path, subprotocols=["citizen-context.v1"]) as websocket:
+        assert websocket.accepted_subprotocol == "citizen-context.v1"
+        with pytest.raises(WebSocketDisconnect) as closed:
+            websocket.receive_json()
+    assert (closed.value.code, closed.value.reason) == (4404, "no such stream")
+    # The HTTP side of the same paths is untouched.
+    assert client.get(path).status_code == 404
+
+
 def test_openapi_describes_the_context_route(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert "/v1/citizens/{citizen_id}/context" in document["paths"]
