@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import redis.exceptions
 import structlog
-from fastapi import WebSocket, WebSocketDisconnect, status
+from fastapi import Query, WebSocket, WebSocketDisconnect, status
 from prometheus_client import Counter
 from pydantic import BaseModel
 
@@ -62,6 +62,10 @@ def _messages_counter(message_type: str) -> "Counter":
 
 
 REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+# The version a reconnecting stream last saw (`?version=`): a count of changes, so never negative (an
+# invalid one closes the stream with CLOSE_INVALID_REQUEST, api/security/gate.py).
+ResumeVersion = Annotated[int | None, Query(ge=0)]
 
 # Close codes (documented in the README). 1012 is the standard "service restart".
 CLOSE_SHUTDOWN = 1012

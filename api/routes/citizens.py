@@ -22,7 +22,7 @@ from api.problems import Problem, caller_problems, problem_response
 from api.security import access, gate
 from api.security.authentication import SecurityServices
 from api.security.principal import Caller
-from api.stream_session import CLOSE_INVALID_REQUEST
+from api.stream_session import CLOSE_INVALID_REQUEST, ResumeVersion
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
 from context.store import ContextJson, ContextReader, TimelinePosition
@@ -308,7 +308,7 @@ async def stream_context(
     services: StreamServicesDep,
     security: SecurityDep,
     epoch: str | None = None,
-    version: int | None = None,
+    version: ResumeVersion = None,
 ) -> None:
     """A snapshot (or, given the `epoch` and `version` last seen, just what was missed), then every change.
 

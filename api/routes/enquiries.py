@@ -17,7 +17,7 @@ from api.deps import (
 from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access, gate
-from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY
+from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, ResumeVersion
 from models.enquiries import EnquiryComplete, EnquiryCreate, EnquiryList, EnquiryPublic
 from models.tables import AuditAction, EnquiryStatus
 
@@ -139,7 +139,7 @@ async def stream_enquiry(
     security: SecurityDep,
     engine: EngineDep,
     epoch: str | None = None,
-    version: int | None = None,
+    version: ResumeVersion = None,
 ) -> None:
     """The stream of the enquiry's citizen; it closes (4410) once the enquiry is completed.
 

@@ -77,8 +77,8 @@ async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tup
             ticket=websocket.query_params.get("ticket"), subprotocols=list(offered), headers=websocket.headers
         )
         await security.limit(caller)
-    except Unauthenticated:
-        await websocket.close(code=CLOSE_UNAUTHENTICATED, reason="unauthenticated")
+    except Unauthenticated as error:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED, reason=_close_reason(str(error)))
         return None
     except RateLimited:
         await websocket.close(code=CLOSE_RATE_LIMITED, reason="too many requests")
@@ -106,10 +106,15 @@ async def refuse_invalid_request(websocket: WebSocket, error: WebSocketRequestVa
     clients saw an HTTP 403 that did not say what was wrong."""
     await _accept(websocket)
     where = sorted({".".join(str(part) for part in item["loc"]) for item in error.errors()})
-    reason = f"invalid {', '.join(where) or 'request'}"
     await websocket.close(
-        code=CLOSE_INVALID_REQUEST, reason=reason.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
+        code=CLOSE_INVALID_REQUEST, reason=_close_reason(f"invalid {', '.join(where) or 'request'}")
     )
+
+
+def _close_reason(text: str) -> str:
+    """`text` (safe to show the caller, as a REST refusal's detail) cut to fit a close frame, whole
+    characters only."""
+    return text.encode()[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
 async def refuse_unknown_stream(websocket: WebSocket) -> None:
@@ -122,7 +127,7 @@ async def refuse_stream(websocket: WebSocket, decision: Decision) -> bool:
     """Close the stream as forbidden unless the decision allows it; True when it was refused."""
     if decision.allowed:
         return False
-    await websocket.close(code=CLOSE_FORBIDDEN, reason="forbidden")
+    await websocket.close(code=CLOSE_FORBIDDEN, reason=_close_reason(decision.detail or "forbidden"))
     return True
 
 

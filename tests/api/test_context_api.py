@@ -114,13 +114,16 @@ def test_stream_rejects_an_invalid_citizen_id(client: TestClient) -> None:
     assert closed.value.code == 4400
 
 
+@pytest.mark.parametrize("version", ["abc", "-1"])
 @pytest.mark.parametrize("path", ["/v1/citizens/C-1/stream", "/v1/enquiries/E-1/stream"])
 def test_a_stream_with_an_invalid_query_closes_with_the_invalid_request_code_naming_the_parameter(
-    client: TestClient, path: str
+    client: TestClient, path: str, version: str
 ) -> None:
     from starlette.websockets import WebSocketDisconnect
 
-    with client.websocket_connect(f"{path}?version=abc", subprotocols=["citizen-context.v1"]) as websocket:
+    with client.websocket_connect(
+        f"{path}?version={version}", subprotocols=["citizen-context.v1"]
+    ) as websocket:
         # Accepted, with the project's subprotocol, so that a browser sees the close code.
         assert websocket.accepted_subprotocol == "citizen-context.v1"
         with pytest.raises(WebSocketDisconnect) as closed:

@@ -79,6 +79,30 @@ def test_a_ticket_expires_within_its_lifetime(
         assert close_code(websocket) == 4401
 
 
+def test_a_refused_stream_says_why_in_its_close_reason(client: TestClient) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    def closed(path: str) -> tuple[int, str]:
+        with client.websocket_connect(path) as websocket, pytest.raises(WebSocketDisconnect) as ended:
+            websocket.receive_json()
+        return ended.value.code, ended.value.reason
+
+    start_enquiry(client, "agent-t")
+    once = ticket(client, access.agent("agent-t"))
+    with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={once}") as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+    # As the REST answers' details say it, without naming anything the caller did not send.
+    assert closed(f"/v1/citizens/C-T1/stream?ticket={once}") == (
+        4401,
+        "The stream ticket is unknown, used or expired.",
+    )
+    stranger = ticket(client, access.agent("agent-u"))
+    assert closed(f"/v1/citizens/C-T1/stream?ticket={stranger}") == (
+        4403,
+        "You hold no active enquiry for this citizen.",
+    )
+
+
 def test_a_supervisors_ticket_carries_their_reason(client: TestClient) -> None:
     supervisor = access.bearer(access.token("sup-t", AgentRole.supervisor))
     without = ticket(client, supervisor)
