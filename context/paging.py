@@ -14,6 +14,9 @@ class InvalidCursor(ValueError):
     """A cursor this API did not issue, or one from an earlier generation of the projection."""
 
 
+REBUILT = "the projection was rebuilt since this cursor was issued; start from the first page"
+
+
 def encode_cursor(epoch: str, position: TimelinePosition) -> str:
     """An opaque cursor pointing just below `position` in generation `epoch`."""
     raw = json.dumps([epoch, position.score, position.key], separators=(",", ":")).encode()
@@ -22,6 +25,15 @@ def encode_cursor(epoch: str, position: TimelinePosition) -> str:
 
 def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
     """The position a cursor points below; raises InvalidCursor (also when the epoch has changed)."""
+    cursor_epoch, position = parse_cursor(cursor)
+    if cursor_epoch != epoch:
+        raise InvalidCursor(REBUILT)
+    return position
+
+
+def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:
+    """The generation a cursor was issued in and the position it points below; raises InvalidCursor for a
+    cursor this API did not issue (checked with the request's other parameters, before any read)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_epoch, score, key = json.loads(raw)
@@ -30,11 +42,7 @@ def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
     valid_score = isinstance(score, int) and not isinstance(score, bool)
     if not isinstance(cursor_epoch, str) or not valid_score or not isinstance(key, str):
         raise InvalidCursor("the cursor is not one this API issued")
-    if cursor_epoch != epoch:
-        raise InvalidCursor(
-            "the projection was rebuilt since this cursor was issued; start from the first page"
-        )
-    return TimelinePosition(score, key)
+    return cursor_epoch, TimelinePosition(score, key)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from api.deps import (
     CurrentCaller,
@@ -24,7 +24,7 @@ from api.security.authentication import SecurityServices
 from api.security.principal import Caller
 from api.stream_session import CLOSE_INVALID_REQUEST, ResumeVersion
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
-from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor
+from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor, parse_cursor
 from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
@@ -232,6 +232,17 @@ async def _serve_context(
     return Response(context.body, media_type="application/json", headers={"ETag": etag})
 
 
+def _issued_cursor(cursor: str | None) -> str | None:
+    """A timeline cursor this API issued, checked with the request's other parameters (so that a 422 names
+    every invalid one); its generation is checked once the read begins."""
+    if cursor:
+        try:
+            parse_cursor(cursor)
+        except InvalidCursor as error:
+            raise ValueError(str(error)) from None
+    return cursor
+
+
 @router.get(
     "/{citizen_id}/timeline",
     response_model=TimelinePage,
@@ -250,7 +261,7 @@ async def get_timeline(
     security: SecurityDep,
     reason: AccessReason = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(max_length=2000)] = None,
+    cursor: Annotated[str | None, Query(max_length=2000), AfterValidator(_issued_cursor)] = None,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
     channel: Annotated[list[str] | None, Query(max_length=20)] = None,
     since: AwareDatetime | None = None,
@@ -265,15 +276,8 @@ async def get_timeline(
         try:
             below = decode_cursor(cursor, epoch=epoch)
         except InvalidCursor as error:
-            if "rebuilt" in str(error):
-                return problem_response(request, 410, f"{str(error).capitalize()}.")
-            # As every other invalid parameter: the request is not valid, and this is where.
-            return problem_response(
-                request,
-                422,
-                "The request is not valid.",
-                errors=[{"location": "query.cursor", "message": str(error).capitalize()}],
-            )
+            # Issued by this API (the parameter's validation checked it) but in an earlier generation.
+            return problem_response(request, 410, f"{str(error).capitalize()}.")
     wanted = TimelineFilter(frozenset(type or ()), frozenset(channel or ()), since, until)
     # Collect one match more than the page holds: it tells whether a next page exists.
     found: list[tuple[TimelinePosition, CloudEvent]] = []

@@ -341,6 +341,20 @@ def test_an_invalid_cursor_is_a_422_problem(
     assert "cursor" in problem["errors"][0]["message"]
 
 
+def test_an_invalid_cursor_is_named_with_the_other_invalid_parameters(
+    client: TestClient, events: list[CloudEvent]
+) -> None:
+    response = client.get(
+        f"/v1/citizens/{CITIZEN}/timeline", params={"cursor": "zzz", "limit": 0, "since": "yesterday"}
+    )
+    problem = assert_problem(response, 422)
+    assert sorted(error["location"] for error in problem["errors"]) == [
+        "query.cursor",
+        "query.limit",
+        "query.since",
+    ]
+
+
 def test_a_cursor_from_before_a_rebuild_is_a_410_problem(
     client: TestClient, events: list[CloudEvent], redis_client: "redis.Redis", key_prefix: str
 ) -> None:
