@@ -55,6 +55,18 @@ def problem_response(
     )
 
 
+async def upgrade_required(request: Request) -> JSONResponse:
+    """A plain HTTP request to a stream's address: 426, saying how to open it (rather than a 404, as if
+    the address did not exist)."""
+    response = problem_response(
+        request,
+        426,
+        "This is a WebSocket endpoint: open it with a WebSocket upgrade (README, The live stream).",
+    )
+    response.headers["Upgrade"] = "websocket"
+    return response
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Turn every error the app can raise into problem details."""
 

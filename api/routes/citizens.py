@@ -18,7 +18,7 @@ from api.deps import (
     authenticated_caller,
     require,
 )
-from api.problems import Problem, caller_problems, problem_response
+from api.problems import Problem, caller_problems, problem_response, upgrade_required
 from api.security import access, gate
 from api.security.authentication import SecurityServices
 from api.security.principal import Caller
@@ -303,6 +303,10 @@ async def get_timeline(
     next_cursor = encode_cursor(epoch, page[-1][0]) if len(found) > limit else None
     events = [event for _spot, event in page]
     return TimelinePage(citizen_id=citizen_id, epoch=epoch, events=events, next_cursor=next_cursor)
+
+
+# The same address over plain HTTP: 426 with how to open it.
+router.add_api_route("/{citizen_id}/stream", upgrade_required, methods=["GET"], include_in_schema=False)
 
 
 @router.websocket("/{citizen_id}/stream")

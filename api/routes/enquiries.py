@@ -14,7 +14,7 @@ from api.deps import (
     StreamServicesDep,
     require,
 )
-from api.problems import Problem, caller_problems, problem_response
+from api.problems import Problem, caller_problems, problem_response, upgrade_required
 from api.publisher import PublishUnavailable
 from api.security import access, gate
 from api.stream_session import CLOSE_ENQUIRY_ENDED, CLOSE_UNKNOWN_ENQUIRY, ResumeVersion
@@ -129,6 +129,10 @@ async def complete_enquiry(
         unavailable.headers["Retry-After"] = "2"
         return unavailable
     return EnquiryPublic.model_validate(enquiry, from_attributes=True)
+
+
+# The same address over plain HTTP: 426 with how to open it.
+router.add_api_route("/{enquiry_id}/stream", upgrade_required, methods=["GET"], include_in_schema=False)
 
 
 @router.websocket("/{enquiry_id}/stream")

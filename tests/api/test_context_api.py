@@ -145,6 +145,15 @@ def test_a_stream_to_a_path_that_is_no_stream_closes_as_unknown(client: TestClie
     assert client.get(path).status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/v1/citizens/C-1/stream", "/v1/enquiries/E-1/stream"])
+def test_a_plain_http_request_to_a_stream_is_told_to_upgrade(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 426
+    assert response.headers["upgrade"] == "websocket"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "WebSocket" in response.json()["detail"]
+
+
 def test_openapi_describes_the_context_route(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert "/v1/citizens/{citizen_id}/context" in document["paths"]
