@@ -8,7 +8,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
-from starlette.types import Scope
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from api.security.gate import refuse_unknown_stream
 
 DESK_DIRECTORY = Path(str(files("api") / "desk"))
 
@@ -88,6 +91,14 @@ class DeskFiles(StaticFiles):
         super().__init__(directory=DESK_DIRECTORY, html=True)
         self._settings = settings
         self._headers = {**SECURITY_HEADERS, "Content-Security-Policy": content_security_policy(settings)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Files over HTTP; a WebSocket opened under /desk is closed as no stream (StaticFiles would fail
+        on it with a 500), as on any other path that is no stream."""
+        if scope["type"] == "websocket":
+            await refuse_unknown_stream(WebSocket(scope, receive, send))
+            return
+        await super().__call__(scope, receive, send)
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         """The file (index.html for the folder), with the security headers."""

@@ -37,7 +37,8 @@ def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_epoch, score, key = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as error:
+    except (binascii.Error, ValueError, TypeError, RecursionError) as error:
+        # RecursionError: a crafted cursor nesting deep enough to exhaust the JSON parser.
         raise InvalidCursor("the cursor is not one this API issued") from error
     valid_score = isinstance(score, int) and not isinstance(score, bool)
     if not isinstance(cursor_epoch, str) or not valid_score or not isinstance(key, str):

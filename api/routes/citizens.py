@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from api.deps import (
     CurrentCaller,
@@ -239,7 +240,7 @@ def _issued_cursor(cursor: str | None) -> str | None:
         try:
             parse_cursor(cursor)
         except InvalidCursor as error:
-            raise ValueError(str(error)) from None
+            raise PydanticCustomError("invalid_cursor", str(error).capitalize()) from None
     return cursor
 
 

@@ -93,6 +93,11 @@ class SecurityServices:
         for offered in subprotocols:
             if offered.startswith(BEARER_SUBPROTOCOL):
                 return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), reason
+        if not (headers.get("authorization") or headers.get("x-api-key")):
+            # A browser cannot set headers on a WebSocket: say what it can do.
+            raise Unauthenticated(
+                "Sign in: open the stream with ?ticket= or the bearer.<credential> subprotocol."
+            )
         return await self.authenticate(headers), reason
 
     async def _from_credential(self, credential: str) -> Caller:

@@ -56,7 +56,7 @@ async def serve_stream(
     version: int | None,
 ) -> None:
     """Run an authorised stream (from where the client left off, if it says), re-checking its access."""
-    resume = Resume(epoch, version) if epoch is not None and version is not None and version >= 0 else None
+    resume = Resume(epoch, version) if epoch is not None and version is not None else None
     session = StreamSession(
         websocket,
         citizen_id=citizen_id,

@@ -154,6 +154,15 @@ def test_a_plain_http_request_to_a_stream_is_told_to_upgrade(client: TestClient,
     assert "WebSocket" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("path", ["/desk", "/desk/", "/desk/index.html"])
+def test_a_stream_opened_under_the_desk_closes_as_unknown(client: TestClient, path: str) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    with client.websocket_connect(path) as websocket, pytest.raises(WebSocketDisconnect) as closed:
+        websocket.receive_json()
+    assert (closed.value.code, closed.value.reason) == (4404, "no such stream")
+
+
 def test_openapi_describes_the_context_route(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     assert "/v1/citizens/{citizen_id}/context" in document["paths"]

@@ -326,6 +326,8 @@ INVALID_CURSORS: dict[str, Callable[[str], str]] = {
     "score-true": lambda epoch: b64(json.dumps([epoch, True, "key"]).encode()),
     "score-false": lambda epoch: b64(json.dumps([epoch, False, ""]).encode()),
     "key-a-number": lambda epoch: b64(json.dumps([epoch, 12, 13]).encode()),
+    # Deep enough to exhaust the JSON parser, within the parameter's 2,000 characters.
+    "nested-deeply": lambda _epoch: b64(b"[" * 1500),
 }
 
 

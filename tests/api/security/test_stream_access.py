@@ -96,6 +96,10 @@ def test_a_refused_stream_says_why_in_its_close_reason(client: TestClient) -> No
         4401,
         "The stream ticket is unknown, used or expired.",
     )
+    assert closed("/v1/citizens/C-T1/stream") == (
+        4401,
+        "Sign in: open the stream with ?ticket= or the bearer.<credential> subprotocol.",
+    )
     stranger = ticket(client, access.agent("agent-u"))
     assert closed(f"/v1/citizens/C-T1/stream?ticket={stranger}") == (
         4403,
