@@ -66,7 +66,8 @@ def read_citizen(caller: Caller, *, held_enquiry: str | None, reason: str | None
         if stated:
             return Decision(allowed=True, reason=stated[:MAX_REASON])
         return deny(
-            "A supervisor viewing a citizen without an enquiry must state a reason (X-Access-Reason)."
+            "A supervisor viewing a citizen without an enquiry must state a reason "
+            "(X-Access-Reason, or ?reason= on a stream)."
         )
     if not (caller.has_role(AgentRole.agent) or caller.has_role(AgentRole.supervisor)):
         # Admins (and agents with no role) handle no enquiries: "start one" would send them the wrong way.

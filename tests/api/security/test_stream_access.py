@@ -100,6 +100,12 @@ def test_a_refused_stream_says_why_in_its_close_reason(client: TestClient) -> No
         4401,
         "Sign in: open the stream with ?ticket= or the bearer.<credential> subprotocol.",
     )
+    supervisor = ticket(client, access.bearer(access.token("sup-t", AgentRole.supervisor)))
+    assert closed(f"/v1/citizens/C-T1/stream?ticket={supervisor}") == (
+        4403,
+        "A supervisor viewing a citizen without an enquiry must state a reason "
+        "(X-Access-Reason, or ?reason= on a stream).",
+    )
     stranger = ticket(client, access.agent("agent-u"))
     assert closed(f"/v1/citizens/C-T1/stream?ticket={stranger}") == (
         4403,
