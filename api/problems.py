@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from events.codec import is_json, media_type_of
+
 log = structlog.get_logger("api")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -79,14 +81,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         body_refused = any(item["loc"][:1] == ("body",) for item in error.errors())
-        if (
-            body_refused
-            and media_type
-            and media_type != "application/json"
-            and not media_type.endswith("+json")
-        ):
+        # No Content-Type at all is read as JSON (`media_type_of` of nothing).
+        if body_refused and not is_json(media_type_of(request.headers.get("content-type") or None)):
             # A JSON body sent as another type is read as no object at all: say what is really wrong.
             return problem_response(request, 415, "Send the body as JSON (Content-Type: application/json).")
         errors = [

@@ -5,6 +5,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from confluent_kafka import KafkaError
 from confluent_kafka import Producer as ConfluentProducer
@@ -91,6 +92,26 @@ def paced_producer(bootstrap: list[str]) -> ConfluentProducer:
 READY_TIMEOUT_S = 30.0
 
 
+class _Deliveries:
+    """librdkafka's delivery reports (its `on_delivery` callback): the errors among them."""
+
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, error: KafkaError | None, _message: object) -> None:
+        if error is not None:
+            self.failed.append(str(error))
+
+
+def _send(producer: ConfluentProducer, topic: str, document: dict[str, Any], deliveries: _Deliveries) -> int:
+    """Send one event, keyed by its citizen, as the project's own producer would; its JSON size."""
+    value = json.dumps(document, separators=(",", ":")).encode()
+    producer.produce(
+        topic, key=document["subject"].encode(), value=value, headers=HEADERS, on_delivery=deliveries
+    )
+    return len(value)
+
+
 def _ready_to_send(producer: ConfluentProducer, topic: str, citizen: int) -> int:
     """Connect, with the topic's metadata, and have one untimed event acknowledged, so that the paced sends
     go out at once. Connected alone, a fresh idempotent producer's first event waited about half a second
@@ -102,21 +123,14 @@ def _ready_to_send(producer: ConfluentProducer, topic: str, citizen: int) -> int
     document = event_document(
         event_id=READY_ID, citizen=citizen, type_="call.ended", moment=datetime.now(UTC), rng=rng
     )
-    value = json.dumps(document, separators=(",", ":")).encode()
-    failed: list[str] = []
-
-    def delivered(error: KafkaError | None, _message: object) -> None:
-        if error is not None:
-            failed.append(str(error))
-
-    producer.produce(
-        topic, key=document["subject"].encode(), value=value, headers=HEADERS, on_delivery=delivered
-    )
-    if producer.flush(READY_TIMEOUT_S) or failed:
+    deliveries = _Deliveries()
+    size = _send(producer, topic, document, deliveries)
+    if producer.flush(READY_TIMEOUT_S) or deliveries.failed:
         raise RuntimeError(
-            f"the producer's first event was not acknowledged within {READY_TIMEOUT_S} s: {failed[:1]}"
+            f"the producer's first event was not acknowledged within {READY_TIMEOUT_S} s: "
+            f"{deliveries.failed[:1]}"
         )
-    return len(value)
+    return size
 
 
 def produce_paced(
@@ -141,15 +155,9 @@ def produce_paced(
     rng = random.Random(seed)  # noqa: S311 (test data, not crypto)
     warm_up = int(rate_per_s * warm_up_s)
     total = warm_up + int(rate_per_s * duration_s)
-    size = 0
-    failed: list[str] = []
-
-    def delivered(error: KafkaError | None, _message: object) -> None:
-        if error is not None:
-            failed.append(str(error))
-
+    deliveries = _Deliveries()
     producer = paced_producer(bootstrap)
-    size += _ready_to_send(producer, topic, citizens[0])
+    size = _ready_to_send(producer, topic, citizens[0])
     started = time.perf_counter()
     if timing is not None:
         timing.set()
@@ -168,14 +176,12 @@ def produce_paced(
             moment=datetime.now(UTC),
             rng=rng,
         )
-        value = json.dumps(document, separators=(",", ":")).encode()
-        size += len(value)
-        producer.produce(
-            topic, key=document["subject"].encode(), value=value, headers=HEADERS, on_delivery=delivered
-        )
+        size += _send(producer, topic, document, deliveries)
         producer.poll(0)  # delivery reports so far (no wait)
     unsent = producer.flush(60)
-    if unsent or failed:
-        raise RuntimeError(f"{unsent} events unacknowledged, {len(failed)} failed: {failed[:3]}")
+    if unsent or deliveries.failed:
+        raise RuntimeError(
+            f"{unsent} events unacknowledged, {len(deliveries.failed)} failed: {deliveries.failed[:3]}"
+        )
     # The first, untimed event is counted, though sent before `started`.
     return Produced(count=total + 1, json_bytes=size, seconds=time.perf_counter() - started)

@@ -14,6 +14,7 @@ class InvalidCursor(ValueError):
     """A cursor this API did not issue, or one from an earlier generation of the projection."""
 
 
+NOT_ISSUED = "the cursor is not one this API issued"
 REBUILT = "the projection was rebuilt since this cursor was issued; start from the first page"
 
 
@@ -39,10 +40,10 @@ def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:
         cursor_epoch, score, key = json.loads(raw)
     except (binascii.Error, ValueError, TypeError, RecursionError) as error:
         # RecursionError: a crafted cursor nesting deep enough to exhaust the JSON parser.
-        raise InvalidCursor("the cursor is not one this API issued") from error
+        raise InvalidCursor(NOT_ISSUED) from error
     valid_score = isinstance(score, int) and not isinstance(score, bool)
     if not isinstance(cursor_epoch, str) or not valid_score or not isinstance(key, str):
-        raise InvalidCursor("the cursor is not one this API issued")
+        raise InvalidCursor(NOT_ISSUED)
     return cursor_epoch, TimelinePosition(score, key)
 
 

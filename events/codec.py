@@ -126,8 +126,8 @@ def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> d
 
 
 def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
-    media_type = (content_type or "application/json").split(";")[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
+    media_type = media_type_of(content_type or None)
+    if is_json(media_type):
         try:
             return json.loads(value)
         except (ValueError, RecursionError) as error:
@@ -188,8 +188,8 @@ def _judge_valid(event: CloudEvent, *, default_region: str, read_back: bool = Tr
         raise InvalidEvent("invalid-identifier", str(error)) from error
     data = None
     if event.type in EVENT_TYPES:
-        media_type = _media_type(event.datacontenttype)
-        if media_type != "application/json" and not media_type.endswith("+json"):
+        media_type = media_type_of(event.datacontenttype)
+        if not is_json(media_type):
             raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {media_type}")
         try:
             data = parse_data(event.type, event.data)
@@ -198,11 +198,17 @@ def _judge_valid(event: CloudEvent, *, default_region: str, read_back: bool = Tr
     return Decoded(event, stored, data)
 
 
-def _media_type(content_type: str | None) -> str:
-    """The media type of a `datacontenttype`, lower-case, without parameters (JSON when absent)."""
+def media_type_of(content_type: str | None) -> str:
+    """The media type of a `datacontenttype` or `Content-Type`, lower-case, without parameters (JSON when
+    absent)."""
     if content_type is None or content_type == "application/json":
         return "application/json"  # nearly every event: the general form below costs more than the rest
     return content_type.split(";")[0].strip().lower()
+
+
+def is_json(media_type: str) -> bool:
+    """Whether a media type (as `media_type_of` gives it) is JSON: `application/json` or any `+json`."""
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -12,7 +12,7 @@ from api.deps import CurrentCaller, IdentityDep, PublisherDep, require
 from api.problems import Problem, caller_problems, problem_response
 from api.publisher import PublishUnavailable
 from api.security import access
-from events.codec import InvalidEvent, judge
+from events.codec import InvalidEvent, judge, media_type_of
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
 from models.taxonomy import RESERVED_SOURCE_PREFIX, RESERVED_TYPES
 
@@ -86,7 +86,7 @@ async def publish_events(
     Needs a key with the `events:write` scope.
     """
     require(access.publish_events(caller))
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request.headers.get("content-type", ""))
     if media_type not in {STRUCTURED_CONTENT_TYPE, BATCH_CONTENT_TYPE, "application/json"}:
         return problem_response(
             request, 415, f"Send {STRUCTURED_CONTENT_TYPE}, {BATCH_CONTENT_TYPE} or JSON."

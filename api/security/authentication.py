@@ -33,6 +33,12 @@ SUBPROTOCOL = "citizen-context.v1"
 BEARER_SUBPROTOCOL = "bearer."
 
 
+# What a caller with no credential is told: a browser cannot set headers on a WebSocket, so a stream says
+# what it can send instead.
+SIGN_IN = "Sign in: send a bearer token (Authorization) or an API key (X-API-Key)."
+STREAM_SIGN_IN = "Sign in: open the stream with ?ticket= or the bearer.<credential> subprotocol."
+
+
 class Unauthenticated(Exception):
     """No credential, or one that proves nothing; the message is safe to show the caller."""
 
@@ -56,8 +62,9 @@ class SecurityServices:
     limiter: RateLimiter
     auditor: Auditor
 
-    async def authenticate(self, headers: Headers) -> Caller:
-        """The caller a request's `Authorization: Bearer` or `X-API-Key` header proves."""
+    async def authenticate(self, headers: Headers, *, unsigned: str = SIGN_IN) -> Caller:
+        """The caller a request's `Authorization: Bearer` or `X-API-Key` header proves; `unsigned` is what
+        a caller with neither is told."""
         key = headers.get("x-api-key")
         if key:
             if not key.strip().startswith(f"{api_keys.PREFIX}_"):
@@ -70,7 +77,7 @@ class SecurityServices:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and credential.strip():
             return await self._from_credential(credential.strip())
-        raise Unauthenticated("Sign in: send a bearer token (Authorization) or an API key (X-API-Key).")
+        raise Unauthenticated(unsigned)
 
     async def authenticate_stream(
         self, *, ticket: str | None, subprotocols: list[str], headers: Headers
@@ -93,12 +100,7 @@ class SecurityServices:
         for offered in subprotocols:
             if offered.startswith(BEARER_SUBPROTOCOL):
                 return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), reason
-        if not (headers.get("authorization") or headers.get("x-api-key")):
-            # A browser cannot set headers on a WebSocket: say what it can do.
-            raise Unauthenticated(
-                "Sign in: open the stream with ?ticket= or the bearer.<credential> subprotocol."
-            )
-        return await self.authenticate(headers), reason
+        return await self.authenticate(headers, unsigned=STREAM_SIGN_IN), reason
 
     async def _from_credential(self, credential: str) -> Caller:
         try:
