@@ -10,7 +10,7 @@ from models.events import CloudEvent
 from models.taxonomy import ERASURE_TYPE, EventData, parse_data
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see events/records.py
 class EventWrite:
     """Everything one event does to the projection, computed before Redis is touched."""
 

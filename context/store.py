@@ -5,7 +5,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -112,7 +112,7 @@ class ContextJson:
 _EMPTY_TIMELINE = '"timeline":[]}'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see events/records.py
 class ApplyResult:
     """What applying one event did: whether it changed the context, and the version after it."""
 
@@ -141,7 +141,7 @@ class ProjectionWriter:
     def current_epoch(self) -> str:
         """The generation being served; created on first use."""
         key = epoch_key(self._prefix)
-        # One round trip (the consumer's writer thread asks before every batch), on any Redis version.
+        # One round trip (the consumer asks before sending every batch), on any Redis version.
         pipe = self._client.pipeline(transaction=False)
         pipe.set(key, new_epoch(), nx=True)
         pipe.get(key)
@@ -194,9 +194,31 @@ class ProjectionWriter:
         rebuild fills a generation nobody watches yet, and announcing its changes would only make every
         stream re-sync over and over.
         """
+        return self.send_batch(writes, epoch=epoch, now=now, publish=publish).results()
+
+    def send_batch(
+        self,
+        writes: list[EventWrite],
+        *,
+        epoch: str | None = None,
+        now: datetime | None = None,
+        publish: bool = True,
+    ) -> "SentBatch":
+        """As `apply_batch`, without waiting for Redis: `SentBatch.results()` reads the replies, and must
+        follow before the next batch is sent (each batch waits for the one before). A batch with an
+        erasure among its writes is applied before this returns (the erasure waits for the writes before
+        it)."""
         if not writes:
-            return []
+            return SentBatch(list)
         epoch = epoch or self.current_epoch()
+        if not any(write.erase for write in writes):
+            return self._send_run(writes, epoch=epoch, now=now, publish=publish)
+        applied = self._apply_with_erasures(writes, epoch=epoch, now=now, publish=publish)
+        return SentBatch(lambda: applied)
+
+    def _apply_with_erasures(
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+    ) -> list[ApplyResult]:
         # An erasure cuts the batch: what came before it is applied first, then erased with the rest.
         results: list[ApplyResult] = []
         start = 0
@@ -214,6 +236,12 @@ class ProjectionWriter:
         """Apply writes without an erasure among them, in one round trip."""
         if not writes:
             return []
+        return self._send_run(writes, epoch=epoch, now=now, publish=publish).results()
+
+    def _send_run(
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+    ) -> "SentBatch":
+        """Send the commands of writes without an erasure among them; the results are read later."""
         moment = now or datetime.now(UTC)
         cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
@@ -244,19 +272,24 @@ class ProjectionWriter:
             entries_expire_at=entries_expire_at,
             identifiers_expire_at=identifiers_expire_at,
         )
-        replies = self._streamed.execute(commands)[-ceil(len(writes) / EVENTS_PER_CALL) :]
-        results: list[ApplyResult] = []
-        stale: set[str] = set()
-        for reply in replies:
-            *flat, identifiers = reply
-            results += (
-                ApplyResult(applied=bool(applied), version=int(version))
-                for applied, version in zip(flat[::2], flat[1::2], strict=True)
-            )
-            stale.update(identifiers)
-        if stale:
-            self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
-        return results
+        sent = self._streamed.send(commands)
+        calls = ceil(len(writes) / EVENTS_PER_CALL)
+
+        def results() -> list[ApplyResult]:
+            applied: list[ApplyResult] = []
+            stale: set[str] = set()
+            for reply in sent.replies()[-calls:]:
+                *flat, identifiers = reply
+                applied += (
+                    ApplyResult(applied=bool(done), version=int(version))
+                    for done, version in zip(flat[::2], flat[1::2], strict=True)
+                )
+                stale.update(identifiers)
+            if stale:
+                self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
+            return applied
+
+        return SentBatch(results)
 
     def _write_commands(
         self,
@@ -324,6 +357,17 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
+
+
+class SentBatch:
+    """A batch whose commands Redis has been sent; `results()` waits for it and says what each write did."""
+
+    def __init__(self, finish: Callable[[], list[ApplyResult]]) -> None:
+        self._finish = finish
+
+    def results(self) -> list[ApplyResult]:
+        """What each write did, in order (reads Redis's replies; raises as `apply_batch` would)."""
+        return self._finish()
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def decode_record(
     return decode_stored(value, headers, default_region=default_region)[0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: see events/records.py
 class Decoded:
     """A judged event, with what judging it computed anyway: its stored JSON form and its typed data."""
 
@@ -71,13 +71,29 @@ def decode_stored(
     return decoded.event, decoded.stored
 
 
+def future_horizon() -> datetime:
+    """The latest event time accepted now (see MAX_CLOCK_SKEW)."""
+    return datetime.now(UTC) + MAX_CLOCK_SKEW
+
+
 def decode_judged(
-    value: bytes | None, headers: Headers = (), *, default_region: str = DEFAULT_REGION
+    value: bytes | None,
+    headers: Headers = (),
+    *,
+    default_region: str = DEFAULT_REGION,
+    horizon: datetime | None = None,
 ) -> Decoded:
-    """As `decode_record`, with everything judging computed (for the write path)."""
+    """As `decode_record`, with everything judging computed (for the write path).
+
+    `horizon` is the latest event time to accept (`future_horizon()`, the default): a batch reads the
+    clock once for all its records, where reading it per record was a thirtieth of the consumer's time.
+    """
+    horizon = horizon or future_horizon()
     header_map = {name.lower(): raw for name, raw in headers}
     if "ce_specversion" in header_map:
-        return _judge(_binary_document(value, header_map), default_region=default_region, shallow=False)
+        return _judge(
+            _binary_document(value, header_map), default_region=default_region, shallow=False, horizon=horizon
+        )
     # Fewer brackets in the whole record than the depth limit: it cannot nest deeper (brackets inside
     # strings only add to the count), so the walk over the document is skipped for nearly every event.
     shallow = value is not None and value.count(b"{") + value.count(b"[") <= MAX_DEPTH
@@ -91,8 +107,10 @@ def decode_judged(
         except ValueError:
             pass
         else:
-            return _judge_valid(event, default_region=default_region, read_back=False)
-    return _judge(_structured_document(value), default_region=default_region, shallow=shallow)
+            return _judge_valid(event, default_region=default_region, horizon=horizon, read_back=False)
+    return _judge(
+        _structured_document(value), default_region=default_region, shallow=shallow, horizon=horizon
+    )
 
 
 def _structured_document(value: bytes | None) -> dict[str, Any]:
@@ -145,27 +163,29 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
 
     The consumer and the REST ingestion both judge events here, so they accept exactly the same ones.
     """
-    return _judge(document, default_region=default_region, shallow=False).event
+    return _judge(document, default_region=default_region, shallow=False, horizon=future_horizon()).event
 
 
-def _judge(document: dict[str, Any], *, default_region: str, shallow: bool) -> Decoded:
+def _judge(document: dict[str, Any], *, default_region: str, shallow: bool, horizon: datetime) -> Decoded:
     if not shallow and _depth(document) > MAX_DEPTH:
         raise InvalidEvent("invalid", f"the event is nested deeper than {MAX_DEPTH} levels")
     try:
         event = CloudEvent.model_validate(document)
     except ValidationError as error:
         raise InvalidEvent("invalid", _problems(error)) from error
-    return _judge_valid(event, default_region=default_region)
+    return _judge_valid(event, default_region=default_region, horizon=horizon)
 
 
-def _judge_valid(event: CloudEvent, *, default_region: str, read_back: bool = True) -> Decoded:
+def _judge_valid(
+    event: CloudEvent, *, default_region: str, horizon: datetime, read_back: bool = True
+) -> Decoded:
     """The contract's checks beyond the envelope's model, on an event that passed the model.
 
     `read_back=False` is for an event validated from JSON bytes by the model itself: every value in it
     came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
     reading it back again would only repeat a tenth of the consumer's work per event.
     """
-    if event.time > datetime.now(UTC) + MAX_CLOCK_SKEW:
+    if event.time > horizon:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other

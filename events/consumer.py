@@ -5,10 +5,13 @@ event of it and the broker has acknowledged every dead letter of it. A crash at 
 the batch, and the idempotent write path makes redelivery harmless. One KafkaConsumer per process:
 kafka-python's consumer is not thread-safe, so only the main thread polls and commits.
 
-Batches overlap: while one writer thread applies batch N to Redis (and publishes its dead letters), the
-main thread polls and decodes batch N+1, so Python's decoding and Redis's scripts run on different cores
-instead of one after the other. At most one batch is in flight, and the next is handed over only once it
-is done, so batches are applied in the order they were read (per-citizen order holds).
+Batches overlap: batch N's commands are sent to Redis, and while Redis runs them the loop polls and
+decodes batch N+1; only then does it read N's replies (all there by then), publish N's dead letters and
+send N+1. Python's decoding and Redis's scripts run on different cores instead of one after the other,
+and on one thread: a writer thread of its own waited for the interpreter lock at every socket read, and
+the lock's hand-overs left it unheld for a fifth of the time. At most one batch is in flight, and the next
+is sent only once it is done, so batches are applied in the order they were read (per-citizen order
+holds).
 
 A batch's offsets are committed, explicitly, once its own writes and dead letters are done. While
 consuming, the commit does not wait for the broker's answer (its round trip was a third of each loop at a
@@ -28,7 +31,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -38,7 +40,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from context.store import ProjectionWriter
+from context.store import ProjectionWriter, SentBatch
 from events.deadletter import send_dead_letters
 from events.health import ConsumerHealth
 from events.metrics import (
@@ -89,9 +91,11 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
 
 @dataclass
 class _InFlight:
-    """A batch handed to the writer thread: its outcome, and the offsets to commit once it is done."""
+    """A batch sent to Redis: its writes' replies to read, and the offsets to commit once it is done."""
 
-    outcome: "Future[PreparedBatch | None]"
+    prepared: PreparedBatch
+    # None when sending failed: the batch is applied again, with backoff, when it is finished.
+    sent: SentBatch | None
     offsets: dict[TopicPartition, OffsetAndMetadata]
     records: int
     started: float
@@ -161,13 +165,12 @@ class ProjectionConsumer:
         if topics:
             self._consumer.subscribe(topics=sorted(topics), listener=_FinishBeforeRevoke(self))
         self._warm_up(stop)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="projection-writer") as applier:
-            try:
-                self._consume(stop, applier)
-            finally:
-                self.finish_in_flight()
+        try:
+            self._consume(stop)
+        finally:
+            self.finish_in_flight()
 
-    def _consume(self, stop: threading.Event, applier: ThreadPoolExecutor) -> None:
+    def _consume(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._stopped_uncommitted:
             self._check_dependencies()
             try:
@@ -183,7 +186,7 @@ class ProjectionConsumer:
             for partition, offset in offsets.items():
                 self._positions[(partition.topic, partition.partition)] = offset.offset
             if not records:
-                if self._in_flight is not None and self._in_flight.outcome.done():
+                if self._in_flight is not None:
                     self.finish_in_flight(wait_for_commit=False)
                 self._send_commit(wait=False, due=True)  # nothing else to do: no reason to hold it back
                 self._record_lag()
@@ -193,19 +196,20 @@ class ProjectionConsumer:
             if decoded.needs_index:
                 self.finish_in_flight(wait_for_commit=False)
             prepared = self._until_done(partial(self._resolve, decoded), stop, what="resolve")
-            done = self._await_in_flight()
+            done = self._finish_writes()
             if prepared is None or self._stopped_uncommitted:
                 if done is not None:
                     self._committed(done)
                 log.info("stopping with batch uncommitted", records=len(records))
                 return
             self._in_flight = _InFlight(
-                outcome=applier.submit(self._write, prepared, stop),
+                prepared=prepared,
+                sent=self._send(prepared),
                 offsets=offsets,
                 records=len(records),
                 started=started,
             )
-            # The previous batch is committed while this one is applied.
+            # The previous batch is committed while Redis applies this one.
             if done is not None:
                 self._committed(done, wait=False)
 
@@ -215,18 +219,31 @@ class ProjectionConsumer:
         Waiting for the commit (a revoke, a stop) also commits the batches done before it whose commit was
         held back.
         """
-        done = self._await_in_flight()
+        done = self._finish_writes()
         if done is not None:
             self._committed(done, wait=wait_for_commit)
         elif wait_for_commit:
             self._send_commit(wait=True, due=True)
 
-    def _await_in_flight(self) -> _InFlight | None:
-        """Wait for the batch in flight; returns it if it is done, None if there was none or it stopped."""
+    def _send(self, prepared: PreparedBatch) -> SentBatch | None:
+        """Send a batch's writes to Redis without waiting for them; None if Redis could not be reached."""
+        try:
+            return self._writer.send_batch(prepared.writes, epoch=prepared.epoch or None)
+        except REDIS_ERRORS:
+            return None  # applied again, with backoff, when the batch is finished
+
+    def _finish_writes(self) -> _InFlight | None:
+        """Finish the batch in flight: read its replies, then publish its dead letters (retrying while Redis
+        or Kafka is unavailable). Returns it once done; None if there was none, or a stop came first."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None:
             return None
-        if in_flight.outcome.result() is None:
+        stop = self._stop
+        prepared = in_flight.prepared
+        finished = self._until_done(partial(self._apply, in_flight), stop, what="apply")
+        if finished is not None and prepared.dead_letters:
+            finished = self._until_done(partial(self._dead_letter, prepared), stop, what="dead-letter")
+        if finished is None:
             self._stopped_uncommitted = True
             log.info("stopping with batch uncommitted", records=in_flight.records)
             return None
@@ -255,23 +272,15 @@ class ProjectionConsumer:
             self._consumer.commit_async(offsets=offsets, callback=partial(self._commit_answered, count))
 
     def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
-        # The generation is read here only when resolving reads the identifier index in it. Otherwise the
-        # writer thread reads it as it applies the batch: a round trip per batch on this thread, behind the
-        # scripts Redis was running for the batch before, was a twentieth of its time during ingest.
+        # The generation is read here only when resolving reads the identifier index in it. Otherwise it
+        # is read as the batch is sent, once the batch before is done: here, it waited behind the scripts
+        # Redis was running for the batch before, a twentieth of the loop's time during ingest.
         return resolve_batch(
             decoded,
             writer=self._writer,
             epoch=self._writer.current_epoch() if decoded.needs_index else "",
             default_region=self._default_region,
         )
-
-    def _write(self, prepared: PreparedBatch, stop: threading.Event) -> PreparedBatch | None:
-        """On the writer thread: apply the batch, then publish its dead letters; None if stopped first."""
-        if self._until_done(partial(self._apply, prepared), stop, what="apply") is None:
-            return None
-        if prepared.dead_letters:
-            return self._until_done(partial(self._dead_letter, prepared), stop, what="dead-letter")
-        return prepared
 
     def _warm_up(self, stop: threading.Event) -> None:
         """Fetch the cluster's metadata once before the first poll.
@@ -290,8 +299,13 @@ class ProjectionConsumer:
                 log.warning("kafka unavailable at start", error=type(error).__name__)
                 stop.wait(1.0)
 
-    def _apply(self, prepared: PreparedBatch) -> PreparedBatch:
-        results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None)
+    def _apply(self, in_flight: _InFlight) -> PreparedBatch:
+        """The batch's results: its replies on the first try; applied again on a retry (idempotent)."""
+        prepared, sent, in_flight.sent = in_flight.prepared, in_flight.sent, None
+        if sent is not None:
+            results = sent.results()
+        else:
+            results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None)
         self._health.redis_ok = True
         applied = sum(result.applied for result in results)
         EVENTS_APPLIED.inc(applied)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from context.identity import named_identifiers
 from context.service import EventWrite, plan_judged
 from context.store import Identifier, ProjectionWriter
-from events.codec import Decoded, InvalidEvent, decode_judged
+from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
 from events.records import DeadLetter, IncomingRecord
 
 
@@ -31,11 +31,8 @@ class DecodedBatch:
 
     decoded: list[tuple[IncomingRecord, Decoded]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-
-    @property
-    def needs_index(self) -> bool:
-        """Whether some event names its citizen only by an identifier (resolving it reads the index)."""
-        return any(judged.event.subject is None for _record, judged in self.decoded)
+    # Whether some event names its citizen only by an identifier (resolving it reads the index).
+    needs_index: bool = False
 
 
 def prepare_batch(
@@ -53,13 +50,18 @@ def prepare_batch(
 def decode_batch(records: list[IncomingRecord], *, default_region: str) -> DecodedBatch:
     """Judge every record of a batch (pure: no Redis read)."""
     batch = DecodedBatch()
+    horizon = future_horizon()
     for record in records:
         try:
-            batch.decoded.append(
-                (record, decode_judged(record.value, record.headers, default_region=default_region))
+            judged = decode_judged(
+                record.value, record.headers, default_region=default_region, horizon=horizon
             )
         except InvalidEvent as error:
             batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
+            continue
+        batch.decoded.append((record, judged))
+        if judged.event.subject is None:
+            batch.needs_index = True
     return batch
 
 

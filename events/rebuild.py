@@ -16,13 +16,13 @@ replay holds back the events it cannot resolve yet and retries them once each pa
 up to the partitions' ends, when the index holds all the topic teaches. (An event that live consumption
 dead-lettered and nobody redrove is therefore resolved by a rebuild if the topic taught its identifier.)
 
-As in the live consumer, a writer thread applies one batch while the next is read and decoded, one batch
-in flight, in order; a batch that resolves identifiers waits for it, so the index holds what came before.
+As in the live consumer, Redis applies one batch while the next is read and decoded, one batch in flight,
+in order; a batch that resolves identifiers waits for it, so the index holds what came before.
 """
 
+import contextlib
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import redis
@@ -30,7 +30,7 @@ import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from context.store import ProjectionWriter, new_epoch
+from context.store import ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
@@ -86,8 +86,8 @@ class Replayer:
         self.records = self.applied = self.skipped = 0
         # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
         self.held_back: list[IncomingRecord] = []
-        self._applier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rebuild-writer")
-        self._in_flight: Future[int] | None = None
+        # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
+        self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -119,7 +119,7 @@ class Replayer:
         self.held_back = []
 
     def _apply(self, records: list[IncomingRecord], progress: Progress | None) -> list[IncomingRecord]:
-        """Hand a batch to the writer thread; returns the records whose citizen could not be resolved yet."""
+        """Send a batch to Redis; returns the records whose citizen could not be resolved yet."""
         decoded = decode_batch(records, default_region=self._default_region)
         if decoded.needs_index:
             self._finish_in_flight()
@@ -127,7 +127,7 @@ class Replayer:
             decoded, writer=self._writer, epoch=self._epoch, default_region=self._default_region
         )
         self._finish_in_flight()
-        self._in_flight = self._applier.submit(self._write, batch)
+        self._in_flight = (batch, self._send(batch))
         if progress is not None:
             progress(len(records))
         unresolved = [
@@ -137,25 +137,40 @@ class Replayer:
         self.skipped += len(batch.dead_letters) - len(unresolved)
         return unresolved
 
-    def _write(self, batch: PreparedBatch) -> int:
+    def _send(self, batch: PreparedBatch) -> SentBatch | None:
+        try:
+            return self._writer.send_batch(batch.writes, epoch=self._epoch, publish=False)
+        except _REDIS_AWAY:
+            return None  # applied again, with backoff, when the batch is finished
+
+    def _finish_in_flight(self) -> None:
+        """Wait for the batch in flight to be applied (its failure is raised here)."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        batch, sent = in_flight
+
         # A write that fails for want of Redis is tried again here, not by replaying the step: the
         # consumer's positions are already past this batch (and the next, read meanwhile), so a step
         # replayed after the switch would leave both out of the served generation. Applying is idempotent.
         def write() -> int:
-            results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+            nonlocal sent
+            first, sent = sent, None
+            if first is not None:
+                results = first.results()
+            else:
+                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
             return sum(result.applied for result in results)
 
-        return _until_done(write, retry_on=_REDIS_AWAY, what="write")
-
-    def _finish_in_flight(self) -> None:
-        """Wait for the batch the writer thread holds (its failure is raised here)."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            self.applied += in_flight.result()
+        self.applied += _until_done(write, retry_on=_REDIS_AWAY, what="write")
 
     def close(self) -> None:
-        """Let the writer thread finish its batch, then leave the brokers."""
-        self._applier.shutdown(wait=True)
+        """Leave the brokers. A batch still in flight (the rebuild failed) has its replies read, to give
+        its connection back; an error among them is not raised over the failure that ended the rebuild."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and in_flight[1] is not None:
+            with contextlib.suppress(redis.RedisError):
+                in_flight[1].results()
         self._consumer.close()
 
 

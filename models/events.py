@@ -108,11 +108,17 @@ class CloudEvent(BaseModel):
         # event. The envelope's fields encoded directly, less the absent (None) attributes, take about
         # half; only top-level names are left out, so `data` and anything inside it is encoded as it is.
         # A test holds both to the same output.
-        absent = {name for name, value in self.__dict__.items() if value is None and name != "data"}
+        fields = self.__dict__
+        absent = {name for name in _OPTIONAL_ATTRIBUTES if fields[name] is None}
         if self.__pydantic_extra__:
             absent.update(name for name, value in self.__pydantic_extra__.items() if value is None)
         return _ENVELOPE_FIELDS.to_json(self, exclude=absent).decode()
 
+
+# The attributes an event may leave out (`data` is kept even when null, as published).
+_OPTIONAL_ATTRIBUTES = tuple(
+    name for name, field in CloudEvent.model_fields.items() if not field.is_required() and name != "data"
+)
 
 # CloudEvent's fields without its serializer (nor its validators, which encoding does not need): its
 # instances encode through it as they are.

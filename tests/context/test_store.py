@@ -323,3 +323,32 @@ def test_a_batch_of_many_erasures_is_applied_in_order(redis_client: "redis.Redis
     epoch = writer.current_epoch()
     assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-1").timeline) == 0
     assert redis_client.zcard(CitizenKeys(key_prefix, epoch, "C-0").timeline) == 1
+
+
+async def test_a_batch_sent_now_is_applied_when_its_results_are_read(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    events = [make_event("C-5", minutes_ago=m, now=NOW) for m in (3, 2, 1)]
+    sent = writer.send_batch(writes_for(*events))
+    results = sent.results()
+    assert [(r.applied, r.version) for r in results] == [(True, 1), (True, 2), (True, 3)]
+    context = await ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).context("C-5")
+    assert context.timeline == order_timeline(events)
+
+
+def test_a_sent_batch_with_an_erasure_is_applied_before_it_returns(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix)
+    kept = make_event("C-7", minutes_ago=1, now=NOW)
+    erased = [
+        make_event("C-6", minutes_ago=5, now=NOW),
+        make_event("C-6", type_=ERASURE_TYPE, data={}, minutes_ago=2, now=NOW),
+    ]
+    sent = writer.send_batch(writes_for(*erased, kept))
+    # The erasure waited for the write before it, and the writes after it were applied with it.
+    epoch = writer.current_epoch()
+    assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-6").timeline) == 0
+    assert redis_client.zcard(CitizenKeys(key_prefix, epoch, "C-7").timeline) == 1
+    assert [r.version for r in sent.results()] == [1, 0, 1]

@@ -67,3 +67,33 @@ def test_a_run_whose_connection_was_lost_is_sent_again_on_a_new_one(
     # Whatever of the first sending ran before the connection went, the second ran whole.
     assert redis_client.get(f"{key_prefix}:n") in {"1", "2"}
     assert victim["id"] not in {c["id"] for c in redis_client.client_list()}
+
+
+def test_replies_can_be_read_after_other_commands_ran_meanwhile(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    script = redis_client.register_script(COUNT_CALLS)
+    streamed = StreamedCommands(redis_client, [script])
+    redis_client.script_load(COUNT_CALLS)
+    sent = streamed.send([[evalsha(script, [f"{key_prefix}:n"], [])], [["GET", f"{key_prefix}:n"]]])
+    # Until its replies are read, the run holds its connection: other commands go on another one.
+    assert redis_client.incr(f"{key_prefix}:other") == 1
+    assert sent.replies() == [1, "1"]
+    assert streamed.execute([[["GET", f"{key_prefix}:n"]]]) == ["1"]
+
+
+def test_a_run_whose_connection_is_lost_before_its_replies_are_read_is_sent_again(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    script = redis_client.register_script(COUNT_CALLS)
+    streamed = StreamedCommands(redis_client, [script])
+    redis_client.script_load(COUNT_CALLS)
+    name = f"{key_prefix}-victim"
+    sent = streamed.send([[["CLIENT", "SETNAME", name], evalsha(script, [f"{key_prefix}:n"], [])]])
+    victim = next(c for c in redis_client.client_list() if c["name"] == name)
+    redis_client.client_kill_filter(_id=victim["id"])
+    replies = sent.replies()
+    # Whatever of the first sending ran before the connection went, the second ran whole.
+    assert replies[0] == "OK"
+    assert replies[1] in {1, 2}
+    assert redis_client.get(f"{key_prefix}:n") == str(replies[1])
