@@ -39,8 +39,9 @@ def settle_heap(*, full_collection_every: int = 20, young_every: int = BATCH_GC_
 
 
 # Python hands the interpreter lock to a waiting thread only after the running one has held it this long
-# (5 ms by default). The consumer's writer thread and the API's audit and access-check threads wait for it
-# while the main thread decodes or serves; each wait was added to a change's way to the desktop. Measured
+# (5 ms by default). The API's audit and access-check threads, and the consumer's kafka-python network
+# thread (and, when this was measured, its writer thread), wait for it while the main thread decodes or
+# serves; each wait was added to a change's way to the desktop. Measured
 # with `citizen-context bench --quick --only freshness`, three pairs back to back: p99 80, 51 and 80 ms
 # before against 50, 50 and 47 ms with 0.5 ms, and the p50 about a millisecond lower.
 PROMPT_SWITCH_INTERVAL_S = 0.0005

@@ -67,6 +67,9 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         host=address,
         port=listen_port,
         log_level="warning",
+        # Uvicorn's own handlers would write plain text among the key=value lines: its loggers go to the
+        # process's handler instead (ops/logging.py).
+        log_config=None,
         # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,

@@ -1,0 +1,37 @@
+"""Every log line is key=value, the libraries' own included (pure)."""
+
+import logging
+import re
+import shlex
+import sys
+
+from ops.logging import structured_formatter
+
+
+def fields(line: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in shlex.split(line))
+
+
+def test_a_library_warning_is_written_as_the_projects_own_lines_are() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.WARNING, __file__, 1, "Invalid HTTP request received.", None, None
+    )
+    line = structured_formatter().format(record)
+    assert line.startswith("timestamp=")
+    written = fields(line)
+    assert written["level"] == "warning"
+    assert written["event"] == "Invalid HTTP request received."
+    assert written["logger"] == "uvicorn.error"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", written["timestamp"])
+
+
+def test_a_library_error_keeps_its_traceback() -> None:
+    try:
+        raise ValueError("broken")
+    except ValueError:
+        record = logging.LogRecord(
+            "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application", None, sys.exc_info()
+        )
+    line = structured_formatter().format(record)
+    assert fields(line)["level"] == "error"
+    assert "ValueError: broken" in line
