@@ -140,16 +140,26 @@ def _judge_all(documents: list[Any], *, region: str) -> tuple[list[CloudEvent], 
                 {"location": f"body[{index}]", "reason": "not-an-object", "message": "not a JSON object"}
             )
             continue
+        reserved = _reserved(document.get("type"), document.get("source"))
+        if reserved is not None:
+            # Only the API itself records an erasure (DELETE /v1/citizens/{id}, with its own scope) or
+            # an enquiry's completion (by the agent handling it). Said first, whatever else is wrong with
+            # the event: no correction would let the caller publish it.
+            errors.append({"location": f"body[{index}]", "reason": "reserved", "message": reserved})
+            continue
         try:
-            event = judge(document, default_region=region)
+            events.append(judge(document, default_region=region))
         except InvalidEvent as error:
             errors.append({"location": f"body[{index}]", "reason": error.reason, "message": error.detail})
-            continue
-        if event.type in RESERVED_TYPES or event.source.startswith(RESERVED_SOURCE_PREFIX):
-            # Only the API itself records an erasure (DELETE /v1/citizens/{id}, with its own scope) or
-            # an enquiry's completion (by the agent handling it).
-            message = f"{event.type} from {event.source} is reserved to Citizen Context"
-            errors.append({"location": f"body[{index}]", "reason": "reserved", "message": message})
-            continue
-        events.append(event)
     return events, errors
+
+
+def _reserved(type_: Any, source: Any) -> str | None:
+    """Why only Citizen Context itself may publish an event of this type or from this source; None when
+    anyone may (or when they are no strings at all, which judging the event reports)."""
+    if isinstance(type_, str) and type_ in RESERVED_TYPES:
+        return f"{type_} events are reserved to Citizen Context"
+    if isinstance(source, str) and source.startswith(RESERVED_SOURCE_PREFIX):
+        return f"sources under {RESERVED_SOURCE_PREFIX} are reserved to Citizen Context"
+    return None
+

@@ -116,9 +116,14 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
             "type": "enquiry.completed",
             "data": example_data("enquiry.completed"),
         },
+        # Whatever else is wrong with it: no correction would make it publishable.
+        {"source": "/citizen-context/api", "type": "call.ended", "data": {"channel": 7}},
+        {"type": "citizen.erased", "time": "yesterday"},
     ],
 )
 def test_what_only_citizen_context_publishes_is_refused(client: TestClient, changes: dict[str, Any]) -> None:
     response = client.post("/v1/events", json=event(**changes))
     assert response.status_code == 422
-    assert response.json()["errors"][0]["reason"] == "reserved"
+    [error] = response.json()["errors"]
+    assert error["reason"] == "reserved"
+    assert error["message"].endswith("reserved to Citizen Context")
