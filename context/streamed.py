@@ -1,4 +1,4 @@
-"""Commands sent to Redis as soon as they are built, their replies read after the last (synchronous).
+"""Commands sent to Redis as soon as they are built, their replies read after the last, or later.
 
 A redis-py pipeline packs every command of a batch before it sends the first, so Redis waits while the
 writer packs, and the writer waits while Redis runs the scripts. Sent a group at a time on one connection,
@@ -92,13 +92,27 @@ class StreamedCommands:
         self._client.connection_pool.release(connection)
 
     def _resend(self, produced: list[Sequence[Command]], *, load_scripts: bool) -> list[Any]:
+        """Send the run again on a new connection. A Redis that restarted meanwhile has lost the scripts:
+        they are loaded and the run is sent once more."""
         if load_scripts:
-            for script in self._scripts:
-                self._client.script_load(script.script)
+            self._load_scripts()
+        try:
+            return self._send_and_read(produced)
+        except NoScriptError:
+            if load_scripts:
+                raise
+            self._load_scripts()
+            return self._send_and_read(produced)
+
+    def _send_and_read(self, produced: list[Sequence[Command]]) -> list[Any]:
         again = self.send(produced)
         if again.connection is None:
             raise redis.ConnectionError("the connection to Redis was lost twice while sending commands")
         return self._read(again.connection, again.count)
+
+    def _load_scripts(self) -> None:
+        for script in self._scripts:
+            self._client.script_load(script.script)
 
 
 class Sent:

@@ -36,7 +36,8 @@ from functools import partial
 
 import redis
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -112,17 +113,22 @@ def next_offsets(records: list[IncomingRecord]) -> dict[TopicPartition, OffsetAn
     }
 
 
-class _FinishBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Finishes and commits the batch in flight before the group takes partitions away (inside poll)."""
+class _FinishBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """Finishes and commits the batch in flight before the group takes partitions away.
+
+    kafka-python 3 calls the listener on its network thread, inside poll (the main thread waits for it
+    meanwhile). From there a blocking commit is refused ("Cannot block on net.run() from the IO thread"),
+    so the commit is sent and its answer awaited on that thread's own loop.
+    """
 
     def __init__(self, owner: "ProjectionConsumer") -> None:
         self._owner = owner
 
-    def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         if revoked:
-            self._owner.finish_in_flight()
+            await self._owner.commit_before_revoke()
 
-    def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         pass
 
 
@@ -213,6 +219,23 @@ class ProjectionConsumer:
             if done is not None:
                 self._committed(done, wait=False)
 
+    async def commit_before_revoke(self) -> None:
+        """Finish the batch in flight and commit every done batch's offsets, waiting for the answer (on
+        kafka-python's network thread, while the main thread waits in poll; see _FinishBeforeRevoke)."""
+        done = self._finish_writes()
+        if done is not None:
+            self._done(done)
+        offsets, count = self._unsent_offsets, self._unsent_records
+        self._unsent_offsets, self._unsent_records, self._last_commit = {}, 0, time.monotonic()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit_async(offsets=offsets)
+        except CommitFailedError as error:
+            log.warning("commit refused after rebalance", records=count, error=str(error))
+        except KafkaError as error:
+            log.warning("commit failed", records=count, error=type(error).__name__)
+
     def finish_in_flight(self, *, wait_for_commit: bool = True) -> None:
         """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop).
 
@@ -251,9 +274,13 @@ class ProjectionConsumer:
 
     def _committed(self, in_flight: _InFlight, *, wait: bool = True) -> None:
         """A batch is done: its offsets join those to commit, which go now if waited for or due."""
+        self._done(in_flight)
+        self._send_commit(wait=wait, due=False)
+
+    def _done(self, in_flight: _InFlight) -> None:
+        """A batch is done: its offsets join those to commit."""
         self._unsent_offsets.update(in_flight.offsets)
         self._unsent_records += in_flight.records
-        self._send_commit(wait=wait, due=False)
         BATCH_SECONDS.observe(time.perf_counter() - in_flight.started)
         self._record_lag()
 

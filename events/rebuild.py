@@ -59,7 +59,7 @@ class RebuildReport:
 
 
 # A replay reads what is already in the topic, where nobody waits for one event: larger batches spread each
-# batch's fixed costs (the poll, the epoch, the hand-over to the writer) over more events.
+# batch's fixed costs (the poll, sending the batch, reading its replies) over more events.
 REPLAY_POLL_RECORDS = 2000
 
 
@@ -168,14 +168,22 @@ class Replayer:
         """Leave the brokers. A batch still in flight (the rebuild failed) has its replies read, to give
         its connection back; an error among them is not raised over the failure that ended the rebuild."""
         in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None and in_flight[1] is not None:
-            with contextlib.suppress(redis.RedisError):
-                in_flight[1].results()
-        self._consumer.close()
+        try:
+            if in_flight is not None and in_flight[1] is not None:
+                with contextlib.suppress(redis.RedisError):
+                    in_flight[1].results()
+        finally:
+            self._consumer.close()
 
 
 # What a batch write waits out: Redis away or read-only for a while (a restart, a failover).
-_REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
+_REDIS_AWAY = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    # Sending again loads lost scripts (context/streamed.py); a Redis restarted twice meanwhile is waited out.
+    redis.exceptions.NoScriptError,
+)
 # What a whole step waits out: Redis or Kafka failing in any way.
 _STEP_FAILED = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError)
 

@@ -162,4 +162,3 @@ def _reserved(type_: Any, source: Any) -> str | None:
     if isinstance(source, str) and source.startswith(RESERVED_SOURCE_PREFIX):
         return f"sources under {RESERVED_SOURCE_PREFIX} are reserved to Citizen Context"
     return None
-

@@ -88,12 +88,32 @@ def test_a_run_whose_connection_is_lost_before_its_replies_are_read_is_sent_agai
     script = redis_client.register_script(COUNT_CALLS)
     streamed = StreamedCommands(redis_client, [script])
     redis_client.script_load(COUNT_CALLS)
-    name = f"{key_prefix}-victim"
+    name = f"{key_prefix}-run"
     sent = streamed.send([[["CLIENT", "SETNAME", name], evalsha(script, [f"{key_prefix}:n"], [])]])
-    victim = next(c for c in redis_client.client_list() if c["name"] == name)
-    redis_client.client_kill_filter(_id=victim["id"])
+    first = next(c["id"] for c in redis_client.client_list() if c["name"] == name)
+    assert sent.connection is not None
+    sent.connection.disconnect()  # lost before a reply was read
     replies = sent.replies()
-    # Whatever of the first sending ran before the connection went, the second ran whole.
+    # Sent again on another connection; whatever of the first sending ran, the second ran whole.
+    again = [c["id"] for c in redis_client.client_list() if c["name"] == name]
+    assert again
+    assert first not in again
     assert replies[0] == "OK"
     assert replies[1] in {1, 2}
     assert redis_client.get(f"{key_prefix}:n") == str(replies[1])
+
+
+def test_a_run_sent_again_to_a_redis_that_lost_its_scripts_loads_them(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    script = redis_client.register_script(COUNT_CALLS)
+    streamed = StreamedCommands(redis_client, [script])
+    redis_client.script_load(COUNT_CALLS)
+    sent = streamed.send([[["PING"]], [evalsha(script, [f"{key_prefix}:n"], [])]])
+    assert sent.replies() == ["PONG", 1]
+    # As after a restart: the connection is gone and so are the scripts, found only when sent again.
+    sent = streamed.send([[evalsha(script, [f"{key_prefix}:n"], [])]])
+    assert sent.connection is not None
+    sent.connection.disconnect()
+    redis_client.script_flush()
+    assert sent.replies() in ([2], [3])

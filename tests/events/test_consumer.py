@@ -9,6 +9,7 @@ from typing import cast
 import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 
 from context.identity import IdentifierKind
 from context.keys import CitizenKeys
@@ -57,16 +58,13 @@ def writer(key_prefix: str) -> Iterator[ProjectionWriter]:
 
 
 @contextmanager
-def one_record_batches(
-    writer: ProjectionWriter, kafka_topic: str
-) -> Iterator[tuple[ConsumerHealth, Callable[[], int | None]]]:
-    """The consumer loop on its own thread over partition 0 of `kafka_topic`, one record a batch, for the
-    block: its health, and the offset its group has committed so far."""
-    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
+def consumer_thread(writer: ProjectionWriter, kafka: KafkaSettings) -> Iterator[ConsumerHealth]:
+    """The consumer loop on its own thread for the block (one poll every 100 ms at most when idle)."""
     health = ConsumerHealth()
     dead_letters = create_producer(BOOTSTRAP)
+    kafka_consumer = create_consumer(kafka)
     consumer = ProjectionConsumer(
-        consumer=create_consumer(kafka),
+        consumer=kafka_consumer,
         writer=writer,
         dead_letter_producer=dead_letters,
         health=health,
@@ -77,14 +75,28 @@ def one_record_batches(
     stop = threading.Event()
     thread = threading.Thread(target=consumer.run, args=(stop,))
     thread.start()
-    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
     try:
-        yield health, lambda: cast(int | None, reader.committed(TopicPartition(kafka_topic, 0)))
+        yield health
     finally:
         stop.set()
         thread.join(timeout=60)
-        reader.close()
+        kafka_consumer.close(autocommit=False)
         dead_letters.close()
+
+
+@contextmanager
+def one_record_batches(
+    writer: ProjectionWriter, kafka_topic: str
+) -> Iterator[tuple[ConsumerHealth, Callable[[], int | None]]]:
+    """The consumer loop on its own thread over partition 0 of `kafka_topic`, one record a batch, for the
+    block: its health, and the offset its group has committed so far."""
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}", max_poll_records=1)
+    reader = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=kafka.group_id, enable_auto_commit=False)
+    try:
+        with consumer_thread(writer, kafka) as health:
+            yield health, lambda: cast(int | None, reader.committed(TopicPartition(kafka_topic, 0)))
+    finally:
+        reader.close()
 
 
 def test_one_record_batches_resolve_what_the_batch_before_taught_and_commit_after_their_writes(
@@ -128,7 +140,7 @@ def test_batches_in_flight_are_applied_in_the_order_they_were_read(
         producer.flush(timeout=30)
     finally:
         producer.close()
-    # One record a batch, so that batch after batch is handed to the writer while others are in flight.
+    # One record a batch, so that batch after batch is sent to Redis while the one before is in flight.
     with one_record_batches(writer, kafka_topic) as (health, committed):
         wait_until(lambda: health.applied == len(events), what="every event applied")
         wait_until(lambda: committed() == len(events), what="every offset committed")
@@ -138,3 +150,44 @@ def test_batches_in_flight_are_applied_in_the_order_they_were_read(
         writer.client.lrange(CitizenKeys(key_prefix, writer.current_epoch(), citizen).changes, 0, -1),
     )
     assert [change.split("\n")[2] for change in changes] == [event.dedup_key for event in events]
+
+
+def unchanged() -> float:
+    """Events this process found applied already (the consumer's counter, shared by every consumer here)."""
+    return REGISTRY.get_sample_value("citizen_context_events_unchanged_total") or 0.0
+
+
+def test_a_rebalance_commits_the_batches_done_before_it_so_none_is_read_twice(
+    writer: ProjectionWriter, kafka_topic: str
+) -> None:
+    run = uuid.uuid4().hex[:8]
+    count = 3000
+    producer: KafkaProducer = create_producer(BOOTSTRAP)
+    try:
+        for n in range(count):
+            # 30 events per citizen, well within a timeline's length: every one is applied once.
+            event = make_event(f"C-{run}-{n % 100}", minutes_ago=n / 100)
+            producer.send(kafka_topic, value=encode_structured(event)[0], partition=0)
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    # Frequent heartbeats: the first member learns of the rebalance while it still has most events to go.
+    kafka = KafkaSettings(
+        topic=kafka_topic,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        max_poll_records=1,
+        heartbeat_interval_ms=100,
+    )
+    unchanged_before = unchanged()
+    with consumer_thread(writer, kafka) as first:
+        wait_until(lambda: first.applied >= 20, what="the first consumer under way")
+        # A second member joins: the group takes partition 0 from the first, in the middle of its stream
+        # of one-record batches (one always in flight, several done but not committed yet).
+        with consumer_thread(writer, kafka) as second:
+            wait_until(
+                lambda: first.applied + second.applied == count, what="every event applied", timeout_s=120
+            )
+            assert first.kafka_ok
+    # Nothing was delivered twice: the first member committed what it had done before the group moved on
+    # (a redelivered event would count as unchanged).
+    assert unchanged() == unchanged_before
