@@ -179,11 +179,8 @@ class ProjectionConsumer:
     def _consume(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._stopped_uncommitted:
             self._check_dependencies()
-            # With a batch in flight, only what has arrived already is taken: when nothing has, the batch is
-            # finished at once (its dead letters, its commit), not after a poll's whole wait.
-            timeout_ms = 0 if self._in_flight is not None else self._poll_timeout_ms
             try:
-                polled = self._consumer.poll(timeout_ms=timeout_ms)
+                polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
             except KafkaError as error:
                 # The brokers are unreachable: nothing was taken, so nothing is at risk. Wait and poll again.
                 self._health.kafka_ok = False
