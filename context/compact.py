@@ -40,6 +40,8 @@ class Fragments:
 
     def compact(self, json_text: str) -> str:
         """The stored form of a JSON text (which holds no raw control character, as JSON never does)."""
+        if not json_text:
+            return json_text  # an event with no summary fact (a third of them): nothing to look for
         data = json_text.encode()
         for fragment, marker in self._pairs:
             data = data.replace(fragment, marker)

@@ -86,18 +86,24 @@ def taught_by(
 ) -> list[tuple[IdentifierKind, str]]:
     """As `taught_identifiers`, with the event's data as `parse_data` gives it."""
     found = dict.fromkeys(named_identifiers(event, default_region=default_region))
-    candidates: list[tuple[IdentifierKind, Any]] = [
-        (IdentifierKind.phone, _data_field(data, "phone")),
-        (IdentifierKind.email, _data_field(data, "email")),
-        (IdentifierKind.case, _data_field(data, "case_ref")),
-    ]
-    for kind, value in candidates:
+    if data is None:
+        return list(found)
+    for kind, name in _DATA_IDENTIFIERS:
+        value = _data_field(data, name)
         if value:
             try:
                 found[(kind, normalise(kind, value, default_region=default_region))] = None
             except InvalidIdentifier:
                 continue
     return list(found)
+
+
+# The data fields that teach an identifier, and which kind.
+_DATA_IDENTIFIERS = (
+    (IdentifierKind.phone, "phone"),
+    (IdentifierKind.email, "email"),
+    (IdentifierKind.case, "case_ref"),
+)
 
 
 def _data_field(data: EventData | None, name: str) -> Any:

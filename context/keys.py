@@ -3,6 +3,11 @@
 from dataclasses import dataclass
 
 
+def citizen_base(prefix: str, epoch: str, citizen_id: str) -> str:
+    """What every key of a citizen starts with (the apply script derives the keys from it)."""
+    return f"{prefix}:{epoch}:{{{citizen_id}}}"
+
+
 @dataclass(frozen=True, slots=True)
 class CitizenKeys:
     """The keys of one citizen in one generation of the projection.
@@ -18,7 +23,7 @@ class CitizenKeys:
     @property
     def base(self) -> str:
         """What every key of the citizen starts with (the apply script derives the keys from it)."""
-        return f"{self.prefix}:{self.epoch}:{{{self.citizen_id}}}"
+        return citizen_base(self.prefix, self.epoch, self.citizen_id)
 
     @property
     def timeline(self) -> str:

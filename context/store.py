@@ -23,6 +23,7 @@ from context.identity import IdentifierKind
 from context.keys import (
     CitizenKeys,
     changes_channel,
+    citizen_base,
     epoch_key,
     generation_pattern,
     identifier_key,
@@ -329,12 +330,14 @@ class ProjectionWriter:
             args: list[str | int] = list(shared)
             for write in writes[start : start + EVENTS_PER_CALL]:
                 event = write.event
-                bases.append(CitizenKeys(self._prefix, epoch, write.citizen_id).base)
+                citizen = write.citizen_id
+                # The base alone, not a CitizenKeys: building one per event cost more than the rest here.
+                bases.append(citizen_base(self._prefix, epoch, citizen))
                 args += (
                     event.dedup_key,
                     time_score(event.time),
                     EVENT_FRAGMENTS.compact(write.stored),
-                    write.citizen_id,
+                    citizen,
                     FACT_FRAGMENTS.compact(write.fact),
                     write.stored if publish else "",
                     len(write.profile),

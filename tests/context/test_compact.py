@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from context.compact import EVENT_FRAGMENTS, FACT_FRAGMENTS, MARKERS, Fragments
+from context.service import plan_write
 from context.summary import fact_of
 from tests.factories import example_data, make_event
 
@@ -29,12 +30,22 @@ def test_an_event_is_stored_without_its_envelope_and_read_back_exactly() -> None
 
 @pytest.mark.parametrize("type_", FACT_TYPES)
 def test_a_fact_is_stored_without_its_field_names_and_read_back_exactly(type_: str) -> None:
-    fact = fact_of(make_event("C-1", type_=type_, data=example_data(type_)))
+    event = make_event("C-1", type_=type_, data=example_data(type_))
+    fact = fact_of(event)
     assert fact is not None
     document = fact.model_dump_json()
+    # The write path serializes the fact itself (context/service.py): the same JSON.
+    assert plan_write(event, default_region="GB").fact == document
     stored = FACT_FRAGMENTS.compact(document)
     assert len(stored) < 0.75 * len(document)
     assert FACT_FRAGMENTS.expand(stored) == document
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_nothing_is_stored_as_nothing(table: Fragments) -> None:
+    # An event without a summary fact stores "" as its fact.
+    assert table.compact("") == ""
+    assert table.expand("") == ""
 
 
 def test_stored_forms_joined_expand_to_the_joined_documents() -> None:
