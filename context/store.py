@@ -34,7 +34,7 @@ from context.keys import (
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
-from context.streamed import Command, StreamedCommands, evalsha
+from context.streamed import Command, Sent, StreamedCommands, evalsha
 from context.summary import FACTS, summarise, summary_changes_at
 from context.summary_cache import SummaryCache
 from context.timeline import age_cutoff, time_score
@@ -290,7 +290,7 @@ class ProjectionWriter:
                 self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
             return applied
 
-        return SentBatch(results)
+        return SentBatch(results, sent)
 
     def _write_commands(
         self,
@@ -365,12 +365,18 @@ class ProjectionWriter:
 class SentBatch:
     """A batch whose commands Redis has been sent; `results()` waits for it and says what each write did."""
 
-    def __init__(self, finish: Callable[[], list[ApplyResult]]) -> None:
+    def __init__(self, finish: Callable[[], list[ApplyResult]], sent: Sent | None = None) -> None:
         self._finish = finish
+        self._sent = sent
 
     def results(self) -> list[ApplyResult]:
         """What each write did, in order (reads Redis's replies; raises as `apply_batch` would)."""
         return self._finish()
+
+    @property
+    def connection_open(self) -> bool:
+        """Whether its replies wait on an open connection (False once read, applied at once, or lost)."""
+        return self._sent is not None and self._sent.connection is not None
 
 
 @dataclass(frozen=True)

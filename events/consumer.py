@@ -3,7 +3,9 @@
 Discipline: auto-commit is off; a batch's offsets are committed only after Redis has applied every
 event of it and the broker has acknowledged every dead letter of it. A crash at any point redelivers
 the batch, and the idempotent write path makes redelivery harmless. One KafkaConsumer per process:
-kafka-python's consumer is not thread-safe, so only the main thread polls and commits.
+kafka-python's consumer is not thread-safe, so only the main thread polls and commits, except for the
+commit before a rebalance, which kafka-python runs on its network thread while the main thread waits in
+poll (see _FinishBeforeRevoke).
 
 Batches overlap: batch N's commands are sent to Redis, and while Redis runs them the loop polls and
 decodes batch N+1; only then does it read N's replies (all there by then), publish N's dead letters and
@@ -118,7 +120,11 @@ class _FinishBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
 
     kafka-python 3 calls the listener on its network thread, inside poll (the main thread waits for it
     meanwhile). From there a blocking commit is refused ("Cannot block on net.run() from the IO thread"),
-    so the commit is sent and its answer awaited on that thread's own loop.
+    so the commit is sent and its answer awaited on that thread's own loop. (When the coordinator is not
+    known, the wait ends once it is found, before the commit's answer: a commit that then fails only means
+    the records are read again, which the write path absorbs.) Finishing the batch in flight blocks that
+    thread, heartbeats included, for as long as reading its replies and publishing its dead letters takes,
+    and for as long as Redis is away.
     """
 
     def __init__(self, owner: "ProjectionConsumer") -> None:
@@ -394,7 +400,8 @@ class ProjectionConsumer:
     def _commit_answered(
         self, count: int, _offsets: dict[TopicPartition, OffsetAndMetadata], answer: object
     ) -> None:
-        """kafka-python's answer to a commit sent without waiting (called on this thread, in a later poll)."""
+        """kafka-python's answer to a commit sent without waiting (called in a later poll or commit, on the
+        thread that makes it)."""
         if isinstance(answer, Exception):
             # As for a refused or failed commit that was waited for (see _commit): the batch is applied, and a
             # later commit covers its offsets, or its records are redelivered, which is harmless.

@@ -169,21 +169,20 @@ class Replayer:
         its connection back; an error among them is not raised over the failure that ended the rebuild."""
         in_flight, self._in_flight = self._in_flight, None
         try:
-            if in_flight is not None and in_flight[1] is not None:
+            sent = in_flight[1] if in_flight is not None else None
+            # Read only from a connection still open: reading a run whose connection was lost sends it again.
+            if sent is not None and sent.connection_open:
                 with contextlib.suppress(redis.RedisError):
-                    in_flight[1].results()
+                    sent.results()
         finally:
             self._consumer.close()
 
 
-# What a batch write waits out: Redis away or read-only for a while (a restart, a failover).
-_REDIS_AWAY = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    # Sending again loads lost scripts (context/streamed.py); a Redis restarted twice meanwhile is waited out.
-    redis.exceptions.NoScriptError,
-)
+# What a batch write waits out: Redis away, read-only, out of memory or busy for a while (a restart, a
+# failover), or without the scripts twice in a row. As in the live consumer, every error reply is waited
+# out: the write cannot be replayed as a step, whose positions are already past the batch
+# (see _finish_in_flight).
+_REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 # What a whole step waits out: Redis or Kafka failing in any way.
 _STEP_FAILED = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError)
 
