@@ -4,10 +4,18 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.commands.core import Script
 
 from context.streamed import Command, StreamedCommands, evalsha
 
 COUNT_CALLS = "return redis.call('INCR', KEYS[1])"
+
+
+def counting(redis_client: "redis.Redis") -> tuple[Script, StreamedCommands]:
+    """A script that counts its calls, loaded in Redis, and streamed commands that know it."""
+    script = redis_client.register_script(COUNT_CALLS)
+    redis_client.script_load(COUNT_CALLS)
+    return script, StreamedCommands(redis_client, [script])
 
 
 def test_replies_come_back_in_order_across_groups(redis_client: "redis.Redis", key_prefix: str) -> None:
@@ -51,9 +59,7 @@ def test_a_script_redis_lost_is_loaded_and_the_run_sent_again(
 def test_a_run_whose_connection_was_lost_is_sent_again_on_a_new_one(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
-    script = redis_client.register_script(COUNT_CALLS)
-    streamed = StreamedCommands(redis_client, [script])
-    redis_client.script_load(COUNT_CALLS)
+    script, streamed = counting(redis_client)
     redis_client.client_setname(f"{key_prefix}-victim")
     victim = next(c for c in redis_client.client_list() if c["name"] == f"{key_prefix}-victim")
 
@@ -72,9 +78,7 @@ def test_a_run_whose_connection_was_lost_is_sent_again_on_a_new_one(
 def test_replies_can_be_read_after_other_commands_ran_meanwhile(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
-    script = redis_client.register_script(COUNT_CALLS)
-    streamed = StreamedCommands(redis_client, [script])
-    redis_client.script_load(COUNT_CALLS)
+    script, streamed = counting(redis_client)
     sent = streamed.send([[evalsha(script, [f"{key_prefix}:n"], [])], [["GET", f"{key_prefix}:n"]]])
     # Until its replies are read, the run holds its connection: other commands go on another one.
     assert redis_client.incr(f"{key_prefix}:other") == 1
@@ -85,9 +89,7 @@ def test_replies_can_be_read_after_other_commands_ran_meanwhile(
 def test_a_run_whose_connection_is_lost_before_its_replies_are_read_is_sent_again(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
-    script = redis_client.register_script(COUNT_CALLS)
-    streamed = StreamedCommands(redis_client, [script])
-    redis_client.script_load(COUNT_CALLS)
+    script, streamed = counting(redis_client)
     name = f"{key_prefix}-run"
     sent = streamed.send([[["CLIENT", "SETNAME", name], evalsha(script, [f"{key_prefix}:n"], [])]])
     first = next(c["id"] for c in redis_client.client_list() if c["name"] == name)
@@ -106,9 +108,7 @@ def test_a_run_whose_connection_is_lost_before_its_replies_are_read_is_sent_agai
 def test_a_run_sent_again_to_a_redis_that_lost_its_scripts_loads_them(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
-    script = redis_client.register_script(COUNT_CALLS)
-    streamed = StreamedCommands(redis_client, [script])
-    redis_client.script_load(COUNT_CALLS)
+    script, streamed = counting(redis_client)
     sent = streamed.send([[["PING"]], [evalsha(script, [f"{key_prefix}:n"], [])]])
     assert sent.replies() == ["PONG", 1]
     # As after a restart: the connection is gone and so are the scripts, found only when sent again.
