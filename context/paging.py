@@ -24,12 +24,27 @@ def encode_cursor(epoch: str, position: TimelinePosition) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+class IssuedCursor(str):
+    """A cursor this API issued, as the request gave it, with the generation and position it names parsed
+    (once: the request's validation parses it, the read uses what it found)."""
+
+    epoch: str
+    position: TimelinePosition
+
+    def __new__(cls, cursor: str) -> "IssuedCursor":
+        """Raises InvalidCursor for a cursor this API did not issue."""
+        epoch, position = parse_cursor(cursor)
+        issued = super().__new__(cls, cursor)
+        issued.epoch, issued.position = epoch, position
+        return issued
+
+
 def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
     """The position a cursor points below; raises InvalidCursor (also when the epoch has changed)."""
-    cursor_epoch, position = parse_cursor(cursor)
-    if cursor_epoch != epoch:
+    issued = cursor if isinstance(cursor, IssuedCursor) else IssuedCursor(cursor)
+    if issued.epoch != epoch:
         raise InvalidCursor(REBUILT)
-    return position
+    return issued.position
 
 
 def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:

@@ -25,7 +25,7 @@ from api.security.authentication import SecurityServices
 from api.security.principal import Caller
 from api.stream_session import CLOSE_INVALID_REQUEST, ResumeVersion
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
-from context.paging import InvalidCursor, TimelineFilter, decode_cursor, encode_cursor, parse_cursor
+from context.paging import InvalidCursor, IssuedCursor, TimelineFilter, decode_cursor, encode_cursor
 from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
@@ -234,14 +234,14 @@ async def _serve_context(
 
 
 def _issued_cursor(cursor: str | None) -> str | None:
-    """A timeline cursor this API issued, checked with the request's other parameters (so that a 422 names
-    every invalid one); its generation is checked once the read begins."""
-    if cursor:
-        try:
-            parse_cursor(cursor)
-        except InvalidCursor as error:
-            raise PydanticCustomError("invalid_cursor", str(error).capitalize()) from None
-    return cursor
+    """A timeline cursor this API issued (an IssuedCursor, parsed), checked with the request's other
+    parameters (so that a 422 names every invalid one); its generation is checked once the read begins."""
+    if not cursor:
+        return cursor
+    try:
+        return IssuedCursor(cursor)
+    except InvalidCursor as error:
+        raise PydanticCustomError("invalid_cursor", str(error).capitalize()) from None
 
 
 @router.get(
