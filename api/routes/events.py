@@ -101,6 +101,9 @@ async def publish_events(
     documents = document if isinstance(document, list) else [document]
     if media_type == BATCH_CONTENT_TYPE and not isinstance(document, list):
         return problem_response(request, 422, "A batch must be a JSON array of events.")
+    if media_type == STRUCTURED_CONTENT_TYPE and isinstance(document, list):
+        message = f"{STRUCTURED_CONTENT_TYPE} carries one event; send a batch as {BATCH_CONTENT_TYPE}."
+        return problem_response(request, 422, message)
     if not documents:
         return problem_response(request, 422, "The batch is empty.")
     if len(documents) > MAX_BATCH:
@@ -159,6 +162,12 @@ def _reserved(type_: Any, source: Any) -> str | None:
     anyone may (or when they are no strings at all, which judging the event reports)."""
     if isinstance(type_, str) and type_ in RESERVED_TYPES:
         return f"{type_} events are reserved to Citizen Context"
-    if isinstance(source, str) and source.startswith(RESERVED_SOURCE_PREFIX):
+    if isinstance(source, str) and _first_segment(source) == RESERVED_SOURCE_PREFIX.strip("/"):
         return f"sources under {RESERVED_SOURCE_PREFIX} are reserved to Citizen Context"
     return None
+
+
+def _first_segment(source: str) -> str:
+    """A source's first path segment, compared without case and however many slashes lead to it (so that
+    `/Citizen-Context/x`, `//citizen-context/x` and `/citizen-context` fall in the reserved namespace too)."""
+    return source.lstrip("/").split("/", 1)[0].lower()

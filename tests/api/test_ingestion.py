@@ -119,6 +119,10 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
         # Whatever else is wrong with it: no correction would make it publishable.
         {"source": "/citizen-context/api", "type": "call.ended", "data": {"channel": 7}},
         {"type": "citizen.erased", "time": "yesterday"},
+        # The reserved namespace however it is spelt.
+        {"source": "/citizen-context"},
+        {"source": "/Citizen-Context/api"},
+        {"source": "//citizen-context/enquiries"},
     ],
 )
 def test_what_only_citizen_context_publishes_is_refused(client: TestClient, changes: dict[str, Any]) -> None:
@@ -127,3 +131,14 @@ def test_what_only_citizen_context_publishes_is_refused(client: TestClient, chan
     [error] = response.json()["errors"]
     assert error["reason"] == "reserved"
     assert error["message"].endswith("reserved to Citizen Context")
+
+
+def test_a_batch_sent_as_a_single_event_is_refused(client: TestClient, kafka_topic: str) -> None:
+    response = client.post(
+        "/v1/events",
+        content=json.dumps([event(), event()]),
+        headers={"content-type": "application/cloudevents+json"},
+    )
+    assert response.status_code == 422
+    assert "application/cloudevents-batch+json" in response.json()["detail"]
+    assert topic_records(kafka_topic) == []
