@@ -2,11 +2,43 @@
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 
 import structlog
 
 # What every line carries first, whoever logged it.
 KEY_ORDER = ["timestamp", "level", "event"]
+# A library's identical record is written at most this often: kafka-python logs three errors on every
+# reconnection attempt, a hundred and forty lines in 25 s of a broker outage.
+REPEAT_EVERY_S = 30.0
+# Distinct records remembered at most; past this the memory starts again (a repeat may then show early).
+REPEATS_REMEMBERED = 1000
+
+
+class RepeatFilter(logging.Filter):
+    """Lets an identical record (same logger, level and message) through once per `every_s`; those left out
+    in between are counted, and the next one let through says how many (`repeated=`)."""
+
+    def __init__(self, every_s: float = REPEAT_EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every_s = every_s
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, record.getMessage())
+        now = self._clock()
+        written = self._seen.get(key)
+        if written is not None and now - written[0] < self._every_s:
+            self._seen[key] = (written[0], written[1] + 1)
+            return False
+        if written is not None and written[1]:
+            record.repeated = written[1]
+        if len(self._seen) >= REPEATS_REMEMBERED:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return True
 
 
 def structured_formatter() -> logging.Formatter:
@@ -17,6 +49,7 @@ def structured_formatter() -> logging.Formatter:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.stdlib.add_logger_name,
+            structlog.stdlib.ExtraAdder(allow=["repeated"]),
             structlog.processors.TimeStamper(fmt="iso", utc=True),
         ],
         processors=[
@@ -31,6 +64,7 @@ def configure_logging(level: str = "INFO") -> None:
     """Send structlog and standard-library logs to stderr as key=value lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structured_formatter())
+    handler.addFilter(RepeatFilter())
     logging.basicConfig(handlers=[handler], level=level)
     # kafka-python logs every reconnect at WARNING/ERROR; keep its noise below ours.
     logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -5,7 +5,7 @@ import re
 import shlex
 import sys
 
-from ops.logging import structured_formatter
+from ops.logging import RepeatFilter, structured_formatter
 
 
 def fields(line: str) -> dict[str, str]:
@@ -35,3 +35,22 @@ def test_a_library_error_keeps_its_traceback() -> None:
     line = structured_formatter().format(record)
     assert fields(line)["level"] == "error"
     assert "ValueError: broken" in line
+
+
+def test_an_identical_library_record_is_written_once_per_interval_with_the_repeats_counted() -> None:
+    now = [0.0]
+    repeats = RepeatFilter(every_s=30, clock=lambda: now[0])
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("kafka.net.manager", logging.ERROR, __file__, 1, message, None, None)
+
+    refused = "Connection failed: KafkaConnectionError: 111 ECONNREFUSED"
+    assert repeats.filter(record(refused))
+    for second in range(1, 30):
+        now[0] = second
+        assert not repeats.filter(record(refused))
+    assert repeats.filter(record("another message"))  # a different record is not held back
+    now[0] = 30
+    again = record(refused)
+    assert repeats.filter(again)
+    assert fields(structured_formatter().format(again))["repeated"] == "29"
