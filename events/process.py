@@ -6,6 +6,8 @@ from types import FrameType
 
 import redis
 import structlog
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from context.settings import IdentitySettings, RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
@@ -14,9 +16,12 @@ from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics
+from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics, reachable
 
 log = structlog.get_logger("consumer")
+
+# How long the consumer waits, at most, between attempts to reach Kafka at start.
+MAX_START_BACKOFF_S = 10.0
 
 
 def run_consumer_process() -> None:
@@ -36,9 +41,13 @@ def run_consumer_process() -> None:
     health = ConsumerHealth()
     server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
     redis_client = redis.Redis.from_url(str(redis_settings.url), **redis_client_options())
-    ensure_topics(kafka)
-    consumer = create_consumer(kafka)
-    producer = create_producer(kafka.bootstrap_list, max_request_size=DEAD_LETTER_MAX_BYTES)
+    clients = _connect_to_kafka(kafka, health, stop)
+    if clients is None:
+        redis_client.close()
+        server.shutdown()
+        log.info("consumer stopped", applied=0, invalid=0)
+        return
+    consumer, producer = clients
     writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
     # Readers never write; the first generation is named here, before anything is read or streamed.
     writer.current_epoch()
@@ -67,3 +76,33 @@ def run_consumer_process() -> None:
         redis_client.close()
         server.shutdown()
         log.info("consumer stopped", applied=health.applied, invalid=health.invalid)
+
+
+def _connect_to_kafka(
+    kafka: KafkaSettings, health: ConsumerHealth, stop: threading.Event
+) -> tuple[KafkaConsumer, KafkaProducer] | None:
+    """The topics ensured, the consumer and the dead-letter producer, once a broker answers; None if a stop
+    came first. Meanwhile /readyz says Kafka is unavailable. A broker that does not even accept connections
+    is probed (cheaply, and answering SIGTERM within a second) before kafka-python's clients are built:
+    each of those waits out its whole bootstrap timeout first."""
+    delay = 1.0
+    while not stop.is_set():
+        if any(reachable(server) for server in kafka.bootstrap_list):
+            try:
+                ensure_topics(kafka)
+                consumer = create_consumer(kafka)
+                try:
+                    producer = create_producer(kafka.bootstrap_list, max_request_size=DEAD_LETTER_MAX_BYTES)
+                except KafkaError:
+                    consumer.close(autocommit=False)
+                    raise
+                health.kafka_ok = True
+                return consumer, producer
+            except KafkaError as error:
+                log.warning("kafka unavailable at start", error=type(error).__name__, retry_in_s=delay)
+        else:
+            log.warning("kafka unreachable at start", servers=kafka.bootstrap_servers, retry_in_s=delay)
+        health.kafka_ok = False
+        stop.wait(delay)
+        delay = min(delay * 2, MAX_START_BACKOFF_S)
+    return None

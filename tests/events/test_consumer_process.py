@@ -20,7 +20,7 @@ from events.settings import KafkaSettings
 from ops.servers import KafkaServer, RedisServer
 from ops.settings import ServicesSettings
 from tests import access
-from tests.conftest import Stack, free_port, wait_until
+from tests.conftest import Process, Stack, free_port, wait_until
 from tests.factories import example_data, make_event, next_message
 
 BOOTSTRAP = KafkaSettings().bootstrap_list
@@ -334,3 +334,26 @@ def test_kafka_stopped_and_restarted_does_not_stop_the_consumer(
     publish_all([make_event("C-KR", minutes_ago=5)])
     wait_until(lambda: context(stack, "C-KR")["version"] == 2, what="consumption resumes", timeout_s=90)
     assert consumer.alive
+
+
+def test_a_consumer_started_while_kafka_is_unreachable_waits_then_stops_cleanly(stack: Stack) -> None:
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**stack.env, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": nobody}
+    consumer = Process(["consume"], env, stack.tmp_path / "consumer.log").start()
+    stack.processes.append(consumer)
+    readyz = f"http://127.0.0.1:{stack.health_port}/readyz"
+
+    def kafka_reported_unavailable() -> bool:
+        try:
+            answer = httpx.get(readyz, timeout=2)
+        except httpx.HTTPError:
+            return False  # not serving yet
+        return answer.status_code == 503 and answer.json()["checks"]["kafka"] == "unavailable"
+
+    wait_until(kafka_reported_unavailable, what="readiness saying Kafka is unavailable", process=consumer)
+    assert consumer.alive
+    assert consumer.stop() == 0  # SIGTERM while waiting for Kafka: a clean exit
+    log = consumer.log()
+    assert "kafka unreachable at start" in log
+    assert "consumer stopped" in log
+    assert "Traceback" not in log
