@@ -11,11 +11,16 @@ from models.events import CloudEvent
 
 
 class InvalidCursor(ValueError):
-    """A cursor this API did not issue, or one from an earlier generation of the projection."""
+    """A text not in a cursor's form, or a cursor of a generation of the projection that is not served."""
 
 
-NOT_ISSUED = "the cursor is not one this API issued"
-REBUILT = "the projection was rebuilt since this cursor was issued; start from the first page"
+# Cursors are not signed: their form is checked, and the generation they name; a position that was never
+# issued only starts the page there, in a timeline the caller may read anyway.
+NOT_ISSUED = "the cursor is not a timeline cursor (pass next_cursor as it came)"
+REBUILT = (
+    "the cursor names a generation of the projection that is not served (it was rebuilt since the cursor "
+    "was issued); start from the first page"
+)
 
 
 def encode_cursor(epoch: str, position: TimelinePosition) -> str:
@@ -25,14 +30,14 @@ def encode_cursor(epoch: str, position: TimelinePosition) -> str:
 
 
 class IssuedCursor(str):
-    """A cursor this API issued, as the request gave it, with the generation and position it names parsed
-    (once: the request's validation parses it, the read uses what it found)."""
+    """A cursor in the form this API issues, as the request gave it, with the generation and position it
+    names parsed (once: the request's validation parses it, the read uses what it found)."""
 
     epoch: str
     position: TimelinePosition
 
     def __new__(cls, cursor: str) -> "IssuedCursor":
-        """Raises InvalidCursor for a cursor this API did not issue."""
+        """Raises InvalidCursor for a text that is not in a cursor's form."""
         epoch, position = parse_cursor(cursor)
         issued = super().__new__(cls, cursor)
         issued.epoch, issued.position = epoch, position
