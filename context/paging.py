@@ -54,7 +54,7 @@ def decode_cursor(cursor: str, *, epoch: str) -> TimelinePosition:
 
 def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:
     """The generation a cursor was issued in and the position it points below; raises InvalidCursor for a
-    cursor this API did not issue (checked with the request's other parameters, before any read)."""
+    text not in a cursor's form (checked with the request's other parameters, before any read)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         cursor_epoch, score, key = json.loads(raw)

@@ -32,7 +32,8 @@ refused, the batch is redelivered to the partitions' new owner, and nothing is l
 import random
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -113,6 +114,21 @@ def next_offsets(records: list[IncomingRecord]) -> dict[TopicPartition, OffsetAn
         TopicPartition(topic, partition): OffsetAndMetadata(offset + 1, "", -1)
         for (topic, partition), offset in last.items()
     }
+
+
+@contextmanager
+def _commit_failure_logged(records: int) -> Iterator[None]:
+    """A commit waited for whose failure is logged, never raised: the batches are applied either way."""
+    try:
+        yield
+    except CommitFailedError as error:
+        # The group rebalanced while the batches were applied: their new owner will redeliver them, which
+        # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.
+        log.warning("commit refused after rebalance", records=records, error=str(error))
+    except KafkaError as error:
+        # The coordinator did not answer in time: the batches are applied but their offsets may not be
+        # stored, so they may be redelivered, which is harmless. Carry on.
+        log.warning("commit failed", records=records, error=type(error).__name__)
 
 
 class _FinishBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
@@ -231,16 +247,10 @@ class ProjectionConsumer:
         done = self._finish_writes()
         if done is not None:
             self._done(done)
-        offsets, count = self._unsent_offsets, self._unsent_records
-        self._unsent_offsets, self._unsent_records, self._last_commit = {}, 0, time.monotonic()
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit_async(offsets=offsets)
-        except CommitFailedError as error:
-            log.warning("commit refused after rebalance", records=count, error=str(error))
-        except KafkaError as error:
-            log.warning("commit failed", records=count, error=type(error).__name__)
+        offsets, count = self._take_unsent(time.monotonic())
+        if offsets:
+            with _commit_failure_logged(count):
+                await self._consumer.commit_async(offsets=offsets)
 
     def finish_in_flight(self, *, wait_for_commit: bool = True) -> None:
         """Wait for the batch in flight, then commit its offsets (unless it was left unfinished at a stop).
@@ -297,12 +307,18 @@ class ProjectionConsumer:
         now = time.monotonic()
         if not (wait or due or now >= self._last_commit + COMMIT_INTERVAL_S):
             return
-        offsets, count = self._unsent_offsets, self._unsent_records
-        self._unsent_offsets, self._unsent_records, self._last_commit = {}, 0, now
+        offsets, count = self._take_unsent(now)
         if wait:
             self._commit(offsets, count)
         else:
             self._consumer.commit_async(offsets=offsets, callback=partial(self._commit_answered, count))
+
+    def _take_unsent(self, now: float) -> tuple[dict[TopicPartition, OffsetAndMetadata], int]:
+        """The done batches' offsets not committed yet, and how many records they cover, now taken to be
+        committed (at `now`)."""
+        offsets, count = self._unsent_offsets, self._unsent_records
+        self._unsent_offsets, self._unsent_records, self._last_commit = {}, 0, now
+        return offsets, count
 
     def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
         # The generation is read here only when resolving reads the identifier index in it. Otherwise it
@@ -386,16 +402,8 @@ class ProjectionConsumer:
             delay = min(delay * 2, MAX_BACKOFF_S) * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not crypto)
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], count: int) -> None:
-        try:
+        with _commit_failure_logged(count):
             self._consumer.commit(offsets=offsets, timeout_ms=COMMIT_TIMEOUT_MS)
-        except CommitFailedError as error:
-            # The group rebalanced while this batch was applied: its new owner will redeliver it, which
-            # the idempotent write path absorbs. Nothing is lost; carry on with the new assignment.
-            log.warning("commit refused after rebalance", records=count, error=str(error))
-        except KafkaError as error:
-            # The coordinator did not answer in time: the batch is applied but its offsets may not be
-            # stored, so it may be redelivered, which is harmless. Carry on.
-            log.warning("commit failed", records=count, error=type(error).__name__)
 
     def _commit_answered(
         self, count: int, _offsets: dict[TopicPartition, OffsetAndMetadata], answer: object

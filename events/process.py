@@ -42,24 +42,21 @@ def run_consumer_process() -> None:
     server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
     redis_client = redis.Redis.from_url(str(redis_settings.url), **redis_client_options())
     clients = _connect_to_kafka(kafka, health, stop)
-    if clients is None:
-        redis_client.close()
-        server.shutdown()
-        log.info("consumer stopped", applied=0, invalid=0)
-        return
-    consumer, producer = clients
-    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
-    # Readers never write; the first generation is named here, before anything is read or streamed.
-    writer.current_epoch()
-    settle_heap()
-    prefer_prompt_switches()
-    log.info(
-        "consumer started",
-        topic=kafka.topic,
-        group=kafka.group_id,
-        health=f"http://{consumer_settings.health_host}:{server.server_address[1]}/readyz",
-    )
     try:
+        if clients is None:
+            return  # stopped before a broker answered
+        consumer, producer = clients
+        writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+        # Readers never write; the first generation is named here, before anything is read or streamed.
+        writer.current_epoch()
+        settle_heap()
+        prefer_prompt_switches()
+        log.info(
+            "consumer started",
+            topic=kafka.topic,
+            group=kafka.group_id,
+            health=f"http://{consumer_settings.health_host}:{server.server_address[1]}/readyz",
+        )
         ProjectionConsumer(
             consumer=consumer,
             writer=writer,
@@ -70,9 +67,10 @@ def run_consumer_process() -> None:
             bootstrap=kafka.bootstrap_list,
         ).run(stop)
     finally:
-        # autocommit=False: only what run() committed after applying counts as consumed.
-        consumer.close(autocommit=False)
-        producer.close()
+        if clients is not None:
+            # autocommit=False: only what run() committed after applying counts as consumed.
+            clients[0].close(autocommit=False)
+            clients[1].close()
         redis_client.close()
         server.shutdown()
         log.info("consumer stopped", applied=health.applied, invalid=health.invalid)

@@ -234,8 +234,9 @@ async def _serve_context(
 
 
 def _issued_cursor(cursor: str | None) -> str | None:
-    """A timeline cursor this API issued (an IssuedCursor, parsed), checked with the request's other
-    parameters (so that a 422 names every invalid one); its generation is checked once the read begins."""
+    """A timeline cursor in the form this API issues (an IssuedCursor, parsed), checked with the request's
+    other parameters (so that a 422 names every invalid one); its generation is checked once the read
+    begins."""
     if not cursor:
         return cursor
     try:
@@ -277,7 +278,7 @@ async def get_timeline(
         try:
             below = decode_cursor(cursor, epoch=epoch)
         except InvalidCursor as error:
-            # Issued by this API (the parameter's validation checked it) but in an earlier generation.
+            # In a cursor's form (the parameter's validation checked it), but of a generation not served.
             return problem_response(request, 410, f"{str(error).capitalize()}.")
     wanted = TimelineFilter(frozenset(type or ()), frozenset(channel or ()), since, until)
     # Collect one match more than the page holds: it tells whether a next page exists.
