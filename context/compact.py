@@ -38,6 +38,10 @@ class Fragments:
         )
         object.__setattr__(self, "_pairs", pairs)
 
+    def marker(self, fragment: str) -> str:
+        """The marker that stands for `fragment` (one of the table's) in stored forms."""
+        return MARKERS[self.fragments.index(fragment)]
+
     def compact(self, json_text: str) -> str:
         """The stored form of a JSON text (which holds no raw control character, as JSON never does)."""
         if not json_text:

@@ -88,8 +88,12 @@ def taught_by(
     found = dict.fromkeys(named_identifiers(event, default_region=default_region))
     if data is None:
         return list(found)
+    # A model's declared fields are all in its __dict__ (defaults included), its kept extras in
+    # __pydantic_extra__: read directly, as `getattr(data, name, None)` would raise and catch
+    # AttributeError for every event that lacks one, and `model_fields` is a property on every access.
+    fields, extra = data.__dict__, data.__pydantic_extra__ or _NO_EXTRA
     for kind, name in _DATA_IDENTIFIERS:
-        value = _data_field(data, name)
+        value = fields[name] if name in fields else extra.get(name)
         if value:
             try:
                 found[(kind, normalise(kind, value, default_region=default_region))] = None
@@ -98,21 +102,10 @@ def taught_by(
     return list(found)
 
 
+_NO_EXTRA: dict[str, Any] = {}
 # The data fields that teach an identifier, and which kind.
 _DATA_IDENTIFIERS = (
     (IdentifierKind.phone, "phone"),
     (IdentifierKind.email, "email"),
     (IdentifierKind.case, "case_ref"),
 )
-
-
-def _data_field(data: EventData | None, name: str) -> Any:
-    """The data's field or kept extra `name` (as `getattr(data, name, None)`, without raising and catching
-    AttributeError for every event that lacks it, which cost more than the rest of this module)."""
-    if data is None:
-        return None
-    # A model's declared fields are all in its __dict__ (defaults included), its kept extras in
-    # __pydantic_extra__; reading them directly avoids `model_fields`, a property on every access.
-    if name in data.__dict__:
-        return data.__dict__[name]
-    return (data.__pydantic_extra__ or {}).get(name)

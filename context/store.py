@@ -37,7 +37,7 @@ from context.settings import SummarySettings, TimelineSettings
 from context.streamed import Command, Sent, StreamedCommands, evalsha
 from context.summary import FACTS, summarise, summary_changes_at
 from context.summary_cache import SummaryCache
-from context.timeline import age_cutoff, time_score
+from context.timeline import age_cutoff
 from models.context import CitizenContext, ContextChange, Profile, Summary
 from models.events import CloudEvent
 
@@ -315,7 +315,7 @@ class ProjectionWriter:
                         [identifier_key(self._prefix, epoch, kind, value)],
                         [
                             write.citizen_id,
-                            time_score(write.event.time),
+                            write.score,
                             write.event.dedup_key,
                             entries_expire_at,
                         ],
@@ -335,10 +335,10 @@ class ProjectionWriter:
                 bases.append(citizen_base(self._prefix, epoch, citizen))
                 args += (
                     event.dedup_key,
-                    time_score(event.time),
+                    write.score,
                     EVENT_FRAGMENTS.compact(write.stored),
                     citizen,
-                    FACT_FRAGMENTS.compact(write.fact),
+                    write.fact,
                     write.stored if publish else "",
                     len(write.profile),
                 )

@@ -6,6 +6,7 @@ timeline, so the stored facts are always the timeline's. `summarise` turns facts
 given moment (the 7- and 30-day windows move with time, so that last step happens when it is read).
 """
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -13,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
+from context.compact import FACT_FRAGMENTS
 from models.context import (
     FailedPayment,
     LastContact,
@@ -94,23 +96,14 @@ def fact_of(event: CloudEvent) -> Fact | None:
 def fact_from(event: CloudEvent, data: EventData | None) -> Fact | None:
     """As `fact_of`, with the event's data as `parse_data` gives it."""
     time = event.time
+    key = _contact_key(event, data)
+    if key is not None and data is not None:
+        return ContactFact(key=key, channel=data.channel, time=time)
+    case = _case_status(data)
+    if case is not None:
+        case_ref, status, closed = case
+        return CaseFact(case_ref=case_ref, status=status, closed=closed, time=time)
     match data:
-        case CallStarted() | CallEnded():
-            return ContactFact(key=f"call:{data.call_id}", channel=data.channel, time=time)
-        case ChatMessage():
-            return ContactFact(key=f"chat:{data.conversation_id}", channel=data.channel, time=time)
-        case EmailReceived():
-            return ContactFact(
-                key=f"email:{data.thread_id or event.dedup_key}", channel=data.channel, time=time
-            )
-        case WebFormSubmitted():
-            return ContactFact(key=f"web:{event.dedup_key}", channel=data.channel, time=time)
-        case ComplaintRaised():
-            return ContactFact(key=f"complaint:{data.complaint_ref}", channel=data.channel, time=time)
-        case CaseOpened() | CaseUpdated():
-            return CaseFact(case_ref=data.case_ref, status=data.status, closed=False, time=time)
-        case CaseClosed():
-            return CaseFact(case_ref=data.case_ref, status="closed", closed=True, time=time)
         case AppointmentBooked():
             return AppointmentFact(
                 appointment_id=data.appointment_id,
@@ -128,6 +121,82 @@ def fact_from(event: CloudEvent, data: EventData | None) -> Fact | None:
                 amount=str(data.amount), currency=data.currency, reason=data.reason, time=time
             )
     return None
+
+
+def stored_fact(event: CloudEvent, data: EventData | None, event_json: str) -> str:
+    """What `event` contributes to the summary in its stored form (`FACT_FRAGMENTS.compact` of the fact's
+    JSON), or "" for nothing; `event_json` is the event's JSON (`event.to_json()`).
+
+    Contact and case facts, most of them, are written straight from their parts, the fact's time taken
+    from the event's JSON, where it is encoded already: building the model, encoding it and compacting
+    the JSON cost the consumer about a tenth of its time per event. Any other fact, and any part that JSON
+    would escape, goes through the model. Tests hold both ways to the same text.
+    """
+    key = _contact_key(event, data)
+    if key is not None and data is not None and not _ESCAPED_IN_JSON.search(key):
+        # A channel is lower-case letters, digits and hyphens (models.taxonomy.Channel): nothing to escape.
+        return f'{_CONTACT}{key}{_CHANNEL}{data.channel}{_TIME}{_time_in(event_json)}"}}'
+    case = _case_status(data)
+    if case is not None and not _ESCAPED_IN_JSON.search(case[0] + case[1]):
+        case_ref, status, closed = case
+        closing = _CLOSED_TIME if closed else _OPEN_TIME
+        return f'{_CASE}{case_ref}{_STATUS}{status}{closing}{_time_in(event_json)}"}}'
+    fact = fact_from(event, data)
+    if fact is None:
+        return ""
+    # The model's own serializer, as model_dump_json() calls it, without that method's wrapping.
+    return FACT_FRAGMENTS.compact(type(fact).__pydantic_serializer__.to_json(fact).decode())
+
+
+def _contact_key(event: CloudEvent, data: EventData | None) -> str | None:
+    """The key of the contact `event` records (events of one contact share it), if it records one."""
+    match data:
+        case CallStarted() | CallEnded():
+            return f"call:{data.call_id}"
+        case ChatMessage():
+            return f"chat:{data.conversation_id}"
+        case EmailReceived():
+            return f"email:{data.thread_id or event.dedup_key}"
+        case WebFormSubmitted():
+            return f"web:{event.dedup_key}"
+        case ComplaintRaised():
+            return f"complaint:{data.complaint_ref}"
+    return None
+
+
+def _case_status(data: EventData | None) -> tuple[str, str, bool] | None:
+    """(case reference, status, closed) for an event about a case."""
+    match data:
+        case CaseOpened() | CaseUpdated():
+            return data.case_ref, data.status, False
+        case CaseClosed():
+            return data.case_ref, "closed", True
+    return None
+
+
+# What a JSON string escapes (serde_json, pydantic's encoder, writes every other character as it is).
+_ESCAPED_IN_JSON = re.compile(r'["\\\x00-\x1f]')
+_TIME_ATTRIBUTE = '","time":"'
+_CONTACT, _CHANNEL, _TIME = (
+    FACT_FRAGMENTS.marker(fragment)
+    for fragment in ('{"kind":"contact","key":"', '","channel":"', _TIME_ATTRIBUTE)
+)
+_CASE, _STATUS, _OPEN_TIME, _CLOSED_TIME = (
+    FACT_FRAGMENTS.marker(fragment)
+    for fragment in (
+        '{"kind":"case","case_ref":"',
+        '","status":"',
+        '","closed":false,"time":"',
+        '","closed":true,"time":"',
+    )
+)
+
+
+def _time_in(event_json: str) -> str:
+    """The event's time as its JSON encodes it. The envelope's attributes come before its data and
+    extensions, and no string in JSON holds an unescaped quote, so the first `","time":"` is the time."""
+    start = event_json.index(_TIME_ATTRIBUTE) + len(_TIME_ATTRIBUTE)
+    return event_json[start : event_json.index('"', start)]
 
 
 def summarise(

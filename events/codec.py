@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from context.identity import InvalidIdentifier, named_identifiers
+from context.timeline import time_score
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
 from models.taxonomy import EVENT_TYPES, EventData, parse_data
 
@@ -42,6 +43,7 @@ MAX_DEPTH = 32
 # Records up to this size may take the fast path: no integer in them can reach the 4,300 digits past which
 # `json.loads` refuses to convert one (the slow path's `not-json`), so both paths agree on every record.
 FAST_PATH_MAX_BYTES = 4096
+JSON = "application/json"
 # Publishers' clocks drift, but an event dated days ahead would stay "latest" and never age out.
 MAX_CLOCK_SKEW = timedelta(days=1)
 
@@ -55,12 +57,16 @@ def decode_record(
 
 @dataclass(slots=True)  # not frozen: see events/records.py
 class Decoded:
-    """A judged event, with what judging it computed anyway: its stored JSON form and its typed data."""
+    """A judged event, with what judging it computed anyway: its stored JSON form, its typed data and its
+    time's score."""
 
     event: CloudEvent
     stored: str
     # The data as its type's model; None for a type outside the taxonomy (kept as it came).
     data: EventData | None
+    # `time_score(event.time)`, computed once: a datetime as pydantic parses it has pydantic's own time zone
+    # type, whose offset is looked up through a method call in every comparison and conversion.
+    score: int
 
 
 def decode_stored(
@@ -71,9 +77,9 @@ def decode_stored(
     return decoded.event, decoded.stored
 
 
-def future_horizon() -> datetime:
-    """The latest event time accepted now (see MAX_CLOCK_SKEW)."""
-    return datetime.now(UTC) + MAX_CLOCK_SKEW
+def future_horizon() -> int:
+    """The latest event time accepted now, as a timeline score (see MAX_CLOCK_SKEW)."""
+    return time_score(datetime.now(UTC) + MAX_CLOCK_SKEW)
 
 
 def decode_judged(
@@ -81,7 +87,7 @@ def decode_judged(
     headers: Headers = (),
     *,
     default_region: str = DEFAULT_REGION,
-    horizon: datetime | None = None,
+    horizon: int | None = None,
 ) -> Decoded:
     """As `decode_record`, with everything judging computed (for the write path).
 
@@ -89,7 +95,7 @@ def decode_judged(
     clock once for all its records, where reading it per record was a thirtieth of the consumer's time.
     """
     horizon = horizon or future_horizon()
-    header_map = {name.lower(): raw for name, raw in headers}
+    header_map = {name.lower(): raw for name, raw in headers} if headers else {}
     if "ce_specversion" in header_map:
         return _judge(
             _binary_document(value, header_map), default_region=default_region, shallow=False, horizon=horizon
@@ -166,7 +172,7 @@ def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> 
     return _judge(document, default_region=default_region, shallow=False, horizon=future_horizon()).event
 
 
-def _judge(document: dict[str, Any], *, default_region: str, shallow: bool, horizon: datetime) -> Decoded:
+def _judge(document: dict[str, Any], *, default_region: str, shallow: bool, horizon: int) -> Decoded:
     if not shallow and _depth(document) > MAX_DEPTH:
         raise InvalidEvent("invalid", f"the event is nested deeper than {MAX_DEPTH} levels")
     try:
@@ -176,16 +182,15 @@ def _judge(document: dict[str, Any], *, default_region: str, shallow: bool, hori
     return _judge_valid(event, default_region=default_region, horizon=horizon)
 
 
-def _judge_valid(
-    event: CloudEvent, *, default_region: str, horizon: datetime, read_back: bool = True
-) -> Decoded:
+def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_back: bool = True) -> Decoded:
     """The contract's checks beyond the envelope's model, on an event that passed the model.
 
     `read_back=False` is for an event validated from JSON bytes by the model itself: every value in it
     came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
     reading it back again would only repeat a tenth of the consumer's work per event.
     """
-    if event.time > horizon:
+    score = time_score(event.time)
+    if score > horizon:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other
@@ -208,27 +213,30 @@ def _judge_valid(
         raise InvalidEvent("invalid-identifier", str(error)) from error
     data = None
     if event.type in EVENT_TYPES:
-        media_type = media_type_of(event.datacontenttype)
-        if not is_json(media_type):
-            raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {media_type}")
+        content_type = event.datacontenttype
+        # Nearly every event declares JSON as "application/json" or not at all: no need to parse that.
+        if content_type is not None and content_type != JSON and not is_json(media_type_of(content_type)):
+            raise InvalidEvent(
+                "invalid-data", f"{event.type} data must be JSON, not {media_type_of(content_type)}"
+            )
         try:
             data = parse_data(event.type, event.data)
         except ValidationError as error:
             raise InvalidEvent("invalid-data", _problems(error, prefix="data")) from error
-    return Decoded(event, stored, data)
+    return Decoded(event, stored, data, score)
 
 
 def media_type_of(content_type: str | None) -> str:
     """The media type of a `datacontenttype` or `Content-Type`, lower-case, without parameters (JSON when
     absent)."""
-    if content_type is None or content_type == "application/json":
-        return "application/json"  # nearly every event: the general form below costs more than the rest
+    if content_type is None or content_type == JSON:
+        return JSON  # nearly every event: the general form below costs more than the rest
     return content_type.split(";")[0].strip().lower()
 
 
 def is_json(media_type: str) -> bool:
     """Whether a media type (as `media_type_of` gives it) is JSON: `application/json` or any `+json`."""
-    return media_type == "application/json" or media_type.endswith("+json")
+    return media_type == JSON or media_type.endswith("+json")
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -108,7 +108,9 @@ def resolve_batch(
             resolved = event.model_copy(update={"subject": citizen})
             stored_json = None  # it now names the citizen: its stored form differs
         try:
-            write = plan_judged(resolved, judged.data, default_region=default_region, stored=stored_json)
+            write = plan_judged(
+                resolved, judged.data, default_region=default_region, stored=stored_json, score=judged.score
+            )
         except Exception as error:
             prepared.dead_letters.append(
                 DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}")

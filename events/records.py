@@ -24,7 +24,7 @@ class IncomingRecord:
     def from_consumer_record(cls, record: object) -> "IncomingRecord":
         """Adapt a kafka-python ConsumerRecord."""
         headers: list[tuple[str, bytes | None]] = record.headers or []  # type: ignore[attr-defined]
-        if any(raw is None for _name, raw in headers):
+        if headers and any(raw is None for _name, raw in headers):
             headers = [(name, raw or b"") for name, raw in headers]
         return cls(
             record.topic,  # type: ignore[attr-defined]
