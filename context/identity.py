@@ -85,7 +85,8 @@ def taught_by(
     event: CloudEvent, data: EventData | None, *, default_region: str
 ) -> list[tuple[IdentifierKind, str]]:
     """As `taught_identifiers`, with the event's data as `parse_data` gives it."""
-    found = dict.fromkeys(named_identifiers(event, default_region=default_region))
+    named = named_identifiers(event, default_region=default_region)
+    found = dict.fromkeys(named) if named else {}
     if data is None:
         return list(found)
     # A model's declared fields are all in its __dict__ (defaults included), its kept extras in

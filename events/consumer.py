@@ -32,7 +32,7 @@ refused, the batch is redelivered to the partitions' new owner, and nothing is l
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -56,7 +56,7 @@ from events.metrics import (
     REDIS_RETRIES,
 )
 from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_batch
-from events.records import IncomingRecord
+from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.topics import reachable
 
@@ -105,7 +105,7 @@ class _InFlight:
     started: float
 
 
-def next_offsets(records: list[IncomingRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
+def next_offsets(records: Sequence[KafkaRecord]) -> dict[TopicPartition, OffsetAndMetadata]:
     """The offsets to commit once `records` are done: one past the last record of each partition."""
     last: dict[tuple[str, int], int] = {}
     for record in records:
@@ -209,7 +209,7 @@ class ProjectionConsumer:
                 log.warning("kafka unavailable", error=type(error).__name__)
                 stop.wait(1.0)
                 continue
-            records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
+            records = polled_records(polled)
             offsets = next_offsets(records)
             for partition, offset in offsets.items():
                 self._positions[(partition.topic, partition.partition)] = offset.offset

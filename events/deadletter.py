@@ -24,7 +24,8 @@ def dead_letter_topic(topic: str) -> str:
 def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> list[Header]:
     """The original headers (earlier dead-letter headers replaced) plus why and where from."""
     record = letter.record
-    kept = [(name, raw) for name, raw in record.headers if not name.startswith(HEADER_PREFIX)]
+    # A header without a value goes on with an empty one.
+    kept = [(name, raw or b"") for name, raw in record.headers or () if not name.startswith(HEADER_PREFIX)]
     return [
         *kept,
         ("dlq.reason", letter.reason.encode()),

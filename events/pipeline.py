@@ -5,13 +5,14 @@ identifier (a profile update with a phone number) lets a later event of the same
 citizen only by that number be resolved.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from context.identity import named_identifiers
 from context.service import EventWrite, plan_judged
 from context.store import Identifier, ProjectionWriter
 from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
-from events.records import DeadLetter, IncomingRecord
+from events.records import DeadLetter, KafkaRecord
 
 
 @dataclass
@@ -29,14 +30,14 @@ class PreparedBatch:
 class DecodedBatch:
     """A batch's records judged on their own (no Redis read yet), and those that failed."""
 
-    decoded: list[tuple[IncomingRecord, Decoded]] = field(default_factory=list)
+    decoded: list[tuple[KafkaRecord, Decoded]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     # Whether some event names its citizen only by an identifier (resolving it reads the index).
     needs_index: bool = False
 
 
 def prepare_batch(
-    records: list[IncomingRecord], *, writer: ProjectionWriter, epoch: str, default_region: str
+    records: Sequence[KafkaRecord], *, writer: ProjectionWriter, epoch: str, default_region: str
 ) -> PreparedBatch:
     """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
     return resolve_batch(
@@ -47,7 +48,7 @@ def prepare_batch(
     )
 
 
-def decode_batch(records: list[IncomingRecord], *, default_region: str) -> DecodedBatch:
+def decode_batch(records: Sequence[KafkaRecord], *, default_region: str) -> DecodedBatch:
     """Judge every record of a batch (pure: no Redis read)."""
     batch = DecodedBatch()
     horizon = future_horizon()

@@ -32,7 +32,7 @@ from kafka.errors import KafkaError
 
 from context.store import ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
-from events.records import IncomingRecord
+from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
 
 log = structlog.get_logger("rebuild")
@@ -85,7 +85,7 @@ class Replayer:
         self._default_region = default_region
         self.records = self.applied = self.skipped = 0
         # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
-        self.held_back: list[IncomingRecord] = []
+        self.held_back: list[KafkaRecord] = []
         # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
         self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
 
@@ -101,7 +101,7 @@ class Replayer:
         read = 0
         while pending:
             polled = self._consumer.poll(timeout_ms=1000)
-            records = [IncomingRecord.from_consumer_record(r) for batch in polled.values() for r in batch]
+            records = polled_records(polled)
             if records:
                 self.held_back += self._apply(records, progress)
                 read += len(records)
@@ -118,7 +118,7 @@ class Replayer:
         self.skipped += len(self.held_back)
         self.held_back = []
 
-    def _apply(self, records: list[IncomingRecord], progress: Progress | None) -> list[IncomingRecord]:
+    def _apply(self, records: list[KafkaRecord], progress: Progress | None) -> list[KafkaRecord]:
         """Send a batch to Redis; returns the records whose citizen could not be resolved yet."""
         decoded = decode_batch(records, default_region=self._default_region)
         if decoded.needs_index:

@@ -56,7 +56,10 @@ class CloudEvent(BaseModel):
 
     @model_validator(mode="after")
     def _extensions_are_well_formed(self) -> "CloudEvent":
-        for name, value in (self.model_extra or {}).items():
+        extensions = self.__pydantic_extra__
+        if not extensions:
+            return self  # nearly every event: nothing to look at
+        for name, value in extensions.items():
             if not ATTRIBUTE_NAME.fullmatch(name):
                 raise ValueError(
                     f"extension attribute name {name!r} must be 1-20 lower-case letters or digits"
