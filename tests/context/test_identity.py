@@ -25,6 +25,15 @@ def test_the_default_region_reads_national_numbers() -> None:
     assert normalise(IdentifierKind.phone, "202 555 0143", default_region="US") == "+12025550143"
 
 
+def test_a_phone_number_read_again_is_read_the_same_in_its_own_region_and_a_refusal_stands() -> None:
+    # Recent answers are kept (context/identity.py): asking again, or in another region, changes nothing.
+    for _ in range(2):
+        assert normalise(IdentifierKind.phone, "020 7946 0018", default_region="GB") == "+442079460018"
+        assert normalise(IdentifierKind.phone, "020 7946 0018", default_region="IE") == "+3532079460018"
+        with pytest.raises(InvalidIdentifier, match="not a possible phone number"):
+            normalise(IdentifierKind.phone, "+44 20", default_region="GB")
+
+
 @pytest.mark.parametrize(
     ("kind", "raw"),
     [
