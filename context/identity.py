@@ -53,7 +53,8 @@ def normalise(kind: IdentifierKind, value: str, *, default_region: str) -> str:
 
 # Parsing a phone number takes the library about 13 us, more than the rest of an event's identity work; the
 # same numbers recur (a caller's number on every call), so recent answers are kept. Refusals are not kept
-# (an exception is never cached), and the region is part of the key.
+# (an exception is never cached), and the region is part of the key. The cache holds numbers only, linked to
+# nobody, in this process's memory; an erasure empties it all the same (`forget_recent_numbers`).
 PHONE_CACHE_SIZE = 16_384
 
 
@@ -70,6 +71,16 @@ def _e164(value: str, default_region: str) -> str:
     if not phonenumbers.is_possible_number(number):
         raise InvalidIdentifier("not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def recent_numbers() -> int:
+    """How many phone numbers' normalised forms are kept."""
+    return _e164.cache_info().currsize
+
+
+def forget_recent_numbers() -> None:
+    """Empty the cache of recent phone numbers (a citizen was erased: nothing of theirs stays anywhere)."""
+    _e164.cache_clear()
 
 
 def named_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[IdentifierKind, str]]:
@@ -115,7 +126,9 @@ def taught_by(
     return list(found)
 
 
+# What a model without kept extras reads them from (its __pydantic_extra__ is then None or empty).
 _NO_EXTRA: dict[str, Any] = {}
+
 # The data fields that teach an identifier, and which kind.
 _DATA_IDENTIFIERS = (
     (IdentifierKind.phone, "phone"),

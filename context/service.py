@@ -35,7 +35,8 @@ class EventWrite:
 def plan_write(event: CloudEvent, *, default_region: str, stored: str | None = None) -> EventWrite:
     """What `event` (already resolved to a citizen) writes: itself, its fact, profile fields, identifiers.
 
-    `stored` is the event's JSON form (`event.to_json()`) when the caller has it already.
+    `stored` is the event's JSON form when the caller has it already: exactly `event.to_json()` (the summary
+    fact's time is read from it).
     """
     if event.type == ERASURE_TYPE:
         return EventWrite(event=event, stored="", score=time_score(event.time), erase=True)
@@ -53,7 +54,7 @@ def plan_judged(
     score: int | None = None,
 ) -> EventWrite:
     """As `plan_write`, for an event whose data the decoder has parsed already (`data`, as `parse_data`);
-    `score` is its time's score when the decoder has it."""
+    `stored` is exactly `event.to_json()` when given, and `score` its time's score when the decoder has it."""
     score = time_score(event.time) if score is None else score
     if event.type == ERASURE_TYPE:
         return EventWrite(event=event, stored="", score=score, erase=True)

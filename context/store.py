@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 from context.batching import CommandBatcher
 from context.compact import EVENT_FRAGMENTS, FACT_FRAGMENTS
 from context.document_cache import DocumentCache
-from context.identity import IdentifierKind
+from context.identity import IdentifierKind, forget_recent_numbers
 from context.keys import (
     CitizenKeys,
     changes_channel,
@@ -351,6 +351,7 @@ class ProjectionWriter:
         plan = _Erasure(self._prefix, epoch, citizen_id, publish=publish)
         for key in plan.identifier_keys(cast(set[str], self._client.smembers(plan.keys.identifiers))):
             self._forget(keys=[key], args=[citizen_id])
+        forget_recent_numbers()
         return int(self._erase(keys=plan.keys.erasable(), args=plan.args))
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
@@ -422,6 +423,7 @@ class CitizenEraser:
         plan = _Erasure(self._prefix, epoch, citizen_id)
         for key in plan.identifier_keys(cast(set[str], await self._client.smembers(plan.keys.identifiers))):
             await self._forget(keys=[key], args=[citizen_id])
+        forget_recent_numbers()
         return int(await self._erase(keys=plan.keys.erasable(), args=plan.args))
 
 

@@ -94,7 +94,7 @@ def decode_judged(
     `horizon` is the latest event time to accept (`future_horizon()`, the default): a batch reads the
     clock once for all its records, where reading it per record was a thirtieth of the consumer's time.
     """
-    horizon = horizon or future_horizon()
+    horizon = future_horizon() if horizon is None else horizon
     header_map = {name.lower(): raw for name, raw in headers} if headers else {}
     if "ce_specversion" in header_map:
         return _judge(
@@ -141,8 +141,10 @@ def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> d
                 document[name.removeprefix("ce_")] = (raw or b"").decode("utf-8")
             except UnicodeDecodeError as error:
                 raise InvalidEvent("bad-header", f"header {name} is not UTF-8") from error
-    content_type = headers.get("content-type")
-    if content_type is not None:
+    if "content-type" in headers:
+        # A header without a value (Kafka allows one) declares an empty content type, as an empty value
+        # does: it is not left out, which would declare JSON (the default).
+        content_type = headers["content-type"] or b""
         document["datacontenttype"] = content_type.decode("utf-8", errors="replace")
     if value is not None:
         document["data"] = _decode_binary_data(value, document.get("datacontenttype"))

@@ -8,9 +8,10 @@ import redis
 import redis.asyncio as aioredis
 
 import context
+from context.identity import IdentifierKind, normalise, recent_numbers
 from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
-from context.store import EVENTS_PER_CALL, ContextReader, ProjectionWriter, keep_alive_period
+from context.store import EVENTS_PER_CALL, CitizenEraser, ContextReader, ProjectionWriter, keep_alive_period
 from context.timeline import order_timeline
 from models.context import CitizenContext
 from models.taxonomy import ERASURE_TYPE
@@ -352,3 +353,19 @@ def test_a_sent_batch_with_an_erasure_is_applied_before_it_returns(
     assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-6").timeline) == 0
     assert redis_client.zcard(CitizenKeys(key_prefix, epoch, "C-7").timeline) == 1
     assert [r.version for r in sent.results()] == [1, 0, 1]
+
+
+async def test_an_erasure_leaves_no_recent_phone_number_in_memory(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    # context/identity.py keeps recent numbers' normalised forms; nothing of an erased citizen stays, whether
+    # the consumer (a citizen.erased event) or the API (a citizen's request) erases.
+    writer = writer_for(redis_client, key_prefix)
+    normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
+    assert recent_numbers() > 0
+    writer.erase("C-8", epoch=writer.current_epoch(), publish=False)
+    assert recent_numbers() == 0
+    normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
+    assert recent_numbers() > 0
+    await CitizenEraser(async_redis, prefix=key_prefix).erase("C-8")
+    assert recent_numbers() == 0

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from events.codec import InvalidEvent, decode_record, encode_structured, judge
 from models.events import CloudEvent
 from models.taxonomy import EXAMPLE_DATA
-from tests.factories import make_event
+from tests.factories import example_data, make_event
 
 VALID = {
     "specversion": "1.0",
@@ -52,6 +52,26 @@ def test_binary_mode_reads_ce_headers() -> None:
     assert event.datacontenttype == "application/json"
     assert event.data == data
     assert event.time.utcoffset() is not None
+
+
+@pytest.mark.parametrize("content_type", [b"", None])
+def test_binary_mode_with_an_empty_content_type_is_not_json(content_type: bytes | None) -> None:
+    # A content-type header without a value (Kafka allows one) declares nothing, as an empty one does; it
+    # is not read as absent, which would declare JSON. The live consumer, a rebuild and a redriven dead
+    # letter (which carries the header on with an empty value) must all judge the record alike.
+    headers: list[tuple[str, bytes | None]] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"evt-3"),
+        ("ce_source", b"/telephony"),
+        ("ce_type", b"call.ended"),
+        ("ce_subject", b"C-100234"),
+        ("ce_time", b"2026-11-28T09:15:00Z"),
+        ("content-type", content_type),
+    ]
+    with pytest.raises(InvalidEvent) as refused:
+        decode_record(json.dumps(example_data("call.ended")).encode(), headers)
+    assert refused.value.reason == "invalid-data"
+    assert "must be JSON" in refused.value.detail
 
 
 @pytest.mark.parametrize(
