@@ -118,7 +118,9 @@ def taught_by(
     fields, extra = data.__dict__, data.__pydantic_extra__ or _NO_EXTRA
     for kind, name in _DATA_IDENTIFIERS:
         value = fields[name] if name in fields else extra.get(name)
-        if value:
+        # A kept extra may hold anything JSON does; only text names anyone (a number, a list or an object
+        # in a `phone` field teaches nothing, as a malformed number does).
+        if value and isinstance(value, str):
             try:
                 found[(kind, normalise(kind, value, default_region=default_region))] = None
             except InvalidIdentifier:

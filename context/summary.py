@@ -268,11 +268,14 @@ def _contacts(facts: Iterable[ContactFact]) -> list[ContactFact]:
 
 
 def _open_cases(facts: Iterable[CaseFact]) -> list[OpenCase]:
+    # A case is its reference as identity resolution reads one (context/identity.py: trimmed, upper-case), so
+    # a case opened as "hb-900" and closed as "HB-900" is one case, closed; it is shown as last written.
     latest: dict[str, CaseFact] = {}
     for fact in facts:
-        seen = latest.get(fact.case_ref)
+        case = fact.case_ref.strip().upper()
+        seen = latest.get(case)
         if seen is None or (fact.time, fact.closed, fact.status) > (seen.time, seen.closed, seen.status):
-            latest[fact.case_ref] = fact
+            latest[case] = fact
     return sorted(
         (
             OpenCase(case_ref=f.case_ref, status=f.status, updated_at=f.time)

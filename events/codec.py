@@ -218,9 +218,8 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
         content_type = event.datacontenttype
         # Nearly every event declares JSON as "application/json" or not at all: no need to parse that.
         if content_type is not None and content_type != JSON and not is_json(media_type_of(content_type)):
-            raise InvalidEvent(
-                "invalid-data", f"{event.type} data must be JSON, not {media_type_of(content_type)}"
-            )
+            declared = media_type_of(content_type) or "an empty content type"
+            raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {declared}")
         try:
             data = parse_data(event.type, event.data)
         except ValidationError as error:

@@ -119,7 +119,8 @@ def _stored(raw: object) -> StoredDeadLetter:
 
 
 def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> int:
-    """Publish each letter's original record, unchanged, back to its original topic; returns how many.
+    """Publish each letter's original record, unchanged, back to the topic and partition it was read from;
+    returns how many.
 
     An event that reaches the projection twice is applied once; one that still cannot be used returns to
     the dead-letter topic (as a new record) with its reason.
@@ -127,6 +128,9 @@ def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout
     futures = [
         producer.send(
             letter.record.topic,
+            # Back to the partition it was read from, beside the citizen's other events: publishers do not
+            # all place keys alike (librdkafka's default partitioner is not kafka-python's).
+            partition=letter.record.partition if letter.record.partition >= 0 else None,
             key=letter.record.key,
             value=letter.record.value,
             headers=letter.original_headers,

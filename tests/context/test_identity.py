@@ -3,6 +3,7 @@
 import pytest
 
 from context.identity import IdentifierKind, InvalidIdentifier, normalise, taught_identifiers
+from context.service import plan_write
 from tests.factories import example_data, make_event
 
 
@@ -87,3 +88,16 @@ def test_a_malformed_phone_in_a_profile_teaches_nothing_but_does_not_fail() -> N
     data = example_data("profile.updated", phone="12", email=None)
     event = make_event("C-1", type_="profile.updated", data=data)
     assert taught_identifiers(event, default_region="GB") == []
+
+
+@pytest.mark.parametrize(
+    "extra", [{"phone": 447700900123}, {"phone": ["07700 900123"]}, {"email": 5}, {"case_ref": {"x": 1}}]
+)
+def test_an_identifier_field_that_is_not_text_teaches_nothing_and_is_planned(
+    extra: dict[str, object],
+) -> None:
+    # Kept extras may hold anything JSON does: the event is applied as REST accepted it, teaching nothing,
+    # never dead-lettered as undecodable.
+    event = make_event("C-1", type_="call.started", data=example_data("call.started", **extra))
+    assert taught_identifiers(event, default_region="GB") == []
+    assert plan_write(event, default_region="GB").identifiers == []

@@ -62,6 +62,18 @@ def test_open_cases_show_their_latest_status_and_closed_ones_go() -> None:
     assert [(c.case_ref, c.status) for c in summary.open_cases] == [("HB-1", "awaiting-evidence")]
 
 
+def test_a_case_closed_under_its_reference_in_other_letters_is_closed() -> None:
+    # Identity resolution reads "hb-900" and "HB-900" as one case (context/identity.py); so does the summary.
+    events = [
+        at(10, "case.opened", case_ref="hb-900", status="open"),
+        at(1, "case.closed", case_ref="HB-900"),
+        at(5, "case.opened", case_ref=" hb-901 "),
+        at(4, "case.updated", case_ref="HB-901", status="awaiting-evidence"),
+    ]
+    summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
+    assert [(c.case_ref, c.status) for c in summary.open_cases] == [("HB-901", "awaiting-evidence")]
+
+
 def test_upcoming_and_missed_appointments() -> None:
     soon, past = (NOW + timedelta(days=2)).isoformat(), (NOW - timedelta(days=2)).isoformat()
     events = [
