@@ -88,6 +88,9 @@ def test_binary_mode_with_an_empty_content_type_is_not_json(content_type: bytes 
         (json.dumps({**VALID, "time": "yesterday"}).encode(), "invalid"),
         (json.dumps({**VALID, "id": ""}).encode(), "invalid"),
         (json.dumps({**VALID, "time": "0001-01-01T00:00:00Z"}).encode(), "invalid"),
+        # CloudEvents' time is an RFC 3339 string: a number is not read as Unix seconds or milliseconds.
+        (json.dumps({**VALID, "time": 1796000000}).encode(), "invalid"),
+        (json.dumps({**VALID, "time": 1796000000000}).encode(), "invalid"),
         (json.dumps({**VALID, "Bad_Name": "x"}).encode(), "invalid"),
         (json.dumps({**VALID, "nested": {"a": 1}}).encode(), "invalid"),
         (json.dumps({k: v for k, v in VALID.items() if k != "subject"}).encode(), "no-citizen"),
@@ -290,3 +293,14 @@ VALID_JSON = json.dumps(VALID)
 )
 def test_the_fast_path_agrees_with_the_slow_path_where_json_parsers_differ(value: bytes) -> None:
     assert_same_verdict(value)
+
+
+@pytest.mark.parametrize("time", [1796000000, 1796000000.5, True, None])
+def test_a_time_that_is_not_a_timestamp_string_is_refused_in_plain_words(time: object) -> None:
+    # From a record and as REST judges a document (pydantic's JSON and Python modes): the same verdict.
+    with pytest.raises(InvalidEvent) as refused:
+        decode_record(json.dumps({**VALID, "time": time}).encode())
+    assert refused.value.detail == "time: Value error, time must be an RFC 3339 timestamp string"
+    with pytest.raises(InvalidEvent) as judged:
+        judge({**VALID, "time": time})
+    assert judged.value.detail == refused.value.detail
