@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
 from context.compact import FACT_FRAGMENTS
+from context.identity import case_reference
 from models.context import (
     FailedPayment,
     LastContact,
@@ -268,11 +269,11 @@ def _contacts(facts: Iterable[ContactFact]) -> list[ContactFact]:
 
 
 def _open_cases(facts: Iterable[CaseFact]) -> list[OpenCase]:
-    # A case is its reference as identity resolution reads one (context/identity.py: trimmed, upper-case), so
-    # a case opened as "hb-900" and closed as "HB-900" is one case, closed; it is shown as last written.
+    # A case is its reference as identity resolution matches one, so a case opened as "hb-900" and closed
+    # as "HB-900" is one case, closed; it is shown as last written.
     latest: dict[str, CaseFact] = {}
     for fact in facts:
-        case = fact.case_ref.strip().upper()
+        case = case_reference(fact.case_ref)
         seen = latest.get(case)
         if seen is None or (fact.time, fact.closed, fact.status) > (seen.time, seen.closed, seen.status):
             latest[case] = fact
