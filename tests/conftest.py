@@ -22,12 +22,13 @@ import redis
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from pydantic import RedisDsn
 
 from context.settings import RedisSettings, TimelineSettings
 from events.deadletter import dead_letter_topic
+from events.producer import create_producer
 from events.settings import KafkaSettings
 from events.topics import ensure_topics
 from models.database import DatabaseSettings, migrate
@@ -117,6 +118,14 @@ def kafka_topic() -> Iterator[str]:
         admin.delete_topics([name, dead_letter_topic(name)])
     finally:
         admin.close()
+
+
+@pytest.fixture
+def producer() -> Iterator[KafkaProducer]:
+    """The project's own Kafka producer (events/producer.py), closed afterwards."""
+    kafka_producer = create_producer(KafkaSettings().bootstrap_list)
+    yield kafka_producer
+    kafka_producer.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any, cast
 
 import confluent_kafka
@@ -12,19 +11,12 @@ import websockets.sync.client as ws_client
 from kafka import KafkaProducer
 
 from events.deadletter import read_dead_letters
-from events.producer import create_producer, publish
+from events.producer import publish
 from events.settings import KafkaSettings
 from models.events import CloudEvent
 from tests import access
 from tests.conftest import Stack, wait_until
 from tests.factories import make_event, next_message
-
-
-@pytest.fixture
-def producer() -> Iterator[KafkaProducer]:
-    kafka_producer = create_producer(KafkaSettings().bootstrap_list)
-    yield kafka_producer
-    kafka_producer.close()
 
 
 def context_of(stack: Stack, citizen_id: str) -> dict[str, object]:

@@ -2,28 +2,18 @@
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from kafka import KafkaProducer
 from playwright.sync_api import Page, expect
 
-from events.producer import create_producer, publish
-from events.settings import KafkaSettings
+from events.producer import publish
 from tests.conftest import Stack, wait_until
 from tests.desk.conftest import AGENT_NAME, assert_accessible
 from tests.factories import example_data, make_event
 
 CITIZEN = "C-DESK-1"
 PHONE = "07700 900777"
-
-
-@pytest.fixture
-def producer() -> Iterator[KafkaProducer]:
-    kafka_producer = create_producer(KafkaSettings().bootstrap_list)
-    yield kafka_producer
-    kafka_producer.close()
 
 
 def send(

@@ -26,13 +26,6 @@ from tests.factories import example_data, make_event, next_message
 BOOTSTRAP = KafkaSettings().bootstrap_list
 
 
-@pytest.fixture
-def producer() -> Iterator[KafkaProducer]:
-    kafka_producer = create_producer(BOOTSTRAP)
-    yield kafka_producer
-    kafka_producer.close()
-
-
 def context(stack: Stack, citizen: str) -> dict[str, Any]:
     response = httpx.get(
         f"{stack.api_url}/v1/citizens/{citizen}/context", headers=access.supervisor(), timeout=5

@@ -1,22 +1,10 @@
 """Dead letters through the real broker."""
 
-from collections.abc import Iterator
-
-import pytest
 from kafka import KafkaProducer
 
 from events.deadletter import StoredDeadLetter, redrive
-from events.producer import create_producer
 from events.records import IncomingRecord
-from events.settings import KafkaSettings
 from tests.conftest import topic_records
-
-
-@pytest.fixture
-def producer() -> Iterator[KafkaProducer]:
-    client = create_producer(KafkaSettings().bootstrap_list)
-    yield client
-    client.close()
 
 
 def test_a_redriven_record_goes_back_to_the_partition_it_was_read_from(
