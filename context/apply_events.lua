@@ -12,7 +12,8 @@
 --       then per event, in KEYS order: event key (source, id), score (time, microseconds), the event's
 --       stored form (context/compact.py), citizen id, the event's summary fact (stored form, or ""),
 --       the event's JSON (for the published change; "" when nothing is published), the number of profile
---       updates, then that many pairs: field name, value as JSON.
+--       updates, the number of identifiers the event teaches, then that many profile pairs (field name,
+--       value as JSON), then the identifiers as the citizen's identifiers set lists them ("kind:value").
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
 -- index entries the writer must keep alive.
 local SUFFIXES = {':timeline', ':events', ':meta', ':changes', ':facts', ':profile', ':profile-stamps',
@@ -29,7 +30,19 @@ local function apply_one(base, at)
   local event_key, score_text, stored, citizen = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local fact, event_json = ARGV[at + 4], ARGV[at + 5]
   local score = tonumber(score_text)
-  local first_update, last_update = at + 7, at + 6 + 2 * tonumber(ARGV[at + 6])
+  local first_update, last_update = at + 8, at + 7 + 2 * tonumber(ARGV[at + 6])
+  local first_taught, last_taught = last_update + 1, last_update + tonumber(ARGV[at + 7])
+
+  -- The identifiers the event teaches join the citizen's identifiers set, through which an erasure finds
+  -- their index entries (teach_identifier.lua wrote those, earlier in the same batch), whatever else the
+  -- event changes or not, as each teaching extends its entry. The set outlives the entries it lists.
+  -- Here rather than as two commands of their own per identifier: reading their replies cost the consumer
+  -- more than the rest of the teaching.
+  if first_taught <= last_taught then
+    redis.call('SADD', keys[8], unpack(ARGV, first_taught, last_taught))
+    redis.call('EXPIREAT', keys[8], identifiers_expire_at)
+  end
+
   local meta = redis.call('HMGET', keys[3], 'version', 'kept')
   local version = tonumber(meta[1] or '0')
 
@@ -166,7 +179,7 @@ for _, base in ipairs(KEYS) do
   replies[#replies + 1] = applied
   replies[#replies + 1] = version
   for _, identifier in ipairs(identifiers) do stale[#stale + 1] = identifier end
-  at = at + 7 + 2 * tonumber(ARGV[at + 6])
+  at = at + 8 + 2 * tonumber(ARGV[at + 6]) + tonumber(ARGV[at + 7])
 end
 replies[#replies + 1] = stale
 return replies

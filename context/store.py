@@ -271,7 +271,6 @@ class ProjectionWriter:
             shared=shared,
             publish=publish,
             entries_expire_at=entries_expire_at,
-            identifiers_expire_at=identifiers_expire_at,
         )
         sent = self._streamed.send(commands)
         calls = ceil(len(writes) / EVENTS_PER_CALL)
@@ -300,15 +299,14 @@ class ProjectionWriter:
         shared: list[str | int],
         publish: bool,
         entries_expire_at: int,
-        identifiers_expire_at: int,
     ) -> Iterator[list[Command]]:
         """The batch's commands in groups, built as they are sent: the identifiers, then the events."""
         # The index entries go first so that a later event in this very batch, or a reader, finds them.
         # Each is its own command: on Redis Cluster it lives in the identifier's slot, not the citizen's.
+        # The citizen's identifiers set, in the citizen's slot, lists them from the event's own script call.
         teaching: list[Command] = []
         for write in writes:
             for kind, value in write.identifiers:
-                identifiers_set = CitizenKeys(self._prefix, epoch, write.citizen_id).identifiers
                 teaching.append(
                     evalsha(
                         self._teach,
@@ -321,9 +319,6 @@ class ProjectionWriter:
                         ],
                     )
                 )
-                teaching.append(["SADD", identifiers_set, f"{kind}:{value}"])
-                # It outlives the entries it lists.
-                teaching.append(["EXPIREAT", identifiers_set, identifiers_expire_at])
         yield teaching
         for start in range(0, len(writes), EVENTS_PER_CALL):
             bases = []
@@ -341,9 +336,12 @@ class ProjectionWriter:
                     write.fact,
                     write.stored if publish else "",
                     len(write.profile),
+                    len(write.identifiers),
                 )
                 for name, value in write.profile.items():
                     args += (name, value)
+                for kind, value in write.identifiers:
+                    args.append(f"{kind}:{value}")
             yield [evalsha(self._apply, bases, args)]
 
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:

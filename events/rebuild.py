@@ -61,6 +61,11 @@ class RebuildReport:
 # A replay reads what is already in the topic, where nobody waits for one event: larger batches spread each
 # batch's fixed costs (the poll, sending the batch, reading its replies) over more events.
 REPLAY_POLL_RECORDS = 2000
+# How long the broker may hold a fetch that finds no new records. A replay that reaches a partition's end
+# leaves such a fetch waiting, and the broker answers one connection's requests in order: the end offsets
+# asked for by the next pass waited behind it for kafka-python's default 500 ms (0.47 s of a 9 s replay of
+# 200,000 events, measured with py-spy). Nothing waits for new records during a replay.
+REPLAY_FETCH_WAIT_MS = 10
 
 
 class Replayer:
@@ -75,6 +80,7 @@ class Replayer:
             enable_auto_commit=False,
             max_poll_records=max(kafka.max_poll_records, REPLAY_POLL_RECORDS),
             client_id="citizen-context-rebuild",
+            fetch_max_wait_ms=REPLAY_FETCH_WAIT_MS,
         )
         partitions = self._consumer.partitions_for_topic(kafka.topic) or set()
         self.partitions = [TopicPartition(kafka.topic, p) for p in sorted(partitions)]

@@ -242,6 +242,31 @@ def test_identifier_entries_are_kept_alive_with_their_citizen_once_per_period(
         assert redis_client.expiretime(entry) == citizen_expires + period
 
 
+def test_every_taught_identifier_is_listed_for_erasure_whatever_else_its_event_changes(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, max_age_days=30)
+    profile = make_event("C-8b", type_="profile.updated", now=NOW)
+    # Too old for the timeline, and no profile field: the event changes nothing but the index.
+    old_case = make_event("C-8b", type_="case.opened", minutes_ago=40 * 24 * 60, now=NOW)
+    writes = writes_for(profile, old_case, profile)  # the second profile update is a redelivery
+    results = writer.apply_batch(writes, now=NOW)
+    assert [r.applied for r in results] == [True, False, False]
+    epoch = writer.current_epoch()
+    taught = {identifier for write in writes for identifier in write.identifiers}
+    assert {kind for kind, _value in taught} == set(IdentifierKind)
+    identifiers = CitizenKeys(key_prefix, epoch, "C-8b").identifiers
+    assert redis_client.smembers(identifiers) == {f"{kind}:{value}" for kind, value in taught}
+    for kind, value in taught:
+        # The set outlives the index entries it lists, so an erasure finds every one of them.
+        assert redis_client.expiretime(identifiers) > redis_client.expiretime(
+            identifier_key(key_prefix, epoch, kind, value)
+        )
+    writer.apply_batch(writes_for(make_event("C-8b", type_=ERASURE_TYPE, data={}, now=NOW)), now=NOW)
+    entries = [identifier_key(key_prefix, epoch, kind, value) for kind, value in taught]
+    assert redis_client.exists(*entries) == 0
+
+
 async def test_the_encoded_context_is_the_context(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
