@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import redis.exceptions
 import structlog
 
-from api.streaming import PRESENCE_CHANGED, ChangeHub
+from api.streaming import PRESENCE_CHANGED, ChangeHub, stop_if_cancelled
 from context.store import PresenceStore
 
 log = structlog.get_logger("presence")
@@ -64,6 +64,7 @@ class PresenceKeeper:
             try:
                 await self.sweep(spread_s=self._interval_s / 2)
             except redis.exceptions.RedisError as error:
+                stop_if_cancelled()  # a cancelled read, surfaced as an error (see stop_if_cancelled)
                 # Entries live three intervals: the next sweep catches up once Redis is back (or writable
                 # again, after a failover). Whatever the error, the keeper goes on.
                 log.warning("presence sweep failed", error=type(error).__name__)

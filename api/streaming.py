@@ -144,6 +144,22 @@ class Subscription:
             return None
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError if this task was asked to stop, for a loop that would otherwise go on.
+
+    A cancellation can be lost inside a client library. redis-py reads a subscription under a timeout,
+    and on Python 3.11 a cancel that lands as the timeout fires comes out as that timeout (redis-py then
+    answers "no message"); it can also turn a cancelled read into a ConnectionError, which a loop that
+    retries on errors catches. The task still counts the request (`Task.cancelling`), so a loop that
+    checks it on every turn ends as asked. Without it, cancelling the change hub while it listened with a
+    short probe left it running within a few dozen tries, and a test's app teardown, which waits for every
+    task it cancels, hung for good.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ChangeHub:
     """Reads the changes channel and hands each message to the streams watching its citizen."""
 
@@ -222,6 +238,7 @@ class ChangeHub:
                     delay = 0.1
                     await self._listen(pubsub)
             except Exception as error:
+                stop_if_cancelled()  # a cancelled read, surfaced as an error (see stop_if_cancelled)
                 # Changes published from now until the subscription is back are lost to pub/sub: every
                 # stream re-syncs once it is restored (a snapshot read now would fail with Redis down).
                 # Meanwhile heartbeats tell clients that live updates are paused.
@@ -240,6 +257,7 @@ class ChangeHub:
         next_ping = last_heard + self._probe_s
         while True:
             message = await pubsub.get_message(timeout=min(1.0, self._probe_s))
+            stop_if_cancelled()  # a cancel lost to the read's timeout (see stop_if_cancelled)
             now = time.monotonic()
             drained = 0
             while message is not None:

@@ -2,6 +2,7 @@
 silent, and every stream re-synced then."""
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -77,3 +78,21 @@ async def test_a_subscription_redis_stops_answering_is_replaced_and_streams_resy
         item = await asyncio.wait_for(subscription.next(), timeout=5)
     assert isinstance(item, Resync)
     assert item.reason == "redis"
+
+
+async def test_a_cancelled_hub_always_stops(
+    async_redis: "aioredis.Redis", redis_settings: RedisSettings
+) -> None:
+    # Cancelled while it reads under a very short probe, the cancel often lands as a read's timeout fires,
+    # where redis-py lost it: the hub went on listening, and a shutdown waiting for it never ended.
+    channel = f"{redis_settings.key_prefix}:changes"
+    delays = random.Random(7)  # noqa: S311 (test timing, not crypto)
+    for _attempt in range(100):
+        hub = ChangeHub(async_redis, channel=channel, queue_size=8, probe_s=0.001)
+        task = asyncio.create_task(hub.run())
+        await asyncio.wait_for(hub.connected.wait(), timeout=10)
+        await asyncio.sleep(delays.random() * 0.02)
+        task.cancel()
+        done, _pending = await asyncio.wait({task}, timeout=10)
+        assert done == {task}
+        assert task.cancelled()
