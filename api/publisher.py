@@ -5,7 +5,7 @@ import threading
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from events.producer import create_producer, publish
+from events.producer import create_producer, partition_keys, publish
 from events.settings import KafkaSettings
 from events.topics import reachable
 from models.events import CloudEvent
@@ -29,8 +29,13 @@ class EventPublisher:
         """Send the events and wait until the broker has every one (blocking: call from a worker thread)."""
         try:
             producer = self._get()
-            region = self._default_region
-            futures = [publish(producer, self._kafka.topic, event, default_region=region) for event in events]
+            # Keyed together: an event naming its citizen by an identifier that an earlier one teaches
+            # follows that one on its partition (see partition_keys).
+            keys = partition_keys(events, default_region=self._default_region)
+            topic = self._kafka.topic
+            futures = [
+                publish(producer, topic, event, key=key) for event, key in zip(events, keys, strict=True)
+            ]
             producer.flush(timeout=self._timeout_s)
             for future in futures:
                 future.get(timeout=self._timeout_s)

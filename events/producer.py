@@ -1,9 +1,11 @@
 """Publishing CloudEvents to Kafka in structured mode, keyed by citizen so each citizen stays in order."""
 
+from collections.abc import Sequence
+
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
-from context.identity import named_identifiers
+from context.identity import IdentifierKind, named_identifiers, taught_identifiers
 from events.codec import encode_structured
 from models.events import CloudEvent
 
@@ -24,13 +26,19 @@ def create_producer(
 
 
 def publish(
-    producer: KafkaProducer, topic: str, event: CloudEvent, *, default_region: str = "GB"
+    producer: KafkaProducer,
+    topic: str,
+    event: CloudEvent,
+    *,
+    default_region: str = "GB",
+    key: bytes | None = None,
 ) -> FutureRecordMetadata:
-    """Send one event; the returned future completes when the broker has it (or fails)."""
+    """Send one event, with `key` or else its own `partition_key`; the returned future completes when the
+    broker has it (or fails)."""
     value, headers = encode_structured(event)
-    return producer.send(
-        topic, key=partition_key(event, default_region=default_region), value=value, headers=headers
-    )
+    if key is None:
+        key = partition_key(event, default_region=default_region)
+    return producer.send(topic, key=key, value=value, headers=headers)
 
 
 def partition_key(event: CloudEvent, *, default_region: str = "GB") -> bytes:
@@ -42,3 +50,26 @@ def partition_key(event: CloudEvent, *, default_region: str = "GB") -> bytes:
         return event.subject.encode()
     identifiers = named_identifiers(event, default_region=default_region)
     return (f"{identifiers[0][0]}:{identifiers[0][1]}" if identifiers else event.id).encode()
+
+
+def partition_keys(events: Sequence[CloudEvent], *, default_region: str = "GB") -> list[bytes]:
+    """The message keys of events published together, in their order.
+
+    Each is `partition_key`, except for an event that names its citizen only by an identifier an earlier
+    event of the same batch teaches (a profile update's phone number, then a call naming that number): it
+    goes with that event's citizen, to the same partition, after it. Keyed by the identifier, it could
+    land on another partition, be read before the event that teaches the identifier, and be dead-lettered
+    as unresolved.
+    """
+    learned: dict[tuple[IdentifierKind, str], str] = {}
+    keys: list[bytes] = []
+    for event in events:
+        if event.subject is not None:
+            for identifier in taught_identifiers(event, default_region=default_region):
+                learned[identifier] = event.subject
+            keys.append(event.subject.encode())
+            continue
+        named = named_identifiers(event, default_region=default_region)
+        citizen = next((learned[identifier] for identifier in named if identifier in learned), None)
+        keys.append(citizen.encode() if citizen else partition_key(event, default_region=default_region))
+    return keys

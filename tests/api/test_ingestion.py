@@ -61,6 +61,26 @@ def test_a_batch_is_published_in_order(client: TestClient, kafka_topic: str) -> 
     )
 
 
+def test_an_event_naming_a_citizen_taught_earlier_in_the_batch_follows_that_event(
+    client: TestClient, kafka_topic: str
+) -> None:
+    # The call names the citizen only by the number the profile update teaches (written otherwise): on the
+    # same partition, after it, the consumer resolves it from the profile rather than dead-lettering it.
+    profile = event(subject="C-300", type="profile.updated", data=example_data("profile.updated"))
+    call = {key: value for key, value in event(citizenphone="+44 7700 900123").items() if key != "subject"}
+    response = client.post(
+        "/v1/events",
+        content=json.dumps([profile, call]),
+        headers={"content-type": "application/cloudevents-batch+json"},
+    )
+    assert response.status_code == 202
+    records = {json.loads(r.value)["id"]: r for r in topic_records(kafka_topic)}
+    first, second = records[profile["id"]], records[call["id"]]
+    assert first.key == second.key == b"C-300"
+    assert first.partition == second.partition
+    assert first.offset < second.offset
+
+
 def test_one_bad_event_rejects_the_whole_batch_and_says_which(client: TestClient, kafka_topic: str) -> None:
     batch = [event(), event(time="yesterday"), event(type="call.ended", data={"channel": "phone"}), "oops"]
     response = client.post("/v1/events", json=batch)
