@@ -57,19 +57,21 @@ def partition_keys(events: Sequence[CloudEvent], *, default_region: str = "GB") 
 
     Each is `partition_key`, except for an event that names its citizen only by an identifier an earlier
     event of the same batch teaches (a profile update's phone number, then a call naming that number): it
-    goes with that event's citizen, to the same partition, after it. Keyed by the identifier, it could
+    gets that event's key, so it goes to the same partition, after it. Keyed by the identifier, it could
     land on another partition, be read before the event that teaches the identifier, and be dead-lettered
-    as unresolved.
+    as unresolved. Every event teaches, as the consumer learns from every event it resolves: one named by
+    an identifier passes its key on to the identifiers it teaches in turn.
     """
-    learned: dict[tuple[IdentifierKind, str], str] = {}
+    learned: dict[tuple[IdentifierKind, str], bytes] = {}
     keys: list[bytes] = []
     for event in events:
         if event.subject is not None:
-            for identifier in taught_identifiers(event, default_region=default_region):
-                learned[identifier] = event.subject
-            keys.append(event.subject.encode())
-            continue
-        named = named_identifiers(event, default_region=default_region)
-        citizen = next((learned[identifier] for identifier in named if identifier in learned), None)
-        keys.append(citizen.encode() if citizen else partition_key(event, default_region=default_region))
+            key = event.subject.encode()
+        else:
+            named = named_identifiers(event, default_region=default_region)
+            found = next((learned[identifier] for identifier in named if identifier in learned), None)
+            key = found or partition_key(event, default_region=default_region)
+        keys.append(key)
+        for identifier in taught_identifiers(event, default_region=default_region):
+            learned[identifier] = key
     return keys

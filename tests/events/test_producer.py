@@ -35,3 +35,24 @@ def test_an_identifier_taught_earlier_in_a_batch_keys_the_event_that_names_it_by
         b"C-8",
         b"phone:+447700900999",
     ]
+
+
+def test_an_event_named_by_an_identifier_passes_its_key_on_to_what_it_teaches() -> None:
+    profile = make_event("C-7", type_="profile.updated", data=example_data("profile.updated"))
+    # Named by the profile's phone, the case event teaches a case reference; the complaint names only that.
+    case = anonymous(citizenphone="07700 900123").model_copy(
+        update={"type": "case.opened", "data": example_data("case.opened", case_ref="HB-78")}
+    )
+    complaint = anonymous(citizencaseref="HB-78")
+    # With no subject anywhere: the first event's identifier key carries on down the chain.
+    unknown = anonymous(citizenemail="someone@example.org").model_copy(
+        update={"type": "profile.updated", "data": example_data("profile.updated", phone="07700 900555")}
+    )
+    call = anonymous(citizenphone="+447700900555")
+    assert partition_keys([profile, case, complaint, unknown, call]) == [
+        b"C-7",
+        b"C-7",
+        b"C-7",
+        b"email:someone@example.org",
+        b"email:someone@example.org",
+    ]
