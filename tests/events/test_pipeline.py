@@ -1,10 +1,12 @@
 """A batch's records become writes and dead letters; identity resolution against the real Redis."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
+from context.identity import IdentifierKind
 from context.settings import TimelineSettings
 from context.store import ProjectionWriter
 from events.codec import encode_structured
@@ -63,6 +65,54 @@ def test_an_identifier_taught_earlier_in_the_same_batch_resolves(
         default_region="GB",
     )
     assert [w.citizen_id for w in batch.writes] == ["C-10", "C-10"]
+
+
+def test_an_event_found_by_a_number_does_not_take_the_number_from_its_newer_owner(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # A number moves from C-11 (02:00) to C-12 (04:00). A letter at 05:00 named only by that number is read
+    # before C-12's profile update (another partition: a rebuild, or a consumer catching up), so it goes
+    # to C-11, the owner the index knew then. It must not also teach the number to C-11 at 05:00, which
+    # would outrank C-12's own claim and keep the number with C-11 for every later caller.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    epoch = writer.current_epoch()
+    now = datetime.now(UTC)
+    data = example_data("profile.updated", phone="07700 900604", email=None)
+    first_owner = make_event("C-11", type_="profile.updated", data=data, minutes_ago=180, now=now)
+    letter = anonymous("letter.sent", citizenphone="07700900604").model_copy(
+        update={"time": now - timedelta(minutes=60)}
+    )
+    new_owner = make_event("C-12", type_="profile.updated", data=data, minutes_ago=120, now=now)
+    for batch in ([first_owner, letter], [new_owner]):
+        prepared = prepare_batch(
+            [record(e, n) for n, e in enumerate(batch)], writer=writer, epoch=epoch, default_region="GB"
+        )
+        writer.apply_batch(prepared.writes, epoch=epoch, now=now)
+    assert [
+        w.citizen_id
+        for w in prepare_batch([record(letter)], writer=writer, epoch=epoch, default_region="GB").writes
+    ] == ["C-12"]
+    assert writer.resolve([(IdentifierKind.phone, "+447700900604")], epoch=epoch) == {
+        (IdentifierKind.phone, "+447700900604"): "C-12"
+    }
+
+
+def test_an_event_found_by_a_number_still_teaches_what_its_data_names(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    profile = make_event("C-13", type_="profile.updated", data=example_data("profile.updated"))
+    case = anonymous(citizenphone="07700 900123").model_copy(
+        update={"type": "case.opened", "data": example_data("case.opened", case_ref="HB-79")}
+    )
+    prepared = prepare_batch(
+        [record(profile, 0), record(case, 1)],
+        writer=writer,
+        epoch=writer.current_epoch(),
+        default_region="GB",
+    )
+    assert [w.citizen_id for w in prepared.writes] == ["C-13", "C-13"]
+    assert prepared.writes[1].identifiers == [(IdentifierKind.case, "HB-79")]
 
 
 def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
