@@ -92,6 +92,8 @@ def resolve_batch(
     for record, judged in decoded:
         event = resolved = judged.event
         stored_json: str | None = judged.stored
+        # The identifiers an event without a subject was found by (none for one that names its citizen).
+        identifiers: list[Identifier] = []
         if event.subject is None:
             identifiers = named_identifiers(event, default_region=default_region)
             citizen = next(
@@ -117,13 +119,12 @@ def resolve_batch(
                 DeadLetter(record, "undecodable", f"unexpected {type(error).__name__}")
             )
             continue
-        if resolved is not event:
+        if identifiers:
             # Found by the identifiers it names, the event asserts nothing about whose they are: it does not
             # teach them back (what its data teaches, a case reference say, it still does). Taught back with
             # its own, later time, one resolved to a number's previous owner (read before the newer owner's
             # profile update, from another partition) took the number back from the newer owner.
-            found_by = set(named_identifiers(event, default_region=default_region))
-            write.identifiers = [identifier for identifier in write.identifiers if identifier not in found_by]
+            write.identifiers = [taught for taught in write.identifiers if taught not in identifiers]
         if write.erase:
             erased.add(write.citizen_id)
             learned = {identifier: who for identifier, who in learned.items() if who != write.citizen_id}
