@@ -6,7 +6,6 @@ told to re-sync from a snapshot instead of silently missing changes.
 """
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ import redis.exceptions
 import structlog
 from redis.asyncio.client import PubSub
 
+from context.store import change_of, published_change
 from models.context import ContextChange
 
 log = structlog.get_logger("streaming")
@@ -283,7 +283,8 @@ class ChangeHub:
             self._resync_all("redis")
 
     def _route(self, raw: str | bytes) -> None:
-        message = json.loads(raw)
+        # Only the message's JSON is read here; a change's event only for a citizen someone watches.
+        message, stored_event = published_change(raw.decode() if isinstance(raw, bytes) else raw)
         citizen_id = message.get("citizen_id")
         if citizen_id is None:
             if "epoch" in message:
@@ -302,7 +303,7 @@ class ChangeHub:
         elif message.get("erased"):
             item = ERASED
         else:
-            item = ContextChange.model_validate(message)
+            item = change_of(message, stored_event)
         self.offer(citizen_id, item)
 
     def _resync_all(self, reason: ResyncReason) -> None:

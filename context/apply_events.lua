@@ -5,40 +5,76 @@
 -- event cost the writer more Python than everything else it does, and Redis a script invocation each.
 --
 -- KEYS: one per event, its citizen's key base ("prefix:epoch:{citizen}"). A citizen's eight keys are that
---       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot.
+--       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot. Then the
+--       identifier index entries the events teach (context/keys.py, identifier_key), in the events' order.
 -- ARGV: 1 max events, 2 age cutoff score, 3 change log length, 4 channel ("": publish nothing),
 --       5 epoch as a JSON string, 6 when the citizens' keys expire (Unix seconds; see the end),
---       7 the keep-alive period's stamp (see the end), 8 when the identifiers sets expire (Unix seconds);
+--       7 the keep-alive period's stamp (see the end), 8 when the identifiers sets expire (Unix seconds),
+--       9 when the index entries taught expire (Unix seconds), 10 the key naming the served generation
+--       ("": the caller chose the generation itself), 11 the generation written (the one in the keys),
+--       12 the number of events;
 --       then per event, in KEYS order: event key (source, id), score (time, microseconds), the event's
 --       stored form (context/compact.py), citizen id, the event's summary fact (stored form, or ""),
---       the event's JSON (for the published change; "" when nothing is published), the number of profile
---       updates, the number of identifiers the event teaches, then that many profile pairs (field name,
---       value as JSON), then the identifiers as the citizen's identifiers set lists them ("kind:value").
+--       the number of profile updates, the number of identifiers the event teaches, then that many
+--       profile pairs (field name, value as JSON), then the identifiers as the citizen's identifiers set
+--       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
--- index entries the writer must keep alive.
+-- index entries the writer must keep alive. Returns nil, having changed nothing, when ARGV[10] names a
+-- served generation other than ARGV[11]: the writer takes the served generation as it last read it, and a
+-- rebuild may have switched it since (the writer then applies the events again, to the one now served).
+--
+-- A published change is the change's JSON (citizen, generation, version, and the whole profile when it
+-- changed), then, when the event joined the timeline, a line feed and the event's stored form, which the
+-- API expands (api/streaming.py): sending the event's JSON a second time, for this alone, cost Redis and
+-- the consumer more than a tenth of their work per event.
 local SUFFIXES = {':timeline', ':events', ':meta', ':changes', ':facts', ':profile', ':profile-stamps',
                   ':identifiers'}
 local max_events, cutoff, log_length = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local channel, epoch_json, expires_at, period_stamp = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local identifiers_expire_at = ARGV[8]
+local identifiers_expire_at, entries_expire_at, event_count = ARGV[8], ARGV[9], tonumber(ARGV[12])
+if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then
+  return false
+end
 
--- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above).
+-- Whether a change stamped (score, event key) is later than `stamp` ("score event-key", or false: none).
+-- "Later" is by event time, then event key: whatever order events arrive in (live, redriven, or replayed by
+-- a rebuild), the latest one wins.
+local function later_than(stamp, score, event_key)
+  if not stamp then return true end
+  local space = string.find(stamp, ' ', 1, true)
+  local held_score, held_key = tonumber(string.sub(stamp, 1, space - 1)), string.sub(stamp, space + 1)
+  return score > held_score or (score == held_score and event_key > held_key)
+end
+
+-- Point an identifier's index entry (hash: citizen, stamp) at a citizen, unless a later event pointed it
+-- elsewhere; either way the entry lives on until `entries_expire_at`.
+local function teach(entry, citizen, score, score_text, event_key)
+  if later_than(redis.call('HGET', entry, 'stamp'), score, event_key) then
+    redis.call('HSET', entry, 'citizen', citizen, 'stamp', score_text .. ' ' .. event_key)
+  end
+  redis.call('EXPIREAT', entry, entries_expire_at)
+end
+
+-- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above), and the
+-- index entries it teaches at KEYS[entry].
 -- Returns applied (1 or 0), the version after it, and the identifiers to keep alive (a table).
-local function apply_one(base, at)
+local function apply_one(base, at, entry)
   local keys = {}
   for i, suffix in ipairs(SUFFIXES) do keys[i] = base .. suffix end
   local event_key, score_text, stored, citizen = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local fact, event_json = ARGV[at + 4], ARGV[at + 5]
+  local fact = ARGV[at + 4]
   local score = tonumber(score_text)
-  local first_update, last_update = at + 8, at + 7 + 2 * tonumber(ARGV[at + 6])
-  local first_taught, last_taught = last_update + 1, last_update + tonumber(ARGV[at + 7])
+  local first_update, last_update = at + 7, at + 6 + 2 * tonumber(ARGV[at + 5])
+  local first_taught, last_taught = last_update + 1, last_update + tonumber(ARGV[at + 6])
 
-  -- The identifiers the event teaches join the citizen's identifiers set, through which an erasure finds
-  -- their index entries (teach_identifier.lua wrote those, earlier in the same batch), whatever else the
-  -- event changes or not, as each teaching extends its entry. The set outlives the entries it lists.
-  -- Here rather than as two commands of their own per identifier: reading their replies cost the consumer
-  -- more than the rest of the teaching.
+  -- What the event teaches, whatever else it changes or not (each teaching extends its entry): the index
+  -- entries first, then the citizen's identifiers set, through which an erasure finds them. The set
+  -- outlives the entries it lists. Here rather than as commands of their own per identifier: a script
+  -- call each cost Redis more than the teaching itself, and the consumer a reply to read.
   if first_taught <= last_taught then
+    for i = 0, last_taught - first_taught do
+      teach(KEYS[entry + i], citizen, score, score_text, event_key)
+    end
     redis.call('SADD', keys[8], unpack(ARGV, first_taught, last_taught))
     redis.call('EXPIREAT', keys[8], identifiers_expire_at)
   end
@@ -63,14 +99,7 @@ local function apply_one(base, at)
   local profile_changed = false
   for i = first_update, last_update, 2 do
     local field, value = ARGV[i], ARGV[i + 1]
-    local stamp = redis.call('HGET', keys[7], field)
-    local newer = true
-    if stamp then
-      local space = string.find(stamp, ' ', 1, true)
-      local held_score, held_key = tonumber(string.sub(stamp, 1, space - 1)), string.sub(stamp, space + 1)
-      newer = score > held_score or (score == held_score and event_key > held_key)
-    end
-    if newer then
+    if later_than(redis.call('HGET', keys[7], field), score, event_key) then
       redis.call('HSET', keys[6], field, value)
       if redis.call('HSET', keys[7], field, score_text .. ' ' .. event_key) == 1 then
         -- A field set for the first time (rare): the two hashes may have been created by it.
@@ -140,13 +169,10 @@ local function apply_one(base, at)
     -- The id needs no JSON escaping: events are accepted only with ids of CITIZEN_ID_PATTERN's characters
     -- (models/events.py), and the identifier index only ever names such ids.
     local change = '{"citizen_id":"' .. citizen .. '","epoch":' .. epoch_json .. ',"version":' .. version
-    if kept then
-      change = change .. ',"event":' .. event_json
-    end
     if profile_changed then
       change = change .. ',"profile":' .. profile
     end
-    redis.call('PUBLISH', channel, change .. '}')
+    redis.call('PUBLISH', channel, change .. (kept and '}\n' .. stored or '}'))
   end
 
   -- Expiry. Every key of the citizen expires at one moment, the end of the current keep-alive period plus
@@ -173,13 +199,15 @@ local function apply_one(base, at)
   return 1, version, stale
 end
 
-local replies, stale, at = {}, {}, 9
-for _, base in ipairs(KEYS) do
-  local applied, version, identifiers = apply_one(base, at)
+local replies, stale, at, entry = {}, {}, 13, event_count + 1
+for i = 1, event_count do
+  local applied, version, identifiers = apply_one(KEYS[i], at, entry)
   replies[#replies + 1] = applied
   replies[#replies + 1] = version
   for _, identifier in ipairs(identifiers) do stale[#stale + 1] = identifier end
-  at = at + 8 + 2 * tonumber(ARGV[at + 6]) + tonumber(ARGV[at + 7])
+  local taught = tonumber(ARGV[at + 6])
+  at = at + 7 + 2 * tonumber(ARGV[at + 5]) + taught
+  entry = entry + taught
 end
 replies[#replies + 1] = stale
 return replies

@@ -9,7 +9,6 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
-from math import ceil
 from typing import Any, NamedTuple, cast
 
 import redis
@@ -56,7 +55,6 @@ class _Basis(NamedTuple):
 
 
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
-_TEACH_IDENTIFIER = files("context").joinpath("teach_identifier.lua").read_text()
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
@@ -129,10 +127,12 @@ class ProjectionWriter:
         self._prefix = prefix
         self._timeline = timeline
         self._apply = client.register_script(_APPLY_EVENTS)
-        self._teach = client.register_script(_TEACH_IDENTIFIER)
         self._erase = client.register_script(_ERASE_CITIZEN)
         self._forget = client.register_script(_FORGET_IDENTIFIER)
-        self._streamed = StreamedCommands(client, [self._apply, self._teach])
+        self._streamed = StreamedCommands(client, [self._apply])
+        # The served generation as last read: writes without a generation of their own go to it, and the
+        # apply script refuses them should a rebuild have switched it since (see send_batch).
+        self._served: str | None = None
 
     @property
     def client(self) -> "redis.Redis":
@@ -140,17 +140,19 @@ class ProjectionWriter:
         return self._client
 
     def current_epoch(self) -> str:
-        """The generation being served; created on first use."""
+        """The generation being served, read now; created on first use."""
         key = epoch_key(self._prefix)
-        # One round trip (the consumer asks before sending every batch), on any Redis version.
+        # One round trip, on any Redis version.
         pipe = self._client.pipeline(transaction=False)
         pipe.set(key, new_epoch(), nx=True)
         pipe.get(key)
-        return cast(str, pipe.execute()[1])
+        self._served = cast(str, pipe.execute()[1])
+        return self._served
 
     def switch_epoch(self, epoch: str) -> str | None:
         """Make `epoch` the generation readers and live writers use; returns the previous one."""
         previous = self._client.set(epoch_key(self._prefix), epoch, get=True)
+        self._served = epoch
         return cast(str | None, previous)
 
     def drop_generation(self, epoch: str) -> int:
@@ -208,14 +210,24 @@ class ProjectionWriter:
         """As `apply_batch`, without waiting for Redis: `SentBatch.results()` reads the replies, and must
         follow before the next batch is sent (each batch waits for the one before). A batch with an
         erasure among its writes is applied before this returns (the erasure waits for the writes before
-        it)."""
+        it).
+
+        Without an `epoch`, the writes go to the served generation as last read, and each script call
+        checks that it still is: reading it before every batch cost the consumer a round trip per batch,
+        a twentieth of its time. A call that finds a rebuild switched it since changes nothing, and
+        `results()` then applies the whole batch again to the generation now served (idempotent; what the
+        calls before it wrote to the old one goes with it).
+        """
         if not writes:
             return SentBatch(list)
-        epoch = epoch or self.current_epoch()
-        if not any(write.erase for write in writes):
-            return self._send_run(writes, epoch=epoch, now=now, publish=publish)
-        applied = self._apply_with_erasures(writes, epoch=epoch, now=now, publish=publish)
-        return SentBatch(lambda: applied)
+        if any(write.erase for write in writes):
+            epoch = epoch or self.current_epoch()
+            applied = self._apply_with_erasures(writes, epoch=epoch, now=now, publish=publish)
+            return SentBatch(lambda: applied)
+        if epoch:
+            return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=False)
+        served = self._served or self.current_epoch()
+        return self._send_run(writes, epoch=served, now=now, publish=publish, served=True)
 
     def _apply_with_erasures(
         self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
@@ -237,12 +249,13 @@ class ProjectionWriter:
         """Apply writes without an erasure among them, in one round trip."""
         if not writes:
             return []
-        return self._send_run(writes, epoch=epoch, now=now, publish=publish).results()
+        return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=False).results()
 
     def _send_run(
-        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool, served: bool
     ) -> "SentBatch":
-        """Send the commands of writes without an erasure among them; the results are read later."""
+        """Send the commands of writes without an erasure among them; the results are read later.
+        `served`: `epoch` is the served generation as last read, which the script checks."""
         moment = now or datetime.now(UTC)
         cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
@@ -264,21 +277,23 @@ class ProjectionWriter:
             expires_at,
             stamp,
             identifiers_expire_at,
+            entries_expire_at,
+            epoch_key(self._prefix) if served else "",
+            epoch,
         ]
-        commands = self._write_commands(
-            writes,
-            epoch=epoch,
-            shared=shared,
-            publish=publish,
-            entries_expire_at=entries_expire_at,
-        )
+        commands = self._write_commands(writes, epoch=epoch, shared=shared)
         sent = self._streamed.send(commands)
-        calls = ceil(len(writes) / EVENTS_PER_CALL)
 
         def results() -> list[ApplyResult]:
             applied: list[ApplyResult] = []
             stale: set[str] = set()
-            for reply in sent.replies()[-calls:]:
+            replies = sent.replies()
+            if any(reply is None for reply in replies):
+                # A rebuild switched the served generation since it was read: the whole batch goes to the
+                # generation now served.
+                self._served = None
+                return self.apply_batch(writes, now=now, publish=publish)
+            for reply in replies:
                 *flat, identifiers = reply
                 applied += (
                     ApplyResult(applied=bool(done), version=int(version))
@@ -292,57 +307,32 @@ class ProjectionWriter:
         return SentBatch(results, sent)
 
     def _write_commands(
-        self,
-        writes: list[EventWrite],
-        *,
-        epoch: str,
-        shared: list[str | int],
-        publish: bool,
-        entries_expire_at: int,
+        self, writes: list[EventWrite], *, epoch: str, shared: list[str | int]
     ) -> Iterator[list[Command]]:
-        """The batch's commands in groups, built as they are sent: the identifiers, then the events."""
-        # The index entries go first so that a later event in this very batch, or a reader, finds them.
-        # Each is its own command: on Redis Cluster it lives in the identifier's slot, not the citizen's.
-        # The citizen's identifiers set, in the citizen's slot, lists them from the event's own script call.
-        teaching: list[Command] = []
-        for write in writes:
-            for kind, value in write.identifiers:
-                teaching.append(
-                    evalsha(
-                        self._teach,
-                        [identifier_key(self._prefix, epoch, kind, value)],
-                        [
-                            write.citizen_id,
-                            write.score,
-                            write.event.dedup_key,
-                            entries_expire_at,
-                        ],
-                    )
-                )
-        yield teaching
+        """The batch's script calls, each in a group of its own, built as they are sent."""
         for start in range(0, len(writes), EVENTS_PER_CALL):
-            bases = []
-            args: list[str | int] = list(shared)
-            for write in writes[start : start + EVENTS_PER_CALL]:
+            run = writes[start : start + EVENTS_PER_CALL]
+            keys = [citizen_base(self._prefix, epoch, write.citizen_id) for write in run]
+            args: list[str | int] = [*shared, len(run)]
+            for write in run:
                 event = write.event
-                citizen = write.citizen_id
-                # The base alone, not a CitizenKeys: building one per event cost more than the rest here.
-                bases.append(citizen_base(self._prefix, epoch, citizen))
                 args += (
                     event.dedup_key,
                     write.score,
                     EVENT_FRAGMENTS.compact(write.stored),
-                    citizen,
+                    write.citizen_id,
                     write.fact,
-                    write.stored if publish else "",
                     len(write.profile),
                     len(write.identifiers),
                 )
                 for name, value in write.profile.items():
                     args += (name, value)
                 for kind, value in write.identifiers:
+                    # The index entry carries the identifier's own hash tag (another slot than the
+                    # citizen's on Redis Cluster; see README, Architecture); the set lists it as "kind:value".
+                    keys.append(identifier_key(self._prefix, epoch, kind, value))
                     args.append(f"{kind}:{value}")
-            yield [evalsha(self._apply, bases, args)]
+            yield [evalsha(self._apply, keys, args)]
 
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
         """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""
@@ -423,6 +413,22 @@ class CitizenEraser:
             await self._forget(keys=[key], args=[citizen_id])
         forget_recent_numbers()
         return int(await self._erase(keys=plan.keys.erasable(), args=plan.args))
+
+
+def published_change(message: str) -> tuple[dict[str, Any], str]:
+    """A message of the changes channel: its JSON, and the stored form of the change's event after a line
+    feed ("" when none; apply_events.lua). Other messages (presence, erasures, a new generation) are JSON
+    alone, as are changes published before events followed the JSON in their stored form."""
+    head, _, stored_event = message.partition("\n")
+    return json.loads(head), stored_event
+
+
+def change_of(message: dict[str, Any], stored_event: str) -> ContextChange:
+    """The change a message of the changes channel announces (see `published_change`)."""
+    if not stored_event:
+        return ContextChange.model_validate(message)
+    event = CloudEvent.model_validate_json(EVENT_FRAGMENTS.expand(stored_event))
+    return ContextChange.model_validate({**message, "event": event})
 
 
 def keep_alive_period(expiry_s: int) -> int:

@@ -321,9 +321,10 @@ class ProjectionConsumer:
         return offsets, count
 
     def _resolve(self, decoded: DecodedBatch) -> PreparedBatch:
-        # The generation is read here only when resolving reads the identifier index in it. Otherwise it
-        # is read as the batch is sent, once the batch before is done: here, it waited behind the scripts
-        # Redis was running for the batch before, a twentieth of the loop's time during ingest.
+        # The generation is read here only when resolving reads the identifier index in it, and the batch
+        # is written to that one. Otherwise the writer sends it to the served generation as last read,
+        # which its script calls check (ProjectionWriter.send_batch): reading it here waited behind the
+        # scripts Redis was running for the batch before, a twentieth of the loop's time during ingest.
         return resolve_batch(
             decoded,
             writer=self._writer,

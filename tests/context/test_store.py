@@ -11,7 +11,15 @@ import context
 from context.identity import IdentifierKind, normalise, recent_numbers
 from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
-from context.store import EVENTS_PER_CALL, CitizenEraser, ContextReader, ProjectionWriter, keep_alive_period
+from context.store import (
+    EVENTS_PER_CALL,
+    CitizenEraser,
+    ContextReader,
+    ProjectionWriter,
+    change_of,
+    keep_alive_period,
+    published_change,
+)
 from context.timeline import order_timeline
 from models.context import CitizenContext
 from models.taxonomy import ERASURE_TYPE
@@ -203,8 +211,27 @@ async def test_every_change_is_published_with_its_version(
         writer_for(redis_client, key_prefix).apply_batch(writes_for(event, event))
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         assert message is not None
-        assert '"version":1' in message["data"]
+        change = change_of(*published_change(message["data"]))
+        assert (change.citizen_id, change.version, change.event, change.profile) == ("C-7", 1, event, None)
         assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+
+
+async def test_a_profile_change_is_published_with_the_whole_profile(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    profile = make_event("C-7p", type_="profile.updated", now=NOW)
+    async with async_redis.pubsub() as pubsub:
+        await pubsub.subscribe(reader.channel)
+        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+        writer_for(redis_client, key_prefix).apply_batch(writes_for(profile))
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    assert message is not None
+    change = change_of(*published_change(message["data"]))
+    held = await reader.context("C-7p")
+    assert change.event == profile
+    assert change.profile is not None
+    assert change.profile == held.profile
 
 
 async def test_unknown_citizen_is_empty_at_version_zero(
@@ -314,6 +341,32 @@ async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch
     assert (await reader.context("C-1")).epoch == new
     reader.forget_epoch()
     assert (await reader.context("C-1")).epoch == newer
+
+
+async def test_a_writer_follows_a_generation_another_process_switched_to(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    """A live writer takes the served generation as last read; a rebuild's switch must not strand its
+    next batch in the old generation, including the calls of a batch longer than one script call."""
+    live = writer_for(redis_client, key_prefix)
+    live.apply_batch(writes_for(make_event("C-1", minutes_ago=9, now=NOW)))
+    old = live.current_epoch()
+    rebuild = writer_for(redis_client, key_prefix)
+    new = "20990101T000000-rebuilt"
+    rebuild.apply_batch(writes_for(make_event("C-1", minutes_ago=9, now=NOW)), epoch=new, publish=False)
+    rebuild.switch_epoch(new)
+    # The first call of the batch finds the switch; every event goes to the new generation.
+    later = [make_event(f"C-{n % 3}", minutes_ago=n, now=NOW) for n in range(EVENTS_PER_CALL + 5)]
+    results = live.apply_batch(writes_for(*later))
+    assert all(result.applied for result in results)
+    assert live.current_epoch() == new
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    context = await reader.context("C-1")
+    assert context.epoch == new
+    assert {event.id for event in later if event.subject == "C-1"} <= {e.id for e in context.timeline}
+    # Nothing of the batch reached the old generation.
+    assert redis_client.zcard(CitizenKeys(key_prefix, old, "C-1").timeline) == 1
+    assert not redis_client.exists(CitizenKeys(key_prefix, old, "C-0").timeline)
 
 
 async def test_a_batch_longer_than_one_script_call_applies_like_one_event_at_a_time(
