@@ -7,21 +7,23 @@
 -- KEYS: one per event, its citizen's key base ("prefix:epoch:{citizen}"). A citizen's eight keys are that
 --       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot. Then the
 --       identifier index entries the events teach (context/keys.py, identifier_key), in the events' order.
+--       Then, when ARGV[10] is "1", the key naming the served generation.
 -- ARGV: 1 max events, 2 age cutoff score, 3 change log length, 4 channel ("": publish nothing),
 --       5 epoch as a JSON string, 6 when the citizens' keys expire (Unix seconds; see the end),
 --       7 the keep-alive period's stamp (see the end), 8 when the identifiers sets expire (Unix seconds),
---       9 when the index entries taught expire (Unix seconds), 10 the key naming the served generation
---       ("": the caller chose the generation itself), 11 the generation written (the one in the keys),
---       12 the number of events;
+--       9 when the index entries taught expire (Unix seconds), 10 "1" when the generation written must
+--       be the one served ("": the caller chose the generation itself), 11 the generation written (the one
+--       in the keys), 12 the number of events;
 --       then per event, in KEYS order: event key (source, id), score (time, microseconds), the event's
 --       stored form (context/compact.py), citizen id, the event's summary fact (stored form, or ""),
 --       the number of profile updates, the number of identifiers the event teaches, then that many
 --       profile pairs (field name, value as JSON), then the identifiers as the citizen's identifiers set
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
--- index entries the writer must keep alive. Returns nil, having changed nothing, when ARGV[10] names a
--- served generation other than ARGV[11]: the writer takes the served generation as it last read it, and a
--- rebuild may have switched it since (the writer then applies the events again, to the one now served).
+-- index entries the writer must keep alive. Returns nil, having changed nothing, when ARGV[10] asks for the
+-- served generation and that is no longer ARGV[11]: the writer takes the served generation as it last read
+-- it, and a rebuild may have switched it since (the writer then applies the events again, to the one now
+-- served).
 --
 -- A published change is the change's JSON (citizen, generation, version, and the whole profile when it
 -- changed), then, when the event joined the timeline, a line feed and the event's stored form, which the
@@ -32,7 +34,7 @@ local SUFFIXES = {':timeline', ':events', ':meta', ':changes', ':facts', ':profi
 local max_events, cutoff, log_length = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local channel, epoch_json, expires_at, period_stamp = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local identifiers_expire_at, entries_expire_at, event_count = ARGV[8], ARGV[9], tonumber(ARGV[12])
-if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then
+if ARGV[10] == '1' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[11] then
   return false
 end
 

@@ -1,27 +1,34 @@
 """The atomic, idempotent write path and the consistent reads, against the real Redis."""
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 import context
 from context.identity import IdentifierKind, normalise, recent_numbers
-from context.keys import CitizenKeys, identifier_key
+from context.keys import CitizenKeys, epoch_key, identifier_key
+from context.service import EventWrite
 from context.settings import TimelineSettings
 from context.store import (
     EVENTS_PER_CALL,
+    MAX_GENERATION_SWITCHES,
     CitizenEraser,
     ContextReader,
+    GenerationSwitching,
     ProjectionWriter,
     change_of,
     keep_alive_period,
     published_change,
 )
+from context.streamed import Command
 from context.timeline import order_timeline
-from models.context import CitizenContext
+from models.context import CitizenContext, Profile
 from models.taxonomy import ERASURE_TYPE
 from tests.factories import make_event, writes_for
 
@@ -220,18 +227,30 @@ async def test_a_profile_change_is_published_with_the_whole_profile(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
-    profile = make_event("C-7p", type_="profile.updated", now=NOW)
+    said = {"channel": "phone", "summary": "Profile"}
+    language = make_event(
+        "C-7p", type_="profile.updated", minutes_ago=2, now=NOW, data={**said, "preferred_language": "cy"}
+    )
+    needs = make_event(
+        "C-7p",
+        type_="profile.updated",
+        minutes_ago=1,
+        now=NOW,
+        data={**said, "communication_needs": ["bsl-interpreter"]},
+    )
+    writer = writer_for(redis_client, key_prefix)
+    writer.apply_batch(writes_for(language))
     async with async_redis.pubsub() as pubsub:
         await pubsub.subscribe(reader.channel)
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
-        writer_for(redis_client, key_prefix).apply_batch(writes_for(profile))
+        writer.apply_batch(writes_for(needs))
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
     assert message is not None
     change = change_of(*published_change(message["data"]))
-    held = await reader.context("C-7p")
-    assert change.event == profile
-    assert change.profile is not None
-    assert change.profile == held.profile
+    assert change.event == needs
+    # The whole profile, the field set before included, not only what this event changed.
+    assert change.profile == Profile(preferred_language="cy", communication_needs=["bsl-interpreter"])
+    assert change.profile == (await reader.context("C-7p")).profile
 
 
 async def test_unknown_citizen_is_empty_at_version_zero(
@@ -343,30 +362,55 @@ async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch
     assert (await reader.context("C-1")).epoch == newer
 
 
-async def test_a_writer_follows_a_generation_another_process_switched_to(
+class _SwitchingWriter(ProjectionWriter):
+    """A writer whose batches meet a rebuild's switch at a chosen point: the switch is sent on the batch's
+    own connection, between two of its script calls, so it lands there in Redis's order of commands."""
+
+    def __init__(self, client: "redis.Redis", prefix: str, *, after_calls: int, switches: int) -> None:
+        super().__init__(client, prefix=prefix, timeline=TimelineSettings())
+        self._prefix_name, self._after_calls, self._switches = prefix, after_calls, switches
+        self.switched_to: list[str] = []
+
+    def _write_commands(self, writes: list[EventWrite], **options: Any) -> Iterator[list[Command]]:
+        for index, group in enumerate(super()._write_commands(writes, **options)):
+            if index == self._after_calls and len(self.switched_to) < self._switches:
+                self.switched_to.append(f"20990101T{len(self.switched_to):06d}-rebuilt")
+                yield [["SET", epoch_key(self._prefix_name), self.switched_to[-1]]]
+            yield group
+
+
+async def test_a_writer_follows_a_generation_switched_between_two_calls_of_its_batch(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
     """A live writer takes the served generation as last read; a rebuild's switch must not strand its
-    next batch in the old generation, including the calls of a batch longer than one script call."""
-    live = writer_for(redis_client, key_prefix)
-    live.apply_batch(writes_for(make_event("C-1", minutes_ago=9, now=NOW)))
+    batch in the old generation, even when calls of the batch ran before the switch."""
+    live = _SwitchingWriter(redis_client, key_prefix, after_calls=1, switches=1)
     old = live.current_epoch()
-    rebuild = writer_for(redis_client, key_prefix)
-    new = "20990101T000000-rebuilt"
-    rebuild.apply_batch(writes_for(make_event("C-1", minutes_ago=9, now=NOW)), epoch=new, publish=False)
-    rebuild.switch_epoch(new)
-    # The first call of the batch finds the switch; every event goes to the new generation.
     later = [make_event(f"C-{n % 3}", minutes_ago=n, now=NOW) for n in range(EVENTS_PER_CALL + 5)]
     results = live.apply_batch(writes_for(*later))
+    assert len(results) == len(later)
     assert all(result.applied for result in results)
-    assert live.current_epoch() == new
+    [new] = live.switched_to
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
-    context = await reader.context("C-1")
-    assert context.epoch == new
-    assert {event.id for event in later if event.subject == "C-1"} <= {e.id for e in context.timeline}
-    # Nothing of the batch reached the old generation.
-    assert redis_client.zcard(CitizenKeys(key_prefix, old, "C-1").timeline) == 1
-    assert not redis_client.exists(CitizenKeys(key_prefix, old, "C-0").timeline)
+    for citizen in ("C-0", "C-1", "C-2"):
+        context = await reader.context(citizen)
+        assert context.epoch == new
+        assert {e.id for e in context.timeline} == {e.id for e in later if e.subject == citizen}
+    # The first call ran before the switch, into the old generation; the rest did not.
+    first_call = {e.citizen_id for e in later[:EVENTS_PER_CALL]}
+    assert all(redis_client.exists(CitizenKeys(key_prefix, old, c).timeline) == 1 for c in first_call)
+    held_before = sum(redis_client.zcard(CitizenKeys(key_prefix, old, c).timeline) for c in first_call)
+    assert held_before == EVENTS_PER_CALL
+
+
+def test_a_generation_that_keeps_switching_fails_the_batch(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    live = _SwitchingWriter(redis_client, key_prefix, after_calls=0, switches=MAX_GENERATION_SWITCHES + 1)
+    live.current_epoch()
+    with pytest.raises(GenerationSwitching):
+        live.apply_batch(writes_for(make_event("C-1", now=NOW)))
+    assert len(live.switched_to) == MAX_GENERATION_SWITCHES + 1
 
 
 async def test_a_batch_longer_than_one_script_call_applies_like_one_event_at_a_time(
