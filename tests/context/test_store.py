@@ -362,6 +362,31 @@ async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch
     assert (await reader.context("C-1")).epoch == newer
 
 
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_an_identifier_stays_with_the_citizen_of_the_later_event_whatever_the_order_applied(
+    redis_client: "redis.Redis", key_prefix: str, newer_first: bool
+) -> None:
+    said = {"channel": "phone", "summary": "Number given"}
+    older = make_event(
+        "C-old", type_="profile.updated", minutes_ago=60, now=NOW, data={**said, "phone": "07700 900777"}
+    )
+    newer = make_event(
+        "C-new", type_="profile.updated", minutes_ago=5, now=NOW, data={**said, "phone": "07700 900777"}
+    )
+    writer = writer_for(redis_client, key_prefix)
+    for event in (newer, older) if newer_first else (older, newer):
+        writer.apply_batch(writes_for(event))
+    epoch = writer.current_epoch()
+    phone = (IdentifierKind.phone, "+447700900777")
+    assert writer.resolve([phone], epoch=epoch) == {phone: "C-new"}
+    # Either way the entry lives on, and both citizens list it for an erasure.
+    assert redis_client.ttl(identifier_key(key_prefix, epoch, *phone)) > 0
+    for citizen in ("C-old", "C-new"):
+        assert redis_client.smembers(CitizenKeys(key_prefix, epoch, citizen).identifiers) == {
+            "phone:+447700900777"
+        }
+
+
 class _SwitchingWriter(ProjectionWriter):
     """A writer whose batches meet a rebuild's switch at a chosen point: the switch is sent on the batch's
     own connection, between two of its script calls, so it lands there in Redis's order of commands."""
