@@ -30,7 +30,7 @@ from context.streamed import Command
 from context.timeline import order_timeline
 from models.context import CitizenContext, Profile
 from models.taxonomy import ERASURE_TYPE
-from tests.factories import make_event, writes_for
+from tests.factories import example_data, make_event, writes_for
 
 NOW = datetime.now(UTC)
 
@@ -366,13 +366,9 @@ async def test_a_reader_finds_a_new_generation_at_once_though_it_keeps_the_epoch
 def test_an_identifier_stays_with_the_citizen_of_the_later_event_whatever_the_order_applied(
     redis_client: "redis.Redis", key_prefix: str, newer_first: bool
 ) -> None:
-    said = {"channel": "phone", "summary": "Number given"}
-    older = make_event(
-        "C-old", type_="profile.updated", minutes_ago=60, now=NOW, data={**said, "phone": "07700 900777"}
-    )
-    newer = make_event(
-        "C-new", type_="profile.updated", minutes_ago=5, now=NOW, data={**said, "phone": "07700 900777"}
-    )
+    data = example_data("profile.updated", phone="07700 900777", email=None)
+    older = make_event("C-old", type_="profile.updated", minutes_ago=60, now=NOW, data=data)
+    newer = make_event("C-new", type_="profile.updated", minutes_ago=5, now=NOW, data=data)
     writer = writer_for(redis_client, key_prefix)
     for event in (newer, older) if newer_first else (older, newer):
         writer.apply_batch(writes_for(event))
