@@ -3,7 +3,9 @@
 Every process of a figure shares the machine's cores: the consumer and the API it measures, Redis and the
 broker, and the bench's own load generators. A figure that falls short is limited by one of them (one
 process's interpreter lock, a server) or by the machine itself running out of cores; the shares in the
-report tell which, in every run.
+report tell which, in every run. A process's forks count apart, once they have ended: Redis rewrites its
+append-only file in a child process, whose CPU its own figure does not include. Where a figure is a rate of
+events, the shares are also given as CPU per event, which holds across machines of different speeds.
 """
 
 import os
@@ -12,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.stack import FigureStack, cpu_seconds
+from bench.stack import FigureStack, cpu_seconds, forks_cpu_seconds
 from ops.servers import local_servers
 
 # The servers the figures use (their SQL is SQLite, in the API's own process).
 FIGURE_SERVERS = ("redis", "kafka")
+# A process's ended children are counted under its name with this suffix ("redis forks").
+FORKS = " forks"
 
 
 def machine_busy_seconds(stat: str) -> tuple[float, float]:
@@ -48,18 +52,27 @@ class CpuShares:
     cores: int
     seconds: float
 
-    def describe(self) -> str:
-        """One line for the report: the processes, busiest first, then the machine."""
+    def describe(self, *, events_per_s: float | None = None) -> str:
+        """One line for the report: the processes, busiest first, then the machine; with `events_per_s`,
+        also each process's CPU per event. Forks that used no CPU are left out."""
         if not self.processes or self.seconds <= 0:
             return "CPU not measured: a watched process ended before the timed window did"
-        parts = ", ".join(
-            f"{name} {share:.2f}"
+        busiest = [
+            (name, share)
             for name, share in sorted(self.processes.items(), key=lambda item: item[1], reverse=True)
-        )
-        return (
+            if share > 0 or not name.endswith(FORKS)
+        ]
+        parts = ", ".join(f"{name} {share:.2f}" for name, share in busiest)
+        line = (
             f"CPU over the timed {self.seconds:.0f} s, in cores: {parts}; the machine "
             f"{self.machine_busy:.2f} of {self.cores} busy"
         )
+        if events_per_s:
+            per_event = ", ".join(
+                f"{name} {share / events_per_s * 1e6:.1f} us" for name, share in busiest if share > 0
+            )
+            line += f"; per event: {per_event}"
+        return line
 
 
 @dataclass(frozen=True)
@@ -87,7 +100,9 @@ class CpuWindow:
         for name, pid in self._pids.items():
             try:
                 processes[name] = cpu_seconds(pid)
+                processes[name + FORKS] = forks_cpu_seconds(pid)
             except OSError:
+                processes.pop(name, None)
                 continue  # it has exited
         busy, total = machine_busy_seconds(Path("/proc/stat").read_text())
         return _Snapshot(time.monotonic(), processes, busy, total)

@@ -63,17 +63,19 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
 
     def do_ingest() -> None:
         nonlocal ingest_stack
-        run.figures["ingest"], cpu, ingest_stack = ingest.measure(work_dir, count=sizes.ingest_events)
-        run.notes["ingest"] = cpu.describe()
+        measured = ingest.measure(work_dir, count=sizes.ingest_events)
+        run.figures["ingest"], ingest_stack = measured.figure, measured.stack
+        run.notes["ingest"] = measured.describe()
 
     def do_rebuild() -> None:
         stack = ingest_stack
         if stack is None:
             # Rebuild alone: fill a topic first, exactly as the ingest figure would.
-            _, _, stack = ingest.measure(work_dir, count=sizes.ingest_events)
+            stack = ingest.measure(work_dir, count=sizes.ingest_events).stack
         try:
-            run.figures["rebuild"], cpu = rebuild.measure(stack)
-            run.notes["rebuild"] = cpu.describe()
+            figure, cpu = rebuild.measure(stack)
+            run.figures["rebuild"] = figure
+            run.notes["rebuild"] = cpu.describe(events_per_s=figure.events_per_s)
         finally:
             stack.close()
 

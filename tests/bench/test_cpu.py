@@ -10,10 +10,19 @@ from pathlib import Path
 import pytest
 
 from bench.cpu import CpuShares, CpuWindow, figure_processes, machine_busy_seconds, shares
-from bench.stack import Child, FigureStack
+from bench.stack import Child, FigureStack, cpu_seconds, forks_cpu_seconds
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
 SLEEP = "import time\ntime.sleep(30)"
+# A parent that runs a spinning child for a few tenths of a second, waits for it, then sleeps (as Redis
+# forks to rewrite its append-only file, and reaps the child).
+FORKER = (
+    "import subprocess, sys, time\n"
+    "spin = 'import time\\nend = time.monotonic() + 0.4\\nwhile time.monotonic() < end: pass'\n"
+    "subprocess.run([sys.executable, '-c', spin], check=True)\n"
+    "print('reaped', flush=True)\n"
+    "time.sleep(30)"
+)
 
 
 def test_the_machine_is_busy_but_for_idle_and_io_wait() -> None:
@@ -36,6 +45,17 @@ def test_the_description_puts_the_busiest_first_then_the_machine() -> None:
     )
     assert cpu.describe() == (
         "CPU over the timed 16 s, in cores: consumer 0.95, redis 0.48, kafka 0.06; the machine 1.52 of 2 busy"
+    )
+    # With a rate of events, each process's share is also CPU per event; forks that used none are left out.
+    forked = CpuShares(
+        processes={"consumer": 0.8, "redis": 0.6, "redis forks": 0.1, "consumer forks": 0.0},
+        machine_busy=1.7,
+        cores=2,
+        seconds=9.0,
+    )
+    assert forked.describe(events_per_s=20_000) == (
+        "CPU over the timed 9 s, in cores: consumer 0.80, redis 0.60, redis forks 0.10; the machine 1.70 of "
+        "2 busy; per event: consumer 40.0 us, redis 30.0 us, redis forks 5.0 us"
     )
     # A window that closed at once (its process had already gone) says so rather than print nothing.
     empty = CpuShares(processes={}, machine_busy=0.0, cores=2, seconds=0.0)
@@ -69,11 +89,25 @@ def test_a_window_measures_real_processes_and_ends_when_one_of_them_exits(
     sleeper.wait()
     window.sample()  # the sleeper has gone: the window no longer moves on
     cpu = window.end()
-    assert set(cpu.processes) == {"spinner", "sleeper"}
+    assert set(cpu.processes) == {"spinner", "sleeper", "spinner forks", "sleeper forks"}
+    assert cpu.processes["spinner forks"] == cpu.processes["sleeper forks"] == 0
     assert cpu.processes["spinner"] > cpu.processes["sleeper"]
     assert cpu.seconds >= open_for
     assert cpu.seconds == window.end().seconds  # still ends where the sleeper was last seen
     assert 0 < cpu.machine_busy <= cpu.cores
+
+
+def test_a_process_s_ended_children_count_apart_from_its_own_cpu() -> None:
+    with subprocess.Popen([sys.executable, "-c", FORKER], stdout=subprocess.PIPE) as parent:
+        try:
+            assert parent.stdout is not None
+            assert parent.stdout.readline() == b"reaped\n"  # the child has spun and been waited for
+            forks = forks_cpu_seconds(parent.pid)
+            own = cpu_seconds(parent.pid)
+        finally:
+            parent.kill()
+    assert forks >= 0.2  # most of the child's 0.4 s of spinning (clock ticks are 10 ms)
+    assert own < forks  # the parent only started it and waited
 
 
 def test_a_figure_watches_its_processes_the_servers_it_uses_and_its_load(tmp_path: Path) -> None:
