@@ -3,9 +3,10 @@
 Every process of a figure shares the machine's cores: the consumer and the API it measures, Redis and the
 broker, and the bench's own load generators. A figure that falls short is limited by one of them (one
 process's interpreter lock, a server) or by the machine itself running out of cores; the shares in the
-report tell which, in every run. A process's forks count apart, once they have ended: Redis rewrites its
-append-only file in a child process, whose CPU its own figure does not include. Where a figure is a rate of
-events, the shares are also given as CPU per event, which holds across machines of different speeds.
+report tell which, in every run. A process's children count apart, as "<name> forks": Redis rewrites its
+append-only file in a child process, whose CPU its own does not include. Where a figure counts events, the
+shares are also given as CPU per event, which holds across machines of different speeds: with every process's
+CPU per event summed, the machine's cores bound the rate at cores x 1,000,000 / that sum (events/s).
 """
 
 import os
@@ -40,7 +41,7 @@ def shares(before: Mapping[str, float], after: Mapping[str, float], seconds: flo
     """Each process's CPU seconds over a window as a share of one core (pure); those seen at both ends."""
     if seconds <= 0:
         return {}
-    return {name: round((after[name] - before[name]) / seconds, 2) for name in before if name in after}
+    return {name: (after[name] - before[name]) / seconds for name in before if name in after}
 
 
 @dataclass(frozen=True)
@@ -52,24 +53,27 @@ class CpuShares:
     cores: int
     seconds: float
 
-    def describe(self, *, events_per_s: float | None = None) -> str:
-        """One line for the report: the processes, busiest first, then the machine; with `events_per_s`,
-        also each process's CPU per event. Forks that used no CPU are left out."""
+    def describe(self, *, events: int | None = None) -> str:
+        """One line for the report: the processes, busiest first, then the machine; given the `events` the
+        window covered, also the CPU per event of each process that used any. Forks that used no CPU are
+        left out."""
         if not self.processes or self.seconds <= 0:
             return "CPU not measured: a watched process ended before the timed window did"
         busiest = [
             (name, share)
             for name, share in sorted(self.processes.items(), key=lambda item: item[1], reverse=True)
-            if share > 0 or not name.endswith(FORKS)
+            if share >= 0.005 or not name.endswith(FORKS)
         ]
         parts = ", ".join(f"{name} {share:.2f}" for name, share in busiest)
         line = (
             f"CPU over the timed {self.seconds:.0f} s, in cores: {parts}; the machine "
             f"{self.machine_busy:.2f} of {self.cores} busy"
         )
-        if events_per_s:
+        if events:
             per_event = ", ".join(
-                f"{name} {share / events_per_s * 1e6:.1f} us" for name, share in busiest if share > 0
+                f"{name} {share * self.seconds / events * 1e6:.1f} us"
+                for name, share in busiest
+                if share >= 0.005
             )
             line += f"; per event: {per_event}"
         return line
@@ -97,13 +101,18 @@ class CpuWindow:
 
     def _snapshot(self) -> _Snapshot:
         processes: dict[str, float] = {}
+        running: dict[str, int] = {}
         for name, pid in self._pids.items():
             try:
                 processes[name] = cpu_seconds(pid)
-                processes[name + FORKS] = forks_cpu_seconds(pid)
             except OSError:
-                processes.pop(name, None)
                 continue  # it has exited
+            running[name] = pid
+        try:
+            forks = forks_cpu_seconds(running.values())
+        except OSError:
+            forks = {}  # one has exited meanwhile: without its forks' keys, sample() sets this one aside
+        processes.update({name + FORKS: forks[pid] for name, pid in running.items() if pid in forks})
         busy, total = machine_busy_seconds(Path("/proc/stat").read_text())
         return _Snapshot(time.monotonic(), processes, busy, total)
 

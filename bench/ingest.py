@@ -56,9 +56,9 @@ def _processed(client: httpx.Client, url: str) -> int:
     return int(sum(float(value) for value in COUNTERS.findall(client.get(url, timeout=5).text)))
 
 
-def consumer_rate(stack: FigureStack, expected: int) -> tuple[float, CpuShares]:
-    """Events/s that a `citizen-context consume` process applies to Redis from the topic, and where the
-    CPU went meanwhile."""
+def consumer_rate(stack: FigureStack, expected: int) -> tuple[float, int, CpuShares]:
+    """Events/s that a `citizen-context consume` process applies to Redis from the topic, how many events
+    that was timed over, and where the CPU went meanwhile."""
     metrics = f"http://127.0.0.1:{stack.health_port}/metrics"
     stack.consumer()
     first_count, first_at = 0, 0.0
@@ -72,7 +72,8 @@ def consumer_rate(stack: FigureStack, expected: int) -> tuple[float, CpuShares]:
                 first_count, first_at = count, now
                 window = CpuWindow(figure_processes(stack))
             if count >= expected and window is not None:
-                return rate(count - first_count, now - first_at), window.end()
+                timed = count - first_count
+                return rate(timed, now - first_at), timed, window.end()
             time.sleep(READ_EVERY_S)
         applied = _processed(client, metrics)
     raise RuntimeError(f"the consumer applied only {applied} of {expected} events in time")
@@ -84,16 +85,19 @@ class Measured:
     while the consumer was timed, and the stack, whose topic and projection the rebuild figure replays."""
 
     figure: Ingest
-    poll_passes: list[float]
+    poll_passes: tuple[float, ...]
+    # The events the consumer applied while it was timed (from its first batch on), and the CPU meanwhile.
+    timed_events: int
     cpu: CpuShares
     stack: FigureStack
 
     def describe(self) -> str:
-        """The report's note: the poll loop's passes, then the consumer's CPU (per event too)."""
-        passes = ", ".join(f"{rate:,.0f}" for rate in self.poll_passes)
+        """The report's note: the poll loop's passes, then the CPU while the consumer was timed (per event
+        too)."""
+        passes = ", ".join(f"{per_s:,.0f}" for per_s in self.poll_passes)
         return (
             f"bare poll loop passes {passes} records/s (median taken); "
-            f"{self.cpu.describe(events_per_s=self.figure.events_per_s)}"
+            f"{self.cpu.describe(events=self.timed_events)}"
         )
 
 
@@ -101,17 +105,23 @@ def measure(work_dir: Path, *, count: int) -> Measured:
     """Fill a topic with `count` events, read it with the bare poll loop, then apply it with the consumer."""
     stack = FigureStack.create("ingest", work_dir)
     kafka = stack.kafka
-    workers.run(
-        produce_topic, kafka.bootstrap_list, kafka.topic, Workload(citizens=CITIZENS), count, timeout_s=900
-    )
-    passes = [
-        workers.run(
-            raw_poll, kafka.model_copy(update={"group_id": f"{kafka.group_id}-raw-{n}"}), count, timeout_s=900
+    try:
+        workload = Workload(citizens=CITIZENS)
+        workers.run(produce_topic, kafka.bootstrap_list, kafka.topic, workload, count, timeout_s=900)
+        passes: tuple[float, ...] = tuple(
+            workers.run(
+                raw_poll,
+                kafka.model_copy(update={"group_id": f"{kafka.group_id}-raw-{n}"}),
+                count,
+                timeout_s=900,
+            )
+            for n in range(POLL_PASSES)
         )
-        for n in range(POLL_PASSES)
-    ]
-    raw = statistics.median(passes)
-    applied, cpu = consumer_rate(stack, count)
+        raw = statistics.median(passes)
+        applied, timed, cpu = consumer_rate(stack, count)
+    except BaseException:
+        stack.close()  # its consumer stopped, its data deleted: nothing is left for a rebuild to replay
+        raise
     stack.close(keep_data=True)
     figure = Ingest(events=count, events_per_s=applied, raw_poll_events_per_s=raw, ratio=ratio(applied, raw))
-    return Measured(figure=figure, poll_passes=passes, cpu=cpu, stack=stack)
+    return Measured(figure=figure, poll_passes=passes, timed_events=timed, cpu=cpu, stack=stack)

@@ -6,18 +6,27 @@ import subprocess
 import sys
 import time
 
+import redis
+
 from bench.cpu import CpuShares, CpuWindow, figure_processes
 from bench.results import Rebuild
-from bench.stack import FigureStack
+from bench.stack import FigureStack, rewrite_append_only_file
 
 TIMEOUT_S = 900.0
 # The command's own rate: the seconds it prints are rounded to a tenth, too coarse for a quick run.
 REPORT = re.compile(r"(\d+) records replayed in [\d.]+s \(([\d,]+)/s\)")
 
 
-def measure(stack: FigureStack) -> tuple[Rebuild, CpuShares]:
+def measure(stack: FigureStack) -> tuple[Rebuild, int, CpuShares]:
     """Run the real command (its own process) on a topic that holds the ingest figure's events; the figure,
-    and where the CPU went while the command ran (its start-up included)."""
+    the records it replayed, and where the CPU went while the command ran (its start-up, and the old
+    generation's deletion, included)."""
+    # As every figure starts (FigureStack.create): a rewrite the ingest figure made due is not this one's.
+    client = redis.Redis.from_url(str(stack.redis.url))
+    try:
+        rewrite_append_only_file(client)
+    finally:
+        client.close()
     out_path, err_path = stack.work_dir / "rebuild.out", stack.work_dir / "rebuild.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
@@ -37,10 +46,15 @@ def measure(stack: FigureStack) -> tuple[Rebuild, CpuShares]:
                 raise RuntimeError(f"rebuild did not finish within {TIMEOUT_S:.0f} s")
             time.sleep(0.1)
         cpu = window.end()
+    except BaseException:
+        # A failure, Ctrl-C or SIGTERM (see ops/cli/bench.py) stops the command too: nothing of a figure
+        # outlives it. (An exited command is only reaped here; signalling it then does nothing.)
+        process.terminate()
+        raise
     finally:
         process.wait()
     stdout, stderr = out_path.read_text(), err_path.read_text()
     found = REPORT.search(stdout)
     if process.returncode != 0 or found is None:
         raise RuntimeError(f"rebuild failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-2000:]}")
-    return Rebuild(events_per_s=int(found.group(2).replace(",", ""))), cpu
+    return Rebuild(events_per_s=int(found.group(2).replace(",", ""))), int(found.group(1)), cpu

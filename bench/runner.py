@@ -73,9 +73,8 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
             # Rebuild alone: fill a topic first, exactly as the ingest figure would.
             stack = ingest.measure(work_dir, count=sizes.ingest_events).stack
         try:
-            figure, cpu = rebuild.measure(stack)
-            run.figures["rebuild"] = figure
-            run.notes["rebuild"] = cpu.describe(events_per_s=figure.events_per_s)
+            run.figures["rebuild"], replayed, cpu = rebuild.measure(stack)
+            run.notes["rebuild"] = cpu.describe(events=replayed)
         finally:
             stack.close()
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,17 +43,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _stat(pid: int | str) -> list[str]:
+    """A process's /proc stat fields after its command name: state first, then ppid (field 4 of the whole
+    line), ..., utime, stime, cutime and cstime at 11 to 14."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user and system) a process has used so far, in seconds (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def forks_cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of a process's children that have ended, in seconds (from /proc): Redis's
-    append-only file rewrites are forks, on the same cores as the figure's processes."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+def forks_cpu_seconds(pids: Collection[int]) -> dict[int, float]:
+    """CPU time (user and system) so far of each process's children, in seconds (from /proc): those it has
+    reaped, and those still running (Redis rewrites its append-only file in a child, on the cores the
+    figure's processes share). A child's time counts from its start whenever it is read, so the
+    difference between two readings is the children's CPU between them."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ticks = {pid: sum(int(field) for field in _stat(pid)[13:15]) for pid in pids}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = _stat(entry.name)
+        except OSError:
+            continue  # it has ended meanwhile
+        parent = int(fields[1])
+        if parent in ticks:
+            ticks[parent] += sum(int(field) for field in fields[11:15])
+    return {pid: count / hz for pid, count in ticks.items()}
 
 
 def rss_mb(pid: int) -> float:

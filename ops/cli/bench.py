@@ -1,8 +1,12 @@
 """`citizen-context bench`: the benchmark suite (see bench/ and the README, section Benchmarks)."""
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -10,6 +14,21 @@ from ops.cli.root import fail, main
 from ops.processes import ServiceError
 
 FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a CI job's time limit) ends a run as Ctrl-C does: every figure then stops the
+    processes it started, which run in sessions of their own and would outlive the bench otherwise."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command()
@@ -36,7 +55,7 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
     machine_line = machine()
     command = "citizen-context bench" + " --quick" * quick + "".join(f" --only {name}" for name in only)
     try:
-        with servers_running():
+        with sigterm_as_interrupt(), servers_running():
             run = run_bench(
                 quick=quick,
                 only=only,
@@ -94,7 +113,7 @@ def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_pa
             param_hint="--rounds",
         )
     try:
-        with servers_running():
+        with sigterm_as_interrupt(), servers_running():
             run = stream_soak.measure(
                 ServicesSettings().data_dir / "bench",
                 rounds=rounds,

@@ -14,13 +14,14 @@ from bench.stack import Child, FigureStack, cpu_seconds, forks_cpu_seconds
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
 SLEEP = "import time\ntime.sleep(30)"
-# A parent that runs a spinning child for a few tenths of a second, waits for it, then sleeps (as Redis
-# forks to rewrite its append-only file, and reaps the child).
+# A parent that runs a child spinning for 0.4 s of CPU, waits for it (as Redis reaps the child that rewrote
+# its append-only file), prints what the kernel says its reaped children used, then sleeps.
 FORKER = (
-    "import subprocess, sys, time\n"
-    "spin = 'import time\\nend = time.monotonic() + 0.4\\nwhile time.monotonic() < end: pass'\n"
+    "import os, subprocess, sys, time\n"
+    "spin = 'import time\\nwhile time.process_time() < 0.4: pass'\n"
     "subprocess.run([sys.executable, '-c', spin], check=True)\n"
-    "print('reaped', flush=True)\n"
+    "times = os.times()\n"
+    "print(times.children_user + times.children_system, flush=True)\n"
     "time.sleep(30)"
 )
 
@@ -46,16 +47,17 @@ def test_the_description_puts_the_busiest_first_then_the_machine() -> None:
     assert cpu.describe() == (
         "CPU over the timed 16 s, in cores: consumer 0.95, redis 0.48, kafka 0.06; the machine 1.52 of 2 busy"
     )
-    # With a rate of events, each process's share is also CPU per event; forks that used none are left out.
+    # Given the events the window covered, each process that used CPU also gets its CPU per event; forks
+    # that used none are left out, and a process that used none is listed but has no CPU per event.
     forked = CpuShares(
-        processes={"consumer": 0.8, "redis": 0.6, "redis forks": 0.1, "consumer forks": 0.0},
+        processes={"consumer": 0.8, "redis": 0.6, "redis forks": 0.1, "consumer forks": 0.0, "kafka": 0.0},
         machine_busy=1.7,
         cores=2,
-        seconds=9.0,
+        seconds=10.0,
     )
-    assert forked.describe(events_per_s=20_000) == (
-        "CPU over the timed 9 s, in cores: consumer 0.80, redis 0.60, redis forks 0.10; the machine 1.70 of "
-        "2 busy; per event: consumer 40.0 us, redis 30.0 us, redis forks 5.0 us"
+    assert forked.describe(events=200_000) == (
+        "CPU over the timed 10 s, in cores: consumer 0.80, redis 0.60, redis forks 0.10, kafka 0.00; the "
+        "machine 1.70 of 2 busy; per event: consumer 40.0 us, redis 30.0 us, redis forks 5.0 us"
     )
     # A window that closed at once (its process had already gone) says so rather than print nothing.
     empty = CpuShares(processes={}, machine_busy=0.0, cores=2, seconds=0.0)
@@ -90,24 +92,40 @@ def test_a_window_measures_real_processes_and_ends_when_one_of_them_exits(
     window.sample()  # the sleeper has gone: the window no longer moves on
     cpu = window.end()
     assert set(cpu.processes) == {"spinner", "sleeper", "spinner forks", "sleeper forks"}
-    assert cpu.processes["spinner forks"] == cpu.processes["sleeper forks"] == 0
+    assert cpu.processes["spinner forks"] == cpu.processes["sleeper forks"] == 0  # neither has children
     assert cpu.processes["spinner"] > cpu.processes["sleeper"]
     assert cpu.seconds >= open_for
     assert cpu.seconds == window.end().seconds  # still ends where the sleeper was last seen
     assert 0 < cpu.machine_busy <= cpu.cores
 
 
-def test_a_process_s_ended_children_count_apart_from_its_own_cpu() -> None:
+def test_a_process_s_children_count_apart_from_its_own_cpu_once_reaped_and_while_they_run() -> None:
     with subprocess.Popen([sys.executable, "-c", FORKER], stdout=subprocess.PIPE) as parent:
         try:
             assert parent.stdout is not None
-            assert parent.stdout.readline() == b"reaped\n"  # the child has spun and been waited for
-            forks = forks_cpu_seconds(parent.pid)
+            reaped = float(parent.stdout.readline())  # the child has spun and been waited for
+            forks = forks_cpu_seconds([parent.pid])[parent.pid]
             own = cpu_seconds(parent.pid)
         finally:
             parent.kill()
-    assert forks >= 0.2  # most of the child's 0.4 s of spinning (clock ticks are 10 ms)
-    assert own < forks  # the parent only started it and waited
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    assert reaped >= 0.4 - tick
+    assert abs(forks - reaped) <= tick  # what the kernel told the parent, from the parent's own stat
+    assert own < forks  # the parent only started the child and waited
+
+    # A child still running counts too, from its start: the difference between two readings is what the
+    # children used in between, whether or not they have ended since.
+    with subprocess.Popen([sys.executable, "-c", SPIN]) as child:
+        try:
+            before = forks_cpu_seconds([os.getpid()])[os.getpid()]
+            spun = cpu_seconds(child.pid)
+            deadline = time.monotonic() + 20
+            while cpu_seconds(child.pid) < spun + 0.2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            after = forks_cpu_seconds([os.getpid()])[os.getpid()]
+        finally:
+            child.kill()
+    assert after - before >= 0.2
 
 
 def test_a_figure_watches_its_processes_the_servers_it_uses_and_its_load(tmp_path: Path) -> None:
