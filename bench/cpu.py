@@ -20,8 +20,11 @@ from ops.servers import local_servers
 
 # The servers the figures use (their SQL is SQLite, in the API's own process).
 FIGURE_SERVERS = ("redis", "kafka")
-# A process's ended children are counted under its name with this suffix ("redis forks").
+# A process's children (running or reaped) are counted under its name with this suffix ("redis forks").
 FORKS = " forks"
+# Below this share of a core, a process is taken to have used no CPU: its forks are left out of the line,
+# and it gets no CPU per event (shares are printed to two places).
+NO_CPU = 0.005
 
 
 def machine_busy_seconds(stat: str) -> tuple[float, float]:
@@ -55,14 +58,14 @@ class CpuShares:
 
     def describe(self, *, events: int | None = None) -> str:
         """One line for the report: the processes, busiest first, then the machine; given the `events` the
-        window covered, also the CPU per event of each process that used any. Forks that used no CPU are
-        left out."""
+        window covered, also the CPU per event of each process that used CPU. Forks that used none are left
+        out (see NO_CPU)."""
         if not self.processes or self.seconds <= 0:
             return "CPU not measured: a watched process ended before the timed window did"
         busiest = [
             (name, share)
             for name, share in sorted(self.processes.items(), key=lambda item: item[1], reverse=True)
-            if share >= 0.005 or not name.endswith(FORKS)
+            if share >= NO_CPU or not name.endswith(FORKS)
         ]
         parts = ", ".join(f"{name} {share:.2f}" for name, share in busiest)
         line = (
@@ -73,7 +76,7 @@ class CpuShares:
             per_event = ", ".join(
                 f"{name} {share * self.seconds / events * 1e6:.1f} us"
                 for name, share in busiest
-                if share >= 0.005
+                if share >= NO_CPU
             )
             line += f"; per event: {per_event}"
         return line

@@ -3,6 +3,7 @@
 import re
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def consumer_rate(stack: FigureStack, expected: int) -> tuple[float, int, CpuSha
     raise RuntimeError(f"the consumer applied only {applied} of {expected} events in time")
 
 
+def poll_ceiling(passes: Sequence[float]) -> float:
+    """The ingest figure's ceiling: the median of the bare poll loop's passes (pure)."""
+    return statistics.median(passes)
+
+
 @dataclass(frozen=True)
 class Measured:
     """The figure, its bare poll loop's passes (their median is the figure's ceiling), where the CPU went
@@ -117,11 +123,11 @@ def measure(work_dir: Path, *, count: int) -> Measured:
             )
             for n in range(POLL_PASSES)
         )
-        raw = statistics.median(passes)
         applied, timed, cpu = consumer_rate(stack, count)
+        stack.close(keep_data=True)  # the consumer stopped; the topic and projection stay for the rebuild
     except BaseException:
         stack.close()  # its consumer stopped, its data deleted: nothing is left for a rebuild to replay
         raise
-    stack.close(keep_data=True)
+    raw = poll_ceiling(passes)
     figure = Ingest(events=count, events_per_s=applied, raw_poll_events_per_s=raw, ratio=ratio(applied, raw))
     return Measured(figure=figure, poll_passes=passes, timed_events=timed, cpu=cpu, stack=stack)

@@ -36,9 +36,9 @@ def measure(stack: FigureStack) -> tuple[Rebuild, int, CpuShares]:
             stderr=err,
             stdin=subprocess.DEVNULL,
         )
-    window = CpuWindow(figure_processes(stack, rebuild=process.pid))
-    deadline = time.monotonic() + TIMEOUT_S
     try:
+        window = CpuWindow(figure_processes(stack, rebuild=process.pid))
+        deadline = time.monotonic() + TIMEOUT_S
         # Wait for it to exit without reaping it: until it is reaped, /proc still holds its CPU time.
         while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
             if time.monotonic() > deadline:
@@ -52,7 +52,11 @@ def measure(stack: FigureStack) -> tuple[Rebuild, int, CpuShares]:
         process.terminate()
         raise
     finally:
-        process.wait()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
     stdout, stderr = out_path.read_text(), err_path.read_text()
     found = REPORT.search(stdout)
     if process.returncode != 0 or found is None:

@@ -68,7 +68,8 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
         run.notes["ingest"] = measured.describe()
 
     def do_rebuild() -> None:
-        stack = ingest_stack
+        nonlocal ingest_stack
+        stack, ingest_stack = ingest_stack, None  # closed here, whatever happens
         if stack is None:
             # Rebuild alone: fill a topic first, exactly as the ingest figure would.
             stack = ingest.measure(work_dir, count=sizes.ingest_events).stack
@@ -117,7 +118,8 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
         figure("fanout", do_fanout)
         figure("memory", do_memory)
     finally:
-        if ingest_stack is not None and "rebuild" not in wanted:
+        # Left over when the rebuild was not wanted, or a failure or an interrupt came before it ran.
+        if ingest_stack is not None:
             ingest_stack.close()
     return run
 

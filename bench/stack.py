@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +43,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _stat(pid: int | str) -> list[str]:
+def stat_fields(pid: int | str) -> list[str]:
     """A process's /proc stat fields after its command name: state first, then ppid (field 4 of the whole
     line), ..., utime, stime, cutime and cstime at 11 to 14."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -51,7 +51,7 @@ def _stat(pid: int | str) -> list[str]:
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user and system) a process has used so far, in seconds (from /proc)."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -61,18 +61,33 @@ def forks_cpu_seconds(pids: Collection[int]) -> dict[int, float]:
     figure's processes share). A child's time counts from its start whenever it is read, so the
     difference between two readings is the children's CPU between them."""
     hz = os.sysconf("SC_CLK_TCK")
-    ticks = {pid: sum(int(field) for field in _stat(pid)[13:15]) for pid in pids}
+    for _attempt in range(FORK_READ_ATTEMPTS):
+        reaped = {pid: sum(int(field) for field in stat_fields(pid)[13:15]) for pid in pids}
+        running = dict.fromkeys(pids, 0)
+        for _child, fields in children_stats(pids):
+            running[int(fields[1])] += sum(int(field) for field in fields[11:15])
+        # A child reaped during the scan is in neither count: read again, until no parent reaped one.
+        if all(sum(int(field) for field in stat_fields(pid)[13:15]) == reaped[pid] for pid in pids):
+            break
+    return {pid: (reaped[pid] + running[pid]) / hz for pid in pids}
+
+
+# Redis reaps a rewrite's child once in a while, not in a loop: a second reading is nearly always enough.
+FORK_READ_ATTEMPTS = 5
+
+
+def children_stats(pids: Collection[int]) -> Iterator[tuple[int, list[str]]]:
+    """(child, its stat fields as `stat_fields` gives them, its parent's pid at 1) for each running child
+    of `pids`."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat(entry.name)
+            fields = stat_fields(entry.name)
         except OSError:
             continue  # it has ended meanwhile
-        parent = int(fields[1])
-        if parent in ticks:
-            ticks[parent] += sum(int(field) for field in fields[11:15])
-    return {pid: count / hz for pid, count in ticks.items()}
+        if int(fields[1]) in pids:
+            yield int(entry.name), fields
 
 
 def rss_mb(pid: int) -> float:
@@ -90,6 +105,8 @@ class Child:
     name: str
     process: "subprocess.Popen[bytes]"
     log_path: Path
+    # Whether it was sent SIGTERM already: a second one makes uvicorn exit at once, without its shutdown.
+    signalled: bool = False
 
     @property
     def pid(self) -> int:
@@ -100,10 +117,15 @@ class Child:
         """True while it runs."""
         return self.process.poll() is None
 
+    def terminate(self) -> None:
+        """Send it SIGTERM (once) if it still runs."""
+        if self.process.poll() is None and not self.signalled:
+            self.process.terminate()
+            self.signalled = True
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 30 s."""
-        if self.process.poll() is None:
-            self.process.terminate()
+        self.terminate()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -199,6 +221,9 @@ class FigureStack:
 
     def close(self, *, keep_data: bool = False) -> None:
         """Stop every process of the figure; delete its Redis keys and topics unless `keep_data`."""
+        # All are told first, then waited for: an interrupt while one is waited for leaves none unsignalled.
+        for child in reversed(self.children):
+            child.terminate()
         for child in reversed(self.children):
             child.stop()
         self.children.clear()

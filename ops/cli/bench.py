@@ -19,9 +19,12 @@ FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebu
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (`kill`, a CI job's time limit) ends a run as Ctrl-C does: every figure then stops the
-    processes it started, which run in sessions of their own and would outlive the bench otherwise."""
+    processes it started (the API and consumer run in sessions of their own, out of reach of a signal to the
+    bench's group) and the servers the run started. A second SIGTERM is ignored, so that it cannot cut that
+    cleanup short."""
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

@@ -68,16 +68,21 @@ def services_run(command: tuple[str, ...]) -> None:
 
 
 def start_servers() -> list[LocalServer]:
-    started = []
+    started: list[LocalServer] = []
     try:
         for server in local_servers():
-            click.echo(
-                f"{server.name}: starting…" if not server.status().running else f"{server.name}: running"
-            )
+            if server.status().running:
+                click.echo(f"{server.name}: running")
+                continue
+            click.echo(f"{server.name}: starting…")
+            # Ours from here: a start that fails or is interrupted (Ctrl-C, SIGTERM in the bench) while the
+            # server comes up is stopped with the others.
+            started.append(server)
             if server.up():
-                started.append(server)
                 click.echo(f"{server.name}: started at {server.status().address}")
-    except ServiceError:
+            else:
+                started.remove(server)  # someone else started it meanwhile: not ours to stop
+    except BaseException:
         for server in reversed(started):
             server.down()
         raise

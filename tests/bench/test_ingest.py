@@ -1,9 +1,10 @@
-"""The ingest figure's note: the poll loop's passes, and the CPU while the consumer was timed (pure)."""
+"""The ingest figure's ceiling and note: the poll loop's passes, and the CPU while the consumer was timed
+(pure)."""
 
 from pathlib import Path
 
 from bench.cpu import CpuShares
-from bench.ingest import Measured
+from bench.ingest import Measured, poll_ceiling
 from bench.results import Ingest
 from bench.stack import FigureStack
 
@@ -24,3 +25,10 @@ def test_the_note_lists_the_poll_loop_s_passes_then_the_cpu_per_event_of_the_tim
         "in cores: consumer 0.80, redis 0.60; the machine 1.50 of 2 busy; per event: consumer 40.0 us, "
         "redis 30.0 us"
     )
+
+
+def test_the_ceiling_is_the_median_pass_whatever_their_order() -> None:
+    assert poll_ceiling([137_873.0, 84_868.0, 107_867.0]) == 107_867.0
+    assert poll_ceiling([84_868.0, 107_867.0, 137_873.0]) == 107_867.0
+    # Not the mean (110,203) nor the best: one fast or slow pass moves it not at all.
+    assert poll_ceiling([107_867.0, 107_000.0, 500_000.0]) == 107_867.0

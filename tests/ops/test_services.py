@@ -12,9 +12,11 @@ from context.settings import RedisSettings
 from context.store import PROJECTION_REDIS_CONFIG
 from events.settings import KafkaSettings
 from ops.cli import main
+from ops.cli import services as services_cli
 from ops.processes import ServiceError
-from ops.servers import KafkaServer, RedisServer, local_servers
+from ops.servers import KafkaServer, RedisServer, ServerStatus, local_servers
 from ops.settings import ServicesSettings
+from tests.conftest import free_port
 
 
 def test_status_tells_what_runs_where() -> None:
@@ -79,3 +81,36 @@ def test_servers_elsewhere_than_loopback_are_refused(tmp_path: Path) -> None:
         KafkaServer(
             ServicesSettings(data_dir=tmp_path), KafkaSettings(bootstrap_servers="kafka.example.org:9092")
         )
+
+
+class _InterruptedWhileStarting:
+    """A server whose start is interrupted (Ctrl-C, or SIGTERM in the bench) while it comes up."""
+
+    name = "interrupted"
+
+    def status(self) -> ServerStatus:
+        return ServerStatus(name=self.name, address="nowhere", pid=None, data_dir=Path("nowhere"))
+
+    def up(self) -> bool:
+        raise KeyboardInterrupt
+
+    def down(self) -> bool:
+        return False
+
+
+def test_servers_started_before_an_interrupted_start_are_stopped_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real Redis of this test's own, not running yet: the start (as `citizen-context bench` and the
+    # other commands that need the servers make it) starts it, then is interrupted at the next server.
+    own = RedisServer(
+        ServicesSettings(data_dir=tmp_path / "own"),
+        RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{free_port()}/0")),
+    )
+    monkeypatch.setattr(services_cli, "local_servers", lambda: [own, _InterruptedWhileStarting()])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            services_cli.start_servers()
+        assert not own.status().running  # started, then stopped again: nothing outlives the command
+    finally:
+        own.down()
