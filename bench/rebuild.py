@@ -6,11 +6,9 @@ import subprocess
 import sys
 import time
 
-import redis
-
 from bench.cpu import CpuShares, CpuWindow, figure_processes
 from bench.results import Rebuild
-from bench.stack import FigureStack, rewrite_append_only_file
+from bench.stack import Child, FigureStack
 
 TIMEOUT_S = 900.0
 # The command's own rate: the seconds it prints are rounded to a tenth, too coarse for a quick run.
@@ -22,11 +20,7 @@ def measure(stack: FigureStack) -> tuple[Rebuild, int, CpuShares]:
     the records it replayed, and where the CPU went while the command ran (its start-up, and the old
     generation's deletion, included)."""
     # As every figure starts (FigureStack.create): a rewrite the ingest figure made due is not this one's.
-    client = redis.Redis.from_url(str(stack.redis.url))
-    try:
-        rewrite_append_only_file(client)
-    finally:
-        client.close()
+    stack.settle_append_only_file()
     out_path, err_path = stack.work_dir / "rebuild.out", stack.work_dir / "rebuild.err"
     with out_path.open("w") as out, err_path.open("w") as err:
         process = subprocess.Popen(
@@ -46,17 +40,10 @@ def measure(stack: FigureStack) -> tuple[Rebuild, int, CpuShares]:
                 raise RuntimeError(f"rebuild did not finish within {TIMEOUT_S:.0f} s")
             time.sleep(0.1)
         cpu = window.end()
-    except BaseException:
-        # A failure, Ctrl-C or SIGTERM (see ops/cli/bench.py) stops the command too: nothing of a figure
-        # outlives it. (An exited command is only reaped here; signalling it then does nothing.)
-        process.terminate()
-        raise
     finally:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        # Reaped once its CPU is read; after a failure, Ctrl-C or SIGTERM (see ops/cli/bench.py) stopped as
+        # any figure's process is, so that nothing of a figure outlives it.
+        Child("rebuild", process, out_path).stop()
     stdout, stderr = out_path.read_text(), err_path.read_text()
     found = REPORT.search(stdout)
     if process.returncode != 0 or found is None:

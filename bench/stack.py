@@ -55,6 +55,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+# Redis reaps a rewrite's child once in a while, not in a loop: a second reading is nearly always enough.
+FORK_READ_ATTEMPTS = 5
+
+
 def forks_cpu_seconds(pids: Collection[int]) -> dict[int, float]:
     """CPU time (user and system) so far of each process's children, in seconds (from /proc): those it has
     reaped, and those still running (Redis rewrites its append-only file in a child, on the cores the
@@ -62,18 +66,20 @@ def forks_cpu_seconds(pids: Collection[int]) -> dict[int, float]:
     difference between two readings is the children's CPU between them."""
     hz = os.sysconf("SC_CLK_TCK")
     for _attempt in range(FORK_READ_ATTEMPTS):
-        reaped = {pid: sum(int(field) for field in stat_fields(pid)[13:15]) for pid in pids}
+        reaped = {pid: _reaped_ticks(pid) for pid in pids}
         running = dict.fromkeys(pids, 0)
         for _child, fields in children_stats(pids):
+            # A running child's own time and that of the children it reaped.
             running[int(fields[1])] += sum(int(field) for field in fields[11:15])
         # A child reaped during the scan is in neither count: read again, until no parent reaped one.
-        if all(sum(int(field) for field in stat_fields(pid)[13:15]) == reaped[pid] for pid in pids):
+        if all(_reaped_ticks(pid) == reaped[pid] for pid in pids):
             break
     return {pid: (reaped[pid] + running[pid]) / hz for pid in pids}
 
 
-# Redis reaps a rewrite's child once in a while, not in a loop: a second reading is nearly always enough.
-FORK_READ_ATTEMPTS = 5
+def _reaped_ticks(pid: int) -> int:
+    """CPU clock ticks (user and system) of the children a process has reaped (cutime and cstime)."""
+    return sum(int(field) for field in stat_fields(pid)[13:15])
 
 
 def children_stats(pids: Collection[int]) -> Iterator[tuple[int, list[str]]]:
@@ -165,12 +171,16 @@ class FigureStack:
             "PYTHONUNBUFFERED": "1",
         }
         ensure_topics(stack.kafka)
-        client = redis.Redis.from_url(str(stack.redis.url))
+        stack.settle_append_only_file()
+        return stack
+
+    def settle_append_only_file(self) -> None:
+        """Have Redis rewrite its append-only file before the figure is timed (rewrite_append_only_file)."""
+        client = redis.Redis.from_url(str(self.redis.url))
         try:
             rewrite_append_only_file(client)
         finally:
             client.close()
-        return stack
 
     @property
     def kafka(self) -> KafkaSettings:
