@@ -25,8 +25,9 @@ check: $(INSTALLED)
 	$(VENV)/bin/pytest
 
 ## bench: the benchmark suite (starts the servers it needs); `make bench BENCH_FLAGS=--quick` for a short run
+## (only a whole run replaces docs/bench: a run with flags prints its figures and reports under .data/bench)
 bench: $(INSTALLED) $(BENCH_INSTALLED)
-	$(CLI) bench --json docs/bench/results.json $(BENCH_FLAGS)
+	$(CLI) bench $(if $(BENCH_FLAGS),,--json docs/bench/results.json) $(BENCH_FLAGS)
 
 install: $(INSTALLED)
 

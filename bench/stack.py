@@ -139,6 +139,10 @@ class Child:
             self.process.wait(timeout=10)
 
 
+# The figure's SQLite database (the API's audit records and enquiries), in its folder beside the logs.
+DATABASE_FILE = "api.db"
+
+
 @dataclass
 class FigureStack:
     """One figure's isolated environment, and the processes started in it."""
@@ -164,7 +168,7 @@ class FigureStack:
             "CITIZEN_CONTEXT_KAFKA_TOPIC_PARTITIONS": str(partitions),
             "CITIZEN_CONTEXT_CONSUMER_HEALTH_PORT": str(stack.health_port),
             "CITIZEN_CONTEXT_API_PORT": str(stack.api_port),
-            "CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{figure_dir / 'api.db'}",
+            "CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{figure_dir / DATABASE_FILE}",
             # The bench measures capacity, not the per-agent rate limits (which would cut it short).
             "CITIZEN_CONTEXT_SECURITY_AGENT_RATE": "1000000/second",
             "CITIZEN_CONTEXT_SECURITY_KEY_RATE": "1000000/second",
@@ -230,7 +234,8 @@ class FigureStack:
         return self.start("api", "api", "--port", str(self.api_port), ready_url=f"{self.api_url}/readyz")
 
     def close(self, *, keep_data: bool = False) -> None:
-        """Stop every process of the figure; delete its Redis keys and topics unless `keep_data`."""
+        """Stop every process of the figure; delete its Redis keys, topics and database unless `keep_data`.
+        Its processes' logs stay in its folder."""
         # All are told first, then waited for: an interrupt while one is waited for leaves none unsignalled.
         for child in reversed(self.children):
             child.terminate()
@@ -239,6 +244,10 @@ class FigureStack:
         self.children.clear()
         if keep_data:
             return
+        # The database and its journal files: a context read figure's audit records alone take 25 MB, and
+        # every run left them behind.
+        for path in self.work_dir.glob(f"{DATABASE_FILE}*"):
+            path.unlink(missing_ok=True)
         client = redis.Redis.from_url(str(self.redis.url))
         try:
             batch = []

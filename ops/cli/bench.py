@@ -14,6 +14,17 @@ from ops.cli.root import fail, main
 from ops.processes import ServiceError
 
 FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
+# Where a whole run's report goes: the one the README links to, kept in the repository.
+FULL_REPORT_DIR = Path("docs/bench")
+
+
+def default_report_dir(*, quick: bool, only: tuple[str, ...], data_dir: Path) -> Path:
+    """Where the report goes when `--report-dir` is not given (pure). Only a whole run at full sizes
+    replaces the repository's report: a quick or partial one written there would leave it with the smaller
+    sizes, or with the other figures' rows gone. Those go under the local servers' data folder instead."""
+    if quick or only:
+        return data_dir / "bench" / "report"
+    return FULL_REPORT_DIR
 
 
 @contextmanager
@@ -45,29 +56,34 @@ def sigterm_as_interrupt() -> Iterator[None]:
 @click.option(
     "--report-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("docs/bench"),
-    show_default=True,
-    help="Where the report (README.md) and the latency plots (PNG) go.",
+    help=(
+        f"Where the report (README.md) and the latency plots (PNG) go [default: {FULL_REPORT_DIR} for a whole"
+        " run; with --quick or --only, bench/report under the servers' data folder]."
+    ),
 )
-def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir: Path) -> None:
+def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir: Path | None) -> None:
     """Measure ingest, freshness, reads, fan-out, memory and rebuild against same-run ceilings."""
     from bench.runner import machine, run_bench, write_outputs
     from ops.cli.services import servers_running
     from ops.settings import ServicesSettings
 
     machine_line = machine()
+    data_dir = ServicesSettings().data_dir
+    if report_dir is None:
+        report_dir = default_report_dir(quick=quick, only=only, data_dir=data_dir)
     command = "citizen-context bench" + " --quick" * quick + "".join(f" --only {name}" for name in only)
     try:
         with sigterm_as_interrupt(), servers_running():
             run = run_bench(
                 quick=quick,
                 only=only,
-                work_dir=ServicesSettings().data_dir / "bench",
+                work_dir=data_dir / "bench",
                 say=lambda text: click.echo(text, err=True),
             )
     except ServiceError as error:
         fail(error)
     write_outputs(run, json_path=json_path, report_dir=report_dir, command=command, machine_line=machine_line)
+    click.echo(f"report: {report_dir / 'README.md'}", err=True)
     click.echo(run.to_json())
     if run.failures:
         sys.exit(1)
