@@ -2,6 +2,10 @@
 
 Headers added (all UTF-8 text): `dlq.reason` (a stable code, see `events.codec.InvalidEvent`),
 `dlq.detail`, `dlq.topic`, `dlq.partition`, `dlq.offset`, `dlq.time` (RFC 3339, when it was dead-lettered).
+
+A record with neither key nor value (Kafka allows one; kafka-python's producer refuses to send one) goes on
+with an empty value: refused, its dead letter would stop the consumer, and every consumer after it that
+read the record again.
 """
 
 from collections.abc import Iterator
@@ -37,13 +41,18 @@ def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> l
     ]
 
 
+def sendable_value(key: bytes | None, value: bytes | None) -> bytes | None:
+    """The value a record can be published with: as it is, or empty when it has no key either (pure)."""
+    return b"" if key is None and value is None else value
+
+
 def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
     """Publish the letters and wait until the broker has every one (raises if any fails)."""
     futures = [
         producer.send(
             dead_letter_topic(letter.record.topic),
             key=letter.record.key,
-            value=letter.record.value,
+            value=sendable_value(letter.record.key, letter.record.value),
             headers=dead_letter_headers(letter),
         )
         for letter in letters

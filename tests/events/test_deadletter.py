@@ -2,8 +2,8 @@
 
 from kafka import KafkaProducer
 
-from events.deadletter import StoredDeadLetter, redrive
-from events.records import IncomingRecord
+from events.deadletter import StoredDeadLetter, dead_letter_topic, redrive, send_dead_letters, sendable_value
+from events.records import DeadLetter, IncomingRecord
 from tests.conftest import topic_records
 
 
@@ -28,3 +28,26 @@ def test_a_redriven_record_goes_back_to_the_partition_it_was_read_from(
     assert redrive(producer, [letter]) == 1
     (redriven,) = [r for r in topic_records(kafka_topic) if r.value == b"read from elsewhere"]
     assert (redriven.partition, redriven.key, redriven.headers) == (elsewhere, key, [("trace", b"t-1")])
+
+
+def test_a_record_without_key_or_value_is_dead_lettered_with_an_empty_value(
+    producer: KafkaProducer, kafka_topic: str
+) -> None:
+    # Kafka takes such a record from other clients (a binary-mode event whose headers failed, an empty
+    # tombstone); kafka-python refuses to send one, which stopped the consumer at its dead letter.
+    record = IncomingRecord(kafka_topic, 1, 41, None, None, [("ce_specversion", b"1.0")])
+    send_dead_letters(producer, [DeadLetter(record, "invalid", "id: Field required")])
+    (letter,) = topic_records(dead_letter_topic(kafka_topic))
+    headers = dict(letter.headers)
+    assert (letter.key, letter.value) == (None, b"")
+    assert (headers["dlq.reason"], headers["dlq.offset"], headers["ce_specversion"]) == (
+        b"invalid",
+        b"41",
+        b"1.0",
+    )
+
+
+def test_only_a_record_without_key_or_value_has_its_value_changed() -> None:
+    assert sendable_value(None, None) == b""
+    assert sendable_value(b"C-1", None) is None  # a tombstone keeps its null value
+    assert sendable_value(None, b"{}") == b"{}"
