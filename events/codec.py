@@ -3,6 +3,9 @@
 Both modes of the CloudEvents Kafka protocol binding are read:
 - structured: the whole event is the value (content type `application/cloudevents+json`);
 - binary: attributes in `ce_*` headers, `content-type` header for `datacontenttype`, data as the value.
+As the binding says, a `content-type` of the CloudEvents media type (`application/cloudevents...`) means
+structured mode, whatever other headers the record carries; otherwise a `ce_specversion` header means binary
+mode, and a record with neither is read as structured.
 """
 
 import json
@@ -96,7 +99,7 @@ def decode_judged(
     """
     horizon = future_horizon() if horizon is None else horizon
     header_map = {name.lower(): raw for name, raw in headers} if headers else {}
-    if "ce_specversion" in header_map:
+    if "ce_specversion" in header_map and not _declares_structured(header_map.get("content-type")):
         return _judge(
             _binary_document(value, header_map), default_region=default_region, shallow=False, horizon=horizon
         )
@@ -117,6 +120,15 @@ def decode_judged(
     return _judge(
         _structured_document(value), default_region=default_region, shallow=shallow, horizon=horizon
     )
+
+
+# The binding's prefix of a structured-mode content type (application/cloudevents+json, ...).
+_STRUCTURED_PREFIX = b"application/cloudevents"
+
+
+def _declares_structured(content_type: bytes | None) -> bool:
+    """Whether a record's `content-type` header declares structured mode (media types ignore case)."""
+    return content_type is not None and content_type[: len(_STRUCTURED_PREFIX)].lower() == _STRUCTURED_PREFIX
 
 
 def _structured_document(value: bytes | None) -> dict[str, Any]:

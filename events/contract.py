@@ -134,8 +134,10 @@ def index_page() -> str:
         "",
         "## Binding modes",
         "",
-        "Both modes of the CloudEvents Kafka protocol binding are read; a record with a `ce_specversion`",
-        "header is binary mode, any other record structured mode.",
+        "Both modes of the CloudEvents Kafka protocol binding are read. As the binding says, a record",
+        "whose `content-type` header starts with `application/cloudevents` is structured mode, whatever",
+        "other headers it carries; otherwise a record with a `ce_specversion` header is binary mode, and",
+        "any other record structured mode.",
         "",
         f"- **Structured**: the whole event is the value, as one JSON object; header `content-type:"
         f" {STRUCTURED_CONTENT_TYPE}`.",

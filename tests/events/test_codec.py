@@ -54,6 +54,26 @@ def test_binary_mode_reads_ce_headers() -> None:
     assert event.time.utcoffset() is not None
 
 
+@pytest.mark.parametrize("content_type", [b"application/cloudevents+json", b"Application/CloudEvents+JSON"])
+def test_a_structured_content_type_means_structured_mode_whatever_other_headers_say(
+    content_type: bytes,
+) -> None:
+    # Some publishers copy the attributes into ce_* headers as well (for routing, tracing): the value is
+    # still the whole event, and reading it as binary mode would take the envelope for the data.
+    headers = [("content-type", content_type), ("ce_specversion", b"1.0"), ("ce_type", b"misleading.type")]
+    event = decode_record(json.dumps(VALID).encode(), headers)
+    assert (event.id, event.type, event.data) == ("evt-1", "call.ended", VALID["data"])
+
+
+def test_ce_headers_without_a_structured_content_type_are_binary_mode() -> None:
+    headers = [("ce_specversion", b"1.0"), ("content-type", b"application/json")]
+    with pytest.raises(InvalidEvent) as raised:
+        decode_record(json.dumps(VALID).encode(), headers)
+    # Binary mode: the attributes come from headers, and these name no id, source, type or time.
+    assert raised.value.reason == "invalid"
+    assert "id" in raised.value.detail
+
+
 @pytest.mark.parametrize("content_type", [b"", None])
 def test_binary_mode_with_an_empty_content_type_is_not_json(content_type: bytes | None) -> None:
     # A content-type header without a value (Kafka allows one) declares nothing, as an empty one does; it
