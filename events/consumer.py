@@ -41,7 +41,7 @@ import redis
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from context.store import ProjectionWriter, SentBatch
@@ -56,9 +56,10 @@ from events.metrics import (
     REDIS_RETRIES,
 )
 from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_batch
-from events.records import KafkaRecord, polled_records
+from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.topics import reachable
+from events.unreadable import UNREADABLE_DETAIL, step_past, unreadable_record
 
 log = structlog.get_logger("consumer")
 
@@ -203,6 +204,9 @@ class ProjectionConsumer:
             self._check_dependencies()
             try:
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
+            except CorruptRecordError as error:
+                self._skip_unreadable(error)
+                continue
             except KafkaError as error:
                 # The brokers are unreachable: nothing was taken, so nothing is at risk. Wait and poll again.
                 self._health.kafka_ok = False
@@ -240,6 +244,36 @@ class ProjectionConsumer:
             # The previous batch is committed while Redis applies this one.
             if done is not None:
                 self._committed(done, wait=False)
+
+    def _skip_unreadable(self, error: CorruptRecordError) -> None:
+        """Dead-letter a record the client cannot read (by its position: its bytes are out of reach), then
+        read on past it. Polling again instead would never return (see events/unreadable.py)."""
+        found = unreadable_record(self._consumer)
+        if found is None:
+            # Which record it is cannot be told: stopping says so, where polling again would hang.
+            raise error
+        partition, offset = found
+        log.error(
+            "unreadable record",
+            topic=partition.topic,
+            partition=partition.partition,
+            offset=offset,
+            error=type(error).__name__,
+        )
+        # Everything read before it is applied and dead-lettered first, so its offset can be committed.
+        self.finish_in_flight(wait_for_commit=False)
+        if self._stopped_uncommitted:
+            return
+        record = IncomingRecord(partition.topic, partition.partition, offset, None, None)
+        letter = PreparedBatch(dead_letters=[DeadLetter(record, "unreadable", UNREADABLE_DETAIL)])
+        if self._until_done(partial(self._dead_letter, letter), self._stop, what="dead-letter") is None:
+            self._stopped_uncommitted = True
+            return
+        next_offset = step_past(self._consumer, partition, offset)
+        self._positions[(partition.topic, partition.partition)] = next_offset
+        self._unsent_offsets[partition] = OffsetAndMetadata(next_offset, "", -1)
+        self._unsent_records += 1
+        self._send_commit(wait=False, due=True)
 
     async def commit_before_revoke(self) -> None:
         """Finish the batch in flight and commit every done batch's offsets, waiting for the answer (on

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 import redis
 import structlog
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError
 
 from context.store import ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
+from events.unreadable import step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
 
@@ -106,7 +107,11 @@ class Replayer:
         pending = {tp for tp in self.partitions if self._consumer.position(tp) < ends[tp]}
         read = 0
         while pending:
-            polled = self._consumer.poll(timeout_ms=1000)
+            try:
+                polled = self._consumer.poll(timeout_ms=1000)
+            except CorruptRecordError as error:
+                self._skip_unreadable(error)
+                continue
             records = polled_records(polled)
             if records:
                 self.held_back += self._apply(records, progress)
@@ -118,6 +123,18 @@ class Replayer:
             self._finish_in_flight()
         self.records += read
         return read
+
+    def _skip_unreadable(self, error: CorruptRecordError) -> None:
+        """Count a record the client cannot read as skipped, and read on past it (its dead letter was
+        published when the live consumer met it). Polling again would never return (events/unreadable.py)."""
+        found = unreadable_record(self._consumer)
+        if found is None:
+            raise error  # which record it is cannot be told: failing says so, where polling would hang
+        partition, offset = found
+        log.error("unreadable record skipped", partition=partition.partition, offset=offset)
+        step_past(self._consumer, partition, offset)
+        self.records += 1
+        self.skipped += 1
 
     def give_up_on_held_back(self) -> None:
         """Count what never resolved as skipped (its dead letter is in the dead-letter topic already)."""
