@@ -1,11 +1,40 @@
 """The security API's own models: API keys, stream tickets and audit records."""
 
+import re
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 
 from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
 from models.tables import AuditAction, StoredTime
+
+# C0 controls, DEL and C1 controls. A stated reason or a filter is a line of prose or a name: a control
+# character in it is a mistake or an attack, and PostgreSQL refuses a NUL in text outright, failing the
+# statement it is in (the audit trail writes many callers' records in one).
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+NO_CONTROL_CHARACTERS = "Must not contain control characters"
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a control character (a NUL, a tab, a line break, an escape...)."""
+    return _CONTROL_CHARACTER.search(text) is not None
+
+
+def _without_control_characters(text: str) -> str:
+    if has_control_characters(text):
+        raise PydanticCustomError("control_characters", NO_CONTROL_CHARACTERS)
+    return text
+
+
+# Text a caller states or filters by, on its way to SQL. The pattern only describes the check in the
+# OpenAPI document: the validator makes it, with a clearer message than a pattern's.
+PlainText = Annotated[
+    str,
+    AfterValidator(_without_control_characters),
+    Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f-\u009f]*$"}),
+]
 
 
 class Scope(StrEnum):
@@ -59,7 +88,7 @@ class ApiKeyList(BaseModel):
 class StreamTicketRequest(BaseModel):
     """Optional: a supervisor's reason for viewing without an enquiry."""
 
-    reason: str | None = Field(default=None, max_length=500)
+    reason: PlainText | None = Field(default=None, max_length=500)
 
 
 class StreamTicket(BaseModel):

@@ -1,8 +1,9 @@
 """Administration over REST: integrators' API keys (the CLI does the same from a shell)."""
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -10,7 +11,7 @@ from api.deps import CurrentCaller, EngineDep, require
 from api.problems import Problem, caller_problems, problem_response
 from api.security import access, api_keys
 from api.security.api_keys import IssuedKey, KeyProblem
-from models.security import ApiKeyCreate, ApiKeyIssued, ApiKeyList, ApiKeyPublic, ApiKeyRotate
+from models.security import ApiKeyCreate, ApiKeyIssued, ApiKeyList, ApiKeyPublic, ApiKeyRotate, PlainText
 from models.tables import ApiKey
 
 router = APIRouter(prefix="/v1/admin/api-keys", tags=["admin"])
@@ -61,7 +62,11 @@ async def create_key(
 
 
 @router.get("", response_model=ApiKeyList, responses=PROBLEMS)
-async def list_keys(caller: CurrentCaller, engine: EngineDep, client: str | None = None) -> ApiKeyList:
+async def list_keys(
+    caller: CurrentCaller,
+    engine: EngineDep,
+    client: Annotated[PlainText | None, Query(description="Only this client's keys.")] = None,
+) -> ApiKeyList:
     """Every key (of one client), newest first, without secrets."""
     require(access.manage_keys(caller))
     records = await run_in_threadpool(api_keys.list_keys, engine, client=client)

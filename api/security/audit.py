@@ -11,16 +11,21 @@ The writer is a thread of its own that takes the next batch as soon as one is co
 on the event loop handed each batch to a worker thread instead, every batch also waited for the busy loop
 to run that coroutine again (to take its result and hand over the next batch): at 64 connections that
 wait made the audit's cycle, and so every read, longer, and reads/s lower (see README, Benchmarks).
+
+A batch the database refuses for one record's data (PostgreSQL refuses a NUL in text) is written again a
+record at a time, so that only the caller of the record refused fails, not every read that shared its batch.
 """
 
 import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+import structlog
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from api.security.access import Decision, role_label
 from api.security.principal import Caller
@@ -43,8 +48,12 @@ BUSY_WITHIN_S = 0.01
 # The writer thread ends once it has had nothing to write for this long (the next record starts another).
 IDLE_EXIT_S = 10.0
 
+log = structlog.get_logger("security")
+
 # Decides a read from the enquiry the caller holds for the citizen (None when they hold none).
 Rule = Callable[[str | None], Decision]
+# What each caller of a batch is answered: its decision, or why its record could not be written.
+Outcome = Decision | Exception
 
 
 @dataclass(frozen=True)
@@ -192,7 +201,7 @@ class Auditor:
                     self._last_batch_at = time.monotonic()
                     batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    outcome: list[Decision] | Exception = self._write(batch)
+                    outcome: Sequence[Outcome] | Exception = self._write(batch)
                 except Exception as error:
                     # Nothing of the batch was committed (its records go in one statement, or one
                     # transaction): every caller in it fails, and none answers as if its read were recorded.
@@ -209,7 +218,7 @@ class Auditor:
             _hand_back(stranded, RuntimeError("the audit writer stopped unexpectedly"))
             raise
 
-    def _write(self, batch: list[_Pending]) -> list[Decision]:
+    def _write(self, batch: list[_Pending]) -> Sequence[Outcome]:
         # A Core connection, not an ORM session: the batch needs no unit of work, and a session's set-up
         # and commit cost about 250 us of this thread's time per batch, while it holds the interpreter lock
         # the event loop serving the reads is waiting for (see README, Benchmarks).
@@ -220,13 +229,23 @@ class Auditor:
                 p.rule(held.get((p.caller.id, p.citizen_id)) if p.look_up_enquiry and p.citizen_id else None)
                 for p in batch
             ]
-            audit_repository.add_records(
-                connection,
-                [self._entry(p, decision) for p, decision in zip(batch, decisions, strict=True)],
-            )
-            # On an autocommit engine the INSERT committed as it ran, and this does nothing; on any other,
-            # it commits the batch.
-            connection.commit()
+            rows = [self._entry(p, decision) for p, decision in zip(batch, decisions, strict=True)]
+            try:
+                audit_repository.add_records(connection, rows)
+                # On an autocommit engine the INSERT committed as it ran, and this does nothing; on any
+                # other, it commits the batch.
+                connection.commit()
+            except (DataError, IntegrityError) as error:
+                # A value of some record the database refuses (a NUL, which PostgreSQL refuses in text)
+                # fails the whole statement, and with it every other caller's read. Nothing was stored:
+                # each record is written on its own, and only the refused ones' callers fail. Any other
+                # error (the database gone) would fail each record alike, and fails the batch as before.
+                connection.rollback()
+                log.warning("audit batch refused, writing it record by record", error=type(error).__name__)
+                return [
+                    _write_one(connection, row, decision)
+                    for row, decision in zip(rows, decisions, strict=True)
+                ]
             return decisions
 
     def _entry(self, pending: _Pending, decision: Decision) -> AuditRow:
@@ -244,12 +263,23 @@ class Auditor:
         )
 
 
-def _hand_back(batch: list[_Pending], outcome: "list[Decision] | Exception") -> None:
+def _write_one(connection: Connection, row: AuditRow, decision: Decision) -> Outcome:
+    """One record of a refused batch, committed on its own: its decision, or the error that refused it."""
+    try:
+        audit_repository.add_records(connection, [row])
+        connection.commit()
+    except SQLAlchemyError as error:
+        connection.rollback()
+        # The error's type only: its message quotes the statement, and may quote the values refused.
+        log.error("audit record refused", action=row["action"], error=type(error).__name__)
+        return error
+    return decision
+
+
+def _hand_back(batch: list[_Pending], outcome: Sequence[Outcome] | Exception) -> None:
     """From the writer thread: give each caller its decision (or the batch's error) on its own event loop."""
-    results: list[Decision | Exception] = (
-        [outcome] * len(batch) if isinstance(outcome, Exception) else list(outcome)
-    )
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Decision | Exception]]] = {}
+    results: list[Outcome] = [outcome] * len(batch) if isinstance(outcome, Exception) else list(outcome)
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Outcome]]] = {}
     for pending, result in zip(batch, results, strict=True):
         by_loop.setdefault(pending.done.get_loop(), []).append((pending, result))
     for loop, answers in by_loop.items():
@@ -258,7 +288,7 @@ def _hand_back(batch: list[_Pending], outcome: "list[Decision] | Exception") -> 
             loop.call_soon_threadsafe(_settle, answers)
 
 
-def _settle(answers: list[tuple[_Pending, "Decision | Exception"]]) -> None:
+def _settle(answers: list[tuple[_Pending, Outcome]]) -> None:
     """On the callers' event loop: settle each caller's future, unless it went away meanwhile."""
     for pending, result in answers:
         if pending.done.done():

@@ -1,7 +1,7 @@
 """The checks in front of a citizen's data: decide, record the decision, and keep checking open streams."""
 
 from fastapi import WebSocket
-from fastapi.exceptions import WebSocketRequestValidationError
+from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
 
 from api.security import access
 from api.security.access import Decision
@@ -15,6 +15,7 @@ from api.stream_session import (
     StreamServices,
     StreamSession,
 )
+from models.security import NO_CONTROL_CHARACTERS, has_control_characters
 from models.tables import AuditAction, Enquiry
 
 
@@ -27,8 +28,21 @@ async def authorise_citizen_read(
     reason: str | None,
     client_address: str | None,
 ) -> Decision:
-    """May `caller` read this citizen now? The answer, allowed or not, is recorded in the audit trail."""
+    """May `caller` read this citizen now? The answer, allowed or not, is recorded in the audit trail.
 
+    A reason (the X-Access-Reason header, over REST) with a control character in it is refused as invalid
+    (422) before anything is decided or recorded; a stream's reason was checked as it opened.
+    """
+    if reason is not None and has_control_characters(reason):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "control_characters",
+                    "loc": ("header", "X-Access-Reason"),
+                    "msg": NO_CONTROL_CHARACTERS,
+                }
+            ]
+        )
     # One batch of the audit's writer thread, shared with the other reads waiting at the same time, both
     # looks up the agent's enquiry and writes the record (see api/security/audit.py).
     return await security.auditor.decide_and_record(
@@ -70,7 +84,8 @@ async def serve_stream(
 
 
 async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tuple[Caller, str | None] | None:
-    """Accept the WebSocket and authenticate it; None (the socket closed with the code) when it fails."""
+    """Accept the WebSocket and authenticate it, and take its stated reason (the ticket's, the
+    X-Access-Reason header or ?reason=); None (the socket closed with the code) when either fails."""
     offered = await _accept(websocket)
     try:
         caller, reason = await security.authenticate_stream(
@@ -83,7 +98,15 @@ async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tup
     except RateLimited:
         await websocket.close(code=CLOSE_RATE_LIMITED, reason="too many requests")
         return None
-    return caller, reason or websocket.query_params.get("reason")
+    reason = reason or websocket.query_params.get("reason")
+    if reason is not None and has_control_characters(reason):
+        # Refused as any invalid parameter is: the reason goes into the audit trail, where a NUL would
+        # fail its statement (a ticket's reason was checked when the ticket was issued).
+        await websocket.close(
+            code=CLOSE_INVALID_REQUEST, reason=f"invalid reason: {NO_CONTROL_CHARACTERS.lower()}"
+        )
+        return None
+    return caller, reason
 
 
 async def _accept(websocket: WebSocket) -> list[str]:

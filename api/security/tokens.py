@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+import structlog
 from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from api.security.principal import Caller
 from api.security.settings import SecuritySettings
 from models.tables import AgentRole
+
+log = structlog.get_logger("security")
 
 # How long a verified token is taken on trust before its signature and claims are checked again, and how
 # many are remembered (a desktop sends the same token with every request for hours).
@@ -140,7 +143,17 @@ class TokenVerifier:
         if self._jwks is not None:
             try:
                 signing = self._jwks.get_signing_key(kid)
-            except jwt.PyJWKClientConnectionError as error:
+            except (
+                jwt.PyJWKClientConnectionError,
+                # PyJWT passes on what it does not expect of a provider: a body that is not JSON (or not
+                # UTF-8) as a ValueError, a key set with no key it can use as a PyJWKSetError, and a
+                # connection cut while the answer is read as an OSError. Each means, as a failed
+                # connection does, that no key can be had for now.
+                jwt.PyJWKSetError,
+                ValueError,
+                OSError,
+            ) as error:
+                log.warning("identity provider keys unavailable", error=type(error).__name__)
                 raise InvalidToken("the identity provider's keys could not be fetched") from error
             except jwt.PyJWKClientError as error:
                 raise InvalidToken("the token's key is not known (rotated out?)") from error

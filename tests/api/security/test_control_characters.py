@@ -1,0 +1,187 @@
+"""Control characters in what a caller states or filters by: refused at the door, never left to SQL.
+
+PostgreSQL refuses a NUL in text, and the audit trail writes the records of many callers in one
+statement: a NUL that reached it failed every read in the batch. The API's tests run on SQLite and
+PostgreSQL; the audit writer's, on PostgreSQL.
+"""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
+from sqlmodel import Session, col, select
+from starlette.websockets import WebSocketDisconnect
+
+from api.app import create_app
+from api.security import access
+from api.security.audit import Auditor
+from api.security.principal import Caller
+from context.settings import RedisSettings, TimelineSettings
+from context.store import ProjectionWriter
+from models.database import DatabaseSettings, create_db_engine, migrate
+from models.tables import AgentRole, AuditAction, AuditRecord
+from tests import access as credentials
+from tests.factories import make_event, writes_for
+
+PROBLEM = "application/problem+json"
+CITIZEN = "C-CTRL"
+# A NUL (which PostgreSQL refuses in text), a tab, an escape and a C1 control (next line).
+CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x85"]
+INVALID_REASON = "invalid reason: must not contain control characters"
+
+
+@pytest.fixture
+def migrated(sql_database: DatabaseSettings) -> DatabaseSettings:
+    migrate(sql_database)
+    return sql_database
+
+
+@pytest.fixture
+def client(
+    redis_settings: RedisSettings, migrated: DatabaseSettings, redis_client: "redis.Redis"
+) -> Iterator[TestClient]:
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(writes_for(make_event(CITIZEN, minutes_ago=1)))
+    app = create_app(redis_settings=redis_settings, database=migrated)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def supervisor() -> dict[str, str]:
+    return credentials.bearer(credentials.token("S-ctrl", AgentRole.supervisor))
+
+
+def closed(client: TestClient, path: str, headers: dict[str, Any]) -> tuple[int, str]:
+    """The close code and reason of a stream that must close before its first message."""
+    with (
+        client.websocket_connect(path, headers=headers) as websocket,
+        pytest.raises(WebSocketDisconnect) as ended,
+    ):
+        websocket.receive_json()
+    return ended.value.code, ended.value.reason
+
+
+def assert_refused(response: Any, location: str) -> None:
+    """A 422 problem naming `location` as the input at fault."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert [error["location"] for error in response.json()["errors"]] == [location]
+    assert "control characters" in response.json()["errors"][0]["message"]
+
+
+def stated(reason: str) -> dict[str, Any]:
+    """The X-Access-Reason header, sent as the bytes a header holds (HTTP headers are Latin-1)."""
+    return {"X-Access-Reason": reason.encode("latin-1")}
+
+
+def audited(migrated: DatabaseSettings) -> list[AuditRecord]:
+    engine = create_db_engine(migrated)
+    try:
+        with Session(engine) as session:
+            return list(session.exec(select(AuditRecord).order_by(col(AuditRecord.id))).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_a_streams_reason_with_a_control_character_closes_it_as_an_invalid_request(
+    client: TestClient, migrated: DatabaseSettings, character: str
+) -> None:
+    reason = f"complaint{character}review"
+    path = f"/v1/citizens/{CITIZEN}/stream"
+    assert closed(client, path, {**supervisor(), **stated(reason)}) == (4400, INVALID_REASON)
+    assert closed(client, f"{path}?reason={quote(reason)}", supervisor()) == (4400, INVALID_REASON)
+    # An enquiry's stream takes its reason the same way.
+    started = client.post(
+        "/v1/enquiries", json={"citizen_id": CITIZEN, "channel": "chat"}, headers=credentials.agent("A-ctrl")
+    )
+    assert started.status_code == 201, started.text
+    following = f"/v1/enquiries/{started.json()['id']}/stream?reason={quote(reason)}"
+    assert closed(client, following, supervisor()) == (4400, INVALID_REASON)
+    # Refused as a malformed request, before any decision: nothing to record.
+    assert audited(migrated) == []
+    with client.websocket_connect(f"{path}?reason=complaint review", headers=supervisor()) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+    assert [record.reason for record in audited(migrated)] == ["complaint review"]
+
+
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_a_tickets_reason_with_a_control_character_is_refused(client: TestClient, character: str) -> None:
+    response = client.post(
+        "/v1/stream-tickets", json={"reason": f"complaint{character}review"}, headers=supervisor()
+    )
+    assert_refused(response, "body.reason")
+
+
+@pytest.mark.parametrize("route", ["context", "timeline"])
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_a_reads_reason_with_a_control_character_is_refused(
+    client: TestClient, migrated: DatabaseSettings, route: str, character: str
+) -> None:
+    headers = {**supervisor(), **stated(f"complaint{character}review")}
+    response = client.get(f"/v1/citizens/{CITIZEN}/{route}", headers=headers)
+    assert_refused(response, "header.X-Access-Reason")
+    assert audited(migrated) == []
+
+
+@pytest.mark.parametrize(("path", "parameter"), [("/v1/admin/api-keys", "client"), ("/v1/audit", "actor")])
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_a_filter_with_a_control_character_is_refused(
+    client: TestClient, path: str, parameter: str, character: str
+) -> None:
+    response = client.get(path, params={parameter: f"a{character}b"}, headers=credentials.admin())
+    assert_refused(response, f"query.{parameter}")
+    assert client.get(path, params={parameter: "a b"}, headers=credentials.admin()).status_code == 200
+
+
+@pytest.fixture(params=[True, False], ids=["autocommit", "transactions"])
+def engine(migrated: DatabaseSettings, request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """An engine on the test's database: in autocommit, as the app gives the auditor, and with
+    transactions."""
+    created = create_db_engine(migrated, autocommit=request.param)
+    yield created
+    created.dispose()
+
+
+# SQLite stores a NUL in text: PostgreSQL is the database that refuses a record for its data.
+@pytest.mark.parametrize("sql_database", ["postgresql"], indirect=True)
+async def test_a_record_the_database_refuses_fails_only_its_own_caller(engine: Engine) -> None:
+    # The records that wait while a batch is written go into the next one together: the table is held
+    # locked while the first record is written, so that every other record, the refused one among them,
+    # shares one batch.
+    auditor = Auditor(engine, pseudonym_key="k" * 32)
+    caller = Caller(kind="agent", id="S-1", roles=frozenset({AgentRole.supervisor}))
+
+    def read(citizen_id: str, reason: str) -> "asyncio.Future[access.Decision]":
+        return asyncio.ensure_future(
+            auditor.decide_and_record(
+                caller,
+                AuditAction.context_read,
+                lambda held: access.read_citizen(caller, held_enquiry=held, reason=reason),
+                citizen_id=citizen_id,
+                client_address=None,
+            )
+        )
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as lock:
+        lock.execute("LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE")
+        first = read("C-0", "first")
+        await asyncio.sleep(0.2)  # the writer took the first record and waits for the lock
+        rest = [read(f"C-{number}", "nul\x00" if number == 3 else f"read {number}") for number in range(1, 6)]
+        await asyncio.sleep(0.2)
+    results = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), timeout=30)
+    refused = [number for number, result in enumerate(results) if isinstance(result, Exception)]
+    assert refused == [3]
+    assert isinstance(results[3], DataError)
+    assert all(isinstance(result, access.Decision) and result.allowed for result in results[:3] + results[4:])
+    with Session(engine) as session:
+        stored = session.exec(select(AuditRecord.reason).order_by(col(AuditRecord.id))).all()
+    assert stored == ["first", "read 1", "read 2", "read 4", "read 5"]
