@@ -1,5 +1,6 @@
 """Enquiries: an agent starts one for a citizen, and completing it puts it on the citizen's timeline."""
 
+import re
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
@@ -12,8 +13,16 @@ from context.store import ContextReader
 from models import enquiry_repository
 from models.enquiries import EnquiryComplete, EnquiryCreate
 from models.events import CloudEvent
-from models.tables import Enquiry
+from models.tables import Enquiry, EnquiryStatus
 from models.taxonomy import ENQUIRY_SOURCE
+
+# Enquiry ids are UUIDs as `str(uuid.uuid4())` writes them (models/enquiry_repository.py).
+ENQUIRY_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+ENQUIRY_ID = re.compile(ENQUIRY_ID_PATTERN)
+
+# Wrap-up notes are text an agent types: tabs and line breaks, never other control characters (PostgreSQL
+# refuses a NUL in text with an error, and the rest would reach every timeline and export as they are).
+NOTES_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 class EnquiryProblem(Exception):
@@ -63,6 +72,9 @@ async def start_enquiry(
 
 async def find_enquiry(enquiry_id: str, *, engine: Engine) -> Enquiry:
     """The enquiry, or a 404 problem."""
+    if not ENQUIRY_ID.fullmatch(enquiry_id):
+        # It names no enquiry, and need not reach SQL (PostgreSQL refuses a NUL in text with an error).
+        raise EnquiryProblem(404, "No such enquiry.")
 
     def get() -> Enquiry | None:
         with Session(engine) as session:
@@ -109,12 +121,18 @@ def completion_event(enquiry: Enquiry, completion: EnquiryComplete, *, at: datet
 async def complete_enquiry(
     enquiry_id: str, completion: EnquiryComplete, *, agent_id: str, engine: Engine, publisher: EventPublisher
 ) -> Enquiry:
-    """Complete the enquiry, then publish `enquiry.completed`; safe to retry, and only one outcome wins.
+    """Claim the completion, publish `enquiry.completed`, then complete the enquiry; safe to retry.
 
-    The completion is recorded first with a conditional update, so concurrent requests cannot both
-    complete it. The event is built from what was recorded (same id, outcome, notes and time), so a retry
-    after Kafka failed to acknowledge (503), or after a crash, publishes exactly the same event again; the
-    projection keeps it once. A retry with a different outcome is a conflict (409).
+    The enquiry is completed only once Kafka has acknowledged its event. A completed enquiry's streams end
+    and it leaves the agent's list: completed before a publish that then failed (503), or before a crash,
+    it would leave nothing to retry, and the event would be lost. Until then it stays active, so a retry
+    finds it, and a crash after the publish is mended by a retry too.
+
+    The outcome, notes and time are claimed first, with a conditional update, so concurrent requests cannot
+    publish different completions (the projection keeps the first event of an id to arrive, which need not
+    be what SQL holds). The event is built from the claim: a retry publishes exactly the same event again,
+    which the projection keeps once. Another outcome or other notes is a conflict (409), also while the
+    claimed completion is unacknowledged: Kafka may hold its event already.
     """
     enquiry = await find_enquiry(enquiry_id, engine=engine)
     if enquiry.agent_id != agent_id:
@@ -126,16 +144,32 @@ async def complete_enquiry(
                 session, enquiry_id=enquiry_id, outcome=completion.outcome, notes=completion.notes
             )
 
-    completed = await run_in_threadpool(claim)
-    if completed is None:
-        completed = await find_enquiry(enquiry_id, engine=engine)
-        if (completed.outcome, completed.notes) != (completion.outcome, completion.notes):
+    claimed = await run_in_threadpool(claim)
+    if claimed is None:
+        claimed = await find_enquiry(enquiry_id, engine=engine)
+        if (claimed.outcome, claimed.notes) != (completion.outcome, completion.notes):
+            if claimed.status is EnquiryStatus.completed:
+                raise EnquiryProblem(
+                    409, "The enquiry is already completed, with another outcome or other notes."
+                )
             raise EnquiryProblem(
-                409, "The enquiry is already completed, with another outcome or other notes."
+                409,
+                "The enquiry's completion was begun with another outcome or other notes and is not yet"
+                " confirmed; complete it with those.",
             )
-    recorded = EnquiryComplete(outcome=completed.outcome or completion.outcome, notes=completed.notes)
-    at = completed.completed_at or datetime.now(UTC)
+        if claimed.status is EnquiryStatus.completed:
+            return claimed  # completed only after Kafka acknowledged its event: nothing to publish again
+    recorded = EnquiryComplete(outcome=claimed.outcome or completion.outcome, notes=claimed.notes)
+    at = claimed.completed_at or datetime.now(UTC)
     # SQLite hands timestamps back without their zone; they were written in UTC.
-    event = completion_event(completed, recorded, at=at if at.tzinfo else at.replace(tzinfo=UTC))
+    event = completion_event(claimed, recorded, at=at if at.tzinfo else at.replace(tzinfo=UTC))
     await run_in_threadpool(publisher.publish_all, [event])
+
+    def finish() -> Enquiry | None:
+        with Session(engine) as session:
+            return enquiry_repository.finish_completion(session, enquiry_id=enquiry_id)
+
+    completed = await run_in_threadpool(finish)
+    if completed is None:  # erased meanwhile
+        raise EnquiryProblem(404, "No such enquiry.")
     return completed

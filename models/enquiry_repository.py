@@ -42,15 +42,38 @@ def active_enquiries(session: Session, *, agent_id: str) -> list[Enquiry]:
 
 
 def claim_completion(session: Session, *, enquiry_id: str, outcome: str, notes: str | None) -> Enquiry | None:
-    """Complete an active enquiry in one conditional update; None if it was not active (someone else won)."""
+    """Record how an active enquiry ends, in one conditional update; None if a completion was claimed before.
+
+    The enquiry stays active: it is completed (`finish_completion`) only once Kafka has its event. An active
+    enquiry with an outcome is a completion under way, or one whose event Kafka did not acknowledge.
+    """
     result = session.execute(
         update(Enquiry)
-        .where(col(Enquiry.id) == enquiry_id, col(Enquiry.status) == EnquiryStatus.active)
-        .values(status=EnquiryStatus.completed, completed_at=datetime.now(UTC), outcome=outcome, notes=notes)
+        .where(
+            col(Enquiry.id) == enquiry_id,
+            col(Enquiry.status) == EnquiryStatus.active,
+            col(Enquiry.outcome).is_(None),
+        )
+        .values(completed_at=datetime.now(UTC), outcome=outcome, notes=notes)
     )
     session.commit()
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
+    return session.get(Enquiry, enquiry_id, populate_existing=True)
+
+
+def finish_completion(session: Session, *, enquiry_id: str) -> Enquiry | None:
+    """Complete an enquiry whose completion was claimed (idempotent); None if it no longer exists."""
+    session.execute(
+        update(Enquiry)
+        .where(
+            col(Enquiry.id) == enquiry_id,
+            col(Enquiry.status) == EnquiryStatus.active,
+            col(Enquiry.outcome).is_not(None),
+        )
+        .values(status=EnquiryStatus.completed)
+    )
+    session.commit()
     return session.get(Enquiry, enquiry_id, populate_existing=True)
 
 

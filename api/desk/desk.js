@@ -160,8 +160,10 @@ async function submitStart(event) {
 
 function openEnquiry(found) {
   closeEnquiry();
-  enquiry = { id: found.id, citizen_id: found.citizen_id };
-  sessionStorage.setItem(ENQUIRY_KEY, JSON.stringify(enquiry));
+  // `completing` while a completion request is under way; `held`, the outcome and notes of a completion
+  // the server has begun, which any retry must repeat; `completed` once the server says it is.
+  enquiry = { id: found.id, citizen_id: found.citizen_id, completing: false, held: null, completed: false };
+  sessionStorage.setItem(ENQUIRY_KEY, JSON.stringify({ id: found.id, citizen_id: found.citizen_id }));
   $("citizen-id").textContent = found.citizen_id;
   document.title = `Citizen ${found.citizen_id} · Agent desk`;
   $("timeline-list").replaceChildren();
@@ -172,7 +174,16 @@ function openEnquiry(found) {
   $("complete-form").hidden = false;
   $("completed").hidden = true;
   showError("complete-error", "");
+  for (const option of Array.from($("outcome").options)) if (option.dataset.held) option.remove();
+  $("outcome").disabled = false;
+  $("outcome").selectedIndex = 0;
+  $("notes").readOnly = false;
   $("notes").value = "";
+  if (found.outcome) {
+    // Active with an outcome: its completion was begun (here before a reload, or elsewhere) and not confirmed.
+    holdCompletion(found);
+    showError("complete-error", NOT_CONFIRMED);
+  }
   connectionState = null;
   show("enquiry", $("citizen-heading"));
   stream = new ContextStream(found.id, { snapshot, change, state: setConnection, presence });
@@ -257,7 +268,7 @@ function setConnection(state, detail) {
     live: "Live: new events appear as they happen.",
     delayed: "Delayed: the server is not receiving updates right now. What you see may be out of date.",
     offline: `Connection lost${since}. Reconnecting… What you see may be out of date.`,
-    ended: "Enquiry completed. Live updates have stopped.",
+    ended: endedText(),
     failed: detail || "The live view stopped.",
   };
   // "offline" and "reconnecting" alternate while retrying; one message covers both.
@@ -266,43 +277,115 @@ function setConnection(state, detail) {
   connectionState = shown;
   $("connection").dataset.state = shown;
   $("connection-text").textContent = texts[state];
-  if (state === "ended") markCompleted();
+  if (state === "ended") streamEnded();
+}
+
+function endedText() {
+  return enquiry && enquiry.completed ? "Enquiry completed. Live updates have stopped." : "Live updates have stopped.";
 }
 
 // ---- complete ------------------------------------------------------------------------------------------
 
+// Only the server's word completes an enquiry here: the complete request's 200, or, after a 409 or when the
+// stream ends, a read that says it is completed. The stream's end (4410) alone is no proof: the completion's
+// event reaches the timeline, and ends the stream, before the server records the enquiry as completed, and
+// that may then fail. Until the server confirms it, the form stays, so the agent can retry.
+const NOT_CONFIRMED =
+  "The enquiry is not completed yet: its completion was not confirmed. Select Complete enquiry to try again.";
+const NOT_RECORDED =
+  "The enquiry is not completed yet: the server could not record its completion just now. Nothing is lost. " +
+  "Select Complete enquiry to try again.";
+const BEGUN_OTHERWISE =
+  "This enquiry's completion was begun with the outcome and notes now shown, and is not confirmed yet. " +
+  "Select Complete enquiry to confirm it.";
+
 async function submitComplete(event) {
   event.preventDefault();
-  if (!enquiry) return;
+  const current = enquiry;
+  if (!current || current.completing) return;
   const button = event.submitter || $("complete-form").querySelector("button");
   button.disabled = true;
+  current.completing = true;
+  const completion = current.held || { outcome: $("outcome").value, notes: $("notes").value.trim() || null };
   let response;
   try {
-    response = await authFetch(`/v1/enquiries/${encodeURIComponent(enquiry.id)}/complete`, {
+    response = await authFetch(`/v1/enquiries/${encodeURIComponent(current.id)}/complete`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ outcome: $("outcome").value, notes: $("notes").value.trim() || null }),
+      body: JSON.stringify(completion),
     });
   } catch (error) {
-    button.disabled = false;
-    handleFailure(error, "complete-error");
+    if (current === enquiry) handleFailure(error, "complete-error");
     return;
+  } finally {
+    current.completing = false;
+    button.disabled = false;
   }
-  button.disabled = false;
-  if (response.ok || response.status === 409) {
+  if (current !== enquiry) return;
+  if (response.ok) {
     showError("complete-error", "");
     markCompleted();
     $("completed-text").focus();
     return;
   }
   const body = await readJson(response);
-  showError("complete-error", problemText(body, `The enquiry could not be completed (${response.status}). Try again.`));
+  if (response.status === 409) {
+    await settleCompletion(BEGUN_OTHERWISE);
+  } else if (response.status >= 500) {
+    // The server may have begun the completion (503: Kafka did not acknowledge it): a retry repeats it.
+    await settleCompletion(NOT_RECORDED);
+  } else {
+    showError("complete-error", problemText(body, `The enquiry could not be completed (${response.status}). Try again.`));
+  }
+}
+
+function streamEnded() {
+  // While a completion request is under way, its answer decides.
+  if (enquiry && !enquiry.completed && !enquiry.completing) settleCompletion(NOT_CONFIRMED);
+}
+
+/** Reads the enquiry: completed, or still active, with the completion the server has begun held in the form. */
+async function settleCompletion(message) {
+  const current = enquiry;
+  let response;
+  try {
+    response = await authFetch(`/v1/enquiries/${encodeURIComponent(current.id)}`);
+  } catch (error) {
+    if (current === enquiry) handleFailure(error, "complete-error");
+    return;
+  }
+  const body = await readJson(response);
+  if (current !== enquiry || current.completed) return;
+  if (response.ok && body && body.status === "completed") {
+    showError("complete-error", "");
+    markCompleted();
+    return;
+  }
+  if (response.ok && body && body.outcome) holdCompletion(body);
+  showError("complete-error", message);
+}
+
+/** Shows the outcome and notes of a completion the server has begun, fixed: a retry must send the same. */
+function holdCompletion(found) {
+  enquiry.held = { outcome: found.outcome, notes: found.notes };
+  const outcome = $("outcome");
+  if (!Array.from(outcome.options).some((option) => option.value === found.outcome)) {
+    const held = new Option(found.outcome, found.outcome);
+    held.dataset.held = "true"; // an outcome another client chose; removed with this enquiry
+    outcome.append(held);
+  }
+  outcome.value = found.outcome;
+  outcome.disabled = true;
+  $("notes").value = found.notes || "";
+  $("notes").readOnly = true;
 }
 
 function markCompleted() {
+  if (enquiry) enquiry.completed = true;
   sessionStorage.removeItem(ENQUIRY_KEY);
   $("complete-form").hidden = true;
   $("completed").hidden = false;
+  if (connectionState === "ended") $("connection-text").textContent = endedText();
 }
 
 // ---- start ---------------------------------------------------------------------------------------------

@@ -23,11 +23,15 @@ from models.tables import AuditAction, EnquiryStatus
 
 router = APIRouter(prefix="/v1/enquiries", tags=["enquiries"])
 
-EnquiryIdPath = Path(max_length=36, description="The enquiry's id.")
+EnquiryIdPath = Path(
+    pattern=enquiries.ENQUIRY_ID_PATTERN,
+    description="The enquiry's id (a UUID).",
+    examples=["0b7e4a52-2f1c-4d39-9a57-63c1f0f5b8d2"],
+)
 PROBLEMS: dict[int | str, dict[str, object]] = {
     **caller_problems("Not an agent, or the enquiry is another agent's."),
     404: {"model": Problem, "description": "No such enquiry, or no citizen known for the identifier."},
-    409: {"model": Problem, "description": "The enquiry is already completed."},
+    409: {"model": Problem, "description": "Already completed, or being completed, with another outcome."},
     422: {"model": Problem, "description": "The request is not valid."},
     503: {"model": Problem, "description": "A store (Redis, Kafka) is unavailable; retry."},
 }
@@ -118,6 +122,14 @@ async def complete_enquiry(
 ) -> EnquiryPublic | JSONResponse:
     """Complete the enquiry with an outcome and notes; an `enquiry.completed` event joins the timeline."""
     require(access.handle_enquiries(caller))
+    if body.notes is not None and enquiries.NOTES_CONTROL_CHARACTER.search(body.notes):
+        errors = [
+            {
+                "location": "body.notes",
+                "message": "Notes may hold tabs and line breaks, no other control characters.",
+            }
+        ]
+        return problem_response(request, 422, "The request is not valid.", errors=errors)
     try:
         enquiry = await enquiries.complete_enquiry(
             enquiry_id, body, agent_id=caller.id, engine=engine, publisher=publisher
@@ -125,7 +137,10 @@ async def complete_enquiry(
     except enquiries.EnquiryProblem as error:
         return _problem(request, error)
     except PublishUnavailable:
-        unavailable = problem_response(request, 503, "Kafka did not acknowledge the completion; retry.")
+        # The enquiry stays active, its outcome and notes claimed: a retry with them completes it.
+        unavailable = problem_response(
+            request, 503, "Kafka did not acknowledge the completion; the enquiry is not completed yet. Retry."
+        )
         unavailable.headers["Retry-After"] = "2"
         return unavailable
     return EnquiryPublic.model_validate(enquiry, from_attributes=True)
@@ -154,7 +169,7 @@ async def stream_enquiry(
         return
     caller, reason = accepted
     try:
-        enquiry = await enquiries.find_enquiry(enquiry_id[:36], engine=engine)
+        enquiry = await enquiries.find_enquiry(enquiry_id, engine=engine)
     except enquiries.EnquiryProblem:
         await websocket.close(code=CLOSE_UNKNOWN_ENQUIRY, reason="no such enquiry")
         return

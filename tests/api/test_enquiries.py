@@ -11,15 +11,19 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from httpx2 import Response
+from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
 
 from api.app import create_app
+from api.security.settings import SecuritySettings
+from api.settings import ApiSettings
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, migrate
 from tests import access
 from tests.conftest import topic_records
-from tests.factories import example_data, make_event, writes_for
+from tests.factories import close_code, example_data, make_event, writes_for
 
 PROBLEM = "application/problem+json"
 
@@ -287,36 +291,80 @@ def test_an_invalid_completion_is_a_422_problem(
     assert topic_records(kafka_topic) == []
 
 
-def test_an_unreachable_kafka_is_a_503_and_a_retry_publishes_the_recorded_completion(
+def heartbeats_while_open(websocket: WebSocketTestSession, count: int) -> None:
+    """Read the stream until `count` heartbeats came; a close meanwhile fails the test."""
+    seen = 0
+    while seen < count:
+        try:
+            message = websocket.receive_json()
+        except WebSocketDisconnect as closed:
+            pytest.fail(f"the stream closed ({closed.code}) after {seen} heartbeats")
+        seen += message["type"] == "heartbeat"
+
+
+def test_an_unacknowledged_completion_is_a_503_and_leaves_the_enquiry_active_for_a_retry(
     redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str
 ) -> None:
+    """Nothing is completed until Kafka has the event: the stream goes on, and the agent can retry."""
     unreachable = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    with TestClient(
-        create_app(redis_settings=redis_settings, database=migrated, kafka=unreachable),
-        headers=agent("agent-a"),
-    ) as c:
+    app = create_app(
+        api=ApiSettings(stream_heartbeat_s=0.3),
+        redis_settings=redis_settings,
+        database=migrated,
+        kafka=unreachable,
+        security=SecuritySettings(access_check_s=0.1),
+    )
+    with TestClient(app, headers=agent("agent-a")) as c:
         enquiry = started(c, "agent-a", citizen_id="C-805")
         url = f"/v1/enquiries/{enquiry['id']}/complete"
-        response = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
-        assert_problem(response, 503)
-        assert response.headers["retry-after"] == "2"
+        with c.websocket_connect(f"/v1/enquiries/{enquiry['id']}/stream", headers=agent("agent-a")) as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            response = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
+            assert_problem(response, 503)
+            assert response.headers["retry-after"] == "2"
+            # Several access checks pass, and the enquiry's stream stays open: the enquiry is still active.
+            heartbeats_while_open(ws, 3)
         stored = c.get(f"/v1/enquiries/{enquiry['id']}").json()
-    # The completion is recorded; the retry (Kafka reachable again) publishes exactly that completion.
-    assert (stored["status"], stored["outcome"]) == ("completed", "resolved")
+        listed = c.get("/v1/enquiries").json()["enquiries"]
+        # Kafka may hold the unacknowledged event already: another outcome cannot replace it.
+        other = c.post(url, json={"outcome": "referred"}, headers=agent("agent-a"))
+    assert (stored["status"], stored["outcome"], stored["notes"]) == ("active", "resolved", "n")
+    assert [e["id"] for e in listed] == [enquiry["id"]]  # a reloaded desk still finds it
+    assert_problem(other, 409)
+    assert topic_records(kafka_topic) == []
+
     reachable = KafkaSettings(topic=kafka_topic)
     with TestClient(
         create_app(redis_settings=redis_settings, database=migrated, kafka=reachable),
         headers=agent("agent-a"),
     ) as c:
         retry = c.post(url, json={"outcome": "resolved", "notes": "n"}, headers=agent("agent-a"))
-        other = c.post(url, json={"outcome": "referred"}, headers=agent("agent-a"))
-    assert retry.status_code == 200
-    assert_problem(other, 409)
+        listed_after = c.get("/v1/enquiries").json()["enquiries"]
+    assert retry.status_code == 200, retry.text
+    completed = retry.json()
+    assert (completed["status"], completed["outcome"], completed["notes"]) == ("completed", "resolved", "n")
+    assert listed_after == []
     [record] = topic_records(kafka_topic)
     event = json.loads(record.value)
     assert event["id"] == f"enquiry-{enquiry['id']}-completed"
     assert (event["data"]["outcome"], event["data"]["notes"]) == ("resolved", "n")
-    assert event["time"].replace("Z", "+00:00")[:19] == stored["completed_at"].replace("Z", "+00:00")[:19]
+    assert (
+        parse_time(event["time"])
+        == parse_time(completed["completed_at"])
+        == parse_time(stored["completed_at"])
+    )
+
+
+def test_completing_again_with_the_same_outcome_is_a_200_and_publishes_once(
+    client: TestClient, kafka_topic: str
+) -> None:
+    enquiry = started(client, citizen_id="C-807")
+    url = f"/v1/enquiries/{enquiry['id']}/complete"
+    first = client.post(url, json={"outcome": "resolved", "notes": "same"}, headers=agent("agent-a"))
+    again = client.post(url, json={"outcome": "resolved", "notes": "same"}, headers=agent("agent-a"))
+    assert (first.status_code, again.status_code) == (200, 200), again.text
+    assert again.json() == first.json()
+    assert len(topic_records(kafka_topic)) == 1
 
 
 def test_concurrent_completions_complete_it_once(client: TestClient, kafka_topic: str) -> None:
@@ -336,6 +384,81 @@ def test_concurrent_completions_complete_it_once(client: TestClient, kafka_topic
     # The timeline keeps the first event of an id: what it shows must be what the enquiry says.
     [record] = topic_records(kafka_topic)
     assert json.loads(record.value)["data"]["outcome"] == winner["outcome"]
+
+
+def test_concurrent_completions_with_the_same_notes_are_one_completion(
+    client: TestClient, kafka_topic: str
+) -> None:
+    enquiry = started(client, citizen_id="C-808")
+    url = f"/v1/enquiries/{enquiry['id']}/complete"
+
+    def complete(_n: int) -> Response:
+        return client.post(url, json={"outcome": "resolved", "notes": "one"}, headers=agent("agent-a"))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(complete, range(4)))
+    assert [response.status_code for response in responses] == [200] * 4, [r.text for r in responses]
+    assert {response.json()["completed_at"] for response in responses} == {
+        responses[0].json()["completed_at"]
+    }
+    # A request that found the completion under way published the same event again: one event id.
+    events = [json.loads(record.value) for record in topic_records(kafka_topic)]
+    assert {(e["id"], e["time"], e["data"]["notes"]) for e in events} == {
+        (f"enquiry-{enquiry['id']}-completed", events[0]["time"], "one")
+    }
+
+
+MALFORMED_ENQUIRY_IDS = [
+    "%00",
+    "not-an-enquiry",
+    "0B7E4A52-2F1C-4D39-9A57-63C1F0F5B8D2",  # how uuid4() never writes one
+    "0b7e4a52-2f1c-4d39-9a57-63c1f0f5b8d2%00",
+    "0b7e4a52-2f1c-4d39-9a57-63c1f0f5b8d2x",
+]
+
+
+@pytest.mark.parametrize("enquiry_id", MALFORMED_ENQUIRY_IDS)
+def test_a_malformed_enquiry_id_is_a_422_problem_and_never_reaches_sql(
+    client: TestClient, kafka_topic: str, enquiry_id: str
+) -> None:
+    for response in (
+        client.get(f"/v1/enquiries/{enquiry_id}"),
+        client.post(f"/v1/enquiries/{enquiry_id}/complete", json={"outcome": "resolved"}),
+    ):
+        problem = assert_problem(response, 422)
+        assert [error["location"] for error in problem["errors"]] == ["path.enquiry_id"]
+    with client.websocket_connect(f"/v1/enquiries/{enquiry_id}/stream", headers=agent("agent-a")) as ws:
+        assert close_code(ws) == 4404
+    assert topic_records(kafka_topic) == []
+
+
+@pytest.mark.parametrize(
+    "notes", ["\u0000", "before\u0000after", "bell\u0007", "\u001b[31mred", "next\u0085line"]
+)
+def test_notes_with_control_characters_are_a_422_problem(
+    client: TestClient, kafka_topic: str, notes: str
+) -> None:
+    enquiry = started(client, citizen_id="C-809")
+    response = client.post(
+        f"/v1/enquiries/{enquiry['id']}/complete", json={"outcome": "resolved", "notes": notes}
+    )
+    problem = assert_problem(response, 422)
+    assert [error["location"] for error in problem["errors"]] == ["body.notes"]
+    stored = client.get(f"/v1/enquiries/{enquiry['id']}").json()
+    assert (stored["status"], stored["outcome"], stored["notes"]) == ("active", None, None)
+    assert topic_records(kafka_topic) == []
+
+
+def test_notes_keep_their_tabs_and_line_breaks(client: TestClient, kafka_topic: str) -> None:
+    notes = "Payslips received.\r\nTo do:\n\t- call back on Friday"
+    enquiry = started(client, citizen_id="C-810")
+    response = client.post(
+        f"/v1/enquiries/{enquiry['id']}/complete", json={"outcome": "resolved", "notes": notes}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["notes"] == notes
+    [record] = topic_records(kafka_topic)
+    assert json.loads(record.value)["data"]["notes"] == notes
 
 
 def test_finding_the_citizen_by_an_identifier_is_an_audited_lookup(

@@ -2,13 +2,19 @@
 
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 from kafka import KafkaProducer
 from playwright.sync_api import Page, expect
 
+from api.enquiries import completion_event
 from events.producer import publish
-from tests.conftest import Stack, wait_until
+from models.enquiries import EnquiryComplete
+from models.tables import Enquiry
+from tests import access
+from tests.conftest import Stack, free_port, wait_until
 from tests.desk.conftest import AGENT_NAME, assert_accessible
 from tests.factories import example_data, make_event
 
@@ -221,3 +227,77 @@ def test_the_desk_reflows_at_400_percent_zoom_and_respects_reduced_motion(
     )
     assert overflow <= 0
     assert_accessible(page, "400% zoom")
+
+
+def test_a_completion_kafka_did_not_acknowledge_is_said_plainly_and_only_the_servers_word_completes_it(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
+) -> None:
+    stack.consumer()
+    send(producer, stack, "call.started", minutes_ago=1, summary="Inbound call from a known number")
+    wait_until(lambda: stack.applied() >= 1, what="the citizen's call applied")
+    # This API's producer finds no broker where it looks (a port nobody listens on): every completion
+    # it publishes fails. Its streams re-check their enquiry every half second.
+    working = dict(stack.env)
+    stack.env = {
+        **working,
+        "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "CITIZEN_CONTEXT_SECURITY_ACCESS_CHECK_S": "0.5",
+    }
+    api = stack.api()
+
+    page.goto(f"/desk/#token={agent_token}")
+    page.get_by_label("Find the citizen by").select_option("citizen_id")
+    page.get_by_label("Citizen id").fill(CITIZEN)
+    page.get_by_role("button", name="Start enquiry").click()
+    status = page.locator("#connection-text")
+    expect(status).to_have_text(re.compile("^Live"))
+
+    page.get_by_label("Outcome").select_option("callback-booked")
+    page.get_by_label("Notes").fill("Will call back on Friday.")
+    page.get_by_role("button", name="Complete enquiry").click()
+    error = page.locator("#complete-error")
+    expect(error).to_contain_text("The enquiry is not completed yet")
+    expect(error).to_contain_text("Nothing is lost")
+    # What the server recorded is what a retry must send: shown, and fixed.
+    expect(page.get_by_label("Outcome")).to_be_disabled()
+    expect(page.get_by_label("Outcome")).to_have_value("callback-booked")
+    expect(page.get_by_label("Notes")).to_have_value("Will call back on Friday.")
+    expect(page.get_by_label("Notes")).not_to_be_editable()
+    assert_accessible(page, "a completion not acknowledged")
+    # Several access checks later the enquiry is still active: its live view goes on, nothing says done.
+    page.wait_for_timeout(2000)
+    expect(status).to_have_text(re.compile("^Live"))
+    expect(page.get_by_text("The enquiry is complete.")).to_be_hidden()
+
+    # Kafka may have the event although the API heard no acknowledgement. Published as the API would
+    # have, it joins the timeline and ends the enquiry's stream (4410); the enquiry is still not
+    # completed, and the desk does not say it is.
+    with httpx.Client(base_url=stack.api_url, headers=access.bearer(agent_token)) as client:
+        [held] = client.get("/v1/enquiries").json()["enquiries"]
+    at = datetime.fromisoformat(held["completed_at"].replace("Z", "+00:00"))
+    completion = EnquiryComplete(outcome=held["outcome"], notes=held["notes"])
+    enquiry = Enquiry(
+        id=held["id"], agent_id=held["agent_id"], citizen_id=held["citizen_id"], channel=held["channel"]
+    )
+    topic = stack.env["CITIZEN_CONTEXT_KAFKA_TOPIC"]
+    publish(producer, topic, completion_event(enquiry, completion, at=at)).get(timeout=10)
+    expect(page.locator("#timeline-list > li").first).to_contain_text("Enquiry completed", timeout=10_000)
+    expect(status).to_have_text("Live updates have stopped.")
+    expect(error).to_contain_text("its completion was not confirmed")
+    expect(page.get_by_role("button", name="Complete enquiry")).to_be_visible()
+    expect(page.get_by_text("The enquiry is complete.")).to_be_hidden()
+
+    # A reload finds the enquiry still in hand, with the completion to confirm.
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    expect(error).to_contain_text("its completion was not confirmed")
+    expect(page.get_by_label("Notes")).to_have_value("Will call back on Friday.")
+
+    # Kafka answers again; the retry completes the enquiry, whose completion the timeline shows once.
+    api.stop()
+    stack.env = working
+    stack.api()
+    page.get_by_role("button", name="Complete enquiry").click()
+    expect(page.get_by_text("The enquiry is complete.")).to_be_focused()
+    expect(status).to_have_text(re.compile("^Enquiry completed"))
+    assert len([text for text in timeline(page) if "completed: callback-booked" in text]) == 1
