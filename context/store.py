@@ -34,7 +34,7 @@ from context.keys import (
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
 from context.streamed import Command, Sent, StreamedCommands, evalsha
-from context.summary import FACTS, summarise, summary_changes_at
+from context.summary import FACTS, summarise, summary_changes_at, within_age_cap
 from context.summary_cache import SummaryCache
 from context.timeline import age_cutoff
 from models.context import CitizenContext, ContextChange, Profile, Summary
@@ -508,9 +508,18 @@ class ContextReader:
         highest_score: int | None = None,
         lowest_score: int | None = None,
         count: int,
+        past_the_age_cap: bool = False,
+        now: datetime | None = None,
     ) -> list[tuple[TimelinePosition, CloudEvent]]:
-        """Up to `count` events below `below` (or at most `highest_score`), newest first, with positions."""
+        """Up to `count` events below `below` (or at most `highest_score`), newest first, with positions.
+
+        Events past the age cap at `now` are left out (the write path removes them only with the citizen's
+        next change), unless `past_the_age_cap`: an export gives everything still held.
+        """
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
+        if not past_the_age_cap:
+            cutoff = self._age_cutoff(now or datetime.now(UTC))
+            lowest_score = cutoff if lowest_score is None else max(lowest_score, cutoff)
         reply: list[str | None] = await self._timeline_page(
             keys=[keys.timeline, keys.events],
             args=[
@@ -571,8 +580,9 @@ class ContextReader:
 
         A citizen the projection does not hold is an empty context at version 0.
         """
-        epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
-        head, events, _until = self._head(citizen_id, epoch, reply, now=now or datetime.now(UTC))
+        moment = now or datetime.now(UTC)
+        epoch, reply = await self._snapshot_of(citizen_id, limit=limit, now=moment)
+        head, events, _until = self._head(citizen_id, epoch, reply, now=moment)
         return head.model_copy(update={"timeline": EVENTS.validate_json(EVENT_FRAGMENTS.expand(events))})
 
     async def context_json(
@@ -592,7 +602,7 @@ class ContextReader:
         # that does not would cost a second round trip.
         held = self._documents.basis(citizen_id, now=moment)
         epoch, reply = await self._snapshot_of(
-            citizen_id, limit=limit, held=held if isinstance(held, _Basis) else None
+            citizen_id, limit=limit, now=moment, held=held if isinstance(held, _Basis) else None
         )
         basis = _Basis(epoch, limit, reply[-1])
         kept = self._documents.get(citizen_id, basis, now=moment)
@@ -601,7 +611,7 @@ class ContextReader:
         if len(reply) == _UNCHANGED_REPLY:
             # Unchanged, but the kept document went meanwhile (an erasure's announcement, a lost
             # subscription, or a read of another page size replacing it): read the whole snapshot.
-            epoch, reply = await self._snapshot_of(citizen_id, limit=limit)
+            epoch, reply = await self._snapshot_of(citizen_id, limit=limit, now=moment)
             basis = _Basis(epoch, limit, reply[-1])
         head, events, until = self._head(citizen_id, epoch, reply, now=moment)
         encoded = head.model_dump_json()
@@ -619,12 +629,14 @@ class ContextReader:
         return built
 
     async def _snapshot_of(
-        self, citizen_id: str, *, limit: int | None, held: "_Basis | None" = None
+        self, citizen_id: str, *, limit: int | None, now: datetime, held: "_Basis | None" = None
     ) -> tuple[str, list[Any]]:
-        """The generation read, and its snapshot reply: [version, profile (flat), facts, events, stamp]
-        (the facts and events each as one JSON array of their stored forms), or only [version, stamp]
-        when `held`, the basis of a kept document, has the same stamp."""
+        """The generation read, and its snapshot reply at `now`: [version, profile (flat), facts, events,
+        stamp] (the facts and events each as one JSON array of their stored forms; the events within the
+        age cap, all facts), or only [version, stamp] when `held`, the basis of a kept document, has the
+        same stamp."""
         epoch = await self.current_epoch()
+        cutoff = self._age_cutoff(now)
 
         async def snapshot() -> list[Any]:
             known = held.stamp if held is not None and (held.epoch, held.limit) == (epoch, limit) else ""
@@ -634,7 +646,7 @@ class ContextReader:
                 await self._batcher.run_script(
                     self._snapshot,
                     keys=CitizenKeys(self._prefix, epoch, citizen_id).for_snapshot(),
-                    args=[limit or self._timeline.page_size, known],
+                    args=[limit or self._timeline.page_size, known, cutoff],
                 ),
             )
 
@@ -673,19 +685,28 @@ class ContextReader:
         )
         return summary
 
+    def _age_cutoff(self, now: datetime) -> int:
+        """The time score below which events are past the age cap at `now`."""
+        return age_cutoff(now=now, max_age=timedelta(days=self._timeline.max_age_days))
+
     def _summarise_until(self, facts: str, *, now: datetime) -> tuple[Summary, datetime | None]:
-        """The summary of the stored facts (one JSON array) at `now`, and the first moment it changes."""
+        """The summary of the stored facts (one JSON array) at `now`, of the events within the age cap, and
+        the first moment it changes."""
         recent_days = self._summary.recent_days
+        max_age = timedelta(days=self._timeline.max_age_days)
 
         def compute(facts: str) -> tuple[Summary, datetime | None]:
-            valid = FACTS.validate_json(FACT_FRAGMENTS.expand(facts))
+            valid, leaves_at = within_age_cap(
+                FACTS.validate_json(FACT_FRAGMENTS.expand(facts)), now=now, max_age=max_age
+            )
             summary = summarise(
                 valid,
                 now=now,
                 repeat_threshold=self._summary.repeat_contact_threshold,
                 recent_days=recent_days,
             )
-            return summary, summary_changes_at(valid, now=now, recent_days=recent_days)
+            changes_at = summary_changes_at(valid, now=now, recent_days=recent_days)
+            return summary, min((at for at in (changes_at, leaves_at) if at is not None), default=None)
 
         return self._summaries.summary_until(facts, now=now, compute=compute)
 
@@ -730,11 +751,14 @@ class ContextReader:
         return sorted(cast(set[str], found))
 
     async def whole_timeline(self, citizen_id: str, *, epoch: str) -> list[CloudEvent]:
-        """Every event held for the citizen, newest first (an export; timelines are capped)."""
+        """Every event held for the citizen, newest first (an export; timelines are capped): those past the
+        age cap that the write path has not removed yet too, as they are still held."""
         events: list[CloudEvent] = []
         below = None
         while True:
-            page = await self.timeline_slice(citizen_id, epoch=epoch, below=below, count=500)
+            page = await self.timeline_slice(
+                citizen_id, epoch=epoch, below=below, count=500, past_the_age_cap=True
+            )
             events.extend(event for _position, event in page)
             if len(page) < 500:
                 return events

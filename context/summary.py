@@ -8,7 +8,7 @@ given moment (the 7- and 30-day windows move with time, so that last step happen
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
@@ -16,6 +16,7 @@ from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
 from context.compact import FACT_FRAGMENTS
 from context.identity import case_reference
+from context.timeline import age_cutoff, time_score
 from models.context import (
     FailedPayment,
     LastContact,
@@ -232,6 +233,22 @@ def summarise(
             reverse=True,
         ),
     )
+
+
+def within_age_cap(
+    facts: Sequence[Fact], *, now: datetime, max_age: timedelta
+) -> tuple[list[Fact], datetime | None]:
+    """The facts of events still within the timeline's age cap at `now`, and the first moment one of them
+    passes it (None: none left).
+
+    The write path removes an event past the cap, and its fact, only with the citizen's next change, so a
+    citizen who has gone quiet still holds them: a reader leaves them out itself, by the same rule
+    (`age_cutoff`, on the event's time, which is the fact's).
+    """
+    cutoff = age_cutoff(now=now, max_age=max_age)
+    kept = [fact for fact in facts if time_score(fact.time) >= cutoff]
+    oldest = min((fact.time for fact in kept), default=None)
+    return kept, None if oldest is None else oldest + max_age
 
 
 def summary_changes_at(facts: list[Fact], *, now: datetime, recent_days: int = 30) -> datetime | None:

@@ -62,8 +62,10 @@ async def test_an_unchanged_context_costs_only_its_stamp_and_a_shorter_timeline_
     replies: list[list[Any]] = []
     snapshot_of = reader._snapshot_of
 
-    async def recorded(citizen_id: str, *, limit: int | None, held: Any = None) -> tuple[str, list[Any]]:
-        epoch, reply = await snapshot_of(citizen_id, limit=limit, held=held)
+    async def recorded(
+        citizen_id: str, *, limit: int | None, now: datetime, held: Any = None
+    ) -> tuple[str, list[Any]]:
+        epoch, reply = await snapshot_of(citizen_id, limit=limit, now=now, held=held)
         replies.append(reply)
         return epoch, reply
 
@@ -135,8 +137,10 @@ async def test_a_document_read_across_an_erasure_announcement_is_not_kept(
     # The read is held in its await, as a slow Redis would hold it.
     snapshot_of = reader._snapshot_of
 
-    async def held_back(citizen_id: str, *, limit: int | None, held: Any = None) -> tuple[str, list[Any]]:
-        reply = await snapshot_of(citizen_id, limit=limit, held=held)
+    async def held_back(
+        citizen_id: str, *, limit: int | None, now: datetime, held: Any = None
+    ) -> tuple[str, list[Any]]:
+        reply = await snapshot_of(citizen_id, limit=limit, now=now, held=held)
         started.set()
         await release.wait()
         return reply
