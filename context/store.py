@@ -563,11 +563,19 @@ class ContextReader:
         self._epoch = None
         self._forgotten += 1
         self._documents.clear()
+        self._summaries.clear()
+
+    @property
+    def kept_summaries(self) -> int:
+        """How many summaries this reader keeps in memory."""
+        return len(self._summaries)
 
     def forget_citizen(self, citizen_id: str) -> None:
-        """Drop the citizen's kept document (erased: nothing of them is kept longer than needed)."""
+        """Drop the citizen's kept document and every kept summary (erased: nothing of them is kept longer
+        than needed; summaries are kept by their facts, so all go, and erasures are rare)."""
         self._forgotten += 1
         self._documents.forget(citizen_id)
+        self._summaries.clear()
 
     def drop_old_documents(self, now: datetime | None = None) -> None:
         """Remove the documents kept longer than their maximum age (the API calls it every minute)."""

@@ -5,7 +5,9 @@ A summary is a pure function of the citizen's facts and of the moment it is read
 README, Benchmarks), and the same facts are summarised again and again: every read of the citizen, and
 every change sent to each stream watching them. So the summary is kept under a digest of the facts it
 came from and reused until `summary_changes_at`: the cache is exact, never stale. A new or removed fact
-changes the digest; an erased citizen's facts are gone, so no entry is ever found for them again.
+changes the digest; an erased citizen's facts are gone, so no entry is ever found for them again. Their
+summary would still sit in memory until pushed out, though (its open cases, payments and appointments):
+the reader clears the cache on every erasure and every new generation, as it drops its kept documents.
 """
 
 import hashlib
@@ -27,6 +29,15 @@ class SummaryCache:
     def __init__(self, maxsize: int = MAX_SUMMARIES) -> None:
         self._entries: LRUCache[bytes, tuple[Summary, datetime, datetime | None]] = LRUCache(maxsize)
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many summaries are kept."""
+        return len(self._entries)
+
+    def clear(self) -> None:
+        """Forget every summary (kept by the digest of their facts, so not to be found by citizen)."""
+        with self._lock:
+            self._entries.clear()
 
     def summary(
         self,

@@ -72,3 +72,20 @@ def test_facts_past_the_cap_are_left_out_and_the_first_to_pass_it_says_when() ->
     assert kept == facts[1:]
     assert passes_at == NOW + timedelta(days=30)
     assert within_age_cap([], now=NOW, max_age=timedelta(days=90)) == ([], None)
+
+
+async def test_an_erasure_or_a_new_generation_leaves_no_summary_in_memory(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    written(redis_client, key_prefix, "C-AGE-3")
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    # Summaries are kept by the digest of their facts: an erased citizen's (open cases, payments) would
+    # sit in memory, unreachable, until pushed out by others.
+    await reader.context("C-AGE-3", now=NOW)
+    assert reader.kept_summaries == 1
+    reader.forget_citizen("C-AGE-3")
+    assert reader.kept_summaries == 0
+    await reader.context("C-AGE-3", now=NOW)
+    assert reader.kept_summaries == 1
+    reader.forget_epoch()
+    assert reader.kept_summaries == 0
