@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of
 
 log = structlog.get_logger("api")
@@ -96,6 +97,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.TimeoutError)
     @app.exception_handler(redis.exceptions.ReadOnlyError)
     @app.exception_handler(redis.exceptions.OutOfMemoryError)
+    # An erasure that new identifiers kept outpacing (context/store.py): its next attempt completes it.
+    @app.exception_handler(ErasureOutpaced)
     async def redis_unavailable(request: Request, error: Exception) -> JSONResponse:
         log.warning("redis unavailable", route=_route(request), error=type(error).__name__)
         response = problem_response(request, 503, "The context store is unavailable; try again shortly.")

@@ -78,6 +78,20 @@ class GenerationSwitching(redis.exceptions.ResponseError):
     """The served generation kept changing while a batch was being applied to it."""
 
 
+# erase_citizen.lua's answer when the citizen was taught an identifier between the reading of their
+# identifiers and the erasure (nothing was deleted): the erasure starts again, at most this many times.
+IDENTIFIERS_CHANGED = -1
+MAX_ERASURE_ATTEMPTS = 5
+
+
+class ErasureOutpaced(redis.exceptions.ResponseError):
+    """A citizen kept being taught identifiers while being erased (the erasure is to be tried again)."""
+
+    def __init__(self, citizen_id: str) -> None:
+        super().__init__(f"new identifiers kept arriving during {MAX_ERASURE_ATTEMPTS} attempts to erase")
+        self.citizen_id = citizen_id
+
+
 # How long the API takes the served generation as read (a rebuild's announcement drops it at once).
 EPOCH_MAX_AGE_S = 1.0
 
@@ -368,10 +382,15 @@ class ProjectionWriter:
     def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
         """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""
         plan = _Erasure(self._prefix, epoch, citizen_id, publish=publish)
-        for key in plan.identifier_keys(cast(set[str], self._client.smembers(plan.keys.identifiers))):
-            self._forget(keys=[key], args=[citizen_id])
-        forget_recent_numbers()
-        return int(self._erase(keys=plan.keys.erasable(), args=plan.args))
+        for _attempt in range(MAX_ERASURE_ATTEMPTS):
+            identifiers = cast(set[str], self._client.smembers(plan.keys.identifiers))
+            for key in plan.identifier_keys(identifiers):
+                self._forget(keys=[key], args=[citizen_id])
+            removed = int(self._erase(keys=plan.erasable, args=plan.args(identifiers)))
+            if removed != IDENTIFIERS_CHANGED:
+                forget_recent_numbers()
+                return removed
+        raise ErasureOutpaced(citizen_id)
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
         """Extend the index entries of active citizens' identifiers ("kind:value"), in one round trip."""
@@ -413,9 +432,15 @@ class _Erasure:
         return CitizenKeys(self.prefix, self.epoch, self.citizen_id)
 
     @property
-    def args(self) -> list[str]:
+    def erasable(self) -> list[str]:
+        """The keys erase_citizen.lua deletes, the identifiers set first (the script checks it)."""
+        keys = self.keys
+        return [keys.identifiers, *(key for key in keys.erasable() if key != keys.identifiers)]
+
+    def args(self, identifiers: Collection[str]) -> list[str | int]:
+        """The script's arguments, with the identifiers whose index entries were removed."""
         message = json.dumps({"citizen_id": self.citizen_id, "epoch": self.epoch, "erased": True})
-        return [changes_channel(self.prefix) if self.publish else "", message]
+        return [changes_channel(self.prefix) if self.publish else "", message, len(identifiers), *identifiers]
 
     def identifier_keys(self, members: Iterable[str]) -> list[str]:
         keys = []
@@ -440,10 +465,15 @@ class CitizenEraser:
         # told all the same.
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
         plan = _Erasure(self._prefix, epoch, citizen_id)
-        for key in plan.identifier_keys(cast(set[str], await self._client.smembers(plan.keys.identifiers))):
-            await self._forget(keys=[key], args=[citizen_id])
-        forget_recent_numbers()
-        return int(await self._erase(keys=plan.keys.erasable(), args=plan.args))
+        for _attempt in range(MAX_ERASURE_ATTEMPTS):
+            identifiers = cast(set[str], await self._client.smembers(plan.keys.identifiers))
+            for key in plan.identifier_keys(identifiers):
+                await self._forget(keys=[key], args=[citizen_id])
+            removed = int(await self._erase(keys=plan.erasable, args=plan.args(identifiers)))
+            if removed != IDENTIFIERS_CHANGED:
+                forget_recent_numbers()
+                return removed
+        raise ErasureOutpaced(citizen_id)
 
 
 def published_change(message: str) -> tuple[dict[str, Any], str]:
