@@ -48,6 +48,15 @@ local function later_than(stamp, score, event_key)
   return score > held_score or (score == held_score and event_key > held_key)
 end
 
+-- Remove `members` from `key` with `command` (ZREM, HDEL), a thousand at a time: unpack() of more values
+-- than Lua's stack holds (about 8,000) fails the whole call, and a failing call is retried for ever. A
+-- timeline can hold that many past its caps once, when the count cap has been lowered.
+local function remove_all(command, key, members)
+  for first = 1, #members, 1000 do
+    redis.call(command, key, unpack(members, first, math.min(first + 999, #members)))
+  end
+end
+
 -- Point an identifier's index entry (hash: citizen, stamp) at a citizen, unless a later event pointed it
 -- elsewhere; either way the entry lives on until `entries_expire_at`.
 local function teach(entry, citizen, score, score_text, event_key)
@@ -133,9 +142,9 @@ local function apply_one(base, at, entry)
     end
     kept = true
     if #expired > 0 then
-      redis.call('ZREM', keys[1], unpack(expired))
-      redis.call('HDEL', keys[2], unpack(expired))
-      redis.call('HDEL', keys[5], unpack(expired))
+      remove_all('ZREM', keys[1], expired)
+      remove_all('HDEL', keys[2], expired)
+      remove_all('HDEL', keys[5], expired)
       for _, key in ipairs(expired) do
         -- A late event older than all the kept ones falls straight off the end.
         if key == event_key then kept = false end

@@ -24,8 +24,13 @@ class TimelineSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_TIMELINE_", env_file=".env", extra="ignore")
 
+    # The scripts that read a citizen's events or changes pass them to Redis commands in one call each, and
+    # Lua's stack holds about 8,000 values: the limits below keep every such call well inside it.
     max_events: int = Field(
-        default=200, ge=1, description="Most events kept per citizen (the oldest go first)."
+        default=200,
+        ge=1,
+        le=5000,
+        description="Most events kept per citizen (the oldest go first), at most 5,000.",
     )
     max_age_days: float = Field(default=90, gt=0, description="Events older than this are dropped.")
     inactivity_expiry_days: float = Field(
@@ -37,7 +42,10 @@ class TimelineSettings(BaseSettings):
         ),
     )
     change_log_length: int = Field(
-        default=500, ge=1, description="Changes kept per citizen so that a reconnecting stream can resume."
+        default=500,
+        ge=1,
+        le=5000,
+        description="Changes kept per citizen so that a reconnecting stream can resume (at most 5,000).",
     )
     page_size: int = Field(default=50, ge=1, le=500, description="Timeline events returned with the context.")
 
