@@ -5,7 +5,10 @@ Headers added (all UTF-8 text): `dlq.reason` (a stable code, see `events.codec.I
 
 A record with neither key nor value (Kafka allows one; kafka-python's producer refuses to send one) goes on
 with an empty value: refused, its dead letter would stop the consumer, and every consumer after it that
-read the record again.
+read the record again. So does a record too large for the dead-letter topic (one created beforehand with
+the broker's default limit), marked `dlq.value-omitted`: the broker would refuse it on every retry. Such a
+letter, like an `unreadable` one, does not hold the original, which stays in its topic at the position the
+headers give; it cannot be redriven.
 """
 
 from collections.abc import Iterator
@@ -13,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import MessageSizeTooLargeError
+from kafka.producer.future import FutureRecordMetadata
 
 from events.records import DeadLetter, Header, IncomingRecord
 
@@ -46,20 +51,37 @@ def sendable_value(key: bytes | None, value: bytes | None) -> bytes | None:
     return b"" if key is None and value is None else value
 
 
+# The dead letter's header saying it does not hold the original's value (see the module's docstring).
+VALUE_OMITTED = "dlq.value-omitted"
+
+
 def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
-    """Publish the letters and wait until the broker has every one (raises if any fails)."""
-    futures = [
-        producer.send(
-            dead_letter_topic(letter.record.topic),
-            key=letter.record.key,
-            value=sendable_value(letter.record.key, letter.record.value),
-            headers=dead_letter_headers(letter),
-        )
-        for letter in letters
-    ]
+    """Publish the letters and wait until the broker has every one (raises if any fails); a letter larger
+    than the producer takes (`events.topics.dead_letter_max_bytes`) goes without the original's value."""
+    futures = [_send_letter(producer, letter) for letter in letters]
     producer.flush(timeout=timeout_s)
     for future in futures:
         future.get(timeout=timeout_s)
+
+
+def _send_letter(
+    producer: KafkaProducer, letter: DeadLetter, *, omit_value: bool = False
+) -> FutureRecordMetadata:
+    record = letter.record
+    headers = dead_letter_headers(letter)
+    if not omit_value:
+        try:
+            return producer.send(
+                dead_letter_topic(record.topic),
+                key=record.key,
+                value=sendable_value(record.key, record.value),
+                headers=headers,
+            )
+        except MessageSizeTooLargeError:  # the producer's own limit (max_request_size), checked as it sends
+            pass
+    return producer.send(
+        dead_letter_topic(record.topic), key=record.key, value=b"", headers=[*headers, (VALUE_OMITTED, b"1")]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +99,13 @@ class StoredDeadLetter:
     def position(self) -> str:
         """Where this record sits in the dead-letter topic: "topic/partition/offset"."""
         return f"{dead_letter_topic(self.record.topic)}/{self.dlq_partition}/{self.dlq_offset}"
+
+    @property
+    def holds_original(self) -> bool:
+        """Whether the letter holds the original record (one unreadable, or too large, does not)."""
+        return self.reason != "unreadable" and not any(
+            name == VALUE_OMITTED for name, _ in self.record.headers
+        )
 
     @property
     def original_headers(self) -> list[Header]:

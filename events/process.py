@@ -16,7 +16,7 @@ from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.topics import DEAD_LETTER_MAX_BYTES, ensure_topics, reachable
+from events.topics import dead_letter_max_bytes, ensure_topics, reachable
 
 log = structlog.get_logger("consumer")
 
@@ -90,7 +90,9 @@ def _connect_to_kafka(
                 ensure_topics(kafka)
                 consumer = create_consumer(kafka)
                 try:
-                    producer = create_producer(kafka.bootstrap_list, max_request_size=DEAD_LETTER_MAX_BYTES)
+                    producer = create_producer(
+                        kafka.bootstrap_list, max_request_size=dead_letter_max_bytes(kafka)
+                    )
                 except KafkaError:
                     consumer.close(autocommit=False)
                     raise

@@ -9,13 +9,22 @@ from context.identity import IdentifierKind, named_identifiers, taught_identifie
 from events.codec import encode_structured
 from models.events import CloudEvent
 
+# kafka-python's default size of a batch of records for one partition.
+BATCH_BYTES = 16_384
+
 
 def create_producer(
     bootstrap_servers: list[str], *, max_block_ms: int = 60_000, max_request_size: int = 1_048_576
 ) -> KafkaProducer:
-    """A producer that loses nothing it acknowledged: all in-sync replicas, idempotent retries."""
+    """A producer that loses nothing it acknowledged: all in-sync replicas, idempotent retries.
+
+    It refuses a record larger than `max_request_size` itself, and never batches records past it: the
+    broker's refusal of a batch too large for the topic is fatal to an idempotent producer (every later
+    send fails too).
+    """
     return KafkaProducer(
         max_request_size=max_request_size,
+        batch_size=min(BATCH_BYTES, max_request_size),
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,

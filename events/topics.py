@@ -4,8 +4,8 @@ import socket
 import time
 
 import structlog
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
@@ -15,6 +15,9 @@ log = structlog.get_logger("topics")
 # A dead letter is its original record plus a few headers: the dead-letter topic accepts records a little
 # larger than the broker's default limit (1 MiB), so that a record at that limit can still be kept.
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
+# Assumed when the dead-letter topic's own limit cannot be read: below the broker's default (1 MiB and a
+# few bytes), which a topic created beforehand has.
+ASSUMED_TOPIC_MAX_BYTES = 1_000_000
 
 
 def ensure_topic(
@@ -64,6 +67,36 @@ def ensure_topics(kafka: KafkaSettings) -> None:
         partitions=kafka.topic_partitions,
         configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
     )
+
+
+def dead_letter_max_bytes(kafka: KafkaSettings) -> int:
+    """The largest record the dead-letter topic takes: DEAD_LETTER_MAX_BYTES, or less when the topic was
+    created beforehand with a smaller limit (the broker's default, say).
+
+    The dead-letter producer refuses anything larger itself, and the letter then goes without the
+    original's value (events/deadletter.py). Sent on, the broker would refuse it, and kafka-python's
+    idempotent producer takes that refusal as fatal: it fails every later send too, and the consumer could
+    dead-letter nothing more.
+    """
+    name = dead_letter_topic(kafka.topic)
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_list, client_id="citizen-context-admin")
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+        described = admin.describe_configs([resource], config_filter="all")
+        limit = int(described["topic"][name]["max.message.bytes"]["value"])
+    except (KafkaError, KeyError, TypeError, ValueError) as error:
+        log.warning("dead-letter topic's limit unknown", topic=name, error=type(error).__name__)
+        return ASSUMED_TOPIC_MAX_BYTES
+    finally:
+        admin.close()
+    if limit < DEAD_LETTER_MAX_BYTES:
+        log.warning(
+            "dead-letter topic takes smaller records than the project sets",
+            topic=name,
+            max_message_bytes=limit,
+            wanted=DEAD_LETTER_MAX_BYTES,
+        )
+    return min(limit, DEAD_LETTER_MAX_BYTES)
 
 
 def reachable(server: str, timeout_s: float = 1.0) -> bool:

@@ -103,7 +103,14 @@ def dlq_redrive(reason: str | None) -> None:
 
     kafka = KafkaSettings()
     letters, log, done = _dead_letters(kafka, reason)
-    pending = [letter for letter in letters if letter.position not in done]
+    waiting = [letter for letter in letters if letter.position not in done]
+    # A letter without the original (unreadable, or too large for the dead-letter topic) would publish an
+    # empty record: its original is still in its topic, at the position the letter gives.
+    pending = [letter for letter in waiting if letter.holds_original]
+    for letter in waiting:
+        if not letter.holds_original:
+            origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
+            click.echo(f"not redriven: {origin} ({letter.reason}): the letter does not hold the record")
     producer = create_producer(kafka.bootstrap_list)
     try:
         count = redrive(producer, pending)

@@ -1,9 +1,23 @@
 """Dead letters through the real broker."""
 
-from kafka import KafkaProducer
+import uuid
 
-from events.deadletter import StoredDeadLetter, dead_letter_topic, redrive, send_dead_letters, sendable_value
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient
+
+from events.deadletter import (
+    VALUE_OMITTED,
+    StoredDeadLetter,
+    dead_letter_topic,
+    read_dead_letters,
+    redrive,
+    send_dead_letters,
+    sendable_value,
+)
+from events.producer import create_producer
 from events.records import DeadLetter, IncomingRecord
+from events.settings import KafkaSettings
+from events.topics import dead_letter_max_bytes, ensure_topic
 from tests.conftest import topic_records
 
 
@@ -51,3 +65,50 @@ def test_only_a_record_without_key_or_value_has_its_value_changed() -> None:
     assert sendable_value(None, None) == b""
     assert sendable_value(b"C-1", None) is None  # a tombstone keeps its null value
     assert sendable_value(None, b"{}") == b"{}"
+
+
+def test_a_record_too_large_for_the_dead_letter_topic_is_dead_lettered_without_its_value() -> None:
+    # A dead-letter topic created beforehand, with a limit below the record's size. The broker refused the
+    # letter, which kafka-python's idempotent producer takes as fatal: it failed every later letter too, on
+    # every retry, and the consumer stood still.
+    topic = f"test.{uuid.uuid4().hex[:12]}"
+    bootstrap = KafkaSettings().bootstrap_list
+    ensure_topic(bootstrap, dead_letter_topic(topic), partitions=1, configs={"max.message.bytes": "4000"})
+    limit = dead_letter_max_bytes(KafkaSettings(topic=topic))
+    assert limit == 4000
+    producer = create_producer(bootstrap, max_request_size=limit)
+    try:
+        large = IncomingRecord(topic, 0, 7, b"C-1", b"x" * 5000, [("trace", b"t-1")])
+        small = IncomingRecord(topic, 0, 8, b"C-1", b"[1]", [])
+        send_dead_letters(
+            producer,
+            [DeadLetter(large, "not-json", "the value is not JSON"), DeadLetter(small, "not-an-object", "")],
+        )
+        letter, after = read_dead_letters(bootstrap, topic)
+        assert (after.record.offset, after.record.value) == (8, b"[1]")  # the producer still works
+        assert (letter.reason, letter.record.offset, letter.record.key, letter.record.value) == (
+            "not-json",
+            7,
+            b"C-1",
+            b"",
+        )
+        assert (VALUE_OMITTED, b"1") in letter.record.headers
+        # Redriving it would publish an empty record: the original is still at its position in the topic.
+        assert not letter.holds_original
+    finally:
+        producer.close()
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            admin.delete_topics([dead_letter_topic(topic)])
+        finally:
+            admin.close()
+
+
+def test_only_a_letter_holding_its_original_can_be_redriven() -> None:
+    def stored(reason: str, headers: list[tuple[str, bytes]]) -> StoredDeadLetter:
+        record = IncomingRecord("t", 0, 1, None, b"{}", headers)
+        return StoredDeadLetter(0, 0, record, reason, "", "")
+
+    assert stored("not-json", []).holds_original
+    assert not stored("unreadable", []).holds_original
+    assert not stored("not-json", [(VALUE_OMITTED, b"1")]).holds_original
