@@ -63,6 +63,25 @@ _CHANGES_SINCE = files("context").joinpath("changes_since.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
 
+
+class IndexEntry(NamedTuple):
+    """An identifier's index entry: the citizen it names, and the stamp of the teaching that set it."""
+
+    citizen: str
+    # (time score, event key) of the event that taught it: only a later one replaces it (apply_events.lua,
+    # `teach`). None for an entry without a stamp, which any teaching replaces (the script writes both
+    # fields together, so there is none unless written by hand).
+    stamp: tuple[int, str] | None
+
+
+def _index_stamp(stamp: str | None) -> tuple[int, str] | None:
+    """An index entry's stamp ("score event-key", as apply_events.lua writes it) as (score, event key)."""
+    if stamp is None:
+        return None
+    score, _, event_key = stamp.partition(" ")
+    return int(score), event_key
+
+
 # Events applied by one call of the apply script. One call per event cost the writer more Python than
 # the rest of its work; one call per batch would hold Redis for the whole batch (other clients wait while
 # a script runs). A call of this many events takes Redis about a millisecond.
@@ -196,15 +215,19 @@ class ProjectionWriter:
         """Tell every API process that the served generation changed, so open streams re-sync."""
         self._client.publish(changes_channel(self._prefix), json.dumps({"epoch": epoch}))
 
-    def resolve(self, identifiers: Iterable[Identifier], *, epoch: str) -> dict[Identifier, str]:
-        """The citizens the index knows for these identifiers (missing ones are left out)."""
+    def resolve(self, identifiers: Iterable[Identifier], *, epoch: str) -> dict[Identifier, IndexEntry]:
+        """The index entries of these identifiers: citizen and stamp (missing ones are left out)."""
         wanted = list(dict.fromkeys(identifiers))
         if not wanted:
             return {}
         pipe = self._client.pipeline(transaction=False)
         for kind, value in wanted:
-            pipe.hget(identifier_key(self._prefix, epoch, kind, value), "citizen")
-        return {ident: citizen for ident, citizen in zip(wanted, pipe.execute(), strict=True) if citizen}
+            pipe.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
+        return {
+            identifier: IndexEntry(citizen, _index_stamp(stamp))
+            for identifier, (citizen, stamp) in zip(wanted, pipe.execute(), strict=True)
+            if citizen
+        }
 
     def apply_batch(
         self,

@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 from context.identity import InvalidIdentifier, named_identifiers
 from context.timeline import time_score
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
-from models.taxonomy import EVENT_TYPES, EventData, parse_data
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE, EVENT_TYPES, EventData, parse_data
 
 Headers = Sequence[tuple[str, bytes | None]]
 
@@ -29,8 +29,9 @@ class InvalidEvent(Exception):
     """A record that is not a valid event; `reason` is a short stable code, `detail` says what is wrong.
 
     Reasons: `empty`, `not-json`, `not-an-object`, `bad-header`, `bad-data` (the record cannot be read);
-    `invalid` (the envelope breaks CloudEvents or this contract), `invalid-data` (a documented type's
-    data breaks its schema), `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
+    `invalid` (the envelope breaks CloudEvents or this contract), `reserved` (a type only Citizen Context
+    publishes, from another source), `invalid-data` (a documented type's data breaks its schema),
+    `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
     The batch pipeline adds `unresolved-identity`, and `undecodable` for any other failure a record causes.
     """
 
@@ -152,7 +153,8 @@ def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> d
             try:
                 document[name.removeprefix("ce_")] = (raw or b"").decode("utf-8")
             except UnicodeDecodeError as error:
-                raise InvalidEvent("bad-header", f"header {name} is not UTF-8") from error
+                # Not the header's name: a publisher's text, which may be personal data (as its value may).
+                raise InvalidEvent("bad-header", "a ce_ header is not UTF-8") from error
     if "content-type" in headers:
         # A header without a value (Kafka allows one) declares an empty content type, as an empty value
         # does: it is not left out, which would declare JSON (the default).
@@ -175,7 +177,7 @@ def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise InvalidEvent("bad-data", f"data of type {media_type} is not UTF-8 text") from error
+        raise InvalidEvent("bad-data", "data of a content type other than JSON is not UTF-8 text") from error
 
 
 def judge(document: dict[str, Any], *, default_region: str = DEFAULT_REGION) -> CloudEvent:
@@ -203,6 +205,14 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
     came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
     reading it back again would only repeat a tenth of the consumer's work per event.
     """
+    if event.type == ERASURE_TYPE and event.source != ERASURE_SOURCE:
+        # Only the API records an erasure (a citizen's request, with its own scope). Applied from any other
+        # publisher on the topic, one record would erase a citizen for good: every rebuild replays it. Said
+        # first, whatever else is wrong with the event: no correction would let the publisher send it.
+        raise InvalidEvent(
+            "reserved",
+            f"{ERASURE_TYPE} is reserved to Citizen Context: it is applied only from {ERASURE_SOURCE}",
+        )
     score = time_score(event.time)
     if score > horizon:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
@@ -230,8 +240,11 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
         content_type = event.datacontenttype
         # Nearly every event declares JSON as "application/json" or not at all: no need to parse that.
         if content_type is not None and content_type != JSON and not is_json(media_type_of(content_type)):
-            declared = media_type_of(content_type) or "an empty content type"
-            raise InvalidEvent("invalid-data", f"{event.type} data must be JSON, not {declared}")
+            # Not the content type itself: a publisher's text, of any length, which details must not repeat.
+            raise InvalidEvent(
+                "invalid-data",
+                f"{event.type} data must be JSON; its datacontenttype is not a JSON media type",
+            )
         try:
             data = parse_data(event.type, event.data)
         except ValidationError as error:

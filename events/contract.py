@@ -16,7 +16,14 @@ from events.deadletter import MAX_DETAIL, dead_letter_headers, dead_letter_topic
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
 from models.events import ATTRIBUTE_NAME, IDENTIFIER_ATTRIBUTES, STRUCTURED_CONTENT_TYPE, CloudEvent
-from models.taxonomy import EVENT_TYPES, EXAMPLE_DATA, TYPICAL_SOURCES, EventData
+from models.taxonomy import (
+    ERASURE_SOURCE,
+    ERASURE_TYPE,
+    EVENT_TYPES,
+    EXAMPLE_DATA,
+    TYPICAL_SOURCES,
+    EventData,
+)
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ENVELOPE_SCHEMA = "envelope.schema.json"
@@ -76,6 +83,8 @@ REASONS = {
     "bad-header": "A `ce_*` header is not UTF-8 text.",
     "bad-data": "Binary-mode data of a non-JSON content type is not UTF-8 text.",
     "invalid": "The envelope breaks CloudEvents or this contract; `dlq.detail` names each attribute and why.",
+    "reserved": f"A `{ERASURE_TYPE}` from another source than Citizen Context's own (`{ERASURE_SOURCE}`): "
+    "only its API records erasures, and the consumer applies none from anyone else.",
     "invalid-data": "A documented type's data is not JSON or breaks its schema; `dlq.detail` says where.",
     "no-citizen": "The event has neither `subject` nor an identifier attribute.",
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",
@@ -191,10 +200,11 @@ def index_page() -> str:
         "",
         "Identifiers are compared after normalisation. An event that has a `subject` links its identifier",
         "attributes to that citizen, and so does the data of these types (its `phone`, `email` or",
-        f"`case_ref`): {teachers}. An event without a `subject` is given the citizen its identifiers were",
-        "linked to; when none was, it goes to the dead-letter topic as `unresolved-identity` and can be",
-        "redriven once the citizen is known. An identifier that cannot be normalised rejects the event, with",
-        "or without a subject.",
+        f"`case_ref`): {teachers}. When events link one identifier to different citizens, the one with the",
+        "later `time` wins, whatever order they arrive in. An event without a `subject` is given the citizen",
+        "its identifiers are linked to; when none is, it goes to the dead-letter topic as",
+        "`unresolved-identity` and can be redriven once the citizen is known. An identifier that cannot be",
+        "normalised rejects the event, with or without a subject.",
         "",
         "Example: a letter for a citizen known only by phone (structured mode, key `phone:+447700900123`).",
         "",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from context.identity import named_identifiers
 from context.service import EventWrite, plan_judged
-from context.store import Identifier, ProjectionWriter
+from context.store import Identifier, IndexEntry, ProjectionWriter
 from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
 from events.records import DeadLetter, KafkaRecord
 
@@ -76,19 +76,19 @@ def resolve_batch(
     """
     prepared = PreparedBatch(dead_letters=list(batch.dead_letters), epoch=epoch)
     decoded = batch.decoded
-    wanted = [
+    wanted = {
         identifier
         for _record, judged in decoded
         if judged.event.subject is None
         for identifier in named_identifiers(judged.event, default_region=default_region)
-    ]
+    }
     if wanted and not epoch:
         raise ValueError("resolving identifiers needs the generation they are indexed in")
     known = writer.resolve(wanted, epoch=epoch)
-    learned: dict[Identifier, str] = {}
-    # Citizens erased earlier in this batch: the index read before the batch still names them, but an
-    # event that names them only by an identifier must no longer find them (it would bring them back).
-    erased: set[str] = set()
+    # What the batch's events have done to the index entries of `wanted` so far, as the apply script will do
+    # it: an entry taught with its stamp, or None for one an erasure removed. Only the identifiers some event
+    # is found by matter: learning any other would cost time and decide nothing.
+    learned: dict[Identifier, IndexEntry | None] = {}
     for record, judged in decoded:
         event = resolved = judged.event
         stored_json: str | None = judged.stored
@@ -96,11 +96,7 @@ def resolve_batch(
         identifiers: list[Identifier] = []
         if event.subject is None:
             identifiers = named_identifiers(event, default_region=default_region)
-            citizen = next(
-                (learned.get(i) or known.get(i) for i in identifiers if learned.get(i) or known.get(i)), None
-            )
-            if citizen in erased and not any(learned.get(i) == citizen for i in identifiers):
-                citizen = None
+            citizen = _first_holder(identifiers, known=known, learned=learned)
             if citizen is None:
                 kinds = ", ".join(kind.value for kind, _value in identifiers)
                 # The detail names the kind of identifier, never its value: headers end up in logs and tools.
@@ -126,9 +122,47 @@ def resolve_batch(
             # profile update, from another partition) took the number back from the newer owner.
             write.identifiers = [taught for taught in write.identifiers if taught not in identifiers]
         if write.erase:
-            erased.add(write.citizen_id)
-            learned = {identifier: who for identifier, who in learned.items() if who != write.citizen_id}
+            # As erasing does in Redis, every entry that names the citizen goes, whether the index read
+            # before the batch holds it or an earlier event of the batch taught it: an event that names them
+            # only by an identifier must no longer find them (it would bring them back), nor the owner an
+            # entry taken over in this batch had before (Redis no longer holds that one either).
+            for identifier, entry in {**known, **learned}.items():
+                if entry is not None and entry.citizen == write.citizen_id:
+                    learned[identifier] = None
         for identifier in write.identifiers:
-            learned[identifier] = write.citizen_id
+            if identifier in wanted:
+                _teach(identifier, write, known=known, learned=learned)
         prepared.writes.append(write)
     return prepared
+
+
+def _first_holder(
+    identifiers: list[Identifier],
+    *,
+    known: dict[Identifier, IndexEntry],
+    learned: dict[Identifier, IndexEntry | None],
+) -> str | None:
+    """The citizen of the first of `identifiers` that has an index entry, as the batch has left them."""
+    for identifier in identifiers:
+        entry = learned[identifier] if identifier in learned else known.get(identifier)
+        if entry is not None:
+            return entry.citizen
+    return None
+
+
+def _teach(
+    identifier: Identifier,
+    write: EventWrite,
+    *,
+    known: dict[Identifier, IndexEntry],
+    learned: dict[Identifier, IndexEntry | None],
+) -> None:
+    """Point `identifier` at the write's citizen unless a later teaching holds it (apply_events.lua, `teach`).
+
+    The later (time score, event key) wins, whatever the order the events come in: the index the next batch
+    reads says so, and resolving within this batch must not depend on where one batch ends.
+    """
+    held = learned[identifier] if identifier in learned else known.get(identifier)
+    stamp = (write.score, write.event.dedup_key)
+    if held is None or held.stamp is None or stamp > held.stamp:
+        learned[identifier] = IndexEntry(write.citizen_id, stamp)

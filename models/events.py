@@ -60,13 +60,13 @@ class CloudEvent(BaseModel):
         extensions = self.__pydantic_extra__
         if not extensions:
             return self  # nearly every event: nothing to look at
+        # The messages name no attribute: a name is the publisher's text, and may be personal data (an email
+        # address, say), which dead-letter details and logs must not repeat (as hide_input_in_errors).
         for name, value in extensions.items():
             if not ATTRIBUTE_NAME.fullmatch(name):
-                raise ValueError(
-                    f"extension attribute name {name!r} must be 1-20 lower-case letters or digits"
-                )
+                raise ValueError("an extension attribute name must be 1-20 lower-case letters or digits")
             if value is not None and not isinstance(value, str | int | bool):
-                raise ValueError(f"extension attribute {name!r} must be a string, an integer or a boolean")
+                raise ValueError("an extension attribute must be a string, an integer or a boolean")
         return self
 
     @field_validator("time", mode="wrap")

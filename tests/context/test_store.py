@@ -21,13 +21,14 @@ from context.store import (
     CitizenEraser,
     ContextReader,
     GenerationSwitching,
+    IndexEntry,
     ProjectionWriter,
     change_of,
     keep_alive_period,
     published_change,
 )
 from context.streamed import Command
-from context.timeline import order_timeline
+from context.timeline import order_timeline, time_score
 from models.context import CitizenContext, Profile
 from models.taxonomy import ERASURE_TYPE
 from tests.factories import example_data, make_event, writes_for
@@ -374,7 +375,9 @@ def test_an_identifier_stays_with_the_citizen_of_the_later_event_whatever_the_or
         writer.apply_batch(writes_for(event))
     epoch = writer.current_epoch()
     phone = (IdentifierKind.phone, "+447700900777")
-    assert writer.resolve([phone], epoch=epoch) == {phone: "C-new"}
+    assert writer.resolve([phone], epoch=epoch) == {
+        phone: IndexEntry("C-new", (time_score(newer.time), newer.dedup_key))
+    }
     # Either way the entry lives on, and both citizens list it for an erasure.
     assert redis_client.ttl(identifier_key(key_prefix, epoch, *phone)) > 0
     for citizen in ("C-old", "C-new"):

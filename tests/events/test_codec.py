@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from events.codec import InvalidEvent, decode_record, encode_structured, judge
 from models.events import CloudEvent
-from models.taxonomy import EXAMPLE_DATA
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE, EXAMPLE_DATA
 from tests.factories import example_data, make_event
 
 VALID = {
@@ -91,7 +91,9 @@ def test_binary_mode_with_an_empty_content_type_is_not_json(content_type: bytes 
     with pytest.raises(InvalidEvent) as refused:
         decode_record(json.dumps(example_data("call.ended")).encode(), headers)
     assert refused.value.reason == "invalid-data"
-    assert refused.value.detail == "call.ended data must be JSON, not an empty content type"
+    assert (
+        refused.value.detail == "call.ended data must be JSON; its datacontenttype is not a JSON media type"
+    )
 
 
 @pytest.mark.parametrize(
@@ -324,3 +326,73 @@ def test_a_time_that_is_not_a_timestamp_string_is_refused_in_plain_words(time: o
     with pytest.raises(InvalidEvent) as judged:
         judge({**VALID, "time": time})
     assert judged.value.detail == refused.value.detail
+
+
+ERASURE = {**VALID, "type": ERASURE_TYPE, "data": {"channel": "system", "summary": "Erased."}}
+
+
+@pytest.mark.parametrize(
+    "source",
+    ["/telephony/contact-centre", ERASURE_SOURCE.upper(), f"{ERASURE_SOURCE}/", "/citizen-context/x"],
+)
+def test_an_erasure_from_any_source_but_the_apis_own_is_reserved(source: str) -> None:
+    # Applied, one record from any publisher on the topic would erase a citizen for good (a rebuild replays
+    # it). Refused first, whatever else is wrong with it, in either mode.
+    for document in (
+        {**ERASURE, "source": source},
+        {**ERASURE, "source": source, "time": "2200-01-01T00:00:00Z"},
+    ):
+        with pytest.raises(InvalidEvent) as refused:
+            decode_record(json.dumps(document).encode())
+        assert refused.value.reason == "reserved"
+        assert refused.value.detail == (
+            f"{ERASURE_TYPE} is reserved to Citizen Context: it is applied only from {ERASURE_SOURCE}"
+        )
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in {**ERASURE, "source": source}.items() if k != "data"]
+    with pytest.raises(InvalidEvent) as binary:
+        decode_record(json.dumps(ERASURE["data"]).encode(), headers)
+    assert binary.value.reason == "reserved"
+
+
+def test_an_erasure_from_the_apis_own_source_is_an_event() -> None:
+    event = decode_record(json.dumps({**ERASURE, "source": ERASURE_SOURCE}).encode())
+    assert (event.type, event.source) == (ERASURE_TYPE, ERASURE_SOURCE)
+
+
+def test_details_do_not_repeat_the_publishers_names_or_content_types() -> None:
+    # An attribute name, a header name or a content type is the publisher's text: it may be personal data
+    # (an email address, say), and dead-letter details end up in logs and tools.
+    personal = "anna.jones@example.org"
+    bad_name = json.dumps({**VALID, personal: "x"}).encode()
+    bad_value = json.dumps({**VALID, "annajones": {"a": 1}}).encode()
+    declared = json.dumps({**VALID, "datacontenttype": f"text/{personal}"}).encode()
+    binary = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k != "data"]
+    not_utf8_header = [*binary, (f"ce_{personal}", b"\xff\xfe")]
+    not_utf8_data = [*binary, ("content-type", f"text/{personal}".encode())]
+    details = {}
+    for name, (value, headers) in {
+        "attribute name": (bad_name, []),
+        "attribute value": (bad_value, []),
+        "content type": (declared, []),
+        "header": (json.dumps(VALID["data"]).encode(), not_utf8_header),
+        "binary data": (b"\xff\xfe", not_utf8_data),
+    }.items():
+        with pytest.raises(InvalidEvent) as refused:
+            decode_record(value, headers)
+        details[name] = (refused.value.reason, refused.value.detail)
+    assert details == {
+        "attribute name": (
+            "invalid",
+            "event: Value error, an extension attribute name must be 1-20 lower-case letters or digits",
+        ),
+        "attribute value": (
+            "invalid",
+            "event: Value error, an extension attribute must be a string, an integer or a boolean",
+        ),
+        "content type": (
+            "invalid-data",
+            "call.ended data must be JSON; its datacontenttype is not a JSON media type",
+        ),
+        "header": ("bad-header", "a ce_ header is not UTF-8"),
+        "binary data": ("bad-data", "data of a content type other than JSON is not UTF-8 text"),
+    }

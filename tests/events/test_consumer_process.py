@@ -17,6 +17,7 @@ from context.keys import generation_pattern
 from events.deadletter import read_dead_letters
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
+from models.taxonomy import ERASURE_TYPE
 from ops.servers import KafkaServer, RedisServer
 from ops.settings import ServicesSettings
 from tests import access
@@ -78,6 +79,7 @@ def bad_records() -> dict[str, tuple[bytes | None, list[tuple[str, bytes]]]]:
         "bad-header": (b"{}", [*binary_headers[:-1], ("ce_time", b"\xff\xfe")]),
         "bad-data": (b"\xff\xfe", [*binary_headers, ("content-type", b"text/plain")]),
         "invalid": (structured(time="last tuesday"), []),
+        "reserved": (structured(type=ERASURE_TYPE, data={"channel": "system", "summary": "Erased."}), []),
         "invalid-data": (structured(data={"channel": "phone", "summary": "no call id"}), []),
         "no-citizen": (structured(subject=None), []),
         "invalid-identifier": (structured(subject=None, citizenemail="not-an-email"), []),

@@ -13,6 +13,7 @@ from events.codec import encode_structured
 from events.pipeline import prepare_batch
 from events.records import IncomingRecord
 from models.events import CloudEvent
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 from tests.factories import example_data, make_event, writes_for
 
 
@@ -92,9 +93,120 @@ def test_an_event_found_by_a_number_does_not_take_the_number_from_its_newer_owne
         w.citizen_id
         for w in prepare_batch([record(letter)], writer=writer, epoch=epoch, default_region="GB").writes
     ] == ["C-12"]
-    assert writer.resolve([(IdentifierKind.phone, "+447700900604")], epoch=epoch) == {
-        (IdentifierKind.phone, "+447700900604"): "C-12"
-    }
+    phone = (IdentifierKind.phone, "+447700900604")
+    assert writer.resolve([phone], epoch=epoch)[phone].citizen == "C-12"
+
+
+PHONE = (IdentifierKind.phone, "+447700900605")
+
+
+def owns_phone(citizen_id: str, *, minutes_ago: float, now: datetime) -> CloudEvent:
+    """`citizen_id`'s profile update giving them PHONE, `minutes_ago` before `now`."""
+    data = example_data("profile.updated", phone="07700 900605", email=None)
+    return make_event(citizen_id, type_="profile.updated", data=data, minutes_ago=minutes_ago, now=now)
+
+
+def call_from_phone(*, minutes_ago: float, now: datetime) -> CloudEvent:
+    return anonymous("call.started", citizenphone="07700900605").model_copy(
+        update={"time": now - timedelta(minutes=minutes_ago)}
+    )
+
+
+def prepare_and_apply(writer: ProjectionWriter, events: list[CloudEvent], *, now: datetime) -> list[str]:
+    """Prepare one batch of `events`, apply it, and return its writes' citizens in order."""
+    epoch = writer.current_epoch()
+    prepared = prepare_batch(
+        [record(e, n) for n, e in enumerate(events)], writer=writer, epoch=epoch, default_region="GB"
+    )
+    writer.apply_batch(prepared.writes, epoch=epoch, now=now)
+    return [write.citizen_id for write in prepared.writes]
+
+
+def test_a_late_teaching_in_the_batch_does_not_take_a_number_from_its_later_owner(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The index gives the number to C-21 (an event of 02:00). A batch then brings a late, or redelivered,
+    # profile update of 01:00 giving it to C-20, and a call at 03:00 named only by the number. The index
+    # keeps the number with C-21 (the later teaching wins), so the call is C-21's, as it would be had the
+    # call come in the next batch.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    prepare_and_apply(writer, [owns_phone("C-21", minutes_ago=120, now=now)], now=now)
+    late_batch = [owns_phone("C-20", minutes_ago=180, now=now), call_from_phone(minutes_ago=60, now=now)]
+    assert prepare_and_apply(writer, late_batch, now=now) == ["C-20", "C-21"]
+    assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == "C-21"
+
+
+@pytest.mark.parametrize("later_first", [True, False])
+def test_within_a_batch_the_later_teaching_of_a_number_wins_whatever_the_order(
+    redis_client: "redis.Redis", key_prefix: str, later_first: bool
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    earlier, later = owns_phone("C-22", minutes_ago=120, now=now), owns_phone("C-23", minutes_ago=90, now=now)
+    teachings = [later, earlier] if later_first else [earlier, later]
+    citizens = prepare_and_apply(writer, [*teachings, call_from_phone(minutes_ago=60, now=now)], now=now)
+    assert citizens[-1] == "C-23"
+    assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == "C-23"
+
+
+@pytest.mark.parametrize("first_id", ["evt-a", "evt-b"])
+def test_teachings_at_the_same_moment_are_ordered_by_event_key_as_the_index_orders_them(
+    redis_client: "redis.Redis", key_prefix: str, first_id: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    teachings = [
+        owns_phone(citizen, minutes_ago=90, now=now).model_copy(update={"id": event_id})
+        for citizen, event_id in [("C-24", first_id), ("C-25", "evt-b" if first_id == "evt-a" else "evt-a")]
+    ]
+    citizens = prepare_and_apply(writer, [*teachings, call_from_phone(minutes_ago=60, now=now)], now=now)
+    # Same time and source: the greater id wins, in the batch as in the index.
+    winner = "C-24" if first_id == "evt-b" else "C-25"
+    assert citizens[-1] == winner
+    assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == winner
+
+
+def test_a_number_taken_over_in_the_batch_then_erased_finds_nobody(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # C-27 takes the number over from C-26, then is erased: erasing removes the entry that names C-27, and
+    # nothing gives the number back to C-26.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    prepare_and_apply(writer, [owns_phone("C-26", minutes_ago=120, now=now)], now=now)
+    epoch = writer.current_epoch()
+    prepared = prepare_batch(
+        [
+            record(owns_phone("C-27", minutes_ago=90, now=now), 0),
+            record(erasure("C-27", minutes_ago=80, now=now), 1),
+            record(call_from_phone(minutes_ago=60, now=now), 2),
+        ],
+        writer=writer,
+        epoch=epoch,
+        default_region="GB",
+    )
+    assert [(w.citizen_id, w.erase) for w in prepared.writes] == [("C-27", False), ("C-27", True)]
+    assert [(letter.record.offset, letter.reason) for letter in prepared.dead_letters] == [
+        (2, "unresolved-identity")
+    ]
+    writer.apply_batch(prepared.writes, epoch=epoch, now=now)
+    assert writer.resolve([PHONE], epoch=epoch) == {}
+
+
+def test_erasing_a_numbers_previous_owner_leaves_it_with_the_citizen_who_took_it_over(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    prepare_and_apply(writer, [owns_phone("C-28", minutes_ago=120, now=now)], now=now)
+    batch = [
+        owns_phone("C-29", minutes_ago=90, now=now),
+        erasure("C-28", minutes_ago=80, now=now),
+        call_from_phone(minutes_ago=60, now=now),
+    ]
+    assert prepare_and_apply(writer, batch, now=now) == ["C-29", "C-28", "C-29"]
+    assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == "C-29"
 
 
 def test_an_event_found_by_a_number_still_teaches_what_its_data_names(
@@ -136,8 +248,15 @@ def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
     assert json.loads(unresolved.record.value or b"")["citizenphone"] == "07700 900555"
 
 
-def erasure(citizen_id: str) -> CloudEvent:
-    return make_event(citizen_id, type_="citizen.erased", data={"channel": "system", "summary": "Erased."})
+def erasure(citizen_id: str, *, minutes_ago: float = 0, now: datetime | None = None) -> CloudEvent:
+    return make_event(
+        citizen_id,
+        type_=ERASURE_TYPE,
+        source=ERASURE_SOURCE,
+        data={"channel": "system", "summary": "Erased."},
+        minutes_ago=minutes_ago,
+        now=now,
+    )
 
 
 def test_after_an_erasure_an_identifier_no_longer_finds_the_citizen_within_the_batch(
