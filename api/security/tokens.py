@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from api.security.principal import Caller
 from api.security.settings import SecuritySettings
+from models.security import has_control_characters
 from models.tables import AgentRole
 
 log = structlog.get_logger("security")
@@ -193,6 +194,9 @@ def _caller(claims: dict[str, Any], *, roles_claim: str) -> Caller:
     if len(subject) > MAX_AGENT_ID:
         # Cut short, two agents' ids could become one: the audit trail would no longer tell them apart.
         raise InvalidToken(f"the token's agent id (sub) is longer than {MAX_AGENT_ID} characters")
+    if has_control_characters(subject):
+        # The id goes into every audit record of the agent's, where PostgreSQL refuses a NUL in text.
+        raise InvalidToken("the token's agent id (sub) holds a control character")
     return Caller(
         kind="agent",
         id=subject,

@@ -92,6 +92,9 @@ def test_exp_nbf_aud_and_iss_are_checked(overrides: dict[str, Any], reason: str)
         ({"sub": "   "}, "names no agent"),
         # Cut to 200 characters, two agents' ids could become one in the audit trail.
         ({"sub": "a" * 201}, "longer than 200 characters"),
+        # Recorded with each of the agent's reads: PostgreSQL refuses a NUL in text.
+        ({"sub": "agent\u0000-7"}, "control character"),
+        ({"sub": "agent\n7"}, "control character"),
         # Signed, unexpired, and past any date a clock can hold.
         ({"exp": 10**30}, "expiry"),
     ],
