@@ -5,13 +5,14 @@ from typing import Any
 
 import redis.exceptions
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.security import gate
 from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of
 
@@ -72,16 +73,27 @@ async def upgrade_required(request: Request) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     """Turn every error the app can raise into problem details."""
+    # Starlette hands a stream's errors to these handlers too. An HTTP answer on a socket already accepted
+    # is no answer: the server drops the connection (the client sees 1006) and logs a traceback. A stream
+    # is closed with its documented code instead (1013 when Redis is unavailable, 1011 otherwise).
 
     @app.exception_handler(HTTPException)
-    async def http_problem(request: Request, error: HTTPException) -> JSONResponse:
+    async def http_problem(request: Request | WebSocket, error: HTTPException) -> JSONResponse | None:
+        if isinstance(request, WebSocket):
+            await gate.close_failed_stream(request, error)
+            return None
         response = problem_response(request, error.status_code, str(error.detail))
         for name, value in (error.headers or {}).items():
             response.headers[name] = value
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def validation_problem(request: Request, error: RequestValidationError) -> JSONResponse:
+    async def validation_problem(
+        request: Request | WebSocket, error: RequestValidationError
+    ) -> JSONResponse | None:
+        if isinstance(request, WebSocket):
+            await gate.close_failed_stream(request, error)
+            return None
         body_refused = any(item["loc"][:1] == ("body",) for item in error.errors())
         # No Content-Type at all is read as JSON (`media_type_of` of nothing).
         if body_refused and not is_json(media_type_of(request.headers.get("content-type") or None)):
@@ -99,7 +111,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(redis.exceptions.OutOfMemoryError)
     # An erasure that new identifiers kept outpacing (context/store.py): its next attempt completes it.
     @app.exception_handler(ErasureOutpaced)
-    async def redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+    async def redis_unavailable(request: Request | WebSocket, error: Exception) -> JSONResponse | None:
+        if isinstance(request, WebSocket):
+            await gate.close_failed_stream(request, error)
+            return None
         log.warning("redis unavailable", route=_route(request), error=type(error).__name__)
         response = problem_response(request, 503, "The context store is unavailable; try again shortly.")
         response.headers["Retry-After"] = "1"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import redis.exceptions
+import sqlalchemy.exc
 import structlog
 from fastapi import Query, WebSocket, WebSocketDisconnect, status
 from prometheus_client import Counter
@@ -62,12 +63,24 @@ def _messages_counter(message_type: str) -> "Counter":
 
 
 REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# What a stream answers with "try again later" (1013): a store that cannot serve it right now (Redis or the
+# database down, failing over or out of memory, every pooled connection busy past its wait, as in a burst
+# of streams opening), not a fault of the code (1011).
+STORES_UNAVAILABLE = (
+    *REDIS_UNAVAILABLE,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
+)
 
 # The version a reconnecting stream last saw (`?version=`): a count of changes, so never negative (an
 # invalid one closes the stream with CLOSE_INVALID_REQUEST, api/security/gate.py).
 ResumeVersion = Annotated[int | None, Query(ge=0)]
 
-# Close codes (documented in the README). 1012 is the standard "service restart".
+# Close codes (documented in the README). 1011, 1012 and 1013 are the standard "internal error", "service
+# restart" and "try again later".
+CLOSE_UNEXPECTED_ERROR = status.WS_1011_INTERNAL_ERROR
 CLOSE_SHUTDOWN = 1012
 CLOSE_TRY_AGAIN = 1013
 CLOSE_LIFETIME = 4001
@@ -75,6 +88,17 @@ CLOSE_INVALID_REQUEST = 4400  # an invalid citizen id or query parameter
 CLOSE_UNKNOWN_ENQUIRY = CLOSE_UNKNOWN_STREAM = 4404  # an unknown enquiry, or no stream at that path
 CLOSE_ENQUIRY_ENDED = 4410
 CLOSE_CITIZEN_ERASED = 4411
+
+TRY_AGAIN_LATER = "try again later"
+
+
+def failure_close(error: BaseException) -> tuple[int, str]:
+    """The close code and reason of a stream ended by an error none of its steps handled; the reason never
+    quotes the error, whose text can quote data."""
+    if isinstance(error, STORES_UNAVAILABLE):
+        return CLOSE_TRY_AGAIN, TRY_AGAIN_LATER
+    return CLOSE_UNEXPECTED_ERROR, "unexpected error"
+
 
 # Enrols a stream's subscription in its process's access checks for as long as the block runs; they hand
 # it `AccessEnded` when its access lapses (see api/security/stream_access.py).
@@ -175,7 +199,7 @@ class StreamSession:
                 except REDIS_UNAVAILABLE:
                     # Redis is down, or every connection stayed busy past the pool's wait (a burst of
                     # opening streams): the client should retry shortly, not see an unexpected error.
-                    await self._ws.close(code=CLOSE_TRY_AGAIN, reason="try again later")
+                    await self._ws.close(code=CLOSE_TRY_AGAIN, reason=TRY_AGAIN_LATER)
                     return
                 try:
                     watch = (
@@ -215,9 +239,12 @@ class StreamSession:
         for task in done:
             error = task.exception()
             if error is not None and not isinstance(error, WebSocketDisconnect | ConnectionError):
-                log.warning("stream ended by error", error=type(error).__name__)
+                # Redis failing the snapshot or the first presence read (down, or its pool's wait running
+                # out as many streams open at once) asks the client to try again, as when joining above.
+                code, reason = failure_close(error)
+                log.warning("stream ended by error", error=type(error).__name__, code=code)
                 with contextlib.suppress(Exception):
-                    await self._ws.close(code=status.WS_1011_INTERNAL_ERROR)
+                    await self._ws.close(code=code, reason=reason)
 
     async def _drain_client(self) -> None:
         """Read until the client goes away (liveness of the client is checked by protocol pings)."""

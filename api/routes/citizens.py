@@ -324,34 +324,37 @@ async def stream_context(
 
     Authenticate with `?ticket=` (from `POST /v1/stream-tickets`) or the `bearer.<credential>` subprotocol.
     """
-    accepted = await gate.accept_stream(websocket, security)
-    if accepted is None:
-        return
-    caller, reason = accepted
-    if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
-        await websocket.close(code=CLOSE_INVALID_REQUEST, reason="invalid citizen id")
-        return
-    decision = await gate.authorise_citizen_read(
-        security,
-        caller,
-        citizen_id=citizen_id,
-        action=AuditAction.stream_opened,
-        reason=reason,
-        client_address=_address(websocket),
-    )
-    if await gate.refuse_stream(websocket, decision):
-        return
-    await gate.serve_stream(
-        websocket,
-        services=services,
-        security=security,
-        caller=caller,
-        decision=decision,
-        citizen_id=citizen_id,
-        enquiry_id=decision.enquiry_id,
-        epoch=epoch,
-        version=version,
-    )
+    # Past the accept, an error left to the server would drop the connection: the stream closes with
+    # its documented code instead (1013 while Redis or the database is unavailable).
+    async with gate.closing_on_error(websocket):
+        accepted = await gate.accept_stream(websocket, security)
+        if accepted is None:
+            return
+        caller, reason = accepted
+        if not re.fullmatch(CITIZEN_ID_PATTERN, citizen_id):
+            await websocket.close(code=CLOSE_INVALID_REQUEST, reason="invalid citizen id")
+            return
+        decision = await gate.authorise_citizen_read(
+            security,
+            caller,
+            citizen_id=citizen_id,
+            action=AuditAction.stream_opened,
+            reason=reason,
+            client_address=_address(websocket),
+        )
+        if await gate.refuse_stream(websocket, decision):
+            return
+        await gate.serve_stream(
+            websocket,
+            services=services,
+            security=security,
+            caller=caller,
+            decision=decision,
+            citizen_id=citizen_id,
+            enquiry_id=decision.enquiry_id,
+            epoch=epoch,
+            version=version,
+        )
 
 
 def _address(connection: Request | WebSocket) -> str | None:

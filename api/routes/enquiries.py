@@ -164,35 +164,38 @@ async def stream_enquiry(
 
     Authenticate with `?ticket=` (from `POST /v1/stream-tickets`) or the `bearer.<credential>` subprotocol.
     """
-    accepted = await gate.accept_stream(websocket, security)
-    if accepted is None:
-        return
-    caller, reason = accepted
-    try:
-        enquiry = await enquiries.find_enquiry(enquiry_id, engine=engine)
-    except enquiries.EnquiryProblem:
-        await websocket.close(code=CLOSE_UNKNOWN_ENQUIRY, reason="no such enquiry")
-        return
-    decision = await gate.authorise_enquiry_stream(
-        security,
-        caller,
-        enquiry=enquiry,
-        reason=reason,
-        client_address=websocket.client.host if websocket.client else None,
-    )
-    if await gate.refuse_stream(websocket, decision):
-        return
-    if enquiry.status is EnquiryStatus.completed:
-        await websocket.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
-        return
-    await gate.serve_stream(
-        websocket,
-        services=services,
-        security=security,
-        caller=caller,
-        decision=decision,
-        citizen_id=enquiry.citizen_id,
-        enquiry_id=enquiry.id,
-        epoch=epoch,
-        version=version,
-    )
+    # Past the accept, an error left to the server would drop the connection: the stream closes with
+    # its documented code instead (1013 while Redis or the database is unavailable).
+    async with gate.closing_on_error(websocket):
+        accepted = await gate.accept_stream(websocket, security)
+        if accepted is None:
+            return
+        caller, reason = accepted
+        try:
+            enquiry = await enquiries.find_enquiry(enquiry_id, engine=engine)
+        except enquiries.EnquiryProblem:
+            await websocket.close(code=CLOSE_UNKNOWN_ENQUIRY, reason="no such enquiry")
+            return
+        decision = await gate.authorise_enquiry_stream(
+            security,
+            caller,
+            enquiry=enquiry,
+            reason=reason,
+            client_address=websocket.client.host if websocket.client else None,
+        )
+        if await gate.refuse_stream(websocket, decision):
+            return
+        if enquiry.status is EnquiryStatus.completed:
+            await websocket.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+            return
+        await gate.serve_stream(
+            websocket,
+            services=services,
+            security=security,
+            caller=caller,
+            decision=decision,
+            citizen_id=enquiry.citizen_id,
+            enquiry_id=enquiry.id,
+            epoch=epoch,
+            version=version,
+        )

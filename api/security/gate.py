@@ -1,7 +1,12 @@
 """The checks in front of a citizen's data: decide, record the decision, and keep checking open streams."""
 
-from fastapi import WebSocket
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from starlette.websockets import WebSocketState
 
 from api.security import access
 from api.security.access import Decision
@@ -10,13 +15,17 @@ from api.security.principal import Caller
 from api.security.stream_access import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from api.stream_session import (
     CLOSE_INVALID_REQUEST,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNKNOWN_STREAM,
     Resume,
     StreamServices,
     StreamSession,
+    failure_close,
 )
 from models.security import NO_CONTROL_CHARACTERS, has_control_characters
 from models.tables import AuditAction, Enquiry
+
+log = structlog.get_logger("streaming")
 
 
 async def authorise_citizen_read(
@@ -81,6 +90,39 @@ async def serve_stream(
         access_watch=lambda subscription: services.access_checks.watching(caller, decision, subscription),
     )
     await session.run(resume)
+
+
+@contextlib.asynccontextmanager
+async def closing_on_error(websocket: WebSocket) -> AsyncIterator[None]:
+    """Run a stream handler's steps; an error none of them handled closes the stream with its documented
+    code: 1013 (try again later) when Redis or the database is unavailable, 1011 for anything else.
+
+    Left to the server, an error on an accepted socket drops the connection without a close frame (the
+    client sees 1006, and cannot tell "retry" from "broken") and logs a traceback, which can quote data.
+    """
+    try:
+        yield
+    except WebSocketDisconnect:
+        return  # the client went away: nobody is left to tell
+    except Exception as error:
+        await close_failed_stream(websocket, error)
+
+
+async def close_failed_stream(websocket: WebSocket, error: Exception) -> None:
+    """Close the stream `error` ended with its documented code, logging only the error's type and the
+    route (never its text)."""
+    code, reason = failure_close(error)
+    route = getattr(websocket.scope.get("route"), "path", None) or "unmatched"
+    if code == CLOSE_TRY_AGAIN:
+        log.warning("stream store unavailable", route=route, error=type(error).__name__)
+    else:
+        log.error("stream failed", route=route, error=type(error).__name__)
+    # A client already gone is told nothing.
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+        if websocket.application_state is WebSocketState.CONNECTING:
+            await _accept(websocket)
+        if websocket.application_state is WebSocketState.CONNECTED:
+            await websocket.close(code=code, reason=reason)
 
 
 async def accept_stream(websocket: WebSocket, security: SecurityServices) -> tuple[Caller, str | None] | None:
