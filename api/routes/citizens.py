@@ -30,6 +30,7 @@ from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
 from models.events import CITIZEN_ID_PATTERN, CloudEvent
+from models.security import PlainText
 from models.tables import AuditAction
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
@@ -37,8 +38,9 @@ router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
 CitizenIdPath = Annotated[
     str, Path(pattern=CITIZEN_ID_PATTERN, description="The citizen's id.", examples=["C-100234"])
 ]
+# Recorded in the audit trail: a control character is refused (422) before it reaches SQL.
 AccessReason = Annotated[
-    str | None,
+    PlainText | None,
     Header(
         alias="X-Access-Reason",
         max_length=access.MAX_REASON,

@@ -131,6 +131,19 @@ def test_a_reads_reason_with_a_control_character_is_refused(
     assert audited(migrated) == []
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("character", CONTROL_CHARACTERS)
+def test_an_exports_or_erasures_reason_with_a_control_character_is_refused(
+    client: TestClient, migrated: DatabaseSettings, method: str, character: str
+) -> None:
+    # An admin answering a citizen's request states why as well; the reason goes into the audit trail.
+    path = f"/v1/citizens/{CITIZEN}" + ("/export" if method == "GET" else "")
+    headers = {**credentials.admin(), **stated(f"subject access{character}request")}
+    response = client.request(method, path, headers=headers)
+    assert_refused(response, "header.X-Access-Reason")
+    assert audited(migrated) == []
+
+
 @pytest.mark.parametrize(("path", "parameter"), [("/v1/admin/api-keys", "client"), ("/v1/audit", "actor")])
 @pytest.mark.parametrize("character", CONTROL_CHARACTERS)
 def test_a_filter_with_a_control_character_is_refused(
