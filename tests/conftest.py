@@ -129,6 +129,13 @@ def producer() -> Iterator[KafkaProducer]:
 
 
 @pytest.fixture
+def migrated(sql_database: DatabaseSettings) -> DatabaseSettings:
+    """`sql_database`, migrated: the project's tables, and nothing in them."""
+    migrate(sql_database)
+    return sql_database
+
+
+@pytest.fixture
 def database_settings(tmp_path: Path) -> DatabaseSettings:
     """A migrated SQLite database of this test's own (for tests where SQL is not the point)."""
     settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'test.db'}")

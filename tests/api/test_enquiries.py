@@ -20,18 +20,12 @@ from api.settings import ApiSettings
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
-from models.database import DatabaseSettings, migrate
+from models.database import DatabaseSettings
 from tests import access
 from tests.conftest import topic_records
 from tests.factories import close_code, example_data, make_event, writes_for
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def migrated(sql_database: DatabaseSettings) -> DatabaseSettings:
-    migrate(sql_database)
-    return sql_database
 
 
 @pytest.fixture

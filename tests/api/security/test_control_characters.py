@@ -25,7 +25,7 @@ from api.security.audit import Auditor
 from api.security.principal import Caller
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
-from models.database import DatabaseSettings, create_db_engine, migrate
+from models.database import DatabaseSettings, create_db_engine
 from models.tables import AgentRole, AuditAction, AuditRecord
 from tests import access as credentials
 from tests.factories import make_event, writes_for
@@ -35,12 +35,6 @@ CITIZEN = "C-CTRL"
 # A NUL (which PostgreSQL refuses in text), a tab, an escape and a C1 control (next line).
 CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x85"]
 INVALID_REASON = "invalid reason: must not contain control characters"
-
-
-@pytest.fixture
-def migrated(sql_database: DatabaseSettings) -> DatabaseSettings:
-    migrate(sql_database)
-    return sql_database
 
 
 @pytest.fixture

@@ -5,12 +5,8 @@ The provider is a real HTTP server on loopback, answering the JWKS fetch in each
 """
 
 import json
-import socket
-import struct
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
@@ -23,6 +19,7 @@ from api.security.settings import SecuritySettings
 from api.security.tokens import InvalidToken, TokenVerifier
 from context.settings import RedisSettings
 from models.database import DatabaseSettings
+from tests.jwks_endpoint import JwksEndpoint
 
 ISSUER, AUDIENCE = "https://idp.test/realms/cc", "citizen-context"
 UNAVAILABLE = "the identity provider's keys could not be fetched"
@@ -40,45 +37,16 @@ FAULTS = {
 }
 
 
-class BrokenProvider:
-    """A JWKS endpoint on loopback that answers every fetch with one fault."""
-
-    def __init__(self, fault: tuple[int, bytes] | None) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if fault is None:
-                    # Linger with a zero timeout: the close sends a reset, not an orderly end.
-                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    self.connection.close()
-                    return
-                status, body = fault
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/certs"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture(params=list(FAULTS))
-def provider(request: pytest.FixtureRequest) -> Iterator[BrokenProvider]:
-    broken = BrokenProvider(FAULTS[request.param])
+def provider(request: pytest.FixtureRequest) -> Iterator[JwksEndpoint]:
+    """A JWKS endpoint that answers every fetch with one fault."""
+    fault = FAULTS[request.param]
+    broken = JwksEndpoint(lambda: fault)
     yield broken
     broken.close()
 
 
-def settings(provider: BrokenProvider) -> SecuritySettings:
+def settings(provider: JwksEndpoint) -> SecuritySettings:
     return SecuritySettings(jwt_issuer=ISSUER, jwt_audience=AUDIENCE, jwt_secrets={}, jwks_url=provider.url)
 
 
@@ -93,14 +61,14 @@ def token() -> str:
     return jwt.encode(claims, SIGNING_KEY, algorithm="RS256", headers={"kid": "k1"})
 
 
-def test_a_key_set_that_cannot_be_had_refuses_the_token_with_the_reason(provider: BrokenProvider) -> None:
+def test_a_key_set_that_cannot_be_had_refuses_the_token_with_the_reason(provider: JwksEndpoint) -> None:
     verifier = TokenVerifier(settings(provider))
     with pytest.raises(InvalidToken, match=UNAVAILABLE):
         verifier.verify(token())
 
 
 def test_a_key_set_that_cannot_be_had_is_a_401_for_a_request_and_a_4401_for_a_stream(
-    provider: BrokenProvider, redis_settings: RedisSettings, database_settings: DatabaseSettings
+    provider: JwksEndpoint, redis_settings: RedisSettings, database_settings: DatabaseSettings
 ) -> None:
     app = create_app(redis_settings=redis_settings, database=database_settings, security=settings(provider))
     headers = {"Authorization": f"Bearer {token()}"}

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
@@ -27,6 +26,7 @@ from context.store import ProjectionWriter
 from models.database import DatabaseSettings
 from models.tables import AgentRole
 from tests.factories import make_event, writes_for
+from tests.jwks_endpoint import JwksEndpoint
 
 ISSUER, AUDIENCE = "https://idp.test/realms/cc", "citizen-context"
 
@@ -199,44 +199,27 @@ class IdentityProvider:
     def __init__(self) -> None:
         self.keys: dict[str, rsa.RSAPrivateKey] = {}
         self.fetches = 0
-        provider = self
+        self._endpoint = JwksEndpoint(self._key_set)
+        self.url = self._endpoint.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                provider.fetches += 1
-                body = json.dumps(
-                    {
-                        "keys": [
-                            {
-                                **json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())),
-                                "kid": kid,
-                                "alg": "RS256",
-                                "use": "sig",
-                            }
-                            for kid, key in list(provider.keys.items())
-                        ]
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/certs"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def _key_set(self) -> tuple[int, bytes]:
+        self.fetches += 1
+        keys = [
+            {
+                **json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())),
+                "kid": kid,
+                "alg": "RS256",
+                "use": "sig",
+            }
+            for kid, key in list(self.keys.items())
+        ]
+        return 200, json.dumps({"keys": keys}).encode()
 
     def sign(self, kid: str) -> str:
         return jwt.encode(claims(), self.keys[kid], algorithm="RS256", headers={"kid": kid})
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._endpoint.close()
 
 
 @pytest.fixture
