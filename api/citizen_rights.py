@@ -83,7 +83,7 @@ async def erase_citizen(
     """
     at = datetime.now(UTC)
     event = erasure_event(citizen_id, at=at)
-    await run_in_threadpool(publisher.publish_all, [event])
+    await publisher.publish([event])
     keys_removed = await eraser.erase(citizen_id)
 
     def from_sql() -> int:

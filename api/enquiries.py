@@ -163,7 +163,7 @@ async def complete_enquiry(
     at = claimed.completed_at or datetime.now(UTC)
     # SQLite hands timestamps back without their zone; they were written in UTC.
     event = completion_event(claimed, recorded, at=at if at.tzinfo else at.replace(tzinfo=UTC))
-    await run_in_threadpool(publisher.publish_all, [event])
+    await publisher.publish([event])
 
     def finish() -> Enquiry | None:
         with Session(engine) as session:

@@ -1,18 +1,125 @@
-"""Publishing events to Kafka from the API (REST ingestion, completed enquiries)."""
+"""Publishing events to Kafka from the API (REST ingestion, completed enquiries, erasures)."""
 
 import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import structlog
+from anyio import CapacityLimiter, to_thread
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from events.producer import create_producer, partition_keys, publish
+from events.codec import encode_structured
+from events.producer import create_producer, partition_keys
 from events.settings import KafkaSettings
 from events.topics import reachable
 from models.events import CloudEvent
 
+log = structlog.get_logger("publisher")
+
+# The largest record the producer sends (its max_request_size). The broker's own limit (message.max.bytes,
+# a few bytes over 1 MiB by default) is no smaller unless an operator lowered it.
+MAX_RECORD_BYTES = 1_048_576
+# A publish holds a thread until Kafka acknowledges, up to the timeout (10 s) while it does not. Publishes
+# get threads of their own, at most this many, so an outage cannot take the worker threads that every other
+# route needs (API keys, enquiries, the audit): the others wait their turn without holding a thread.
+PUBLISH_THREADS = 8
+# After Kafka failed to acknowledge, publishing is refused at once for this long (as long as the Retry-After
+# the routes send), rather than every request waiting out the timeout again.
+PAUSE_AFTER_FAILURE_S = 2.0
+
+# How kafka-python reports a record (or a batch) larger than the producer or the broker takes.
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
 
 class PublishUnavailable(Exception):
     """Kafka did not acknowledge the events; nothing can be promised about them, so the caller retries."""
+
+
+class EventsTooLarge(Exception):
+    """Events Kafka will never take, however often they are sent: `reasons` says why, by position.
+
+    `others_sent` is False when this was found before anything was sent (none of the events was published),
+    True when Kafka itself refused them and the others may have been published.
+    """
+
+    def __init__(self, reasons: dict[int, str], *, others_sent: bool) -> None:
+        super().__init__("; ".join(f"event {index}: {reason}" for index, reason in reasons.items()))
+        self.reasons = reasons
+        self.others_sent = others_sent
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    """An event as its record goes to the topic."""
+
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    # As the producer reckons it against its max_request_size (record batch v2, every broker since 0.11).
+    size: int
+
+
+class PublishCircuit:
+    """Whether to try Kafka at all, shared by every publish of a process (thread-safe).
+
+    Closed, publishes run side by side. One that Kafka does not acknowledge opens it: publishes are refused at
+    once for `pause_s`, then a single publish tries (the others are still refused meanwhile), and its outcome
+    closes the circuit or opens it again. A few lines of state rather than a dependency.
+    """
+
+    def __init__(self, *, pause_s: float) -> None:
+        self._pause_s = pause_s
+        self._lock = threading.Lock()
+        self._open = False
+        self._paused_until = 0.0
+        self._trying = False
+
+    def refuses(self) -> bool:
+        """Whether a publish would be refused now (looked at before waiting for a thread)."""
+        with self._lock:
+            return self._refuses()
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """Around one publish: PublishUnavailable at once while open; notes how the publish went."""
+        with self._lock:
+            if self._refuses():
+                raise PublishUnavailable("Kafka failed to acknowledge just now; publishing is paused")
+            # Open but past its pause: this publish is the one that tries.
+            trial = self._open
+            if trial:
+                self._trying = True
+        try:
+            yield
+        except PublishUnavailable:
+            self._opened()
+            raise
+        else:
+            self._closed()
+        finally:
+            if trial:
+                with self._lock:
+                    self._trying = False
+
+    def _refuses(self) -> bool:
+        return self._open and (self._trying or time.monotonic() < self._paused_until)
+
+    def _opened(self) -> None:
+        with self._lock:
+            was_open, self._open = self._open, True
+            self._paused_until = time.monotonic() + self._pause_s
+        if not was_open:
+            log.warning("publishing paused: Kafka did not acknowledge", pause_s=self._pause_s)
+
+    def _closed(self) -> None:
+        with self._lock:
+            was_open, self._open = self._open, False
+        if was_open:
+            log.info("publishing resumed: Kafka acknowledged")
 
 
 class EventPublisher:
@@ -24,23 +131,47 @@ class EventPublisher:
         self._timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
+        # The largest record Kafka has acknowledged (see _send_all).
+        self._largest_acknowledged = 0
+        self._circuit = PublishCircuit(pause_s=PAUSE_AFTER_FAILURE_S)
+        self._threads = CapacityLimiter(PUBLISH_THREADS)
 
-    def publish_all(self, events: list[CloudEvent]) -> None:
-        """Send the events and wait until the broker has every one (blocking: call from a worker thread)."""
-        try:
-            producer = self._get()
-            # Keyed together: an event naming its citizen by an identifier that an earlier one teaches
-            # follows that one on its partition (see partition_keys).
-            keys = partition_keys(events, default_region=self._default_region)
-            topic = self._kafka.topic
-            futures = [
-                publish(producer, topic, event, key=key) for event, key in zip(events, keys, strict=True)
-            ]
-            producer.flush(timeout=self._timeout_s)
-            for future in futures:
-                future.get(timeout=self._timeout_s)
-        except KafkaError as error:
-            raise PublishUnavailable(str(error)) from error
+    async def publish(self, events: Sequence[CloudEvent]) -> None:
+        """Send the events and wait until the broker has every one, on one of the publisher's own threads.
+
+        EventsTooLarge before anything is sent when a record would be too large; PublishUnavailable at once
+        while the circuit is open.
+        """
+        encoded = self.encode(events)
+        if self._circuit.refuses():
+            raise PublishUnavailable("Kafka failed to acknowledge just now; publishing is paused")
+        await to_thread.run_sync(self._send_all, encoded, limiter=self._threads)
+
+    def publish_all(self, events: Sequence[CloudEvent]) -> None:
+        """As `publish`, blocking (call from a worker thread)."""
+        self._send_all(self.encode(events))
+
+    def encode(self, events: Sequence[CloudEvent]) -> list[EncodedEvent]:
+        """The events' records, or EventsTooLarge naming every one that Kafka would refuse for its size."""
+        # Keyed together: an event naming its citizen by an identifier that an earlier one teaches follows
+        # that one on its partition (see partition_keys).
+        keys = partition_keys(events, default_region=self._default_region)
+        encoded = []
+        for event, key in zip(events, keys, strict=True):
+            value, headers = encode_structured(event)
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+            encoded.append(EncodedEvent(key=key, value=value, headers=headers, size=size))
+        # Judged before sending any: the producer would refuse only that record, after queueing the others.
+        # The body's size says little: re-encoding a number can make it several times longer (1e15 is
+        # written 1000000000000000.0).
+        too_large = {
+            index: f"encoded for Kafka it is {record.size} bytes; a record may be at most {MAX_RECORD_BYTES}"
+            for index, record in enumerate(encoded)
+            if record.size > MAX_RECORD_BYTES
+        }
+        if too_large:
+            raise EventsTooLarge(too_large, others_sent=False)
+        return encoded
 
     def close(self) -> None:
         """Flush and close the producer, if one was made."""
@@ -48,6 +179,64 @@ class EventPublisher:
             if self._producer is not None:
                 self._producer.close(timeout=self._timeout_s)
                 self._producer = None
+
+    def _send_all(self, encoded: list[EncodedEvent]) -> None:
+        with self._circuit.attempt():
+            refused = self._send(encoded)
+        if refused:
+            # Kafka answered, so publishing goes on. Once it refuses a record, kafka-python fails every batch
+            # still pending with the same error: only a record larger than any Kafka has acknowledged can be
+            # one it refused, and the others are told to retry.
+            too_large = {
+                index: f"Kafka refused it as too large ({encoded[index].size} bytes)"
+                for index in refused
+                if encoded[index].size > self._largest_acknowledged
+            }
+            if not too_large:
+                raise PublishUnavailable("Kafka refused the events along with another, too large one")
+            raise EventsTooLarge(too_large, others_sent=True)
+
+    def _send(self, encoded: list[EncodedEvent]) -> list[int]:
+        """Send the records and wait until Kafka has answered for each; the positions of those it refused as
+        too large (a broker whose limit an operator set below the producer's)."""
+        try:
+            producer = self._get()
+            futures = []
+            for index, record in enumerate(encoded):
+                try:
+                    future = producer.send(
+                        self._kafka.topic, key=record.key, value=record.value, headers=record.headers
+                    )
+                except TOO_LARGE as error:
+                    # `encode` judged its size as the producer does; permanent all the same, should they ever
+                    # differ.
+                    reason = f"the Kafka producer refused it as too large ({record.size} bytes)"
+                    raise EventsTooLarge({index: reason}, others_sent=index > 0) from error
+                futures.append(future)
+            producer.flush(timeout=self._timeout_s)
+            refused = []
+            for index, future in enumerate(futures):
+                try:
+                    future.get(timeout=self._timeout_s)
+                except TOO_LARGE:
+                    refused.append(index)
+        except KafkaError as error:
+            raise PublishUnavailable(str(error)) from error
+        if refused:
+            # kafka-python's idempotent producer fails every later send once the broker has refused a record
+            # (it takes any error that cannot be retried for a fatal one): the next publish makes a new one.
+            self._replace(producer)
+        acknowledged = [record.size for index, record in enumerate(encoded) if index not in refused]
+        with self._lock:
+            self._largest_acknowledged = max(self._largest_acknowledged, *acknowledged, 0)
+        return refused
+
+    def _replace(self, producer: KafkaProducer) -> None:
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        # Publishes still using it answer 503 (they would fail anyway): the caller retries.
+        producer.close(timeout=0)
 
     def _get(self) -> KafkaProducer:
         with self._lock:
@@ -57,6 +246,8 @@ class EventPublisher:
                 if not any(reachable(server) for server in self._kafka.bootstrap_list):
                     raise PublishUnavailable("no Kafka bootstrap server accepts connections")
                 self._producer = create_producer(
-                    self._kafka.bootstrap_list, max_block_ms=int(self._timeout_s * 1000)
+                    self._kafka.bootstrap_list,
+                    max_block_ms=int(self._timeout_s * 1000),
+                    max_request_size=MAX_RECORD_BYTES,
                 )
             return self._producer

@@ -6,11 +6,10 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, IdentityDep, PublisherDep, require
 from api.problems import Problem, caller_problems, problem_response
-from api.publisher import PublishUnavailable
+from api.publisher import EventsTooLarge, PublishUnavailable
 from api.security import access
 from events.codec import InvalidEvent, judge, media_type_of
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
@@ -71,7 +70,8 @@ class Accepted(BaseModel):
         415: {"model": Problem, "description": "The body is not JSON."},
         422: {
             "model": Problem,
-            "description": "An event breaks the contract; none of the batch was published.",
+            "description": "An event breaks the contract or is too large for Kafka; none of the batch was"
+            " published (unless Kafka itself refused one as too large, which the detail says).",
         },
         503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
     },
@@ -114,7 +114,19 @@ async def publish_events(
             request, 422, "Some events break the contract; none was published.", errors=errors
         )
     try:
-        await run_in_threadpool(publisher.publish_all, events)
+        await publisher.publish(events)
+    except EventsTooLarge as error:
+        # Permanent: sending the same events again would never help, so no 503 and no Retry-After.
+        errors = [
+            {"location": f"body[{index}]", "reason": "too-large", "message": reason}
+            for index, reason in error.reasons.items()
+        ]
+        detail = (
+            "Kafka refused some events as too large; the others may have been published."
+            if error.others_sent
+            else "Some events are too large for Kafka; none was published."
+        )
+        return problem_response(request, 422, detail, errors=errors)
     except PublishUnavailable:
         response = problem_response(request, 503, "Kafka did not acknowledge the events; retry them.")
         response.headers["Retry-After"] = "2"

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from kafka.admin import KafkaAdminClient
 
 from api.app import create_app
 from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
+from events.topics import ensure_topic
 from models.database import DatabaseSettings
 from models.security import Scope
 from tests import access
@@ -125,6 +127,59 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
         response = c.post("/v1/events", json=event())
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
+
+
+def test_an_event_too_large_for_kafka_once_encoded_is_named_and_none_of_the_batch_is_published(
+    client: TestClient, kafka_topic: str
+) -> None:
+    # `1e15` takes 4 bytes of the body and 18 once encoded (1000000000000000.0): a body far under the body
+    # limit can hold an event larger than a Kafka record may be.
+    large = event(data={**EXAMPLE_EVENT["data"], "figures": [1e15] * 60_000})
+    body = json.dumps([event(), large]).replace("1000000000000000.0", "1e15")
+    assert len(body) < 400_000
+    response = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "Some events are too large for Kafka; none was published."
+    [error] = response.json()["errors"]
+    assert (error["location"], error["reason"]) == ("body[1]", "too-large")
+    assert "bytes" in error["message"]
+    assert topic_records(kafka_topic) == []
+
+
+@pytest.fixture
+def small_records_topic() -> Iterator[str]:
+    """A topic whose broker takes records of at most 10 kB (an operator's lower limit), deleted afterwards."""
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    servers = KafkaSettings().bootstrap_list
+    ensure_topic(servers, name, partitions=1, configs={"max.message.bytes": "10000"})
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    try:
+        admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+def test_an_event_the_broker_refuses_as_too_large_is_named_not_a_503(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, small_records_topic: str
+) -> None:
+    """Sending it again would never help: the caller is told which event, not to retry."""
+    app = create_app(
+        redis_settings=redis_settings,
+        database=database_settings,
+        kafka=KafkaSettings(topic=small_records_topic),
+    )
+    with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as c:
+        response = c.post(
+            "/v1/events", json=event(data={**EXAMPLE_EVENT["data"], "transcript": "x" * 20_000})
+        )
+        # Kafka answered: publishing goes on at once, without the pause that follows an outage.
+        after = c.post("/v1/events", json=event())
+    assert response.status_code == 422, response.text
+    assert "retry-after" not in response.headers
+    [error] = response.json()["errors"]
+    assert (error["location"], error["reason"]) == ("body[0]", "too-large")
+    assert after.status_code == 202, after.text
 
 
 @pytest.mark.parametrize(
