@@ -33,7 +33,7 @@ class InvalidEvent(Exception):
     publishes, from another source), `invalid-data` (a documented type's data breaks its schema),
     `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
     The batch pipeline adds `unresolved-identity`, and `undecodable` for any other failure a record causes;
-    the consumer `unreadable` for a record the Kafka client cannot read (events/unreadable.py).
+    the consumer `unreadable` for a record not even a second, lenient reading can read (events/unreadable.py).
     """
 
     def __init__(self, reason: str, detail: str) -> None:

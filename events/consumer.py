@@ -59,7 +59,7 @@ from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_b
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.topics import reachable
-from events.unreadable import UNREADABLE_DETAIL, step_past, unreadable_record
+from events.unreadable import UNREADABLE_DETAIL, reread, step_past, unreadable_record
 
 log = structlog.get_logger("consumer")
 
@@ -205,8 +205,9 @@ class ProjectionConsumer:
             try:
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
             except CorruptRecordError as error:
-                self._skip_unreadable(error)
-                continue
+                # What the client cannot read is read again leniently, or given up by its position; polling
+                # again would never return (events/unreadable.py).
+                polled = self._read_past_unreadable(error)
             except KafkaError as error:
                 # The brokers are unreachable: nothing was taken, so nothing is at risk. Wait and poll again.
                 self._health.kafka_ok = False
@@ -245,35 +246,46 @@ class ProjectionConsumer:
             if done is not None:
                 self._committed(done, wait=False)
 
-    def _skip_unreadable(self, error: CorruptRecordError) -> None:
-        """Dead-letter a record the client cannot read (by its position: its bytes are out of reach), then
-        read on past it. Polling again instead would never return (see events/unreadable.py)."""
+    def _read_past_unreadable(self, error: CorruptRecordError) -> dict[TopicPartition, Sequence[KafkaRecord]]:
+        """The records at the position where the client failed, read again by a reader that takes header
+        names that are not UTF-8, for the loop to use as a poll's (the consumer is moved past them). If even
+        that reader cannot read them, the record there is dead-lettered by its position (its bytes are out of
+        reach) and stepped past, and nothing is returned."""
         found = unreadable_record(self._consumer)
         if found is None:
-            # Which record it is cannot be told: stopping says so, where polling again would hang.
-            raise error
+            # Which record it is cannot be told (a fetch the broker answered as corrupt): as for any failed
+            # poll, nothing was taken; wait and poll again.
+            log.warning("kafka unavailable", error=type(error).__name__)
+            self._stop.wait(1.0)
+            return {}
         partition, offset = found
+        records = reread(
+            self._bootstrap, partition, offset, max_records=self._consumer.config["max_poll_records"]
+        )
+        if records:
+            log.warning(
+                "records read again past an unreadable header", partition=partition.partition, offset=offset
+            )
+            self._consumer.seek(partition, records[-1].offset + 1)
+            return {partition: records}
         log.error(
-            "unreadable record",
-            topic=partition.topic,
-            partition=partition.partition,
-            offset=offset,
-            error=type(error).__name__,
+            "unreadable record", partition=partition.partition, offset=offset, error=type(error).__name__
         )
         # Everything read before it is applied and dead-lettered first, so its offset can be committed.
         self.finish_in_flight(wait_for_commit=False)
         if self._stopped_uncommitted:
-            return
+            return {}
         record = IncomingRecord(partition.topic, partition.partition, offset, None, None)
         letter = PreparedBatch(dead_letters=[DeadLetter(record, "unreadable", UNREADABLE_DETAIL)])
         if self._until_done(partial(self._dead_letter, letter), self._stop, what="dead-letter") is None:
             self._stopped_uncommitted = True
-            return
+            return {}
         next_offset = step_past(self._consumer, partition, offset)
         self._positions[(partition.topic, partition.partition)] = next_offset
         self._unsent_offsets[partition] = OffsetAndMetadata(next_offset, "", -1)
         self._unsent_records += 1
         self._send_commit(wait=False, due=True)
+        return {}
 
     async def commit_before_revoke(self) -> None:
         """Finish the batch in flight and commit every done batch's offsets, waiting for the answer (on

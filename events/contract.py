@@ -90,8 +90,8 @@ REASONS = {
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",
     "unresolved-identity": "The event names the citizen only by identifiers not linked to any citizen yet.",
     "undecodable": "Reading the record failed in a way none of the other reasons describes.",
-    "unreadable": "The Kafka client could not read the record at all (a header name that is not UTF-8, a "
-    "corrupt batch): the letter holds only its position (`dlq.topic`, `dlq.partition`, `dlq.offset`).",
+    "unreadable": "The Kafka client could not read the record at all (a corrupt batch): the letter holds "
+    "only its position (`dlq.topic`, `dlq.partition`, `dlq.offset`).",
 }
 
 DEAD_LETTER_HEADERS = {

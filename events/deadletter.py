@@ -34,7 +34,11 @@ def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> l
     """The original headers (earlier dead-letter headers replaced) plus why and where from."""
     record = letter.record
     # A header without a value goes on with an empty one.
-    kept = [(name, raw or b"") for name, raw in record.headers or () if not name.startswith(HEADER_PREFIX)]
+    kept = [
+        (_publishable(name), raw or b"")
+        for name, raw in record.headers or ()
+        if not name.startswith(HEADER_PREFIX)
+    ]
     return [
         *kept,
         ("dlq.reason", letter.reason.encode()),
@@ -44,6 +48,12 @@ def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> l
         ("dlq.offset", str(record.offset).encode()),
         ("dlq.time", (now or datetime.now(UTC)).isoformat().encode()),
     ]
+
+
+def _publishable(name: str) -> str:
+    """A header name as the producer can send it: one that was not UTF-8 (read leniently, its bytes as
+    surrogate escapes: events/unreadable.py) has them replaced (kafka-python encodes names strictly)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def sendable_value(key: bytes | None, value: bytes | None) -> bytes | None:

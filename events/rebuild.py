@@ -22,7 +22,7 @@ in order; a batch that resolves identifiers waits for it, so the index holds wha
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -34,7 +34,7 @@ from context.store import ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
-from events.unreadable import step_past, unreadable_record
+from events.unreadable import reread, step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
 
@@ -87,6 +87,7 @@ class Replayer:
         self.partitions = [TopicPartition(kafka.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self.partitions)
         self._consumer.seek_to_beginning(*self.partitions)
+        self._bootstrap = kafka.bootstrap_list
         self._writer = writer
         self._epoch = epoch
         self._default_region = default_region
@@ -110,8 +111,9 @@ class Replayer:
             try:
                 polled = self._consumer.poll(timeout_ms=1000)
             except CorruptRecordError as error:
-                self._skip_unreadable(error)
-                continue
+                # Read again leniently, or given up by its position; polling again would never return
+                # (events/unreadable.py).
+                polled = self._read_past_unreadable(error)
             records = polled_records(polled)
             if records:
                 self.held_back += self._apply(records, progress)
@@ -124,17 +126,23 @@ class Replayer:
         self.records += read
         return read
 
-    def _skip_unreadable(self, error: CorruptRecordError) -> None:
-        """Count a record the client cannot read as skipped, and read on past it (its dead letter was
-        published when the live consumer met it). Polling again would never return (events/unreadable.py)."""
+    def _read_past_unreadable(self, error: CorruptRecordError) -> dict[TopicPartition, Sequence[KafkaRecord]]:
+        """As the live consumer does (ProjectionConsumer._read_past_unreadable): the records at the failed
+        position, read again by a reader that takes header names that are not UTF-8; or, if even it cannot
+        read them, the record there counted as skipped and stepped past (the consumer dead-lettered it)."""
         found = unreadable_record(self._consumer)
         if found is None:
             raise error  # which record it is cannot be told: failing says so, where polling would hang
         partition, offset = found
+        records = reread(self._bootstrap, partition, offset, max_records=REPLAY_POLL_RECORDS)
+        if records:
+            self._consumer.seek(partition, records[-1].offset + 1)
+            return {partition: records}
         log.error("unreadable record skipped", partition=partition.partition, offset=offset)
         step_past(self._consumer, partition, offset)
         self.records += 1
         self.skipped += 1
+        return {}
 
     def give_up_on_held_back(self) -> None:
         """Count what never resolved as skipped (its dead letter is in the dead-letter topic already)."""
