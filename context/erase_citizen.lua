@@ -1,25 +1,30 @@
 -- Erase everything held about one citizen in one generation, and tell the API processes.
 --
 -- The caller first removed the identifier index entries its reading of the citizen's identifiers set
--- listed (they sit in other slots: forget_identifier.lua, one each). Should the set hold anything else by
--- now (an event teaching the citizen a new identifier was applied meanwhile), deleting it would leave that
--- entry behind, and the entry would bring the citizen back with any later event naming the identifier:
--- nothing is deleted, and the caller reads the set and tries again.
+-- listed (forget_identifier.lua, one each, only those still naming the citizen). An event applied since
+-- can have taught the citizen an identifier again: a new one (the set holds it), or one just forgotten
+-- (its entry names the citizen once more). Deleting the set then would leave that entry behind, and the
+-- entry would bring the citizen back with any later event naming the identifier: nothing is deleted, and
+-- the caller reads the set and tries again.
 --
--- KEYS: every key of the citizen (CitizenKeys.erasable), the identifiers set first
--- ARGV: 1 channel ("": publish nothing), 2 the message announcing the erasure, 3 how many identifiers
---       the caller read, then those identifiers ("kind:value")
--- Returns how many keys existed, or -1 (nothing done) when the identifiers set holds others.
-local listed = tonumber(ARGV[3])
+-- KEYS: every key of the citizen (CitizenKeys.erasable), the identifiers set first; then the index
+--       entries of the identifiers the caller read, in their order
+-- ARGV: 1 channel ("": publish nothing), 2 the message announcing the erasure, 3 the citizen's id, 4 how
+--       many identifiers the caller read, then those identifiers ("kind:value")
+-- Returns how many of the citizen's keys existed, or -1 (nothing done) when the citizen was taught an
+-- identifier since the caller read the set.
+local citizen, listed = ARGV[3], tonumber(ARGV[4])
+local citizen_keys = #KEYS - listed
 if redis.call('SCARD', KEYS[1]) ~= listed then
   return -1
 end
-for i = 4, 3 + listed do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then
+for i = 1, listed do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[4 + i]) == 0
+      or redis.call('HGET', KEYS[citizen_keys + i], 'citizen') == citizen then
     return -1
   end
 end
-local removed = redis.call('DEL', unpack(KEYS))
+local removed = redis.call('DEL', unpack(KEYS, 1, citizen_keys))
 if ARGV[1] ~= '' then
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end

@@ -5,7 +5,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -406,10 +406,10 @@ class ProjectionWriter:
         """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""
         plan = _Erasure(self._prefix, epoch, citizen_id, publish=publish)
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
-            identifiers = cast(set[str], self._client.smembers(plan.keys.identifiers))
+            identifiers = sorted(cast(set[str], self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):
                 self._forget(keys=[key], args=[citizen_id])
-            removed = int(self._erase(keys=plan.erasable, args=plan.args(identifiers)))
+            removed = int(self._erase(keys=plan.script_keys(identifiers), args=plan.args(identifiers)))
             if removed != IDENTIFIERS_CHANGED:
                 forget_recent_numbers()
                 return removed
@@ -454,16 +454,18 @@ class _Erasure:
     def keys(self) -> CitizenKeys:
         return CitizenKeys(self.prefix, self.epoch, self.citizen_id)
 
-    @property
-    def erasable(self) -> list[str]:
-        """The keys erase_citizen.lua deletes, the identifiers set first (the script checks it)."""
+    def script_keys(self, identifiers: Sequence[str]) -> list[str]:
+        """erase_citizen.lua's keys: the citizen's, the identifiers set first (the script checks it), then
+        the index entries of `identifiers` (the script checks none names the citizen again)."""
         keys = self.keys
-        return [keys.identifiers, *(key for key in keys.erasable() if key != keys.identifiers)]
+        own = [keys.identifiers, *(key for key in keys.erasable() if key != keys.identifiers)]
+        return own + self.identifier_keys(identifiers)
 
-    def args(self, identifiers: Collection[str]) -> list[str | int]:
+    def args(self, identifiers: Sequence[str]) -> list[str | int]:
         """The script's arguments, with the identifiers whose index entries were removed."""
         message = json.dumps({"citizen_id": self.citizen_id, "epoch": self.epoch, "erased": True})
-        return [changes_channel(self.prefix) if self.publish else "", message, len(identifiers), *identifiers]
+        channel = changes_channel(self.prefix) if self.publish else ""
+        return [channel, message, self.citizen_id, len(identifiers), *identifiers]
 
     def identifier_keys(self, members: Iterable[str]) -> list[str]:
         keys = []
@@ -489,10 +491,10 @@ class CitizenEraser:
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
         plan = _Erasure(self._prefix, epoch, citizen_id)
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
-            identifiers = cast(set[str], await self._client.smembers(plan.keys.identifiers))
+            identifiers = sorted(cast(set[str], await self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):
                 await self._forget(keys=[key], args=[citizen_id])
-            removed = int(await self._erase(keys=plan.erasable, args=plan.args(identifiers)))
+            removed = int(await self._erase(keys=plan.script_keys(identifiers), args=plan.args(identifiers)))
             if removed != IDENTIFIERS_CHANGED:
                 forget_recent_numbers()
                 return removed
