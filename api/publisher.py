@@ -15,7 +15,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 from events.codec import encode_structured
 from events.producer import create_producer, partition_keys
 from events.settings import KafkaSettings
-from events.topics import reachable
+from events.topics import reachable, topic_max_bytes
 from models.events import CloudEvent
 
 log = structlog.get_logger("publisher")
@@ -130,29 +130,32 @@ class EventPublisher:
         self._default_region = default_region
         self._timeout_s = timeout_s
         self._producer: KafkaProducer | None = None
+        # The largest record the topic takes, read when the producer is made (see _get).
+        self._record_limit = MAX_RECORD_BYTES
         self._lock = threading.Lock()
-        # The largest record Kafka has acknowledged (see _send_all).
-        self._largest_acknowledged = 0
         self._circuit = PublishCircuit(pause_s=PAUSE_AFTER_FAILURE_S)
         self._threads = CapacityLimiter(PUBLISH_THREADS)
 
     async def publish(self, events: Sequence[CloudEvent]) -> None:
-        """Send the events and wait until the broker has every one, on one of the publisher's own threads.
+        """Send the events and wait until the broker has every one, on one of the publisher's own threads
+        (encoding a batch of 500 takes milliseconds: not on the event loop).
 
         EventsTooLarge before anything is sent when a record would be too large; PublishUnavailable at once
         while the circuit is open.
         """
-        encoded = self.encode(events)
         if self._circuit.refuses():
             raise PublishUnavailable("Kafka failed to acknowledge just now; publishing is paused")
-        await to_thread.run_sync(self._send_all, encoded, limiter=self._threads)
+        await to_thread.run_sync(self.publish_all, events, limiter=self._threads)
 
     def publish_all(self, events: Sequence[CloudEvent]) -> None:
         """As `publish`, blocking (call from a worker thread)."""
-        self._send_all(self.encode(events))
+        with self._circuit.attempt():
+            producer, limit = self._get()
+            self._send(producer, self.encode(events, limit=limit))
 
-    def encode(self, events: Sequence[CloudEvent]) -> list[EncodedEvent]:
-        """The events' records, or EventsTooLarge naming every one that Kafka would refuse for its size."""
+    def encode(self, events: Sequence[CloudEvent], *, limit: int = MAX_RECORD_BYTES) -> list[EncodedEvent]:
+        """The events' records, or EventsTooLarge naming every one larger than `limit` (the largest record
+        the topic takes)."""
         # Keyed together: an event naming its citizen by an identifier that an earlier one teaches follows
         # that one on its partition (see partition_keys).
         keys = partition_keys(events, default_region=self._default_region)
@@ -165,9 +168,9 @@ class EventPublisher:
         # The body's size says little: re-encoding a number can make it several times longer (1e15 is
         # written 1000000000000000.0).
         too_large = {
-            index: f"encoded for Kafka it is {record.size} bytes; a record may be at most {MAX_RECORD_BYTES}"
+            index: f"encoded for Kafka it is {record.size} bytes; a record may be at most {limit}"
             for index, record in enumerate(encoded)
-            if record.size > MAX_RECORD_BYTES
+            if record.size > limit
         }
         if too_large:
             raise EventsTooLarge(too_large, others_sent=False)
@@ -180,27 +183,9 @@ class EventPublisher:
                 self._producer.close(timeout=self._timeout_s)
                 self._producer = None
 
-    def _send_all(self, encoded: list[EncodedEvent]) -> None:
-        with self._circuit.attempt():
-            refused = self._send(encoded)
-        if refused:
-            # Kafka answered, so publishing goes on. Once it refuses a record, kafka-python fails every batch
-            # still pending with the same error: only a record larger than any Kafka has acknowledged can be
-            # one it refused, and the others are told to retry.
-            too_large = {
-                index: f"Kafka refused it as too large ({encoded[index].size} bytes)"
-                for index in refused
-                if encoded[index].size > self._largest_acknowledged
-            }
-            if not too_large:
-                raise PublishUnavailable("Kafka refused the events along with another, too large one")
-            raise EventsTooLarge(too_large, others_sent=True)
-
-    def _send(self, encoded: list[EncodedEvent]) -> list[int]:
-        """Send the records and wait until Kafka has answered for each; the positions of those it refused as
-        too large (a broker whose limit an operator set below the producer's)."""
+    def _send(self, producer: KafkaProducer, encoded: list[EncodedEvent]) -> None:
+        """Send the records and wait until Kafka has acknowledged each (PublishUnavailable if it did not)."""
         try:
-            producer = self._get()
             futures = []
             for index, record in enumerate(encoded):
                 try:
@@ -214,22 +199,17 @@ class EventPublisher:
                     raise EventsTooLarge({index: reason}, others_sent=index > 0) from error
                 futures.append(future)
             producer.flush(timeout=self._timeout_s)
-            refused = []
-            for index, future in enumerate(futures):
-                try:
-                    future.get(timeout=self._timeout_s)
-                except TOO_LARGE:
-                    refused.append(index)
+            for future in futures:
+                future.get(timeout=self._timeout_s)
+        except TOO_LARGE as error:
+            # The broker refused a record the topic's limit, as read, allowed: the limit was lowered since.
+            # kafka-python's idempotent producer takes that for fatal and fails every later send, those of
+            # other requests too: the next publish makes a new producer, reading the limit again. Which
+            # records were refused for their own size cannot be told, so every caller is told to retry.
+            self._replace(producer)
+            raise PublishUnavailable("Kafka refused a record as too large for the topic") from error
         except KafkaError as error:
             raise PublishUnavailable(str(error)) from error
-        if refused:
-            # kafka-python's idempotent producer fails every later send once the broker has refused a record
-            # (it takes any error that cannot be retried for a fatal one): the next publish makes a new one.
-            self._replace(producer)
-        acknowledged = [record.size for index, record in enumerate(encoded) if index not in refused]
-        with self._lock:
-            self._largest_acknowledged = max(self._largest_acknowledged, *acknowledged, 0)
-        return refused
 
     def _replace(self, producer: KafkaProducer) -> None:
         with self._lock:
@@ -238,16 +218,20 @@ class EventPublisher:
         # Publishes still using it answer 503 (they would fail anyway): the caller retries.
         producer.close(timeout=0)
 
-    def _get(self) -> KafkaProducer:
+    def _get(self) -> tuple[KafkaProducer, int]:
+        """The producer, and the largest record the topic takes (read when the producer is made)."""
         with self._lock:
             if self._producer is None:
                 # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before
                 # giving up on unreachable brokers; a plain TCP probe answers "unavailable" at once.
                 if not any(reachable(server) for server in self._kafka.bootstrap_list):
                     raise PublishUnavailable("no Kafka bootstrap server accepts connections")
+                self._record_limit = topic_max_bytes(
+                    self._kafka.bootstrap_list, self._kafka.topic, at_most=MAX_RECORD_BYTES
+                )
                 self._producer = create_producer(
                     self._kafka.bootstrap_list,
                     max_block_ms=int(self._timeout_s * 1000),
-                    max_request_size=MAX_RECORD_BYTES,
+                    max_request_size=self._record_limit,
                 )
-            return self._producer
+            return self._producer, self._record_limit

@@ -15,9 +15,9 @@ log = structlog.get_logger("topics")
 # A dead letter is its original record plus a few headers: the dead-letter topic accepts records a little
 # larger than the broker's default limit (1 MiB), so that a record at that limit can still be kept.
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
-# Assumed when the dead-letter topic's own limit cannot be read: below the broker's default (1 MiB and a
-# few bytes), which a topic created beforehand has.
-ASSUMED_TOPIC_MAX_BYTES = 1_000_000
+# Assumed when a topic's own limit cannot be read: the broker's default (message.max.bytes), which a topic
+# created without one has.
+ASSUMED_TOPIC_MAX_BYTES = 1_048_588
 
 
 def ensure_topic(
@@ -69,26 +69,32 @@ def ensure_topics(kafka: KafkaSettings) -> None:
     )
 
 
-def dead_letter_max_bytes(kafka: KafkaSettings) -> int:
-    """The largest record the dead-letter topic takes: DEAD_LETTER_MAX_BYTES, or less when the topic was
-    created beforehand with a smaller limit (the broker's default, say).
+def topic_max_bytes(bootstrap_servers: list[str], topic: str, *, at_most: int) -> int:
+    """The largest record `topic` takes (its `max.message.bytes`), and at most `at_most`.
 
-    The dead-letter producer refuses anything larger itself, and the letter then goes without the
-    original's value (events/deadletter.py). Sent on, the broker would refuse it, and kafka-python's
-    idempotent producer takes that refusal as fatal: it fails every later send too, and the consumer could
-    dead-letter nothing more.
+    A producer told this refuses anything larger itself, before sending. Sent on, the broker would refuse it,
+    and kafka-python's idempotent producer takes that refusal as fatal: it fails every later send too.
     """
-    name = dead_letter_topic(kafka.topic)
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_list, client_id="citizen-context-admin")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
     try:
-        resource = ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         described = admin.describe_configs([resource], config_filter="all")
-        limit = int(described["topic"][name]["max.message.bytes"]["value"])
+        limit = int(described["topic"][topic]["max.message.bytes"]["value"])
     except (KafkaError, KeyError, TypeError, ValueError) as error:
-        log.warning("dead-letter topic's limit unknown", topic=name, error=type(error).__name__)
-        return ASSUMED_TOPIC_MAX_BYTES
+        log.warning("topic's record limit unknown", topic=topic, error=type(error).__name__)
+        return min(ASSUMED_TOPIC_MAX_BYTES, at_most)
     finally:
         admin.close()
+    return min(limit, at_most)
+
+
+def dead_letter_max_bytes(kafka: KafkaSettings) -> int:
+    """The largest record the dead-letter topic takes: DEAD_LETTER_MAX_BYTES, or less when the topic was
+    created beforehand with a smaller limit (the broker's default, say). A larger letter then goes without the
+    original's value (events/deadletter.py) rather than being refused by the broker, which would leave the
+    dead-letter producer failing every letter after it."""
+    name = dead_letter_topic(kafka.topic)
+    limit = topic_max_bytes(kafka.bootstrap_list, name, at_most=DEAD_LETTER_MAX_BYTES)
     if limit < DEAD_LETTER_MAX_BYTES:
         log.warning(
             "dead-letter topic takes smaller records than the project sets",
@@ -96,7 +102,7 @@ def dead_letter_max_bytes(kafka: KafkaSettings) -> int:
             max_message_bytes=limit,
             wanted=DEAD_LETTER_MAX_BYTES,
         )
-    return min(limit, DEAD_LETTER_MAX_BYTES)
+    return limit
 
 
 def reachable(server: str, timeout_s: float = 1.0) -> bool:

@@ -1,15 +1,17 @@
 """POST /v1/events: the same contract as the topic, all or nothing, acknowledged by Kafka."""
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from api.app import create_app
+from api.publisher import PAUSE_AFTER_FAILURE_S
 from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
@@ -217,3 +219,38 @@ def test_a_batch_sent_as_a_single_event_is_refused(client: TestClient, kafka_top
     assert response.status_code == 422
     assert "application/cloudevents-batch+json" in response.json()["detail"]
     assert topic_records(kafka_topic) == []
+
+
+def test_a_limit_lowered_while_the_api_runs_is_a_503_then_read_again(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, small_records_topic: str
+) -> None:
+    """The producer judges sizes by the topic's limit as read when it was made. Lowered since, the broker
+    refuses a record the producer let through, which kafka-python's producer takes for fatal (every pending
+    send fails, other callers' too): every caller is told to retry, and the next producer reads the limit."""
+    servers = KafkaSettings().bootstrap_list
+    admin = KafkaAdminClient(bootstrap_servers=servers)
+    app = create_app(
+        redis_settings=redis_settings,
+        database=database_settings,
+        kafka=KafkaSettings(topic=small_records_topic),
+    )
+    large = event(data={**EXAMPLE_EVENT["data"], "transcript": "x" * 7_000})
+    try:
+        with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as c:
+            assert c.post("/v1/events", json=event()).status_code == 202  # the producer reads 10,000 bytes
+            resource = ConfigResource(
+                ConfigResourceType.TOPIC, small_records_topic, {"max.message.bytes": "4000"}
+            )
+            admin.alter_configs([resource])
+            refused = c.post("/v1/events", json=large)
+            time.sleep(PAUSE_AFTER_FAILURE_S)  # the pause after a failure to acknowledge
+            judged = c.post("/v1/events", json=large)
+            after = c.post("/v1/events", json=event())
+    finally:
+        admin.close()
+    assert refused.status_code == 503, refused.text
+    assert "retry-after" in refused.headers
+    # The next producer read the lowered limit: the large event is named, the small one taken.
+    assert judged.status_code == 422, judged.text
+    assert [error["reason"] for error in judged.json()["errors"]] == ["too-large"]
+    assert after.status_code == 202, after.text
