@@ -10,10 +10,12 @@ from pydantic_core import PydanticCustomError
 from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
 from models.tables import AuditAction, StoredTime
 
-# C0 controls, DEL and C1 controls. A stated reason or a filter is a line of prose or a name: a control
-# character in it is a mistake or an attack, and PostgreSQL refuses a NUL in text outright, failing the
-# statement it is in (the audit trail writes many callers' records in one).
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# C0 controls and DEL. A stated reason or a filter is a line of prose or a name: a control character in it
+# is a mistake or an attack, and PostgreSQL refuses a NUL in text outright, failing the statement it is in
+# (the audit trail writes many callers' records in one). The C1 range (U+0080 to U+009F) is let through:
+# HTTP headers reach the app decoded as Latin-1, so a reason typed in UTF-8 (with an en dash, say) arrives
+# with its bytes 0x80 to 0x9F as those characters, and PostgreSQL takes them.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 NO_CONTROL_CHARACTERS = "Must not contain control characters"
 
 
@@ -33,7 +35,7 @@ def _without_control_characters(text: str) -> str:
 PlainText = Annotated[
     str,
     AfterValidator(_without_control_characters),
-    Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f-\u009f]*$"}),
+    Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f]*$"}),
 ]
 
 

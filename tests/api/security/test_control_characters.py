@@ -32,8 +32,8 @@ from tests.factories import make_event, writes_for
 
 PROBLEM = "application/problem+json"
 CITIZEN = "C-CTRL"
-# A NUL (which PostgreSQL refuses in text), a tab, an escape and a C1 control (next line).
-CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x85"]
+# A NUL (which PostgreSQL refuses in text), a tab, an escape and DEL.
+CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x7f"]
 INVALID_REASON = "invalid reason: must not contain control characters"
 
 
@@ -123,6 +123,15 @@ def test_a_reads_reason_with_a_control_character_is_refused(
     response = client.get(f"/v1/citizens/{CITIZEN}/{route}", headers=headers)
     assert_refused(response, "header.X-Access-Reason")
     assert audited(migrated) == []
+
+
+def test_a_reason_typed_in_utf_8_is_taken(client: TestClient, migrated: DatabaseSettings) -> None:
+    # Headers reach the app decoded as Latin-1: a dash's UTF-8 bytes (E2 80 93) arrive as "â", then two
+    # characters of the C1 range, which are no control characters a reason must be refused for.
+    as_received = "Complaint \u2013 ref 12".encode().decode("latin-1")  # with an en dash, sent as UTF-8
+    response = client.get(f"/v1/citizens/{CITIZEN}/context", headers={**supervisor(), **stated(as_received)})
+    assert response.status_code == 200, response.text
+    assert [record.reason for record in audited(migrated)] == [as_received]
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
