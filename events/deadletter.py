@@ -74,24 +74,25 @@ def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, tim
         future.get(timeout=timeout_s)
 
 
-def _send_letter(
-    producer: KafkaProducer, letter: DeadLetter, *, omit_value: bool = False
-) -> FutureRecordMetadata:
+def _send_letter(producer: KafkaProducer, letter: DeadLetter) -> FutureRecordMetadata:
+    """Send a letter whole; without the original's value if the producer takes no record that large; and
+    without its key and headers as well if it still takes none (only where it came from, and why)."""
     record = letter.record
+    topic = dead_letter_topic(record.topic)
     headers = dead_letter_headers(letter)
-    if not omit_value:
+    ours = [(name, raw) for name, raw in headers if name.startswith(HEADER_PREFIX)]
+    attempts = [
+        (record.key, sendable_value(record.key, record.value), headers),
+        (record.key, b"", [*headers, (VALUE_OMITTED, b"1")]),
+        (None, b"", [*ours, (VALUE_OMITTED, b"1")]),
+    ]
+    for key, value, with_headers in attempts[:-1]:
         try:
-            return producer.send(
-                dead_letter_topic(record.topic),
-                key=record.key,
-                value=sendable_value(record.key, record.value),
-                headers=headers,
-            )
+            return producer.send(topic, key=key, value=value, headers=with_headers)
         except MessageSizeTooLargeError:  # the producer's own limit (max_request_size), checked as it sends
-            pass
-    return producer.send(
-        dead_letter_topic(record.topic), key=record.key, value=b"", headers=[*headers, (VALUE_OMITTED, b"1")]
-    )
+            continue
+    key, value, with_headers = attempts[-1]
+    return producer.send(topic, key=key, value=value, headers=with_headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,12 +80,26 @@ def test_a_record_too_large_for_the_dead_letter_topic_is_dead_lettered_without_i
     try:
         large = IncomingRecord(topic, 0, 7, b"C-1", b"x" * 5000, [("trace", b"t-1")])
         small = IncomingRecord(topic, 0, 8, b"C-1", b"[1]", [])
+        # Its headers alone are too large: it goes with only where it came from, and why.
+        heavy = IncomingRecord(topic, 0, 9, b"C-1", b"[2]", [("trace", b"t" * 5000)])
         send_dead_letters(
             producer,
-            [DeadLetter(large, "not-json", "the value is not JSON"), DeadLetter(small, "not-an-object", "")],
+            [
+                DeadLetter(large, "not-json", "the value is not JSON"),
+                DeadLetter(small, "not-an-object", ""),
+                DeadLetter(heavy, "not-an-object", ""),
+            ],
         )
-        letter, after = read_dead_letters(bootstrap, topic)
+        letter, after, bare = read_dead_letters(bootstrap, topic)
         assert (after.record.offset, after.record.value) == (8, b"[1]")  # the producer still works
+        assert (bare.record.offset, bare.record.key, bare.record.value, bare.reason) == (
+            9,
+            None,
+            b"",
+            "not-an-object",
+        )
+        assert not any(name == "trace" for name, _ in bare.record.headers)
+        assert not bare.holds_original
         assert (letter.reason, letter.record.offset, letter.record.key, letter.record.value) == (
             "not-json",
             7,
