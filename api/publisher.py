@@ -150,7 +150,12 @@ class EventPublisher:
     def publish_all(self, events: Sequence[CloudEvent]) -> None:
         """As `publish`, blocking (call from a worker thread)."""
         with self._circuit.attempt():
-            producer, limit = self._get()
+            try:
+                producer, limit = self._get()
+            except KafkaError as error:
+                # A broker that takes connections but cannot be bootstrapped (still starting, a wrong
+                # advertised listener): unavailable, as for any failure to publish.
+                raise PublishUnavailable(str(error)) from error
             self._send(producer, self.encode(events, limit=limit))
 
     def encode(self, events: Sequence[CloudEvent], *, limit: int = MAX_RECORD_BYTES) -> list[EncodedEvent]:

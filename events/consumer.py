@@ -59,7 +59,7 @@ from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_b
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.topics import reachable
-from events.unreadable import UNREADABLE_DETAIL, reread, step_past, unreadable_record
+from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, reread, step_past, unreadable_record
 
 log = structlog.get_logger("consumer")
 
@@ -254,7 +254,10 @@ class ProjectionConsumer:
         found = unreadable_record(self._consumer)
         if found is None:
             # Which record it is cannot be told (a fetch the broker answered as corrupt): as for any failed
-            # poll, nothing was taken; wait and poll again.
+            # poll, nothing was taken; not ready, wait and poll again (what the fetcher holds is fetched
+            # anew: records not returned yet are read again from the position, none lost).
+            drop_unreadable(self._consumer)
+            self._health.kafka_ok = False
             log.warning("kafka unavailable", error=type(error).__name__)
             self._stop.wait(1.0)
             return {}
@@ -262,6 +265,14 @@ class ProjectionConsumer:
         records = reread(
             self._bootstrap, partition, offset, max_records=self._consumer.config["max_poll_records"]
         )
+        if records is None:
+            # Kafka did not answer the second reader: nothing is given up, the next poll meets the record
+            # again and it is read again then.
+            drop_unreadable(self._consumer)
+            self._health.kafka_ok = False
+            log.warning("kafka unavailable", step="read again", error=type(error).__name__)
+            self._stop.wait(1.0)
+            return {}
         if records:
             log.warning(
                 "records read again past an unreadable header", partition=partition.partition, offset=offset

@@ -39,8 +39,15 @@ def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> l
         for name, raw in record.headers or ()
         if not name.startswith(HEADER_PREFIX)
     ]
+    # A name whose bytes were replaced: the letter no longer holds the record as it was.
+    altered = (
+        [(NAMES_REPLACED, b"1")]
+        if any(name != _publishable(name) for name, _ in record.headers or ())
+        else []
+    )
     return [
         *kept,
+        *altered,
         ("dlq.reason", letter.reason.encode()),
         ("dlq.detail", letter.detail[:MAX_DETAIL].encode()),
         ("dlq.topic", record.topic.encode()),
@@ -63,6 +70,8 @@ def sendable_value(key: bytes | None, value: bytes | None) -> bytes | None:
 
 # The dead letter's header saying it does not hold the original's value (see the module's docstring).
 VALUE_OMITTED = "dlq.value-omitted"
+# ... or saying a header name that was not UTF-8 had its bytes replaced (events/unreadable.py).
+NAMES_REPLACED = "dlq.header-names-replaced"
 
 
 def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
@@ -113,9 +122,10 @@ class StoredDeadLetter:
 
     @property
     def holds_original(self) -> bool:
-        """Whether the letter holds the original record (one unreadable, or too large, does not)."""
+        """Whether the letter holds the original record (one unreadable, too large, or with a header name
+        that was not UTF-8, does not: redriven, it would not be the record it was)."""
         return self.reason != "unreadable" and not any(
-            name == VALUE_OMITTED for name, _ in self.record.headers
+            name in (VALUE_OMITTED, NAMES_REPLACED) for name, _ in self.record.headers
         )
 
     @property

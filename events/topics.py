@@ -75,8 +75,9 @@ def topic_max_bytes(bootstrap_servers: list[str], topic: str, *, at_most: int) -
     A producer told this refuses anything larger itself, before sending. Sent on, the broker would refuse it,
     and kafka-python's idempotent producer takes that refusal as fatal: it fails every later send too.
     """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
+    admin: KafkaAdminClient | None = None
     try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         described = admin.describe_configs([resource], config_filter="all")
         limit = int(described["topic"][topic]["max.message.bytes"]["value"])
@@ -84,7 +85,8 @@ def topic_max_bytes(bootstrap_servers: list[str], topic: str, *, at_most: int) -
         log.warning("topic's record limit unknown", topic=topic, error=type(error).__name__)
         return min(ASSUMED_TOPIC_MAX_BYTES, at_most)
     finally:
-        admin.close()
+        if admin is not None:
+            admin.close()
     return min(limit, at_most)
 
 

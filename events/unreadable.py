@@ -16,6 +16,7 @@ a record at a time, by its position. Seeking the consumer past what was read mak
 broken records it holds and fetch anew from there.
 """
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,18 +58,33 @@ def unreadable_record(consumer: KafkaConsumer) -> tuple[TopicPartition, int] | N
     return partition, position
 
 
+def drop_unreadable(consumer: KafkaConsumer) -> None:
+    """Have the consumer's fetcher drop the records it holds and cannot read, so that its next poll fetches
+    them anew (and fails on them again) rather than spinning on them."""
+    held = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    if held:
+        held.drain()
+
+
 def reread(
     bootstrap_servers: list[str], partition: TopicPartition, offset: int, *, max_records: int
-) -> Sequence[KafkaRecord]:
+) -> Sequence[KafkaRecord] | None:
     """The records of `partition` from `offset` on (up to `max_records`), read by a reader of its own that
-    takes header names that are not UTF-8; none if even it cannot read them (or they do not come in time)."""
-    reader = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        max_poll_records=max_records,
-        client_id="citizen-context-reread",
-    )
+    takes header names that are not UTF-8. Empty when even that reader cannot read them (a corrupt batch);
+    None when it could not tell (Kafka did not answer in time, or failed): the caller tries again later, as
+    for any failed poll, rather than give up records it may well be able to read."""
+    try:
+        reader = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            max_poll_records=max_records,
+            # Retention may have removed the position since: from the log's start then, never its end.
+            auto_offset_reset="earliest",
+            client_id="citizen-context-reread",
+        )
+    except KafkaError:
+        return None
     try:
         reader.assign([partition])
         reader.seek(partition, offset)
@@ -78,9 +94,11 @@ def reread(
                 records = reader.poll(timeout_ms=500).get(partition, [])
                 if records:
                     return list(records)
+        return None
+    except CorruptRecordError:
         return []
-    except (CorruptRecordError, KafkaError):
-        return []
+    except KafkaError:
+        return None
     finally:
         reader.close()
 
@@ -112,11 +130,20 @@ class _LenientName(str):
         return str.encode(self, encoding, "surrogateescape")
 
 
+# One lenient reading at a time per process: two overlapping would restore each other's patch.
+_LENIENT = threading.Lock()
+
+
 @contextmanager
 def lenient_header_names() -> Iterator[None]:
     """While it lasts, record batches parsed in this process read header names that are not UTF-8 rather
     than failing. kafka-python parses records on the thread that polls, so a caller that polls nothing else
     meanwhile is the only one it touches."""
+    with _LENIENT:
+        yield from _patched()
+
+
+def _patched() -> Iterator[None]:
     init, uncompress = DefaultRecordBatch.__init__, DefaultRecordBatch._maybe_uncompress
 
     def lenient_init(batch: DefaultRecordBatch, buffer: Any) -> None:

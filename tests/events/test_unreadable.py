@@ -7,7 +7,7 @@ dead-letters the bad one with its reason, and a rebuild does the same."""
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -16,11 +16,11 @@ from context.keys import CitizenKeys
 from context.store import ProjectionWriter
 from events import consumer as consumer_module
 from events.codec import encode_structured
-from events.deadletter import read_dead_letters
+from events.deadletter import NAMES_REPLACED, read_dead_letters
 from events.rebuild import RebuildReport, rebuild
 from events.records import KafkaRecord
 from events.settings import KafkaSettings
-from events.unreadable import UNREADABLE_DETAIL
+from events.unreadable import UNREADABLE_DETAIL, reread
 from tests.conftest import wait_until
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread
 from tests.factories import make_event
@@ -70,9 +70,11 @@ def test_the_consumer_reads_past_an_unreadable_header_and_judges_the_record_as_a
     # The record itself is read: its dead letter holds it, with the reason its content gives.
     (letter,) = read_dead_letters(BOOTSTRAP, kafka_topic)
     assert (letter.reason, letter.record.offset, letter.record.value) == ("invalid", 1, b"{}")
-    assert letter.holds_original
-    # The name that was not UTF-8 goes on with its bytes replaced: kafka-python sends only UTF-8 names.
+    # The name that was not UTF-8 goes on with its bytes replaced (kafka-python sends only UTF-8 names), and
+    # the letter says so: redriven, it would not be the record it was.
     assert ("\ufffd\ufffd", b"v") in letter.record.headers
+    assert (NAMES_REPLACED, b"1") in letter.record.headers
+    assert not letter.holds_original
     assert writer.client.zcard(CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline) == 2
 
 
@@ -94,7 +96,8 @@ def test_a_record_even_the_second_reader_cannot_read_is_dead_lettered_by_its_pos
         wait_until(lambda: health.invalid == 2, what="the letters")
         wait_until(lambda: committed_offset(kafka) == 3, what="every offset committed")
     assert health.applied == 1
-    letters = list(read_dead_letters(BOOTSTRAP, kafka_topic))
+    # Without a key, the letters may go to different partitions of the dead-letter topic: by offset.
+    letters = sorted(read_dead_letters(BOOTSTRAP, kafka_topic), key=lambda letter: letter.record.offset)
     assert [(letter.reason, letter.record.offset) for letter in letters] == [
         ("unreadable", 1),
         ("unreadable", 2),
@@ -120,3 +123,26 @@ def test_a_rebuild_reads_past_an_unreadable_header_too(writer: ProjectionWriter,
     assert reports, "the rebuild did not finish"
     # The bad record is read and skipped for what it holds (the consumer dead-letters it), the others applied.
     assert (reports[0].records, reports[0].applied, reports[0].skipped) == (3, 2, 1)
+
+
+def test_a_second_reading_kafka_did_not_answer_gives_nothing_up(
+    writer: ProjectionWriter, kafka_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second reader could not tell (Kafka did not answer in time): the records are met and read again
+    # on the next poll, none given up as unreadable.
+    answers: list[Sequence[KafkaRecord] | None] = []
+
+    def first_unanswered(*args: Any, **kwargs: Any) -> Sequence[KafkaRecord] | None:
+        answers.append(None if not answers else reread(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(consumer_module, "reread", first_unanswered)
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    publish_in_one_batch(kafka_topic, citizen)
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    with consumer_thread(writer, kafka) as health:
+        wait_until(lambda: (health.applied, health.invalid) == (2, 1), what="both events and the letter")
+        wait_until(lambda: committed_offset(kafka) == 3, what="every offset committed")
+    assert answers[0] is None
+    assert len(answers) >= 2
+    assert [letter.reason for letter in read_dead_letters(BOOTSTRAP, kafka_topic)] == ["invalid"]
