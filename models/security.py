@@ -4,19 +4,31 @@ import re
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
 from models.tables import AuditAction, StoredTime
 
-# C0 controls and DEL. A stated reason or a filter is a line of prose or a name: a control character in it
-# is a mistake or an attack, and PostgreSQL refuses a NUL in text outright, failing the statement it is in
-# (the audit trail writes many callers' records in one). The C1 range (U+0080 to U+009F) is let through:
-# HTTP headers reach the app decoded as Latin-1, so a reason typed in UTF-8 (with an en dash, say) arrives
-# with its bytes 0x80 to 0x9F as those characters, and PostgreSQL takes them.
-_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+# C0 controls, DEL and C1 controls. A stated reason or a filter is a line of prose or a name: a control
+# character in it is a mistake or an attack, and PostgreSQL refuses a NUL in text outright, failing the
+# statement it is in (the audit trail writes many callers' records in one). A reason sent in a header is
+# read back as the UTF-8 text it was sent as first (`header_text`): decoded as Latin-1, as HTTP headers
+# reach the app, a dash's bytes would be C1 characters.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NO_CONTROL_CHARACTERS = "Must not contain control characters"
+
+
+def header_text(value: str) -> str:
+    """A header's text as its sender wrote it: HTTP headers reach the app decoded as Latin-1, one character
+    per byte, and the bytes of a reason typed in Welsh or with a dash are UTF-8. A value that is not UTF-8
+    is kept as it came (pure)."""
+    if value.isascii():
+        return value  # nearly every reason: nothing to read again
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 def has_control_characters(text: str) -> bool:
@@ -35,7 +47,13 @@ def _without_control_characters(text: str) -> str:
 PlainText = Annotated[
     str,
     AfterValidator(_without_control_characters),
-    Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f]*$"}),
+    Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f-\u009f]*$"}),
+]
+
+
+# The same, sent in a header: read back as the UTF-8 text it was sent as before it is checked.
+HeaderText = Annotated[
+    PlainText, BeforeValidator(lambda value: header_text(value) if isinstance(value, str) else value)
 ]
 
 

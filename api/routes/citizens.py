@@ -30,7 +30,7 @@ from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
 from models.events import CITIZEN_ID_PATTERN, CloudEvent
-from models.security import PlainText
+from models.security import HeaderText, header_text
 from models.tables import AuditAction
 
 router = APIRouter(prefix="/v1/citizens", tags=["citizens"])
@@ -40,7 +40,7 @@ CitizenIdPath = Annotated[
 ]
 # Recorded in the audit trail: a control character is refused (422) before it reaches SQL.
 AccessReason = Annotated[
-    PlainText | None,
+    HeaderText | None,
     Header(
         alias="X-Access-Reason",
         max_length=access.MAX_REASON,
@@ -151,7 +151,8 @@ class _ContextReadRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             citizen_id = request.path_params.get("citizen_id", "")
-            reason = request.headers.get("x-access-reason")
+            sent = request.headers.get("x-access-reason")
+            reason = None if sent is None else header_text(sent)
             if not well_formed_read(citizen_id, reason):
                 return await solved(request)
             caller = await authenticated_caller(request)

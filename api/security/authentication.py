@@ -25,6 +25,7 @@ from api.security.rate_limit import RateLimiter
 from api.security.settings import SecuritySettings
 from api.security.tokens import InvalidToken, TokenVerifier
 from context.store import TicketStore
+from models.security import header_text
 from models.tables import AgentRole
 
 log = structlog.get_logger("security")
@@ -96,7 +97,8 @@ class SecurityServices:
             if await self.lapse(caller) is not None:
                 raise Unauthenticated("The credential behind the ticket has expired or been revoked.")
             return caller, reason
-        reason = headers.get("x-access-reason")
+        sent = headers.get("x-access-reason")
+        reason = None if sent is None else header_text(sent)
         for offered in subprotocols:
             if offered.startswith(BEARER_SUBPROTOCOL):
                 return await self._from_credential(offered.removeprefix(BEARER_SUBPROTOCOL)), reason

@@ -32,8 +32,8 @@ from tests.factories import make_event, writes_for
 
 PROBLEM = "application/problem+json"
 CITIZEN = "C-CTRL"
-# A NUL (which PostgreSQL refuses in text), a tab, an escape and DEL.
-CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x7f"]
+# A NUL (which PostgreSQL refuses in text), a tab, an escape, DEL and a C1 control (next line).
+CONTROL_CHARACTERS = ["\x00", "\t", "\x1b", "\x7f", "\x85"]
 INVALID_REASON = "invalid reason: must not contain control characters"
 
 
@@ -125,13 +125,22 @@ def test_a_reads_reason_with_a_control_character_is_refused(
     assert audited(migrated) == []
 
 
-def test_a_reason_typed_in_utf_8_is_taken(client: TestClient, migrated: DatabaseSettings) -> None:
-    # Headers reach the app decoded as Latin-1: a dash's UTF-8 bytes (E2 80 93) arrive as "â", then two
-    # characters of the C1 range, which are no control characters a reason must be refused for.
-    as_received = "Complaint \u2013 ref 12".encode().decode("latin-1")  # with an en dash, sent as UTF-8
-    response = client.get(f"/v1/citizens/{CITIZEN}/context", headers={**supervisor(), **stated(as_received)})
+def test_a_reason_typed_in_utf_8_is_taken_as_it_was_typed(
+    client: TestClient, migrated: DatabaseSettings
+) -> None:
+    # Headers reach the app decoded as Latin-1: a dash's UTF-8 bytes (E2 80 93) arrive as "\u00e2", then two
+    # C1 characters. Read back as UTF-8, the reason is what the supervisor typed, and recorded so.
+    typed = "Cwyn \u2013 cyf 12"  # Welsh, with an en dash
+    response = client.get(
+        f"/v1/citizens/{CITIZEN}/context",
+        headers={**supervisor(), **stated(typed.encode().decode("latin-1"))},
+    )
     assert response.status_code == 200, response.text
-    assert [record.reason for record in audited(migrated)] == [as_received]
+    # A stream reads the header the same way.
+    headers = {**supervisor(), **stated(typed.encode().decode("latin-1"))}
+    with client.websocket_connect(f"/v1/citizens/{CITIZEN}/stream", headers=headers) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+    assert [record.reason for record in audited(migrated)] == [typed, typed]
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
