@@ -59,7 +59,7 @@ from events.pipeline import DecodedBatch, PreparedBatch, decode_batch, resolve_b
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.topics import reachable
-from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, reread, step_past, unreadable_record
+from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
 
 log = structlog.get_logger("consumer")
 
@@ -262,23 +262,20 @@ class ProjectionConsumer:
             self._stop.wait(1.0)
             return {}
         partition, offset = found
-        records = reread(
-            self._bootstrap, partition, offset, max_records=self._consumer.config["max_poll_records"]
-        )
-        if records is None:
+        max_records = self._consumer.config["max_poll_records"]
+        polled = read_again(self._consumer, self._bootstrap, partition, offset, max_records=max_records)
+        if polled is None:
             # Kafka did not answer the second reader: nothing is given up, the next poll meets the record
             # again and it is read again then.
-            drop_unreadable(self._consumer)
             self._health.kafka_ok = False
             log.warning("kafka unavailable", step="read again", error=type(error).__name__)
             self._stop.wait(1.0)
             return {}
-        if records:
+        if polled:
             log.warning(
                 "records read again past an unreadable header", partition=partition.partition, offset=offset
             )
-            self._consumer.seek(partition, records[-1].offset + 1)
-            return {partition: records}
+            return polled
         log.error(
             "unreadable record", partition=partition.partition, offset=offset, error=type(error).__name__
         )

@@ -34,17 +34,16 @@ def dead_letter_headers(letter: DeadLetter, *, now: datetime | None = None) -> l
     """The original headers (earlier dead-letter headers replaced) plus why and where from."""
     record = letter.record
     # A header without a value goes on with an empty one.
-    kept = [
-        (_publishable(name), raw or b"")
-        for name, raw in record.headers or ()
-        if not name.startswith(HEADER_PREFIX)
-    ]
+    kept: list[Header] = []
     # A name whose bytes were replaced: the letter no longer holds the record as it was.
-    altered = (
-        [(NAMES_REPLACED, b"1")]
-        if any(name != _publishable(name) for name, _ in record.headers or ())
-        else []
-    )
+    altered: list[Header] = []
+    for name, raw in record.headers or ():
+        if name.startswith(HEADER_PREFIX):
+            continue
+        publishable = _publishable(name)
+        if publishable != name:
+            altered = [(NAMES_REPLACED, b"1")]
+        kept.append((publishable, raw or b""))
     return [
         *kept,
         *altered,

@@ -34,7 +34,7 @@ from context.store import ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, resolve_batch
 from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
-from events.unreadable import drop_unreadable, reread, step_past, unreadable_record
+from events.unreadable import read_again, step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
 
@@ -134,16 +134,16 @@ class Replayer:
         if found is None:
             raise error  # which record it is cannot be told: failing says so, where polling would hang
         partition, offset = found
-        records = reread(self._bootstrap, partition, offset, max_records=REPLAY_POLL_RECORDS)
-        if records is None:
+        polled = read_again(
+            self._consumer, self._bootstrap, partition, offset, max_records=REPLAY_POLL_RECORDS
+        )
+        if polled is None:
             # Kafka did not answer the second reader: nothing is given up; the next poll meets it again.
-            drop_unreadable(self._consumer)
             log.warning("kafka unavailable", step="read again", partition=partition.partition)
             time.sleep(1.0)
             return {}
-        if records:
-            self._consumer.seek(partition, records[-1].offset + 1)
-            return {partition: records}
+        if polled:
+            return polled
         log.error("unreadable record skipped", partition=partition.partition, offset=offset)
         step_past(self._consumer, partition, offset)
         self.records += 1

@@ -103,6 +103,28 @@ def reread(
         reader.close()
 
 
+def read_again(
+    consumer: KafkaConsumer,
+    bootstrap_servers: list[str],
+    partition: TopicPartition,
+    offset: int,
+    *,
+    max_records: int,
+) -> dict[TopicPartition, Sequence[KafkaRecord]] | None:
+    """`reread` for `consumer`, which is moved past what it read: the records, by partition, for the caller to
+    use as a poll's. Empty when even the second reader cannot read them (the caller gives the record at
+    `offset` up); None when Kafka did not answer it (the consumer's fetcher drops what it holds, so that its
+    next poll meets the records again rather than spinning on them)."""
+    records = reread(bootstrap_servers, partition, offset, max_records=max_records)
+    if records is None:
+        drop_unreadable(consumer)
+        return None
+    if records:
+        consumer.seek(partition, records[-1].offset + 1)
+        return {partition: records}
+    return {}
+
+
 def step_past(consumer: KafkaConsumer, partition: TopicPartition, offset: int) -> int:
     """Read on after the record at `offset` of `partition`; the next offset to read there."""
     consumer.seek(partition, offset + 1)

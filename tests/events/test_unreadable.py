@@ -14,7 +14,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from context.keys import CitizenKeys
 from context.store import ProjectionWriter
-from events import consumer as consumer_module
+from events import unreadable as unreadable_module
 from events.codec import encode_structured
 from events.deadletter import NAMES_REPLACED, read_dead_letters
 from events.rebuild import RebuildReport, rebuild
@@ -58,15 +58,22 @@ def committed_offset(kafka: KafkaSettings) -> int | None:
         reader.close()
 
 
-def test_the_consumer_reads_past_an_unreadable_header_and_judges_the_record_as_any_other(
-    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
-) -> None:
+def consumed_in_one_batch(writer: ProjectionWriter, kafka_topic: str) -> str:
+    """The consumer over `publish_in_one_batch`'s records until it has applied both events, dead-lettered
+    the record between them, and committed every offset; the citizen's id."""
     citizen = f"C-{uuid.uuid4().hex[:8]}"
     publish_in_one_batch(kafka_topic, citizen)
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
     with consumer_thread(writer, kafka) as health:
         wait_until(lambda: (health.applied, health.invalid) == (2, 1), what="both events and the letter")
         wait_until(lambda: committed_offset(kafka) == 3, what="every offset committed")
+    return citizen
+
+
+def test_the_consumer_reads_past_an_unreadable_header_and_judges_the_record_as_any_other(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    citizen = consumed_in_one_batch(writer, kafka_topic)
     # The record itself is read: its dead letter holds it, with the reason its content gives.
     (letter,) = read_dead_letters(BOOTSTRAP, kafka_topic)
     assert (letter.reason, letter.record.offset, letter.record.value) == ("invalid", 1, b"{}")
@@ -86,7 +93,7 @@ def test_a_record_even_the_second_reader_cannot_read_is_dead_lettered_by_its_pos
     def reads_nothing(*_args: object, **_kwargs: object) -> Sequence[KafkaRecord]:
         return []
 
-    monkeypatch.setattr(consumer_module, "reread", reads_nothing)
+    monkeypatch.setattr(unreadable_module, "reread", reads_nothing)
     citizen = f"C-{uuid.uuid4().hex[:8]}"
     publish_in_one_batch(kafka_topic, citizen)
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
@@ -136,13 +143,8 @@ def test_a_second_reading_kafka_did_not_answer_gives_nothing_up(
         answers.append(None if not answers else reread(*args, **kwargs))
         return answers[-1]
 
-    monkeypatch.setattr(consumer_module, "reread", first_unanswered)
-    citizen = f"C-{uuid.uuid4().hex[:8]}"
-    publish_in_one_batch(kafka_topic, citizen)
-    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
-    with consumer_thread(writer, kafka) as health:
-        wait_until(lambda: (health.applied, health.invalid) == (2, 1), what="both events and the letter")
-        wait_until(lambda: committed_offset(kafka) == 3, what="every offset committed")
+    monkeypatch.setattr(unreadable_module, "reread", first_unanswered)
+    consumed_in_one_batch(writer, kafka_topic)
     assert answers[0] is None
     assert len(answers) >= 2
     assert [letter.reason for letter in read_dead_letters(BOOTSTRAP, kafka_topic)] == ["invalid"]
