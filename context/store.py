@@ -111,6 +111,33 @@ class ErasureOutpaced(redis.exceptions.ResponseError):
         self.citizen_id = citizen_id
 
 
+def refused_for_its_data(error: redis.ResponseError) -> bool:
+    """Whether Redis refused a write for what the write itself touches, however often it is retried (pure).
+
+    Two kinds of error reply come from inside the apply or erase script: a key of the citizen holding
+    another type than the script expects (WRONGTYPE: something other than this product wrote it), and the
+    script failing at run time on what it was given. Every other error reply (out of memory, read-only,
+    busy, not persisting, no such script, the generation switching) is about Redis's state, not the write,
+    and is waited out.
+    """
+    if type(error) is not redis.ResponseError:  # redis-py's subclasses name states of the server
+        return False
+    message = str(error)
+    if "@user_script" not in message:
+        return False
+    # redis-py takes "ERR " off the message; any other code (MISCONF, BUSY, ...) leads it in capitals.
+    code = message.split(" ", 1)[0]
+    return code == "WRONGTYPE" or not (code.isalpha() and code.isupper())
+
+
+def refusal_detail(error: redis.ResponseError) -> str:
+    """A dead letter's detail for a write `refused_for_its_data` (pure): what kind of refusal, never the
+    message itself (which quotes the script's position, and could one day quote a value)."""
+    if str(error).startswith("WRONGTYPE "):
+        return "Redis refused it: a key of its citizen holds another type than the product writes (WRONGTYPE)"
+    return "Redis refused it: the apply script failed on this event"
+
+
 # How long the API takes the served generation as read (a rebuild's announcement drops it at once).
 EPOCH_MAX_AGE_S = 1.0
 
