@@ -39,13 +39,13 @@ from functools import partial
 
 import redis
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from context.store import ProjectionWriter, SentBatch, refused_for_its_data
-from events.deadletter import send_dead_letters
+from events.deadletter import DeadLetterPublisher
 from events.health import ConsumerHealth
 from events.metrics import (
     BATCH_SECONDS,
@@ -169,7 +169,7 @@ class ProjectionConsumer:
         *,
         consumer: KafkaConsumer,
         writer: ProjectionWriter,
-        dead_letter_producer: KafkaProducer,
+        dead_letters: DeadLetterPublisher,
         health: ConsumerHealth,
         poll_timeout_ms: int,
         default_region: str,
@@ -179,7 +179,7 @@ class ProjectionConsumer:
         self._positions: dict[tuple[str, int], int] = {}
         self._consumer = consumer
         self._writer = writer
-        self._producer = dead_letter_producer
+        self._dead_letters = dead_letters
         self._health = health
         self._poll_timeout_ms = poll_timeout_ms
         self._default_region = default_region
@@ -432,7 +432,7 @@ class ProjectionConsumer:
         return prepared
 
     def _dead_letter(self, prepared: PreparedBatch) -> PreparedBatch:
-        send_dead_letters(self._producer, prepared.dead_letters)
+        self._dead_letters.send(prepared.dead_letters)
         for letter in prepared.dead_letters:
             EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
             # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it

@@ -11,18 +11,21 @@ letter, like an `unreadable` one, does not hold the original, which stays in its
 headers give; it cannot be redriven.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 
 from events.records import DeadLetter, Header, IncomingRecord
 
 HEADER_PREFIX = "dlq."
 MAX_DETAIL = 1000
+
+log = structlog.get_logger(__name__)
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -80,6 +83,40 @@ def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, tim
     producer.flush(timeout=timeout_s)
     for future in futures:
         future.get(timeout=timeout_s)
+
+
+class DeadLetterPublisher:
+    """The consumer's dead-letter producer, kept able to publish.
+
+    The producer takes no record larger than the dead-letter topic did when it was made
+    (`events.topics.dead_letter_max_bytes`). Should the topic's limit be lowered while the consumer runs, the
+    broker refuses a letter the producer took, and kafka-python's idempotent producer takes that refusal as
+    fatal: every later letter would fail too, on every retry, until a restart. On that refusal the producer
+    is dropped, and the next `send` makes one that reads the limit again; the caller retries the letters.
+    """
+
+    def __init__(self, make: Callable[[], KafkaProducer]) -> None:
+        self._make = make
+        self._producer: KafkaProducer | None = make()
+
+    def send(self, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
+        """As `send_dead_letters`; raises as it does (KafkaError), having dropped a producer refused."""
+        if self._producer is None:
+            self._producer = self._make()
+        producer = self._producer
+        try:
+            send_dead_letters(producer, letters, timeout_s=timeout_s)
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
+            log.warning("the dead-letter topic refused a letter as too large; reading its limit again")
+            self._producer = None
+            producer.close(timeout=0)  # it would fail every later letter anyway
+            raise
+
+    def close(self) -> None:
+        """Flush and close the producer, if there is one."""
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
 
 def _send_letter(producer: KafkaProducer, letter: DeadLetter) -> FutureRecordMetadata:

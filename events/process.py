@@ -6,12 +6,13 @@ from types import FrameType
 
 import redis
 import structlog
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from context.settings import IdentitySettings, RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
 from events.consumer import ProjectionConsumer, create_consumer
+from events.deadletter import DeadLetterPublisher
 from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
@@ -60,7 +61,7 @@ def run_consumer_process() -> None:
         ProjectionConsumer(
             consumer=consumer,
             writer=writer,
-            dead_letter_producer=producer,
+            dead_letters=producer,
             health=health,
             poll_timeout_ms=kafka.poll_timeout_ms,
             default_region=IdentitySettings().default_region,
@@ -78,7 +79,7 @@ def run_consumer_process() -> None:
 
 def _connect_to_kafka(
     kafka: KafkaSettings, health: ConsumerHealth, stop: threading.Event
-) -> tuple[KafkaConsumer, KafkaProducer] | None:
+) -> tuple[KafkaConsumer, DeadLetterPublisher] | None:
     """The topics ensured, the consumer and the dead-letter producer, once a broker answers; None if a stop
     came first. Meanwhile /readyz says Kafka is unavailable. A broker that does not even accept connections
     is probed (cheaply, and answering SIGTERM within a second) before kafka-python's clients are built:
@@ -90,9 +91,7 @@ def _connect_to_kafka(
                 ensure_topics(kafka)
                 consumer = create_consumer(kafka)
                 try:
-                    producer = create_producer(
-                        kafka.bootstrap_list, max_request_size=dead_letter_max_bytes(kafka)
-                    )
+                    producer = dead_letter_publisher(kafka)
                 except KafkaError:
                     consumer.close(autocommit=False)
                     raise
@@ -106,3 +105,10 @@ def _connect_to_kafka(
         stop.wait(delay)
         delay = min(delay * 2, MAX_START_BACKOFF_S)
     return None
+
+
+def dead_letter_publisher(kafka: KafkaSettings) -> DeadLetterPublisher:
+    """The dead-letter producer, each made with the dead-letter topic's limit as it stands then."""
+    return DeadLetterPublisher(
+        lambda: create_producer(kafka.bootstrap_list, max_request_size=dead_letter_max_bytes(kafka))
+    )

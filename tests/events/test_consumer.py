@@ -17,6 +17,7 @@ from events.consumer import ProjectionConsumer, create_consumer, next_offsets
 from events.deadletter import read_dead_letters
 from events.health import ConsumerHealth
 from events.pipeline import decode_batch
+from events.process import dead_letter_publisher
 from events.producer import create_producer
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
@@ -51,12 +52,12 @@ def test_a_batch_needs_the_index_only_when_an_event_names_its_citizen_by_an_iden
 def consumer_thread(writer: ProjectionWriter, kafka: KafkaSettings) -> Iterator[ConsumerHealth]:
     """The consumer loop on its own thread for the block (one poll every 100 ms at most when idle)."""
     health = ConsumerHealth()
-    dead_letters = create_producer(BOOTSTRAP)
+    dead_letters = dead_letter_publisher(kafka)
     kafka_consumer = create_consumer(kafka)
     consumer = ProjectionConsumer(
         consumer=kafka_consumer,
         writer=writer,
-        dead_letter_producer=dead_letters,
+        dead_letters=dead_letters,
         health=health,
         poll_timeout_ms=100,
         default_region="GB",

@@ -3,8 +3,9 @@
 import uuid
 
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
+from context.store import ProjectionWriter
 from events.deadletter import (
     VALUE_OMITTED,
     StoredDeadLetter,
@@ -18,7 +19,8 @@ from events.producer import create_producer
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
 from events.topics import dead_letter_max_bytes, ensure_topic
-from tests.conftest import topic_records
+from tests.conftest import topic_records, wait_until
+from tests.events.test_consumer import consumer_thread
 
 
 def test_a_redriven_record_goes_back_to_the_partition_it_was_read_from(
@@ -126,3 +128,30 @@ def test_only_a_letter_holding_its_original_can_be_redriven() -> None:
     assert stored("not-json", []).holds_original
     assert not stored("unreadable", []).holds_original
     assert not stored("not-json", [(VALUE_OMITTED, b"1")]).holds_original
+
+
+def test_a_dead_letter_limit_lowered_while_the_consumer_runs_is_read_again(
+    writer: ProjectionWriter, producer: KafkaProducer, kafka_topic: str
+) -> None:
+    # The consumer's dead-letter producer read the topic's limit at start. Lowered since, the broker refused
+    # a letter the producer let through, which kafka-python's idempotent producer takes as fatal: every
+    # letter after it failed, on every retry, until the consumer was restarted.
+    bootstrap = KafkaSettings().bootstrap_list
+    letters_topic = dead_letter_topic(kafka_topic)
+    ensure_topic(bootstrap, letters_topic, partitions=1, configs={"max.message.bytes": "1000000"})
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    with consumer_thread(writer, kafka) as health:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            lowered = ConfigResource(ConfigResourceType.TOPIC, letters_topic, {"max.message.bytes": "4000"})
+            admin.alter_configs([lowered])
+        finally:
+            admin.close()
+        producer.send(kafka_topic, key=b"C-1", value=b"x" * 5000, partition=0)  # not JSON, and too large
+        producer.send(kafka_topic, key=b"C-1", value=b"[1]", partition=0)
+        producer.flush(timeout=30)
+        wait_until(lambda: health.invalid == 2, what="both records dead-lettered")
+    large, small = read_dead_letters(bootstrap, kafka_topic)
+    assert (large.reason, large.record.value, large.record.offset) == ("not-json", b"", 0)
+    assert (VALUE_OMITTED, b"1") in large.record.headers
+    assert (small.reason, small.record.value, small.record.offset) == ("not-an-object", b"[1]", 1)
