@@ -20,7 +20,8 @@
 --       profile pairs (field name, value as JSON), then the identifiers as the citizen's identifiers set
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
--- index entries the writer must keep alive. Returns nil, having changed nothing, when ARGV[10] asks for the
+-- index entries the writer must keep alive. An event Redis refuses (see `refusal`) gets {-1, its kind}
+-- instead, and the events after it are applied all the same. Returns nil, having changed nothing, when ARGV[10] asks for the
 -- served generation and that is no longer ARGV[11]: the writer takes the served generation as it last read
 -- it, and a rebuild may have switched it since (the writer then applies the events again, to the one now
 -- served).
@@ -41,6 +42,11 @@ end
 -- Whether a change stamped (score, event key) is later than `stamp` ("score event-key", or false: none).
 -- "Later" is by event time, then event key: whatever order events arrive in (live, redriven, or replayed by
 -- a rebuild), the latest one wins.
+-- The event key the event being applied added to its timeline (the timeline's key, then it), while that
+-- event is being applied: an event the timeline holds counts as applied, so one that fails part-way must
+-- leave it again, or applying it once the cause is mended would be taken for a redelivery.
+local added = nil
+
 local function later_than(stamp, score, event_key)
   if not stamp then return true end
   local space = string.find(stamp, ' ', 1, true)
@@ -97,8 +103,11 @@ local function apply_one(base, at, entry)
   -- the timeline is the check (the timeline and the events hash hold the same keys). An event older than
   -- the age cap is not added, and changes nothing the second time either: its profile fields hold already.
   local in_window = score >= cutoff
-  if in_window and redis.call('ZADD', keys[1], 'NX', score, event_key) == 0 then
-    return 0, version, {}
+  if in_window then
+    if redis.call('ZADD', keys[1], 'NX', score, event_key) == 0 then
+      return 0, version, {}
+    end
+    added = {keys[1], event_key}
   end
 
   -- Keys this event creates: they get their expiry now, the others once per keep-alive period (the end).
@@ -210,9 +219,35 @@ local function apply_one(base, at, entry)
   return 1, version, stale
 end
 
+-- What kind of refusal an error met while applying an event is, or nil for one about Redis's state rather
+-- than the event. A refusal is the event's own: a key of its citizen (or an index entry it teaches) holding
+-- another type than this script writes ("WRONGTYPE") or a value it does not write ("value"), or the script
+-- itself failing on what it was given ("script"). Tried again, it would fail again, for ever, holding back
+-- every later event of its partition: the writer dead-letters it instead. Anything else (out of memory,
+-- read-only, not persisting, a command unknown, ...) fails the whole call, which the writer tries again.
+local function refusal(err)
+  local message = type(err) == 'table' and err.err or tostring(err)
+  if string.find(message, '^WRONGTYPE ') then return 'WRONGTYPE' end
+  if string.find(message, '^ERR .*not an integer') or string.find(message, '^ERR .*not a valid float') then
+    return 'value'
+  end
+  -- A Lua error ("user_script:12: attempt to ..."), where a reply from Redis would start with its code.
+  if not string.find(message, '^%u+ ') then return 'script' end
+  return nil
+end
+
 local replies, stale, at, entry = {}, {}, 13, event_count + 1
 for i = 1, event_count do
-  local applied, version, identifiers = apply_one(KEYS[i], at, entry)
+  added = nil
+  local ok, applied, version, identifiers = pcall(apply_one, KEYS[i], at, entry)
+  if not ok then
+    -- What the event wrote before failing stays (each of its writes is idempotent), but not its place in
+    -- the timeline, which says it was applied.
+    if added then redis.call('ZREM', added[1], added[2]) end
+    local kind = refusal(applied)
+    if kind == nil then error(applied, 0) end
+    applied, version, identifiers = -1, kind, {}
+  end
   replies[#replies + 1] = applied
   replies[#replies + 1] = version
   for _, identifier in ipairs(identifiers) do stale[#stale + 1] = identifier end

@@ -42,6 +42,8 @@ from models.events import CloudEvent
 
 _APPLY_EVENTS = files("context").joinpath("apply_events.lua").read_text()
 _SNAPSHOT = files("context").joinpath("snapshot.lua").read_text()
+# apply_events.lua's reply for an event Redis refused: {REFUSED_REPLY, kind of refusal}.
+REFUSED_REPLY = -1
 # The length of snapshot.lua's reply when the caller's stamp is still the citizen's: [version, stamp].
 _UNCHANGED_REPLY = 2
 
@@ -111,31 +113,15 @@ class ErasureOutpaced(redis.exceptions.ResponseError):
         self.citizen_id = citizen_id
 
 
-def refused_for_its_data(error: redis.ResponseError) -> bool:
-    """Whether Redis refused a write for what the write itself touches, however often it is retried (pure).
-
-    Two kinds of error reply come from inside the apply or erase script: a key of the citizen holding
-    another type than the script expects (WRONGTYPE: something other than this product wrote it), and the
-    script failing at run time on what it was given. Every other error reply (out of memory, read-only,
-    busy, not persisting, no such script, the generation switching) is about Redis's state, not the write,
-    and is waited out.
-    """
-    if type(error) is not redis.ResponseError:  # redis-py's subclasses name states of the server
-        return False
-    message = str(error)
-    if "@user_script" not in message:
-        return False
-    # redis-py takes "ERR " off the message; any other code (MISCONF, BUSY, ...) leads it in capitals.
-    code = message.split(" ", 1)[0]
-    return code == "WRONGTYPE" or not (code.isalpha() and code.isupper())
-
-
-def refusal_detail(error: redis.ResponseError) -> str:
-    """A dead letter's detail for a write `refused_for_its_data` (pure): what kind of refusal, never the
-    message itself (which quotes the script's position, and could one day quote a value)."""
-    if str(error).startswith("WRONGTYPE "):
-        return "Redis refused it: a key of its citizen holds another type than the product writes (WRONGTYPE)"
-    return "Redis refused it: the apply script failed on this event"
+# apply_events.lua's kinds of refusal (an event Redis refuses, whatever the retries), each as a dead
+# letter's detail says it: never Redis's message itself, which quotes the script's position, and could one
+# day quote a value.
+REFUSALS = {
+    "WRONGTYPE": "Redis refused it: a key of its citizen, or an index entry it teaches, holds another type "
+    "than the product writes there (WRONGTYPE)",
+    "value": "Redis refused it: a value held for its citizen is not one the product writes there",
+    "script": "Redis refused it: the apply script failed on this event",
+}
 
 
 # How long the API takes the served generation as read (a rebuild's announcement drops it at once).
@@ -183,10 +169,13 @@ _EMPTY_TIMELINE = '"timeline":[]}'
 
 @dataclass(slots=True)  # not frozen: see events/records.py
 class ApplyResult:
-    """What applying one event did: whether it changed the context, and the version after it."""
+    """What applying one event did: whether it changed the context, and the version after it; or, when Redis
+    refused it (apply_events.lua), the kind of refusal (a key of REFUSALS), and nothing changed but what
+    applying it again would change the same way."""
 
     applied: bool
     version: int
+    refused: str = ""
 
 
 class ProjectionWriter:
@@ -390,7 +379,9 @@ class ProjectionWriter:
             for reply in replies:
                 *flat, identifiers = reply
                 applied += (
-                    ApplyResult(applied=bool(done), version=int(version))
+                    ApplyResult(applied=False, version=0, refused=_text(version))
+                    if done == REFUSED_REPLY
+                    else ApplyResult(applied=bool(done), version=int(version))
                     for done, version in zip(flat[::2], flat[1::2], strict=True)
                 )
                 stale.update(identifiers)
@@ -864,6 +855,11 @@ class ContextReader:
 
 # A page of events is validated in one call (a JSON array built from the stored forms), not one per event.
 EVENTS = TypeAdapter(list[CloudEvent])
+
+
+def _text(reply: str | bytes) -> str:
+    """A reply that is text, however the client was told to decode replies."""
+    return reply.decode() if isinstance(reply, bytes) else reply
 
 
 def _json_array(items: Iterable[str]) -> str:

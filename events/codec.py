@@ -32,7 +32,7 @@ class InvalidEvent(Exception):
     `invalid` (the envelope breaks CloudEvents or this contract), `reserved` (a type only Citizen Context
     publishes, from another source), `invalid-data` (a documented type's data breaks its schema),
     `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
-    The batch pipeline adds `unresolved-identity`, `refused` (Redis refuses to apply the event alone), and
+    The batch pipeline adds `unresolved-identity`, `refused` (Redis refuses to apply the event), and
     `undecodable` for any other failure a record causes;
     the consumer `unreadable` for a record not even a second, lenient reading can read (events/unreadable.py).
     """

@@ -44,7 +44,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from context.store import ProjectionWriter, SentBatch, refused_for_its_data
+from context.store import ProjectionWriter, SentBatch
 from events.deadletter import DeadLetterPublisher
 from events.health import ConsumerHealth
 from events.metrics import (
@@ -58,8 +58,8 @@ from events.metrics import (
 from events.pipeline import (
     DecodedBatch,
     PreparedBatch,
-    apply_refusals_apart,
     decode_batch,
+    refused_letters,
     resolve_batch,
 )
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
@@ -412,22 +412,19 @@ class ProjectionConsumer:
     def _apply(self, in_flight: _InFlight) -> PreparedBatch:
         """The batch's results: its replies on the first try; applied again on a retry (idempotent)."""
         prepared, sent, in_flight.sent = in_flight.prepared, in_flight.sent, None
-        epoch = prepared.epoch or None
-        try:
-            if sent is not None:
-                results = sent.results()
-            else:
-                results = self._writer.apply_batch(prepared.writes, epoch=epoch)
-        except redis.ResponseError as error:
-            if not refused_for_its_data(error):
-                raise
-            log.warning("redis refused the batch, applying its events one by one", error=type(error).__name__)
-            # The events Redis refuses on their own join the batch's dead letters, published next.
-            results = apply_refusals_apart(self._writer, prepared, error, epoch=epoch)
+        if sent is not None:
+            results = sent.results()
+        else:
+            results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None)
+        refused = refused_letters(prepared, results)
+        if refused:
+            # Published next, with the batch's other dead letters; the log names each by its position.
+            log.error("redis refused events; dead-lettering them", events=len(refused))
+            prepared.dead_letters += refused
         self._health.redis_ok = True
         applied = sum(result.applied for result in results)
         EVENTS_APPLIED.inc(applied)
-        EVENTS_UNCHANGED.inc(len(results) - applied)
+        EVENTS_UNCHANGED.inc(len(results) - applied - len(refused))
         self._health.applied += applied
         return prepared
 

@@ -8,18 +8,9 @@ citizen only by that number be resolved.
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import redis
-
 from context.identity import named_identifiers
 from context.service import EventWrite, plan_judged
-from context.store import (
-    ApplyResult,
-    Identifier,
-    IndexEntry,
-    ProjectionWriter,
-    refusal_detail,
-    refused_for_its_data,
-)
+from context.store import REFUSALS, ApplyResult, Identifier, IndexEntry, ProjectionWriter
 from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
 from events.records import DeadLetter, KafkaRecord
 
@@ -148,46 +139,17 @@ def resolve_batch(
     return prepared
 
 
-# The dead-letter reason of an event Redis refused to apply (see apply_refusals_apart).
+# The dead-letter reason of an event Redis refused to apply (apply_events.lua, `refusal`).
 REFUSED = "refused"
 
 
-def apply_refusals_apart(
-    writer: ProjectionWriter,
-    batch: PreparedBatch,
-    refusal: redis.ResponseError,
-    *,
-    epoch: str | None,
-    publish: bool = True,
-) -> list[ApplyResult]:
-    """Apply, one write at a time, a batch Redis refused for some write's data (`refused_for_its_data`).
-
-    Each write Redis refuses on its own leaves the batch's writes for its dead letters (reason `refused`);
-    the others are applied, in order (idempotent: what the refused call applied before failing stays as it
-    is). Retried, a batch that refused the same write would refuse it for ever, and hold back every later
-    event of its partitions.
-
-    When Redis refuses every write of a batch of more than one, the fault is Redis's or the product's, not
-    the events': `refusal` is raised again, the batch unchanged, to be waited out as Redis being away is.
-    Any other error is raised as it comes, the batch unchanged too.
-    """
-    results: list[ApplyResult] = []
-    refused: dict[int, redis.ResponseError] = {}
-    for index, write in enumerate(batch.writes):
-        try:
-            results += writer.apply_batch([write], epoch=epoch, publish=publish)
-        except redis.ResponseError as error:
-            if not refused_for_its_data(error):
-                raise
-            refused[index] = error
-    if len(batch.writes) > 1 and len(refused) == len(batch.writes):
-        raise refusal
-    batch.dead_letters += (
-        DeadLetter(batch.sources[index], REFUSED, refusal_detail(error)) for index, error in refused.items()
-    )
-    batch.writes = [write for index, write in enumerate(batch.writes) if index not in refused]
-    batch.sources = [record for index, record in enumerate(batch.sources) if index not in refused]
-    return results
+def refused_letters(batch: PreparedBatch, results: Sequence[ApplyResult]) -> list[DeadLetter]:
+    """The dead letters of the batch's writes that Redis refused, given what applying each did (pure)."""
+    return [
+        DeadLetter(record, REFUSED, REFUSALS.get(result.refused, REFUSALS["script"]))
+        for record, result in zip(batch.sources, results, strict=True)
+        if result.refused
+    ]
 
 
 def _first_holder(

@@ -30,8 +30,8 @@ import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CorruptRecordError, KafkaError
 
-from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch, refused_for_its_data
-from events.pipeline import PreparedBatch, apply_refusals_apart, decode_batch, resolve_batch
+from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
+from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
 from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.unreadable import read_again, step_past, unreadable_record
@@ -193,34 +193,27 @@ class Replayer:
         def write() -> int:
             nonlocal sent
             first, sent = sent, None
-            try:
-                if first is not None:
-                    results = first.results()
-                else:
-                    results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
-            except redis.ResponseError as error:
-                if not refused_for_its_data(error):
-                    raise
-                results = self._apply_refusals_apart(batch, error)
+            if first is not None:
+                results = first.results()
+            else:
+                results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
+            self._skip_refused(batch, results)
             return sum(result.applied for result in results)
 
         self.applied += _until_done(write, retry_on=_REDIS_AWAY, what="write")
 
-    def _apply_refusals_apart(self, batch: PreparedBatch, refusal: redis.ResponseError) -> list[ApplyResult]:
-        """As the consumer does with a batch Redis refused (events/pipeline.py), without publishing the dead
-        letters: the consumer published them when it first met these records, or will when it does. The
-        rebuild skips them, and says where they are."""
-        before = len(batch.dead_letters)
-        results = apply_refusals_apart(self._writer, batch, refusal, epoch=self._epoch, publish=False)
-        for letter in batch.dead_letters[before:]:
+    def _skip_refused(self, batch: PreparedBatch, results: list[ApplyResult]) -> None:
+        """Skip the events Redis refused, saying where they are: the consumer dead-lettered them when it
+        first met these records (or will when it does), as it does every event Redis refuses."""
+        for letter in refused_letters(batch, results):
             log.warning(
                 "rebuild skipped a record redis refused",
                 topic=letter.record.topic,
                 partition=letter.record.partition,
                 offset=letter.record.offset,
+                detail=letter.detail,
             )
             self.skipped += 1
-        return results
 
     def close(self) -> None:
         """Leave the brokers. A batch still in flight (the rebuild failed) has its replies read, to give

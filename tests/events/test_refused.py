@@ -1,4 +1,4 @@
-"""Events Redis refuses to apply, whatever the retries: dead-lettered apart from the rest of their batch.
+"""Events Redis refuses to apply, whatever the retries: dead-lettered, the rest of their batch applied.
 
 A citizen's key holding another type than the apply script writes (written by something other than the
 product) used to fail the whole batch on every retry, holding back every later event of its partitions.
@@ -12,16 +12,10 @@ import redis
 from kafka import KafkaProducer
 
 from context.keys import CitizenKeys
-from context.store import (
-    ErasureOutpaced,
-    GenerationSwitching,
-    ProjectionWriter,
-    refusal_detail,
-    refused_for_its_data,
-)
+from context.store import REFUSALS, ApplyResult, ProjectionWriter
 from events.codec import encode_structured
 from events.deadletter import read_dead_letters
-from events.pipeline import REFUSED, PreparedBatch, apply_refusals_apart, prepare_batch
+from events.pipeline import REFUSED, PreparedBatch, prepare_batch, refused_letters
 from events.producer import create_producer
 from events.rebuild import Replayer
 from events.records import IncomingRecord
@@ -31,57 +25,16 @@ from tests.conftest import wait_until
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread
 from tests.factories import make_event
 
-SCRIPT_AT = "script: 4b10e8cff91607628cea036cc13ee4c651956706, on @user_script:60."
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        # As redis-py raises them from Redis 7's replies (the "ERR " code is taken off the message).
-        redis.ResponseError(f"WRONGTYPE Operation against a key holding the wrong kind of value {SCRIPT_AT}"),
-        redis.ResponseError(f"user_script:60: attempt to perform arithmetic on a nil value {SCRIPT_AT}"),
-        redis.ResponseError(f"hash value is not an integer {SCRIPT_AT}"),
-    ],
-)
-def test_what_the_script_meets_in_the_events_keys_or_arguments_is_a_refusal(
-    error: redis.ResponseError,
-) -> None:
-    assert refused_for_its_data(error)
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
-        redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
-        redis.exceptions.NoScriptError("No matching script."),
-        redis.ResponseError(f"MISCONF Redis is configured to save RDB snapshots, but... {SCRIPT_AT}"),
-        redis.ResponseError("BUSY Redis is busy running a script."),
-        # Outside a script: nothing says which write it was.
-        redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
-        GenerationSwitching(f"the served generation changed {SCRIPT_AT}"),
-        ErasureOutpaced("C-1"),
-    ],
-)
-def test_the_state_of_redis_is_no_refusal_and_is_waited_out(error: redis.ResponseError) -> None:
-    assert not refused_for_its_data(error)
-
-
-def test_a_refusals_detail_names_its_kind_never_the_message() -> None:
-    wrong_type = redis.ResponseError(f"WRONGTYPE Operation against a key {SCRIPT_AT}")
-    failed = redis.ResponseError(f"user_script:60: attempt to compare nil with number {SCRIPT_AT}")
-    assert "WRONGTYPE" in refusal_detail(wrong_type)
-    assert "script failed" in refusal_detail(failed)
-    assert all("user_script" not in refusal_detail(error) for error in (wrong_type, failed))
-
 
 def citizen() -> str:
     return f"C-{uuid.uuid4().hex[:8]}"
 
 
-def spoil(writer: ProjectionWriter, citizen_id: str, *, prefix: str, epoch: str) -> None:
-    """Give the citizen's timeline key another type than the apply script writes there."""
-    writer.client.set(CitizenKeys(prefix, epoch, citizen_id).timeline, "not a sorted set")
+def spoil(
+    writer: ProjectionWriter, citizen_id: str, *, prefix: str, epoch: str, key: str = "timeline"
+) -> None:
+    """Give one of the citizen's keys another type than the apply script writes there."""
+    writer.client.set(getattr(CitizenKeys(prefix, epoch, citizen_id), key), "not what the product writes")
 
 
 def prepared(writer: ProjectionWriter, events: list[CloudEvent]) -> PreparedBatch:
@@ -97,45 +50,78 @@ def timeline_of(writer: ProjectionWriter, citizen_id: str, *, prefix: str) -> li
     return cast(list[str], writer.client.zrange(key, 0, -1))
 
 
-def test_only_the_refused_event_leaves_the_batch_the_others_are_applied(
+def test_the_events_redis_refuses_are_said_and_the_others_applied(
     writer: ProjectionWriter, key_prefix: str
 ) -> None:
     first, spoilt, last = citizen(), citizen(), citizen()
     events = [make_event(first), make_event(spoilt), make_event(last)]
     spoil(writer, spoilt, prefix=key_prefix, epoch=writer.current_epoch())
     batch = prepared(writer, events)
-    with pytest.raises(redis.ResponseError) as refusal:
-        writer.apply_batch(batch.writes)
-    assert refused_for_its_data(refusal.value)
 
-    results = apply_refusals_apart(writer, batch, refusal.value, epoch=None)
+    results = writer.apply_batch(batch.writes)
 
-    # The refused call had applied the first event before it failed (a script's writes stay).
-    assert [result.applied for result in results] == [False, True]
-    assert [write.citizen_id for write in batch.writes] == [first, last]
-    assert [record.offset for record in batch.sources] == [0, 2]
-    (letter,) = batch.dead_letters
-    assert (letter.record.offset, letter.reason) == (1, REFUSED)
-    assert "WRONGTYPE" in letter.detail
+    assert [result.refused for result in results] == ["", "WRONGTYPE", ""]
+    assert [result.applied for result in results] == [True, False, True]
+    (letter,) = refused_letters(batch, results)
+    assert (letter.record.offset, letter.reason, letter.detail) == (1, REFUSED, REFUSALS["WRONGTYPE"])
     assert timeline_of(writer, first, prefix=key_prefix) == [events[0].dedup_key]
     assert timeline_of(writer, last, prefix=key_prefix) == [events[2].dedup_key]
 
 
-def test_a_batch_whose_every_event_is_refused_is_left_whole_to_be_waited_out(
+def test_an_event_refused_part_way_is_applied_once_the_cause_is_mended(
     writer: ProjectionWriter, key_prefix: str
 ) -> None:
-    spoilt = [citizen(), citizen()]
-    for citizen_id in spoilt:
-        spoil(writer, citizen_id, prefix=key_prefix, epoch=writer.current_epoch())
-    batch = prepared(writer, [make_event(citizen_id) for citizen_id in spoilt])
-    refusal = redis.ResponseError(f"WRONGTYPE Operation against a key {SCRIPT_AT}")
+    # Its events hash is written after the event joins the timeline, which marks it applied: left there,
+    # the event would be taken for a redelivery once mended, and never applied.
+    spoilt = citizen()
+    event = make_event(spoilt)
+    epoch = writer.current_epoch()
+    spoil(writer, spoilt, prefix=key_prefix, epoch=epoch, key="events")
+    batch = prepared(writer, [event])
 
-    with pytest.raises(redis.ResponseError) as raised:
-        apply_refusals_apart(writer, batch, refusal, epoch=None)
+    (refused,) = writer.apply_batch(batch.writes)
+    assert refused.refused == "WRONGTYPE"
+    assert timeline_of(writer, spoilt, prefix=key_prefix) == []
 
-    assert raised.value is refusal
-    assert [write.citizen_id for write in batch.writes] == spoilt
-    assert batch.dead_letters == []
+    writer.client.delete(CitizenKeys(key_prefix, epoch, spoilt).events)
+    (applied,) = writer.apply_batch(batch.writes)
+    assert (applied.applied, applied.refused) == (True, "")
+    assert timeline_of(writer, spoilt, prefix=key_prefix) == [event.dedup_key]
+
+
+def test_a_value_the_product_does_not_write_is_a_refusal_of_its_own(
+    writer: ProjectionWriter, key_prefix: str
+) -> None:
+    spoilt = citizen()
+    writer.client.hset(CitizenKeys(key_prefix, writer.current_epoch(), spoilt).meta, "version", "many")
+
+    (result,) = writer.apply_batch(prepared(writer, [make_event(spoilt)]).writes)
+
+    assert (result.applied, result.refused) == (False, "value")
+
+
+def test_redis_out_of_memory_is_no_refusal_the_call_fails_to_be_tried_again(
+    writer: ProjectionWriter, key_prefix: str
+) -> None:
+    event = make_event(citizen())
+    batch = prepared(writer, [event])
+    limit = str(writer.client.config_get("maxmemory")["maxmemory"])
+    writer.client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            writer.apply_batch(batch.writes)
+    finally:
+        writer.client.config_set("maxmemory", limit)
+    assert timeline_of(writer, event.citizen_id, prefix=key_prefix) == []
+    (result,) = writer.apply_batch(batch.writes)
+    assert result.applied
+
+
+def test_a_refusal_that_names_no_known_kind_is_told_as_a_script_failure() -> None:
+    record = IncomingRecord("topic", 0, 4, None, b"", [])
+    write = PreparedBatch(sources=[record])
+    (letter,) = refused_letters(write, [ApplyResult(applied=False, version=0, refused="other")])
+    assert letter.detail == REFUSALS["script"]
 
 
 def produce(topic: str, events: list[CloudEvent]) -> None:
@@ -181,7 +167,7 @@ def test_a_rebuild_skips_an_event_redis_refuses_and_applies_the_rest(
     finally:
         replayer.close()
 
-    assert replayer.skipped == 1
+    assert (replayer.applied, replayer.skipped) == (2, 1)
     for citizen_id, event in ((first, events[0]), (last, events[2])):
         key = CitizenKeys(key_prefix, epoch, citizen_id).timeline
         assert writer.client.zrange(key, 0, -1) == [event.dedup_key]
