@@ -429,20 +429,22 @@ class ProjectionConsumer:
         return prepared
 
     def _dead_letter(self, prepared: PreparedBatch) -> PreparedBatch:
-        self._dead_letters.send(prepared.dead_letters)
-        for letter in prepared.dead_letters:
-            EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
-            # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it
-            # by position only (its content may hold personal data).
-            log.warning(
-                "record dead-lettered",
-                topic=letter.record.topic,
-                partition=letter.record.partition,
-                offset=letter.record.offset,
-                reason=letter.reason,
-            )
-        self._health.invalid += len(prepared.dead_letters)
+        # Each letter leaves prepared.dead_letters once acknowledged: a retry sends only the rest.
+        self._dead_letters.send(prepared.dead_letters, on_sent=self._dead_lettered)
         return prepared
+
+    def _dead_lettered(self, letter: DeadLetter) -> None:
+        EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
+        # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it by
+        # position only (its content may hold personal data).
+        log.warning(
+            "record dead-lettered",
+            topic=letter.record.topic,
+            partition=letter.record.partition,
+            offset=letter.record.offset,
+            reason=letter.reason,
+        )
+        self._health.invalid += 1
 
     def _until_done(
         self, step: Callable[[], PreparedBatch], stop: threading.Event, *, what: str

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 
 from events.records import DeadLetter, Header, IncomingRecord
@@ -76,40 +76,69 @@ VALUE_OMITTED = "dlq.value-omitted"
 NAMES_REPLACED = "dlq.header-names-replaced"
 
 
-def send_dead_letters(producer: KafkaProducer, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
-    """Publish the letters and wait until the broker has every one (raises if any fails); a letter larger
-    than the producer takes (`events.topics.dead_letter_max_bytes`) goes without the original's value."""
-    futures = [_send_letter(producer, letter) for letter in letters]
-    producer.flush(timeout=timeout_s)
-    for future in futures:
-        future.get(timeout=timeout_s)
+def send_dead_letters(
+    producer: KafkaProducer,
+    letters: list[DeadLetter],
+    *,
+    on_sent: Callable[[DeadLetter], None] = lambda _letter: None,
+    timeout_s: float = 30,
+) -> None:
+    """Publish the letters and wait until the broker has every one (raises the first failure, KafkaError).
+
+    Each letter the broker acknowledged is taken out of `letters` and handed to `on_sent`, even when another
+    failed: retrying the same list sends only the rest, and the dead-letter topic gets no copies. A letter
+    larger than the producer takes (`events.topics.dead_letter_max_bytes`) goes without the original's value.
+    """
+    sent: list[tuple[DeadLetter, FutureRecordMetadata]] = []
+    failure: KafkaError | None = None
+    try:
+        for letter in letters:
+            sent.append((letter, _send_letter(producer, letter)))
+    except KafkaError as error:  # no metadata for the topic in time, say: what was sent still counts
+        failure = error
+    for letter, future in sent:
+        try:
+            future.get(timeout=timeout_s)
+        except KafkaError as error:
+            failure = failure or error
+            continue
+        letters.remove(letter)
+        on_sent(letter)
+    if failure is not None:
+        raise failure
 
 
 class DeadLetterPublisher:
     """The consumer's dead-letter producer, kept able to publish.
 
-    The producer takes no record larger than the dead-letter topic did when it was made
-    (`events.topics.dead_letter_max_bytes`). Should the topic's limit be lowered while the consumer runs, the
-    broker refuses a letter the producer took, and kafka-python's idempotent producer takes that refusal as
-    fatal: every later letter would fail too, on every retry, until a restart. On that refusal the producer
-    is dropped, and the next `send` makes one that reads the limit again; the caller retries the letters.
+    kafka-python's idempotent producer takes any error the broker answers that retrying cannot mend as
+    fatal, and fails every later letter too, for as long as it lives: a letter larger than the dead-letter
+    topic now takes (its limit lowered while the consumer runs; the producer read it when it was made,
+    `events.topics.dead_letter_max_bytes`), or one refused for want of authorisation, say. After such an
+    error the producer is dropped, and the next `send` makes another (reading the limit again); the caller
+    retries the letters not yet acknowledged.
     """
 
     def __init__(self, make: Callable[[], KafkaProducer]) -> None:
         self._make = make
         self._producer: KafkaProducer | None = make()
 
-    def send(self, letters: list[DeadLetter], *, timeout_s: float = 30) -> None:
-        """As `send_dead_letters`; raises as it does (KafkaError), having dropped a producer refused."""
+    def send(
+        self, letters: list[DeadLetter], *, on_sent: Callable[[DeadLetter], None], timeout_s: float = 30
+    ) -> None:
+        """As `send_dead_letters` (which takes the acknowledged letters out of `letters`)."""
         if self._producer is None:
             self._producer = self._make()
         producer = self._producer
         try:
-            send_dead_letters(producer, letters, timeout_s=timeout_s)
-        except (MessageSizeTooLargeError, RecordListTooLargeError):
-            log.warning("the dead-letter topic refused a letter as too large; reading its limit again")
-            self._producer = None
-            producer.close(timeout=0)  # it would fail every later letter anyway
+            send_dead_letters(producer, letters, on_sent=on_sent, timeout_s=timeout_s)
+        except KafkaError as error:
+            if not error.retriable:
+                log.warning(
+                    "dead-letter producer failed for good; making another", error=type(error).__name__
+                )
+                self._producer = None
+                _close_quietly(producer)
             raise
 
     def close(self) -> None:
@@ -117,6 +146,16 @@ class DeadLetterPublisher:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    """Close a producer that failed for good. Its sender fails whatever it still holds within a retry's
+    backoff (100 ms), which close waits for: with no wait at all, it raises before closing, and leaks the
+    sender's thread and sockets."""
+    try:
+        producer.close(timeout=2)
+    except KafkaError as error:
+        log.warning("dead-letter producer did not close", error=type(error).__name__)
 
 
 def _send_letter(producer: KafkaProducer, letter: DeadLetter) -> FutureRecordMetadata:

@@ -2,11 +2,14 @@
 
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+from kafka.errors import KafkaError
 
 from context.store import ProjectionWriter
 from events.deadletter import (
+    MAX_DETAIL,
     VALUE_OMITTED,
     StoredDeadLetter,
     dead_letter_topic,
@@ -155,3 +158,35 @@ def test_a_dead_letter_limit_lowered_while_the_consumer_runs_is_read_again(
     assert (large.reason, large.record.value, large.record.offset) == ("not-json", b"", 0)
     assert (VALUE_OMITTED, b"1") in large.record.headers
     assert (small.reason, small.record.value, small.record.offset) == ("not-an-object", b"[1]", 1)
+
+
+def test_letters_the_broker_acknowledged_are_not_sent_again_when_another_fails(kafka_topic: str) -> None:
+    bootstrap = KafkaSettings().bootstrap_list
+    ensure_topic(bootstrap, dead_letter_topic(kafka_topic), partitions=1)
+    record = IncomingRecord(kafka_topic, 0, 0, b"C-1", b"[0]", [])
+    first, second = DeadLetter(record, "not-an-object", ""), DeadLetter(record, "not-an-object", "again")
+    # Its detail alone is larger than the first producer takes: refused before it is sent.
+    heavy = DeadLetter(IncomingRecord(kafka_topic, 0, 1, b"C-1", b"[1]", []), "invalid", "x" * MAX_DETAIL)
+    letters = [first, heavy, second]
+    acknowledged: list[DeadLetter] = []
+    small = create_producer(bootstrap, max_request_size=700)
+    try:
+        with pytest.raises(KafkaError):
+            send_dead_letters(small, letters, on_sent=acknowledged.append)
+    finally:
+        small.close()
+    assert acknowledged == [first]
+    assert letters == [heavy, second]
+
+    producer = create_producer(bootstrap)
+    try:
+        send_dead_letters(producer, letters, on_sent=acknowledged.append)
+    finally:
+        producer.close()
+    assert (acknowledged, letters) == ([first, heavy, second], [])
+    stored = list(read_dead_letters(bootstrap, kafka_topic))
+    assert [(letter.record.offset, letter.detail) for letter in stored] == [
+        (0, ""),
+        (1, "x" * MAX_DETAIL),
+        (0, "again"),
+    ]
