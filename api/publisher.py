@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLarg
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from events.codec import encode_structured
-from events.producer import create_producer, partition_keys
+from events.producer import close_failed_producer, create_producer, partition_keys
 from events.settings import KafkaSettings
 from events.topics import reachable, topic_max_bytes
 from models.events import CloudEvent
@@ -221,7 +221,7 @@ class EventPublisher:
             if self._producer is producer:
                 self._producer = None
         # Publishes still using it answer 503 (they would fail anyway): the caller retries.
-        producer.close(timeout=0)
+        close_failed_producer(producer)
 
     def _get(self) -> tuple[KafkaProducer, int]:
         """The producer, and the largest record the topic takes (read when the producer is made)."""

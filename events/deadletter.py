@@ -20,6 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 
+from events.producer import close_failed_producer
 from events.records import DeadLetter, Header, IncomingRecord
 
 HEADER_PREFIX = "dlq."
@@ -138,7 +139,7 @@ class DeadLetterPublisher:
                     "dead-letter producer failed for good; making another", error=type(error).__name__
                 )
                 self._producer = None
-                _close_quietly(producer)
+                close_failed_producer(producer)
             raise
 
     def close(self) -> None:
@@ -146,16 +147,6 @@ class DeadLetterPublisher:
         if self._producer is not None:
             self._producer.close()
             self._producer = None
-
-
-def _close_quietly(producer: KafkaProducer) -> None:
-    """Close a producer that failed for good. Its sender fails whatever it still holds within a retry's
-    backoff (100 ms), which close waits for: with no wait at all, it raises before closing, and leaks the
-    sender's thread and sockets."""
-    try:
-        producer.close(timeout=2)
-    except KafkaError as error:
-        log.warning("dead-letter producer did not close", error=type(error).__name__)
 
 
 def _send_letter(producer: KafkaProducer, letter: DeadLetter) -> FutureRecordMetadata:

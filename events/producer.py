@@ -2,12 +2,16 @@
 
 from collections.abc import Sequence
 
+import structlog
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.producer.future import FutureRecordMetadata
 
 from context.identity import IdentifierKind, named_identifiers, taught_identifiers
 from events.codec import encode_structured
 from models.events import CloudEvent
+
+log = structlog.get_logger(__name__)
 
 # kafka-python's default size of a batch of records for one partition.
 BATCH_BYTES = 16_384
@@ -32,6 +36,17 @@ def create_producer(
         max_block_ms=max_block_ms,
         client_id="citizen-context-producer",
     )
+
+
+def close_failed_producer(producer: KafkaProducer) -> None:
+    """Close a producer that failed for good (kafka-python's idempotent producer, after an error it takes
+    as fatal). Its sender fails whatever it still holds within a retry's backoff (100 ms), which closing
+    waits for: told not to wait at all, close raises before closing, and leaks the sender's thread and
+    sockets."""
+    try:
+        producer.close(timeout=2)
+    except KafkaError as error:
+        log.warning("failed producer did not close", error=type(error).__name__)
 
 
 def publish(
