@@ -39,19 +39,32 @@ if ARGV[10] == '1' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[11] then
   return false
 end
 
--- Whether a change stamped (score, event key) is later than `stamp` ("score event-key", or false: none).
--- "Later" is by event time, then event key: whatever order events arrive in (live, redriven, or replayed by
--- a rebuild), the latest one wins.
 -- The event key the event being applied added to its timeline (the timeline's key, then it), while that
 -- event is being applied: an event the timeline holds counts as applied, so one that fails part-way must
 -- leave it again, or applying it once the cause is mended would be taken for a redelivery.
 local added = nil
 
+-- Whether string `a` sorts after `b` byte by byte, so by code point, as Python orders them (the batch
+-- pipeline resolves identifiers within a batch by the same rule, events/pipeline.py). Lua's own `>` on
+-- strings follows the collation of Redis's locale (Redis sets LC_COLLATE from its environment), which
+-- orders "B" after "a" under en_US.UTF-8, say.
+local function after_bytewise(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+
+-- Whether a change stamped (score, event key) is later than `stamp` ("score event-key", or false: none).
+-- "Later" is by event time, then event key: whatever order events arrive in (live, redriven, or replayed by
+-- a rebuild), the latest one wins.
 local function later_than(stamp, score, event_key)
   if not stamp then return true end
   local space = string.find(stamp, ' ', 1, true)
-  local held_score, held_key = tonumber(string.sub(stamp, 1, space - 1)), string.sub(stamp, space + 1)
-  return score > held_score or (score == held_score and event_key > held_key)
+  local held_score = tonumber(string.sub(stamp, 1, space - 1))
+  if score ~= held_score then return score > held_score end
+  return after_bytewise(event_key, string.sub(stamp, space + 1))
 end
 
 -- Remove `members` from `key` with `command` (ZREM, HDEL), a thousand at a time: unpack() of more values

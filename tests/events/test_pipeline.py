@@ -150,19 +150,24 @@ def test_within_a_batch_the_later_teaching_of_a_number_wins_whatever_the_order(
     assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == "C-23"
 
 
-@pytest.mark.parametrize("first_id", ["evt-a", "evt-b"])
+# Pairs of ids, the greater (by code point) second. A collation orders the last two the other way round
+# (en_US.UTF-8: "B" before "a", "é" before "z"): the index must not follow Redis's locale.
+@pytest.mark.parametrize("ids", [("evt-a", "evt-b"), ("evt-B", "evt-a"), ("evt-z", "evt-é")])
+@pytest.mark.parametrize("greater_first", [False, True])
 def test_teachings_at_the_same_moment_are_ordered_by_event_key_as_the_index_orders_them(
-    redis_client: "redis.Redis", key_prefix: str, first_id: str
+    redis_client: "redis.Redis", key_prefix: str, ids: tuple[str, str], greater_first: bool
 ) -> None:
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     now = datetime.now(UTC)
+    lesser, greater = ids
+    order = [("C-24", greater), ("C-25", lesser)] if greater_first else [("C-24", lesser), ("C-25", greater)]
     teachings = [
         owns_phone(citizen, minutes_ago=90, now=now).model_copy(update={"id": event_id})
-        for citizen, event_id in [("C-24", first_id), ("C-25", "evt-b" if first_id == "evt-a" else "evt-a")]
+        for citizen, event_id in order
     ]
     citizens = prepare_and_apply(writer, [*teachings, call_from_phone(minutes_ago=60, now=now)], now=now)
     # Same time and source: the greater id wins, in the batch as in the index.
-    winner = "C-24" if first_id == "evt-b" else "C-25"
+    winner = "C-24" if greater_first else "C-25"
     assert citizens[-1] == winner
     assert writer.resolve([PHONE], epoch=writer.current_epoch())[PHONE].citizen == winner
 
