@@ -25,10 +25,20 @@ else
   -- share its time and sort at or above it (the last page showed those).
   items = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[3], 'WITHSCORES', 'LIMIT', 0, wanted + 1000)
 end
+-- Whether `a` sorts at or above `b` as a sorted set orders members of one score: byte by byte. Lua's own
+-- `>=` on strings follows the collation of Redis's locale (Redis sets LC_COLLATE from its environment).
+local function at_or_above(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a >= #b
+end
+
 local keys, scores = {}, {}
 for i = 1, #items, 2 do
   local key, score = items[i], items[i + 1]
-  local skip = not rank and ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and key >= ARGV[2]
+  local skip = not rank and ARGV[2] ~= '' and tonumber(score) == tonumber(ARGV[1]) and at_or_above(key, ARGV[2])
   if not skip and #keys < wanted then
     keys[#keys + 1] = key
     scores[#scores + 1] = score
