@@ -111,6 +111,10 @@ local function apply_one(base, at, entry)
 
   local meta = redis.call('HMGET', keys[3], 'version', 'kept')
   local version = tonumber(meta[1] or '0')
+  if version == nil then
+    -- Not a version this script wrote: refused (see `refusal`) before the event changes anything.
+    error('ERR the version held is not an integer', 0)
+  end
 
   -- Seen before (redelivery after a restart, or a publisher's retry): nothing changes. Adding the event to
   -- the timeline is the check (the timeline and the events hash hold the same keys). An event older than
@@ -178,8 +182,15 @@ local function apply_one(base, at, entry)
     return 0, version, {}
   end
 
-  version = redis.call('HINCRBY', keys[3], 'version', 1)
-  if version == 1 then created[3] = true end
+  -- From here on, what could still fail on a key of the citizen (its identifiers set, its change log) is
+  -- done before the change is counted or published: an event refused here (see `refusal`) leaves no
+  -- version, change or message behind, only what applying it again writes the same way.
+  -- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
+  -- Cluster), out of this script's reach. Once per period, they are handed back for the writer to extend
+  -- (by the period's length more than the citizen's own expiry, so never less): asking Redis for them on
+  -- every batch cost a round trip and a command per citizen.
+  local new_period = meta[2] ~= period_stamp
+  local stale = new_period and redis.call('SMEMBERS', keys[8]) or {}
   local profile = ''
   if profile_changed then
     local fields = redis.call('HGETALL', keys[6])
@@ -191,13 +202,17 @@ local function apply_one(base, at, entry)
   end
   -- The change log holds each change as "version\nprofile JSON\nevent key" (either may be empty): the
   -- event itself is in the events hash already, and a stream that resumes reads it from there
-  -- (changes_since.lua). Keeping the whole change here stored every event twice.
+  -- (changes_since.lua). Keeping the whole change here stored every event twice. Logged before the
+  -- version is counted up (to the version read above, plus one: the script runs alone).
+  version = version + 1
   local logged = redis.call('RPUSH', keys[4], version .. '\n' .. profile .. '\n' .. (kept and event_key or ''))
   if logged == 1 then
     created[4] = true
   elseif logged > log_length then
     redis.call('LTRIM', keys[4], -log_length, -1)
   end
+  redis.call('HINCRBY', keys[3], 'version', 1)
+  if version == 1 then created[3] = true end
   if channel ~= '' then
     -- The id needs no JSON escaping: events are accepted only with ids of CITIZEN_ID_PATTERN's characters
     -- (models/events.py), and the identifier index only ever names such ids.
@@ -214,16 +229,10 @@ local function apply_one(base, at, entry)
   -- this script's time. A key created meanwhile gets the same moment at once.
   -- The identifiers set outlives the index entries it lists (which live up to one period past the citizen's
   -- keys): an erasure finds every entry through it, however late it comes.
-  local stale = {}
-  if meta[2] ~= period_stamp then
+  if new_period then
     redis.call('HSET', keys[3], 'kept', period_stamp)
     for i = 1, 7 do redis.call('EXPIREAT', keys[i], expires_at) end
     redis.call('EXPIREAT', keys[8], identifiers_expire_at)
-    -- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
-    -- Cluster), out of this script's reach. Once per period, they are handed back for the writer to extend
-    -- (by the period's length more than the citizen's own expiry, so never less): asking Redis for them on
-    -- every batch cost a round trip and a command per citizen.
-    stale = redis.call('SMEMBERS', keys[8])
   else
     for i = 1, 7 do
       if created[i] then redis.call('EXPIREAT', keys[i], expires_at) end
@@ -254,9 +263,13 @@ for i = 1, event_count do
   added = nil
   local ok, applied, version, identifiers = pcall(apply_one, KEYS[i], at, entry)
   if not ok then
-    -- What the event wrote before failing stays (each of its writes is idempotent), but not its place in
-    -- the timeline, which says it was applied.
+    -- What the event wrote before failing stays (each of its writes is one that applying it again repeats),
+    -- but not its place in the timeline, which says it was applied. Its keys may have been created by it:
+    -- they expire as the citizen's do (a key of another type too, any command but EXPIREAT having failed).
     if added then redis.call('ZREM', added[1], added[2]) end
+    for n, suffix in ipairs(SUFFIXES) do
+      redis.call('EXPIREAT', KEYS[i] .. suffix, n == 8 and identifiers_expire_at or expires_at)
+    end
     local kind = refusal(applied)
     if kind == nil then error(applied, 0) end
     applied, version, identifiers = -1, kind, {}

@@ -87,7 +87,9 @@ def send_dead_letters(
     """Publish the letters and wait until the broker has every one (raises the first failure, KafkaError).
 
     Each letter the broker acknowledged is taken out of `letters` and handed to `on_sent`, even when another
-    failed: retrying the same list sends only the rest, and the dead-letter topic gets no copies. A letter
+    failed: retrying the same list sends only the rest, so no acknowledged letter is sent twice (one whose
+    acknowledgement did not come in time may be; a redrive applies an event once however often it comes).
+    A failure that retrying cannot mend is raised rather than a passing one, when both occur. A letter
     larger than the producer takes (`events.topics.dead_letter_max_bytes`) goes without the original's value.
     """
     sent: list[tuple[DeadLetter, FutureRecordMetadata]] = []
@@ -101,7 +103,8 @@ def send_dead_letters(
         try:
             future.get(timeout=timeout_s)
         except KafkaError as error:
-            failure = failure or error
+            if failure is None or (failure.retriable and not error.retriable):
+                failure = error
             continue
         letters.remove(letter)
         on_sent(letter)

@@ -42,7 +42,8 @@ def close_failed_producer(producer: KafkaProducer) -> None:
     """Close a producer that failed for good (kafka-python's idempotent producer, after an error it takes
     as fatal). Its sender fails whatever it still holds within a retry's backoff (100 ms), which closing
     waits for: told not to wait at all, close raises before closing, and leaks the sender's thread and
-    sockets."""
+    sockets. One that still holds records after the wait (its brokers gone as well) cannot be closed
+    either: that is logged, and its sender lives on until the process ends."""
     try:
         producer.close(timeout=2)
     except KafkaError as error:

@@ -21,7 +21,7 @@ from events.deadletter import (
 from events.producer import create_producer
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
-from events.topics import dead_letter_max_bytes, ensure_topic
+from events.topics import dead_letter_max_bytes, ensure_topic, topic_max_bytes
 from tests.conftest import topic_records, wait_until
 from tests.events.test_consumer import consumer_thread
 
@@ -150,6 +150,10 @@ def test_a_dead_letter_limit_lowered_while_the_consumer_runs_is_read_again(
             admin.alter_configs([lowered])
         finally:
             admin.close()
+        # The broker applies a topic's new configuration shortly after it answers.
+        wait_until(
+            lambda: topic_max_bytes(bootstrap, letters_topic, at_most=10**7) == 4000, what="the new limit"
+        )
         producer.send(kafka_topic, key=b"C-1", value=b"x" * 5000, partition=0)  # not JSON, and too large
         producer.send(kafka_topic, key=b"C-1", value=b"[1]", partition=0)
         producer.flush(timeout=30)

@@ -9,9 +9,10 @@ from typing import cast
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from kafka import KafkaProducer
 
-from context.keys import CitizenKeys
+from context.keys import CitizenKeys, changes_channel
 from context.store import REFUSALS, ApplyResult, ProjectionWriter
 from events.codec import encode_structured
 from events.deadletter import read_dead_letters
@@ -98,6 +99,46 @@ def test_a_value_the_product_does_not_write_is_a_refusal_of_its_own(
     (result,) = writer.apply_batch(prepared(writer, [make_event(spoilt)]).writes)
 
     assert (result.applied, result.refused) == (False, "value")
+
+
+def test_a_redelivery_to_a_version_the_product_does_not_write_keeps_the_replies_in_step(
+    writer: ProjectionWriter, key_prefix: str
+) -> None:
+    # Read as no version at all, it used to leave a gap in the script's reply: every later event's result
+    # shifted by one, and the consumer failed on the batch for ever.
+    spoilt, other = citizen(), citizen()
+    applied_before = make_event(spoilt)
+    writer.apply_batch(prepared(writer, [applied_before]).writes)
+    writer.client.hset(CitizenKeys(key_prefix, writer.current_epoch(), spoilt).meta, "version", "many")
+
+    results = writer.apply_batch(prepared(writer, [applied_before, make_event(other)]).writes)
+
+    assert [(result.applied, result.refused) for result in results] == [(False, "value"), (True, "")]
+
+
+async def test_an_event_refused_at_the_end_leaves_no_change_behind(
+    writer: ProjectionWriter, key_prefix: str, async_redis: "aioredis.Redis"
+) -> None:
+    # The identifiers set is read at the first change of a keep-alive period, after the timeline's writes:
+    # refused there, the event had already counted a version, logged its change and published it.
+    spoilt = citizen()
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), spoilt)
+    spoil(writer, spoilt, prefix=key_prefix, epoch=writer.current_epoch(), key="identifiers")
+    async with async_redis.pubsub() as pubsub:
+        await pubsub.subscribe(changes_channel(key_prefix))
+        await pubsub.get_message(timeout=1)  # the subscription's confirmation
+        (result,) = writer.apply_batch(prepared(writer, [make_event(spoilt)]).writes)
+        published = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+
+    assert (result.applied, result.refused) == (False, "WRONGTYPE")
+    assert published is None
+    assert writer.client.hget(keys.meta, "version") is None
+    assert writer.client.llen(keys.changes) == 0
+    assert timeline_of(writer, spoilt, prefix=key_prefix) == []
+    # What it wrote (its events hash entry, say) expires as the citizen's keys do.
+    written = [key for key in (keys.events, keys.facts, keys.identifiers) if writer.client.exists(key)]
+    assert written
+    assert all(writer.client.ttl(key) > 0 for key in written)
 
 
 def test_redis_out_of_memory_is_no_refusal_the_call_fails_to_be_tried_again(
