@@ -110,11 +110,13 @@ local function apply_one(base, at, entry)
   end
 
   local meta = redis.call('HMGET', keys[3], 'version', 'kept')
-  local version = tonumber(meta[1] or '0')
-  if version == nil then
-    -- Not a version this script wrote: refused (see `refusal`) before the event changes anything.
+  local held = meta[1] or '0'
+  -- Only a version as this script writes it (Lua's tonumber also takes "1.5", "0x10" or " 7", which
+  -- HINCRBY refuses): refused (see `refusal`) before the event changes more than its teachings.
+  if held ~= '0' and not (string.find(held, '^[1-9]%d*$') and #held <= 15) then
     error('ERR the version held is not an integer', 0)
   end
+  local version = tonumber(held)
 
   -- Seen before (redelivery after a restart, or a publisher's retry): nothing changes. Adding the event to
   -- the timeline is the check (the timeline and the events hash hold the same keys). An event older than

@@ -90,15 +90,20 @@ def test_an_event_refused_part_way_is_applied_once_the_cause_is_mended(
     assert timeline_of(writer, spoilt, prefix=key_prefix) == [event.dedup_key]
 
 
+# Lua reads the last three as numbers, which HINCRBY refuses: logged first, the change stayed behind.
+@pytest.mark.parametrize("version", ["many", "1.5", "0x10", " 7"])
 def test_a_value_the_product_does_not_write_is_a_refusal_of_its_own(
-    writer: ProjectionWriter, key_prefix: str
+    writer: ProjectionWriter, key_prefix: str, version: str
 ) -> None:
     spoilt = citizen()
-    writer.client.hset(CitizenKeys(key_prefix, writer.current_epoch(), spoilt).meta, "version", "many")
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), spoilt)
+    writer.client.hset(keys.meta, "version", version)
 
     (result,) = writer.apply_batch(prepared(writer, [make_event(spoilt)]).writes)
 
     assert (result.applied, result.refused) == (False, "value")
+    assert writer.client.llen(keys.changes) == 0
+    assert writer.client.hget(keys.meta, "version") == version
 
 
 def test_a_redelivery_to_a_version_the_product_does_not_write_keeps_the_replies_in_step(
