@@ -62,7 +62,7 @@ from events.pipeline import (
     refused_letters,
     resolve_batch,
 )
-from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records
+from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records, position
 from events.settings import KafkaSettings
 from events.topics import reachable
 from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
@@ -437,13 +437,7 @@ class ProjectionConsumer:
         EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
         # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it by
         # position only (its content may hold personal data).
-        log.warning(
-            "record dead-lettered",
-            topic=letter.record.topic,
-            partition=letter.record.partition,
-            offset=letter.record.offset,
-            reason=letter.reason,
-        )
+        log.warning("record dead-lettered", **position(letter.record), reason=letter.reason)
         self._health.invalid += 1
 
     def _until_done(

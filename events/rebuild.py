@@ -32,7 +32,7 @@ from kafka.errors import CorruptRecordError, KafkaError
 
 from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
-from events.records import KafkaRecord, polled_records
+from events.records import KafkaRecord, polled_records, position
 from events.settings import KafkaSettings
 from events.unreadable import read_again, step_past, unreadable_record
 
@@ -207,11 +207,7 @@ class Replayer:
         first met these records (or will when it does), as it does every event Redis refuses."""
         for letter in refused_letters(batch, results):
             log.warning(
-                "rebuild skipped a record redis refused",
-                topic=letter.record.topic,
-                partition=letter.record.partition,
-                offset=letter.record.offset,
-                detail=letter.detail,
+                "rebuild skipped a record redis refused", **position(letter.record), detail=letter.detail
             )
             self.skipped += 1
 

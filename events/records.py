@@ -33,6 +33,12 @@ class KafkaRecord(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
+def position(record: KafkaRecord) -> dict[str, Any]:
+    """Where a record was read from, as log fields: what logs say of a record (its content may hold
+    personal data)."""
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
 def polled_records(polled: Mapping[Any, Sequence[KafkaRecord]]) -> list[KafkaRecord]:
     """The records of a kafka-python poll (partition -> records), in partition order as it gives them."""
     return [record for records in polled.values() for record in records]

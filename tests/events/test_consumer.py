@@ -76,6 +76,17 @@ def consumer_thread(writer: ProjectionWriter, kafka: KafkaSettings) -> Iterator[
         dead_letters.close()
 
 
+def produce_events(topic: str, events: list[CloudEvent]) -> None:
+    """Publish the events to partition 0 of `topic`, in order, and wait for the broker to have them."""
+    producer: KafkaProducer = create_producer(BOOTSTRAP)
+    try:
+        for event in events:
+            producer.send(topic, value=encode_structured(event)[0], partition=0)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
 @contextmanager
 def one_record_batches(
     writer: ProjectionWriter, kafka_topic: str
@@ -124,13 +135,7 @@ def test_batches_in_flight_are_applied_in_the_order_they_were_read(
     citizen = f"C-{uuid.uuid4().hex[:8]}"
     # Older events arrive later: the order of the change log shows the order they were applied in.
     events = [make_event(citizen, minutes_ago=60 - n) for n in range(30)][::-1]
-    producer: KafkaProducer = create_producer(BOOTSTRAP)
-    try:
-        for event in events:
-            producer.send(kafka_topic, value=encode_structured(event)[0], partition=0)
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
+    produce_events(kafka_topic, events)
     # One record a batch, so that batch after batch is sent to Redis while the one before is in flight.
     with one_record_batches(writer, kafka_topic) as (health, committed):
         wait_until(lambda: health.applied == len(events), what="every event applied")

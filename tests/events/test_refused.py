@@ -10,20 +10,18 @@ from typing import cast
 import pytest
 import redis
 import redis.asyncio as aioredis
-from kafka import KafkaProducer
 
 from context.keys import CitizenKeys, changes_channel
 from context.store import REFUSALS, ApplyResult, ProjectionWriter
 from events.codec import encode_structured
 from events.deadletter import read_dead_letters
 from events.pipeline import REFUSED, PreparedBatch, prepare_batch, refused_letters
-from events.producer import create_producer
 from events.rebuild import Replayer
 from events.records import IncomingRecord
 from events.settings import KafkaSettings
 from models.events import CloudEvent
 from tests.conftest import wait_until
-from tests.events.test_consumer import BOOTSTRAP, consumer_thread
+from tests.events.test_consumer import BOOTSTRAP, consumer_thread, produce_events
 from tests.factories import make_event
 
 
@@ -170,23 +168,13 @@ def test_a_refusal_that_names_no_known_kind_is_told_as_a_script_failure() -> Non
     assert letter.detail == REFUSALS["script"]
 
 
-def produce(topic: str, events: list[CloudEvent]) -> None:
-    producer: KafkaProducer = create_producer(BOOTSTRAP)
-    try:
-        for event in events:
-            producer.send(topic, value=encode_structured(event)[0], partition=0)
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
-
-
 def test_the_consumer_dead_letters_an_event_redis_refuses_and_goes_on(
     writer: ProjectionWriter, kafka_topic: str, key_prefix: str
 ) -> None:
     first, spoilt, last = citizen(), citizen(), citizen()
     events = [make_event(first), make_event(spoilt), make_event(last)]
     spoil(writer, spoilt, prefix=key_prefix, epoch=writer.current_epoch())
-    produce(kafka_topic, events)
+    produce_events(kafka_topic, events)
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
 
     with consumer_thread(writer, kafka) as health:
@@ -204,7 +192,7 @@ def test_a_rebuild_skips_an_event_redis_refuses_and_applies_the_rest(
 ) -> None:
     first, spoilt, last = citizen(), citizen(), citizen()
     events = [make_event(first), make_event(spoilt), make_event(last)]
-    produce(kafka_topic, events)
+    produce_events(kafka_topic, events)
     epoch = f"rebuild-{uuid.uuid4().hex[:8]}"
     spoil(writer, spoilt, prefix=key_prefix, epoch=epoch)
     replayer = Replayer(KafkaSettings(topic=kafka_topic), writer, epoch=epoch, default_region="GB")
