@@ -2,6 +2,7 @@
 
 import os
 import platform
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,32 @@ def machine() -> str:
     )
 
 
-def write_report(run: Run, *, command: str, machine_line: str, directory: Path) -> Path:
+def revision(directory: Path) -> str:
+    """The commit of the code in `directory` (a git checkout's `HEAD`, with "+changes" when files differ
+    from it), or "unknown": runs compare only at the code they measured."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+changes" if changed else "")
+
+
+def write_report(
+    run: Run, *, command: str, machine_line: str, directory: Path, code: str = "unknown", started: str = ""
+) -> Path:
     """docs/bench/README.md with the table, the command, the machine and the plots; its path."""
     directory.mkdir(parents=True, exist_ok=True)
     plots = plot(run, directory)
@@ -121,6 +147,7 @@ def write_report(run: Run, *, command: str, machine_line: str, directory: Path) 
         "Written by `citizen-context bench`; the README (section Benchmarks) says what each figure means.",
         "",
         f"Command: `{command}`  ",
+        f"Code: {code}, run started {started or 'at an unknown time'}  ",
         f"Machine: {machine_line}",
         "",
         table(run),

@@ -125,12 +125,21 @@ def run_bench(*, quick: bool, only: tuple[str, ...], work_dir: Path, say: Callab
 
 
 def write_outputs(
-    run: Run, *, json_path: Path | None, report_dir: Path, command: str, machine_line: str
+    run: Run,
+    *,
+    json_path: Path | None,
+    report_dir: Path,
+    command: str,
+    machine_line: str,
+    code: str = "unknown",
+    started: str = "",
 ) -> None:
     """The JSON (when asked for) and the report with its plots."""
     if json_path is not None:
         write_json(run.to_json(), json_path)
-    write_report(run, command=command, machine_line=machine_line, directory=report_dir)
+    write_report(
+        run, command=command, machine_line=machine_line, directory=report_dir, code=code, started=started
+    )
 
 
 __all__ = ["Sizes", "machine", "run_bench", "write_outputs"]

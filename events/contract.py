@@ -90,8 +90,8 @@ REASONS = {
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",
     "unresolved-identity": "The event names the citizen only by identifiers not linked to any citizen yet.",
     "refused": "Redis refused to apply the event: a key of its citizen (or an index entry it teaches) holds "
-    "another type or value than Citizen Context writes there, or the apply script failed on it. Redrive it "
-    "once the cause is mended.",
+    "another type or value than Citizen Context writes there, or the apply script failed on it. Not the "
+    "publisher's fault: the operators mend the cause, then redrive it.",
     "undecodable": "Reading the record failed in a way none of the other reasons describes.",
     "unreadable": "The Kafka client could not read the record at all (a corrupt batch): the letter holds "
     "only its position (`dlq.topic`, `dlq.partition`, `dlq.offset`).",

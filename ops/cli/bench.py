@@ -5,6 +5,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -63,15 +64,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
 )
 def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir: Path | None) -> None:
     """Measure ingest, freshness, reads, fan-out, memory and rebuild against same-run ceilings."""
+    from bench.report import revision
     from bench.runner import machine, run_bench, write_outputs
     from ops.cli.services import servers_running
     from ops.settings import ServicesSettings
 
     machine_line = machine()
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    code = revision(Path(__file__).resolve().parents[2])
     data_dir = ServicesSettings().data_dir
     if report_dir is None:
         report_dir = default_report_dir(quick=quick, only=only, data_dir=data_dir)
-    command = "citizen-context bench" + " --quick" * quick + "".join(f" --only {name}" for name in only)
+    command = (
+        "citizen-context bench"
+        + " --quick" * quick
+        + "".join(f" --only {name}" for name in only)
+        + (f" --json {json_path}" if json_path is not None else "")
+    )
     try:
         with sigterm_as_interrupt(), servers_running():
             run = run_bench(
@@ -82,7 +91,15 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
             )
     except ServiceError as error:
         fail(error)
-    write_outputs(run, json_path=json_path, report_dir=report_dir, command=command, machine_line=machine_line)
+    write_outputs(
+        run,
+        json_path=json_path,
+        report_dir=report_dir,
+        command=command,
+        machine_line=machine_line,
+        code=code,
+        started=started,
+    )
     click.echo(f"report: {report_dir / 'README.md'}", err=True)
     click.echo(run.to_json())
     if run.failures:

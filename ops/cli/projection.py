@@ -70,8 +70,20 @@ def dlq() -> None:
     """The dead-letter topic: records the consumer could not use, and why."""
 
 
+def _known_reason(_context: click.Context, _parameter: click.Parameter, reason: str | None) -> str | None:
+    """A `--reason` as given, if it is one the consumer gives: a mistyped one would find nothing, and look
+    like an empty topic."""
+    from events.contract import REASONS
+
+    if reason is not None and reason not in REASONS:
+        raise click.BadParameter(f"{reason!r} is no reason the consumer gives; known: {', '.join(REASONS)}")
+    return reason
+
+
 @dlq.command("list")
-@click.option("--reason", default=None, help="Only records dead-lettered for this reason.")
+@click.option(
+    "--reason", default=None, callback=_known_reason, help="Only records dead-lettered for this reason."
+)
 def dlq_list(reason: str | None) -> None:
     """Show the dead-lettered records (position, origin, reason, redriven or not), never their content."""
     from events.deadletter import dead_letter_topic
@@ -94,7 +106,12 @@ def dlq_list(reason: str | None) -> None:
 
 
 @dlq.command("redrive")
-@click.option("--reason", default=None, help="Only records dead-lettered for this reason (default: all).")
+@click.option(
+    "--reason",
+    default=None,
+    callback=_known_reason,
+    help="Only records dead-lettered for this reason (default: all).",
+)
 def dlq_redrive(reason: str | None) -> None:
     """Publish pending dead-lettered records, unchanged, back to their topic; each is redriven once."""
     from events.deadletter import redrive

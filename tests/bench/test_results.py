@@ -1,9 +1,10 @@
 """The JSON a bench run writes: exactly the keys the issue fixed, so runs compare over time."""
 
 import json
+import subprocess
 from pathlib import Path
 
-from bench.report import line, table, write_report
+from bench.report import line, revision, table, write_report
 from bench.results import (
     FIGURES,
     ContextRead,
@@ -63,13 +64,19 @@ def test_targets_are_judged_per_figure() -> None:
     assert not line(Fanout(connections=2_000, rss_mb=100, rate_per_s=200, p99_ms=10)).met  # too few streams
 
 
-def test_report_has_the_table_command_and_plots(tmp_path: Path) -> None:
+def test_report_has_the_table_command_code_and_plots(tmp_path: Path) -> None:
     path = write_report(
-        full_run(), command="citizen-context bench", machine_line="test machine", directory=tmp_path
+        full_run(),
+        command="citizen-context bench",
+        machine_line="test machine",
+        directory=tmp_path,
+        code="abc1234",
+        started="2026-11-30 15:00 UTC",
     )
     text = path.read_text()
     assert table(full_run()) in text
     assert "`citizen-context bench`" in text
+    assert "Code: abc1234, run started 2026-11-30 15:00 UTC" in text
     assert (tmp_path / "freshness.png").stat().st_size > 0
     assert "![freshness](freshness.png)" in text
 
@@ -92,3 +99,15 @@ def test_a_document_is_written_as_indented_json_in_a_folder_made_for_it(tmp_path
     path = tmp_path / "new" / "run.json"
     write_json({"ingest": {"events": 3}}, path)
     assert path.read_text() == '{\n  "ingest": {\n    "events": 3\n  }\n}\n'
+
+
+def test_a_run_names_the_commit_it_measured_or_says_it_cannot(tmp_path: Path) -> None:
+    project = Path(__file__).resolve().parents[2]
+    head = subprocess.run(
+        ["git", "-C", str(project), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert revision(project).removesuffix("+changes") == head
+    assert revision(tmp_path) == "unknown"  # not a git checkout
