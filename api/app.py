@@ -179,7 +179,7 @@ def create_app(
                 publisher=publisher,
                 streams=streams,
                 security=services,
-                eraser=CitizenEraser(client, prefix=redis_settings.key_prefix),
+                eraser=CitizenEraser(client, prefix=redis_settings.key_prefix, timeline=timeline),
                 identity=identity,
             )
         finally:

@@ -84,7 +84,7 @@ async def erase_citizen(
     at = datetime.now(UTC)
     event = erasure_event(citizen_id, at=at)
     await publisher.publish([event])
-    keys_removed = await eraser.erase(citizen_id)
+    keys_removed = await eraser.erase(citizen_id, at=at)
 
     def from_sql() -> int:
         with Session(engine) as session:

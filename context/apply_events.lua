@@ -5,7 +5,8 @@
 -- event cost the writer more Python than everything else it does, and Redis a script invocation each.
 --
 -- KEYS: one per event, its citizen's key base ("prefix:epoch:{citizen}"). A citizen's eight keys are that
---       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot. Then the
+--       base with a suffix (context/keys.py, CitizenKeys); they share its hash tag, so its slot. Then one
+--       per event, its citizen's erasure mark (context/keys.py, erasure_mark_key; same slot). Then the
 --       identifier index entries the events teach (context/keys.py, identifier_key), in the events' order.
 --       Then, when ARGV[10] is "1", the key naming the served generation.
 -- ARGV: 1 max events, 2 age cutoff score, 3 change log length, 4 channel ("": publish nothing),
@@ -88,12 +89,20 @@ end
 -- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above), and the
 -- index entries it teaches at KEYS[entry].
 -- Returns applied (1 or 0), the version after it, and the identifiers to keep alive (a table).
-local function apply_one(base, at, entry)
+local function apply_one(base, mark, at, entry)
   local keys = {}
   for i, suffix in ipairs(SUFFIXES) do keys[i] = base .. suffix end
   local event_key, score_text, stored, citizen = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local fact = ARGV[at + 4]
   local score = tonumber(score_text)
+
+  -- An event of a citizen erased since it happened changes nothing, not even what it teaches: applied
+  -- after the erasure (from another partition, redriven, or replayed by a rebuild), it would bring them
+  -- back.
+  local erased_at = redis.call('GET', mark)
+  if erased_at and score <= tonumber(erased_at) then
+    return 0, tonumber(redis.call('HGET', keys[3], 'version') or '0') or 0, {}
+  end
   local first_update, last_update = at + 7, at + 6 + 2 * tonumber(ARGV[at + 5])
   local first_taught, last_taught = last_update + 1, last_update + tonumber(ARGV[at + 6])
 
@@ -260,10 +269,10 @@ local function refusal(err)
   return nil
 end
 
-local replies, stale, at, entry = {}, {}, 13, event_count + 1
+local replies, stale, at, entry = {}, {}, 13, 2 * event_count + 1
 for i = 1, event_count do
   added = nil
-  local ok, applied, version, identifiers = pcall(apply_one, KEYS[i], at, entry)
+  local ok, applied, version, identifiers = pcall(apply_one, KEYS[i], KEYS[event_count + i], at, entry)
   if not ok then
     -- What the event wrote before failing stays (each of its writes is one that applying it again repeats),
     -- but not its place in the timeline, which says it was applied. Its keys may have been created by it:

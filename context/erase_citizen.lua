@@ -7,24 +7,35 @@
 -- entry would bring the citizen back with any later event naming the identifier: nothing is deleted, and
 -- the caller reads the set and tries again.
 --
--- KEYS: every key of the citizen (CitizenKeys.erasable), the identifiers set first; then the index
---       entries of the identifiers the caller read, in their order
--- ARGV: 1 channel ("": publish nothing), 2 the message announcing the erasure, 3 the citizen's id, 4 how
---       many identifiers the caller read, then those identifiers ("kind:value")
+-- Then it marks the citizen erased as of the erasure's time (context/keys.py, erasure_mark_key): the
+-- apply script applies none of their events timed at or before it, so an earlier event applied after the
+-- erasure (read from another partition, redriven, or replayed by a rebuild) does not bring them back. A
+-- later mark is never moved back by an earlier erasure replayed.
+--
+-- KEYS: the erasure mark; every key of the citizen (CitizenKeys.erasable), the identifiers set first; then
+--       the index entries of the identifiers the caller read, in their order
+-- ARGV: 1 channel ("": publish nothing), 2 the message announcing the erasure, 3 the citizen's id, 4 the
+--       erasure's time (a timeline score), 5 when the mark expires (Unix seconds), 6 how many identifiers
+--       the caller read, then those identifiers ("kind:value")
 -- Returns how many of the citizen's keys existed, or -1 (nothing done) when the citizen was taught an
 -- identifier since the caller read the set.
-local citizen, listed = ARGV[3], tonumber(ARGV[4])
-local citizen_keys = #KEYS - listed
-if redis.call('SCARD', KEYS[1]) ~= listed then
+local citizen, erased_at, listed = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[6])
+local last_citizen_key = #KEYS - listed
+if redis.call('SCARD', KEYS[2]) ~= listed then
   return -1
 end
 for i = 1, listed do
-  if redis.call('SISMEMBER', KEYS[1], ARGV[4 + i]) == 0
-      or redis.call('HGET', KEYS[citizen_keys + i], 'citizen') == citizen then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[6 + i]) == 0
+      or redis.call('HGET', KEYS[last_citizen_key + i], 'citizen') == citizen then
     return -1
   end
 end
-local removed = redis.call('DEL', unpack(KEYS, 1, citizen_keys))
+local marked = tonumber(redis.call('GET', KEYS[1]) or '')
+if not marked or erased_at > marked then
+  redis.call('SET', KEYS[1], ARGV[4])
+  redis.call('EXPIREAT', KEYS[1], ARGV[5])
+end
+local removed = redis.call('DEL', unpack(KEYS, 2, last_citizen_key))
 if ARGV[1] ~= '' then
   redis.call('PUBLISH', ARGV[1], ARGV[2])
 end

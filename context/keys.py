@@ -87,6 +87,16 @@ class CitizenKeys:
         return [self.timeline, self.events, self.meta, self.facts, self.profile]
 
 
+def erasure_mark_key(prefix: str, citizen_id: str) -> str:
+    """String: when the citizen was last erased (a timeline score). The write path applies none of their
+    events timed at or before it, whichever generation, partition, redrive or rebuild brings the event.
+
+    It belongs to no generation (a rebuild must honour it), and carries the citizen's hash tag (one slot
+    with the keys the apply script writes).
+    """
+    return f"{prefix}:erased:{{{citizen_id}}}"
+
+
 def presence_key(prefix: str, citizen_id: str) -> str:
     """Sorted set of the streams viewing a citizen ("agent-id\tconnection-id"), scored by expiry time.
 

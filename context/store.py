@@ -24,6 +24,7 @@ from context.keys import (
     changes_channel,
     citizen_base,
     epoch_key,
+    erasure_mark_key,
     generation_pattern,
     identifier_key,
     presence_key,
@@ -36,7 +37,7 @@ from context.settings import SummarySettings, TimelineSettings
 from context.streamed import Command, Sent, StreamedCommands, evalsha
 from context.summary import FACTS, summarise, summary_changes_at, within_age_cap
 from context.summary_cache import SummaryCache
-from context.timeline import age_cutoff
+from context.timeline import age_cutoff, time_score
 from models.context import CitizenContext, ContextChange, Profile, Summary
 from models.events import CloudEvent
 
@@ -303,7 +304,7 @@ class ProjectionWriter:
         for index, write in enumerate(writes):
             if write.erase:
                 results += self._apply_run(writes[start:index], epoch=epoch, now=now, publish=publish)
-                self.erase(write.citizen_id, epoch=epoch, publish=publish)
+                self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=publish)
                 results.append(ApplyResult(applied=True, version=0))
                 start = index + 1
         return results + self._apply_run(writes[start:], epoch=epoch, now=now, publish=publish)
@@ -399,6 +400,7 @@ class ProjectionWriter:
         for start in range(0, len(writes), EVENTS_PER_CALL):
             run = writes[start : start + EVENTS_PER_CALL]
             keys = [citizen_base(self._prefix, epoch, write.citizen_id) for write in run]
+            keys += [erasure_mark_key(self._prefix, write.citizen_id) for write in run]
             args: list[str | int] = [*shared, len(run)]
             for write in run:
                 event = write.event
@@ -420,9 +422,21 @@ class ProjectionWriter:
                     args.append(f"{kind}:{value}")
             yield [evalsha(self._apply, keys + check, args)]
 
-    def erase(self, citizen_id: str, *, epoch: str, publish: bool = True) -> int:
-        """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence)."""
-        plan = _Erasure(self._prefix, epoch, citizen_id, publish=publish)
+    def erase(
+        self, citizen_id: str, *, epoch: str, erased_at: int | None = None, publish: bool = True
+    ) -> int:
+        """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence), and
+        mark them erased as of `erased_at` (a timeline score; now when not given): none of their events
+        timed at or before it is applied afterwards, in any generation."""
+        erased_at = time_score(datetime.now(UTC)) if erased_at is None else erased_at
+        plan = _Erasure(
+            self._prefix,
+            epoch,
+            citizen_id,
+            erased_at=erased_at,
+            mark_expires_at=erasure_mark_expiry(erased_at, self._timeline),
+            publish=publish,
+        )
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
             identifiers = sorted(cast(set[str], self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):
@@ -440,6 +454,14 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
+
+
+def erasure_mark_expiry(erased_at: int, timeline: TimelineSettings) -> int:
+    """When an erasure's mark expires (Unix seconds; pure): once no record of the citizen from before it
+    can still be replayed. The topic keeps records for the age cap at most (README, A citizen's rights),
+    and a publisher may send one late; the inactivity expiry is the margin."""
+    lasts = timedelta(days=timeline.max_age_days + timeline.inactivity_expiry_days)
+    return erased_at // 1_000_000 + int(lasts.total_seconds())
 
 
 class SentBatch:
@@ -466,6 +488,9 @@ class _Erasure:
     prefix: str
     epoch: str
     citizen_id: str
+    # When the citizen was erased (a timeline score), and when the mark saying so expires (Unix seconds).
+    erased_at: int
+    mark_expires_at: int
     publish: bool = True
 
     @property
@@ -473,17 +498,26 @@ class _Erasure:
         return CitizenKeys(self.prefix, self.epoch, self.citizen_id)
 
     def script_keys(self, identifiers: Sequence[str]) -> list[str]:
-        """erase_citizen.lua's keys: the citizen's, the identifiers set first (the script checks it), then
-        the index entries of `identifiers` (the script checks none names the citizen again)."""
+        """erase_citizen.lua's keys: the erasure mark; the citizen's, the identifiers set first (the script
+        checks it); then the index entries of `identifiers` (the script checks none names the citizen
+        again)."""
         keys = self.keys
         own = [keys.identifiers, *(key for key in keys.erasable() if key != keys.identifiers)]
-        return own + self.identifier_keys(identifiers)
+        return [erasure_mark_key(self.prefix, self.citizen_id), *own, *self.identifier_keys(identifiers)]
 
     def args(self, identifiers: Sequence[str]) -> list[str | int]:
         """The script's arguments, with the identifiers whose index entries were removed."""
         message = json.dumps({"citizen_id": self.citizen_id, "epoch": self.epoch, "erased": True})
         channel = changes_channel(self.prefix) if self.publish else ""
-        return [channel, message, self.citizen_id, len(identifiers), *identifiers]
+        return [
+            channel,
+            message,
+            self.citizen_id,
+            self.erased_at,
+            self.mark_expires_at,
+            len(identifiers),
+            *identifiers,
+        ]
 
     def identifier_keys(self, members: Iterable[str]) -> list[str]:
         keys = []
@@ -496,18 +530,29 @@ class _Erasure:
 class CitizenEraser:
     """Erases a citizen from the served generation at once (the API, on a citizen's request)."""
 
-    def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
+    def __init__(
+        self, client: "aioredis.Redis", *, prefix: str, timeline: TimelineSettings | None = None
+    ) -> None:
         self._client = client
         self._prefix = prefix
+        self._timeline = timeline or TimelineSettings()
         self._erase = client.register_script(_ERASE_CITIZEN)
         self._forget = client.register_script(_FORGET_IDENTIFIER)
 
-    async def erase(self, citizen_id: str) -> int:
-        """Remove everything held about the citizen in the served generation; how many keys existed."""
+    async def erase(self, citizen_id: str, *, at: datetime | None = None) -> int:
+        """Remove everything held about the citizen in the served generation, and mark them erased as of
+        `at` (now when not given; see ProjectionWriter.erase); how many keys existed."""
         # Before anything was ever written there is no generation, but streams may be open: they are
         # told all the same.
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
-        plan = _Erasure(self._prefix, epoch, citizen_id)
+        erased_at = time_score(at or datetime.now(UTC))
+        plan = _Erasure(
+            self._prefix,
+            epoch,
+            citizen_id,
+            erased_at=erased_at,
+            mark_expires_at=erasure_mark_expiry(erased_at, self._timeline),
+        )
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
             identifiers = sorted(cast(set[str], await self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):

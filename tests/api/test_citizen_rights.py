@@ -1,6 +1,7 @@
 """A citizen's rights through real processes: a complete export, and an erasure that survives a rebuild."""
 
 from collections.abc import Iterator
+from typing import cast
 
 import httpx
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 
 from api.publisher import EventPublisher
+from context.keys import erasure_mark_key
 from context.settings import RedisSettings, redis_client_options
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
@@ -28,12 +30,15 @@ def publisher(stack: Stack) -> Iterator[EventPublisher]:
 
 
 def held_in_redis(stack: Stack, *needles: str) -> list[str]:
-    """Every key of the stack's prefix whose name or value mentions one of `needles`."""
+    """Every key of the stack's prefix whose name or value mentions one of `needles`, but for erasure marks
+    (a citizen's id and when they were erased: what keeps their earlier events from coming back)."""
     prefix = stack.env["CITIZEN_CONTEXT_REDIS_KEY_PREFIX"]
     client = redis.Redis.from_url(str(RedisSettings().url), **redis_client_options())
     found = []
     try:
         for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            if key.startswith(f"{prefix}:erased:"):
+                continue
             if any(needle in f"{key} {_values(client, key)}" for needle in needles):
                 found.append(key)
     finally:
@@ -136,6 +141,14 @@ def test_export_then_erasure_then_rebuild_leaves_nothing_of_the_citizen(
     needles = (citizen, PHONE, EMAIL, "Explained the payment plan")
     assert held_in_redis(stack, *needles) == []
     assert held_in_sql(stack, *needles) == []
+    # What is left is the mark: when the citizen was erased, until no earlier record can come back.
+    mark = erasure_mark_key(stack.env["CITIZEN_CONTEXT_REDIS_KEY_PREFIX"], citizen)
+    marks = redis.Redis.from_url(str(RedisSettings().url), **redis_client_options())
+    try:
+        assert int(cast(str, marks.get(mark))) > 0
+        assert marks.ttl(mark) > 0
+    finally:
+        marks.close()
     lookup = httpx.get(f"{api}/v1/citizens/lookup", params={"phone": PHONE}, headers=supervisor, timeout=5)
     assert lookup.status_code == 404
 

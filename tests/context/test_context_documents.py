@@ -12,6 +12,7 @@ from context.document_cache import MAX_AGE
 from context.keys import CitizenKeys
 from context.settings import TimelineSettings
 from context.store import ContextReader, ProjectionWriter
+from context.timeline import time_score
 from models.context import CitizenContext
 from tests.factories import make_event, writes_for
 
@@ -37,7 +38,7 @@ async def test_a_kept_document_is_served_only_while_the_snapshot_and_its_summary
     assert week_on.head.summary != first.head.summary
     assert week_on.summary_digest != first.summary_digest
     # Erased and written again: the same version 1, with another event, is never the kept document.
-    writer.erase("C-12", epoch=epoch, publish=False)
+    writer.erase("C-12", epoch=epoch, erased_at=time_score(NOW - timedelta(minutes=7)), publish=False)
     other = make_event("C-12", minutes_ago=5, now=NOW)
     writer.apply_batch(writes_for(other), now=NOW)
     again = await reader.context_json("C-12", now=NOW + timedelta(minutes=1))

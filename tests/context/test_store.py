@@ -476,7 +476,7 @@ def test_a_batch_of_many_erasures_is_applied_in_order(redis_client: "redis.Redis
             make_event(f"C-{n}", minutes_ago=5, now=NOW),
             make_event(f"C-{n}", type_=ERASURE_TYPE, data={}, minutes_ago=1, now=NOW),
         ]
-    events.append(make_event("C-0", minutes_ago=1, now=NOW))  # after its erasure: kept
+    events.append(make_event("C-0", minutes_ago=0.5, now=NOW))  # after its erasure: kept
     results = writer.apply_batch(writes_for(*events))
     assert [r.version for r in results] == [1, 0] * 1_200 + [1]
     epoch = writer.current_epoch()

@@ -1,0 +1,100 @@
+"""The erasure mark, against the real Redis: an erased citizen's earlier events never bring them back,
+whatever brings those events after the erasure (another partition, a redrive, a rebuild's replay)."""
+
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import redis
+import redis.asyncio as aioredis
+
+from context.identity import IdentifierKind
+from context.keys import CitizenKeys, erasure_mark_key
+from context.settings import TimelineSettings
+from context.store import CitizenEraser, ProjectionWriter, erasure_mark_expiry
+from context.timeline import time_score
+from models.events import CloudEvent
+from models.taxonomy import ERASURE_TYPE
+from tests.factories import example_data, make_event, writes_for
+
+NOW = datetime.now(UTC)
+PHONE = (IdentifierKind.phone, "+447700900321")
+
+
+def profile(citizen_id: str, *, minutes_ago: float) -> CloudEvent:
+    data = example_data("profile.updated", phone="07700 900321", email=None)
+    return make_event(citizen_id, type_="profile.updated", data=data, minutes_ago=minutes_ago, now=NOW)
+
+
+def test_an_earlier_event_applied_after_the_erasure_changes_nothing_not_even_what_it_teaches(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erasure = make_event("C-MARK-1", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.apply_batch(writes_for(make_event("C-MARK-1", minutes_ago=30, now=NOW), erasure))
+    epoch = writer.current_epoch()
+
+    # Read later from another partition, or redriven: both happened before the erasure.
+    late = [make_event("C-MARK-1", minutes_ago=20, now=NOW), profile("C-MARK-1", minutes_ago=15)]
+    results = writer.apply_batch(writes_for(*late))
+
+    assert [result.applied for result in results] == [False, False]
+    keys = CitizenKeys(key_prefix, epoch, "C-MARK-1")
+    assert [key for key in keys.all() if redis_client.exists(key)] == []
+    assert writer.resolve([PHONE], epoch=epoch) == {}
+
+
+def test_a_rebuild_replaying_the_citizens_earlier_events_into_a_new_generation_applies_none(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The erasure landed while a rebuild was still replaying the citizen's earlier events.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.erase("C-MARK-2", epoch=writer.current_epoch(), erased_at=time_score(NOW - timedelta(minutes=1)))
+    results = writer.apply_batch(writes_for(profile("C-MARK-2", minutes_ago=5)), epoch="rebuilding")
+
+    assert [result.applied for result in results] == [False]
+    keys = CitizenKeys(key_prefix, "rebuilding", "C-MARK-2")
+    assert [key for key in keys.all() if redis_client.exists(key)] == []
+
+
+def test_a_citizen_who_comes_back_after_the_erasure_is_applied_again(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.erase("C-MARK-3", epoch=writer.current_epoch(), erased_at=time_score(NOW - timedelta(minutes=10)))
+    (result,) = writer.apply_batch(writes_for(make_event("C-MARK-3", minutes_ago=5, now=NOW)))
+    assert (result.applied, result.version) == (True, 1)
+
+
+def test_an_earlier_erasure_replayed_keeps_the_later_mark_and_its_expiry(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    timeline = TimelineSettings()
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
+    later, earlier = time_score(NOW - timedelta(minutes=1)), time_score(NOW - timedelta(days=3))
+    writer.erase("C-MARK-4", epoch=writer.current_epoch(), erased_at=later)
+    writer.erase("C-MARK-4", epoch=writer.current_epoch(), erased_at=earlier)  # a rebuild replays it
+
+    mark = erasure_mark_key(key_prefix, "C-MARK-4")
+    assert int(cast(str, redis_client.get(mark))) == later
+    assert redis_client.expiretime(mark) == erasure_mark_expiry(later, timeline)
+
+
+def test_a_mark_lasts_the_age_cap_and_the_inactivity_expiry_after_the_erasure() -> None:
+    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
+    erased_at = time_score(datetime(2026, 1, 1, tzinfo=UTC))
+    expected = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=120)
+    assert erasure_mark_expiry(erased_at, timeline) == int(expected.timestamp())
+
+
+async def test_the_apis_erasure_marks_the_citizen_as_of_its_time(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(writes_for(make_event("C-MARK-5", minutes_ago=30, now=NOW)))
+    at = NOW - timedelta(minutes=2)
+
+    assert await CitizenEraser(async_redis, prefix=key_prefix).erase("C-MARK-5", at=at) > 0
+
+    assert int(cast(str, redis_client.get(erasure_mark_key(key_prefix, "C-MARK-5")))) == time_score(at)
+    (result,) = writer.apply_batch(writes_for(make_event("C-MARK-5", minutes_ago=3, now=NOW)))
+    assert not result.applied
