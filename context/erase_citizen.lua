@@ -10,10 +10,12 @@
 -- Then it marks the citizen erased as of the erasure's time (context/keys.py, erasure_mark_key): the
 -- apply script applies none of their events timed at or before it, so an earlier event applied after the
 -- erasure (read from another partition, redriven, or replayed by a rebuild) does not bring them back. A
--- later mark is never moved back by an earlier erasure replayed.
+-- later mark is never moved back by an earlier erasure replayed. An event held with a later time than
+-- the erasure's (publishers' clocks may run ahead, within the skew the decoder allows) moves the mark on to
+-- its time: replayed, it would otherwise come back.
 --
--- KEYS: the erasure mark; every key of the citizen (CitizenKeys.erasable), the identifiers set first; then
---       the index entries of the identifiers the caller read, in their order
+-- KEYS: the erasure mark; every key of the citizen (CitizenKeys.erasable), the identifiers set first and
+--       the timeline second; then the index entries of the identifiers the caller read, in their order
 -- ARGV: 1 channel ("": publish nothing), 2 the message announcing the erasure, 3 the citizen's id, 4 the
 --       erasure's time (a timeline score), 5 when the mark expires (Unix seconds), 6 how many identifiers
 --       the caller read, then those identifiers ("kind:value")
@@ -30,9 +32,13 @@ for i = 1, listed do
     return -1
   end
 end
+local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')[2]
+if newest and tonumber(newest) > erased_at then
+  erased_at = tonumber(newest)
+end
 local marked = tonumber(redis.call('GET', KEYS[1]) or '')
 if not marked or erased_at > marked then
-  redis.call('SET', KEYS[1], ARGV[4])
+  redis.call('SET', KEYS[1], string.format('%d', erased_at))
   redis.call('EXPIREAT', KEYS[1], ARGV[5])
 end
 local removed = redis.call('DEL', unpack(KEYS, 2, last_citizen_key))

@@ -232,6 +232,11 @@ class ProjectionWriter:
         """Tell every API process that the served generation changed, so open streams re-sync."""
         self._client.publish(changes_channel(self._prefix), json.dumps({"epoch": epoch}))
 
+    def erasure_mark(self, citizen_id: str) -> int | None:
+        """When the citizen was last erased (a timeline score), while the mark lasts; None if not."""
+        held = self._client.get(erasure_mark_key(self._prefix, citizen_id))
+        return int(cast(str, held)) if held is not None else None
+
     def resolve(self, identifiers: Iterable[Identifier], *, epoch: str) -> dict[Identifier, IndexEntry]:
         """The index entries of these identifiers: citizen and stamp (missing ones are left out)."""
         wanted = list(dict.fromkeys(identifiers))
@@ -499,10 +504,11 @@ class _Erasure:
 
     def script_keys(self, identifiers: Sequence[str]) -> list[str]:
         """erase_citizen.lua's keys: the erasure mark; the citizen's, the identifiers set first (the script
-        checks it); then the index entries of `identifiers` (the script checks none names the citizen
-        again)."""
+        checks it) and the timeline second (its newest event may move the mark on); then the index entries
+        of `identifiers` (the script checks none names the citizen again)."""
         keys = self.keys
-        own = [keys.identifiers, *(key for key in keys.erasable() if key != keys.identifiers)]
+        first = [keys.identifiers, keys.timeline]
+        own = [*first, *(key for key in keys.erasable() if key not in first)]
         return [erasure_mark_key(self.prefix, self.citizen_id), *own, *self.identifier_keys(identifiers)]
 
     def args(self, identifiers: Sequence[str]) -> list[str | int]:

@@ -91,6 +91,15 @@ def resolve_batch(
     # it: an entry taught with its stamp, or None for one an erasure removed. Only the identifiers some event
     # is found by matter: learning any other would cost time and decide nothing.
     learned: dict[Identifier, IndexEntry | None] = {}
+    # Citizens' erasure marks (the apply script teaches nothing for an event timed at or before one), read
+    # only for a citizen whose event teaches an identifier some event is found by, or erased in the batch.
+    marks: dict[str, int | None] = {}
+
+    def erased_at(citizen_id: str) -> int | None:
+        if citizen_id not in marks:
+            marks[citizen_id] = writer.erasure_mark(citizen_id)
+        return marks[citizen_id]
+
     for record, judged in decoded:
         event = resolved = judged.event
         stored_json: str | None = judged.stored
@@ -131,9 +140,14 @@ def resolve_batch(
             for identifier, entry in {**known, **learned}.items():
                 if entry is not None and entry.citizen == write.citizen_id:
                     learned[identifier] = None
-        for identifier in write.identifiers:
-            if identifier in wanted:
-                _teach(identifier, write, known=known, learned=learned)
+            held = erased_at(write.citizen_id)
+            marks[write.citizen_id] = write.score if held is None else max(held, write.score)
+        if any(identifier in wanted for identifier in write.identifiers):
+            mark = erased_at(write.citizen_id)
+            if mark is None or write.score > mark:
+                for identifier in write.identifiers:
+                    if identifier in wanted:
+                        _teach(identifier, write, known=known, learned=learned)
         prepared.writes.append(write)
         prepared.sources.append(record)
     return prepared

@@ -98,3 +98,20 @@ async def test_the_apis_erasure_marks_the_citizen_as_of_its_time(
     assert int(cast(str, redis_client.get(erasure_mark_key(key_prefix, "C-MARK-5")))) == time_score(at)
     (result,) = writer.apply_batch(writes_for(make_event("C-MARK-5", minutes_ago=3, now=NOW)))
     assert not result.applied
+
+
+def test_an_event_held_from_a_clock_ahead_moves_the_mark_on_to_its_time(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The decoder accepts events up to a day ahead of its clock; replayed after an erasure timed before
+    # them, they came back.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    ahead = make_event("C-MARK-6", minutes_ago=-60, now=NOW)
+    writer.apply_batch(writes_for(ahead))
+    writer.erase("C-MARK-6", epoch=writer.current_epoch(), erased_at=time_score(NOW))
+
+    assert int(cast(str, redis_client.get(erasure_mark_key(key_prefix, "C-MARK-6")))) == time_score(
+        ahead.time
+    )
+    (replayed,) = writer.apply_batch(writes_for(ahead), epoch="rebuilding")
+    assert not replayed.applied
