@@ -268,8 +268,13 @@ def rebuild(
         log.info("rebuild started", epoch=epoch, partitions=len(replayer.partitions))
         while replayer.catch_up(progress) > settle_below:
             pass
-        previous = writer.switch_epoch(epoch)
+        # The generation served is read before the switch, not taken from its answer: a switch whose answer
+        # was lost, and was sent again, finds itself done, and would name the new one as the previous one.
+        previous: str | None = writer.current_epoch()
+        # From here on the switch may have happened even if its answer never came: the new generation is
+        # kept, not dropped (it may be served), and a rebuild failing now leaves it for its keys to expire.
         switched = True
+        writer.switch_epoch(epoch)
         # Past the switch, readers depend on this last pass: it is retried until it completes.
         _until_done(lambda: replayer.catch_up(progress))
         replayer.give_up_on_held_back()
