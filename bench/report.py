@@ -115,21 +115,14 @@ def machine() -> str:
 def revision(directory: Path) -> str:
     """The commit of the code in `directory` (a git checkout's `HEAD`, with "+changes" when files differ
     from it), or "unknown": runs compare only at the code they measured."""
+
+    def git(*arguments: str) -> str:
+        asked = ["git", "-C", str(directory), *arguments]
+        return subprocess.run(asked, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "-C", str(directory), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if changed else "")

@@ -433,15 +433,8 @@ class ProjectionWriter:
         """Remove everything held about a citizen in `epoch` (timeline, profile, identifiers, presence), and
         mark them erased as of `erased_at` (a timeline score; now when not given): none of their events
         timed at or before it is applied afterwards, in any generation."""
-        erased_at = time_score(datetime.now(UTC)) if erased_at is None else erased_at
-        plan = _Erasure(
-            self._prefix,
-            epoch,
-            citizen_id,
-            erased_at=erased_at,
-            mark_expires_at=erasure_mark_expiry(erased_at, self._timeline),
-            publish=publish,
-        )
+        moment = time_score(datetime.now(UTC)) if erased_at is None else erased_at
+        plan = _Erasure.of(self._prefix, epoch, citizen_id, moment, self._timeline, publish=publish)
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
             identifiers = sorted(cast(set[str], self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):
@@ -498,6 +491,21 @@ class _Erasure:
     mark_expires_at: int
     publish: bool = True
 
+    @classmethod
+    def of(
+        cls,
+        prefix: str,
+        epoch: str,
+        citizen_id: str,
+        erased_at: int,
+        timeline: TimelineSettings,
+        *,
+        publish: bool = True,
+    ) -> "_Erasure":
+        """A citizen's erasure as of `erased_at` (a timeline score), its mark lasting as `timeline` says."""
+        expires_at = erasure_mark_expiry(erased_at, timeline)
+        return cls(prefix, epoch, citizen_id, erased_at, expires_at, publish=publish)
+
     @property
     def keys(self) -> CitizenKeys:
         return CitizenKeys(self.prefix, self.epoch, self.citizen_id)
@@ -551,13 +559,8 @@ class CitizenEraser:
         # Before anything was ever written there is no generation, but streams may be open: they are
         # told all the same.
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
-        erased_at = time_score(at or datetime.now(UTC))
-        plan = _Erasure(
-            self._prefix,
-            epoch,
-            citizen_id,
-            erased_at=erased_at,
-            mark_expires_at=erasure_mark_expiry(erased_at, self._timeline),
+        plan = _Erasure.of(
+            self._prefix, epoch, citizen_id, time_score(at or datetime.now(UTC)), self._timeline
         )
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
             identifiers = sorted(cast(set[str], await self._client.smembers(plan.keys.identifiers)))
