@@ -284,7 +284,7 @@ class ChangeHub:
 
     def _route(self, raw: str | bytes) -> None:
         # Only the message's JSON is read here; a change's event only for a citizen someone watches.
-        message, stored_event = published_change(raw.decode() if isinstance(raw, bytes) else raw)
+        message, stored_event = published_change(raw)
         citizen_id = message.get("citizen_id")
         if citizen_id is None:
             if "epoch" in message:

@@ -22,10 +22,10 @@
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
 -- index entries the writer must keep alive. An event Redis refuses (see `refusal`) gets {-1, its kind}
--- instead, and the events after it are applied all the same. Returns nil, having changed nothing, when ARGV[10] asks for the
--- served generation and that is no longer ARGV[11]: the writer takes the served generation as it last read
--- it, and a rebuild may have switched it since (the writer then applies the events again, to the one now
--- served).
+-- instead, and the events after it are applied all the same. Returns nil, having changed nothing, when
+-- ARGV[10] asks for the served generation and that is no longer ARGV[11]: the writer takes the served
+-- generation as it last read it, and a rebuild may have switched it since (the writer then applies the
+-- events again, to the one now served).
 --
 -- A published change is the change's JSON (citizen, generation, version, and the whole profile when it
 -- changed), then, when the event joined the timeline, a line feed and the event's stored form, which the

@@ -209,11 +209,11 @@ class ProjectionWriter:
         self._served = cast(str, pipe.execute()[1])
         return self._served
 
-    def switch_epoch(self, epoch: str) -> str | None:
-        """Make `epoch` the generation readers and live writers use; returns the previous one."""
-        previous = self._client.set(epoch_key(self._prefix), epoch, get=True)
+    def switch_epoch(self, epoch: str) -> None:
+        """Make `epoch` the generation readers and live writers use (the caller reads the previous one
+        first: an answer naming it could be lost, and the switch sent again would name `epoch`)."""
+        self._client.set(epoch_key(self._prefix), epoch)
         self._served = epoch
-        return cast(str | None, previous)
 
     def drop_generation(self, epoch: str) -> int:
         """Delete every key of a generation that is no longer served; returns how many."""
@@ -385,7 +385,7 @@ class ProjectionWriter:
             for reply in replies:
                 *flat, identifiers = reply
                 applied += (
-                    ApplyResult(applied=False, version=0, refused=_text(version))
+                    ApplyResult(applied=False, version=0, refused=reply_text(version))
                     if done == REFUSED_REPLY
                     else ApplyResult(applied=bool(done), version=int(version))
                     for done, version in zip(flat[::2], flat[1::2], strict=True)
@@ -573,11 +573,11 @@ class CitizenEraser:
         raise ErasureOutpaced(citizen_id)
 
 
-def published_change(message: str) -> tuple[dict[str, Any], str]:
+def published_change(message: str | bytes) -> tuple[dict[str, Any], str]:
     """A message of the changes channel: its JSON, and the stored form of the change's event after a line
     feed ("" when none; apply_events.lua). Other messages (presence, erasures, a new generation) are JSON
     alone, as are changes published before events followed the JSON in their stored form."""
-    head, _, stored_event = message.partition("\n")
+    head, _, stored_event = reply_text(message).partition("\n")
     return json.loads(head), stored_event
 
 
@@ -911,7 +911,7 @@ class ContextReader:
 EVENTS = TypeAdapter(list[CloudEvent])
 
 
-def _text(reply: str | bytes) -> str:
+def reply_text(reply: str | bytes) -> str:
     """A reply that is text, however the client was told to decode replies."""
     return reply.decode() if isinstance(reply, bytes) else reply
 

@@ -270,7 +270,7 @@ def rebuild(
             pass
         # The generation served is read before the switch, not taken from its answer: a switch whose answer
         # was lost, and was sent again, finds itself done, and would name the new one as the previous one.
-        previous: str | None = writer.current_epoch()
+        previous = writer.current_epoch()
         # From here on the switch may have happened even if its answer never came: the new generation is
         # kept, not dropped (it may be served), and a rebuild failing now leaves it for its keys to expire.
         switched = True

@@ -34,7 +34,7 @@ def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
 class AnswerLost(ProjectionWriter):
     """A writer whose switch is done in Redis, but whose answer never comes back (the connection drops)."""
 
-    def switch_epoch(self, epoch: str) -> str | None:
+    def switch_epoch(self, epoch: str) -> None:
         super().switch_epoch(epoch)
         raise redis.ConnectionError("the connection dropped before the answer came")
 
