@@ -119,6 +119,15 @@ def generation_pattern(prefix: str, epoch: str) -> str:
     return f"{prefix}:{epoch}:*"
 
 
+def unserved_generations_key(prefix: str) -> str:
+    """Sorted set of the generations that hold keys but are not served: the one a rebuild is building (from
+    before its first write), and the one it retires (until it has dropped it), scored by when the last of
+    their keys expires (Unix seconds). An erasure reaches each of them besides the served one: a rebuild
+    stopped before its switch, or before dropping the generation it replaced, leaves it behind until then.
+    """
+    return f"{prefix}:generations:unserved"
+
+
 def redriven_key(prefix: str) -> str:
     """Set of the dead-letter records already redriven ("topic/partition/offset"), so none goes twice."""
     return f"{prefix}:dlq-redriven"

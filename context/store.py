@@ -31,6 +31,7 @@ from context.keys import (
     rate_limit_prefix,
     redriven_key,
     stream_ticket_key,
+    unserved_generations_key,
 )
 from context.service import EventWrite
 from context.settings import SummarySettings, TimelineSettings
@@ -228,6 +229,27 @@ class ProjectionWriter:
             removed += self._client.unlink(*batch)
         return removed
 
+    def hold_unserved(self, epoch: str) -> None:
+        """List `epoch` among the generations that hold keys without being served, until every key written
+        to it within the next HOLD_RENEWAL_S has expired: erasures reach it meanwhile (see
+        `erase_everywhere`). A rebuild holds its generation before its first write, renews the hold while
+        it writes, and holds the generation it retires until it has dropped it."""
+        now = time.time()
+        key = unserved_generations_key(self._prefix)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", f"({int(now)}")  # holds whose generation has expired entirely
+        pipe.zadd(key, {epoch: unserved_horizon(now + HOLD_RENEWAL_S, self._timeline)}, gt=True)
+        pipe.execute()
+
+    def release_unserved(self, epoch: str) -> None:
+        """Take `epoch` off the unserved generations (it is served now, or dropped)."""
+        self._client.zrem(unserved_generations_key(self._prefix), epoch)
+
+    def unserved_generations(self) -> list[str]:
+        """The generations held unserved whose keys may not all have expired yet."""
+        key = unserved_generations_key(self._prefix)
+        return cast(list[str], self._client.zrangebyscore(key, int(time.time()), "+inf"))
+
     def announce_epoch(self, epoch: str) -> None:
         """Tell every API process that the served generation changed, so open streams re-sync."""
         self._client.publish(changes_channel(self._prefix), json.dumps({"epoch": epoch}))
@@ -309,7 +331,12 @@ class ProjectionWriter:
         for index, write in enumerate(writes):
             if write.erase:
                 results += self._apply_run(writes[start:index], epoch=epoch, now=now, publish=publish)
-                self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=publish)
+                if publish:
+                    self.erase_everywhere(write.citizen_id, epoch=epoch, erased_at=write.score)
+                else:
+                    # A rebuild's replay erases in its own generation only: an old erasure applied to
+                    # another would remove the citizen's contacts since (the served one has them).
+                    self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=False)
                 results.append(ApplyResult(applied=True, version=0))
                 start = index + 1
         return results + self._apply_run(writes[start:], epoch=epoch, now=now, publish=publish)
@@ -445,6 +472,20 @@ class ProjectionWriter:
                 return removed
         raise ErasureOutpaced(citizen_id)
 
+    def erase_everywhere(self, citizen_id: str, *, epoch: str, erased_at: int | None = None) -> int:
+        """As `erase` in the served generation `epoch`, then in every generation held unserved (a rebuild's,
+        finished or not, and the one it retires); how many keys existed in all of them.
+
+        The served generation goes first: its erasure marks the citizen, so a rebuild that holds its
+        generation only after the list below was read applies none of their earlier events.
+        """
+        moment = time_score(datetime.now(UTC)) if erased_at is None else erased_at
+        removed = self.erase(citizen_id, epoch=epoch, erased_at=moment)
+        for other in self.unserved_generations():
+            if other != epoch:
+                removed += self.erase(citizen_id, epoch=other, erased_at=moment, publish=False)
+        return removed
+
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
         """Extend the index entries of active citizens' identifiers ("kind:value"), in one round trip."""
         pipe = self._client.pipeline(transaction=False)
@@ -452,6 +493,19 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
+
+
+# How long a hold on an unserved generation covers the writes to come (ProjectionWriter.hold_unserved): a
+# rebuild renews it at least this often while it writes.
+HOLD_RENEWAL_S = 60
+
+
+def unserved_horizon(written_until: float, timeline: TimelineSettings) -> int:
+    """When every key written to a generation until `written_until` (Unix seconds) has expired (pure): the
+    identifiers sets live longest, the inactivity expiry past the end of the keep-alive period after the
+    citizen's keys (send_batch)."""
+    expiry = int(timedelta(days=timeline.inactivity_expiry_days).total_seconds())
+    return int(written_until) + keep_alive_period(expiry) + 2 * expiry
 
 
 def erasure_mark_expiry(erased_at: int, timeline: TimelineSettings) -> int:
@@ -542,7 +596,8 @@ class _Erasure:
 
 
 class CitizenEraser:
-    """Erases a citizen from the served generation at once (the API, on a citizen's request)."""
+    """Erases a citizen at once (the API, on a citizen's request): from the served generation and from
+    those held unserved."""
 
     def __init__(
         self, client: "aioredis.Redis", *, prefix: str, timeline: TimelineSettings | None = None
@@ -554,23 +609,35 @@ class CitizenEraser:
         self._forget = client.register_script(_FORGET_IDENTIFIER)
 
     async def erase(self, citizen_id: str, *, at: datetime | None = None) -> int:
-        """Remove everything held about the citizen in the served generation, and mark them erased as of
-        `at` (now when not given; see ProjectionWriter.erase); how many keys existed."""
+        """Remove everything held about the citizen in the served generation and in those held unserved,
+        and mark them erased as of `at` (now when not given; see ProjectionWriter.erase_everywhere); how
+        many keys existed."""
         # Before anything was ever written there is no generation, but streams may be open: they are
         # told all the same.
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
-        plan = _Erasure.of(
-            self._prefix, epoch, citizen_id, time_score(at or datetime.now(UTC)), self._timeline
+        moment = time_score(at or datetime.now(UTC))
+        # The served generation first, then those held unserved (as ProjectionWriter.erase_everywhere).
+        removed = await self._erase_in(_Erasure.of(self._prefix, epoch, citizen_id, moment, self._timeline))
+        unserved = await self._client.zrangebyscore(
+            unserved_generations_key(self._prefix), int(time.time()), "+inf"
         )
+        for other in cast(list[str], unserved):
+            if other != epoch:
+                plan = _Erasure.of(self._prefix, other, citizen_id, moment, self._timeline, publish=False)
+                removed += await self._erase_in(plan)
+        return removed
+
+    async def _erase_in(self, plan: "_Erasure") -> int:
+        """One generation's erasure (as ProjectionWriter.erase); how many keys existed."""
         for _attempt in range(MAX_ERASURE_ATTEMPTS):
             identifiers = sorted(cast(set[str], await self._client.smembers(plan.keys.identifiers)))
             for key in plan.identifier_keys(identifiers):
-                await self._forget(keys=[key], args=[citizen_id])
+                await self._forget(keys=[key], args=[plan.citizen_id])
             removed = int(await self._erase(keys=plan.script_keys(identifiers), args=plan.args(identifiers)))
             if removed != IDENTIFIERS_CHANGED:
                 forget_recent_numbers()
                 return removed
-        raise ErasureOutpaced(citizen_id)
+        raise ErasureOutpaced(plan.citizen_id)
 
 
 def published_change(message: str | bytes) -> tuple[dict[str, Any], str]:

@@ -8,6 +8,9 @@
 3. Announce the new epoch (every open stream re-syncs), wait a moment for any batch still in flight
    against the old generation, and delete the old generation.
 If anything fails before the switch, the half-built generation is deleted and the served one is untouched.
+From before its first write until it is served, the new generation is held unserved (and so is the old one
+from just before the switch until it is dropped): erasures reach it, so a rebuild stopped before its switch
+or its drop (killed, say) leaves nothing of an erased citizen behind.
 
 Identity resolution depends on order across partitions: an event that names a citizen by phone number
 lives in another partition than the profile update that taught the number. Live consumption saw them in
@@ -30,7 +33,7 @@ import structlog
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import CorruptRecordError, KafkaError
 
-from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
+from context.store import HOLD_RENEWAL_S, ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
 from events.records import KafkaRecord, polled_records, position
 from events.settings import KafkaSettings
@@ -96,6 +99,9 @@ class Replayer:
         self.held_back: list[KafkaRecord] = []
         # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
         self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
+        # When the generation's hold (ProjectionWriter.hold_unserved) is renewed next: well within the time
+        # it covers, whatever a batch takes.
+        self._renew_hold_at = time.monotonic() + HOLD_RENEWAL_S / 2
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -176,6 +182,9 @@ class Replayer:
 
     def _send(self, batch: PreparedBatch) -> SentBatch | None:
         try:
+            if time.monotonic() >= self._renew_hold_at:
+                self._writer.hold_unserved(self._epoch)
+                self._renew_hold_at = time.monotonic() + HOLD_RENEWAL_S / 2
             return self._writer.send_batch(batch.writes, epoch=self._epoch, publish=False)
         except _REDIS_AWAY:
             return None  # applied again, with backoff, when the batch is finished
@@ -261,7 +270,14 @@ def rebuild(
     """Rebuild the projection from the earliest offsets and switch to it (see the module docstring)."""
     epoch = new_epoch()
     started = time.perf_counter()
-    replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
+    # Held unserved before its first write, so that every erasure reaches it, even should this rebuild
+    # stop before its switch and leave it behind (until its keys expire).
+    writer.hold_unserved(epoch)
+    try:
+        replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
+    except BaseException:
+        writer.release_unserved(epoch)  # nothing was written to it
+        raise
     switched = False
     try:
         on_start(replayer.remaining())
@@ -271,6 +287,8 @@ def rebuild(
         # The generation served is read before the switch, not taken from its answer: a switch whose answer
         # was lost, and was sent again, finds itself done, and would name the new one as the previous one.
         previous = writer.current_epoch()
+        # Retired by the switch, it holds every citizen's keys until it is dropped: erasures reach it.
+        writer.hold_unserved(previous)
         # From here on the switch may have happened even if its answer never came: the new generation is
         # kept, not dropped (it may be served), and a rebuild failing now leaves it for its keys to expire.
         switched = True
@@ -282,12 +300,15 @@ def rebuild(
         replayer.close()
         if not switched:
             writer.drop_generation(epoch)
+            writer.release_unserved(epoch)
     writer.announce_epoch(epoch)
+    writer.release_unserved(epoch)
     seconds = time.perf_counter() - started
     removed = 0
     if previous and previous != epoch:
         time.sleep(grace_s)
         removed = writer.drop_generation(previous)
+    writer.release_unserved(previous)
     log.info(
         "rebuild finished",
         epoch=epoch,
