@@ -31,6 +31,9 @@ PUBLISH_THREADS = 8
 # the routes send), rather than every request waiting out the timeout again.
 PAUSE_AFTER_FAILURE_S = 2.0
 
+# The least time the producer is given to bootstrap, after reading the topic's record limit took the rest.
+MIN_BOOTSTRAP_MS = 500
+
 # How kafka-python reports a record (or a batch) larger than the producer or the broker takes.
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
@@ -133,6 +136,8 @@ class EventPublisher:
         # The largest record the topic takes, read when the producer is made (see _get).
         self._record_limit = MAX_RECORD_BYTES
         self._lock = threading.Lock()
+        # When making a producer last failed (time.monotonic()).
+        self._bootstrap_failed_at = float("-inf")
         self._circuit = PublishCircuit(pause_s=PAUSE_AFTER_FAILURE_S)
         self._threads = CapacityLimiter(PUBLISH_THREADS)
 
@@ -225,18 +230,39 @@ class EventPublisher:
 
     def _get(self) -> tuple[KafkaProducer, int]:
         """The producer, and the largest record the topic takes (read when the producer is made)."""
+        waiting_since = time.monotonic()
         with self._lock:
             if self._producer is None:
-                # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before
-                # giving up on unreachable brokers; a plain TCP probe answers "unavailable" at once.
-                if not any(reachable(server) for server in self._kafka.bootstrap_list):
-                    raise PublishUnavailable("no Kafka bootstrap server accepts connections")
-                self._record_limit = topic_max_bytes(
-                    self._kafka.bootstrap_list, self._kafka.topic, at_most=MAX_RECORD_BYTES
-                )
-                self._producer = create_producer(
-                    self._kafka.bootstrap_list,
-                    max_block_ms=int(self._timeout_s * 1000),
-                    max_request_size=self._record_limit,
-                )
+                if self._bootstrap_failed_at > waiting_since:
+                    # Publishes that queued behind a bootstrap that failed meanwhile: each trying in turn
+                    # made the last of them wait out every other's timeout first.
+                    raise PublishUnavailable("Kafka could not be bootstrapped just now")
+                try:
+                    self._producer = self._make_producer()
+                except (KafkaError, PublishUnavailable):
+                    self._bootstrap_failed_at = time.monotonic()
+                    raise
             return self._producer, self._record_limit
+
+    def _make_producer(self) -> KafkaProducer:
+        """A new producer, and the topic's record limit read again, within the publish timeout in all
+        (kafka-python's own bootstrap timeouts are 30 s each: a broker that takes connections but does not
+        answer, still starting say, held a request a minute)."""
+        # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before giving up on
+        # unreachable brokers; a plain TCP probe answers "unavailable" at once.
+        if not any(reachable(server) for server in self._kafka.bootstrap_list):
+            raise PublishUnavailable("no Kafka bootstrap server accepts connections")
+        deadline = time.monotonic() + self._timeout_s
+        self._record_limit = topic_max_bytes(
+            self._kafka.bootstrap_list,
+            self._kafka.topic,
+            at_most=MAX_RECORD_BYTES,
+            timeout_ms=int(self._timeout_s * 1000 / 2),
+        )
+        remaining_ms = max(int((deadline - time.monotonic()) * 1000), MIN_BOOTSTRAP_MS)
+        return create_producer(
+            self._kafka.bootstrap_list,
+            max_block_ms=int(self._timeout_s * 1000),
+            max_request_size=self._record_limit,
+            bootstrap_timeout_ms=remaining_ms,
+        )

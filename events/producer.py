@@ -18,15 +18,20 @@ BATCH_BYTES = 16_384
 
 
 def create_producer(
-    bootstrap_servers: list[str], *, max_block_ms: int = 60_000, max_request_size: int = 1_048_576
+    bootstrap_servers: list[str],
+    *,
+    max_block_ms: int = 60_000,
+    max_request_size: int = 1_048_576,
+    bootstrap_timeout_ms: int = 30_000,
 ) -> KafkaProducer:
     """A producer that loses nothing it acknowledged: all in-sync replicas, idempotent retries.
 
     It refuses a record larger than `max_request_size` itself, and never batches records past it: the
     broker's refusal of a batch too large for the topic is fatal to an idempotent producer (every later
-    send fails too).
+    send fails too). Making it waits up to `bootstrap_timeout_ms` for a broker to answer.
     """
     return KafkaProducer(
+        bootstrap_timeout_ms=bootstrap_timeout_ms,
         max_request_size=max_request_size,
         batch_size=min(BATCH_BYTES, max_request_size),
         bootstrap_servers=bootstrap_servers,

@@ -69,15 +69,23 @@ def ensure_topics(kafka: KafkaSettings) -> None:
     )
 
 
-def topic_max_bytes(bootstrap_servers: list[str], topic: str, *, at_most: int) -> int:
+def topic_max_bytes(
+    bootstrap_servers: list[str], topic: str, *, at_most: int, timeout_ms: int = 30_000
+) -> int:
     """The largest record `topic` takes (its `max.message.bytes`), and at most `at_most`.
 
     A producer told this refuses anything larger itself, before sending. Sent on, the broker would refuse it,
     and kafka-python's idempotent producer takes that refusal as fatal: it fails every later send too.
+    `timeout_ms` bounds both the bootstrap and the request (kafka-python's defaults: 30 s each).
     """
     admin: KafkaAdminClient | None = None
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers,
+            client_id="citizen-context-admin",
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
+        )
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         described = admin.describe_configs([resource], config_filter="all")
         limit = int(described["topic"][topic]["max.message.bytes"]["value"])

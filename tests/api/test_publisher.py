@@ -1,5 +1,8 @@
 """Publishing while Kafka does not acknowledge: reads go on, and publishing is refused at once until then."""
 
+import contextlib
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +16,13 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import UnknownTopicOrPartitionError
 
 from api.app import create_app
-from api.publisher import PublishCircuit, PublishUnavailable
+from api.publisher import EventPublisher, PublishCircuit, PublishUnavailable
 from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
 from events.settings import KafkaSettings
 from events.topics import ensure_topic
 from models.database import DatabaseSettings
+from models.events import CloudEvent
 from models.security import Scope
 from tests import access
 from tests.conftest import topic_records, wait_until
@@ -27,6 +31,8 @@ from tests.conftest import topic_records, wait_until
 CONCURRENT_PUBLISHES = 48
 # Generous: a read answers in milliseconds; without threads of its own, it waited the publishes' 10 s.
 PROMPT_S = 3.0
+# The API's publisher waits this long for Kafka (EventPublisher's default).
+PUBLISH_TIMEOUT_S = 10.0
 
 
 def event(**changes: Any) -> dict[str, Any]:
@@ -125,3 +131,60 @@ def test_a_failed_try_pauses_publishing_again() -> None:
     with pytest.raises(PublishUnavailable), circuit.attempt():
         raise PublishUnavailable("Kafka still did not answer")
     assert circuit.refuses()
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[str]:
+    """A loopback address that takes connections, as a broker still starting does, but never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def accept() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stopping.set()
+    thread.join()
+    listener.close()
+
+
+def test_a_broker_that_cannot_be_bootstrapped_is_unavailable_within_the_publish_timeout(
+    silent_broker: str,
+) -> None:
+    # kafka-python's own bootstrap timeouts (30 s for the topic's limit, 30 s more for the producer) held
+    # each publish a minute.
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=silent_broker), timeout_s=1)
+    publishes = 4
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=publishes) as pool:
+        tried = [
+            pool.submit(publisher.publish_all, [CloudEvent.model_validate(event())]) for _ in range(publishes)
+        ]
+        failures = [future.exception() for future in tried]
+    elapsed = time.monotonic() - started
+    assert all(isinstance(failure, PublishUnavailable) for failure in failures), failures
+    # The publishes queued behind the first bootstrap fail with it, not after one timeout each in turn.
+    assert elapsed < 1 + PROMPT_S / 2
+
+
+def test_publishing_through_a_broker_that_cannot_be_bootstrapped_is_a_503(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, silent_broker: str
+) -> None:
+    app = create_app(
+        redis_settings=redis_settings,
+        database=database_settings,
+        kafka=KafkaSettings(bootstrap_servers=silent_broker),
+    )
+    with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as client:
+        started = time.monotonic()
+        response = client.post("/v1/events", json=event())
+        elapsed = time.monotonic() - started
+    assert (response.status_code, response.headers["retry-after"]) == (503, "2")
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["detail"] == "Kafka did not acknowledge the events; retry them."
+    assert elapsed < PUBLISH_TIMEOUT_S + PROMPT_S
