@@ -247,8 +247,8 @@ class ProjectionWriter:
 
     def unserved_generations(self) -> list[str]:
         """The generations held unserved whose keys may not all have expired yet."""
-        key = unserved_generations_key(self._prefix)
-        return cast(list[str], self._client.zrangebyscore(key, int(time.time()), "+inf"))
+        pipe = self._client.pipeline(transaction=False)
+        return cast(list[str], _queue_generations(pipe, self._prefix).execute()[1])
 
     def announce_epoch(self, epoch: str) -> None:
         """Tell every API process that the served generation changed, so open streams re-sync."""
@@ -280,6 +280,7 @@ class ProjectionWriter:
         epoch: str | None = None,
         now: datetime | None = None,
         publish: bool = True,
+        served: bool = False,
     ) -> list[ApplyResult]:
         """Apply the writes in order; each event's effect is atomic and idempotent.
 
@@ -288,7 +289,7 @@ class ProjectionWriter:
         rebuild fills a generation nobody watches yet, and announcing its changes would only make every
         stream re-sync over and over.
         """
-        return self.send_batch(writes, epoch=epoch, now=now, publish=publish).results()
+        return self.send_batch(writes, epoch=epoch, now=now, publish=publish, served=served).results()
 
     def send_batch(
         self,
@@ -297,6 +298,7 @@ class ProjectionWriter:
         epoch: str | None = None,
         now: datetime | None = None,
         publish: bool = True,
+        served: bool = False,
     ) -> "SentBatch":
         """As `apply_batch`, without waiting for Redis: `SentBatch.results()` reads the replies, and must
         follow before the next batch is sent (each batch waits for the one before). A batch with an
@@ -308,29 +310,35 @@ class ProjectionWriter:
         round trip per batch (py-spy: 3.8 % of its main thread's time during ingest). A call that finds a
         rebuild switched it since changes nothing, and `results()` then applies the whole batch again to
         the generation now served (idempotent; what the calls before it wrote to the old one goes with
-        it). A batch given its `epoch` (a rebuild's, or the one its identifiers were resolved in) goes to
-        that generation unchecked, as does a batch with an erasure (the generation is read for it).
+        it). A batch given its `epoch` and `served` (the consumer's, resolved in the generation served when
+        it read the index) is checked the same way: written to a generation already retired, a retry's
+        keys would outlive its drop, beyond an erasure's reach. A batch given its `epoch` alone (a
+        rebuild's) goes to that generation unchecked. A batch with an erasure reads the generation when it
+        has none.
         """
         if not writes:
             return SentBatch(list)
         if any(write.erase for write in writes):
+            checked = served or not epoch
             epoch = epoch or self.current_epoch()
-            applied = self._apply_with_erasures(writes, epoch=epoch, now=now, publish=publish)
+            applied = self._apply_with_erasures(writes, epoch=epoch, now=now, publish=publish, served=checked)
             return SentBatch(lambda: applied)
         if epoch:
-            return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=False)
-        served = self._served or self.current_epoch()
-        return self._send_run(writes, epoch=served, now=now, publish=publish, served=True)
+            return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=served)
+        last_read = self._served or self.current_epoch()
+        return self._send_run(writes, epoch=last_read, now=now, publish=publish, served=True)
 
     def _apply_with_erasures(
-        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool, served: bool
     ) -> list[ApplyResult]:
         # An erasure cuts the batch: what came before it is applied first, then erased with the rest.
         results: list[ApplyResult] = []
         start = 0
         for index, write in enumerate(writes):
             if write.erase:
-                results += self._apply_run(writes[start:index], epoch=epoch, now=now, publish=publish)
+                results += self._apply_run(
+                    writes[start:index], epoch=epoch, now=now, publish=publish, served=served
+                )
                 if publish:
                     self.erase_everywhere(write.citizen_id, epoch=epoch, erased_at=write.score)
                 else:
@@ -339,15 +347,15 @@ class ProjectionWriter:
                     self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=False)
                 results.append(ApplyResult(applied=True, version=0))
                 start = index + 1
-        return results + self._apply_run(writes[start:], epoch=epoch, now=now, publish=publish)
+        return results + self._apply_run(writes[start:], epoch=epoch, now=now, publish=publish, served=served)
 
     def _apply_run(
-        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool
+        self, writes: list[EventWrite], *, epoch: str, now: datetime | None, publish: bool, served: bool
     ) -> list[ApplyResult]:
         """Apply writes without an erasure among them, in one round trip."""
         if not writes:
             return []
-        return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=False).results()
+        return self._send_run(writes, epoch=epoch, now=now, publish=publish, served=served).results()
 
     def _send_run(
         self,
@@ -476,14 +484,19 @@ class ProjectionWriter:
         """As `erase` in the served generation `epoch`, then in every generation held unserved (a rebuild's,
         finished or not, and the one it retires); how many keys existed in all of them.
 
-        The served generation goes first: its erasure marks the citizen, so a rebuild that holds its
-        generation only after the list below was read applies none of their earlier events.
+        `epoch` goes first: its erasure marks the citizen, so a rebuild that holds its generation only after
+        the others were read applies none of their earlier events. The others are the generation served
+        and those held unserved, read at one moment: a rebuild holds its generation until it is served, so
+        no switch falls between the two (read apart, a switch and its release could, and the new generation
+        was missed). The served one is among them when `epoch` is no longer it (a consumer's batch read the
+        generation before a rebuild's switch).
         """
         moment = time_score(datetime.now(UTC)) if erased_at is None else erased_at
         removed = self.erase(citizen_id, epoch=epoch, erased_at=moment)
-        for other in self.unserved_generations():
-            if other != epoch:
-                removed += self.erase(citizen_id, epoch=other, erased_at=moment, publish=False)
+        pipe = self._client.pipeline(transaction=True)
+        others = generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
+        for other in others:
+            removed += self.erase(citizen_id, epoch=other, erased_at=moment, publish=False)
         return removed
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
@@ -493,6 +506,19 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
+
+
+def _queue_generations(pipe: Any, prefix: str) -> Any:
+    """Queue the reads of the generation served and of those held unserved on `pipe` (a pipeline of either
+    client); `generations_holding_keys` reads their replies."""
+    now = int(time.time())
+    return pipe.get(epoch_key(prefix)).zrangebyscore(unserved_generations_key(prefix), now, "+inf")
+
+
+def generations_holding_keys(replies: Sequence[Any]) -> set[str]:
+    """The generations that may hold a citizen's keys, from the replies `_queue_generations` queued (pure)."""
+    served, unserved = replies
+    return {*([served] if served else []), *unserved}
 
 
 # How long a hold on an unserved generation covers the writes to come (ProjectionWriter.hold_unserved): a
@@ -616,15 +642,13 @@ class CitizenEraser:
         # told all the same.
         epoch = cast(str | None, await self._client.get(epoch_key(self._prefix))) or ""
         moment = time_score(at or datetime.now(UTC))
-        # The served generation first, then those held unserved (as ProjectionWriter.erase_everywhere).
+        # The served generation first, then the others holding keys (as ProjectionWriter.erase_everywhere).
         removed = await self._erase_in(_Erasure.of(self._prefix, epoch, citizen_id, moment, self._timeline))
-        unserved = await self._client.zrangebyscore(
-            unserved_generations_key(self._prefix), int(time.time()), "+inf"
-        )
-        for other in cast(list[str], unserved):
-            if other != epoch:
-                plan = _Erasure.of(self._prefix, other, citizen_id, moment, self._timeline, publish=False)
-                removed += await self._erase_in(plan)
+        pipe = self._client.pipeline(transaction=True)
+        others = generations_holding_keys(await _queue_generations(pipe, self._prefix).execute()) - {epoch}
+        for other in others:
+            plan = _Erasure.of(self._prefix, other, citizen_id, moment, self._timeline, publish=False)
+            removed += await self._erase_in(plan)
         return removed
 
     async def _erase_in(self, plan: "_Erasure") -> int:

@@ -327,7 +327,7 @@ class ProjectionConsumer:
     def _send(self, prepared: PreparedBatch) -> SentBatch | None:
         """Send a batch's writes to Redis without waiting for them; None if Redis could not be reached."""
         try:
-            return self._writer.send_batch(prepared.writes, epoch=prepared.epoch or None)
+            return self._writer.send_batch(prepared.writes, epoch=prepared.epoch or None, served=True)
         except REDIS_ERRORS:
             return None  # applied again, with backoff, when the batch is finished
 
@@ -415,7 +415,7 @@ class ProjectionConsumer:
         if sent is not None:
             results = sent.results()
         else:
-            results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None)
+            results = self._writer.apply_batch(prepared.writes, epoch=prepared.epoch or None, served=True)
         refused = refused_letters(prepared, results)
         if refused:
             # Published next, with the batch's other dead letters; the log names each by its position.

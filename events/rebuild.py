@@ -10,7 +10,8 @@
 If anything fails before the switch, the half-built generation is deleted and the served one is untouched.
 From before its first write until it is served, the new generation is held unserved (and so is the old one
 from just before the switch until it is dropped): erasures reach it, so a rebuild stopped before its switch
-or its drop (killed, say) leaves nothing of an erased citizen behind.
+or its drop (killed, say) leaves nothing of an erased citizen behind. The hold is renewed before a write
+whenever it is due, so it always outlasts every key written.
 
 Identity resolution depends on order across partitions: an event that names a citizen by phone number
 lives in another partition than the profile update that taught the number. Live consumption saw them in
@@ -99,9 +100,8 @@ class Replayer:
         self.held_back: list[KafkaRecord] = []
         # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
         self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
-        # When the generation's hold (ProjectionWriter.hold_unserved) is renewed next: well within the time
-        # it covers, whatever a batch takes.
-        self._renew_hold_at = time.monotonic() + HOLD_RENEWAL_S / 2
+        # When the generation's hold is due next (see _hold): at once, before the first write.
+        self._renew_hold_at = float("-inf")
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -180,11 +180,16 @@ class Replayer:
         self.skipped += len(batch.dead_letters) - len(unresolved)
         return unresolved
 
+    def _hold(self) -> None:
+        """Hold the generation unserved (ProjectionWriter.hold_unserved) before a write, when the hold is
+        due: before the first write, then well within the time each hold covers."""
+        if time.monotonic() >= self._renew_hold_at:
+            self._writer.hold_unserved(self._epoch)
+            self._renew_hold_at = time.monotonic() + HOLD_RENEWAL_S / 2
+
     def _send(self, batch: PreparedBatch) -> SentBatch | None:
         try:
-            if time.monotonic() >= self._renew_hold_at:
-                self._writer.hold_unserved(self._epoch)
-                self._renew_hold_at = time.monotonic() + HOLD_RENEWAL_S / 2
+            self._hold()
             return self._writer.send_batch(batch.writes, epoch=self._epoch, publish=False)
         except _REDIS_AWAY:
             return None  # applied again, with backoff, when the batch is finished
@@ -205,6 +210,7 @@ class Replayer:
             if first is not None:
                 results = first.results()
             else:
+                self._hold()
                 results = self._writer.apply_batch(batch.writes, epoch=self._epoch, publish=False)
             self._skip_refused(batch, results)
             return sum(result.applied for result in results)
@@ -257,6 +263,16 @@ def _until_done(
             delay = min(delay * 2, 5.0)
 
 
+def _release(writer: ProjectionWriter, *epochs: str) -> None:
+    """Take the generations off those held unserved, if Redis answers: a hold left behind only has erasures
+    look at a generation served, or with nothing left in it, until it lapses by itself."""
+    try:
+        for epoch in epochs:
+            writer.release_unserved(epoch)
+    except redis.RedisError as error:
+        log.warning("rebuild left a generation held unserved", epochs=epochs, error=type(error).__name__)
+
+
 def rebuild(
     *,
     kafka: KafkaSettings,
@@ -270,14 +286,9 @@ def rebuild(
     """Rebuild the projection from the earliest offsets and switch to it (see the module docstring)."""
     epoch = new_epoch()
     started = time.perf_counter()
-    # Held unserved before its first write, so that every erasure reaches it, even should this rebuild
-    # stop before its switch and leave it behind (until its keys expire).
-    writer.hold_unserved(epoch)
-    try:
-        replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
-    except BaseException:
-        writer.release_unserved(epoch)  # nothing was written to it
-        raise
+    # The replayer holds the generation unserved from before its first write, so that every erasure
+    # reaches it, even should this rebuild stop before its switch and leave it behind (until its keys expire).
+    replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
     switched = False
     try:
         on_start(replayer.remaining())
@@ -300,15 +311,14 @@ def rebuild(
         replayer.close()
         if not switched:
             writer.drop_generation(epoch)
-            writer.release_unserved(epoch)
+            _release(writer, epoch)
     writer.announce_epoch(epoch)
-    writer.release_unserved(epoch)
     seconds = time.perf_counter() - started
     removed = 0
     if previous and previous != epoch:
         time.sleep(grace_s)
         removed = writer.drop_generation(previous)
-    writer.release_unserved(previous)
+    _release(writer, epoch, previous)
     log.info(
         "rebuild finished",
         epoch=epoch,

@@ -136,3 +136,45 @@ def test_a_hold_renewed_never_moves_back(redis_client: "redis.Redis", key_prefix
     writer.hold_unserved(UNFINISHED)
 
     assert redis_client.zscore(key, UNFINISHED) == later
+
+
+def test_an_erasure_given_a_retired_generation_reaches_the_one_served(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The consumer's batch read the generation before a rebuild switched, then released, the new one.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    retired = writer.current_epoch()
+    writer.apply_batch(writes_for(with_phone("C-HELD-5", minutes_ago=30)), epoch=UNFINISHED, publish=False)
+    writer.switch_epoch(UNFINISHED)
+
+    writer.erase_everywhere("C-HELD-5", epoch=retired)
+
+    assert held_keys(redis_client, key_prefix, UNFINISHED, "C-HELD-5") == []
+    assert writer.resolve([PHONE], epoch=UNFINISHED) == {}
+
+
+def test_a_batch_resolved_in_a_retired_generation_goes_to_the_one_served(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # Written to the retired generation after its drop (a retry, say), its keys would be out of every
+    # erasure's reach until they expire.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    retired = writer.current_epoch()
+    writer.switch_epoch(UNFINISHED)
+
+    (result,) = writer.apply_batch(
+        writes_for(with_phone("C-HELD-6", minutes_ago=3)), epoch=retired, served=True
+    )
+
+    assert result.applied
+    assert held_keys(redis_client, key_prefix, retired, "C-HELD-6") == []
+    assert held_keys(redis_client, key_prefix, UNFINISHED, "C-HELD-6")
+
+
+def test_a_rebuilds_batch_goes_to_its_own_generation_unchecked(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.current_epoch()
+    writer.apply_batch(writes_for(with_phone("C-HELD-7", minutes_ago=3)), epoch=UNFINISHED, publish=False)
+    assert held_keys(redis_client, key_prefix, UNFINISHED, "C-HELD-7")

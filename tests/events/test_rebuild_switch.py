@@ -6,10 +6,11 @@ from typing import Any
 import pytest
 import redis
 
+import events.rebuild
 from context.keys import CitizenKeys
 from context.service import EventWrite
 from context.settings import TimelineSettings
-from context.store import ProjectionWriter, SentBatch
+from context.store import ApplyResult, ProjectionWriter, SentBatch
 from events.rebuild import rebuild
 from events.settings import KafkaSettings
 from tests.events.test_consumer import produce_events
@@ -59,16 +60,21 @@ def test_a_switch_whose_answer_was_lost_keeps_the_generation_it_made_served(
 
 class Watching(ProjectionWriter):
     """A writer that notes, at each batch a rebuild sends and at its switch, which generations are held
-    unserved."""
+    unserved, and how often the rebuild held its generation."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.held_at_writes: list[bool] = []
         self.held_at_switch: list[str] = []
+        self.holds: list[str] = []
 
     def send_batch(self, writes: list[EventWrite], **options: Any) -> SentBatch:
         self.held_at_writes.append(options["epoch"] in self.unserved_generations())
         return super().send_batch(writes, **options)
+
+    def hold_unserved(self, epoch: str) -> None:
+        self.holds.append(epoch)
+        super().hold_unserved(epoch)
 
     def switch_epoch(self, epoch: str) -> None:
         self.held_at_switch = sorted(self.unserved_generations())
@@ -109,3 +115,59 @@ def test_a_rebuild_failing_before_its_switch_drops_and_releases_its_generation(
     assert failing.held_at_writes  # it wrote before failing
     assert writer.unserved_generations() == []
     assert list(writer.client.scan_iter(match=f"{key_prefix}:*:{{C-*", count=1000)) == []
+
+
+def test_a_rebuild_renews_its_hold_before_any_write_once_it_is_due(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Due at every write: each write's keys are covered by a hold taken just before it.
+    monkeypatch.setattr(events.rebuild, "HOLD_RENEWAL_S", 0)
+    monkeypatch.setattr(events.rebuild, "REPLAY_POLL_RECORDS", 10)  # several batches
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}") for _ in range(30)])
+    watching = Watching(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+    kafka = KafkaSettings(topic=kafka_topic, max_poll_records=10)
+
+    report = rebuild(kafka=kafka, writer=watching, default_region="GB", grace_s=0)
+
+    assert len(watching.held_at_writes) >= 3
+    assert watching.holds.count(report.epoch) == len(watching.held_at_writes)
+
+
+class RedisAwayOnce(Watching):
+    """A writer whose first batch cannot be sent (Redis went away): the rebuild applies it again later.
+    It notes each write the rebuild asks for: a batch sent, or one applied again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writes: list[str] = []
+        self._applying = False
+
+    def send_batch(self, writes: list[EventWrite], **options: Any) -> SentBatch:
+        if not self._applying:
+            self.writes.append("sent")
+            if len(self.writes) == 1:
+                raise redis.ConnectionError("Redis went away")
+        return super().send_batch(writes, **options)
+
+    def apply_batch(self, writes: list[EventWrite], **options: Any) -> list[ApplyResult]:
+        self.writes.append("applied again")
+        self._applying = True
+        try:
+            return super().apply_batch(writes, **options)
+        finally:
+            self._applying = False
+
+
+def test_a_batch_applied_again_after_redis_went_away_is_held_first(
+    redis_client: "redis.Redis", kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events.rebuild, "HOLD_RENEWAL_S", 0)  # due before every write
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    produce_events(kafka_topic, [make_event(citizen)])
+    away = RedisAwayOnce(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+
+    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=away, default_region="GB", grace_s=0)
+
+    assert "applied again" in away.writes
+    assert away.holds.count(report.epoch) == len(away.writes)
+    assert redis_client.exists(CitizenKeys(key_prefix, report.epoch, citizen).timeline)
