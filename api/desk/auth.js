@@ -11,16 +11,33 @@ const STORAGE_KEY = "citizen-context.token";
 /** Raised when the API refuses the agent's credentials (401); the desk then asks to sign in again. */
 export class SignedOut extends Error {}
 
-/** Moves a `#token=...` sign-in link's token into sessionStorage and removes it from the address bar. */
+/** Takes a `#token=...` sign-in link's token out of the address bar (and the history); returns it, or null. */
 export function takeTokenFromFragment() {
   const fragment = new URLSearchParams(window.location.hash.slice(1));
   const token = fragment.get("token");
-  if (token === null) return false;
+  if (token === null) return null;
   // Replace, not push: the token must not stay in the history either.
   history.replaceState(null, "", window.location.pathname + window.location.search);
-  if (token.trim() === "") return false;
-  signIn(token);
-  return true;
+  return token.trim() === "" ? null : token.trim();
+}
+
+/**
+ * Signs in with a sign-in link's token where that is safe; returns why not ("" when it did, or there was none).
+ *
+ * Anyone can send a colleague a link carrying their own token: followed, it would have the colleague work,
+ * and write notes, as the sender (login CSRF). So a link is used only where no identity provider is set up
+ * (development, or a deployment whose agents are given tokens), and never in place of a session already
+ * open in the tab.
+ */
+export function useSignInLink(linked, providerConfigured) {
+  if (linked === null) return "";
+  if (providerConfigured) return "Sign-in links are not used here: sign in with your organisation.";
+  const current = token();
+  if (current && current !== linked) {
+    return "This tab is signed in already, so the sign-in link was not used. Sign out first to use it.";
+  }
+  signIn(linked);
+  return "";
 }
 
 export function signIn(token) {

@@ -12,6 +12,7 @@ import {
   startProviderSignIn,
   takeTokenFromFragment,
   token,
+  useSignInLink,
 } from "./auth.js";
 import { announcement, eventKey, renderProfile, renderSummary, timelineItem } from "./render.js";
 import { ContextStream } from "./stream.js";
@@ -420,8 +421,9 @@ async function main() {
   $("new-enquiry").addEventListener("click", () => showStart());
   $("provider-button").addEventListener("click", () => startProviderSignIn(provider));
   findByChanged();
-  takeTokenFromFragment();
+  const linked = takeTokenFromFragment();
   provider = await identityProvider();
+  const linkNotUsed = useSignInLink(linked, provider !== null);
   try {
     await finishProviderSignIn(provider);
   } catch (error) {
@@ -429,7 +431,7 @@ async function main() {
     return;
   }
   if (!token()) {
-    showSignIn();
+    showSignIn(linkNotUsed);
     return;
   }
   if (expired()) {
@@ -438,7 +440,7 @@ async function main() {
     return;
   }
   try {
-    if (!(await resumeStoredEnquiry())) await showStart();
+    if (!(await resumeStoredEnquiry())) await showStart(linkNotUsed);
   } catch (error) {
     if (error instanceof SignedOut) showSignIn(error.message);
     else await showStart("The desk could not reach the server. Check your connection and try again.");

@@ -99,7 +99,7 @@ async def my_enquiries(caller: CurrentCaller, engine: EngineDep) -> EnquiryList:
 async def get_enquiry(
     request: Request, caller: CurrentCaller, engine: EngineDep, enquiry_id: str = EnquiryIdPath
 ) -> EnquiryPublic | JSONResponse:
-    """One enquiry: for its own agent, or a supervisor."""
+    """One enquiry: for its own agent only (a supervisor too reads only their own)."""
     require(access.handle_enquiries(caller))
     try:
         enquiry = await enquiries.find_enquiry(enquiry_id, engine=engine)

@@ -1,8 +1,9 @@
 """Agents' bearer tokens (JWT): verified against keys chosen by `kid`, so signing keys rotate freely.
 
 Keys come from three places, all active at once: shared secrets (HS256, small deployments), public keys
-(PEM), and an identity provider's JWKS URL, fetched and cached (PyJWT's client fetches again when it
-meets a `kid` it does not know, which is how a provider's rotation reaches us without a restart).
+(PEM), and an identity provider's JWKS URL, fetched and held for a while (fetched again when a token names
+a `kid` it does not hold, which is how a provider's rotation reaches us without a restart; see
+provider_keys.py).
 """
 
 import threading
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from api.security.principal import Caller
+from api.security.provider_keys import KeysUnavailable, ProviderKeys, UnknownKey
 from api.security.settings import SecuritySettings
 from models.security import has_control_characters
 from models.tables import AgentRole
@@ -64,13 +66,11 @@ class TokenVerifier:
         for kid, pem in settings.jwt_public_keys.items():
             self._keys[kid] = _public_key(pem)
         self._jwks = (
-            jwt.PyJWKClient(
+            ProviderKeys(
                 settings.jwks_url,
-                cache_keys=True,
-                lifespan=settings.jwks_cache_s,
-                timeout=5,
+                lifespan_s=settings.jwks_cache_s,
                 # An unknown kid refetches (a provider's new key), but not on every forged token.
-                cooldown_duration=settings.jwks_refetch_cooldown_s,
+                cooldown_s=settings.jwks_refetch_cooldown_s,
             )
             if settings.jwks_url
             else None
@@ -78,7 +78,8 @@ class TokenVerifier:
         # Verifying a signature and its claims cost a context read more than its Redis round trip (see
         # README, Benchmarks), and a desktop sends the same token with every request: a token verified in
         # the last minute is taken on trust, its expiry still checked on every use. A key withdrawn from
-        # the provider therefore stops admitting its tokens within that minute, not at once.
+        # the provider therefore stops admitting its tokens a minute after the key set is next fetched
+        # (`jwks_cache_s` at most; twice that while the provider cannot be reached), not at once.
         self._verified: TTLCache[str, Caller] = TTLCache(maxsize=VERIFIED_MAX, ttl=VERIFIED_TTL_S)
         self._verified_lock = threading.Lock()  # `verify` also runs in worker threads (JWKS fetches)
 
@@ -143,23 +144,12 @@ class TokenVerifier:
             return known
         if self._jwks is not None:
             try:
-                signing = self._jwks.get_signing_key(kid)
-            except (
-                jwt.PyJWKClientConnectionError,
-                # PyJWT passes on what it does not expect of a provider: a body that is not JSON (or not
-                # UTF-8) as a ValueError, a key set with no key it can use as a PyJWKSetError, and a
-                # connection cut while the answer is read as an OSError. Each means, as a failed
-                # connection does, that no key can be had for now.
-                jwt.PyJWKSetError,
-                ValueError,
-                OSError,
-            ) as error:
-                log.warning("identity provider keys unavailable", error=type(error).__name__)
+                held = self._jwks.key(kid)
+            except KeysUnavailable as error:
                 raise InvalidToken("the identity provider's keys could not be fetched") from error
-            except jwt.PyJWKClientError as error:
+            except UnknownKey as error:
                 raise InvalidToken("the token's key is not known (rotated out?)") from error
-            algorithm = signing.algorithm_name
-            return _Key(signing.key, [algorithm] if algorithm else _RSA_ALGORITHMS + _EC_ALGORITHMS)
+            return _Key(held.key, held.algorithms)
         raise InvalidToken("the token's key is not known (rotated out?)")
 
 

@@ -185,6 +185,27 @@ def test_a_sign_in_link_keeps_its_token_out_of_the_address_bar(
     assert_accessible(page, "signed out")
 
 
+def test_a_sign_in_link_never_replaces_the_session_open_in_the_tab(
+    stack: Stack, page: Page, agent_token: str
+) -> None:
+    # Anyone can send a colleague a link carrying their own token: followed, the colleague would work, and
+    # write notes, as the sender.
+    stack.api()
+    page.goto(f"/desk/#token={agent_token}")
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    senders = access.token("A-sender")
+
+    page.goto(f"/desk/#token={senders}")
+    page.reload()  # a fragment alone does not load the page again
+
+    expect(page.get_by_role("alert")).to_have_text(
+        "This tab is signed in already, so the sign-in link was not used. Sign out first to use it."
+    )
+    expect(page.get_by_role("banner")).to_contain_text(AGENT_NAME)
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") == agent_token
+    assert page.url.endswith("/desk/")
+
+
 def test_an_expired_sign_in_link_asks_to_sign_in_at_once(stack: Stack, page: Page) -> None:
     stack.api()
     expired = stack.cli("token", "--agent", "A-late", "--ttl", "1s").strip()

@@ -160,3 +160,23 @@ def test_a_return_that_did_not_start_here_signs_nobody_in(
     expect(page.get_by_role("alert")).to_contain_text("did not start here")
     assert provider.exchanges == []  # the code was never even presented
     assert "code=" not in page.url
+
+
+def test_a_sign_in_link_is_not_used_where_the_identity_provider_signs_agents_in(
+    page: Page, stack: Stack, provider: Provider, agent_token: str
+) -> None:
+    stack.env.update(
+        {
+            "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{provider.base}/protocol/openid-connect/auth",
+            "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{provider.base}/protocol/openid-connect/token",
+            "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
+        }
+    )
+    stack.api()
+    page.goto(f"/desk/#token={agent_token}")
+    expect(page.get_by_role("alert")).to_have_text(
+        "Sign-in links are not used here: sign in with your organisation."
+    )
+    expect(page.get_by_role("button", name="Sign in with your organisation")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") is None
+    assert "token=" not in page.url
