@@ -26,6 +26,7 @@ from api.security.principal import Caller
 from api.stream_session import CLOSE_INVALID_REQUEST, ResumeVersion
 from context.identity import IdentifierKind, InvalidIdentifier, normalise
 from context.paging import InvalidCursor, IssuedCursor, TimelineFilter, decode_cursor, encode_cursor
+from context.settings import IdentitySettings
 from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
 from models.context import CitizenContext
@@ -87,15 +88,49 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-@router.get(
+class LookupRequest(BaseModel):
+    """One identifier to find the citizen by."""
+
+    phone: str | None = Field(default=None, max_length=40, examples=["07700 900123"])
+    email: str | None = Field(default=None, max_length=254)
+    case: str | None = Field(default=None, max_length=64)
+
+
+LOOKUP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ACCESS_PROBLEMS,
+    404: {"model": Problem, "description": "No citizen is known for the identifier."},
+    422: {"model": Problem, "description": "Not exactly one identifier, or a malformed one."},
+}
+
+
+@router.post(
     "/lookup",
     response_model=LookupResult,
     summary="Find a citizen by phone number, email or case reference",
-    responses={
-        **ACCESS_PROBLEMS,
-        404: {"model": Problem, "description": "No citizen is known for the identifier."},
-        422: {"model": Problem, "description": "Not exactly one identifier, or a malformed one."},
-    },
+    responses=LOOKUP_RESPONSES,
+)
+async def lookup_by_body(
+    request: Request,
+    reader: ReaderDep,
+    caller: CurrentCaller,
+    security: SecurityDep,
+    identity: IdentityDep,
+    body: LookupRequest,
+) -> LookupResult | JSONResponse:
+    """Resolve one identifier to a citizen id, for a desktop that only knows the caller's number. The
+    identifier travels in the body, where no proxy or browser history keeps it (a URL's query is logged
+    by whatever forwards it)."""
+    return await _lookup(
+        request, reader, caller, security, identity, phone=body.phone, email=body.email, case=body.case
+    )
+
+
+@router.get(
+    "/lookup",
+    response_model=LookupResult,
+    summary="Find a citizen by phone number, email or case reference (in the URL: prefer POST)",
+    responses=LOOKUP_RESPONSES,
+    deprecated=True,
 )
 async def lookup(
     request: Request,
@@ -107,7 +142,22 @@ async def lookup(
     email: Annotated[str | None, Query(max_length=254)] = None,
     case: Annotated[str | None, Query(max_length=64)] = None,
 ) -> LookupResult | JSONResponse:
-    """Resolve one identifier to a citizen id, for a desktop that only knows the caller's number."""
+    """As `POST /v1/citizens/lookup`, with the identifier in the query: proxies, load balancers and
+    browser histories keep URLs, so a phone number or email address there is personal data in their logs."""
+    return await _lookup(request, reader, caller, security, identity, phone=phone, email=email, case=case)
+
+
+async def _lookup(
+    request: Request,
+    reader: ContextReader,
+    caller: Caller,
+    security: SecurityServices,
+    identity: IdentitySettings,
+    *,
+    phone: str | None,
+    email: str | None,
+    case: str | None,
+) -> LookupResult | JSONResponse:
     decision = access.lookup_identifier(caller)
     if not decision.allowed:
         await security.auditor.record(

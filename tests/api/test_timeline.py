@@ -487,6 +487,16 @@ def taught(writer: ProjectionWriter) -> None:
     )
 
 
+# The identifier in the body (preferred: no proxy logs it), or in the URL's query.
+LOOKUP_METHODS = ["POST", "GET"]
+
+
+def look_up(client: TestClient, method: str, identifier: dict[str, str]) -> Response:
+    if method == "POST":
+        return client.post("/v1/citizens/lookup", json=identifier)
+    return client.get("/v1/citizens/lookup", params=identifier)
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
@@ -500,10 +510,11 @@ def taught(writer: ProjectionWriter) -> None:
         ({"case": "hb-9001"}, {"citizen_id": "C-L2", "kind": "case", "value": "HB-9001"}),
     ],
 )
+@pytest.mark.parametrize("method", LOOKUP_METHODS)
 def test_lookup_finds_the_citizen(
-    client: TestClient, taught: None, params: dict[str, str], expected: dict[str, str]
+    client: TestClient, taught: None, params: dict[str, str], expected: dict[str, str], method: str
 ) -> None:
-    response = client.get("/v1/citizens/lookup", params=params)
+    response = look_up(client, method, params)
     assert response.status_code == 200, response.text
     assert response.json() == expected
 
@@ -517,10 +528,11 @@ def test_lookup_of_the_documented_url(client: TestClient, taught: None) -> None:
 @pytest.mark.parametrize(
     "params", [{"phone": "07700 900999"}, {"email": "someone@example.org"}, {"case": "HB-4471"}]
 )
+@pytest.mark.parametrize("method", LOOKUP_METHODS)
 def test_lookup_of_an_unknown_identifier_is_a_404_problem(
-    client: TestClient, taught: None, params: dict[str, str]
+    client: TestClient, taught: None, params: dict[str, str], method: str
 ) -> None:
-    assert_problem(client.get("/v1/citizens/lookup", params=params), 404)
+    assert_problem(look_up(client, method, params), 404)
 
 
 @pytest.mark.parametrize(
@@ -533,10 +545,11 @@ def test_lookup_of_an_unknown_identifier_is_a_404_problem(
         {"phone": "07700 900123", "email": "anna.jones@example.org", "case": "HB-9001"},
     ],
 )
+@pytest.mark.parametrize("method", LOOKUP_METHODS)
 def test_lookup_needs_exactly_one_identifier(
-    client: TestClient, taught: None, params: dict[str, str]
+    client: TestClient, taught: None, params: dict[str, str], method: str
 ) -> None:
-    assert_problem(client.get("/v1/citizens/lookup", params=params), 422)
+    assert_problem(look_up(client, method, params), 422)
 
 
 @pytest.mark.parametrize(
@@ -549,7 +562,23 @@ def test_lookup_needs_exactly_one_identifier(
         {"phone": "0" * 41},
     ],
 )
+@pytest.mark.parametrize("method", LOOKUP_METHODS)
 def test_lookup_of_a_malformed_identifier_is_a_422_problem(
-    client: TestClient, taught: None, params: dict[str, str]
+    client: TestClient, taught: None, params: dict[str, str], method: str
 ) -> None:
-    assert_problem(client.get("/v1/citizens/lookup", params=params), 422)
+    assert_problem(look_up(client, method, params), 422)
+
+
+@pytest.mark.parametrize("body", [{"phone": 7700900123}, {"phone": None, "email": None}, [], "07700 900123"])
+def test_a_lookup_body_that_is_not_one_identifier_is_a_422_problem(
+    client: TestClient, taught: None, body: object
+) -> None:
+    assert_problem(client.post("/v1/citizens/lookup", json=body), 422)
+
+
+def test_the_lookup_by_url_is_documented_as_deprecated_in_favour_of_the_body(client: TestClient) -> None:
+    # A phone number or email address in a URL ends up in every proxy's and browser's history.
+    lookup = client.get("/openapi.json").json()["paths"]["/v1/citizens/lookup"]
+    assert lookup["get"]["deprecated"] is True
+    assert "deprecated" not in lookup["post"]
+    assert lookup["post"]["requestBody"]["required"] is True
