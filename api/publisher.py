@@ -31,9 +31,6 @@ PUBLISH_THREADS = 8
 # the routes send), rather than every request waiting out the timeout again.
 PAUSE_AFTER_FAILURE_S = 2.0
 
-# The least time the producer is given to bootstrap, after reading the topic's record limit took the rest.
-MIN_BOOTSTRAP_MS = 500
-
 # How kafka-python reports a record (or a batch) larger than the producer or the broker takes.
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
@@ -245,24 +242,27 @@ class EventPublisher:
             return self._producer, self._record_limit
 
     def _make_producer(self) -> KafkaProducer:
-        """A new producer, and the topic's record limit read again, within the publish timeout in all
-        (kafka-python's own bootstrap timeouts are 30 s each: a broker that takes connections but does not
-        answer, still starting say, held a request a minute)."""
+        """A new producer, and the topic's record limit read again, each step within the publish timeout
+        (kafka-python's own timeouts are 30 s a step: a broker that takes connections but does not answer,
+        still starting say, held a request a minute and more)."""
         # kafka-python spends its whole bootstrap timeout (and leaks the sockets it tried) before giving up on
         # unreachable brokers; a plain TCP probe answers "unavailable" at once.
         if not any(reachable(server) for server in self._kafka.bootstrap_list):
             raise PublishUnavailable("no Kafka bootstrap server accepts connections")
-        deadline = time.monotonic() + self._timeout_s
+        timeout_ms = int(self._timeout_s * 1000)
+        # A broker that does not answer the limit's question in time fails the publish there: the producer
+        # would wait for it again. One that answers gets the producer its whole timeout, however slowly.
         self._record_limit = topic_max_bytes(
             self._kafka.bootstrap_list,
             self._kafka.topic,
             at_most=MAX_RECORD_BYTES,
-            timeout_ms=int(self._timeout_s * 1000 / 2),
+            timeout_ms=timeout_ms // 2,
+            unanswered_is_error=True,
         )
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), MIN_BOOTSTRAP_MS)
         return create_producer(
             self._kafka.bootstrap_list,
-            max_block_ms=int(self._timeout_s * 1000),
+            max_block_ms=timeout_ms,
             max_request_size=self._record_limit,
-            bootstrap_timeout_ms=remaining_ms,
+            bootstrap_timeout_ms=timeout_ms,
+            request_timeout_ms=timeout_ms,
         )

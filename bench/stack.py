@@ -18,12 +18,11 @@ from pathlib import Path
 
 import httpx
 import redis
-from kafka.admin import KafkaAdminClient
 
 from context.settings import RedisSettings
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
-from events.topics import ensure_topics
+from events.topics import admin_client, ensure_topics
 
 
 def raise_fd_limit() -> int:
@@ -260,7 +259,7 @@ class FigureStack:
                 client.unlink(*batch)
         finally:
             client.close()
-        admin = KafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_list)
+        admin = admin_client(self.kafka.bootstrap_list)
         try:
             admin.delete_topics([self.kafka.topic, dead_letter_topic(self.kafka.topic)])
         except Exception:  # noqa: S110 (a topic that was never created needs no deleting)

@@ -23,15 +23,18 @@ def create_producer(
     max_block_ms: int = 60_000,
     max_request_size: int = 1_048_576,
     bootstrap_timeout_ms: int = 30_000,
+    request_timeout_ms: int = 30_000,
 ) -> KafkaProducer:
     """A producer that loses nothing it acknowledged: all in-sync replicas, idempotent retries.
 
     It refuses a record larger than `max_request_size` itself, and never batches records past it: the
     broker's refusal of a batch too large for the topic is fatal to an idempotent producer (every later
-    send fails too). Making it waits up to `bootstrap_timeout_ms` for a broker to answer.
+    send fails too). Making it waits up to `bootstrap_timeout_ms` for a broker to take a connection, then
+    up to `request_timeout_ms` for its first answers (as for every request after).
     """
     return KafkaProducer(
         bootstrap_timeout_ms=bootstrap_timeout_ms,
+        request_timeout_ms=request_timeout_ms,
         max_request_size=max_request_size,
         batch_size=min(BATCH_BYTES, max_request_size),
         bootstrap_servers=bootstrap_servers,

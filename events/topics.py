@@ -1,11 +1,17 @@
 """Topic administration: the interactions topic and its dead-letter topic exist before anyone uses them."""
 
+import contextlib
 import socket
 import time
 
 import structlog
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
@@ -15,16 +21,39 @@ log = structlog.get_logger("topics")
 # A dead letter is its original record plus a few headers: the dead-letter topic accepts records a little
 # larger than the broker's default limit (1 MiB), so that a record at that limit can still be kept.
 DEAD_LETTER_MAX_BYTES = 2 * 1024 * 1024
+# How kafka-python says a broker did not answer in time (a bootstrap's included), or could not be reached.
+UNANSWERED = (KafkaTimeoutError, KafkaConnectionError)
 # Assumed when a topic's own limit cannot be read: the broker's default (message.max.bytes), which a topic
 # created without one has.
 ASSUMED_TOPIC_MAX_BYTES = 1_048_588
+
+
+def admin_client(bootstrap_servers: list[str], **options: object) -> KafkaAdminClient:
+    """kafka-python's admin client (`options` as its own), whose network thread is stopped when it cannot
+    bootstrap: kafka-python leaves that thread running, one more for every failed attempt, and a broker
+    that takes connections without answering (still starting, say) fails attempt after attempt."""
+    options.setdefault("client_id", "citizen-context-admin")
+    return _StoppingAdminClient(bootstrap_servers=bootstrap_servers, **options)
+
+
+class _StoppingAdminClient(KafkaAdminClient):  # type: ignore[misc]  # kafka-python is untyped
+    def __init__(self, **configs: object) -> None:
+        try:
+            super().__init__(**configs)
+        except BaseException:
+            # What close() would stop, had the constructor finished (close() refuses an unfinished one).
+            if hasattr(self, "_net"):
+                with contextlib.suppress(Exception):
+                    self._client.close()
+                    self._net.stop()
+            raise
 
 
 def ensure_topic(
     bootstrap_servers: list[str], name: str, *, partitions: int, configs: dict[str, str] | None = None
 ) -> bool:
     """Create the topic if it is missing; True when it was created."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="citizen-context-admin")
+    admin = admin_client(bootstrap_servers)
     try:
         if name in admin.list_topics():
             return False
@@ -70,26 +99,32 @@ def ensure_topics(kafka: KafkaSettings) -> None:
 
 
 def topic_max_bytes(
-    bootstrap_servers: list[str], topic: str, *, at_most: int, timeout_ms: int = 30_000
+    bootstrap_servers: list[str],
+    topic: str,
+    *,
+    at_most: int,
+    timeout_ms: int = 30_000,
+    unanswered_is_error: bool = False,
 ) -> int:
     """The largest record `topic` takes (its `max.message.bytes`), and at most `at_most`.
 
     A producer told this refuses anything larger itself, before sending. Sent on, the broker would refuse it,
     and kafka-python's idempotent producer takes that refusal as fatal: it fails every later send too.
-    `timeout_ms` bounds both the bootstrap and the request (kafka-python's defaults: 30 s each).
+    `timeout_ms` bounds both the bootstrap and the request (kafka-python's defaults: 30 s each). A limit
+    that cannot be read is assumed to be the broker's default; with `unanswered_is_error`, a broker that
+    does not answer in time raises instead (a producer made next would wait for it all over again).
     """
     admin: KafkaAdminClient | None = None
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers,
-            client_id="citizen-context-admin",
-            bootstrap_timeout_ms=timeout_ms,
-            request_timeout_ms=timeout_ms,
+        admin = admin_client(
+            bootstrap_servers, bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
         )
         resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})
         described = admin.describe_configs([resource], config_filter="all")
         limit = int(described["topic"][topic]["max.message.bytes"]["value"])
     except (KafkaError, KeyError, TypeError, ValueError) as error:
+        if unanswered_is_error and isinstance(error, UNANSWERED):
+            raise
         log.warning("topic's record limit unknown", topic=topic, error=type(error).__name__)
         return min(ASSUMED_TOPIC_MAX_BYTES, at_most)
     finally:

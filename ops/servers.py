@@ -15,13 +15,12 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import redis
-from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from context.settings import RedisSettings
 from context.store import PROJECTION_REDIS_CONFIG
 from events.settings import KafkaSettings
-from events.topics import ensure_topics
+from events.topics import admin_client, ensure_topics
 from ops.processes import PidFile, ServiceError, port_open, spawn, tail
 from ops.settings import ServicesSettings
 
@@ -347,10 +346,8 @@ class KafkaServer:
         if not port_open(self.host, self.port):
             return False
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=[f"{self.host}:{self.port}"],
-                request_timeout_ms=3000,
-                client_id="cc-services",
+            admin = admin_client(
+                [f"{self.host}:{self.port}"], request_timeout_ms=3000, client_id="cc-services"
             )
         except KafkaError:
             return False

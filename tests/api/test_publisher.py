@@ -1,8 +1,5 @@
 """Publishing while Kafka does not acknowledge: reads go on, and publishing is refused at once until then."""
 
-import contextlib
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +23,7 @@ from models.events import CloudEvent
 from models.security import Scope
 from tests import access
 from tests.conftest import topic_records, wait_until
+from tests.kafka_faults import silent_broker, stalling_broker
 
 # More publishing requests at once than the worker threads every route shares (anyio's default is 40).
 CONCURRENT_PUBLISHES = 48
@@ -133,32 +131,23 @@ def test_a_failed_try_pauses_publishing_again() -> None:
     assert circuit.refuses()
 
 
-@pytest.fixture
-def silent_broker() -> Iterator[str]:
-    """A loopback address that takes connections, as a broker still starting does, but never answers."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
-
-    def accept() -> None:
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                listener.accept()[0].close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{listener.getsockname()[1]}"
-    stopping.set()
-    thread.join()
-    listener.close()
+@pytest.fixture(params=["silent", "stalling"])
+def unanswering_broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker address that takes connections and never answers, or answers only the version handshake."""
+    if request.param == "silent":
+        with silent_broker() as address:
+            yield address
+    else:
+        with stalling_broker(KafkaSettings().bootstrap_list[0]) as address:
+            yield address
 
 
 def test_a_broker_that_cannot_be_bootstrapped_is_unavailable_within_the_publish_timeout(
-    silent_broker: str,
+    unanswering_broker: str,
 ) -> None:
-    # kafka-python's own bootstrap timeouts (30 s for the topic's limit, 30 s more for the producer) held
-    # each publish a minute.
-    publisher = EventPublisher(KafkaSettings(bootstrap_servers=silent_broker), timeout_s=1)
+    # kafka-python's own timeouts (30 s for each step: the topic's limit, the producer's bootstrap, its
+    # first request) held each publish a minute and more.
+    publisher = EventPublisher(KafkaSettings(bootstrap_servers=unanswering_broker), timeout_s=1)
     publishes = 4
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=publishes) as pool:
@@ -173,17 +162,18 @@ def test_a_broker_that_cannot_be_bootstrapped_is_unavailable_within_the_publish_
 
 
 def test_publishing_through_a_broker_that_cannot_be_bootstrapped_is_a_503(
-    redis_settings: RedisSettings, database_settings: DatabaseSettings, silent_broker: str
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
 ) -> None:
-    app = create_app(
-        redis_settings=redis_settings,
-        database=database_settings,
-        kafka=KafkaSettings(bootstrap_servers=silent_broker),
-    )
-    with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as client:
-        started = time.monotonic()
-        response = client.post("/v1/events", json=event())
-        elapsed = time.monotonic() - started
+    with silent_broker() as address:
+        app = create_app(
+            redis_settings=redis_settings,
+            database=database_settings,
+            kafka=KafkaSettings(bootstrap_servers=address),
+        )
+        with TestClient(app, headers=access.integrator(database_settings, Scope.events_write)) as client:
+            started = time.monotonic()
+            response = client.post("/v1/events", json=event())
+            elapsed = time.monotonic() - started
     assert (response.status_code, response.headers["retry-after"]) == (503, "2")
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["detail"] == "Kafka did not acknowledge the events; retry them."
