@@ -263,6 +263,18 @@ def _until_done(
             delay = min(delay * 2, 5.0)
 
 
+def _drop_unfinished(writer: ProjectionWriter, epoch: str) -> None:
+    """Delete the generation of a rebuild that failed before its switch, if Redis answers: raised from here,
+    an error would hide the one that failed the rebuild (often the same outage). What is left stays held
+    unserved, so erasures reach it, until its keys expire."""
+    try:
+        writer.drop_generation(epoch)
+    except redis.RedisError as error:
+        log.warning("rebuild left its unfinished generation", epoch=epoch, error=type(error).__name__)
+        return
+    _release(writer, epoch)
+
+
 def _release(writer: ProjectionWriter, *epochs: str) -> None:
     """Take the generations off those held unserved, if Redis answers: a hold left behind only has erasures
     look at a generation served, or with nothing left in it, until it lapses by itself."""
@@ -310,8 +322,7 @@ def rebuild(
     finally:
         replayer.close()
         if not switched:
-            writer.drop_generation(epoch)
-            _release(writer, epoch)
+            _drop_unfinished(writer, epoch)
     writer.announce_epoch(epoch)
     seconds = time.perf_counter() - started
     removed = 0

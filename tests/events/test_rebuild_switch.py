@@ -171,3 +171,24 @@ def test_a_batch_applied_again_after_redis_went_away_is_held_first(
     assert "applied again" in away.writes
     assert away.holds.count(report.epoch) == len(away.writes)
     assert redis_client.exists(CitizenKeys(key_prefix, report.epoch, citizen).timeline)
+
+
+class DropFailsToo(PreviousUnreadable):
+    """A writer that loses Redis before the switch, and cannot drop the unfinished generation either."""
+
+    def drop_generation(self, epoch: str) -> int:
+        raise redis.ConnectionError("Redis is still away")
+
+
+def test_a_rebuild_whose_cleanup_fails_too_reports_what_failed_it_and_keeps_its_generation_held(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
+    failing = DropFailsToo(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+
+    with pytest.raises(redis.ConnectionError, match="Redis went away"):
+        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=failing, default_region="GB", grace_s=0)
+
+    # What it wrote is left, and erasures still reach it.
+    [unfinished] = writer.unserved_generations()
+    assert list(writer.client.scan_iter(match=f"{key_prefix}:{unfinished}:*", count=1000))
