@@ -132,7 +132,7 @@ def create_app(
             queue_size=api.stream_queue_size,
             probe_s=api.stream_heartbeat_s,
             on_resync_all=reader.forget_epoch,
-            on_erased=reader.forget_citizen,
+            forget_citizen=reader.forget_citizen,
         )
         hub_task = asyncio.create_task(hub.run(), name="change-hub")
         # Should the hub ever end, readiness and heartbeats must say so rather than stay "live".

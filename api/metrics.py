@@ -20,6 +20,10 @@ STREAM_RESYNCS = Counter(
     "Snapshots sent to streams that had to re-sync, by reason.",
     ["reason"],
 )
+UNREADABLE_MESSAGES = Counter(
+    "citizen_context_api_unreadable_change_messages_total",
+    "Messages on the changes channel that could not be read (the streams of the citizen named re-sync).",
+)
 
 
 class RequestMetricsMiddleware:

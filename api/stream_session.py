@@ -274,7 +274,9 @@ class StreamSession:
         while True:
             item = await subscription.next()
             if isinstance(item, Heartbeat):
-                await self._heartbeat()
+                if await self._heartbeat():
+                    await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+                    return
                 continue
             if isinstance(item, LifetimeOver):
                 await self._close_for_reconnect("lifetime", CLOSE_LIFETIME)
@@ -294,11 +296,14 @@ class StreamSession:
                 if self._stale and not isinstance(item, PresenceChanged):
                     # Changes may have been missed meanwhile: start again from a snapshot.
                     item = Resync("redis")
+                ended = False
                 if isinstance(item, PresenceChanged):
                     await self._send_presence()
                 elif isinstance(item, Resync):
-                    await self._snapshot(resync=item.reason)
-                elif await self._deliver(item):
+                    ended = await self._resync(item.reason)
+                else:
+                    ended = await self._deliver(item)
+                if ended:
                     await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
                     return
             except REDIS_UNAVAILABLE:
@@ -321,8 +326,7 @@ class StreamSession:
                         ResumedMessage(citizen_id=self._citizen, epoch=epoch, version=resume.version)
                     )
                     return bool(missed) and await self._deliver_all(missed)
-        context = await self._snapshot(resync=None)
-        return any(self._is_completion(event) for event in context.timeline)
+        return self._completed_in(await self._snapshot(resync=None))
 
     async def _deliver_all(self, changes: list[ContextChange]) -> bool:
         """Send held changes in order as one burst; True if the enquiry ended among them."""
@@ -337,8 +341,7 @@ class StreamSession:
         if change.epoch != self._epoch:
             # A change from another generation may arrive before its announcement: read the epoch afresh.
             self._services.reader.forget_epoch()
-            await self._snapshot(resync="epoch")
-            return False
+            return await self._resync("epoch")
         if change.version <= self._version:
             return False  # already in the snapshot, or already sent
         missed = [change]
@@ -348,8 +351,7 @@ class StreamSession:
                 self._citizen, epoch=self._epoch, version=self._version
             )
             if not held or held[-1].version < change.version:
-                await self._snapshot(resync="gap")
-                return False
+                return await self._resync("gap")
             missed = [c for c in held if c.version <= change.version]
         return await self._send_changes(missed)
 
@@ -387,6 +389,14 @@ class StreamSession:
             and event.data.get("enquiry_id") == self._enquiry_id
         )
 
+    def _completed_in(self, context: CitizenContext) -> bool:
+        return any(self._is_completion(event) for event in context.timeline)
+
+    async def _resync(self, reason: str) -> bool:
+        """A snapshot again; True when the enquiry this stream follows has completed: the change that said
+        so may be one of those missed, and the snapshot holds it."""
+        return self._completed_in(await self._snapshot(resync=reason))
+
     async def _snapshot(self, *, resync: str | None) -> CitizenContext:
         context = await self._services.reader.context(self._citizen)
         # In sync again, whatever was missed while Redis was away.
@@ -396,15 +406,19 @@ class StreamSession:
         await self._send(SnapshotMessage(context=context))
         return context
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self) -> bool:
+        """A heartbeat, after a snapshot if the stream fell behind; True when the enquiry this stream follows
+        turned out to have completed meanwhile."""
         # Presence is kept alive for the whole process by its PresenceKeeper, not by each stream.
         live = self._services.hub.connected.is_set()
         if self._stale and live:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
-                await self._snapshot(resync="redis")
+                if await self._resync("redis"):
+                    return True
         await self._send(
             HeartbeatMessage(epoch=self._epoch, version=self._version, live=live and not self._stale)
         )
+        return False
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)

@@ -18,12 +18,13 @@ import redis.exceptions
 import structlog
 from redis.asyncio.client import PubSub
 
+from api.metrics import UNREADABLE_MESSAGES
 from context.store import change_of, published_change
 from models.context import ContextChange
 
 log = structlog.get_logger("streaming")
 
-ResyncReason = Literal["overflow", "redis", "epoch"]
+ResyncReason = Literal["overflow", "redis", "epoch", "unreadable"]
 
 
 @dataclass(frozen=True)
@@ -171,14 +172,15 @@ class ChangeHub:
         queue_size: int,
         probe_s: float = 10,
         on_resync_all: Callable[[], None] = lambda: None,
-        on_erased: Callable[[str], None] = lambda _citizen_id: None,
+        forget_citizen: Callable[[str], None] = lambda _citizen_id: None,
     ) -> None:
         self._client = client
         # Called before every stream is told to re-sync (a new epoch, or a subscription restored after
         # messages may have been lost): whoever keeps the epoch at hand must read it again.
         self._on_resync_all = on_resync_all
-        # Called for every erased citizen, watched or not: whoever keeps their data at hand must drop it.
-        self._on_erased = on_erased
+        # Called for every erased citizen, watched or not, and for one a change about which could not be
+        # read: whoever keeps their data at hand must drop it.
+        self._forget_citizen = forget_citizen
         self._probe_s = probe_s
         self._channel = channel
         self._queue_size = queue_size
@@ -278,9 +280,17 @@ class ChangeHub:
         try:
             self._route(raw)
         except Exception as error:
-            # The message cannot be trusted, so neither can the streams' queues: all of them re-sync.
+            UNREADABLE_MESSAGES.inc()
             log.warning("unreadable change message", error=type(error).__name__)
-            self._resync_all("redis")
+            citizen_id = _citizen_of(raw)
+            if citizen_id is not None:
+                # A change of this citizen may have been lost with it: their streams re-sync, and nobody
+                # else's (each change names its citizen: re-syncing every stream of the process for one
+                # message cost a snapshot per stream, on every such message).
+                self._forget_citizen(citizen_id)
+                self.offer(citizen_id, Resync("unreadable"))
+            # A message naming no citizen is none of the changes the projection publishes (each names its
+            # citizen, or the new generation): nothing was missed.
 
     def _route(self, raw: str | bytes) -> None:
         # Only the message's JSON is read here; a change's event only for a citizen someone watches.
@@ -293,7 +303,7 @@ class ChangeHub:
                 self._resync_all("epoch")
             return
         if message.get("erased"):
-            self._on_erased(citizen_id)
+            self._forget_citizen(citizen_id)
         watchers = self._subscriptions.get(citizen_id)
         if not watchers:
             return
@@ -314,3 +324,13 @@ class ChangeHub:
         for watchers in self._subscriptions.values():
             for subscription in watchers:
                 subscription.offer(item)
+
+
+def _citizen_of(raw: str | bytes) -> str | None:
+    """The citizen a message of the changes channel names, if it can be read that far (pure)."""
+    try:
+        message, _ = published_change(raw)
+    except ValueError:  # not JSON (or not UTF-8)
+        return None
+    citizen_id = message.get("citizen_id") if isinstance(message, dict) else None
+    return citizen_id if isinstance(citizen_id, str) and citizen_id else None

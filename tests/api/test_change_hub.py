@@ -96,3 +96,22 @@ async def test_a_cancelled_hub_always_stops(
         done, _pending = await asyncio.wait({task}, timeout=10)
         assert done == {task}
         assert task.cancelled()
+
+
+async def test_an_unreadable_change_resyncs_only_the_streams_of_the_citizen_it_names(
+    running_hub: tuple[ChangeHub, _Counted, str], async_redis: "aioredis.Redis"
+) -> None:
+    # Every stream of the process re-synced for one such message (a snapshot each), and the reader's
+    # kept documents were all dropped.
+    hub, counted, channel = running_hub
+    with hub.subscribe("C-BAD") as named, hub.subscribe("C-OTHER") as other:
+        await async_redis.publish(channel, '{"citizen_id":"C-BAD","epoch":"e1","version":"not a version"}')
+        await async_redis.publish(channel, "not JSON at all")
+        await async_redis.publish(channel, "[1, 2]")
+        await async_redis.publish(channel, '{"citizen_id":"C-OTHER","epoch":"e1","version":1}')
+        first = await asyncio.wait_for(named.next(), timeout=5)
+        change = await asyncio.wait_for(other.next(), timeout=5)
+        assert await named.get(0.2) is None
+    assert first == Resync("unreadable")
+    assert isinstance(change, ContextChange)  # C-OTHER's next item is its change, no re-sync before it
+    assert counted.resyncs == 1  # only the first subscription's

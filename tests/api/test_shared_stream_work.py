@@ -112,7 +112,7 @@ async def test_the_hub_tells_the_process_of_every_erasure_watched_or_not(
         erased.append(citizen_id)
         told.set()
 
-    hub = ChangeHub(async_redis, channel=f"{prefix}:changes", queue_size=8, on_erased=on_erased)
+    hub = ChangeHub(async_redis, channel=f"{prefix}:changes", queue_size=8, forget_citizen=on_erased)
     task = asyncio.create_task(hub.run())
     try:
         await asyncio.wait_for(hub.connected.wait(), timeout=10)

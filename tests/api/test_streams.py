@@ -172,6 +172,29 @@ def test_an_enquiry_stream_ends_when_the_enquiry_is_completed(
     assert closed.value.code == 4410
 
 
+def test_an_enquiry_completion_a_stream_missed_ends_it_at_the_snapshot_that_holds_it(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    # The change saying so was lost to the stream (a slow client's overflow, the subscription lost): the
+    # snapshot it re-synced from held the completion, and the stream stayed open until its lifetime.
+    client = app_client()
+    created = client.post(
+        "/v1/enquiries", json={"citizen_id": "C-S13", "channel": "phone"}, headers=access.agent("a1")
+    )
+    enquiry = created.json()
+    with client.websocket_connect(f"/v1/enquiries/{enquiry['id']}/stream", headers=access.agent("a1")) as ws:
+        receive(ws, "snapshot")
+        table_row = Enquiry(**{**enquiry, "started_at": datetime.fromisoformat(enquiry["started_at"])})
+        done = completion_event(table_row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC))
+        writer.apply_batch(writes_for(done), publish=False)  # no change reaches the stream
+        writer.announce_epoch(writer.current_epoch())  # every stream re-syncs
+        resynced = receive(ws, "snapshot")["context"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+    assert resynced["timeline"][0]["type"] == "enquiry.completed"
+    assert closed.value.code == 4410
+
+
 def test_only_the_api_can_end_an_enquiry_stream(app_client: AppFactory, writer: ProjectionWriter) -> None:
     client = app_client()
     created = client.post(
