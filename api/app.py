@@ -105,6 +105,11 @@ def create_app(
                 str(redis_settings.url),
                 max_connections=REDIS_CONNECTIONS,
                 timeout=REDIS_CONNECTION_WAIT_S,
+                # Without a reply timeout, a connection a firewall dropped silently held every command
+                # sent on it for ever: the command batcher's kept connection, so every snapshot and stream
+                # of the process. Keepalive probes find such a connection sooner when it is idle.
+                socket_timeout=redis_settings.reply_timeout_s,
+                socket_keepalive=True,
                 **redis_client_options(asyncio=True),
             )
         )

@@ -17,6 +17,12 @@ class RedisSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",
         description="Prefix of every Redis key and channel; several deployments or tests can share a server.",
     )
+    reply_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long the API waits for Redis to answer before a request or stream gives up.",
+    )
 
 
 class TimelineSettings(BaseSettings):

@@ -5,8 +5,10 @@ reason nor the log quotes the error's text, which can quote data.
 """
 
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -26,6 +28,7 @@ from context.store import ContextReader
 from models.database import DatabaseSettings
 from tests import access
 from tests.conftest import free_port
+from tests.tcp_proxy import SilenceableProxy
 
 CITIZEN_STREAM = "/v1/citizens/C-F1/stream"
 # Each stream's address, and the route template its log lines name (never the address: ids are data).
@@ -203,3 +206,31 @@ def test_an_unhandled_error_is_try_again_only_when_a_store_is_unavailable(
     error: Exception, expected: tuple[int, str]
 ) -> None:
     assert failure_close(error) == expected
+
+
+def test_a_redis_connection_dropped_silently_fails_reads_rather_than_holding_them(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    # The command batcher keeps one connection for every snapshot and read of the process: dropped by a
+    # firewall without a word, it held them all for ever, streams and reads alike.
+    proxy = SilenceableProxy(f"{redis_settings.url.host}:{redis_settings.url.port}")
+    through = RedisSettings(
+        url=f"redis://{proxy.address}/0", key_prefix=redis_settings.key_prefix, reply_timeout_s=0.5
+    )
+    try:
+        with TestClient(create_app(redis_settings=through, database=database_settings)) as client:
+            headers = access.supervisor()
+            assert client.get("/v1/citizens/C-F9/context", headers=headers).status_code == 200
+            proxy.silence()
+            started = time.monotonic()
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                read = pool.submit(client.get, "/v1/citizens/C-F9/context", headers=headers)
+                response = read.result(timeout=30)  # held for ever, it fails the test here
+            elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert response.status_code == 503
+    # Within the setting's timeout a step (the rate limit's, the read's), not redis-py's own default (5 s
+    # a step in redis-py 8; none at all before).
+    assert elapsed < 4
+    assert response.headers["content-type"] == "application/problem+json"
