@@ -14,7 +14,8 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal, NamedTuple
 
 import redis.exceptions
 import sqlalchemy.exc
@@ -41,6 +42,7 @@ from api.streaming import (
     Subscription,
 )
 from context.store import ContextReader, PresenceStore
+from context.timeline import time_score
 from models.context import CitizenContext, ContextChange, Summary
 from models.events import CloudEvent
 from models.taxonomy import ENQUIRY_SOURCE
@@ -90,6 +92,17 @@ CLOSE_ENQUIRY_ENDED = 4410
 CLOSE_CITIZEN_ERASED = 4411
 
 TRY_AGAIN_LATER = "try again later"
+
+
+class StreamEnd(NamedTuple):
+    """Why the server ends a stream: its close code and reason."""
+
+    code: int
+    reason: str
+
+
+ENQUIRY_COMPLETED = StreamEnd(CLOSE_ENQUIRY_ENDED, "enquiry completed")
+CITIZEN_ERASED = StreamEnd(CLOSE_CITIZEN_ERASED, "citizen erased")
 
 
 def failure_close(error: BaseException) -> tuple[int, str]:
@@ -177,6 +190,8 @@ class StreamSession:
         self._connection = uuid.uuid4().hex
         self._epoch = ""
         self._version = 0
+        # When the stream opened (a timeline score): an erasure marked since then ends it.
+        self._opened_at = time_score(datetime.now(UTC))
         self._viewers: list[str] | None = None
         # A re-sync failed for want of Redis: the next message or heartbeat tries it again.
         self._stale = False
@@ -258,8 +273,9 @@ class StreamSession:
         if self._services.lifecycle.draining:
             await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN, send_position=False)
             return
-        if await self._start(resume):
-            await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+        end = await self._start(resume)
+        if end is not None:
+            await self._ws.close(code=end.code, reason=end.reason)
             return
         await self._send_presence()
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
@@ -274,8 +290,9 @@ class StreamSession:
         while True:
             item = await subscription.next()
             if isinstance(item, Heartbeat):
-                if await self._heartbeat():
-                    await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+                end = await self._heartbeat()
+                if end is not None:
+                    await self._ws.close(code=end.code, reason=end.reason)
                     return
                 continue
             if isinstance(item, LifetimeOver):
@@ -285,7 +302,7 @@ class StreamSession:
                 await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
                 return
             if isinstance(item, Erased):
-                await self._ws.close(code=CLOSE_CITIZEN_ERASED, reason="citizen erased")
+                await self._ws.close(code=CITIZEN_ERASED.code, reason=CITIZEN_ERASED.reason)
                 return
             if isinstance(item, AccessEnded):
                 # Access can end while the stream is open: the enquiry completed elsewhere, the token
@@ -296,23 +313,23 @@ class StreamSession:
                 if self._stale and not isinstance(item, PresenceChanged):
                     # Changes may have been missed meanwhile: start again from a snapshot.
                     item = Resync("redis")
-                ended = False
+                end = None
                 if isinstance(item, PresenceChanged):
                     await self._send_presence()
                 elif isinstance(item, Resync):
-                    ended = await self._resync(item.reason)
+                    end = await self._resync(item.reason)
                 else:
-                    ended = await self._deliver(item)
-                if ended:
-                    await self._ws.close(code=CLOSE_ENQUIRY_ENDED, reason="enquiry completed")
+                    end = await self._deliver(item)
+                if end is not None:
+                    await self._ws.close(code=end.code, reason=end.reason)
                     return
             except REDIS_UNAVAILABLE:
                 # Redis went away between the message and this read (a restart, a failover): the stream stays
                 # open, its heartbeats say live updates are paused, and it re-syncs once Redis answers again.
                 self._stale = True
 
-    async def _start(self, resume: Resume | None) -> bool:
-        """Snapshot or resume; True when the enquiry this stream follows has already ended."""
+    async def _start(self, resume: Resume | None) -> StreamEnd | None:
+        """Snapshot or resume; ENQUIRY_COMPLETED when the enquiry this stream follows has already ended."""
         reader = self._services.reader
         if resume is not None:
             epoch = await reader.current_epoch(fresh=True)
@@ -325,15 +342,16 @@ class StreamSession:
                     await self._send(
                         ResumedMessage(citizen_id=self._citizen, epoch=epoch, version=resume.version)
                     )
-                    return bool(missed) and await self._deliver_all(missed)
+                    return await self._deliver_all(missed) if missed else None
         return self._completed_in(await self._snapshot(resync=None))
 
-    async def _deliver_all(self, changes: list[ContextChange]) -> bool:
-        """Send held changes in order as one burst; True if the enquiry ended among them."""
+    async def _deliver_all(self, changes: list[ContextChange]) -> StreamEnd | None:
+        """Send held changes in order as one burst; ENQUIRY_COMPLETED if the enquiry ended among them."""
         return await self._send_changes(changes)
 
-    async def _deliver(self, change: ContextChange) -> bool:
-        """Send the change unless already sent; fill a gap from the change log. True if the enquiry ended."""
+    async def _deliver(self, change: ContextChange) -> StreamEnd | None:
+        """Send the change unless already sent; fill a gap from the change log. ENQUIRY_COMPLETED if the
+        enquiry ended."""
         if self._epoch == "" and change.epoch:
             # Nothing had ever been written when this stream started: the first generation begins empty,
             # exactly where the stream stands (version 0), so its changes simply follow.
@@ -343,7 +361,7 @@ class StreamSession:
             self._services.reader.forget_epoch()
             return await self._resync("epoch")
         if change.version <= self._version:
-            return False  # already in the snapshot, or already sent
+            return None  # already in the snapshot, or already sent
         missed = [change]
         if change.version != self._version + 1:
             # A change arrived before its predecessor reached us: fill the gap from the change log.
@@ -355,7 +373,7 @@ class StreamSession:
             missed = [c for c in held if c.version <= change.version]
         return await self._send_changes(missed)
 
-    async def _send_changes(self, missed: list[ContextChange]) -> bool:
+    async def _send_changes(self, missed: list[ContextChange]) -> StreamEnd | None:
         ended = False
         # The summary moves with the timeline; it rides on the last change of the burst.
         summary = await self._services.summaries.after(
@@ -374,7 +392,7 @@ class StreamSession:
             )
             self._version = item.version
             ended = ended or self._ends_enquiry(item)
-        return ended
+        return ENQUIRY_COMPLETED if ended else None
 
     def _ends_enquiry(self, change: ContextChange) -> bool:
         return self._is_completion(change.event)
@@ -389,12 +407,18 @@ class StreamSession:
             and event.data.get("enquiry_id") == self._enquiry_id
         )
 
-    def _completed_in(self, context: CitizenContext) -> bool:
-        return any(self._is_completion(event) for event in context.timeline)
+    def _completed_in(self, context: CitizenContext) -> StreamEnd | None:
+        completed = any(self._is_completion(event) for event in context.timeline)
+        return ENQUIRY_COMPLETED if completed else None
 
-    async def _resync(self, reason: str) -> bool:
-        """A snapshot again; True when the enquiry this stream follows has completed: the change that said
-        so may be one of those missed, and the snapshot holds it."""
+    async def _resync(self, reason: str) -> StreamEnd | None:
+        """A snapshot again, unless the stream must end: the change or message that said so may be one of
+        those missed. The snapshot holds the completion of the enquiry this stream follows; an erasure
+        announced while the subscription was lost is found by its mark."""
+        if reason == "redis":
+            erased_at = await self._services.reader.erased_at(self._citizen)
+            if erased_at is not None and erased_at >= self._opened_at:
+                return CITIZEN_ERASED
         return self._completed_in(await self._snapshot(resync=reason))
 
     async def _snapshot(self, *, resync: str | None) -> CitizenContext:
@@ -406,19 +430,19 @@ class StreamSession:
         await self._send(SnapshotMessage(context=context))
         return context
 
-    async def _heartbeat(self) -> bool:
-        """A heartbeat, after a snapshot if the stream fell behind; True when the enquiry this stream follows
-        turned out to have completed meanwhile."""
+    async def _heartbeat(self) -> StreamEnd | None:
+        """A heartbeat, after a snapshot if the stream fell behind, unless it turned out to have to end."""
         # Presence is kept alive for the whole process by its PresenceKeeper, not by each stream.
         live = self._services.hub.connected.is_set()
         if self._stale and live:
             with contextlib.suppress(*REDIS_UNAVAILABLE):
-                if await self._resync("redis"):
-                    return True
+                end = await self._resync("redis")
+                if end is not None:
+                    return end
         await self._send(
             HeartbeatMessage(epoch=self._epoch, version=self._version, live=live and not self._stale)
         )
-        return False
+        return None
 
     async def _send_presence(self) -> None:
         entries = await self._services.presence.viewers(self._citizen)

@@ -966,6 +966,11 @@ class ContextReader:
             return None
         return missed
 
+    async def erased_at(self, citizen_id: str) -> int | None:
+        """When the citizen was last erased (a timeline score), while the mark lasts; None if not."""
+        held = await self._client.get(erasure_mark_key(self._prefix, citizen_id))
+        return int(held) if held is not None else None
+
     async def version(self, citizen_id: str, *, epoch: str) -> int:
         """The citizen's current version in a generation (0 if it holds nothing for them)."""
         value = await self._client.hget(CitizenKeys(self._prefix, epoch, citizen_id).meta, "version")

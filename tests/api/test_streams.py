@@ -195,6 +195,22 @@ def test_an_enquiry_completion_a_stream_missed_ends_it_at_the_snapshot_that_hold
     assert closed.value.code == 4410
 
 
+def test_an_erasure_announced_while_the_subscription_was_lost_ends_the_stream_at_its_resync(
+    app_client: AppFactory, writer: ProjectionWriter, redis_client: "redis.Redis"
+) -> None:
+    # The message announcing it never reached the API: a supervisor's stream (no enquiry to lapse) went on
+    # showing an empty context until its lifetime, and then reopened.
+    client = app_client()
+    writer.apply_batch(writes_for(make_event("C-S14", minutes_ago=5)))
+    with client.websocket_connect("/v1/citizens/C-S14/stream") as ws:
+        receive(ws, "snapshot")
+        writer.erase("C-S14", epoch=writer.current_epoch(), publish=False)  # as if published unheard
+        redis_client.client_kill_filter(_type="pubsub")  # the API's subscription is lost, then restored
+        with pytest.raises(WebSocketDisconnect) as closed:
+            receive(ws, "snapshot")  # closed instead of re-synced to an empty context
+    assert closed.value.code == 4411
+
+
 def test_only_the_api_can_end_an_enquiry_stream(app_client: AppFactory, writer: ProjectionWriter) -> None:
     client = app_client()
     created = client.post(
