@@ -110,7 +110,7 @@ def create_app(
                 # of the process. Keepalive probes find such a connection sooner when it is idle.
                 socket_timeout=redis_settings.reply_timeout_s,
                 socket_keepalive=True,
-                **redis_client_options(asyncio=True),
+                **redis_client_options(asyncio=True, retry_timeouts=False),
             )
         )
         engine = create_db_engine(database)
@@ -144,9 +144,10 @@ def create_app(
         hub_task.add_done_callback(lambda _task: hub.connected.clear())
         lifecycle.hub = hub
         publisher = EventPublisher(kafka, default_region=identity.default_region)
+        verifier = TokenVerifier(security)
         services = SecurityServices(
             settings=security,
-            verifier=TokenVerifier(security),
+            verifier=verifier,
             engine=engine,
             tickets=TicketStore(client, prefix=redis_settings.key_prefix),
             limiter=RateLimiter(
@@ -165,6 +166,9 @@ def create_app(
             asyncio.create_task(access_checks.run(), name="stream-access-checks"),
             asyncio.create_task(hub.run_heartbeats(api.stream_heartbeat_s), name="stream-heartbeats"),
             asyncio.create_task(_drop_old_documents(reader), name="old-documents"),
+            # The identity provider's keys, fetched at once: every desk reconnects after a restart, and
+            # their tokens should find the keys held rather than all wait for the first fetch.
+            asyncio.create_task(asyncio.to_thread(verifier.fetch_keys), name="identity-provider-keys"),
         ]
         streams = StreamServices(
             reader=reader,

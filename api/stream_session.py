@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Literal, NamedTuple
 
 import redis.exceptions
@@ -42,7 +41,6 @@ from api.streaming import (
     Subscription,
 )
 from context.store import ContextReader, PresenceStore
-from context.timeline import time_score
 from models.context import CitizenContext, ContextChange, Summary
 from models.events import CloudEvent
 from models.taxonomy import ENQUIRY_SOURCE
@@ -190,8 +188,8 @@ class StreamSession:
         self._connection = uuid.uuid4().hex
         self._epoch = ""
         self._version = 0
-        # When the stream opened (a timeline score): an erasure marked since then ends it.
-        self._opened_at = time_score(datetime.now(UTC))
+        # The citizen's erasure mark when the stream started (None: none): an erasure since then moves it.
+        self._mark_at_start: str | None = None
         self._viewers: list[str] | None = None
         # A re-sync failed for want of Redis: the next message or heartbeat tries it again.
         self._stale = False
@@ -331,6 +329,7 @@ class StreamSession:
     async def _start(self, resume: Resume | None) -> StreamEnd | None:
         """Snapshot or resume; ENQUIRY_COMPLETED when the enquiry this stream follows has already ended."""
         reader = self._services.reader
+        self._mark_at_start = await reader.erasure_mark(self._citizen)
         if resume is not None:
             epoch = await reader.current_epoch(fresh=True)
             if resume.epoch == epoch:
@@ -416,8 +415,10 @@ class StreamSession:
         those missed. The snapshot holds the completion of the enquiry this stream follows; an erasure
         announced while the subscription was lost is found by its mark."""
         if reason == "redis":
-            erased_at = await self._services.reader.erased_at(self._citizen)
-            if erased_at is not None and erased_at >= self._opened_at:
+            # Compared as held, not with a clock: an erasure sets or moves the mark (to the newest event's
+            # time, which a publisher's clock may have put ahead), and nothing else does.
+            mark = await self._services.reader.erasure_mark(self._citizen)
+            if mark is not None and mark != self._mark_at_start:
                 return CITIZEN_ERASED
         return self._completed_in(await self._snapshot(resync=reason))
 

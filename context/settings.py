@@ -83,13 +83,17 @@ class SummarySettings(BaseSettings):
     )
 
 
-def redis_client_options(*, asyncio: bool = False, retries: int = 3) -> dict[str, Any]:
+def redis_client_options(
+    *, asyncio: bool = False, retries: int = 3, retry_timeouts: bool = True
+) -> dict[str, Any]:
     """Connection options shared by every Redis client of the project.
 
     A pooled connection that died with a Redis restart fails its next command; retrying it on a fresh
     connection (a few times, with a short backoff) keeps one stale socket from surfacing as an error.
     A subscription must not retry silently, though (`retries=0`): messages published while it was
-    reconnecting are lost, and its owner has to know in order to re-sync.
+    reconnecting are lost, and its owner has to know in order to re-sync. Without `retry_timeouts`, a
+    command Redis did not answer in time is not sent again: it may have run (a stream ticket taken), and
+    each try would wait the whole timeout again.
     """
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
@@ -99,7 +103,7 @@ def redis_client_options(*, asyncio: bool = False, retries: int = 3) -> dict[str
     backoff = ExponentialBackoff(cap=0.5, base=0.02)
     options: dict[str, Any] = {
         "retry": AsyncRetry(backoff, retries=retries) if asyncio else Retry(backoff, retries=retries),
-        "retry_on_error": [ConnectionError, TimeoutError],
+        "retry_on_error": [ConnectionError, TimeoutError] if retry_timeouts else [ConnectionError],
         "socket_connect_timeout": 2,
         "decode_responses": True,
     }

@@ -966,10 +966,11 @@ class ContextReader:
             return None
         return missed
 
-    async def erased_at(self, citizen_id: str) -> int | None:
-        """When the citizen was last erased (a timeline score), while the mark lasts; None if not."""
-        held = await self._client.get(erasure_mark_key(self._prefix, citizen_id))
-        return int(held) if held is not None else None
+    async def erasure_mark(self, citizen_id: str) -> str | None:
+        """The citizen's erasure mark as held (context/erase_citizen.lua), while it lasts; None if none.
+        Only an erasure sets or moves it."""
+        held = await self._batcher.execute("GET", erasure_mark_key(self._prefix, citizen_id))
+        return cast(str | None, held)
 
     async def version(self, citizen_id: str, *, epoch: str) -> int:
         """The citizen's current version in a generation (0 if it holds nothing for them)."""

@@ -33,7 +33,8 @@ export function useSignInLink(linked, providerConfigured) {
   if (linked === null) return "";
   if (providerConfigured) return "Sign-in links are not used here: sign in with your organisation.";
   const current = token();
-  if (current && current !== linked) {
+  // A session that has expired is over already: the link signs the agent in again.
+  if (current && current !== linked && !expired()) {
     return "This tab is signed in already, so the sign-in link was not used. Sign out first to use it.";
   }
   signIn(linked);

@@ -83,6 +83,11 @@ class TokenVerifier:
         self._verified: TTLCache[str, Caller] = TTLCache(maxsize=VERIFIED_MAX, ttl=VERIFIED_TTL_S)
         self._verified_lock = threading.Lock()  # `verify` also runs in worker threads (JWKS fetches)
 
+    def fetch_keys(self) -> None:
+        """Fetch the identity provider's key set now, if there is one (blocking I/O: from a thread)."""
+        if self._jwks is not None:
+            self._jwks.fetch()
+
     @property
     def fetches_keys(self) -> bool:
         """True when verifying may fetch from the JWKS URL (blocking I/O: call it from a thread)."""

@@ -206,6 +206,23 @@ def test_a_sign_in_link_never_replaces_the_session_open_in_the_tab(
     assert page.url.endswith("/desk/")
 
 
+def test_a_sign_in_link_replaces_a_session_that_has_expired(
+    stack: Stack, page: Page, agent_token: str
+) -> None:
+    stack.api()
+    expiring = stack.cli("token", "--agent", "A-late", "--ttl", "1s").strip()
+    page.goto(f"/desk/#token={expiring}")
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    time.sleep(1.5)
+
+    page.goto(f"/desk/#token={agent_token}")
+    page.reload()
+
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    expect(page.get_by_role("banner")).to_contain_text(AGENT_NAME)
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") == agent_token
+
+
 def test_an_expired_sign_in_link_asks_to_sign_in_at_once(stack: Stack, page: Page) -> None:
     stack.api()
     expired = stack.cli("token", "--agent", "A-late", "--ttl", "1s").strip()
