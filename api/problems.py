@@ -4,6 +4,7 @@ from http import HTTPStatus
 from typing import Any
 
 import redis.exceptions
+import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -118,6 +119,19 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable", route=_route(request), error=type(error).__name__)
         response = problem_response(request, 503, "The context store is unavailable; try again shortly.")
         response.headers["Retry-After"] = "1"
+        return response
+
+    # The database gone (a PostgreSQL failover, a connection refused), SQLite still locked after its busy
+    # timeout, or every pooled connection busy past the pool's wait: the request can be tried again.
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def database_unavailable(request: Request | WebSocket, error: Exception) -> JSONResponse | None:
+        if isinstance(request, WebSocket):
+            await gate.close_failed_stream(request, error)
+            return None
+        log.warning("database unavailable", route=_route(request), error=type(error).__name__)
+        response = problem_response(request, 503, "The database is unavailable; try again shortly.")
+        response.headers["Retry-After"] = "2"
         return response
 
     app.add_middleware(UnexpectedErrorMiddleware)

@@ -3,7 +3,7 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -73,28 +73,39 @@ async def list_keys(
     return ApiKeyList(keys=[public(record) for record in records])
 
 
+# A key's id as issued (api/security/api_keys.py: 16 hex digits). Anything else is refused before the
+# database sees it: a NUL, say, which PostgreSQL refuses in text with an error of its own.
+KeyIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="The key's id, as listed.")]
+
+
 @router.post(
     "/{key_id}/rotate", status_code=status.HTTP_201_CREATED, response_model=ApiKeyIssued, responses=PROBLEMS
 )
 async def rotate_key(
-    request: Request, key_id: str, caller: CurrentCaller, engine: EngineDep, body: ApiKeyRotate | None = None
+    request: Request,
+    key_id: KeyIdPath,
+    caller: CurrentCaller,
+    engine: EngineDep,
+    body: ApiKeyRotate | None = None,
 ) -> ApiKeyIssued | JSONResponse:
     """A successor key with the same scopes; the old one keeps working for `grace_s`, then expires."""
     require(access.manage_keys(caller))
     grace = timedelta(seconds=(body or ApiKeyRotate()).grace_s)
     try:
-        new = await run_in_threadpool(api_keys.rotate_key, engine, key_id=key_id[:32], grace=grace)
+        new = await run_in_threadpool(api_keys.rotate_key, engine, key_id=key_id, grace=grace)
     except KeyProblem as error:
         return problem_response(request, error.status, error.detail)
     return issued(new)
 
 
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROBLEMS)
-async def revoke_key(request: Request, key_id: str, caller: CurrentCaller, engine: EngineDep) -> Response:
+async def revoke_key(
+    request: Request, key_id: KeyIdPath, caller: CurrentCaller, engine: EngineDep
+) -> Response:
     """Revoke a key now: its requests are refused and its open streams close (4403)."""
     require(access.manage_keys(caller))
     try:
-        await run_in_threadpool(api_keys.revoke_key, engine, key_id=key_id[:32])
+        await run_in_threadpool(api_keys.revoke_key, engine, key_id=key_id)
     except KeyProblem as error:
         return problem_response(request, error.status, error.detail)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
 from tests import access
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.factories import make_event, writes_for
 
 
@@ -55,6 +55,24 @@ def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings
     assert context.status_code == 503
     assert context.headers["content-type"] == "application/problem+json"
     assert context.headers["retry-after"] == "1"
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_problem_not_a_500(
+    redis_settings: RedisSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A PostgreSQL failover, SQLite locked past its busy timeout, the pool's wait run out: try again.
+    unreachable = DatabaseSettings(url=f"postgresql+psycopg://citizen:context@127.0.0.1:{free_port()}/none")
+    with TestClient(
+        create_app(redis_settings=redis_settings, database=unreachable), headers=access.supervisor()
+    ) as client:
+        enquiries = client.get("/v1/enquiries")
+        context = client.get("/v1/citizens/C-1/context")  # its audit record cannot be written
+    for response in (enquiries, context):
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "2"
+        assert response.json()["detail"] == "The database is unavailable; try again shortly."
+    assert "error=OperationalError" in capsys.readouterr().out
 
 
 def test_context_returns_the_timeline_newest_first_with_the_version(

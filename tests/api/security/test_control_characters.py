@@ -166,6 +166,18 @@ def test_a_filter_with_a_control_character_is_refused(
     assert client.get(path, params={parameter: "a b"}, headers=credentials.admin()).status_code == 200
 
 
+@pytest.mark.parametrize("key_id", ["\x00", "abc\x00def", "0123456789abcdef\n", "x" * 40])
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+def test_a_key_id_that_no_key_can_have_is_refused_before_the_database(
+    client: TestClient, key_id: str, method: str
+) -> None:
+    path = f"/v1/admin/api-keys/{quote(key_id, safe='')}" + ("/rotate" if method == "POST" else "")
+    response = client.request(method, path, headers=credentials.admin())
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == PROBLEM
+    assert [error["location"] for error in response.json()["errors"]] == ["path.key_id"]
+
+
 @pytest.fixture(params=[True, False], ids=["autocommit", "transactions"])
 def engine(migrated: DatabaseSettings, request: pytest.FixtureRequest) -> Iterator[Engine]:
     """An engine on the test's database: in autocommit, as the app gives the auditor, and with
