@@ -28,6 +28,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 import structlog
@@ -166,8 +167,14 @@ class Replayer:
         decoded = decode_batch(records, default_region=self._default_region)
         if decoded.needs_index:
             self._finish_in_flight()
-        batch = resolve_batch(
-            decoded, writer=self._writer, epoch=self._epoch, default_region=self._default_region
+        # Resolving reads the index and the erasure marks: a failure for want of Redis is waited out here,
+        # as a write's is (the positions are past these records already, see _finish_in_flight).
+        batch = _until_done(
+            lambda: resolve_batch(
+                decoded, writer=self._writer, epoch=self._epoch, default_region=self._default_region
+            ),
+            retry_on=_REDIS_AWAY,
+            what="resolve",
         )
         self._finish_in_flight()
         self._in_flight = (batch, self._send(batch))
@@ -249,9 +256,12 @@ _REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 _STEP_FAILED = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, KafkaError)
 
 
+Result = TypeVar("Result")
+
+
 def _until_done(
-    step: Callable[[], int], *, retry_on: tuple[type[Exception], ...] = _STEP_FAILED, what: str = "step"
-) -> int:
+    step: Callable[[], Result], *, retry_on: tuple[type[Exception], ...] = _STEP_FAILED, what: str = "step"
+) -> Result:
     """Run `step` until it returns, waiting longer after each failure it may wait out."""
     delay = 0.2
     while True:

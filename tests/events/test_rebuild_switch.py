@@ -14,7 +14,7 @@ from context.store import ApplyResult, ProjectionWriter, SentBatch
 from events.rebuild import rebuild
 from events.settings import KafkaSettings
 from tests.events.test_consumer import produce_events
-from tests.factories import make_event, writes_for
+from tests.factories import example_data, make_event, writes_for
 
 
 def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
@@ -192,3 +192,33 @@ def test_a_rebuild_whose_cleanup_fails_too_reports_what_failed_it_and_keeps_its_
     # What it wrote is left, and erasures still reach it.
     [unfinished] = writer.unserved_generations()
     assert list(writer.client.scan_iter(match=f"{key_prefix}:{unfinished}:*", count=1000))
+
+
+class ResolveFailsOnce(ProjectionWriter):
+    """A writer that loses Redis once as the rebuild resolves a batch's identifiers (a failover, say)."""
+
+    failed = False
+
+    def resolve(self, identifiers: Any, *, epoch: str) -> Any:
+        if not self.failed:
+            self.failed = True
+            raise redis.ConnectionError("Redis went away")
+        return super().resolve(identifiers, epoch=epoch)
+
+
+def test_a_batch_whose_identifiers_could_not_be_resolved_for_want_of_redis_is_resolved_again(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    # The positions are past the batch already: raised, the step's retry started after it, and after the
+    # switch its records never reached the served generation.
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    phone = f"07700 9{uuid.uuid4().int % 100_000:05d}"
+    profile = make_event(citizen, type_="profile.updated", data=example_data("profile.updated", phone=phone))
+    caller = make_event("C-unused").model_copy(update={"subject": None, "citizenphone": phone})
+    produce_events(kafka_topic, [profile, caller])
+    failing = ResolveFailsOnce(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+
+    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=failing, default_region="GB", grace_s=0)
+
+    assert failing.failed
+    assert writer.client.zcard(CitizenKeys(key_prefix, report.epoch, citizen).timeline) == 2
