@@ -107,10 +107,10 @@ def create_app(
                 timeout=REDIS_CONNECTION_WAIT_S,
                 # Without a reply timeout, a connection a firewall dropped silently held every command
                 # sent on it for ever: the command batcher's kept connection, so every snapshot and stream
-                # of the process. Keepalive probes find such a connection sooner when it is idle.
-                socket_timeout=redis_settings.reply_timeout_s,
-                socket_keepalive=True,
-                **redis_client_options(asyncio=True, retry_timeouts=False),
+                # of the process.
+                **redis_client_options(
+                    asyncio=True, retry_timeouts=False, reply_timeout_s=redis_settings.reply_timeout_s
+                ),
             )
         )
         engine = create_db_engine(database)

@@ -84,7 +84,7 @@ class SummarySettings(BaseSettings):
 
 
 def redis_client_options(
-    *, asyncio: bool = False, retries: int = 3, retry_timeouts: bool = True
+    *, asyncio: bool = False, retries: int = 3, retry_timeouts: bool = True, reply_timeout_s: float = 5
 ) -> dict[str, Any]:
     """Connection options shared by every Redis client of the project.
 
@@ -93,7 +93,9 @@ def redis_client_options(
     A subscription must not retry silently, though (`retries=0`): messages published while it was
     reconnecting are lost, and its owner has to know in order to re-sync. Without `retry_timeouts`, a
     command Redis did not answer in time is not sent again: it may have run (a stream ticket taken), and
-    each try would wait the whole timeout again.
+    each try would wait the whole timeout again. A reply is waited for `reply_timeout_s` at most (redis-py
+    waits for ever before version 8): a connection dropped silently, or a Redis frozen, must fail a command,
+    never hold its caller.
     """
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import ExponentialBackoff
@@ -105,6 +107,9 @@ def redis_client_options(
         "retry": AsyncRetry(backoff, retries=retries) if asyncio else Retry(backoff, retries=retries),
         "retry_on_error": [ConnectionError, TimeoutError] if retry_timeouts else [ConnectionError],
         "socket_connect_timeout": 2,
+        "socket_timeout": reply_timeout_s,
+        # Keepalive probes find a connection dropped silently while it is idle.
+        "socket_keepalive": True,
         "decode_responses": True,
     }
     if _DRIVER_INFO is not None:

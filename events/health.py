@@ -8,6 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+# The loop checks its dependencies every few seconds (events/consumer.py, CHECK_INTERVAL_S); a loop that has
+# not for this long is stuck somewhere (a call that never returns), whatever its last check said.
+STALLED_AFTER_S = 30.0
+
 
 @dataclass
 class ConsumerHealth:
@@ -20,15 +24,24 @@ class ConsumerHealth:
     invalid: int = 0
 
     @property
+    def looping(self) -> bool:
+        """Whether the loop checked its dependencies recently (time.monotonic(), as `last_check`)."""
+        return time.monotonic() - self.last_check <= STALLED_AFTER_S
+
+    @property
     def ready(self) -> bool:
-        """Ready when Redis and Kafka both answered the last check."""
-        return self.redis_ok and self.kafka_ok
+        """Ready when Redis and Kafka both answered the last check, and the loop made it recently."""
+        return self.redis_ok and self.kafka_ok and self.looping
 
     def report(self) -> dict[str, object]:
         """The readiness document (the same shape as the API's /readyz)."""
         return {
             "status": "ready" if self.ready else "unavailable",
-            "checks": {"redis": _ok(self.redis_ok), "kafka": _ok(self.kafka_ok)},
+            "checks": {
+                "redis": _ok(self.redis_ok),
+                "kafka": _ok(self.kafka_ok),
+                "loop": "ok" if self.looping else "stalled",
+            },
             "events_applied": self.applied,
             "events_invalid": self.invalid,
         }

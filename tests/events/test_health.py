@@ -1,11 +1,12 @@
 """The consumer's own endpoint: its probes answer GET and HEAD alike."""
 
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from events.health import ConsumerHealth, serve_health
+from events.health import STALLED_AFTER_S, ConsumerHealth, serve_health
 
 
 @pytest.fixture
@@ -28,3 +29,18 @@ def test_probes_answer_get_and_head_alike(endpoint: tuple[str, ConsumerHealth]) 
         # Some load balancers and orchestrators probe with HEAD: the same answer, without its body.
         assert head.content == b""
         assert head.headers["content-length"] == str(len(got.content))
+
+
+def test_a_loop_that_stopped_checking_its_dependencies_is_not_ready(
+    endpoint: tuple[str, ConsumerHealth],
+) -> None:
+    # A loop stuck in a call that never returns (a Redis frozen mid-reply, say) kept its last answers:
+    # ready, while nothing was applied.
+    url, health = endpoint
+    health.redis_ok = health.kafka_ok = True
+    health.last_check = time.monotonic() - STALLED_AFTER_S - 1
+    answer = httpx.get(f"{url}/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["checks"] == {"redis": "ok", "kafka": "ok", "loop": "stalled"}
+    health.last_check = time.monotonic()
+    assert httpx.get(f"{url}/readyz").json()["checks"]["loop"] == "ok"
