@@ -2,17 +2,35 @@
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import Session, col, select
 
 from models.tables import ApiKey
 
 
+def hold_client(session: Session, *, client: str) -> None:
+    """Hold the changes to one client's keys until the session's transaction ends, so that changes of the
+    same client's keys run one after the other: two creations or rotations at once each found room for one
+    more key, and a rotation read a key that a revocation then revoked, and gave it a successor."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": f"api-keys:{client}"}
+        )
+    else:
+        # SQLite has one writer at a time: a first statement that writes (this one changes nothing) takes
+        # the write lock for the whole transaction, the reads after it included; others wait their turn.
+        session.execute(
+            update(ApiKey)
+            .where(col(ApiKey.client) == client)
+            .values(client=ApiKey.client)
+            .execution_options(synchronize_session=False)
+        )
+
+
 def add_key(session: Session, key: ApiKey) -> ApiKey:
-    """Store a new key."""
+    """Store a new key (committed with the session's other changes)."""
     session.add(key)
-    session.commit()
-    session.refresh(key)
+    session.flush()
     return key
 
 
@@ -37,10 +55,18 @@ def usable_keys(session: Session, *, client: str, now: datetime) -> list[ApiKey]
     return list(session.exec(statement))
 
 
-def set_expiry(session: Session, *, key_id: str, expires_at: datetime) -> None:
-    """Move a key's expiry (rotation shortens the old key's life to a grace period)."""
-    session.execute(update(ApiKey).where(col(ApiKey.id) == key_id).values(expires_at=expires_at))
-    session.commit()
+def shorten_usable(session: Session, *, key_id: str, expires_at: datetime, now: datetime) -> bool:
+    """Move a usable key's expiry sooner (rotation shortens the old key's life to a grace period); False if
+    the key is revoked or expired by now. Committed with the session's other changes."""
+    result = session.execute(
+        update(ApiKey)
+        .where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None), col(ApiKey.expires_at) > now)
+        .values(expires_at=expires_at)
+        # Not compared in Python with the keys the session holds: SQLite hands their times back without
+        # their zone.
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def revoke_key(session: Session, *, key_id: str, at: datetime) -> bool:

@@ -65,9 +65,11 @@ def create_key(engine: Engine, *, client: str, scopes: list[Scope], ttl: timedel
         raise KeyProblem(422, "A key needs at least one scope.")
     now = datetime.now(UTC)
     with Session(engine) as session:
+        api_key_repository.hold_client(session, client=client)
         if len(api_key_repository.usable_keys(session, client=client, now=now)) >= MAX_USABLE_PER_CLIENT:
             raise KeyProblem(409, f"{client} already holds {MAX_USABLE_PER_CLIENT} keys; revoke one first.")
-        return _issue(session, client=client, scopes=sorted(set(scopes)), now=now, ttl=ttl)
+        issued = _issue(session, client=client, scopes=sorted(set(scopes)), now=now, ttl=ttl)
+        return _committed(session, issued)
 
 
 def _issue(session: Session, *, client: str, scopes: list[Scope], now: datetime, ttl: timedelta) -> IssuedKey:
@@ -83,22 +85,38 @@ def _issue(session: Session, *, client: str, scopes: list[Scope], now: datetime,
     return IssuedKey(api_key_repository.add_key(session, record), f"{PREFIX}_{key_id}_{secret}")
 
 
+def _committed(session: Session, issued: IssuedKey) -> IssuedKey:
+    """Commit the session's transaction; the key's record is read back, for use once the session is closed."""
+    session.commit()
+    session.refresh(issued.record)
+    return issued
+
+
 def rotate_key(engine: Engine, *, key_id: str, grace: timedelta) -> IssuedKey:
     """A successor with the same client, scopes and lifetime; the old key lives on for `grace` at most."""
-    now = datetime.now(UTC)
+    unusable = KeyProblem(404, "No usable key has this id.")
     with Session(engine) as session:
+        found = api_key_repository.get_key(session, key_id=key_id)
+        if found is None:
+            raise unusable
+        client = found.client
+        # Everything from here is one transaction, after any other change of the client's keys.
+        api_key_repository.hold_client(session, client=client)
+        session.expire_all()
+        now = datetime.now(UTC)
         old = api_key_repository.get_key(session, key_id=key_id)
         if old is None or old.revoked_at is not None or _aware(old.expires_at) <= now:
-            raise KeyProblem(404, "No usable key has this id.")
-        usable = api_key_repository.usable_keys(session, client=old.client, now=now)
+            raise unusable
+        usable = api_key_repository.usable_keys(session, client=client, now=now)
         if len(usable) >= MAX_USABLE_PER_CLIENT:
-            raise KeyProblem(409, f"{old.client} already holds a second key; revoke one before rotating.")
+            raise KeyProblem(409, f"{client} already holds a second key; revoke one before rotating.")
         lifetime = _aware(old.expires_at) - _aware(old.created_at)
-        client, scopes = old.client, sorted(scopes_of(old))
-        api_key_repository.set_expiry(
-            session, key_id=key_id, expires_at=min(_aware(old.expires_at), now + grace)
-        )
-        return _issue(session, client=client, scopes=scopes, now=now, ttl=lifetime)
+        scopes = sorted(scopes_of(old))
+        expires_at = min(_aware(old.expires_at), now + grace)
+        if not api_key_repository.shorten_usable(session, key_id=key_id, expires_at=expires_at, now=now):
+            raise unusable  # revoked or expired meanwhile (a revocation does not wait for the hold)
+        issued = _issue(session, client=client, scopes=scopes, now=now, ttl=lifetime)
+        return _committed(session, issued)
 
 
 def revoke_key(engine: Engine, *, key_id: str) -> None:

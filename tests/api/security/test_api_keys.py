@@ -3,8 +3,8 @@
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -18,6 +18,7 @@ from api.security.api_keys import InvalidKey, KeyProblem
 from api.security.settings import SecuritySettings
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
+from models import api_key_repository
 from models.database import DatabaseSettings, create_db_engine, migrate
 from models.security import Scope
 from models.tables import ApiKey
@@ -163,3 +164,60 @@ def test_a_key_rotated_under_load_fails_no_request_and_revocation_closes_its_str
         )
     assert len(statuses) > 10
     assert set(statuses) == {200}
+
+
+def test_rotations_and_creations_at_once_never_give_a_client_more_than_two_keys(engine: Engine) -> None:
+    # Each found room for one more key before the others wrote theirs: two rotations at once left three.
+    first = api_keys.create_key(engine, client="race", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    start = threading.Barrier(6)
+
+    def rotate() -> object:
+        start.wait()
+        return api_keys.rotate_key(engine, key_id=first.record.id, grace=timedelta(hours=1))
+
+    def create() -> object:
+        start.wait()
+        return api_keys.create_key(engine, client="race", scopes=[Scope.context_read], ttl=timedelta(days=1))
+
+    outcomes: list[object] = []
+
+    def attempt(step: Callable[[], object]) -> None:
+        try:
+            outcomes.append(step())
+        except KeyProblem as problem:
+            outcomes.append(problem.status)
+
+    threads = [threading.Thread(target=attempt, args=(step,)) for step in (rotate, create) * 3]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    issued = [outcome for outcome in outcomes if isinstance(outcome, api_keys.IssuedKey)]
+    assert len(outcomes) == 6
+    assert len(issued) == 1
+    assert sorted(outcome for outcome in outcomes if isinstance(outcome, int)) == [409] * 5
+    with Session(engine) as session:
+        usable = api_key_repository.usable_keys(session, client="race", now=datetime.now(UTC))
+    assert len(usable) == 2
+
+
+@pytest.mark.parametrize("sql_database", ["postgresql"], indirect=True)
+def test_a_key_revoked_while_it_is_rotated_gets_no_successor(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL lets the revocation through while the rotation holds the client (SQLite makes it wait):
+    # the rotation must then find the key revoked, and issue nothing.
+    leaked = api_keys.create_key(engine, client="leak", scopes=[Scope.context_read], ttl=timedelta(days=1))
+    counted = api_key_repository.usable_keys
+
+    def revoked_meanwhile(session: Session, *, client: str, now: datetime) -> list[ApiKey]:
+        api_keys.revoke_key(engine, key_id=leaked.record.id)  # another admin, on another connection
+        return counted(session, client=client, now=now)
+
+    monkeypatch.setattr(api_key_repository, "usable_keys", revoked_meanwhile)
+    with pytest.raises(KeyProblem) as refused:
+        api_keys.rotate_key(engine, key_id=leaked.record.id, grace=timedelta(hours=1))
+    assert refused.value.status == 404
+    with Session(engine) as session:
+        keys = api_key_repository.list_keys(session, client="leak")
+    assert [(key.id, key.revoked_at is not None) for key in keys] == [(leaked.record.id, True)]
