@@ -76,21 +76,25 @@ async def erase_citizen(
     engine: Engine,
     auditor: Auditor,
 ) -> ErasureReceipt:
-    """Record the erasure in Kafka first (so no rebuild brings the citizen back), then erase Redis and SQL.
+    """Delete the citizen's enquiries from SQL, record the erasure in Kafka (so no rebuild brings the citizen
+    back), then erase Redis.
 
-    Each step can be repeated: a retry after a failure publishes another erasure record (harmless) and
-    finds less to remove.
+    The enquiries go first, before the erasure's time is taken: an agent completing one of them after that
+    time would publish its completion, notes and all, timed after the erasure, so applied and kept by every
+    replay. Gone first, no enquiry can be completed after it; one completed before is timed before it, and
+    the erasure mark keeps it out. Each step can be repeated: a retry after a failure finds less to remove
+    and publishes another erasure record (harmless).
     """
-    at = datetime.now(UTC)
-    event = erasure_event(citizen_id, at=at)
-    await publisher.publish([event])
-    keys_removed = await eraser.erase(citizen_id, at=at)
 
     def from_sql() -> int:
         with Session(engine) as session:
             return enquiry_repository.delete_citizen_enquiries(session, citizen_id=citizen_id)
 
     enquiries_removed = await run_in_threadpool(from_sql)
+    at = datetime.now(UTC)
+    event = erasure_event(citizen_id, at=at)
+    await publisher.publish([event])
+    keys_removed = await eraser.erase(citizen_id, at=at)
     return ErasureReceipt(
         citizen=auditor.pseudonym(citizen_id),
         erased_at=at,
