@@ -1095,6 +1095,10 @@ def _viewer_entries(members: Iterable[str]) -> list[tuple[str, str]]:
     return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
 
 
+# How long the redrive log outlives its latest entry: longer than a dead-letter topic keeps its records.
+REDRIVE_LOG_DAYS = 365
+
+
 class RedriveLog:
     """Which dead-letter records were redriven already (kept in Redis: tools on any machine agree)."""
 
@@ -1110,9 +1114,13 @@ class RedriveLog:
         return {position for position, flag in zip(positions, flags, strict=True) if flag}
 
     def mark(self, positions: list[str]) -> None:
-        """Record `positions` as redriven."""
+        """Record `positions` as redriven; the record lasts REDRIVE_LOG_DAYS after the latest redrive (a
+        letter kept in the dead-letter topic longer than that shows as pending again)."""
         if positions:
-            self._client.sadd(self._key, *positions)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.sadd(self._key, *positions)
+            pipe.expire(self._key, int(timedelta(days=REDRIVE_LOG_DAYS).total_seconds()))
+            pipe.execute()
 
 
 class TicketStore:

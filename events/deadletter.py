@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from kafka.producer.future import FutureRecordMetadata
 
 from events.producer import close_failed_producer
@@ -186,8 +186,11 @@ class StoredDeadLetter:
 
     @property
     def position(self) -> str:
-        """Where this record sits in the dead-letter topic: "topic/partition/offset"."""
-        return f"{dead_letter_topic(self.record.topic)}/{self.dlq_partition}/{self.dlq_offset}"
+        """Where this record sits in the dead-letter topic, and when it was put there:
+        "topic/partition/offset/time". The time tells apart two letters at one offset: a dead-letter topic
+        deleted and created again (to empty it) counts its offsets from 0 again."""
+        topic = dead_letter_topic(self.record.topic)
+        return f"{topic}/{self.dlq_partition}/{self.dlq_offset}/{self.dead_lettered_at}"
 
     @property
     def holds_original(self) -> bool:
@@ -246,26 +249,55 @@ def _stored(raw: object) -> StoredDeadLetter:
     )
 
 
-def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> int:
-    """Publish each letter's original record, unchanged, back to the topic and partition it was read from;
-    returns how many.
+@dataclass(frozen=True)
+class Redriven:
+    """What a redrive did: the letters Kafka acknowledged, and those it did not, each with why."""
+
+    sent: list[StoredDeadLetter]
+    failed: list[tuple[StoredDeadLetter, str]]
+
+
+def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> Redriven:
+    """Publish each letter's original record, unchanged, back to the topic and partition it was read from.
 
     An event that reaches the projection twice is applied once; one that still cannot be used returns to
-    the dead-letter topic (as a new record) with its reason.
+    the dead-letter topic (as a new record) with its reason. A letter that cannot be sent (its topic or
+    partition gone, say) fails alone: the others are sent all the same.
     """
-    futures = [
-        producer.send(
-            letter.record.topic,
-            # Back to the partition it was read from, beside the citizen's other events: publishers do not
-            # all place keys alike (librdkafka's default partitioner is not kafka-python's).
-            partition=letter.record.partition if letter.record.partition >= 0 else None,
-            key=letter.record.key,
-            value=letter.record.value,
-            headers=letter.original_headers,
-        )
-        for letter in letters
-    ]
+    sending: list[tuple[StoredDeadLetter, FutureRecordMetadata]] = []
+    failed: list[tuple[StoredDeadLetter, str]] = []
+    # A topic Kafka could not tell about in time (deleted since, say) is not waited for again, letter after
+    # letter.
+    unknown_topics: set[str] = set()
+    for letter in letters:
+        if letter.record.topic in unknown_topics:
+            failed.append((letter, "KafkaTimeoutError"))
+            continue
+        try:
+            future = producer.send(
+                letter.record.topic,
+                # Back to the partition it was read from, beside the citizen's other events: publishers do
+                # not all place keys alike (librdkafka's default partitioner is not kafka-python's).
+                partition=letter.record.partition if letter.record.partition >= 0 else None,
+                key=letter.record.key,
+                value=letter.record.value,
+                headers=letter.original_headers,
+            )
+        except (KafkaError, ValueError, AssertionError) as error:
+            # kafka-python refuses a partition its topic does not have with a ValueError or an
+            # AssertionError, and a topic it cannot learn about with a timeout.
+            failed.append((letter, type(error).__name__))
+            if isinstance(error, KafkaTimeoutError):
+                unknown_topics.add(letter.record.topic)
+        else:
+            sending.append((letter, future))
     producer.flush(timeout=timeout_s)
-    for future in futures:
-        future.get(timeout=timeout_s)
-    return len(futures)
+    sent = []
+    for letter, future in sending:
+        try:
+            future.get(timeout=timeout_s)
+        except KafkaError as error:
+            failed.append((letter, type(error).__name__))
+        else:
+            sent.append(letter)
+    return Redriven(sent=sent, failed=failed)

@@ -1,6 +1,7 @@
 """Tools on the projection and the contract: `rebuild`, `dlq`, `contract` and `settings`."""
 
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,37 +106,65 @@ def dlq_list(reason: str | None) -> None:
     )
 
 
+# The reasons a record can be used once something outside it changed: an identifier learnt since, a value in
+# Redis mended. The others are the record's own faults: redriven as they are, they only come back.
+RETRIABLE_REASONS = ("unresolved-identity", "refused")
+
+
 @dlq.command("redrive")
 @click.option(
     "--reason",
     default=None,
     callback=_known_reason,
-    help="Only records dead-lettered for this reason (default: all).",
+    help=f"Only records dead-lettered for this reason (default: {' and '.join(RETRIABLE_REASONS)}, "
+    "the reasons a retry can mend).",
 )
 def dlq_redrive(reason: str | None) -> None:
     """Publish pending dead-lettered records, unchanged, back to their topic; each is redriven once."""
+    from context.settings import TimelineSettings
     from events.deadletter import redrive
     from events.producer import create_producer
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
     letters, log, done = _dead_letters(kafka, reason)
+    if reason is None:
+        letters = [letter for letter in letters if letter.reason in RETRIABLE_REASONS]
     waiting = [letter for letter in letters if letter.position not in done]
-    # A letter without the original (unreadable, or too large for the dead-letter topic) would publish an
-    # empty record: its original is still in its topic, at the position the letter gives.
-    pending = [letter for letter in waiting if letter.holds_original]
+    # Older than the timeline's age cap, a letter's event may outlive its citizen's erasure mark, and
+    # bring back what it teaches (its profile fields, its identifiers).
+    oldest = datetime.now(UTC) - timedelta(days=TimelineSettings().max_age_days)
+    pending = []
     for letter in waiting:
+        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
         if not letter.holds_original:
-            origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
+            # It would publish an empty record: its original is still in its topic, at the position given.
             click.echo(f"not redriven: {origin} ({letter.reason}): the letter does not hold the record")
-    producer = create_producer(kafka.bootstrap_list)
+        elif _dead_lettered_before(letter.dead_lettered_at, oldest):
+            click.echo(f"not redriven: {origin} ({letter.reason}): older than the timeline's age cap")
+        else:
+            pending.append(letter)
+    producer = create_producer(kafka.bootstrap_list, max_block_ms=10_000)
     try:
-        count = redrive(producer, pending)
+        result = redrive(producer, pending)
     finally:
         producer.close()
-    # Marked only once Kafka has them all: a failed redrive is simply run again.
-    log.mark([letter.position for letter in pending])
-    click.echo(f"redrove {count} record(s)")
+    # Marked only once Kafka has them: a failed one is simply redriven again by the next run.
+    log.mark([letter.position for letter in result.sent])
+    for letter, error in result.failed:
+        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
+        click.echo(f"not redriven: {origin} ({letter.reason}): Kafka did not take it ({error})")
+    click.echo(f"redrove {len(result.sent)} record(s)")
+    if result.failed:
+        raise SystemExit(1)
+
+
+def _dead_lettered_before(dead_lettered_at: str, moment: datetime) -> bool:
+    """Whether a letter's `dlq.time` is before `moment` (a letter without a readable one is not)."""
+    try:
+        return datetime.fromisoformat(dead_lettered_at) < moment
+    except ValueError:
+        return False
 
 
 def _dead_letters(

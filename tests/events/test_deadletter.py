@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaError
@@ -22,6 +23,7 @@ from events.producer import create_producer
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
 from events.topics import dead_letter_max_bytes, ensure_topic, topic_max_bytes
+from ops.cli import main
 from tests.conftest import topic_records, wait_until
 from tests.events.test_consumer import consumer_thread
 
@@ -44,9 +46,24 @@ def test_a_redriven_record_goes_back_to_the_partition_it_was_read_from(
         detail="",
         dead_lettered_at="",
     )
-    assert redrive(producer, [letter]) == 1
+    result = redrive(producer, [letter])
+    assert (result.sent, result.failed) == ([letter], [])
     (redriven,) = [r for r in topic_records(kafka_topic) if r.value == b"read from elsewhere"]
     assert (redriven.partition, redriven.key, redriven.headers) == (elsewhere, key, [("trace", b"t-1")])
+
+
+def test_a_letter_kafka_will_not_take_fails_alone(producer: KafkaProducer, kafka_topic: str) -> None:
+    # Its partition is gone (the topic was made again with fewer): the whole redrive stopped there, the
+    # letters after it never sent, those before it never marked.
+    def letter(partition: int, value: bytes) -> StoredDeadLetter:
+        record = IncomingRecord(kafka_topic, partition, 7, b"C-GONE", value, [])
+        return StoredDeadLetter(0, partition, record, "unresolved-identity", "", "2026-11-30T00:00:00+00:00")
+
+    gone, kept = letter(99, b"to a partition that is gone"), letter(1, b"to a partition that is there")
+    result = redrive(producer, [gone, kept])
+    assert result.sent == [kept]
+    assert [failed for failed, _error in result.failed] == [gone]
+    assert [r.value for r in topic_records(kafka_topic)] == [b"to a partition that is there"]
 
 
 def test_a_record_without_key_or_value_is_dead_lettered_with_an_empty_value(
@@ -194,3 +211,38 @@ def test_letters_the_broker_acknowledged_are_not_sent_again_when_another_fails(k
         (1, "x" * MAX_DETAIL),
         (0, "again"),
     ]
+
+
+def test_two_letters_at_one_offset_of_a_dead_letter_topic_made_again_are_told_apart() -> None:
+    # Emptied by deleting it, the topic counts its offsets from 0 again: the new letter there looked
+    # redriven already, and was never redriven.
+    record = IncomingRecord("citizen.interactions", 0, 7, b"k", b"v", [])
+    before, after = (
+        StoredDeadLetter(0, 0, record, "unresolved-identity", "", moment)
+        for moment in ("2026-10-01T00:00:00+00:00", "2026-11-30T00:00:00+00:00")
+    )
+    assert before.position != after.position
+
+
+def test_a_letter_older_than_the_age_cap_is_not_redriven(
+    producer: KafkaProducer, kafka_topic: str, key_prefix: str
+) -> None:
+    # Its event may outlive its citizen's erasure mark, and bring back what it teaches.
+    old = "2020-01-01T00:00:00+00:00"
+    headers = [
+        ("dlq.reason", b"unresolved-identity"),
+        ("dlq.detail", b"not linked yet"),
+        ("dlq.topic", kafka_topic.encode()),
+        ("dlq.partition", b"0"),
+        ("dlq.offset", b"3"),
+        ("dlq.time", old.encode()),
+    ]
+    producer.send(dead_letter_topic(kafka_topic), key=b"C-OLD", value=b"{}", headers=headers).get(timeout=10)
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    result = CliRunner().invoke(main, ["dlq", "redrive"], env=env)
+    assert result.exit_code == 0, result.output
+    assert f"not redriven: {kafka_topic}[0]@3 (unresolved-identity): older than the timeline's age cap" in (
+        result.output
+    )
+    assert "redrove 0 record(s)" in result.output
+    assert topic_records(kafka_topic) == []
