@@ -79,11 +79,22 @@ class IndexEntry(NamedTuple):
 
 
 def _index_stamp(stamp: str | None) -> tuple[int, str] | None:
-    """An index entry's stamp ("score event-key", as apply_events.lua writes it) as (score, event key)."""
+    """An index entry's stamp ("score event-key", as apply_events.lua writes it) as (score, event key);
+    None for none, or one the script did not write (as for an entry without one: any teaching replaces it)."""
     if stamp is None:
         return None
     score, _, event_key = stamp.partition(" ")
-    return int(score), event_key
+    try:
+        return int(score), event_key
+    except ValueError:
+        return None
+
+
+def _foreign(reply: object) -> bool:
+    """Whether a reply is Redis refusing a command for the type of the key's value (WRONGTYPE): a key the
+    project did not write. The apply script refuses the event that meets it, which is dead-lettered
+    (`refused`); reading around it, only the batch's resolving would fail, again and again."""
+    return isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith("WRONGTYPE")
 
 
 # Events applied by one call of the apply script. One call per event cost the writer more Python than
@@ -255,9 +266,15 @@ class ProjectionWriter:
         self._client.publish(changes_channel(self._prefix), json.dumps({"epoch": epoch}))
 
     def erasure_mark(self, citizen_id: str) -> int | None:
-        """When the citizen was last erased (a timeline score), while the mark lasts; None if not."""
-        held = self._client.get(erasure_mark_key(self._prefix, citizen_id))
-        return int(cast(str, held)) if held is not None else None
+        """When the citizen was last erased (a timeline score), while the mark lasts; None if not, or if the
+        key holds what no erasure wrote (the apply script refuses the citizen's events then)."""
+        try:
+            held = self._client.get(erasure_mark_key(self._prefix, citizen_id))
+            return int(cast(str, held)) if held is not None else None
+        except (redis.exceptions.ResponseError, ValueError) as error:
+            if isinstance(error, redis.exceptions.ResponseError) and not _foreign(error):
+                raise
+            return None
 
     def resolve(self, identifiers: Iterable[Identifier], *, epoch: str) -> dict[Identifier, IndexEntry]:
         """The index entries of these identifiers: citizen and stamp (missing ones are left out)."""
@@ -267,11 +284,16 @@ class ProjectionWriter:
         pipe = self._client.pipeline(transaction=False)
         for kind, value in wanted:
             pipe.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
-        return {
-            identifier: IndexEntry(citizen, _index_stamp(stamp))
-            for identifier, (citizen, stamp) in zip(wanted, pipe.execute(), strict=True)
-            if citizen
-        }
+        entries = {}
+        for identifier, reply in zip(wanted, pipe.execute(raise_on_error=False), strict=True):
+            if _foreign(reply):
+                continue  # an entry the project did not write names nobody
+            if isinstance(reply, Exception):
+                raise reply
+            citizen, stamp = reply
+            if citizen:
+                entries[identifier] = IndexEntry(citizen, _index_stamp(stamp))
+        return entries
 
     def apply_batch(
         self,

@@ -11,7 +11,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from context.keys import CitizenKeys, changes_channel
+from context.identity import IdentifierKind
+from context.keys import CitizenKeys, changes_channel, erasure_mark_key, identifier_key
 from context.store import REFUSALS, ApplyResult, ProjectionWriter
 from events.codec import encode_structured
 from events.deadletter import read_dead_letters
@@ -205,3 +206,28 @@ def test_a_rebuild_skips_an_event_redis_refuses_and_applies_the_rest(
     for citizen_id, event in ((first, events[0]), (last, events[2])):
         key = CitizenKeys(key_prefix, epoch, citizen_id).timeline
         assert writer.client.zrange(key, 0, -1) == [event.dedup_key]
+
+
+def test_foreign_values_read_while_resolving_are_taken_for_nothing_not_retried_for_ever(
+    writer: ProjectionWriter, key_prefix: str, kafka_topic: str
+) -> None:
+    # An index entry or an erasure mark holding what the product never writes failed the batch's resolving
+    # on every retry (WRONGTYPE), or stopped the consumer (a mark that is no number).
+    epoch = writer.current_epoch()
+    phone = (IdentifierKind.phone, "+447700900432")
+    writer.client.set(identifier_key(key_prefix, epoch, *phone), "not what the product writes")
+    writer.client.hset(erasure_mark_key(key_prefix, "C-HASHED"), "mark", "1")
+    writer.client.set(erasure_mark_key(key_prefix, "C-WORDED"), "yesterday")
+    assert writer.resolve([phone], epoch=epoch) == {}
+    assert writer.erasure_mark("C-HASHED") is None
+    assert writer.erasure_mark("C-WORDED") is None
+
+    # Through the consumer: the event named only by that number is dead-lettered, the next one applied.
+    caller = make_event("C-unused").model_copy(update={"subject": None, "citizenphone": "07700 900432"})
+    after = make_event(citizen())
+    produce_events(kafka_topic, [caller, after])
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    with consumer_thread(writer, kafka) as health:
+        wait_until(lambda: health.applied == 1 and health.invalid == 1, what="one applied, one dead-lettered")
+    reasons = [letter.reason for letter in read_dead_letters(BOOTSTRAP, kafka_topic)]
+    assert reasons == ["unresolved-identity"]
