@@ -19,7 +19,7 @@ def test_migrations_create_the_schema_and_are_idempotent(sql_database: DatabaseS
     finally:
         engine.dispose()
     assert {"agents", "enquiries", "api_keys", "audit_records", "alembic_version"} <= tables
-    assert revision == "0005"
+    assert revision == "0006"
 
 
 def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:
