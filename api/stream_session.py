@@ -360,6 +360,11 @@ class StreamSession:
             self._services.reader.forget_epoch()
             return await self._resync("epoch")
         if change.version <= self._version:
+            if change.version == 1 and self._version > 1 and await self._begun_again():
+                # The citizen's keys expired (or were erased) and their first event since began them
+                # again at version 1: what the stream shows is gone, and every later change would build
+                # on it.
+                return await self._resync("reset")
             return None  # already in the snapshot, or already sent
         missed = [change]
         if change.version != self._version + 1:
@@ -371,6 +376,12 @@ class StreamSession:
                 return await self._resync("gap")
             missed = [c for c in held if c.version <= change.version]
         return await self._send_changes(missed)
+
+    async def _begun_again(self) -> bool:
+        """Whether the citizen's version is now below the stream's: their keys began again since. (A first
+        version that arrives after a snapshot that already held it, queued before the snapshot was read, is
+        an ordinary duplicate: the version held is then at least the stream's.)"""
+        return await self._services.reader.version(self._citizen, epoch=self._epoch) < self._version
 
     async def _send_changes(self, missed: list[ContextChange]) -> StreamEnd | None:
         ended = False

@@ -14,6 +14,7 @@ from api.app import create_app
 from api.enquiries import completion_event
 from api.settings import ApiSettings
 from api.streaming import ERASED, LIFETIME_OVER, SHUTTING_DOWN, AccessEnded, Erased, Resync, Subscription
+from context.keys import CitizenKeys
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
@@ -121,6 +122,26 @@ def test_heartbeats_carry_the_position(app_client: AppFactory, writer: Projectio
         snapshot = receive(websocket, "snapshot")["context"]
         heartbeat = receive(websocket, "heartbeat")
     assert heartbeat == {"type": "heartbeat", "epoch": snapshot["epoch"], "version": 1, "live": True}
+
+
+def test_a_citizen_whose_keys_began_again_is_re_synced_not_taken_for_duplicates(
+    app_client: AppFactory, writer: ProjectionWriter, redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # Their keys expired while the stream was open; the first event since began them again at version 1,
+    # which the stream, at version 3, took for a change it had sent, and every later one built on what was
+    # gone.
+    writer.apply_batch(writes_for(*(make_event("C-S15", minutes_ago=30 - n) for n in range(3))))
+    client = app_client(stream_heartbeat_s=0.2)
+    with client.websocket_connect("/v1/citizens/C-S15/stream") as websocket:
+        assert receive(websocket, "snapshot")["context"]["version"] == 3
+        redis_client.delete(*CitizenKeys(key_prefix, writer.current_epoch(), "C-S15").all())
+        fresh = make_event("C-S15", minutes_ago=1)
+        writer.apply_batch(writes_for(fresh))
+        messages = [websocket.receive_json() for _ in range(4)]  # heartbeats come between, 0.2 s apart
+    snapshots = [message["context"] for message in messages if message["type"] == "snapshot"]
+    assert [(snapshot["version"], [e["id"] for e in snapshot["timeline"]]) for snapshot in snapshots] == [
+        (1, [fresh.id])
+    ]
 
 
 def test_a_stream_past_its_lifetime_is_asked_to_reconnect(
