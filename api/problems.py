@@ -113,28 +113,34 @@ def install_problem_handlers(app: FastAPI) -> None:
     # An erasure that new identifiers kept outpacing (context/store.py): its next attempt completes it.
     @app.exception_handler(ErasureOutpaced)
     async def redis_unavailable(request: Request | WebSocket, error: Exception) -> JSONResponse | None:
-        if isinstance(request, WebSocket):
-            await gate.close_failed_stream(request, error)
-            return None
-        log.warning("redis unavailable", route=_route(request), error=type(error).__name__)
-        response = problem_response(request, 503, "The context store is unavailable; try again shortly.")
-        response.headers["Retry-After"] = "1"
-        return response
+        return await _store_unavailable(
+            request, error, store="redis", detail="The context store is unavailable", retry_after_s=1
+        )
 
     # The database gone (a PostgreSQL failover, a connection refused), SQLite still locked after its busy
     # timeout, or every pooled connection busy past the pool's wait: the request can be tried again.
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def database_unavailable(request: Request | WebSocket, error: Exception) -> JSONResponse | None:
-        if isinstance(request, WebSocket):
-            await gate.close_failed_stream(request, error)
-            return None
-        log.warning("database unavailable", route=_route(request), error=type(error).__name__)
-        response = problem_response(request, 503, "The database is unavailable; try again shortly.")
-        response.headers["Retry-After"] = "2"
-        return response
+        return await _store_unavailable(
+            request, error, store="database", detail="The database is unavailable", retry_after_s=2
+        )
 
     app.add_middleware(UnexpectedErrorMiddleware)
+
+
+async def _store_unavailable(
+    request: Request | WebSocket, error: Exception, *, store: str, detail: str, retry_after_s: int
+) -> JSONResponse | None:
+    """A store the request needs cannot serve it now: a 503 saying when to try again, or, for a stream, its
+    close (1013)."""
+    if isinstance(request, WebSocket):
+        await gate.close_failed_stream(request, error)
+        return None
+    log.warning(f"{store} unavailable", route=_route(request), error=type(error).__name__)
+    response = problem_response(request, 503, f"{detail}; try again shortly.")
+    response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 class BodyTooLarge(Exception):

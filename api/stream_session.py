@@ -273,7 +273,7 @@ class StreamSession:
             return
         end = await self._start(resume)
         if end is not None:
-            await self._ws.close(code=end.code, reason=end.reason)
+            await self._end(end)
             return
         await self._send_presence()
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
@@ -290,7 +290,7 @@ class StreamSession:
             if isinstance(item, Heartbeat):
                 end = await self._heartbeat()
                 if end is not None:
-                    await self._ws.close(code=end.code, reason=end.reason)
+                    await self._end(end)
                     return
                 continue
             if isinstance(item, LifetimeOver):
@@ -300,7 +300,7 @@ class StreamSession:
                 await self._close_for_reconnect("shutdown", CLOSE_SHUTDOWN)
                 return
             if isinstance(item, Erased):
-                await self._ws.close(code=CITIZEN_ERASED.code, reason=CITIZEN_ERASED.reason)
+                await self._end(CITIZEN_ERASED)
                 return
             if isinstance(item, AccessEnded):
                 # Access can end while the stream is open: the enquiry completed elsewhere, the token
@@ -319,7 +319,7 @@ class StreamSession:
                 else:
                     end = await self._deliver(item)
                 if end is not None:
-                    await self._ws.close(code=end.code, reason=end.reason)
+                    await self._end(end)
                     return
             except REDIS_UNAVAILABLE:
                 # Redis went away between the message and this read (a restart, a failover): the stream stays
@@ -416,6 +416,9 @@ class StreamSession:
             and isinstance(event.data, dict)
             and event.data.get("enquiry_id") == self._enquiry_id
         )
+
+    async def _end(self, end: StreamEnd) -> None:
+        await self._ws.close(code=end.code, reason=end.reason)
 
     def _completed_in(self, context: CitizenContext) -> StreamEnd | None:
         completed = any(self._is_completion(event) for event in context.timeline)

@@ -99,6 +99,14 @@ class Provider:
         }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "idp-1"})
 
+    def desk_settings(self) -> dict[str, str]:
+        """The desk's settings that send agents to sign in here."""
+        return {
+            "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{self.base}/protocol/openid-connect/auth",
+            "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{self.base}/protocol/openid-connect/token",
+            "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
+        }
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -119,9 +127,7 @@ def test_an_agent_signs_in_through_the_identity_provider(
             "CITIZEN_CONTEXT_SECURITY_JWKS_URL": f"{provider.base}/protocol/openid-connect/certs",
             "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": provider.base,
             "CITIZEN_CONTEXT_SECURITY_ROLES_CLAIM": "realm_access.roles",
-            "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{provider.base}/protocol/openid-connect/auth",
-            "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{provider.base}/protocol/openid-connect/token",
-            "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
+            **provider.desk_settings(),
         }
     )
     stack.consumer()
@@ -148,13 +154,7 @@ def test_an_agent_signs_in_through_the_identity_provider(
 def test_a_return_that_did_not_start_here_signs_nobody_in(
     page: Page, stack: Stack, provider: Provider
 ) -> None:
-    stack.env.update(
-        {
-            "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{provider.base}/protocol/openid-connect/auth",
-            "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{provider.base}/protocol/openid-connect/token",
-            "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
-        }
-    )
+    stack.env.update(provider.desk_settings())
     stack.api()
     page.goto("/desk/?code=stolen&state=forged")
     expect(page.get_by_role("alert")).to_contain_text("did not start here")
@@ -165,13 +165,7 @@ def test_a_return_that_did_not_start_here_signs_nobody_in(
 def test_a_sign_in_link_is_not_used_where_the_identity_provider_signs_agents_in(
     page: Page, stack: Stack, provider: Provider, agent_token: str
 ) -> None:
-    stack.env.update(
-        {
-            "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{provider.base}/protocol/openid-connect/auth",
-            "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{provider.base}/protocol/openid-connect/token",
-            "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
-        }
-    )
+    stack.env.update(provider.desk_settings())
     stack.api()
     page.goto(f"/desk/#token={agent_token}")
     expect(page.get_by_role("alert")).to_have_text(
