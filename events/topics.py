@@ -3,6 +3,7 @@
 import contextlib
 import socket
 import time
+from datetime import timedelta
 
 import structlog
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
@@ -13,6 +14,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 
+from context.settings import TimelineSettings
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 
@@ -52,10 +54,17 @@ class _StoppingAdminClient(KafkaAdminClient):  # type: ignore[misc]  # kafka-pyt
 def ensure_topic(
     bootstrap_servers: list[str], name: str, *, partitions: int, configs: dict[str, str] | None = None
 ) -> bool:
-    """Create the topic if it is missing; True when it was created."""
+    """Create the topic if it is missing; True when it was created.
+
+    A topic that exists already is left as it is; when `configs` sets `retention.ms` and the topic keeps its
+    records longer (or for ever), a warning says so: the project can only choose a topic's retention when it
+    creates it.
+    """
     admin = admin_client(bootstrap_servers)
     try:
         if name in admin.list_topics():
+            if configs and RETENTION in configs:
+                _warn_if_kept_longer(admin, name, int(configs[RETENTION]))
             return False
         try:
             topic = NewTopic(
@@ -69,6 +78,27 @@ def ensure_topic(
         return True
     finally:
         admin.close()
+
+
+RETENTION = "retention.ms"
+
+
+def _warn_if_kept_longer(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, name, {RETENTION: None})
+        described = admin.describe_configs([resource], config_filter="all")
+        kept_ms = int(described["topic"][name][RETENTION]["value"])
+    except (KafkaError, KeyError, TypeError, ValueError) as error:
+        log.warning("topic's retention unknown", topic=name, error=type(error).__name__)
+        return
+    if kept_ms < 0 or kept_ms > wanted_ms:
+        # Only the names and the numbers: this is for an operator to set the topic's retention.ms.
+        log.warning(
+            "topic keeps records longer than the timeline's age cap",
+            topic=name,
+            retention_ms=kept_ms,
+            age_cap_ms=wanted_ms,
+        )
 
 
 def wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeout_s: float = 30) -> bool:
@@ -87,14 +117,24 @@ def wait_for_leaders(admin: KafkaAdminClient, name: str, partitions: int, timeou
     return False
 
 
-def ensure_topics(kafka: KafkaSettings) -> None:
-    """The interactions topic and its dead-letter topic, with the configured partition count."""
-    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions)
+def ensure_topics(kafka: KafkaSettings, *, retention: timedelta | None = None) -> None:
+    """The interactions topic and its dead-letter topic, with the configured partition count.
+
+    Both are created keeping their records for the timeline's age cap (`retention`; by default
+    TimelineSettings' `max_age_days`): records hold personal data, and past the age cap no projection,
+    rebuild or redrive uses them (a redrive skips older letters). An erasure leaves the citizen's records
+    in both topics until then, and its mark in Redis lasts past that (README, Rights). Kafka's own
+    default would keep them a week, which is shorter than a rebuild needs.
+    """
+    keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
+    retention_ms = str(int(keep.total_seconds() * 1000))
+    kept = {RETENTION: retention_ms}
+    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions, configs=kept)
     ensure_topic(
         kafka.bootstrap_list,
         dead_letter_topic(kafka.topic),
         partitions=kafka.topic_partitions,
-        configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES)},
+        configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES), **kept},
     )
 
 
