@@ -63,6 +63,7 @@ _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
 _PRESENCE_SWEEP = files("context").joinpath("presence_sweep.lua").read_text()
+_PRESENCE_ENTER = files("context").joinpath("presence_enter.lua").read_text()
 _CHANGES_SINCE = files("context").joinpath("changes_since.lua").read_text()
 
 Identifier = tuple[IdentifierKind, str]
@@ -1046,12 +1047,16 @@ def _profile(flat: list[str]) -> Profile:
 
 
 class PresenceStore:
-    """Who is viewing which citizen: one entry per open stream, expiring unless refreshed."""
+    """Who is viewing which citizen: one entry per open stream, expiring unless refreshed.
+
+    Entries are timed by Redis's clock, never a replica's (presence_sweep.lua).
+    """
 
     def __init__(self, client: "aioredis.Redis", *, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
         self._sweep = client.register_script(_PRESENCE_SWEEP)
+        self._enter = client.register_script(_PRESENCE_ENTER)
 
     async def join(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         """Record an open stream and tell the other streams of this citizen."""
@@ -1067,27 +1072,21 @@ class PresenceStore:
         await self._client.zrem(presence_key(self._prefix, citizen_id), f"{viewer_id}\t{connection_id}")
         await self._announce(citizen_id)
 
-    async def viewers(self, citizen_id: str, *, now: float | None = None) -> list[tuple[str, str]]:
+    async def viewers(self, citizen_id: str) -> list[tuple[str, str]]:
         """(viewer id, connection id) of every live stream of the citizen."""
-        key = presence_key(self._prefix, citizen_id)
-        moment = now if now is not None else time.time()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zremrangebyscore(key, "-inf", f"({moment}")
-        pipe.zrange(key, 0, -1)
-        _removed, members = await pipe.execute()
-        return _viewer_entries(members)
+        [live] = await self._sweep(keys=[presence_key(self._prefix, citizen_id)], args=[0, 0, 0])
+        return _viewer_entries(live)
 
     async def keep_alive(
-        self, members: Mapping[str, Collection[tuple[str, str]]], *, ttl_s: float, now: float | None = None
+        self, members: Mapping[str, Collection[tuple[str, str]]], *, ttl_s: float
     ) -> dict[str, list[tuple[str, str]]]:
         """Extend the given streams' entries (citizen -> (viewer id, connection id)); every live viewer.
 
         One round trip for many citizens. Only entries still present are extended (`ZADD XX`): a stream
         that left while this was on its way must not come back as a ghost.
         """
-        moment = now if now is not None else time.time()
         citizens = list(members)
-        arguments: list[str | float | int] = [moment, moment + ttl_s, int(ttl_s) + 1]
+        arguments: list[str | float | int] = [ttl_s, int(ttl_s) + 1]
         for citizen_id in citizens:
             arguments.append(len(members[citizen_id]))
             arguments.extend(f"{viewer}\t{connection}" for viewer, connection in members[citizen_id])
@@ -1100,10 +1099,7 @@ class PresenceStore:
 
     async def _refresh(self, citizen_id: str, *, viewer_id: str, connection_id: str, ttl_s: float) -> None:
         key = presence_key(self._prefix, citizen_id)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zadd(key, {f"{viewer_id}\t{connection_id}": time.time() + ttl_s})
-        pipe.expire(key, int(ttl_s) + 1)
-        await pipe.execute()
+        await self._enter(keys=[key], args=[f"{viewer_id}\t{connection_id}", ttl_s, int(ttl_s) + 1])
 
     async def _announce(self, citizen_id: str) -> None:
         await self._client.publish(

@@ -3,6 +3,7 @@
 import asyncio
 import time
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -22,23 +23,48 @@ def keeper_for(client: "aioredis.Redis", prefix: str) -> tuple[PresenceKeeper, P
     return PresenceKeeper(store, hub, interval_s=10), store, hub
 
 
+async def redis_clock(client: "aioredis.Redis") -> float:
+    seconds, microseconds = await client.time()
+    return seconds + microseconds / 1_000_000
+
+
 async def test_keep_alive_extends_present_entries_only(
     async_redis: "aioredis.Redis", redis_settings: RedisSettings
 ) -> None:
     prefix = redis_settings.key_prefix
     store = PresenceStore(async_redis, prefix=prefix)
     await store.join("C-1", viewer_id="agent-a", connection_id="c1", ttl_s=30)
-    await store.join("C-1", viewer_id="agent-b", connection_id="c2", ttl_s=1)
-    now = time.time()
-    viewers = await store.keep_alive(
-        {"C-1": [("agent-a", "c1"), ("agent-gone", "c9")], "C-2": []}, ttl_s=30, now=now + 5
-    )
+    # agent-b's entry expired long ago (a score is when its entry expires).
+    await async_redis.zadd(presence_key(prefix, "C-1"), {"agent-b\tc2": 1})
+    now = await redis_clock(async_redis)
+    viewers = await store.keep_alive({"C-1": [("agent-a", "c1"), ("agent-gone", "c9")], "C-2": []}, ttl_s=60)
     # agent-b's entry had expired and is swept; agent-gone had left and is not written back.
     assert viewers == {"C-1": [("agent-a", "c1")], "C-2": []}
     score = await async_redis.zscore(presence_key(prefix, "C-1"), "agent-a\tc1")
     assert score is not None
-    assert score >= now + 35 - 1
-    assert await async_redis.ttl(presence_key(prefix, "C-1")) > 25
+    assert now + 60 <= score <= await redis_clock(async_redis) + 60
+    assert await async_redis.ttl(presence_key(prefix, "C-1")) > 55
+
+
+async def test_entries_are_timed_by_redis_not_by_a_replicas_clock(
+    async_redis: "aioredis.Redis", redis_settings: RedisSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = redis_settings.key_prefix
+    store = PresenceStore(async_redis, prefix=prefix)
+    await store.join("C-1", viewer_id="agent-a", connection_id="c1", ttl_s=30)
+    # Another replica, whose clock runs an hour ahead, has a stream of the same citizen open.
+    ahead = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: ahead)
+    other = PresenceStore(async_redis, prefix=prefix)
+    await other.join("C-1", viewer_id="agent-b", connection_id="c2", ttl_s=30)
+    both = [("agent-a", "c1"), ("agent-b", "c2")]
+    viewers = await other.keep_alive({"C-1": [("agent-b", "c2")]}, ttl_s=30)
+    assert sorted(viewers["C-1"]) == both
+    assert sorted(await other.viewers("C-1")) == both
+    # Its entry lasts as long as anyone's, not an hour longer.
+    score = await async_redis.zscore(presence_key(prefix, "C-1"), "agent-b\tc2")
+    assert score is not None
+    assert score <= await redis_clock(async_redis) + 30
 
 
 async def test_a_sweep_tells_streams_when_viewers_change(
