@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlmodel import create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -53,6 +53,32 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def create_migration_engine(settings: DatabaseSettings) -> Engine:
+    """The engine migrations run on: as `create_db_engine`, but on SQLite a transaction covers DDL too.
+
+    sqlite3 (in its legacy transaction control) begins a transaction before INSERT, UPDATE and DELETE
+    only, so each CREATE, ALTER or DROP would be committed as it runs, and a migration failing half-way
+    would leave its first statements applied under the previous revision. SQLAlchemy's recipe for
+    transactional DDL on sqlite3: the driver begins nothing, and every transaction starts with our BEGIN.
+    """
+    engine = create_db_engine(settings)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_driver_begins_nothing)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_driver_begins_nothing(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock at once (waiting out another writer): a migration reads
+    # alembic_version before it writes, and in WAL a deferred transaction whose snapshot another
+    # migration has since changed could not write at all.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def migrate(settings: DatabaseSettings, revision: str = "head") -> None:
     """Bring the schema up to `revision` (idempotent)."""
     _run(settings, command.upgrade, revision)
@@ -64,7 +90,7 @@ def downgrade(settings: DatabaseSettings, revision: str) -> None:
 
 
 def _run(settings: DatabaseSettings, step: Callable[[Config, str], None], revision: str) -> None:
-    engine = create_db_engine(settings)
+    engine = create_migration_engine(settings)
     try:
         with engine.begin() as connection:
             config = Config()

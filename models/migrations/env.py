@@ -12,5 +12,8 @@ context.configure(
     # SQLite cannot ALTER most things in place; batch mode rebuilds the table instead.
     render_as_batch=connection.dialect.name == "sqlite",
 )
+# The run is inside the one transaction `migrate` began (DDL included, on SQLite too), so this begins
+# nothing of its own and a failure rolls back every revision of the run. SQLite ignores PRAGMA
+# foreign_keys inside a transaction: a batch migration cannot switch foreign keys off for its rebuild.
 with context.begin_transaction():
     context.run_migrations()
