@@ -11,7 +11,7 @@ import contextlib
 import functools
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, NamedTuple
@@ -114,6 +114,8 @@ def failure_close(error: BaseException) -> tuple[int, str]:
 # Enrols a stream's subscription in its process's access checks for as long as the block runs; they hand
 # it `AccessEnded` when its access lapses (see api/security/stream_access.py).
 AccessWatch = Callable[[Subscription], AbstractContextManager[None]]
+# Given the enquiry a stream followed, which just completed: another the stream may follow, or None.
+NextEnquiry = Callable[[str], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ class StreamSession:
         viewer_id: str,
         services: StreamServices,
         enquiry_id: str | None = None,
+        next_enquiry: NextEnquiry | None = None,
         access_watch: AccessWatch | None = None,
     ) -> None:
         self._ws = websocket
@@ -185,6 +188,7 @@ class StreamSession:
         self._viewer = viewer_id
         self._services = services
         self._enquiry_id = enquiry_id
+        self._next_enquiry = next_enquiry
         self._connection = uuid.uuid4().hex
         self._epoch = ""
         self._version = 0
@@ -342,7 +346,7 @@ class StreamSession:
                         ResumedMessage(citizen_id=self._citizen, epoch=epoch, version=resume.version)
                     )
                     return await self._deliver_all(missed) if missed else None
-        return self._completed_in(await self._snapshot(resync=None))
+        return await self._completed_in(await self._snapshot(resync=None))
 
     async def _deliver_all(self, changes: list[ContextChange]) -> StreamEnd | None:
         """Send held changes in order as one burst; ENQUIRY_COMPLETED if the enquiry ended among them."""
@@ -384,11 +388,11 @@ class StreamSession:
         return await self._services.reader.version(self._citizen, epoch=self._epoch) < self._version
 
     async def _send_changes(self, missed: list[ContextChange]) -> StreamEnd | None:
-        ended = False
         # The summary moves with the timeline; it rides on the last change of the burst.
         summary = await self._services.summaries.after(
             self._citizen, epoch=self._epoch, version=missed[-1].version
         )
+        end: StreamEnd | None = None
         for index, item in enumerate(missed):
             await self._send(
                 ChangeMessage(
@@ -401,11 +405,20 @@ class StreamSession:
                 )
             )
             self._version = item.version
-            ended = ended or self._ends_enquiry(item)
-        return ENQUIRY_COMPLETED if ended else None
+            if end is None and self._is_completion(item.event):
+                end = await self._enquiry_ended()
+        return end
 
-    def _ends_enquiry(self, change: ContextChange) -> bool:
-        return self._is_completion(change.event)
+    async def _enquiry_ended(self) -> StreamEnd | None:
+        """The enquiry the stream follows completed: ENQUIRY_COMPLETED, unless the agent holds another
+        active enquiry for the citizen and this stream may follow it (a citizen's stream), which it then
+        does."""
+        if self._next_enquiry is not None and self._enquiry_id is not None:
+            held = await self._next_enquiry(self._enquiry_id)
+            if held is not None:
+                self._enquiry_id = held
+                return None
+        return ENQUIRY_COMPLETED
 
     def _is_completion(self, event: CloudEvent | None) -> bool:
         return (
@@ -420,9 +433,18 @@ class StreamSession:
     async def _end(self, end: StreamEnd) -> None:
         await self._ws.close(code=end.code, reason=end.reason)
 
-    def _completed_in(self, context: CitizenContext) -> StreamEnd | None:
-        completed = any(self._is_completion(event) for event in context.timeline)
-        return ENQUIRY_COMPLETED if completed else None
+    async def _completed_in(self, context: CitizenContext) -> StreamEnd | None:
+        """ENQUIRY_COMPLETED when the snapshot holds the completion of the enquiry followed, and of each the
+        stream would follow next."""
+        followed: set[str | None] = set()
+        while any(self._is_completion(event) for event in context.timeline):
+            if self._enquiry_id in followed:
+                # Active in SQL, yet completed in the timeline: never followed twice.
+                return ENQUIRY_COMPLETED
+            followed.add(self._enquiry_id)
+            if (end := await self._enquiry_ended()) is not None:
+                return end
+        return None
 
     async def _resync(self, reason: str) -> StreamEnd | None:
         """A snapshot again, unless the stream must end: the change or message that said so may be one of
@@ -434,7 +456,7 @@ class StreamSession:
             mark = await self._services.reader.erasure_mark(self._citizen)
             if mark is not None and mark != self._mark_at_start:
                 return CITIZEN_ERASED
-        return self._completed_in(await self._snapshot(resync=reason))
+        return await self._completed_in(await self._snapshot(resync=reason))
 
     async def _snapshot(self, *, resync: str | None) -> CitizenContext:
         context = await self._services.reader.context(self._citizen)

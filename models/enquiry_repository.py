@@ -31,6 +31,24 @@ def active_among(session: Session, *, enquiry_ids: list[str]) -> set[str]:
     return set(session.exec(statement))
 
 
+def other_held_enquiry(session: Session, *, agent_id: str, citizen_id: str, other_than: str) -> str | None:
+    """The agent's most recent active enquiry for the citizen other than `other_than`, leaving out one whose
+    completion is claimed (it is completing); None if none."""
+    statement = (
+        select(Enquiry.id)
+        .where(
+            Enquiry.agent_id == agent_id,
+            Enquiry.citizen_id == citizen_id,
+            Enquiry.status == EnquiryStatus.active,
+            col(Enquiry.outcome).is_(None),
+            Enquiry.id != other_than,
+        )
+        .order_by(col(Enquiry.started_at).desc())
+        .limit(1)
+    )
+    return session.exec(statement).first()
+
+
 def active_enquiries(session: Session, *, agent_id: str) -> list[Enquiry]:
     """An agent's active enquiries, newest first."""
     statement = (

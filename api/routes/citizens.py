@@ -407,6 +407,7 @@ async def stream_context(
             enquiry_id=decision.enquiry_id,
             epoch=epoch,
             version=version,
+            any_held_enquiry=True,
         )
 
 

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 import structlog
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError, WebSocketRequestValidationError
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketState
 
 from api.security import access
@@ -22,6 +24,7 @@ from api.stream_session import (
     StreamSession,
     failure_close,
 )
+from models import enquiry_repository
 from models.security import NO_CONTROL_CHARACTERS, has_control_characters
 from models.tables import AuditAction, Enquiry
 
@@ -77,17 +80,37 @@ async def serve_stream(
     enquiry_id: str | None,
     epoch: str | None,
     version: int | None,
+    any_held_enquiry: bool = False,
 ) -> None:
-    """Run an authorised stream (from where the client left off, if it says), re-checking its access."""
+    """Run an authorised stream (from where the client left off, if it says), re-checking its access.
+
+    The stream ends when `enquiry_id` ends; with `any_held_enquiry` (a citizen's stream, opened under the
+    agent's enquiry for them), only once the agent holds no other active enquiry for the citizen, whose
+    stream it then goes on being.
+    """
     resume = Resume(epoch, version) if epoch is not None and version is not None else None
+    held_for = citizen_id if any_held_enquiry and enquiry_id is not None else None
+
+    async def other_held_enquiry(ended: str) -> str | None:
+        def query() -> str | None:
+            with Session(security.engine) as session:
+                return enquiry_repository.other_held_enquiry(
+                    session, agent_id=caller.id, citizen_id=citizen_id, other_than=ended
+                )
+
+        return await run_in_threadpool(query)
+
     session = StreamSession(
         websocket,
         citizen_id=citizen_id,
         viewer_id=caller.id,
         services=services,
         enquiry_id=enquiry_id,
+        next_enquiry=other_held_enquiry if held_for is not None else None,
         # The process re-checks every open stream's access together (api/security/stream_access.py).
-        access_watch=lambda subscription: services.access_checks.watching(caller, decision, subscription),
+        access_watch=lambda subscription: services.access_checks.watching(
+            caller, decision, subscription, held_for=held_for
+        ),
     )
     await session.run(resume)
 

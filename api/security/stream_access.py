@@ -46,11 +46,17 @@ QUERY_CHUNK = 500
 
 @dataclass(frozen=True, eq=False)
 class WatchedStream:
-    """One open stream: who reads, under which decision, and where to tell it that access ended."""
+    """One open stream: who reads, under which decision, and where to tell it that access ended.
+
+    `held_for`: a citizen's stream opened under one of the agent's enquiries for that citizen lasts while
+    the agent holds any active enquiry for them (the citizen's id); None for a stream that follows its one
+    enquiry (or none).
+    """
 
     caller: Caller
     decision: Decision
     subscription: Subscription
+    held_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class Holdings:
 
     active_enquiries: frozenset[str]
     key_lapses: dict[str, str | None]
+    # (agent, citizen) pairs where the agent holds an active enquiry for the citizen.
+    holders: frozenset[tuple[str, str]] = frozenset()
 
 
 def expiry_lapse(caller: Caller, *, now: datetime, leeway: timedelta) -> int | None:
@@ -82,11 +90,16 @@ def credential_lapse(caller: Caller, holdings: Holdings, *, now: datetime, leewa
 
 
 def enquiry_lapse(stream: WatchedStream, holdings: Holdings) -> int | None:
-    """The close code when the enquiry the stream was opened under is no longer active, or None."""
+    """The close code when the enquiry the stream was opened under is no longer active (for a citizen's
+    stream: when the agent holds no active enquiry for the citizen any more), or None."""
     enquiry_id = stream.decision.enquiry_id
-    if enquiry_id is not None and enquiry_id not in holdings.active_enquiries:
-        return CLOSE_ACCESS_ENDED
-    return None
+    if enquiry_id is None:
+        return None
+    if stream.held_for is not None:
+        held = (stream.caller.id, stream.held_for) in holdings.holders
+    else:
+        held = enquiry_id in holdings.active_enquiries
+    return None if held else CLOSE_ACCESS_ENDED
 
 
 def lapse_code(stream: WatchedStream, holdings: Holdings, *, now: datetime, leeway: timedelta) -> int | None:
@@ -104,9 +117,11 @@ class StreamAccessChecks:
         self._streams: set[WatchedStream] = set()
 
     @contextlib.contextmanager
-    def watching(self, caller: Caller, decision: Decision, subscription: Subscription) -> Iterator[None]:
-        """Check this stream's access while the block runs."""
-        stream = WatchedStream(caller, decision, subscription)
+    def watching(
+        self, caller: Caller, decision: Decision, subscription: Subscription, *, held_for: str | None = None
+    ) -> Iterator[None]:
+        """Check this stream's access while the block runs (`held_for`: see WatchedStream)."""
+        stream = WatchedStream(caller, decision, subscription, held_for)
         self._streams.add(stream)
         try:
             yield
@@ -151,13 +166,23 @@ class StreamAccessChecks:
 
     def _holdings(self, streams: list[WatchedStream]) -> Holdings:
         engine = self._security.engine
-        enquiry_ids = sorted({s.decision.enquiry_id for s in streams if s.decision.enquiry_id is not None})
+        # A stream held by the agent's enquiries for its citizen is checked by (agent, citizen); any other
+        # opened under an enquiry, by that enquiry.
+        under_enquiry = [s for s in streams if s.decision.enquiry_id is not None]
+        pairs = sorted({(s.caller.id, citizen) for s in under_enquiry if (citizen := s.held_for)})
+        enquiry_ids = sorted({e for s in under_enquiry if not s.held_for and (e := s.decision.enquiry_id)})
         active: set[str] = set()
-        if enquiry_ids:
+        holders: set[tuple[str, str]] = set()
+        if enquiry_ids or pairs:
             with Session(engine) as session:
                 for start in range(0, len(enquiry_ids), QUERY_CHUNK):
                     chunk = enquiry_ids[start : start + QUERY_CHUNK]
                     active |= enquiry_repository.active_among(session, enquiry_ids=chunk)
+                for start in range(0, len(pairs), QUERY_CHUNK):
+                    held = enquiry_repository.holding_enquiry_ids(
+                        session.connection(), pairs=pairs[start : start + QUERY_CHUNK]
+                    )
+                    holders |= held.keys()
         key_ids = {s.caller.id for s in streams if not s.caller.is_agent}
         lapses = {key_id: api_keys.lapse(engine, key_id=key_id) for key_id in key_ids}
-        return Holdings(active_enquiries=frozenset(active), key_lapses=lapses)
+        return Holdings(active_enquiries=frozenset(active), key_lapses=lapses, holders=frozenset(holders))

@@ -1,21 +1,25 @@
 """How a stream proves its caller, and how it ends when access does."""
 
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.enquiries import completion_event
 from api.security import api_keys
 from api.security.settings import SecuritySettings
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
+from models.enquiries import EnquiryComplete
 from models.security import Scope
-from models.tables import AgentRole
+from models.tables import AgentRole, Enquiry
 from tests import access
 from tests.conftest import wait_until
 from tests.factories import close_code, make_event, writes_for
@@ -142,6 +146,47 @@ def test_an_agents_stream_ends_when_their_enquiry_does(client: TestClient) -> No
             f"/v1/enquiries/{enquiry}/complete", json={"outcome": "resolved"}, headers=access.agent("agent-t")
         )
         assert completed.status_code == 200
+        assert close_code(websocket) == 4410
+
+
+def complete(client: TestClient, writer: ProjectionWriter, enquiry_id: str, agent: str) -> None:
+    """Complete an enquiry through the API, and put its completion on the timeline as the consumer would
+    (none runs here)."""
+    response = client.post(
+        f"/v1/enquiries/{enquiry_id}/complete", json={"outcome": "resolved"}, headers=access.agent(agent)
+    )
+    assert response.status_code == 200
+    body = response.json()
+    row = Enquiry(**{**body, "started_at": datetime.fromisoformat(body["started_at"])})
+    done = completion_event(row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC))
+    writer.apply_batch(writes_for(done))
+
+
+def next_change(websocket: Any) -> dict[str, Any]:
+    while True:
+        message: dict[str, Any] = websocket.receive_json()
+        if message["type"] == "change":
+            return message
+
+
+def test_an_agents_citizen_stream_lasts_while_they_hold_another_enquiry_for_the_citizen(
+    client: TestClient, redis_client: "redis.Redis", redis_settings: RedisSettings
+) -> None:
+    # An agent with two enquiries open for one citizen (a call, then a chat) completes the newer one, under
+    # which the stream was opened: their view of the citizen stays, as their access does.
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    older = start_enquiry(client, "agent-t")
+    newer = start_enquiry(client, "agent-t")
+    with client.websocket_connect("/v1/citizens/C-T1/stream", headers=access.agent("agent-t")) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+        complete(client, writer, newer, "agent-t")
+        assert next_change(websocket)["event"]["data"]["enquiry_id"] == newer
+        time.sleep(1.0)  # five passes of the access checks (every 0.2 s)
+        still = make_event("C-T1")
+        writer.apply_batch(writes_for(still))
+        assert next_change(websocket)["event"]["id"] == still.id
+        complete(client, writer, older, "agent-t")
+        assert next_change(websocket)["event"]["data"]["enquiry_id"] == older
         assert close_code(websocket) == 4410
 
 

@@ -54,6 +54,14 @@ def test_an_ended_enquiry_closes_with_4410() -> None:
     assert code(stream(agent()), holdings(active=frozenset())) == CLOSE_ACCESS_ENDED
 
 
+def test_a_citizens_stream_holds_while_its_agent_holds_any_enquiry_for_the_citizen() -> None:
+    opened = WatchedStream(agent(), Decision(allowed=True, enquiry_id="E-1"), Subscription("C-1", 4), "C-1")
+    # E-1 is over either way; what counts is whether the agent holds an enquiry for C-1.
+    held, elsewhere = frozenset({("agent-a", "C-1")}), frozenset({("agent-a", "C-2")})
+    assert code(opened, Holdings(frozenset(), {}, holders=held)) is None
+    assert code(opened, Holdings(frozenset(), {}, holders=elsewhere)) == CLOSE_ACCESS_ENDED
+
+
 def test_a_stream_without_an_enquiry_needs_none() -> None:
     assert code(stream(agent(), enquiry_id=None), holdings(active=frozenset())) is None
 
