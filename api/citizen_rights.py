@@ -1,8 +1,11 @@
 """A citizen's rights: a copy of everything held about them, and erasure that a rebuild cannot undo."""
 
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -17,30 +20,112 @@ from models.events import CloudEvent
 from models.rights import CitizenExport, ErasureReceipt, RecordedView
 from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 
+log = structlog.get_logger("api")
+
+# Audit records an export reads, encodes and sends at a time: what one export holds in memory of the
+# citizen's trail, however many years of views it spans.
+VIEWS_PER_PAGE = 1000
+
+# How the export's JSON ends while its views are empty: the views are written in their place as they are
+# read, so `views` must stay the document's last field.
+_EMPTY_VIEWS = '"views":[]}'
+_VIEWS_CLOSE = b"]}"
+
+
+class ExportCutShort(Exception):
+    """The audit trail failed after the export's first bytes were sent, with its status (200): the body is
+    left without its close and the connection dropped, so no client takes it for the whole export."""
+
+
+@dataclass(frozen=True)
+class _ViewsPage:
+    """One page of the citizen's audit records, encoded as the items of a JSON array (comma-separated)."""
+
+    encoded: bytes
+    count: int
+    following: AuditFilter | None  # the records after this page; None when this page was the last
+
+
+def _read_views_page(engine: Engine, where: AuditFilter, *, limit: int) -> _ViewsPage:
+    """Records of `where` (oldest first, at most `limit`), in a session of their own, encoded as
+    `CitizenExport` encodes each of its `views`."""
+    with Session(engine) as session:
+        records = audit_repository.read_records(session, where=where, limit=limit)
+        encoded = b",".join(
+            RecordedView.model_validate(record, from_attributes=True).model_dump_json().encode()
+            for record in records
+        )
+    # Paged by id, as the trail is read everywhere: a record added meanwhile is found in a later page.
+    last_id = records[-1].id if len(records) == limit else None
+    return _ViewsPage(
+        encoded=encoded,
+        count=len(records),
+        following=replace(where, after_id=last_id) if last_id is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class CitizenExportStream:
+    """An export read but for its views past the first page: `body()` writes the JSON document, byte for
+    byte as `CitizenExport.model_dump_json()` would, and reads the rest of the views as it goes."""
+
+    engine: Engine
+    opening: bytes  # the document up to its views, and their first page
+    views_in_opening: int
+    views_after_opening: AuditFilter | None
+    views_per_page: int
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The document in pieces: each page of views is read (in a session of its own, in a worker thread)
+        once the one before has been handed to the server, so an export holds one page of them at a time."""
+        yield self.opening
+        sent = self.views_in_opening
+        where = self.views_after_opening
+        while where is not None:
+            try:
+                page = await run_in_threadpool(
+                    _read_views_page, self.engine, where, limit=self.views_per_page
+                )
+            except Exception as error:
+                # The status (200) is sent: all that is left to say is that the body is not whole. Raised,
+                # not returned: the server then drops the connection before the chunked body's end, which
+                # HTTP clients report as an error, where a clean end would pass for a whole export to any
+                # client that does not parse it. The log names neither the citizen nor the query (a
+                # database error quotes it), and `from None` keeps that error out of any traceback.
+                log.error("citizen export cut short", error=type(error).__name__, views_sent=sent)
+                raise ExportCutShort from None
+            if page.count:
+                yield (b"," if sent else b"") + page.encoded
+                sent += page.count
+            where = page.following
+        yield _VIEWS_CLOSE
+
 
 async def export_citizen(
     citizen_id: str, *, reader: ContextReader, engine: Engine, auditor: Auditor
-) -> CitizenExport:
-    """Everything held about the citizen, in Redis and SQL, and every recorded view of it."""
+) -> CitizenExportStream:
+    """Everything held about the citizen, in Redis and SQL, and every recorded view of it.
+
+    All of it but the views past their first page is read here, before anything is sent: a store failing
+    meanwhile is still answered (503), and an export whose views fit in one page is sent whole or not at all.
+    """
     context = await reader.context(citizen_id)
     timeline = await reader.whole_timeline(citizen_id, epoch=context.epoch) if context.epoch else []
     identifiers = await reader.identifiers(citizen_id, epoch=context.epoch) if context.epoch else []
-    pseudonym = auditor.pseudonym(citizen_id)
+    views_per_page = VIEWS_PER_PAGE
 
-    def from_sql() -> tuple[list[EnquiryPublic], list[RecordedView]]:
+    def enquiries_from_sql() -> list[EnquiryPublic]:
         with Session(engine) as session:
-            enquiries = [
+            return [
                 EnquiryPublic.model_validate(enquiry, from_attributes=True)
                 for enquiry in enquiry_repository.citizen_enquiries(session, citizen_id=citizen_id)
             ]
-            views = [
-                RecordedView.model_validate(record, from_attributes=True)
-                for record in audit_repository.iterate_records(session, where=AuditFilter(citizen=pseudonym))
-            ]
-        return enquiries, views
 
-    enquiries, views = await run_in_threadpool(from_sql)
-    return CitizenExport(
+    enquiries = await run_in_threadpool(enquiries_from_sql)
+    first_views = await run_in_threadpool(
+        _read_views_page, engine, AuditFilter(citizen=auditor.pseudonym(citizen_id)), limit=views_per_page
+    )
+    document = CitizenExport(
         citizen_id=citizen_id,
         generated_at=datetime.now(UTC),
         epoch=context.epoch,
@@ -50,7 +135,16 @@ async def export_citizen(
         timeline=timeline,
         identifiers=identifiers,
         enquiries=enquiries,
-        views=views,
+        views=[],
+    ).model_dump_json()
+    if not document.endswith(_EMPTY_VIEWS):
+        raise ValueError("CitizenExport must end with its views")  # a model change broke the streaming
+    return CitizenExportStream(
+        engine=engine,
+        opening=document[: -len(_VIEWS_CLOSE)].encode() + first_views.encoded,
+        views_in_opening=first_views.count,
+        views_after_opening=first_views.following,
+        views_per_page=views_per_page,
     )
 
 

@@ -35,6 +35,8 @@ class CitizenExport(BaseModel):
     timeline: list[CloudEvent] = Field(description="Every event held, newest first.")
     identifiers: list[str] = Field(description="Identifiers that find the citizen (kind:value).")
     enquiries: list[EnquiryPublic]
+    # Last, and it must stay last: the API sends everything before it, then writes the views as it reads
+    # them from the trail, a page at a time (api/citizen_rights.py).
     views: list[RecordedView] = Field(description="The audit trail of the citizen, this export included.")
 
 

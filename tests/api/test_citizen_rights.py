@@ -1,23 +1,42 @@
-"""A citizen's rights through real processes: a complete export, and an erasure that survives a rebuild."""
+"""A citizen's rights through real processes: a complete export, and an erasure that survives a rebuild; and
+the export streamed, its audit trail read a page at a time, against the real Redis and SQL."""
 
+import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import httpx
+import psycopg
+import pydantic
 import pytest
 import redis
+import uvicorn
 import websockets.sync.client as ws_client
-from sqlalchemy import text
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import make_url, text
+from sqlmodel import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
 
+from api import citizen_rights
+from api.app import create_app
 from api.publisher import EventPublisher
 from context.keys import erasure_mark_key
-from context.settings import RedisSettings, redis_client_options
+from context.settings import RedisSettings, TimelineSettings, redis_client_options
+from context.store import ProjectionWriter
 from events.settings import KafkaSettings
+from models import audit_repository
+from models.audit_repository import AuditFilter
 from models.database import DatabaseSettings, create_db_engine
+from models.rights import CitizenExport, RecordedView
+from models.tables import AuditRecord
 from tests import access
-from tests.conftest import Stack, wait_until
-from tests.factories import example_data, make_event
+from tests.conftest import Stack, free_port, wait_until
+from tests.factories import example_data, make_event, writes_for
 
 PHONE, EMAIL = "+447700900777", "erase.me@example.org"
 
@@ -194,3 +213,256 @@ def close_code(websocket: "ws_client.ClientConnection") -> int:
             websocket.recv(timeout=10)
     except ConnectionClosed as closed:
         return closed.rcvd.code if closed.rcvd is not None else -1
+
+
+# The export, its views a few at a time: every test's trail spans several pages.
+VIEWS_PER_PAGE = 3
+
+
+@pytest.fixture
+def rights_app(redis_settings: RedisSettings, migrated: DatabaseSettings, kafka_topic: str) -> FastAPI:
+    """The API in this process, on SQLite and on PostgreSQL."""
+    return create_app(
+        redis_settings=redis_settings, database=migrated, kafka=KafkaSettings(topic=kafka_topic)
+    )
+
+
+@pytest.fixture
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(citizen_rights, "VIEWS_PER_PAGE", VIEWS_PER_PAGE)
+    return VIEWS_PER_PAGE
+
+
+@pytest.fixture
+def writer(redis_client: "redis.Redis", key_prefix: str) -> ProjectionWriter:
+    return ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+
+
+@pytest.fixture
+def views_pages_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many records each read of a citizen's audit records returned, in order (the real reads)."""
+    read = audit_repository.read_records
+    pages: list[int] = []
+
+    def counting_pages(session: Session, *, where: AuditFilter, limit: int) -> list[AuditRecord]:
+        records = read(session, where=where, limit=limit)
+        if where.citizen is not None:
+            pages.append(len(records))
+        return records
+
+    monkeypatch.setattr(audit_repository, "read_records", counting_pages)
+    return pages
+
+
+def viewed_by(
+    client: TestClient | httpx.Client, writer: ProjectionWriter, citizen: str, viewers: list[str]
+) -> None:
+    """The citizen held in Redis, and their context read by each of `viewers` (a supervisor) in turn."""
+    profile = make_event(
+        citizen, type_="profile.updated", data=example_data("profile.updated", phone=PHONE, email=EMAIL)
+    )
+    writer.apply_batch(writes_for(profile, make_event(citizen, minutes_ago=5)))
+    for viewer in viewers:
+        response = client.get(f"/v1/citizens/{citizen}/context", headers=access.supervisor(viewer))
+        assert response.status_code == 200, response.text
+
+
+def test_an_export_of_more_views_than_a_page_has_every_view_in_the_trails_order(
+    rights_app: FastAPI, writer: ProjectionWriter, small_pages: int
+) -> None:
+    citizen = "C-EXPORT-PAGES"
+    viewers = [f"S-view-{n}" for n in range(2 * small_pages + 1)]
+    with TestClient(rights_app) as client:
+        viewed_by(client, writer, citizen, viewers)
+        response = client.get(f"/v1/citizens/{citizen}/export", headers=access.admin())
+        trail = client.get(
+            "/v1/audit", params={"citizen_id": citizen, "limit": 100}, headers=access.admin()
+        ).json()["records"]
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    export = CitizenExport.model_validate_json(response.content)
+    # The pieces make one document, byte for byte the one the model encodes (and the schema describes).
+    assert export.model_dump_json().encode() == response.content
+    assert export.citizen_id == citizen
+    assert export.version == 2
+    assert export.identifiers == [f"email:{EMAIL}", f"phone:{PHONE}"]
+    assert len(export.timeline) == 2
+    assert [(view.actor_id, view.action) for view in export.views] == [
+        *((viewer, "context.read") for viewer in viewers),
+        ("AD-test", "export"),
+    ]
+    # Every record of the trail, oldest first, as the trail itself lists them.
+    assert [view.model_dump(mode="json") for view in export.views] == [
+        RecordedView.model_validate(record).model_dump(mode="json") for record in trail
+    ]
+
+
+class BodyPieces:
+    """The app, noting as each piece of an export's body is sent how many pages of views had been read."""
+
+    def __init__(self, app: ASGIApp, pages_read: list[int]) -> None:
+        self.app = app
+        self._pages_read = pages_read
+        self.pages_read_when_sent: list[int] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def noting_send(message: Message) -> None:
+            piece = message["type"] == "http.response.body" and message.get("body")
+            if piece and scope["path"].endswith("/export"):
+                self.pages_read_when_sent.append(len(self._pages_read))
+            await send(message)
+
+        await self.app(scope, receive, noting_send)
+
+
+def test_an_export_reads_its_views_a_page_at_a_time_each_sent_before_the_next_is_read(
+    rights_app: FastAPI, writer: ProjectionWriter, small_pages: int, views_pages_read: list[int]
+) -> None:
+    citizen = "C-EXPORT-BOUNDED"
+    viewers = [f"S-view-{n}" for n in range(2 * small_pages + 1)]  # with the export's own: 3 pages
+    app = BodyPieces(rights_app, views_pages_read)
+    with TestClient(app) as client:
+        viewed_by(client, writer, citizen, viewers)
+        response = client.get(f"/v1/citizens/{citizen}/export", headers=access.admin())
+    assert response.status_code == 200, response.text
+    assert len(CitizenExport.model_validate_json(response.content).views) == len(viewers) + 1
+    # What one export held of the trail at a time: a page, never the whole of it.
+    assert views_pages_read == [small_pages, small_pages, 2]
+    # The opening with the first page (read before the status, so a failure there is still a 503), then
+    # each page sent before the next is read, then the close.
+    assert app.pages_read_when_sent == [1, 2, 3, 3]
+
+
+class DatabaseOutage:
+    """The database failing its readers from just before the `at_page`-th read of a citizen's audit records
+    until `restore()`: PostgreSQL refusing connections (those open ended), or, on SQLite, which has no
+    server to refuse, the trail's table gone (an OperationalError all the same)."""
+
+    def __init__(self, database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch, *, at_page: int) -> None:
+        self._url = make_url(database.url)
+        self._read = audit_repository.read_records
+        self._at_page = at_page
+        self._pages = 0
+        self._failing = False
+        monkeypatch.setattr(audit_repository, "read_records", self.read_records)
+
+    def read_records(self, session: Session, *, where: AuditFilter, limit: int) -> list[AuditRecord]:
+        if where.citizen is not None:
+            self._pages += 1
+            if self._pages == self._at_page:
+                self._set(available=False)
+        return self._read(session, where=where, limit=limit)
+
+    def restore(self) -> None:
+        if self._failing:
+            self._set(available=True)
+
+    def _set(self, *, available: bool) -> None:
+        self._failing = not available
+        if self._url.get_backend_name() == "sqlite":
+            engine = create_db_engine(DatabaseSettings(url=str(self._url)))
+            names = (
+                ("audit_records_away", "audit_records")
+                if available
+                else ("audit_records", "audit_records_away")
+            )
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql("ALTER TABLE {} RENAME TO {}".format(*names))
+            finally:
+                engine.dispose()
+            return
+        name = self._url.database
+        maintenance = self._url.set(drivername="postgresql", database="postgres")
+        with psycopg.connect(maintenance.render_as_string(hide_password=False), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(available).lower()}')
+            if not available:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """`app` behind a real HTTP server (uvicorn) in this process; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    thread = threading.Thread(target=server.run, name="export-server", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, what="API served")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_the_database_failing_while_an_export_streams_cuts_its_body_and_the_server_carries_on(
+    rights_app: FastAPI,
+    writer: ProjectionWriter,
+    migrated: DatabaseSettings,
+    small_pages: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    citizen = "C-EXPORT-CUT"
+    outage = DatabaseOutage(migrated, monkeypatch, at_page=2)
+    pieces: list[bytes] = []
+    with served(rights_app) as api, httpx.Client(base_url=api, timeout=10) as client, capture_logs() as logs:
+        viewed_by(client, writer, citizen, [f"S-view-{n}" for n in range(small_pages)])
+        with client.stream("GET", f"/v1/citizens/{citizen}/export", headers=access.admin()) as response:
+            # The status was sent with the first page; the second page's read failed.
+            assert response.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):  # the connection dropped: no last chunk
+                pieces.extend(response.iter_bytes())
+        outage.restore()
+        again = client.get(f"/v1/citizens/{citizen}/export", headers=access.admin())
+    received = b"".join(pieces)
+
+    # What arrived is the document's start, its first page of views, and no close: no JSON parser takes
+    # it for a whole export.
+    assert received.startswith(f'{{"citizen_id":"{citizen}",'.encode())
+    assert received.count(b'"action":"context.read"') == small_pages
+    assert not received.endswith(b"]}")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(received)
+    with pytest.raises(pydantic.ValidationError):
+        CitizenExport.model_validate_json(received)
+    # Logged, naming neither the citizen nor the query.
+    cut = next(entry for entry in logs if entry["event"] == "citizen export cut short")
+    assert cut["log_level"] == "error"
+    assert cut["error"] == "OperationalError"
+    assert cut["views_sent"] == small_pages
+    assert citizen not in str(logs)
+    assert citizen not in caplog.text
+    # The server carries on: the next export is whole, the cut one among its views.
+    assert again.status_code == 200, again.text
+    views = CitizenExport.model_validate_json(again.content).views
+    assert [view.action for view in views][-2:] == ["export", "export"]
+
+
+def test_the_database_failing_before_an_export_starts_is_a_503_problem(
+    rights_app: FastAPI, writer: ProjectionWriter, migrated: DatabaseSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    citizen = "C-EXPORT-503"
+    with TestClient(rights_app) as client:
+        viewed_by(client, writer, citizen, ["S-view"])
+        # The database fails at the first page of views, which is read before the status is sent.
+        outage = DatabaseOutage(migrated, monkeypatch, at_page=1)
+        try:
+            response = client.get(f"/v1/citizens/{citizen}/export", headers=access.admin())
+        finally:
+            outage.restore()
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["detail"] == "The database is unavailable; try again shortly."
+
+
+def test_redis_unavailable_for_an_export_is_a_503_problem(database_settings: DatabaseSettings) -> None:
+    unreachable = RedisSettings(url="redis://127.0.0.1:1/0")
+    with TestClient(create_app(redis_settings=unreachable, database=database_settings)) as client:
+        response = client.get("/v1/citizens/C-EXPORT-503/export", headers=access.admin())
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["retry-after"] == "1"
