@@ -57,14 +57,14 @@ def ensure_topic(
     """Create the topic if it is missing; True when it was created.
 
     A topic that exists already is left as it is; when `configs` sets `retention.ms` and the topic keeps its
-    records longer (or for ever), a warning says so: the project can only choose a topic's retention when it
-    creates it.
+    records for another time (longer, for ever, or shorter), a warning says so: the project chooses a
+    topic's retention only when it creates it.
     """
     admin = admin_client(bootstrap_servers)
     try:
         if name in admin.list_topics():
             if configs and RETENTION in configs:
-                _warn_if_kept_longer(admin, name, int(configs[RETENTION]))
+                _warn_unless_kept_for(admin, name, int(configs[RETENTION]))
             return False
         try:
             topic = NewTopic(
@@ -81,9 +81,13 @@ def ensure_topic(
 
 
 RETENTION = "retention.ms"
+# Kafka deletes a partition's records a segment at a time, once the segment's newest record is past the
+# retention, and starts a new segment every week by default: a quiet topic would keep records a week longer
+# than its retention. One segment a day keeps them at most a day longer.
+SEGMENT_MS = 24 * 3600 * 1000
 
 
-def _warn_if_kept_longer(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
+def _warn_unless_kept_for(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
     try:
         resource = ConfigResource(ConfigResourceType.TOPIC, name, {RETENTION: None})
         described = admin.describe_configs([resource], config_filter="all")
@@ -91,10 +95,19 @@ def _warn_if_kept_longer(admin: KafkaAdminClient, name: str, wanted_ms: int) -> 
     except (KafkaError, KeyError, TypeError, ValueError) as error:
         log.warning("topic's retention unknown", topic=name, error=type(error).__name__)
         return
+    # Only the names and the numbers: this is for an operator to set the topic's retention.ms.
     if kept_ms < 0 or kept_ms > wanted_ms:
-        # Only the names and the numbers: this is for an operator to set the topic's retention.ms.
+        # An erased citizen's records stay there longer than their erasure mark is sure to last.
         log.warning(
             "topic keeps records longer than the timeline's age cap",
+            topic=name,
+            retention_ms=kept_ms,
+            age_cap_ms=wanted_ms,
+        )
+    elif kept_ms < wanted_ms:
+        # A rebuild (or a redrive) cannot find what the topic no longer holds.
+        log.warning(
+            "topic keeps records for less than the timeline's age cap",
             topic=name,
             retention_ms=kept_ms,
             age_cap_ms=wanted_ms,
@@ -121,14 +134,16 @@ def ensure_topics(kafka: KafkaSettings, *, retention: timedelta | None = None) -
     """The interactions topic and its dead-letter topic, with the configured partition count.
 
     Both are created keeping their records for the timeline's age cap (`retention`; by default
-    TimelineSettings' `max_age_days`): records hold personal data, and past the age cap no projection,
-    rebuild or redrive uses them (a redrive skips older letters). An erasure leaves the citizen's records
-    in both topics until then, and its mark in Redis lasts past that (README, Rights). Kafka's own
-    default would keep them a week, which is shorter than a rebuild needs.
+    TimelineSettings' `max_age_days`): records hold personal data, and an erasure leaves the citizen's
+    records in both until then (its mark in Redis lasts longer; README, Rights). No timeline holds an event
+    past the age cap, nor does a redrive take a letter that old; but a profile field or an identifier an
+    older event taught, which the projection keeps while the citizen stays in contact, is beyond a
+    rebuild's reach once the topic has let the event go (README, Rebuild). Kafka's default would keep them a
+    week: a rebuild would restore a week of every timeline.
     """
     keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
-    retention_ms = str(int(keep.total_seconds() * 1000))
-    kept = {RETENTION: retention_ms}
+    retention_ms = int(keep.total_seconds() * 1000)
+    kept = {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
     ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions, configs=kept)
     ensure_topic(
         kafka.bootstrap_list,

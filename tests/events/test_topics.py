@@ -7,12 +7,13 @@ from datetime import timedelta
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from kafka.errors import KafkaTimeoutError
-from structlog.testing import capture_logs
 
+from events import topics
 from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 from events.topics import admin_client, ensure_topic, ensure_topics, wait_for_leaders
 from tests.kafka_faults import silent_broker
+from tests.logs import capture_module_logs
 
 
 def test_a_created_topic_has_leaders_for_every_partition_when_ensure_returns() -> None:
@@ -43,29 +44,46 @@ def test_an_admin_client_that_cannot_bootstrap_leaves_no_thread_behind() -> None
     assert not [thread.name for thread in threading.enumerate() if client_id in thread.name]
 
 
-def _retention_ms(admin: KafkaAdminClient, name: str) -> int:
-    resource = ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": None})
-    described = admin.describe_configs([resource], config_filter="all")
-    return int(described["topic"][name]["retention.ms"]["value"])
+def _configs(admin: KafkaAdminClient, name: str) -> tuple[int, int]:
+    resource = ConfigResource(ConfigResourceType.TOPIC, name, {"retention.ms": None, "segment.ms": None})
+    described = admin.describe_configs([resource], config_filter="all")["topic"][name]
+    return int(described["retention.ms"]["value"]), int(described["segment.ms"]["value"])
 
 
-def test_both_topics_are_created_keeping_records_for_the_age_cap_and_a_longer_retention_is_reported() -> None:
+DAY_MS = 86_400_000
+
+
+def test_both_topics_are_created_keeping_records_for_the_age_cap_and_another_retention_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     kafka = KafkaSettings(topic=f"test.{uuid.uuid4().hex[:12]}", topic_partitions=1)
     names = [kafka.topic, dead_letter_topic(kafka.topic)]
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_list)
+    logs = capture_module_logs(monkeypatch, topics)
     try:
         ensure_topics(kafka, retention=timedelta(days=30))
-        assert [_retention_ms(admin, name) for name in names] == [30 * 86_400_000] * 2
-        # Existing topics keep what they have; a shorter age cap than their retention is reported, by name.
-        with capture_logs() as logs:
-            ensure_topics(kafka, retention=timedelta(days=7))
-        assert [_retention_ms(admin, name) for name in names] == [30 * 86_400_000] * 2
-        reported = [entry for entry in logs if entry["event"].startswith("topic keeps records longer")]
-        assert sorted(entry["topic"] for entry in reported) == sorted(names)
-        assert {entry["age_cap_ms"] for entry in reported} == {7 * 86_400_000}
-        with capture_logs() as logs:
-            ensure_topics(kafka, retention=timedelta(days=30))
-        assert not [entry for entry in logs if entry["event"].startswith("topic keeps records longer")]
+        # A segment a day, so that a quiet topic keeps its records at most a day past their retention.
+        assert [_configs(admin, name) for name in names] == [(30 * DAY_MS, DAY_MS)] * 2
+        assert not logs.entries
+
+        def reported(event: str, age_cap_days: int) -> list[str]:
+            entries = [entry for entry in logs.entries if entry["event"] == event]
+            assert {(entry["age_cap_ms"], entry["retention_ms"]) for entry in entries} == {
+                (age_cap_days * DAY_MS, 30 * DAY_MS)
+            }
+            assert {entry["log_level"] for entry in entries} == {"warning"}
+            return sorted(entry["topic"] for entry in entries)
+
+        # Existing topics keep what they have; another age cap than their retention is reported, by name.
+        ensure_topics(kafka, retention=timedelta(days=7))
+        assert reported("topic keeps records longer than the timeline's age cap", 7) == sorted(names)
+        logs.entries.clear()
+        ensure_topics(kafka, retention=timedelta(days=90))
+        assert reported("topic keeps records for less than the timeline's age cap", 90) == sorted(names)
+        logs.entries.clear()
+        ensure_topics(kafka, retention=timedelta(days=30))
+        assert [_configs(admin, name) for name in names] == [(30 * DAY_MS, DAY_MS)] * 2
+        assert not logs.entries
     finally:
         admin.delete_topics(names)
         admin.close()
@@ -78,7 +96,7 @@ def test_the_age_cap_is_the_timelines_by_default(monkeypatch: pytest.MonkeyPatch
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_list)
     try:
         ensure_topics(kafka)
-        assert [_retention_ms(admin, name) for name in names] == [int(12.5 * 86_400_000)] * 2
+        assert [_configs(admin, name)[0] for name in names] == [int(12.5 * DAY_MS)] * 2
     finally:
         admin.delete_topics(names)
         admin.close()
