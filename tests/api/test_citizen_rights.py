@@ -19,7 +19,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import make_url, text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
 
 from api import citizen_rights
@@ -37,6 +36,7 @@ from models.tables import AuditRecord
 from tests import access
 from tests.conftest import Stack, free_port, wait_until
 from tests.factories import example_data, make_event, writes_for
+from tests.logs import capture_module_logs
 
 PHONE, EMAIL = "+447700900777", "erase.me@example.org"
 
@@ -408,7 +408,8 @@ def test_the_database_failing_while_an_export_streams_cuts_its_body_and_the_serv
     citizen = "C-EXPORT-CUT"
     outage = DatabaseOutage(migrated, monkeypatch, at_page=2)
     pieces: list[bytes] = []
-    with served(rights_app) as api, httpx.Client(base_url=api, timeout=10) as client, capture_logs() as logs:
+    logs = capture_module_logs(monkeypatch, citizen_rights)
+    with served(rights_app) as api, httpx.Client(base_url=api, timeout=10) as client:
         viewed_by(client, writer, citizen, [f"S-view-{n}" for n in range(small_pages)])
         with client.stream("GET", f"/v1/citizens/{citizen}/export", headers=access.admin()) as response:
             # The status was sent with the first page; the second page's read failed.
@@ -429,11 +430,11 @@ def test_the_database_failing_while_an_export_streams_cuts_its_body_and_the_serv
     with pytest.raises(pydantic.ValidationError):
         CitizenExport.model_validate_json(received)
     # Logged, naming neither the citizen nor the query.
-    cut = next(entry for entry in logs if entry["event"] == "citizen export cut short")
+    cut = next(entry for entry in logs.entries if entry["event"] == "citizen export cut short")
     assert cut["log_level"] == "error"
     assert cut["error"] == "OperationalError"
     assert cut["views_sent"] == small_pages
-    assert citizen not in str(logs)
+    assert citizen not in str(logs.entries)
     assert citizen not in caplog.text
     # The server carries on: the next export is whole, the cut one among its views.
     assert again.status_code == 200, again.text
