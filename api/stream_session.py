@@ -66,12 +66,12 @@ REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 # What a stream answers with "try again later" (1013): a store that cannot serve it right now (Redis or the
 # database down, failing over or out of memory, every pooled connection busy past its wait, as in a burst
 # of streams opening), not a fault of the code (1011).
+DATABASE_UNAVAILABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 STORES_UNAVAILABLE = (
     *REDIS_UNAVAILABLE,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.TimeoutError,
+    *DATABASE_UNAVAILABLE,
 )
 
 # The version a reconnecting stream last saw (`?version=`): a count of changes, so never negative (an
@@ -111,11 +111,25 @@ def failure_close(error: BaseException) -> tuple[int, str]:
     return CLOSE_UNEXPECTED_ERROR, "unexpected error"
 
 
+def completed_enquiry(event: CloudEvent | None) -> str | None:
+    """The enquiry an `enquiry.completed` event of the API's completes (pure); None for any other event."""
+    if (
+        event is not None
+        and event.type == "enquiry.completed"
+        and event.source == ENQUIRY_SOURCE  # only the API completes enquiries
+        and isinstance(event.data, dict)
+        and isinstance(enquiry_id := event.data.get("enquiry_id"), str)
+    ):
+        return enquiry_id
+    return None
+
+
 # Enrols a stream's subscription in its process's access checks for as long as the block runs; they hand
 # it `AccessEnded` when its access lapses (see api/security/stream_access.py).
 AccessWatch = Callable[[Subscription], AbstractContextManager[None]]
-# Given the enquiry a stream followed, which just completed: another the stream may follow, or None.
-NextEnquiry = Callable[[str], Awaitable[str | None]]
+# Given the enquiries whose completion a stream has seen (the one it followed among them): another the
+# stream may follow, or None.
+NextEnquiry = Callable[[frozenset[str]], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -189,6 +203,8 @@ class StreamSession:
         self._services = services
         self._enquiry_id = enquiry_id
         self._next_enquiry = next_enquiry
+        # The enquiries whose completion this stream has seen (never followed again).
+        self._completed: set[str] = set()
         self._connection = uuid.uuid4().hex
         self._epoch = ""
         self._version = 0
@@ -405,46 +421,44 @@ class StreamSession:
                 )
             )
             self._version = item.version
-            if end is None and self._is_completion(item.event):
+            if end is None and self._completes_followed(item.event):
                 end = await self._enquiry_ended()
         return end
 
     async def _enquiry_ended(self) -> StreamEnd | None:
         """The enquiry the stream follows completed: ENQUIRY_COMPLETED, unless the agent holds another
-        active enquiry for the citizen and this stream may follow it (a citizen's stream), which it then
-        does."""
-        if self._next_enquiry is not None and self._enquiry_id is not None:
-            held = await self._next_enquiry(self._enquiry_id)
-            if held is not None:
-                self._enquiry_id = held
-                return None
-        return ENQUIRY_COMPLETED
+        active enquiry for the citizen, none of whose completion the stream has seen, and this stream may
+        follow it (a citizen's stream), which it then does."""
+        if self._next_enquiry is None:
+            return ENQUIRY_COMPLETED
+        try:
+            held = await self._next_enquiry(frozenset(self._completed))
+        except DATABASE_UNAVAILABLE as error:
+            # Which other enquiry the agent holds cannot be read now: the stream ends as the enquiry did
+            # (4410), rather than "try again later" (1013), which would only meet the same question.
+            log.warning("stream's next enquiry unknown", error=type(error).__name__)
+            return ENQUIRY_COMPLETED
+        if held is None:
+            return ENQUIRY_COMPLETED
+        self._enquiry_id = held
+        return None
 
-    def _is_completion(self, event: CloudEvent | None) -> bool:
-        return (
-            self._enquiry_id is not None
-            and event is not None
-            and event.type == "enquiry.completed"
-            and event.source == ENQUIRY_SOURCE  # only the API completes enquiries
-            and isinstance(event.data, dict)
-            and event.data.get("enquiry_id") == self._enquiry_id
-        )
+    def _completes_followed(self, event: CloudEvent | None) -> bool:
+        """Whether the event completes the enquiry this stream follows (noting any enquiry it completes)."""
+        completed = completed_enquiry(event)
+        if completed is None:
+            return False
+        self._completed.add(completed)
+        return completed == self._enquiry_id
 
     async def _end(self, end: StreamEnd) -> None:
         await self._ws.close(code=end.code, reason=end.reason)
 
     async def _completed_in(self, context: CitizenContext) -> StreamEnd | None:
-        """ENQUIRY_COMPLETED when the snapshot holds the completion of the enquiry followed, and of each the
-        stream would follow next."""
-        followed: set[str | None] = set()
-        while any(self._is_completion(event) for event in context.timeline):
-            if self._enquiry_id in followed:
-                # Active in SQL, yet completed in the timeline: never followed twice.
-                return ENQUIRY_COMPLETED
-            followed.add(self._enquiry_id)
-            if (end := await self._enquiry_ended()) is not None:
-                return end
-        return None
+        """ENQUIRY_COMPLETED when the snapshot holds the completion of the enquiry followed, and the stream
+        may follow no other."""
+        completes = [self._completes_followed(event) for event in context.timeline]  # notes every completion
+        return await self._enquiry_ended() if any(completes) else None
 
     async def _resync(self, reason: str) -> StreamEnd | None:
         """A snapshot again, unless the stream must end: the change or message that said so may be one of

@@ -1,6 +1,7 @@
 """All SQL about enquiries."""
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, delete, update
@@ -31,17 +32,18 @@ def active_among(session: Session, *, enquiry_ids: list[str]) -> set[str]:
     return set(session.exec(statement))
 
 
-def other_held_enquiry(session: Session, *, agent_id: str, citizen_id: str, other_than: str) -> str | None:
-    """The agent's most recent active enquiry for the citizen other than `other_than`, leaving out one whose
-    completion is claimed (it is completing); None if none."""
+def other_held_enquiry(
+    session: Session, *, agent_id: str, citizen_id: str, excluding: Collection[str]
+) -> str | None:
+    """The agent's most recent active enquiry for the citizen, other than those `excluding` names; None if
+    none."""
     statement = (
         select(Enquiry.id)
         .where(
             Enquiry.agent_id == agent_id,
             Enquiry.citizen_id == citizen_id,
             Enquiry.status == EnquiryStatus.active,
-            col(Enquiry.outcome).is_(None),
-            Enquiry.id != other_than,
+            col(Enquiry.id).not_in(list(excluding)),
         )
         .order_by(col(Enquiry.started_at).desc())
         .limit(1)

@@ -91,14 +91,24 @@ async def serve_stream(
     resume = Resume(epoch, version) if epoch is not None and version is not None else None
     held_for = citizen_id if any_held_enquiry and enquiry_id is not None else None
 
-    async def other_held_enquiry(ended: str) -> str | None:
+    async def other_held_enquiry(completed: frozenset[str]) -> str | None:
         def query() -> str | None:
             with Session(security.engine) as session:
                 return enquiry_repository.other_held_enquiry(
-                    session, agent_id=caller.id, citizen_id=citizen_id, other_than=ended
+                    session, agent_id=caller.id, citizen_id=citizen_id, excluding=completed
                 )
 
-        return await run_in_threadpool(query)
+        held = await run_in_threadpool(query)
+        if held is not None:
+            # The view goes on under another enquiry: the audit trail names the one that now justifies it.
+            await security.auditor.record(
+                caller,
+                AuditAction.stream_opened,
+                Decision(allowed=True, enquiry_id=held),
+                citizen_id=citizen_id,
+                client_address=websocket.client.host if websocket.client else None,
+            )
+        return held
 
     session = StreamSession(
         websocket,

@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from typing import cast
 
 import httpx
-import psycopg
 import pydantic
 import pytest
 import redis
@@ -16,7 +15,7 @@ import uvicorn
 import websockets.sync.client as ws_client
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from websockets.exceptions import ConnectionClosed
@@ -35,6 +34,7 @@ from models.rights import CitizenExport, RecordedView
 from models.tables import AuditRecord
 from tests import access
 from tests.conftest import Stack, free_port, wait_until
+from tests.database_faults import DatabaseOutage
 from tests.factories import example_data, make_event, writes_for
 from tests.logs import capture_module_logs
 
@@ -333,53 +333,26 @@ def test_an_export_reads_its_views_a_page_at_a_time_each_sent_before_the_next_is
     assert app.pages_read_when_sent == [1, 2, 3, 3]
 
 
-class DatabaseOutage:
-    """The database failing its readers from just before the `at_page`-th read of a citizen's audit records
-    until `restore()`: PostgreSQL refusing connections (those open ended), or, on SQLite, which has no
-    server to refuse, the trail's table gone (an OperationalError all the same)."""
+class AuditTrailOutage:
+    """The database failing its readers (tests/database_faults.py) from just before the `at_page`-th read of
+    a citizen's audit records until `restore()`."""
 
     def __init__(self, database: DatabaseSettings, monkeypatch: pytest.MonkeyPatch, *, at_page: int) -> None:
-        self._url = make_url(database.url)
+        self._outage = DatabaseOutage(database, sqlite_table="audit_records")
         self._read = audit_repository.read_records
         self._at_page = at_page
         self._pages = 0
-        self._failing = False
         monkeypatch.setattr(audit_repository, "read_records", self.read_records)
 
     def read_records(self, session: Session, *, where: AuditFilter, limit: int) -> list[AuditRecord]:
         if where.citizen is not None:
             self._pages += 1
             if self._pages == self._at_page:
-                self._set(available=False)
+                self._outage.begin()
         return self._read(session, where=where, limit=limit)
 
     def restore(self) -> None:
-        if self._failing:
-            self._set(available=True)
-
-    def _set(self, *, available: bool) -> None:
-        self._failing = not available
-        if self._url.get_backend_name() == "sqlite":
-            engine = create_db_engine(DatabaseSettings(url=str(self._url)))
-            names = (
-                ("audit_records_away", "audit_records")
-                if available
-                else ("audit_records", "audit_records_away")
-            )
-            try:
-                with engine.begin() as connection:
-                    connection.exec_driver_sql("ALTER TABLE {} RENAME TO {}".format(*names))
-            finally:
-                engine.dispose()
-            return
-        name = self._url.database
-        maintenance = self._url.set(drivername="postgresql", database="postgres")
-        with psycopg.connect(maintenance.render_as_string(hide_password=False), autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(available).lower()}')
-            if not available:
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-                )
+        self._outage.restore()
 
 
 @contextmanager
@@ -406,7 +379,7 @@ def test_the_database_failing_while_an_export_streams_cuts_its_body_and_the_serv
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     citizen = "C-EXPORT-CUT"
-    outage = DatabaseOutage(migrated, monkeypatch, at_page=2)
+    outage = AuditTrailOutage(migrated, monkeypatch, at_page=2)
     pieces: list[bytes] = []
     logs = capture_module_logs(monkeypatch, citizen_rights)
     with served(rights_app) as api, httpx.Client(base_url=api, timeout=10) as client:
@@ -449,7 +422,7 @@ def test_the_database_failing_before_an_export_starts_is_a_503_problem(
     with TestClient(rights_app) as client:
         viewed_by(client, writer, citizen, ["S-view"])
         # The database fails at the first page of views, which is read before the status is sent.
-        outage = DatabaseOutage(migrated, monkeypatch, at_page=1)
+        outage = AuditTrailOutage(migrated, monkeypatch, at_page=1)
         try:
             response = client.get(f"/v1/citizens/{citizen}/export", headers=access.admin())
         finally:

@@ -22,6 +22,7 @@ from models.security import Scope
 from models.tables import AgentRole, Enquiry
 from tests import access
 from tests.conftest import wait_until
+from tests.database_faults import DatabaseOutage
 from tests.factories import close_code, make_event, writes_for
 
 
@@ -185,9 +186,49 @@ def test_an_agents_citizen_stream_lasts_while_they_hold_another_enquiry_for_the_
         still = make_event("C-T1")
         writer.apply_batch(writes_for(still))
         assert next_change(websocket)["event"]["id"] == still.id
+        # Its last enquiry over: closed by the completion's change, or by the access checks before it came.
         complete(client, writer, older, "agent-t")
-        assert next_change(websocket)["event"]["data"]["enquiry_id"] == older
         assert close_code(websocket) == 4410
+    # The view went on under the older enquiry: the audit trail says so.
+    trail = client.get("/v1/audit", params={"citizen_id": "C-T1"}, headers=access.admin()).json()["records"]
+    opened = [(r["actor_id"], r["enquiry_id"]) for r in trail if r["action"] == "stream.opened"]
+    assert opened == [("agent-t", newer), ("agent-t", older)]
+
+
+def test_an_enquirys_own_stream_ends_with_it_whatever_else_its_agent_holds(
+    client: TestClient, redis_client: "redis.Redis", redis_settings: RedisSettings
+) -> None:
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    start_enquiry(client, "agent-t")
+    followed = start_enquiry(client, "agent-t")
+    with client.websocket_connect(f"/v1/enquiries/{followed}/stream", headers=access.agent("agent-t")) as ws:
+        assert ws.receive_json()["type"] == "snapshot"
+        complete(client, writer, followed, "agent-t")  # by its change, or by the access checks first
+        assert close_code(ws) == 4410
+
+
+def test_a_completion_met_while_the_database_is_away_ends_the_citizens_stream_as_the_enquiry_did(
+    client: TestClient,
+    redis_client: "redis.Redis",
+    redis_settings: RedisSettings,
+    database_settings: DatabaseSettings,
+) -> None:
+    # Which other enquiry the agent holds cannot be read: "try again later" (1013) would only meet the
+    # same question again, and then a refusal; the enquiry ended, so the stream does (4410).
+    writer = ProjectionWriter(redis_client, prefix=redis_settings.key_prefix, timeline=TimelineSettings())
+    enquiry = start_enquiry(client, "agent-t")
+    outage = DatabaseOutage(database_settings, sqlite_table="enquiries")
+    with client.websocket_connect("/v1/citizens/C-T1/stream", headers=access.agent("agent-t")) as websocket:
+        assert websocket.receive_json()["type"] == "snapshot"
+        row = Enquiry(id=enquiry, agent_id="agent-t", citizen_id="C-T1", channel="chat")
+        outage.begin()
+        try:
+            done = completion_event(row, EnquiryComplete(outcome="resolved"), at=datetime.now(UTC))
+            writer.apply_batch(writes_for(done))  # as the consumer would once the API had published it
+            assert next_change(websocket)["event"]["data"]["enquiry_id"] == enquiry
+            assert close_code(websocket) == 4410
+        finally:
+            outage.restore()
 
 
 def test_a_stream_ends_when_its_token_expires(client: TestClient) -> None:
