@@ -31,7 +31,8 @@ class InvalidEvent(Exception):
     Reasons: `empty`, `not-json`, `not-an-object`, `bad-header`, `bad-data` (the record cannot be read);
     `invalid` (the envelope breaks CloudEvents or this contract), `reserved` (a type only Citizen Context
     publishes, from another source), `invalid-data` (a documented type's data breaks its schema),
-    `no-citizen` (neither a subject nor an identifier), `invalid-identifier`.
+    `no-citizen` (neither a subject nor an identifier), `invalid-identifier`, `too-large` (larger than any
+    event is kept, MAX_EVENT_BYTES).
     The batch pipeline adds `unresolved-identity`, `refused` (Redis refuses to apply the event), and
     `undecodable` for any other failure a record causes;
     the consumer `unreadable` for a record not even a second, lenient reading can read (events/unreadable.py).
@@ -52,6 +53,46 @@ FAST_PATH_MAX_BYTES = 4096
 JSON = "application/json"
 # Publishers' clocks drift, but an event dated days ahead would stay "latest" and never age out.
 MAX_CLOCK_SKEW = timedelta(days=1)
+# The largest event kept, as its JSON form. A timeline holds up to its count cap of events, and every
+# snapshot sends them whole: one publisher's oversized events (a type outside the taxonomy, or fields
+# beyond a documented type's, are kept as they came) would make a citizen's context too large to read or to
+# stream. The documented types' events are a few hundred bytes.
+MAX_EVENT_BYTES = 32 * 1024
+
+
+def loads_json(text: bytes | str, *, what: str) -> Any:
+    """`text` parsed as JSON, or InvalidEvent (`not-json`) saying why not, never quoting it (`what`: "the
+    value", "the data", "the body"). NaN and Infinity, which Python's parser takes besides JSON, are left to
+    `_judge_valid`, which refuses them wherever they came from."""
+    try:
+        return json.loads(text)
+    except RecursionError as error:
+        # Nesting deep enough to exhaust the parser: bad input, never a reason to stop.
+        raise InvalidEvent("not-json", f"{what} nests too deeply to be read") from error
+    except json.JSONDecodeError as error:
+        # The parser's own words (what it expected) and where: neither quotes the text.
+        raise InvalidEvent("not-json", f"{what} is not JSON: {error.msg} at character {error.pos}") from error
+    except UnicodeDecodeError as error:
+        raise InvalidEvent("not-json", f"{what} is not UTF-8") from error
+    except ValueError as error:
+        # Python refuses to convert an integer of more than 4,300 digits (its message says so).
+        raise InvalidEvent("not-json", f"{what} is not JSON: {error}") from error
+
+
+NON_FINITE = "a number is NaN or infinite (or too large), which JSON cannot hold"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _holds_non_finite(stored: str) -> bool:
+    """Whether an event's JSON form holds NaN or Infinity as a number (not merely those words in a text)."""
+    try:
+        json.loads(stored, parse_constant=_refuse_constant)
+    except ValueError:
+        return True
+    return False
 
 
 def decode_record(
@@ -137,12 +178,7 @@ def _declares_structured(content_type: bytes | None) -> bool:
 def _structured_document(value: bytes | None) -> dict[str, Any]:
     if not value:
         raise InvalidEvent("empty", "the record has no value and no ce_* headers")
-    try:
-        document = json.loads(value)
-    except (ValueError, RecursionError) as error:
-        # ValueError covers bad JSON, bad UTF-8 and integers too long to convert; RecursionError, nesting
-        # deep enough to exhaust the parser. Both are bad input, never a reason to stop.
-        raise InvalidEvent("not-json", f"the value is not JSON: {type(error).__name__}") from error
+    document = loads_json(value, what="the value")
     if not isinstance(document, dict):
         raise InvalidEvent("not-an-object", "a structured-mode event must be a JSON object")
     return document
@@ -170,12 +206,7 @@ def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> d
 def _decode_binary_data(value: bytes, content_type: str | None) -> Any:
     media_type = media_type_of(content_type or None)
     if is_json(media_type):
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError) as error:
-            raise InvalidEvent(
-                "not-json", f"the data is declared JSON but is not: {type(error).__name__}"
-            ) from error
+        return loads_json(value, what="the data, declared JSON,")
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -222,12 +253,21 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
         stored = event.to_json()
+        if ("NaN" in stored or "Infinity" in stored) and _holds_non_finite(stored):
+            # NaN and Infinity, which Python's and pydantic's parsers take, and numbers too large for a
+            # double (1e400): no JSON holds them, and stored they became null, the publisher's data changed.
+            raise InvalidEvent(
+                "not-json", "a number is NaN or infinite (or too large), which JSON cannot hold"
+            )
         if read_back:
             CloudEvent.model_validate_json(stored)
     except (ValueError, PydanticSerializationError) as error:
         raise InvalidEvent(
             "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
         ) from error
+    if len(stored) > MAX_EVENT_BYTES // 4 and len(stored.encode()) > MAX_EVENT_BYTES:
+        # (Under a quarter of the limit in characters, it cannot reach it in UTF-8: nearly every event.)
+        raise InvalidEvent("too-large", f"the event's JSON form is larger than {MAX_EVENT_BYTES} bytes")
     if event.subject is None and not event.identifiers:
         raise InvalidEvent(
             "no-citizen",

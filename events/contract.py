@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from context.settings import IdentitySettings
-from events.codec import InvalidEvent
+from events.codec import MAX_EVENT_BYTES, InvalidEvent
 from events.deadletter import MAX_DETAIL, dead_letter_headers, dead_letter_topic
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
@@ -78,7 +78,9 @@ IDENTIFIER_NORMALISATION = {
 
 REASONS = {
     "empty": "The record has no value and no `ce_*` headers.",
-    "not-json": "The value (structured mode), or data declared as JSON (binary mode), is not valid JSON.",
+    "not-json": "The value (structured mode), or data declared as JSON (binary mode), is not valid JSON; or "
+    "a number in it is `NaN`, `Infinity` or too large for a double (`1e400`), which JSON cannot hold. "
+    "`dlq.detail` says what and where, never quoting the value.",
     "not-an-object": "A structured-mode value is JSON but not a JSON object.",
     "bad-header": "A `ce_*` header is not UTF-8 text.",
     "bad-data": "Binary-mode data of a non-JSON content type is not UTF-8 text.",
@@ -88,6 +90,7 @@ REASONS = {
     "invalid-data": "A documented type's data is not JSON or breaks its schema; `dlq.detail` says where.",
     "no-citizen": "The event has neither `subject` nor an identifier attribute.",
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",
+    "too-large": f"The event's JSON form is larger than {MAX_EVENT_BYTES // 1024} KiB (see Size above).",
     "unresolved-identity": "The event names the citizen only by identifiers not linked to any citizen yet.",
     "refused": "Redis refused to apply the event: a key of its citizen (or an index entry it teaches) holds "
     "another type or value than Citizen Context writes there, or the apply script failed on it. Not the "
@@ -189,6 +192,11 @@ def index_page() -> str:
         "- **Unknown types**: an event whose `type` is not listed below is accepted and kept in the timeline",
         "  with its data as it came, so a service can publish a new kind of event before Citizen Context",
         "  knows it.",
+        f"- **Size**: an event's JSON form is at most {MAX_EVENT_BYTES // 1024} KiB (UTF-8), whatever its",
+        "  type: a timeline keeps up to its count cap of events, and every snapshot sends them whole (the",
+        "  documented types' events are a few hundred bytes).",
+        "- **Numbers**: JSON's only: `NaN`, `Infinity` and numbers too large for a double are refused, never",
+        "  stored as `null` in their place.",
         "",
         "## Identity",
         "",

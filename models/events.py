@@ -40,7 +40,11 @@ class CloudEvent(BaseModel):
     """
 
     # hide_input_in_errors: validation messages reach dead-letter headers and logs; events hold personal data.
-    model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
+    # ser_json_inf_nan: a non-finite number is written as JSON cannot hold it (NaN, Infinity), never as null,
+    # so that judging an event finds it (events/codec.py) rather than storing null in its place.
+    model_config = ConfigDict(
+        extra="allow", frozen=True, hide_input_in_errors=True, ser_json_inf_nan="constants"
+    )
 
     specversion: Literal["1.0"]
     id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -133,6 +137,6 @@ _OPTIONAL_ATTRIBUTES = tuple(
 # instances encode through it as they are.
 _ENVELOPE_FIELDS: SchemaSerializer = create_model(  # type: ignore[call-overload]
     "_EnvelopeFields",
-    __config__=ConfigDict(extra="allow", frozen=True),
+    __config__=ConfigDict(extra="allow", frozen=True, ser_json_inf_nan="constants"),
     **{name: (field.annotation, field) for name, field in CloudEvent.model_fields.items()},
 ).__pydantic_serializer__

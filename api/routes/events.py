@@ -1,6 +1,5 @@
 """REST ingestion: integrators publish events over HTTP; they reach Kafka like any other event."""
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -11,7 +10,7 @@ from api.deps import CurrentCaller, IdentityDep, PublisherDep, require
 from api.problems import Problem, caller_problems, problem_response
 from api.publisher import EventsTooLarge, PublishUnavailable
 from api.security import access
-from events.codec import InvalidEvent, judge, media_type_of
+from events.codec import InvalidEvent, judge, loads_json, media_type_of
 from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
 from models.taxonomy import RESERVED_SOURCE_PREFIX, RESERVED_TYPES
 
@@ -95,9 +94,9 @@ async def publish_events(
     if body is None:
         return problem_response(request, 413, f"The body is larger than {MAX_BODY_BYTES} bytes.")
     try:
-        document = json.loads(body)
-    except (ValueError, RecursionError) as error:
-        return problem_response(request, 422, f"The body is not JSON ({type(error).__name__}).")
+        document = loads_json(body, what="The body")
+    except InvalidEvent as error:
+        return problem_response(request, 422, f"{error.detail}.")
     documents = document if isinstance(document, list) else [document]
     if media_type == BATCH_CONTENT_TYPE and not isinstance(document, list):
         return problem_response(request, 422, "A batch must be a JSON array of events.")

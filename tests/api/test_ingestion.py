@@ -14,6 +14,7 @@ from api.app import create_app
 from api.publisher import PAUSE_AFTER_FAILURE_S
 from api.routes.events import EXAMPLE_EVENT
 from context.settings import RedisSettings
+from events.codec import MAX_EVENT_BYTES, NON_FINITE
 from events.settings import KafkaSettings
 from events.topics import ensure_topic
 from models.database import DatabaseSettings
@@ -131,21 +132,41 @@ def test_an_unreachable_kafka_is_a_503_not_a_hang(
     assert response.headers["retry-after"] == "2"
 
 
-def test_an_event_too_large_for_kafka_once_encoded_is_named_and_none_of_the_batch_is_published(
+def test_an_event_larger_than_any_kept_once_encoded_is_named_and_none_of_the_batch_is_published(
     client: TestClient, kafka_topic: str
 ) -> None:
     # `1e15` takes 4 bytes of the body and 18 once encoded (1000000000000000.0): a body far under the body
-    # limit can hold an event larger than a Kafka record may be.
+    # limit can hold an event larger than any the projection keeps (events.codec.MAX_EVENT_BYTES).
     large = event(data={**EXAMPLE_EVENT["data"], "figures": [1e15] * 60_000})
     body = json.dumps([event(), large]).replace("1000000000000000.0", "1e15")
     assert len(body) < 400_000
     response = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
-    assert response.json()["detail"] == "Some events are too large for Kafka; none was published."
+    assert response.json()["detail"] == "Some events break the contract; none was published."
     [error] = response.json()["errors"]
     assert (error["location"], error["reason"]) == ("body[1]", "too-large")
-    assert "bytes" in error["message"]
+    assert error["message"] == f"the event's JSON form is larger than {MAX_EVENT_BYTES} bytes"
     assert topic_records(kafka_topic) == []
+
+
+def test_nan_and_infinity_are_refused_not_stored_as_null(client: TestClient, kafka_topic: str) -> None:
+    body = json.dumps([event(), event(data={**EXAMPLE_EVENT["data"], "balance": float("nan")})])
+    assert "NaN" in body
+    response = client.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert (error["location"], error["reason"], error["message"]) == ("body[1]", "not-json", NON_FINITE)
+    assert topic_records(kafka_topic) == []
+
+
+def test_a_body_that_is_not_json_is_told_where_without_being_quoted(client: TestClient) -> None:
+    said = {
+        b'{"id": oops}': "The body is not JSON: Expecting value at character 7.",
+        b"[" * 50_000: "The body nests too deeply to be read.",
+    }
+    for content, detail in said.items():
+        response = client.post("/v1/events", content=content, headers={"content-type": "application/json"})
+        assert (response.status_code, response.json()["detail"]) == (422, detail)
 
 
 @pytest.fixture

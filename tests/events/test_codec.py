@@ -7,7 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from events.codec import InvalidEvent, decode_record, encode_structured, judge
+from events.codec import (
+    MAX_EVENT_BYTES,
+    NON_FINITE,
+    InvalidEvent,
+    decode_record,
+    encode_structured,
+    judge,
+    loads_json,
+)
 from models.events import CloudEvent
 from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE, EXAMPLE_DATA
 from tests.factories import example_data, make_event
@@ -150,6 +158,61 @@ def test_binary_mode_with_bad_json_data_is_rejected() -> None:
     assert caught.value.reason == "not-json"
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_and_infinity_are_not_json_in_any_mode(number: str) -> None:
+    # Python's parser, and pydantic's, take them; stored, they became null: the publisher's data changed.
+    structured = json.dumps(VALID).replace('"duration_s": 60', f'"duration_s": {number}').encode()
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(structured)
+    assert (caught.value.reason, caught.value.detail) == ("not-json", NON_FINITE)
+    slow = structured + b" " * 5000  # past the fast path's size
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(slow)
+    assert (caught.value.reason, caught.value.detail) == ("not-json", NON_FINITE)
+    headers = [(f"ce_{k}", str(v).encode()) for k, v in VALID.items() if k != "data"]
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(f'{{"v": {number}}}'.encode(), [*headers, ("content-type", b"application/json")])
+    assert (caught.value.reason, caught.value.detail) == ("not-json", NON_FINITE)
+    # The same words in a text are no number: the event is kept as it came.
+    summary = f"{number} owed"
+    worded = json.dumps({**VALID, "data": {**VALID["data"], "summary": summary}})  # type: ignore[dict-item]
+    assert decode_record(worded.encode()).data["summary"] == summary
+
+
+def test_why_a_value_is_not_json_is_said_without_quoting_it() -> None:
+    cases = {
+        b'{"specversion": "1.0", "id": oops}': "the value is not JSON: Expecting value at character 29",
+        b"[" * 100_000: "the value nests too deeply to be read",
+        b'{"n": ' + b"9" * 5000 + b"}": "the value is not JSON: Exceeds the limit (4300 digits)",
+    }
+    for value, said in cases.items():
+        with pytest.raises(InvalidEvent) as caught:
+            decode_record(value)
+        assert (caught.value.reason, caught.value.detail[: len(said)]) == ("not-json", said)
+
+
+def test_an_event_larger_than_any_kept_is_too_large() -> None:
+    def sized(summary_bytes: int) -> bytes:
+        document = {**VALID, "type": "note.external", "data": {"summary": "x" * summary_bytes}}
+        return json.dumps(document, separators=(",", ":")).encode()
+
+    kept = decode_record(sized(MAX_EVENT_BYTES - 400))
+    assert len(kept.to_json().encode()) <= MAX_EVENT_BYTES
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(sized(MAX_EVENT_BYTES))
+    assert caught.value.reason == "too-large"
+    assert caught.value.detail == f"the event's JSON form is larger than {MAX_EVENT_BYTES} bytes"
+    # Counted in UTF-8 bytes, not characters: a quarter as many four-byte characters are as large.
+    with pytest.raises(InvalidEvent) as caught:
+        decode_record(
+            json.dumps(
+                {**VALID, "type": "note.external", "data": {"s": "😀" * (MAX_EVENT_BYTES // 4)}},
+                ensure_ascii=False,
+            ).encode()
+        )
+    assert caught.value.reason == "too-large"
+
+
 def decode_or_rejection(value: bytes) -> CloudEvent | InvalidEvent:
     """The decoder's verdict; any other exception escapes and fails the test."""
     try:
@@ -165,7 +228,13 @@ def test_arbitrary_bytes_never_crash_the_decoder(value: bytes) -> None:
     assert isinstance(verdict, CloudEvent) or (verdict.reason and verdict.detail)
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
 json_values = (
     json_scalars
     | st.lists(json_scalars, max_size=3)
@@ -260,9 +329,9 @@ def test_every_documented_example_is_valid(event_type: str) -> None:
 def slow_verdict(value: bytes) -> CloudEvent | InvalidEvent:
     """What the slow path (the document parsed by `json.loads`, then judged) makes of a record."""
     try:
-        document = json.loads(value)
-    except ValueError:
-        return InvalidEvent("not-json", "")
+        document = loads_json(value, what="the value")
+    except InvalidEvent as rejection:
+        return rejection
     if not isinstance(document, dict):
         return InvalidEvent("not-an-object", "")
     try:
