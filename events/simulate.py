@@ -49,17 +49,26 @@ def simulated_phone(index: int) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Appointment:
+    reference: str
+    starts: datetime
+    purpose: str
+
+
 @dataclass
 class _Citizen:
     citizen_id: str
     phone: str | None
     introduced: bool = False
     open_cases: list[str] = field(default_factory=list)
-    booked: list[str] = field(default_factory=list)
+    # Booked appointments the citizen will not attend, earliest first: each is missed once it is past.
+    to_miss: list[_Appointment] = field(default_factory=list)
     call_in_progress: str | None = None
 
 
-# Live interactions by how often they happen; a few come in pairs or sequences (see `_next_for`).
+# Live interactions by how often they happen; a few come in pairs or sequences (see `_event`): a call
+# started ends, and one booked appointment in MISSED_ONE_IN is missed an hour after it started.
 _WEIGHTS: dict[str, int] = {
     "call.started": 18,
     "chat.message": 12,
@@ -71,11 +80,19 @@ _WEIGHTS: dict[str, int] = {
     "payment.received": 8,
     "payment.failed": 4,
     "appointment.booked": 5,
-    "appointment.missed": 2,
     "letter.sent": 6,
     "complaint.raised": 2,
     "profile.updated": 2,
 }
+
+# Booked appointments: what for, and where.
+_APPOINTMENTS = (
+    ("blue badge assessment", "Civic Centre, room 4"),
+    ("housing needs interview", "Housing Options, Market Street"),
+    ("council tax review", "Civic Centre, room 2"),
+    ("benefits advice session", "Library, community room"),
+)
+MISSED_ONE_IN = 3
 
 _CALL_TOPICS = (
     "Asked when {case} will be decided",
@@ -213,7 +230,6 @@ class Simulator:
         weights = [
             0
             if (t in {"case.updated", "case.closed"} and not citizen.open_cases)
-            or (t == "appointment.missed" and not citizen.booked)
             or (t == "call.started" and citizen.call_in_progress)
             # A named citizen's personal needs are theirs: the simulator never rewrites them.
             or (t == "profile.updated" and citizen in self._extra)
@@ -229,6 +245,7 @@ class Simulator:
             ends = moment + timedelta(seconds=self._random.randint(20, 300))
             self._later.append((citizen, "call.ended", ends))
             self._later.sort(key=lambda item: item[2])
+
         return CloudEvent(
             specversion="1.0",
             id=str(uuid.UUID(int=self._random.getrandbits(128))),
@@ -291,15 +308,27 @@ class Simulator:
                 summary=f"Council tax payment of GBP {amount} {verb}",
             )
         elif type_ == "appointment.booked":
-            ref = self._reference("APT")
-            citizen.booked.append(ref)
+            purpose, location = pick(_APPOINTMENTS)
             starts = (moment + timedelta(days=self._random.randint(1, 14))).replace(
                 minute=0, second=0, microsecond=0
             )
-            data.update(appointment_id=ref, starts_at=starts.isoformat())
+            booked = _Appointment(self._reference("APT"), starts, purpose)
+            summary = f"{purpose.capitalize()} booked"
+            data.update(appointment_id=booked.reference, starts_at=starts.isoformat(), summary=summary)
+            data.update(location=location)
+            if self._random.randrange(MISSED_ONE_IN) == 0:
+                # Not attended: missed an hour after it started (later in the history, or days from now).
+                citizen.to_miss.append(booked)
+                citizen.to_miss.sort(key=lambda appointment: appointment.starts)
+                self._later.append((citizen, "appointment.missed", starts + timedelta(hours=1)))
+                self._later.sort(key=lambda item: item[2])
         elif type_ == "appointment.missed":
-            ref = citizen.booked.pop(0)
-            data.update(appointment_id=ref, starts_at=(moment - timedelta(hours=1)).isoformat())
+            missed = citizen.to_miss.pop(0)  # the earliest is the one due first
+            data.update(
+                appointment_id=missed.reference,
+                starts_at=missed.starts.isoformat(),
+                summary=f"Did not attend the {missed.purpose}",
+            )
         elif type_ == "letter.sent":
             data.update(
                 letter_ref=self._reference("LTR"),

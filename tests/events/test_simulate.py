@@ -33,6 +33,26 @@ def test_every_simulated_record_is_a_valid_event_of_the_contract() -> None:
     assert all(event.type != "profile.updated" for event in demo)
 
 
+def test_a_missed_appointment_is_one_the_citizen_booked_missed_after_it_started() -> None:
+    simulator = Simulator(citizens=40, seed=9)
+    now = datetime.now(UTC)
+    events = [decode_record(simulator.next_record(now).value) for _ in range(3000)]
+    booked = {
+        (event.subject, event.data["appointment_id"]): event
+        for event in events
+        if event.type == "appointment.booked"
+    }
+    missed = [event for event in events if event.type == "appointment.missed"]
+    assert missed
+    for event in missed:
+        booking = booked[(event.subject, event.data["appointment_id"])]
+        starts = datetime.fromisoformat(event.data["starts_at"])
+        assert starts == datetime.fromisoformat(booking.data["starts_at"])
+        assert booking.time < starts < event.time <= now
+        purpose = booking.data["summary"].removesuffix(" booked").lower()
+        assert event.data["summary"] == f"Did not attend the {purpose}"
+
+
 def test_a_simulated_citizen_starts_with_a_profile_and_a_findable_phone_number() -> None:
     simulator = Simulator(citizens=1, seed=3)
     first = decode_record(simulator.next_record().value)
