@@ -525,6 +525,18 @@ def test_lookup_of_the_documented_url(client: TestClient, taught: None) -> None:
     assert response.json() == {"citizen_id": "C-L1", "kind": "phone", "value": "+447700900123"}
 
 
+@pytest.mark.parametrize("phone", ["07700 900123", "07700 900999"])
+def test_a_lookup_in_the_url_says_it_is_deprecated_and_what_replaces_it(
+    client: TestClient, taught: None, phone: str
+) -> None:
+    # Found or not: an integrator who never reads the OpenAPI document again still sees it in every answer.
+    response = client.get("/v1/citizens/lookup", params={"phone": phone})
+    assert response.status_code in {200, 404}
+    assert response.headers["deprecation"] == "@1795996800"
+    assert response.headers["link"] == '</v1/citizens/lookup>; rel="successor-version"'
+    assert "deprecation" not in client.post("/v1/citizens/lookup", json={"phone": phone}).headers
+
+
 @pytest.mark.parametrize(
     "params", [{"phone": "07700 900999"}, {"email": "someone@example.org"}, {"case": "HB-4471"}]
 )
