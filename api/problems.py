@@ -100,10 +100,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if body_refused and not is_json(media_type_of(request.headers.get("content-type") or None)):
             # A JSON body sent as another type is read as no object at all: say what is really wrong.
             return problem_response(request, 415, "Send the body as JSON (Content-Type: application/json).")
-        errors = [
-            {"location": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
-            for item in error.errors()
-        ]
+        errors = [_validation_error(item) for item in error.errors()]
         return problem_response(request, 422, "The request is not valid.", errors=errors)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
@@ -127,6 +124,26 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     app.add_middleware(UnexpectedErrorMiddleware)
+
+
+def _validation_error(item: Any) -> dict[str, str]:
+    """One of a request's validation errors as the problem lists it: where, and what is wrong (never the
+    input, which may be personal data), in words a caller can act on."""
+    location = ".".join(str(part) for part in item["loc"])
+    message = item["msg"]
+    context = item.get("ctx") or {}
+    if item["type"] == "json_invalid":
+        # pydantic puts the character's position where a field's name would be: "body.42" names nothing.
+        location, position = "body", item["loc"][-1]
+        message = f"The body is not JSON: {context.get('error', 'decode error')} at character {position}"
+    elif item["type"] in {"too_long", "too_short"} and isinstance(item.get("input"), str):
+        # A text whose type runs a validator of its own is measured as "items": it is characters.
+        if item["type"] == "too_long":
+            bound = f"at most {context.get('max_length')}"
+        else:
+            bound = f"at least {context.get('min_length')}"
+        message = f"Text should have {bound} characters, not {context.get('actual_length')}"
+    return {"location": location, "message": message}
 
 
 async def _store_unavailable(

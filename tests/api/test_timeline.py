@@ -594,3 +594,18 @@ def test_the_lookup_by_url_is_documented_as_deprecated_in_favour_of_the_body(cli
     assert lookup["get"]["deprecated"] is True
     assert "deprecated" not in lookup["post"]
     assert lookup["post"]["requestBody"]["required"] is True
+
+
+def test_validation_problems_say_what_is_wrong_in_words_a_caller_can_act_on(client: TestClient) -> None:
+    long_reason = {"X-Access-Reason": "a" * 600}
+    problem = assert_problem(client.get("/v1/citizens/C-1/context", headers=long_reason), 422)
+    assert problem["errors"] == [
+        {"location": "header.X-Access-Reason", "message": "Text should have at most 500 characters, not 600"}
+    ]
+    malformed = client.post(
+        "/v1/citizens/lookup", content=b'{"phone": oops}', headers={"content-type": "application/json"}
+    )
+    problem = assert_problem(malformed, 422)
+    assert problem["errors"] == [
+        {"location": "body", "message": "The body is not JSON: Expecting value at character 10"}
+    ]
