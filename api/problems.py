@@ -214,9 +214,29 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     problem = {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
-    for path in schema.get("paths", {}).values():
+    for address, path in schema.get("paths", {}).items():
         for operation in path.values():
-            for status, response in operation.get("responses", {}).items():
+            responses = operation.setdefault("responses", {})
+            # What any route of the API, or any that reads a body, may answer besides its own answers:
+            # listed once here rather than on each route, so that no route leaves one out.
+            common = {**(STORE_PROBLEMS if address.startswith("/v1/") else {})}
+            if "requestBody" in operation and "415" not in responses:
+                # (A route that documents 415 itself reads its body itself, and answers 422 for one that
+                # is not JSON: POST /v1/events.)
+                common.update(BODY_PROBLEMS)
+            for status, description in common.items():
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = problem
     return schema
+
+
+# The answers `document_problems` adds to every route of the API (STORE_PROBLEMS), and to every route that
+# reads a body.
+STORE_PROBLEMS = {"503": "Redis, the database or Kafka is unavailable; see Retry-After."}
+BODY_PROBLEMS = {
+    "400": "The body cannot be read as JSON at all: it is not UTF-8, or it nests too deeply.",
+    "413": "The body is larger than the route takes (CITIZEN_CONTEXT_SECURITY_MAX_BODY_BYTES).",
+    "415": "The body is not sent as JSON (Content-Type: application/json).",
+}

@@ -186,6 +186,27 @@ def test_openapi_describes_the_context_route(client: TestClient) -> None:
     assert "/v1/citizens/{citizen_id}/context" in document["paths"]
 
 
+def test_openapi_lists_the_answers_every_route_may_give_as_problems(client: TestClient) -> None:
+    # The stores unavailable (503) on every route of the API; a body unreadable (400), too large (413) or not
+    # JSON (415) on every route that reads one: each of them answers so.
+    document = client.get("/openapi.json").json()
+    operations = [
+        (f"{method.upper()} {path}", operation)
+        for path, methods in document["paths"].items()
+        if path.startswith("/v1/")
+        for method, operation in methods.items()
+    ]
+    assert len(operations) > 10
+    for name, operation in operations:
+        responses = operation["responses"]
+        expected = {"503"} | ({"400", "413", "415"} if "requestBody" in operation else set())
+        if name == "POST /v1/events":
+            expected = {"503", "413", "415"}  # it reads its body itself: unreadable is a 422 there
+        assert expected <= set(responses), name
+        for status in expected:
+            assert "application/problem+json" in responses[status]["content"], (name, status)
+
+
 def test_an_unexpected_error_is_a_500_problem_and_its_text_is_not_logged(
     redis_settings: RedisSettings, database_settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
