@@ -9,6 +9,7 @@ mode, and a record with neither is read as structured.
 """
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,8 +76,11 @@ def loads_json(text: bytes | str, *, what: str) -> Any:
     except UnicodeDecodeError as error:
         raise InvalidEvent("not-json", f"{what} is not UTF-8") from error
     except ValueError as error:
-        # Python refuses to convert an integer of more than 4,300 digits (its message says so).
-        raise InvalidEvent("not-json", f"{what} is not JSON: {error}") from error
+        # Python refuses to convert an integer of more digits than its limit (4,300); its own message
+        # tells a programmer how to raise the limit, which means nothing to a publisher.
+        raise InvalidEvent(
+            "not-json", f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits"
+        ) from error
 
 
 NON_FINITE = "a number is NaN or infinite (or too large), which JSON cannot hold"

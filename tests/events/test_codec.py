@@ -183,12 +183,12 @@ def test_why_a_value_is_not_json_is_said_without_quoting_it() -> None:
     cases = {
         b'{"specversion": "1.0", "id": oops}': "the value is not JSON: Expecting value at character 29",
         b"[" * 100_000: "the value nests too deeply to be read",
-        b'{"n": ' + b"9" * 5000 + b"}": "the value is not JSON: Exceeds the limit (4300 digits)",
+        b'{"n": ' + b"9" * 5000 + b"}": "the value holds a number of more than 4300 digits",
     }
     for value, said in cases.items():
         with pytest.raises(InvalidEvent) as caught:
             decode_record(value)
-        assert (caught.value.reason, caught.value.detail[: len(said)]) == ("not-json", said)
+        assert (caught.value.reason, caught.value.detail) == ("not-json", said)
 
 
 def test_an_event_larger_than_any_kept_is_too_large() -> None:
