@@ -11,6 +11,7 @@ from fastapi import FastAPI, Response
 from fastapi.exceptions import WebSocketRequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.deprecation import DeprecationHeadersMiddleware
 from api.desk import desk_files
 from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
@@ -221,6 +222,8 @@ def create_app(
     # A stream's invalid query (`?version=abc`) closes with the documented code, as its other refusals do.
     app.add_exception_handler(WebSocketRequestValidationError, gate.refuse_invalid_request)  # type: ignore[arg-type]
     install_hygiene(app, security)
+    # Outermost: every answer of a deprecated route says so, a refusal by any layer within included.
+    app.add_middleware(DeprecationHeadersMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

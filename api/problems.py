@@ -227,16 +227,26 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             for status, description in common.items():
                 responses.setdefault(status, {"description": description})
             for status, response in responses.items():
-                if status.isdigit() and int(status) >= 400:
+                # (A response with a model of its own, /readyz's 503 saying which dependency, keeps it.)
+                declared = response.get("content", {}).get("application/json", {}).get("schema", {})
+                if status.isdigit() and int(status) >= 400 and not _own_model(declared):
                     response["content"] = problem
     return schema
+
+
+def _own_model(schema: dict[str, Any]) -> bool:
+    """Whether an error response's declared schema is a model of the route's own (not a problem's, nor
+    FastAPI's validation error, which the problem handlers answer in place of it)."""
+    reference = str(schema.get("$ref", ""))
+    return bool(reference) and not reference.endswith(("/Problem", "/HTTPValidationError"))
 
 
 # The answers `document_problems` adds to every route of the API (STORE_PROBLEMS), and to every route that
 # reads a body.
 STORE_PROBLEMS = {"503": "Redis, the database or Kafka is unavailable; see Retry-After."}
 BODY_PROBLEMS = {
-    "400": "The body cannot be read as JSON at all: it is not UTF-8, or it nests too deeply.",
+    "400": "The body cannot be read as JSON at all: it is not UTF-8, it nests too deeply, or it holds an"
+    " integer of more than 4,300 digits.",
     "413": "The body is larger than the route takes (CITIZEN_CONTEXT_SECURITY_MAX_BODY_BYTES).",
     "415": "The body is not sent as JSON (Content-Type: application/json).",
 }

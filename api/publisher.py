@@ -172,8 +172,8 @@ class EventPublisher:
             size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
             encoded.append(EncodedEvent(key=key, value=value, headers=headers, size=size))
         # Judged before sending any: the producer would refuse only that record, after queueing the others.
-        # The body's size says little: re-encoding a number can make it several times longer (1e15 is
-        # written 1000000000000000.0).
+        # The contract keeps every event under events.codec.MAX_EVENT_BYTES, so this refuses one only on a
+        # topic that takes smaller records than that (an operator's limit).
         too_large = {
             index: f"encoded for Kafka it is {record.size} bytes; a record may be at most {limit}"
             for index, record in enumerate(encoded)

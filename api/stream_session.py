@@ -66,12 +66,12 @@ REDIS_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutE
 # What a stream answers with "try again later" (1013): a store that cannot serve it right now (Redis or the
 # database down, failing over or out of memory, every pooled connection busy past its wait, as in a burst
 # of streams opening), not a fault of the code (1011).
-DATABASE_UNAVAILABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError)
 STORES_UNAVAILABLE = (
     *REDIS_UNAVAILABLE,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
-    *DATABASE_UNAVAILABLE,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.TimeoutError,
 )
 
 # The version a reconnecting stream last saw (`?version=`): a count of changes, so never negative (an
@@ -431,13 +431,9 @@ class StreamSession:
         follow it (a citizen's stream), which it then does."""
         if self._next_enquiry is None:
             return ENQUIRY_COMPLETED
-        try:
-            held = await self._next_enquiry(frozenset(self._completed))
-        except DATABASE_UNAVAILABLE as error:
-            # Which other enquiry the agent holds cannot be read now: the stream ends as the enquiry did
-            # (4410), rather than "try again later" (1013), which would only meet the same question.
-            log.warning("stream's next enquiry unknown", error=type(error).__name__)
-            return ENQUIRY_COMPLETED
+        # A database that cannot say ends the stream as any store unavailable does: "try again later"
+        # (1013). The client's reconnection is authorised afresh: under the other enquiry, if there is one.
+        held = await self._next_enquiry(frozenset(self._completed))
         if held is None:
             return ENQUIRY_COMPLETED
         self._enquiry_id = held

@@ -239,8 +239,9 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
     """The contract's checks beyond the envelope's model, on an event that passed the model.
 
     `read_back=False` is for an event validated from JSON bytes by the model itself: every value in it
-    came from JSON (valid Unicode, finite or null numbers), so its stored form reads back as it is, and
-    reading it back again would only repeat a tenth of the consumer's work per event.
+    came from its parser (valid Unicode; numbers, the non-finite ones refused below), so its stored form
+    reads back as it is, and reading it back again would only repeat a tenth of the consumer's work per
+    event.
     """
     if event.type == ERASURE_TYPE and event.source != ERASURE_SOURCE:
         # Only the API records an erasure (a citizen's request, with its own scope). Applied from any other
@@ -257,21 +258,20 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.
         stored = event.to_json()
+        # Said before anything else is read in it: a large event is refused for what it costs.
+        if len(stored) > MAX_EVENT_BYTES // 4 and len(stored.encode()) > MAX_EVENT_BYTES:
+            # (Under a quarter of the limit in characters, it cannot reach it in UTF-8: nearly every event.)
+            raise InvalidEvent("too-large", f"the event's JSON form is larger than {MAX_EVENT_BYTES} bytes")
         if ("NaN" in stored or "Infinity" in stored) and _holds_non_finite(stored):
             # NaN and Infinity, which Python's and pydantic's parsers take, and numbers too large for a
             # double (1e400): no JSON holds them, and stored they became null, the publisher's data changed.
-            raise InvalidEvent(
-                "not-json", "a number is NaN or infinite (or too large), which JSON cannot hold"
-            )
+            raise InvalidEvent("not-json", NON_FINITE)
         if read_back:
             CloudEvent.model_validate_json(stored)
     except (ValueError, PydanticSerializationError) as error:
         raise InvalidEvent(
             "invalid", f"the event cannot be stored as JSON: {type(error).__name__}"
         ) from error
-    if len(stored) > MAX_EVENT_BYTES // 4 and len(stored.encode()) > MAX_EVENT_BYTES:
-        # (Under a quarter of the limit in characters, it cannot reach it in UTF-8: nearly every event.)
-        raise InvalidEvent("too-large", f"the event's JSON form is larger than {MAX_EVENT_BYTES} bytes")
     if event.subject is None and not event.identifiers:
         raise InvalidEvent(
             "no-citizen",

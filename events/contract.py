@@ -80,7 +80,7 @@ REASONS = {
     "empty": "The record has no value and no `ce_*` headers.",
     "not-json": "The value (structured mode), or data declared as JSON (binary mode), is not valid JSON; or "
     "a number in it is `NaN`, `Infinity` or too large for a double (`1e400`), which JSON cannot hold. "
-    "`dlq.detail` says what and where, never quoting the value.",
+    "`dlq.detail` says what (and where, for text the parser cannot read), never quoting the value.",
     "not-an-object": "A structured-mode value is JSON but not a JSON object.",
     "bad-header": "A `ce_*` header is not UTF-8 text.",
     "bad-data": "Binary-mode data of a non-JSON content type is not UTF-8 text.",

@@ -183,7 +183,13 @@ class Replayer:
         unresolved = [
             letter.record for letter in batch.dead_letters if letter.reason == "unresolved-identity"
         ]
-        # Unreadable records were dead-lettered when they were first consumed; a rebuild only skips them.
+        # What the contract refuses was dead-lettered when the consumer first met it; a rebuild only skips
+        # it. Each is logged by its place and reason all the same: a record the consumer took under an
+        # earlier contract (one with NaN in its data, or over today's size limit) is skipped now, and is
+        # then in no dead letter (README, Rebuild).
+        for letter in batch.dead_letters:
+            if letter.reason != "unresolved-identity":
+                log.warning("rebuild skipped a record", **position(letter.record), reason=letter.reason)
         self.skipped += len(batch.dead_letters) - len(unresolved)
         return unresolved
 

@@ -1,7 +1,6 @@
 """All SQL about enquiries."""
 
 import uuid
-from collections.abc import Collection
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, delete, update
@@ -32,23 +31,18 @@ def active_among(session: Session, *, enquiry_ids: list[str]) -> set[str]:
     return set(session.exec(statement))
 
 
-def other_held_enquiry(
-    session: Session, *, agent_id: str, citizen_id: str, excluding: Collection[str]
-) -> str | None:
-    """The agent's most recent active enquiry for the citizen, other than those `excluding` names; None if
-    none."""
+def held_enquiry_ids(session: Session, *, agent_id: str, citizen_id: str) -> list[str]:
+    """The agent's active enquiries for the citizen, newest first (a few at most)."""
     statement = (
         select(Enquiry.id)
         .where(
             Enquiry.agent_id == agent_id,
             Enquiry.citizen_id == citizen_id,
             Enquiry.status == EnquiryStatus.active,
-            col(Enquiry.id).not_in(list(excluding)),
         )
         .order_by(col(Enquiry.started_at).desc())
-        .limit(1)
     )
-    return session.exec(statement).first()
+    return list(session.exec(statement))
 
 
 def active_enquiries(session: Session, *, agent_id: str) -> list[Enquiry]:

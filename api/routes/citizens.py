@@ -141,25 +141,12 @@ async def lookup(
     phone: Annotated[str | None, Query(max_length=40, examples=["07700 900123"])] = None,
     email: Annotated[str | None, Query(max_length=254)] = None,
     case: Annotated[str | None, Query(max_length=64)] = None,
-    *,
-    response: Response,
 ) -> LookupResult | JSONResponse:
     """As `POST /v1/citizens/lookup`, with the identifier in the query: proxies, load balancers and
     browser histories keep URLs, so a phone number or email address there is personal data in their logs.
 
-    Its answers say so (`Deprecation`, RFC 9745, and a `Link` to its successor), for integrators who never
-    read the OpenAPI document again."""
-    result = await _lookup(request, reader, caller, security, identity, phone=phone, email=email, case=case)
-    (result if isinstance(result, Response) else response).headers.update(LOOKUP_IN_URL_DEPRECATED)
-    return result
-
-
-# Since when the lookup in the URL is deprecated (RFC 9745: a structured-field date, Unix seconds), and what
-# replaces it.
-LOOKUP_IN_URL_DEPRECATED = {
-    "Deprecation": "@1795996800",  # 2026-11-30
-    "Link": '</v1/citizens/lookup>; rel="successor-version"',
-}
+    Every answer says so (api/deprecation.py)."""
+    return await _lookup(request, reader, caller, security, identity, phone=phone, email=email, case=case)
 
 
 async def _lookup(

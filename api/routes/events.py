@@ -66,11 +66,11 @@ class Accepted(BaseModel):
             "model": Problem,
             "description": "The body is larger than 1 MiB or the batch has over 500 events.",
         },
-        415: {"model": Problem, "description": "The body is not JSON."},
+        415: {"model": Problem, "description": "The body is not sent as JSON (its Content-Type)."},
         422: {
             "model": Problem,
-            "description": "An event breaks the contract or is too large for Kafka; none of the batch was"
-            " published (unless Kafka itself refused one as too large, which the detail says).",
+            "description": "The body is not JSON, or an event breaks the contract or is too large; none of"
+            " the batch was published (unless Kafka itself refused one as too large, which the detail says).",
         },
         503: {"model": Problem, "description": "Kafka did not acknowledge the events; retry."},
     },

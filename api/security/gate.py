@@ -92,13 +92,12 @@ async def serve_stream(
     held_for = citizen_id if any_held_enquiry and enquiry_id is not None else None
 
     async def other_held_enquiry(completed: frozenset[str]) -> str | None:
-        def query() -> str | None:
+        def query() -> list[str]:
             with Session(security.engine) as session:
-                return enquiry_repository.other_held_enquiry(
-                    session, agent_id=caller.id, citizen_id=citizen_id, excluding=completed
-                )
+                return enquiry_repository.held_enquiry_ids(session, agent_id=caller.id, citizen_id=citizen_id)
 
-        held = await run_in_threadpool(query)
+        # Filtered here, not in SQL: the completions a stream has seen are not bounded by much.
+        held = next((id_ for id_ in await run_in_threadpool(query) if id_ not in completed), None)
         if held is not None:
             # The view goes on under another enquiry: the audit trail names the one that now justifies it.
             await security.auditor.record(

@@ -525,16 +525,25 @@ def test_lookup_of_the_documented_url(client: TestClient, taught: None) -> None:
     assert response.json() == {"citizen_id": "C-L1", "kind": "phone", "value": "+447700900123"}
 
 
-@pytest.mark.parametrize("phone", ["07700 900123", "07700 900999"])
-def test_a_lookup_in_the_url_says_it_is_deprecated_and_what_replaces_it(
-    client: TestClient, taught: None, phone: str
+@pytest.mark.parametrize(
+    ("params", "headers", "status"),
+    [
+        ({"phone": "07700 900123"}, {}, 200),
+        ({"phone": "07700 900999"}, {}, 404),
+        ({"phone": "0" * 41}, {}, 422),
+        ({"phone": "07700 900123"}, {"Authorization": "Bearer forged"}, 401),
+    ],
+)
+def test_every_answer_of_a_lookup_in_the_url_says_it_is_deprecated_and_what_replaces_it(
+    client: TestClient, taught: None, params: dict[str, str], headers: dict[str, str], status: int
 ) -> None:
-    # Found or not: an integrator who never reads the OpenAPI document again still sees it in every answer.
-    response = client.get("/v1/citizens/lookup", params={"phone": phone})
-    assert response.status_code in {200, 404}
+    # Found, not found or refused: an integrator who never reads the OpenAPI document again still sees it.
+    response = client.get("/v1/citizens/lookup", params=params, headers=headers)
+    assert response.status_code == status
     assert response.headers["deprecation"] == "@1795996800"
     assert response.headers["link"] == '</v1/citizens/lookup>; rel="successor-version"'
-    assert "deprecation" not in client.post("/v1/citizens/lookup", json={"phone": phone}).headers
+    posted = client.post("/v1/citizens/lookup", json=params, headers=headers)
+    assert "deprecation" not in posted.headers
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,10 @@ dead-lettered as `reserved` by the consumer, and skipped by a rebuild, against t
 
 import uuid
 
+import pytest
 from kafka import KafkaProducer
 
+import events.rebuild
 from context.keys import CitizenKeys
 from context.store import ProjectionWriter
 from events.codec import encode_structured
@@ -16,6 +18,7 @@ from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 from tests.conftest import wait_until
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread
 from tests.factories import make_event
+from tests.logs import capture_module_logs
 
 
 def erasure(citizen_id: str, *, source: str) -> CloudEvent:
@@ -60,11 +63,15 @@ def test_the_consumer_dead_letters_an_erasure_from_another_source(
 
 
 def test_a_rebuild_skips_an_erasure_from_another_source(
-    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept, erased = (f"C-{uuid.uuid4().hex[:8]}" for _ in range(2))
     publish_a_forged_and_a_genuine_erasure(kafka_topic, kept=kept, erased=erased)
+    logs = capture_module_logs(monkeypatch, events.rebuild)
     report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
     assert (report.records, report.applied, report.skipped) == (4, 3, 1)
+    # Logged by its place and reason (a record an earlier contract took would be in no dead letter).
+    [skipped] = [entry for entry in logs.entries if entry["event"] == "rebuild skipped a record"]
+    assert (skipped["topic"], skipped["offset"], skipped["reason"]) == (kafka_topic, 2, "reserved")
     assert timeline_length(writer, key_prefix, kept) == 1
     assert timeline_length(writer, key_prefix, erased) == 0
