@@ -6,6 +6,8 @@ when) and a `Link` to what replaces it, on every answer, refusals and problems i
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.security.hygiene import route_path
+
 # (method, path) -> since when it is deprecated (Unix seconds), and the path of its successor.
 DEPRECATED = {
     # The identifier in the URL: proxies, load balancers and browser histories keep URLs.
@@ -20,20 +22,22 @@ class DeprecationHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        root = scope.get("root_path", "") if scope["type"] == "http" else ""
-        route = (scope.get("method"), scope.get("path", "").removeprefix(root))
-        if scope["type"] != "http" or route not in DEPRECATED:
+        if scope["type"] != "http" or (scope["method"], route_path(scope)) not in DEPRECATED:
             await self.app(scope, receive, send)
             return
-        since, successor = DEPRECATED[route]
+        since, successor = DEPRECATED[(scope["method"], route_path(scope))]
         headers = [
             (b"deprecation", f"@{since}".encode()),
-            (b"link", f'<{root}{successor}>; rel="successor-version"'.encode()),
+            (b"link", f'<{scope.get("root_path", "")}{successor}>; rel="successor-version"'.encode()),
         ]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *headers]
+                present = {name.lower() for name, _value in message.get("headers", [])}
+                message["headers"] = [
+                    *message.get("headers", []),
+                    *(header for header in headers if header[0] not in present),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

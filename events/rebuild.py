@@ -37,11 +37,14 @@ from kafka.errors import CorruptRecordError, KafkaError
 
 from context.store import HOLD_RENEWAL_S, ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
-from events.records import KafkaRecord, polled_records, position
+from events.records import KafkaRecord, polled_records
 from events.settings import KafkaSettings
 from events.unreadable import read_again, step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
+
+# Records skipped that are logged one by one, per reason; the rest are counted when the rebuild finishes.
+LOGGED_SKIPS_PER_REASON = 10
 
 Progress = Callable[[int], None]
 
@@ -97,6 +100,7 @@ class Replayer:
         self._epoch = epoch
         self._default_region = default_region
         self.records = self.applied = self.skipped = 0
+        self.skipped_by_reason: dict[str, int] = {}
         # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
         self.held_back: list[KafkaRecord] = []
         # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
@@ -151,16 +155,33 @@ class Replayer:
             return {}
         if polled:
             return polled
-        log.error("unreadable record skipped", partition=partition.partition, offset=offset)
         step_past(self._consumer, partition, offset)
         self.records += 1
-        self.skipped += 1
+        self._skip(partition.topic, partition.partition, offset, "unreadable")
         return {}
 
     def give_up_on_held_back(self) -> None:
-        """Count what never resolved as skipped (its dead letter is in the dead-letter topic already)."""
-        self.skipped += len(self.held_back)
+        """Skip what never resolved: the consumer dead-lettered it, unless it resolved it through an
+        identifier that an event since let go by the topic's retention had taught."""
+        for record in self.held_back:
+            self._skip(record.topic, record.partition, record.offset, "unresolved-identity")
         self.held_back = []
+
+    def _skip(self, topic: str, partition: int, offset: int, reason: str, **detail: str) -> None:
+        """Count a record skipped, and log it by its place and reason: each of the first few of a reason,
+        then only their count when the rebuild ends (a topic can hold many records the contract refuses,
+        each dead-lettered and logged once already, by the consumer)."""
+        self.skipped += 1
+        self.skipped_by_reason[reason] = seen = self.skipped_by_reason.get(reason, 0) + 1
+        if seen <= LOGGED_SKIPS_PER_REASON:
+            log.warning(
+                "rebuild skipped a record",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                reason=reason,
+                **detail,
+            )
 
     def _apply(self, records: list[KafkaRecord], progress: Progress | None) -> list[KafkaRecord]:
         """Send a batch to Redis; returns the records whose citizen could not be resolved yet."""
@@ -189,8 +210,8 @@ class Replayer:
         # then in no dead letter (README, Rebuild).
         for letter in batch.dead_letters:
             if letter.reason != "unresolved-identity":
-                log.warning("rebuild skipped a record", **position(letter.record), reason=letter.reason)
-        self.skipped += len(batch.dead_letters) - len(unresolved)
+                record = letter.record
+                self._skip(record.topic, record.partition, record.offset, letter.reason)
         return unresolved
 
     def _hold(self) -> None:
@@ -234,10 +255,8 @@ class Replayer:
         """Skip the events Redis refused, saying where they are: the consumer dead-lettered them when it
         first met these records (or will when it does), as it does every event Redis refuses."""
         for letter in refused_letters(batch, results):
-            log.warning(
-                "rebuild skipped a record redis refused", **position(letter.record), detail=letter.detail
-            )
-            self.skipped += 1
+            record = letter.record
+            self._skip(record.topic, record.partition, record.offset, letter.reason, detail=letter.detail)
 
     def close(self) -> None:
         """Leave the brokers. A batch still in flight (the rebuild failed) has its replies read, to give
@@ -351,6 +370,7 @@ def rebuild(
         epoch=epoch,
         previous=previous,
         records=replayer.records,
+        skipped=replayer.skipped_by_reason,
         seconds=round(seconds, 2),
     )
     return RebuildReport(

@@ -31,8 +31,9 @@ def active_among(session: Session, *, enquiry_ids: list[str]) -> set[str]:
     return set(session.exec(statement))
 
 
-def held_enquiry_ids(session: Session, *, agent_id: str, citizen_id: str) -> list[str]:
-    """The agent's active enquiries for the citizen, newest first (a few at most)."""
+def held_enquiry_ids(session: Session, *, agent_id: str, citizen_id: str, limit: int) -> list[str]:
+    """The agent's active enquiries for the citizen, newest first (as `holding_enquiry_ids` ranks them), at
+    most `limit`."""
     statement = (
         select(Enquiry.id)
         .where(
@@ -40,7 +41,8 @@ def held_enquiry_ids(session: Session, *, agent_id: str, citizen_id: str) -> lis
             Enquiry.citizen_id == citizen_id,
             Enquiry.status == EnquiryStatus.active,
         )
-        .order_by(col(Enquiry.started_at).desc())
+        .order_by(col(Enquiry.started_at).desc(), col(Enquiry.id).desc())
+        .limit(limit)
     )
     return list(session.exec(statement))
 
@@ -99,7 +101,7 @@ _HOLDING = (
         col(Enquiry.citizen_id).in_(bindparam("citizen_ids", expanding=True)),
         col(Enquiry.status) == EnquiryStatus.active,
     )
-    .order_by(col(Enquiry.started_at))
+    .order_by(col(Enquiry.started_at), col(Enquiry.id))  # the id decides between two started at once
 )
 
 

@@ -94,7 +94,10 @@ async def serve_stream(
     async def other_held_enquiry(completed: frozenset[str]) -> str | None:
         def query() -> list[str]:
             with Session(security.engine) as session:
-                return enquiry_repository.held_enquiry_ids(session, agent_id=caller.id, citizen_id=citizen_id)
+                # Newest first: one more than the completions seen is enough to pass every one of them.
+                return enquiry_repository.held_enquiry_ids(
+                    session, agent_id=caller.id, citizen_id=citizen_id, limit=len(completed) + 1
+                )
 
         # Filtered here, not in SQL: the completions a stream has seen are not bounded by much.
         held = next((id_ for id_ in await run_in_threadpool(query) if id_ not in completed), None)

@@ -15,6 +15,16 @@ OWN_POLICY = ("/docs", "/redoc", "/desk")
 LARGE_BODIES = {"/v1/events": 1_048_576}  # that route takes batches of events (1 MiB; it checks it too)
 
 
+def route_path(scope: Scope) -> str:
+    """The path a request names within the app: without the prefix it is served under (`root_path`, which
+    servers behind a proxy put in front of the path: uvicorn's `--root-path`), as the app's routes see it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 class SecurityHeadersMiddleware:
     """Adds the headers that keep browsers and caches from mishandling citizen data."""
 
@@ -26,7 +36,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = route_path(scope)
         headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
@@ -65,7 +75,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = LARGE_BODIES.get(scope["path"], self._max)
+        limit = LARGE_BODIES.get(route_path(scope), self._max)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(scope, receive, send, limit)
@@ -114,7 +124,8 @@ def install_hygiene(app: FastAPI, settings: SecuritySettings) -> None:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Access-Reason", "If-None-Match"],
-            expose_headers=["ETag", "Retry-After", "Location"],
+            # Deprecation and Link: a deprecated route's answers say so (api/deprecation.py).
+            expose_headers=["ETag", "Retry-After", "Location", "Deprecation", "Link"],
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)

@@ -11,10 +11,12 @@ from context.keys import CitizenKeys
 from context.service import EventWrite
 from context.settings import TimelineSettings
 from context.store import ApplyResult, ProjectionWriter, SentBatch
+from events.producer import create_producer
 from events.rebuild import rebuild
 from events.settings import KafkaSettings
-from tests.events.test_consumer import produce_events
+from tests.events.test_consumer import BOOTSTRAP, produce_events
 from tests.factories import example_data, make_event, writes_for
+from tests.logs import capture_module_logs
 
 
 def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
@@ -32,6 +34,32 @@ def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
     assert report.keys_removed > 0
     assert not writer.client.exists(CitizenKeys(key_prefix, before, citizen).timeline)
     assert writer.client.exists(CitizenKeys(key_prefix, report.epoch, citizen).timeline)
+
+
+def test_a_rebuild_logs_the_records_it_skips_a_few_of_each_reason_then_their_count(
+    writer: ProjectionWriter, kafka_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The consumer dead-lettered and logged each already: a topic holding many must not flood the log.
+    malformed = events.rebuild.LOGGED_SKIPS_PER_REASON + 3
+    producer = create_producer(BOOTSTRAP)
+    try:
+        for _ in range(malformed):
+            producer.send(kafka_topic, value=b"{not json", partition=0)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
+    logs = capture_module_logs(monkeypatch, events.rebuild)
+
+    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
+
+    assert (report.records, report.applied, report.skipped) == (malformed + 1, 1, malformed)
+    skipped = [entry for entry in logs.entries if entry["event"] == "rebuild skipped a record"]
+    assert [(entry["offset"], entry["reason"]) for entry in skipped] == [
+        (offset, "not-json") for offset in range(events.rebuild.LOGGED_SKIPS_PER_REASON)
+    ]
+    [finished] = [entry for entry in logs.entries if entry["event"] == "rebuild finished"]
+    assert finished["skipped"] == {"not-json": malformed}
 
 
 class AnswerLost(ProjectionWriter):

@@ -106,6 +106,29 @@ def test_responses_carry_the_security_headers(client: TestClient) -> None:
     assert "content-security-policy" not in client.get("/docs").headers  # its viewer loads from a CDN
 
 
+def test_behind_a_proxy_prefix_the_headers_and_limits_hold(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    # Served under a prefix (uvicorn's --root-path), a request's path holds the prefix: the headers and
+    # limits that go by route must see through it.
+    app = create_app(redis_settings=redis_settings, database=database_settings)
+    with TestClient(app, root_path="/api") as client:
+        read = client.get("/api/v1/citizens/C-1/context", headers=access.supervisor())
+        assert read.headers["cache-control"] == "no-store"
+        assert "default-src 'none'" in read.headers["content-security-policy"]
+        headers = {
+            **access.integrator(database_settings, Scope.events_write),
+            "content-type": "application/json",
+        }
+        larger_than_most = client.post("/api/v1/events", content=b" " * 100_000 + b"[]", headers=headers)
+        assert larger_than_most.status_code == 422  # read, and judged: an empty batch (1 MiB is its limit)
+        lookup = client.get(
+            "/api/v1/citizens/lookup", params={"phone": "07700 900999"}, headers=access.supervisor()
+        )
+        assert lookup.headers["deprecation"] == "@1795996800"
+        assert lookup.headers["link"] == '</api/v1/citizens/lookup>; rel="successor-version"'
+
+
 def test_hsts_is_sent_when_behind_tls(
     redis_settings: RedisSettings, database_settings: DatabaseSettings
 ) -> None:
@@ -119,6 +142,14 @@ def test_cors_allows_only_the_listed_origins(client: TestClient) -> None:
     refused = client.options("/v1/enquiries", headers={"Origin": "https://evil.example", **preflight})
     assert allowed.headers["access-control-allow-origin"] == "https://desk.example.org"
     assert "access-control-allow-origin" not in refused.headers
+    # A desk's script can read that a route it calls is deprecated, and what replaces it.
+    answer = client.get(
+        "/v1/citizens/lookup",
+        params={"phone": "07700 900999"},
+        headers={"Origin": "https://desk.example.org"},
+    )
+    exposed = {name.strip().lower() for name in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"deprecation", "link"} <= exposed
 
 
 def test_the_audit_trail_filters_pages_and_exports_json_lines(client: TestClient) -> None:
