@@ -4,9 +4,9 @@ An integrator who never reads the OpenAPI document again still sees it: `Depreca
 when) and a `Link` to what replaces it, on every answer, refusals and problems included.
 """
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.security.hygiene import route_path
+from api.security.hygiene import adding_headers, route_path
 
 # (method, path) -> since when it is deprecated (Unix seconds), and the path of its successor.
 DEPRECATED = {
@@ -30,14 +30,4 @@ class DeprecationHeadersMiddleware:
             (b"deprecation", f"@{since}".encode()),
             (b"link", f'<{scope.get("root_path", "")}{successor}>; rel="successor-version"'.encode()),
         ]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _value in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *(header for header in headers if header[0] not in present),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, adding_headers(send, headers))

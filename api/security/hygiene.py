@@ -52,16 +52,22 @@ class SecurityHeadersMiddleware:
         if self._hsts:
             headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _value in message.get("headers", [])}
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *(header for header in headers if header[0] not in present),
-                ]
-            await send(message)
+        await self.app(scope, receive, adding_headers(send, headers))
 
-        await self.app(scope, receive, send_with_headers)
+
+def adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, adding `headers` (lower-case names) to the response's start, each unless the app set it."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            present = {name.lower() for name, _value in message.get("headers", [])}
+            message["headers"] = [
+                *message.get("headers", []),
+                *(header for header in headers if header[0] not in present),
+            ]
+        await send(message)
+
+    return send_with_headers
 
 
 class BodyLimitMiddleware:
