@@ -10,7 +10,7 @@ class ApiSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_API_", env_file=".env", extra="ignore")
 
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
-    port: int = Field(default=8000, ge=0, description="Port the API listens on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the API listens on.")
     stream_queue_size: int = Field(
         default=256, ge=1, description="Changes buffered per WebSocket before the client is re-synced."
     )

@@ -45,5 +45,8 @@ class ConsumerSettings(BaseSettings):
 
     health_host: str = Field(default="127.0.0.1", description="Address of the consumer's health endpoint.")
     health_port: int = Field(
-        default=8081, ge=0, description="Port of the consumer's /healthz and /readyz (GET or HEAD; 0: any)."
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of the consumer's /healthz and /readyz (GET or HEAD; 0: any).",
     )

@@ -6,8 +6,10 @@ import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 
 class ServiceError(Exception):
@@ -151,3 +153,21 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (`kill`, a CI job's time limit, make passing on its own) ends a command as Ctrl-C does: it
+    then stops what it started (processes in sessions of their own are out of reach of a signal to its
+    group; servers it started), a rebuild drops what it wrote. A second SIGTERM is ignored, so that it
+    cannot cut that cleanup short."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

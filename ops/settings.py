@@ -20,7 +20,9 @@ class ServicesSettings(BaseSettings):
         default=Path(".data"), description="Data, logs and PID files of the local servers."
     )
     cache_dir: Path = Field(default=Path(".cache"), description="The Kafka broker's jars, kept between runs.")
-    kafka_controller_port: int = Field(default=9193, description="The local Kafka's KRaft controller port.")
+    kafka_controller_port: int = Field(
+        default=9193, ge=1, le=65535, description="The local Kafka's KRaft controller port."
+    )
     kafka_version: str = Field(
         default="4.3.1", description="Apache Kafka version assembled from Maven Central."
     )
@@ -31,7 +33,7 @@ class ServicesSettings(BaseSettings):
     with_postgres: bool = Field(
         default=False, description="Also run a local PostgreSQL (the tests run the SQL side against both)."
     )
-    postgres_port: int = Field(default=5433, description="The local PostgreSQL's port.")
+    postgres_port: int = Field(default=5433, ge=1, le=65535, description="The local PostgreSQL's port.")
     start_timeout_s: float = Field(
         default=90.0, gt=0, description="How long to wait for a server to be ready."
     )

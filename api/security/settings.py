@@ -2,7 +2,7 @@
 
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Known only to development set-ups: refused anywhere else (see `_no_development_secret_elsewhere`).
@@ -72,6 +72,16 @@ class SecuritySettings(BaseSettings):
     def development(self) -> bool:
         """True in a development set-up."""
         return self.environment == "development"
+
+    @field_validator("agent_rate", "key_rate")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        # Judged with the other settings, so a wrong one ends the command with its message (not a traceback
+        # from the API's start, after the migrations ran).
+        from api.security.rate_limit import parse_rate  # the limiter's own reading of it
+
+        parse_rate(value)
+        return value
 
     @model_validator(mode="after")
     def _no_development_secret_elsewhere(self) -> Self:

@@ -1,18 +1,14 @@
 """`citizen-context bench`: the benchmark suite (see bench/ and the README, section Benchmarks)."""
 
 import json
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from ops.cli.root import fail, main
-from ops.processes import ServiceError
+from ops.processes import ServiceError, sigterm_as_interrupt
 
 FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
 # Where a whole run's report goes: the one the README links to, kept in the repository.
@@ -26,24 +22,6 @@ def default_report_dir(*, quick: bool, only: tuple[str, ...], data_dir: Path) ->
     if quick or only:
         return data_dir / "bench" / "report"
     return FULL_REPORT_DIR
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (`kill`, a CI job's time limit) ends a run as Ctrl-C does: every figure then stops the
-    processes it started (the API and consumer run in sessions of their own, out of reach of a signal to the
-    bench's group) and the servers the run started. A second SIGTERM is ignored, so that it cannot cut that
-    cleanup short."""
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command()

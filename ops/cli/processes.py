@@ -17,7 +17,12 @@ from ops.processes import ServiceError, refuse_busy_listen_port
 
 @main.command()
 @click.option("--host", default=None, help="Listen address (default: CITIZEN_CONTEXT_API_HOST).")
-@click.option("--port", default=None, type=int, help="Listen port (default: CITIZEN_CONTEXT_API_PORT).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Listen port (default: CITIZEN_CONTEXT_API_PORT).",
+)
 @click.option("--migrate/--no-migrate", default=True, show_default=True, help="Apply SQL migrations first.")
 def api(host: str | None, port: int | None, migrate: bool) -> None:
     """Run the API (uvicorn); on SIGTERM, streams are told to reconnect before the process exits."""

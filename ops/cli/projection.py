@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ops.cli.root import main
+from ops.processes import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from context.store import ProjectionWriter, RedriveLog
@@ -28,7 +29,11 @@ def _writer() -> "ProjectionWriter":
 
 @main.command()
 @click.option(
-    "--grace", default=2.0, show_default=True, help="Seconds to wait before deleting the old generation."
+    "--grace",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to wait before deleting the old generation.",
 )
 def rebuild(grace: float) -> None:
     """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
@@ -47,14 +52,16 @@ def rebuild(grace: float) -> None:
         bar.append(click.progressbar(length=total, label="rebuild", file=sys.stderr).__enter__())
 
     try:
-        report = run_rebuild(
-            kafka=kafka,
-            writer=writer,
-            default_region=IdentitySettings().default_region,
-            on_start=start,
-            progress=lambda n: bar[0].update(n) if bar else None,
-            grace_s=grace,
-        )
+        # A SIGTERM stops it as Ctrl-C does: a generation not switched to yet is dropped (events/rebuild.py).
+        with sigterm_as_interrupt():
+            report = run_rebuild(
+                kafka=kafka,
+                writer=writer,
+                default_region=IdentitySettings().default_region,
+                on_start=start,
+                progress=lambda n: bar[0].update(n) if bar else None,
+                grace_s=grace,
+            )
     finally:
         if bar:
             bar[0].__exit__(None, None, None)

@@ -1,7 +1,7 @@
 """The root of the `citizen-context` command; the commands themselves live in the modules beside it."""
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -19,13 +19,25 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ValidationError as error:
-            problems = "; ".join(f"{item['msg']}" for item in error.errors())
+            problems = "; ".join(_named(error.title, item) for item in error.errors())
             click.secho(f"error: invalid {error.title}: {problems}", fg="red", err=True)
             sys.exit(2)
         except SettingsError as error:
             # A setting that must be JSON (a list, a mapping) and is not: its message names the setting.
             click.secho(f"error: invalid settings: {error}", fg="red", err=True)
             sys.exit(2)
+
+
+def _named(model: str, item: Any) -> str:
+    """A settings error, with the environment variable it came from when the model is one of the project's
+    settings (a field is read from its class's `env_prefix` and its name, upper-case)."""
+    from ops.settings_doc import ALL_SETTINGS
+
+    settings = next((cls for cls in ALL_SETTINGS if cls.__name__ == model), None)
+    if settings is None or not item["loc"]:
+        return str(item["msg"])
+    variable = f"{settings.model_config.get('env_prefix', '')}{item['loc'][0]}".upper()
+    return f"{variable}: {item['msg']}"
 
 
 @click.group(cls=_Group)

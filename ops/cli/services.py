@@ -1,5 +1,6 @@
 """`citizen-context services`: the local Redis and Kafka servers."""
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -8,7 +9,7 @@ from contextlib import contextmanager
 import click
 
 from ops.cli.root import fail, main
-from ops.processes import ServiceError
+from ops.processes import ServiceError, sigterm_as_interrupt
 from ops.servers import LocalServer, ensure_command, local_servers
 from ops.settings import ServicesSettings
 from ops.tools import ensure_axe_core, ensure_chromium
@@ -58,13 +59,43 @@ def services_tools() -> None:
 @services.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def services_run(command: tuple[str, ...]) -> None:
-    """Start the servers, run COMMAND, then stop only the servers this call started."""
+    """Start the servers, run COMMAND, then stop only the servers this call started.
+
+    Ctrl-C or SIGTERM (make passes its own on, a CI job's time limit) ends COMMAND, then stops those servers.
+    The exit status is COMMAND's (128 + the signal's number when a signal ended it; 130 when interrupted).
+    """
     try:
-        with servers_running():
-            result = subprocess.run(list(command), check=False)
+        with sigterm_as_interrupt(), servers_running():
+            code = _run_to_the_end(list(command))
     except ServiceError as error:
         fail(error)
-    sys.exit(result.returncode)
+    except FileNotFoundError:
+        click.secho(f"error: no such command: {command[0]}", fg="red", err=True)
+        sys.exit(127)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+    sys.exit(code if code >= 0 else 128 - code)
+
+
+# How long COMMAND may take to end once asked, before it is killed.
+COMMAND_STOP_S = 30
+
+
+def _run_to_the_end(command: list[str]) -> int:
+    """Run `command`; on an interrupt, end it (SIGTERM, then SIGKILL after COMMAND_STOP_S) and wait for it
+    before the interrupt goes on to stop the servers."""
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached COMMAND too (one process group); a SIGTERM to this process did not.
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=COMMAND_STOP_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
 
 
 def start_servers() -> list[LocalServer]:

@@ -1,6 +1,9 @@
 """`citizen-context services`: idempotent, honest about what runs, clear when it cannot start."""
 
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ from ops.cli import services as services_cli
 from ops.processes import ServiceError
 from ops.servers import KafkaServer, RedisServer, ServerStatus, local_servers
 from ops.settings import ServicesSettings
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 
 def test_status_tells_what_runs_where() -> None:
@@ -114,3 +117,48 @@ def test_servers_started_before_an_interrupted_start_are_stopped_again(
         assert not own.status().running  # started, then stopped again: nothing outlives the command
     finally:
         own.down()
+
+
+CLI = [sys.executable, "-m", "ops.cli"]
+
+
+def test_services_run_passes_sigterm_on_and_ends_its_command(tmp_path: Path) -> None:
+    # make passes its own SIGTERM on to `services run` (a cancelled `make test`, a CI job's time limit):
+    # it must end the command (and then the servers it started) rather than die and leave them running.
+    # The servers run already here, so this call starts and stops none.
+    started = tmp_path / "pid"
+    command = f"import os, time; open({str(started)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    runner = subprocess.Popen(
+        [*CLI, "services", "run", "--", sys.executable, "-c", command],
+        start_new_session=True,  # a signal to this test's group must not reach it
+    )
+    try:
+        wait_until(lambda: started.exists() and started.read_text() != "", what="the command started")
+        child = int(started.read_text())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 130
+        wait_until(lambda: not Path(f"/proc/{child}").exists(), what="the command ended", timeout_s=10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+
+
+def test_services_run_names_a_command_that_does_not_exist() -> None:
+    result = subprocess.run(
+        [*CLI, "services", "run", "--", "no-such-command-here"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 127
+    assert "error: no such command: no-such-command-here" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_settings_errors_name_their_variable_and_a_rate_is_judged_with_the_settings() -> None:
+    port = CliRunner().invoke(main, ["api"], env={"CITIZEN_CONTEXT_API_PORT": "70000"})
+    assert port.exit_code == 2
+    assert "CITIZEN_CONTEXT_API_PORT: Input should be less than or equal to 65535" in port.output
+    rate = CliRunner().invoke(main, ["api"], env={"CITIZEN_CONTEXT_SECURITY_AGENT_RATE": "20/sec"})
+    assert rate.exit_code == 2
+    assert "CITIZEN_CONTEXT_SECURITY_AGENT_RATE: Value error, not a rate: '20/sec'" in rate.output
+    grace = CliRunner().invoke(main, ["rebuild", "--grace", "-1"])
+    assert grace.exit_code == 2
+    assert "-1" in grace.output
