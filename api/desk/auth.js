@@ -120,16 +120,21 @@ export async function streamUrl(path, params) {
 
 const PKCE_KEY = "citizen-context.pkce";
 
-/** The identity provider's settings, or null when the desk offers only the token form (development). */
+/** The desk's sign-in settings could not be read: whether a provider is set up is not known. */
+export class SettingsUnavailable extends Error {}
+
+/** The identity provider's settings, or null when the desk offers only the token form (development);
+ * SettingsUnavailable when they cannot be read (a deploy under way, a proxy's error page). */
 export async function identityProvider() {
+  let config;
   try {
     const response = await fetch("config.json");
-    if (!response.ok) return null;
-    const config = await response.json();
-    return config && config.oidc ? config.oidc : null;
+    if (!response.ok) throw new Error(`config.json: ${response.status}`);
+    config = await response.json();
   } catch {
-    return null;
+    throw new SettingsUnavailable("The desk could not load its sign-in settings. Reload the page to try again.");
   }
+  return config && config.oidc ? config.oidc : null;
 }
 
 function randomText(bytes) {

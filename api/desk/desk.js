@@ -122,8 +122,24 @@ function findByChanged() {
   $("identifier").type = type;
 }
 
+let starting = false;
+
 async function submitStart(event) {
   event.preventDefault();
+  // A double click or a second Enter would start a second enquiry, the first left active, granting access.
+  if (starting) return;
+  starting = true;
+  const button = event.submitter || $("start-form").querySelector("button");
+  button.disabled = true;
+  try {
+    await startEnquiry();
+  } finally {
+    starting = false;
+    button.disabled = false;
+  }
+}
+
+async function startEnquiry() {
   const findBy = $("find-by").value;
   const value = $("identifier").value.trim();
   if (!value) {
@@ -167,11 +183,6 @@ function openEnquiry(found) {
   sessionStorage.setItem(ENQUIRY_KEY, JSON.stringify({ id: found.id, citizen_id: found.citizen_id }));
   $("citizen-id").textContent = found.citizen_id;
   document.title = `Citizen ${found.citizen_id} · Agent desk`;
-  $("timeline-list").replaceChildren();
-  $("timeline-empty").hidden = false;
-  $("summary-body").replaceChildren();
-  renderProfile({});
-  $("presence").hidden = true;
   $("complete-form").hidden = false;
   $("completed").hidden = true;
   showError("complete-error", "");
@@ -179,7 +190,6 @@ function openEnquiry(found) {
   $("outcome").disabled = false;
   $("outcome").selectedIndex = 0;
   $("notes").readOnly = false;
-  $("notes").value = "";
   if (found.outcome) {
     // Active with an outcome: its completion was begun (here before a reload, or elsewhere) and not confirmed.
     holdCompletion(found);
@@ -197,7 +207,23 @@ function closeEnquiry() {
   enquiry = null;
   pending = [];
   clearTimeout(announceTimer);
+  offlineSince = null;
+  clearCitizen();
+  $("citizen-id").textContent = "";
   document.title = "Agent desk · Citizen Context";
+}
+
+/** Takes the citizen's data off the page: nothing of theirs stays in the DOM once the view may not show it
+ * (signed out, access refused, the citizen erased), where the next user of the tab could find it. */
+function clearCitizen() {
+  $("timeline-list").replaceChildren();
+  $("timeline-empty").hidden = false;
+  $("summary-body").replaceChildren();
+  renderProfile({});
+  $("presence").hidden = true;
+  $("presence").textContent = "";
+  $("notes").value = "";
+  $("announcer").replaceChildren();
 }
 
 function snapshot(context) {
@@ -279,6 +305,13 @@ function setConnection(state, detail) {
   $("connection").dataset.state = shown;
   $("connection-text").textContent = texts[state];
   if (state === "ended") streamEnded();
+  if (state === "failed") {
+    // Refused, erased or gone (4403, 4411, 4404): the citizen's data may not stay on screen, nor the
+    // enquiry be resumed on a reload.
+    clearCitizen();
+    $("complete-form").hidden = true;
+    sessionStorage.removeItem(ENQUIRY_KEY);
+  }
 }
 
 function endedText() {
@@ -407,6 +440,10 @@ async function resumeStoredEnquiry() {
     openEnquiry(body);
     return true;
   }
+  if (!response.ok && response.status !== 403 && response.status !== 404) {
+    // The server could not say (unavailable, busy): the enquiry is kept for the next try.
+    throw new Error(problemText(body, `The enquiry could not be read (${response.status}).`));
+  }
   sessionStorage.removeItem(ENQUIRY_KEY);
   return false;
 }
@@ -422,8 +459,17 @@ async function main() {
   $("provider-button").addEventListener("click", () => startProviderSignIn(provider));
   findByChanged();
   const linked = takeTokenFromFragment();
-  provider = await identityProvider();
-  const linkNotUsed = useSignInLink(linked, provider !== null);
+  let settingsProblem = "";
+  try {
+    provider = await identityProvider();
+  } catch (error) {
+    // Whether a provider is set up is not known: a sign-in link is refused, as it is where one is (login
+    // CSRF), and a session open in the tab goes on.
+    provider = null;
+    settingsProblem = error.message;
+  }
+  const refused = useSignInLink(linked, provider !== null || settingsProblem !== "");
+  const linkNotUsed = linked !== null && settingsProblem ? settingsProblem : refused;
   try {
     await finishProviderSignIn(provider);
   } catch (error) {
@@ -431,7 +477,7 @@ async function main() {
     return;
   }
   if (!token()) {
-    showSignIn(linkNotUsed);
+    showSignIn(settingsProblem || linkNotUsed);
     return;
   }
   if (expired()) {

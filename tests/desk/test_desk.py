@@ -340,3 +340,60 @@ def test_a_completion_kafka_did_not_acknowledge_is_said_plainly_and_only_the_ser
     expect(page.get_by_text("The enquiry is complete.")).to_be_focused()
     expect(status).to_have_text(re.compile("^Enquiry completed"))
     assert len([text for text in timeline(page) if "completed: callback-booked" in text]) == 1
+
+
+def test_an_erased_citizens_data_leaves_the_page_and_the_enquiry_is_not_resumed(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
+) -> None:
+    stack.consumer()
+    stack.api()
+    a_known_citizen(producer, stack)
+    page.goto(f"/desk/#token={agent_token}")
+    page.get_by_label("Phone number").fill(PHONE)
+    page.get_by_role("button", name="Start enquiry").click()
+    expect(page.locator("#connection-text")).to_have_text(re.compile("^Live"))
+    expect(page.get_by_role("region", name="Personal needs")).to_contain_text("BSL interpreter")
+
+    erased = httpx.delete(f"{stack.api_url}/v1/citizens/{CITIZEN}", headers=access.admin(), timeout=30)
+    assert erased.status_code == 200, erased.text
+
+    # The stream ends (4411): nothing of the citizen's stays in the page, for the next user of the tab.
+    expect(page.locator("#connection-text")).to_have_text(
+        "This citizen's data has been erased at their request."
+    )
+    assert timeline(page) == []
+    expect(page.get_by_role("region", name="Personal needs")).not_to_contain_text("BSL interpreter")
+    expect(page.get_by_role("region", name="Summary")).not_to_contain_text("HB-4471")
+    expect(page.locator("#complete-form")).to_be_hidden()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.enquiry')") is None
+
+
+def test_a_double_click_starts_one_enquiry(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
+) -> None:
+    stack.consumer()
+    stack.api()
+    a_known_citizen(producer, stack)
+    page.goto(f"/desk/#token={agent_token}")
+    page.get_by_label("Phone number").fill(PHONE)
+    page.get_by_role("button", name="Start enquiry").dblclick()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    bearer = {"Authorization": f"Bearer {agent_token}"}
+    held = httpx.get(f"{stack.api_url}/v1/enquiries", headers=bearer, timeout=10)
+    assert held.status_code == 200, held.text
+    assert len(held.json()["enquiries"]) == 1
+
+
+def test_a_sign_in_link_is_refused_while_the_sign_in_settings_cannot_be_read(
+    stack: Stack, page: Page, agent_token: str
+) -> None:
+    # Unread, they may name an identity provider, where a link is never used (login CSRF): not "none set up".
+    stack.api()
+    page.route("**/desk/config.json", lambda route: route.fulfill(status=502, body="Bad Gateway"))
+    page.goto(f"/desk/#token={agent_token}")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_text(
+        "The desk could not load its sign-in settings. Reload the page to try again."
+    )
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") is None
+    assert page.url.endswith("/desk/")
