@@ -1,5 +1,6 @@
 """The agent desk in a real browser, against real API and consumer processes, Kafka and Redis."""
 
+import json
 import re
 import time
 from datetime import datetime
@@ -397,3 +398,29 @@ def test_a_sign_in_link_is_refused_while_the_sign_in_settings_cannot_be_read(
     )
     assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") is None
     assert page.url.endswith("/desk/")
+
+
+def test_a_reload_while_the_server_cannot_answer_keeps_the_enquiry_for_the_next_one(
+    stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
+) -> None:
+    stack.consumer()
+    stack.api()
+    a_known_citizen(producer, stack)
+    page.goto(f"/desk/#token={agent_token}")
+    page.get_by_label("Phone number").fill(PHONE)
+    page.get_by_role("button", name="Start enquiry").click()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+
+    # The enquiry's read answers 503 (a database failing over) as the page reloads.
+    unavailable = json.dumps({"title": "Service Unavailable", "status": 503, "detail": "Try again shortly."})
+    page.route(
+        re.compile(r".*/v1/enquiries/[^/]+$"),
+        lambda route: route.fulfill(status=503, body=unavailable, content_type="application/problem+json"),
+    )
+    page.reload()
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.enquiry')") is not None
+
+    page.unroute(re.compile(r".*/v1/enquiries/[^/]+$"))
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
