@@ -43,5 +43,6 @@ $(BENCH_INSTALLED): pyproject.toml
 
 ## clean: remove the virtualenv and the local servers' data (the Kafka jar cache is kept)
 clean:
-	-$(CLI) services down
+	# The servers' data goes only once they are stopped (a server left running would lose its files).
+	if [ -x $(CLI) ]; then $(CLI) services down; fi
 	rm -rf $(VENV) .data

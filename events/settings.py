@@ -1,6 +1,6 @@
 """Settings of the Kafka side: the broker, the topic and the consumer group."""
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,13 @@ class KafkaSettings(BaseSettings):
         description="How long the group waits for a silent consumer before reassigning.",
     )
     heartbeat_interval_ms: int = Field(default=3000, ge=100, description="Consumer heartbeat interval.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _names_a_server(cls, value: str) -> str:
+        if not any(server.strip() for server in value.split(",")):
+            raise ValueError("name at least one bootstrap server (host:port)")
+        return value
 
     @property
     def bootstrap_list(self) -> list[str]:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -64,6 +65,29 @@ def local_servers(services: ServicesSettings | None = None, *, every: bool = Fal
     if services.with_postgres or every:
         servers.append(PostgresServer(services))
     return servers
+
+
+# A server by its name, or why its settings name no server this machine runs.
+Judged = tuple[str, "LocalServer | ServiceError"]
+
+
+def judged_servers(services: ServicesSettings | None = None) -> list[Judged]:
+    """Every local server, PostgreSQL included (`services status` and `down`), each built on its own: one
+    whose settings name no server on this machine (Redis elsewhere, say) is reported as such, and the others
+    are still seen, and stopped."""
+    services = services or ServicesSettings()
+    makers: list[tuple[str, Callable[[], LocalServer]]] = [
+        ("redis", lambda: RedisServer(services, RedisSettings())),
+        ("kafka", lambda: KafkaServer(services, KafkaSettings())),
+        ("postgres", lambda: PostgresServer(services)),
+    ]
+    judged: list[Judged] = []
+    for name, make in makers:
+        try:
+            judged.append((name, make()))
+        except ServiceError as error:
+            judged.append((name, error))
+    return judged
 
 
 def ensure_command(command: str, debian_package: str) -> str:

@@ -10,7 +10,7 @@ import click
 
 from ops.cli.root import fail, main
 from ops.processes import ServiceError, sigterm_as_interrupt
-from ops.servers import LocalServer, ensure_command, local_servers
+from ops.servers import LocalServer, ensure_command, judged_servers, local_servers
 from ops.settings import ServicesSettings
 from ops.tools import ensure_axe_core, ensure_chromium
 
@@ -31,15 +31,26 @@ def services_up() -> None:
 
 @services.command("down")
 def services_down() -> None:
-    """Stop the servers citizen-context started, by their PID."""
-    for server in reversed(local_servers(every=True)):
-        click.echo(f"{server.name}: {'stopped' if server.down() else 'was not running'}")
+    """Stop the servers citizen-context started, by their PID (exit 1 when one's settings name no server
+    on this machine: whether one of ours still runs there cannot be told)."""
+    unjudged = False
+    for name, server in reversed(judged_servers()):
+        if isinstance(server, ServiceError):
+            unjudged = True
+            click.secho(f"{name}: not stopped: {server}", fg="red", err=True)
+        else:
+            click.echo(f"{server.name}: {'stopped' if server.down() else 'was not running'}")
+    if unjudged:
+        sys.exit(1)
 
 
 @services.command("status")
 def services_status() -> None:
     """Tell which servers run, where, and where their data is."""
-    for server in local_servers(every=True):
+    for name, server in judged_servers():
+        if isinstance(server, ServiceError):
+            click.echo(f"{name:8} not run here: {server}")
+            continue
         state = server.status()
         running = f"running (pid {state.pid})" if state.running else "stopped"
         click.echo(f"{state.name:8} {running:22} {state.address:28} data: {state.data_dir}")

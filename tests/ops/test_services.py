@@ -162,3 +162,23 @@ def test_settings_errors_name_their_variable_and_a_rate_is_judged_with_the_setti
     grace = CliRunner().invoke(main, ["rebuild", "--grace", "-1"])
     assert grace.exit_code == 2
     assert "-1" in grace.output
+
+
+def test_status_reports_a_server_set_elsewhere_and_still_the_others() -> None:
+    # Redis run by someone else (a managed service): status says so, and goes on to Kafka and PostgreSQL
+    # (before, it failed with a traceback, and `services down` stopped none of them).
+    result = CliRunner().invoke(
+        main, ["services", "status"], env={"CITIZEN_CONTEXT_REDIS_URL": "redis://redis.internal:6379/0"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("redis    not run here: CITIZEN_CONTEXT_REDIS_URL points at redis.internal")
+    assert [line.split()[0] for line in lines] == ["redis", "kafka", "postgres"]
+    nowhere = CliRunner().invoke(
+        main, ["services", "status"], env={"CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": " "}
+    )
+    assert nowhere.exit_code == 2
+    assert (
+        "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS: Value error, name at least one bootstrap server"
+        in nowhere.output
+    )
