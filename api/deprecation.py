@@ -22,10 +22,11 @@ class DeprecationHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], route_path(scope)) not in DEPRECATED:
+        deprecated = DEPRECATED.get((scope["method"], route_path(scope))) if scope["type"] == "http" else None
+        if deprecated is None:
             await self.app(scope, receive, send)
             return
-        since, successor = DEPRECATED[(scope["method"], route_path(scope))]
+        since, successor = deprecated
         headers = [
             (b"deprecation", f"@{since}".encode()),
             (b"link", f'<{scope.get("root_path", "")}{successor}>; rel="successor-version"'.encode()),

@@ -59,6 +59,16 @@ def a_known_citizen(producer: KafkaProducer, stack: Stack) -> None:
     wait_until(lambda: stack.applied() >= 6, what="the citizen's history applied")
 
 
+def a_known_citizen_found_by_phone(stack: Stack, page: Page, producer: KafkaProducer, token: str) -> None:
+    """The consumer and the API running, a known citizen, and the desk signed in with their phone number
+    typed, for the test to start the enquiry its own way."""
+    stack.consumer()
+    stack.api()
+    a_known_citizen(producer, stack)
+    page.goto(f"/desk/#token={token}")
+    page.get_by_label("Phone number").fill(PHONE)
+
+
 def sign_in_with_keyboard(page: Page, token: str) -> None:
     """Sign in as an agent who uses only the keyboard: Tab to the token field, type, Tab, Enter."""
     page.goto("/desk/")
@@ -350,11 +360,7 @@ def test_a_completion_kafka_did_not_acknowledge_is_said_plainly_and_only_the_ser
 def test_an_erased_citizens_data_leaves_the_page_and_the_enquiry_is_not_resumed(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    stack.consumer()
-    stack.api()
-    a_known_citizen(producer, stack)
-    page.goto(f"/desk/#token={agent_token}")
-    page.get_by_label("Phone number").fill(PHONE)
+    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
     page.get_by_role("button", name="Start enquiry").click()
     expect(page.locator("#connection-text")).to_have_text(re.compile("^Live"))
     expect(page.get_by_role("region", name="Personal needs")).to_contain_text("BSL interpreter")
@@ -376,11 +382,7 @@ def test_an_erased_citizens_data_leaves_the_page_and_the_enquiry_is_not_resumed(
 def test_a_double_click_starts_one_enquiry(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    stack.consumer()
-    stack.api()
-    a_known_citizen(producer, stack)
-    page.goto(f"/desk/#token={agent_token}")
-    page.get_by_label("Phone number").fill(PHONE)
+    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
     page.get_by_role("button", name="Start enquiry").dblclick()
     expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
     bearer = {"Authorization": f"Bearer {agent_token}"}
@@ -407,11 +409,7 @@ def test_a_sign_in_link_is_refused_while_the_sign_in_settings_cannot_be_read(
 def test_a_reload_while_the_server_cannot_answer_keeps_the_enquiry_for_the_next_one(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    stack.consumer()
-    stack.api()
-    a_known_citizen(producer, stack)
-    page.goto(f"/desk/#token={agent_token}")
-    page.get_by_label("Phone number").fill(PHONE)
+    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
     page.get_by_role("button", name="Start enquiry").click()
     expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
 

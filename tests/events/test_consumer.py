@@ -77,9 +77,10 @@ def consumer_thread(writer: ProjectionWriter, kafka: KafkaSettings) -> Iterator[
         dead_letters.close()
 
 
-def produce_events(topic: str, events: list[CloudEvent]) -> None:
-    """Publish the events to partition 0 of `topic`, in order, and wait for the broker to have them."""
-    producer: KafkaProducer = create_producer(BOOTSTRAP)
+def produce_events(topic: str, events: list[CloudEvent], *, producer: KafkaProducer | None = None) -> None:
+    """Publish the events to partition 0 of `topic`, in order, and wait for the broker to have them (through
+    `producer` when given, the project's own otherwise); the producer is closed afterwards."""
+    producer = producer or create_producer(BOOTSTRAP)
     try:
         for event in events:
             producer.send(topic, value=encode_structured(event)[0], partition=0)
@@ -201,13 +202,9 @@ def test_records_a_publisher_compressed_are_applied(
     # in a codec kafka-python had no library for failed every poll of its partition, for good.
     citizen = f"C-{uuid.uuid4().hex[:8]}"
     events = [make_event(citizen, minutes_ago=10 - n) for n in range(3)]
-    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, compression_type=compression)
-    try:
-        for event in events:
-            producer.send(kafka_topic, value=encode_structured(event)[0], partition=0)
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
+    produce_events(
+        kafka_topic, events, producer=KafkaProducer(bootstrap_servers=BOOTSTRAP, compression_type=compression)
+    )
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
     with consumer_thread(writer, kafka) as health:
         wait_until(lambda: health.applied == 3, what="the compressed records applied")
