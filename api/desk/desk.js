@@ -65,8 +65,17 @@ async function showStart(message) {
   $("identifier").focus();
 }
 
+/** What a problem (RFC 9457) says, with each of a 422's errors: where, and what is wrong. */
 function problemText(body, fallback) {
-  return (body && (body.detail || body.title)) || fallback;
+  const text = (body && (body.detail || body.title)) || fallback;
+  const errors = body && Array.isArray(body.errors) ? body.errors : [];
+  const said = errors
+    .filter((error) => error && typeof error.message === "string")
+    .map((error) => {
+      const where = typeof error.location === "string" ? error.location.replace(/^body\.?/, "") : "";
+      return where ? `${where}: ${error.message}` : error.message;
+    });
+  return said.length ? `${text} ${said.join("; ")}.` : text;
 }
 
 async function readJson(response) {
@@ -197,8 +206,16 @@ function openEnquiry(found) {
   }
   connectionState = null;
   show("enquiry", $("citizen-heading"));
-  stream = new ContextStream(found.id, { snapshot, change, state: setConnection, presence });
-  stream.start();
+  // Each handler acts only while its stream is this enquiry's: a late event of a stream already stopped
+  // must never reach the next enquiry's page.
+  const own = new ContextStream(found.id, {
+    snapshot: (context) => stream === own && snapshot(context),
+    change: (message) => stream === own && change(message),
+    state: (name, detail) => stream === own && setConnection(name, detail),
+    presence: (viewers) => stream === own && presence(viewers),
+  });
+  stream = own;
+  own.start();
 }
 
 function closeEnquiry() {
@@ -297,6 +314,7 @@ function setConnection(state, detail) {
     offline: `Connection lost${since}. Reconnecting… What you see may be out of date.`,
     ended: endedText(),
     failed: detail || "The live view stopped.",
+    halted: detail || "The live view stopped.",
   };
   // "offline" and "reconnecting" alternate while retrying; one message covers both.
   const shown = state === "reconnecting" ? "offline" : state;
