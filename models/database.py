@@ -12,6 +12,13 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlmodel import create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The PostgreSQL advisory lock a migration holds until its transaction ends: the ASCII bytes "ccmigrat" read
+# as a signed 64-bit integer, a key no other user of the database is likely to take.
+MIGRATION_LOCK = int.from_bytes(b"ccmigrat", "big", signed=True)
+
+
+class DatabaseLocationError(Exception):
+    """The SQLite database's folder cannot be created (a file in its place, no permission)."""
 
 
 class DatabaseSettings(BaseSettings):
@@ -38,7 +45,13 @@ def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) ->
     if settings.url.startswith("sqlite:///"):
         database = settings.url.removeprefix("sqlite:///")
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DatabaseLocationError(
+                    f"cannot create the SQLite database's folder {folder}: {error.strerror or error}"
+                ) from error
         engine = create_engine(settings.url, connect_args={"check_same_thread": False}, **options)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -93,6 +106,12 @@ def _run(settings: DatabaseSettings, step: Callable[[Config, str], None], revisi
     engine = create_migration_engine(settings)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together (each API migrates as it starts, and so do the `keys`
+                # commands) take turns: the next finds the schema current and changes nothing. Without it,
+                # both would read the same revision and the second fail on tables the first created.
+                # Held until this transaction ends, which on PostgreSQL covers the DDL too.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = Config()
             config.set_main_option("script_location", str(MIGRATIONS))
             config.attributes["connection"] = connection

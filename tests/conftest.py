@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,19 @@ def sql_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Dat
     if request.param == "sqlite":
         yield DatabaseSettings(url=f"sqlite:///{tmp_path / 'test.db'}")
         return
+    with _new_postgres_database() as settings:
+        yield settings
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[DatabaseSettings]:
+    """An empty database of this test's own on the local PostgreSQL (what only PostgreSQL does)."""
+    with _new_postgres_database() as settings:
+        yield settings
+
+
+@contextmanager
+def _new_postgres_database() -> Iterator[DatabaseSettings]:
     services = ServicesSettings()
     if not services.with_postgres:
         pytest.fail("PostgreSQL is not running for this test run: run the tests with `make test`")

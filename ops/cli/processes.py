@@ -10,7 +10,7 @@ from typing import Any
 import click
 import httpx
 
-from ops.cli.root import fail, main
+from ops.cli.root import fail, main, require_kafka
 from ops.cli.services import servers_running
 from ops.processes import ServiceError, refuse_busy_listen_port
 
@@ -153,6 +153,7 @@ def _publish_demo() -> list[str]:
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
+    require_kafka(kafka.bootstrap_list)
     producer = create_producer(kafka.bootstrap_list)
     try:
         events = demo_events()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ops.cli.root import main
+from ops.cli.root import main, require_kafka
 from ops.processes import sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -43,6 +43,7 @@ def rebuild(grace: float) -> None:
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
+    require_kafka(kafka.bootstrap_list)
     writer = _writer()
     settle_heap()
     bar: list[Any] = []
@@ -180,6 +181,7 @@ def _dead_letters(
     """The dead letters (of one reason, or all), the redrive log, and the positions already redriven."""
     from events.deadletter import read_dead_letters
 
+    require_kafka(kafka.bootstrap_list)
     letters = [
         letter
         for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)

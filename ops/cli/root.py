@@ -10,7 +10,8 @@ from ops.processes import ServiceError
 
 
 class _Group(click.Group):
-    """Settings that fail validation end the command with their message, not a traceback."""
+    """Settings that fail validation, and servers that cannot be reached, end the command with a message
+    saying so, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         from pydantic import ValidationError
@@ -26,6 +27,49 @@ class _Group(click.Group):
             # A setting that must be JSON (a list, a mapping) and is not: its message names the setting.
             click.secho(f"error: invalid settings: {error}", fg="red", err=True)
             sys.exit(2)
+        except Exception as error:
+            message = unavailable_server(error)
+            if message is None:
+                raise
+            fail(ServiceError(message))
+
+
+def unavailable_server(error: BaseException) -> str | None:
+    """What a failure to reach Redis, Kafka or the database says, naming the setting that points at it;
+    None for any other error. Only clients already imported are looked at: a command that never used one
+    cannot have failed on it, and importing each here would slow every command's start."""
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(
+        error,
+        redis_errors.ConnectionError
+        | redis_errors.TimeoutError
+        | redis_errors.BusyLoadingError
+        | redis_errors.ReadOnlyError
+        | redis_errors.OutOfMemoryError,
+    ):
+        return f"Redis is unavailable (CITIZEN_CONTEXT_REDIS_URL): {error}"
+    kafka_errors = sys.modules.get("kafka.errors")
+    if kafka_errors is not None and isinstance(error, kafka_errors.KafkaError):
+        return f"Kafka failed (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS): {type(error).__name__}: {error}"
+    sql_errors = sys.modules.get("sqlalchemy.exc")
+    if sql_errors is not None and isinstance(error, sql_errors.OperationalError | sql_errors.TimeoutError):
+        # The driver's own words, without SQLAlchemy's statement and link (the URL's password is in neither).
+        cause = getattr(error, "orig", None) or error
+        return f"the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): {str(cause).strip()}"
+    database = sys.modules.get("models.database")
+    if database is not None and isinstance(error, database.DatabaseLocationError):
+        return f"{error} (CITIZEN_CONTEXT_DATABASE_URL)"
+    return None
+
+
+def require_kafka(bootstrap: list[str]) -> None:
+    """Fail at once, saying so, unless a bootstrap server accepts connections: kafka-python's clients
+    would first wait out their whole bootstrap timeout (30 s), then raise."""
+    from events.topics import reachable
+
+    if not any(reachable(server) for server in bootstrap):
+        servers = ", ".join(bootstrap)
+        fail(ServiceError(f"Kafka cannot be reached at {servers} (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS)"))
 
 
 def _named(model: str, item: Any) -> str:

@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from ops.cli.root import main
+from ops.cli.root import main, require_kafka
 
 
 @main.command()
@@ -60,6 +60,7 @@ def simulate(
     malformed_at = {int(every * (n + 0.5)) for n in range(malformed)}
 
     kafka = KafkaSettings()
+    require_kafka(kafka.bootstrap_list)
     simulator = Simulator(citizens=citizens, extra_citizens=extra, seed=seed)
     producer = create_producer(kafka.bootstrap_list, max_block_ms=10_000)
     failures: list[BaseException] = []

@@ -1,10 +1,12 @@
 """Schema migrations: they build the tables and can run again safely."""
 
+import threading
 from pathlib import Path
 
-from sqlalchemy import inspect, text
+from sqlalchemy import Engine, inspect, text
 
-from models.database import DatabaseSettings, create_db_engine, downgrade, migrate
+from models.database import MIGRATION_LOCK, DatabaseSettings, create_db_engine, downgrade, migrate
+from tests.conftest import wait_until
 
 
 def test_migrations_create_the_schema_and_are_idempotent(sql_database: DatabaseSettings) -> None:
@@ -54,3 +56,44 @@ def test_the_tables_match_the_models(sql_database: DatabaseSettings) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_migrations_of_replicas_starting_together_take_turns_on_postgresql(
+    postgres_database: DatabaseSettings,
+) -> None:
+    # Another replica's migration holds the lock: this one waits for it, then finds nothing to do.
+    engine = create_db_engine(postgres_database)
+    failures: list[BaseException] = []
+
+    def migrate_reporting() -> None:
+        try:
+            migrate(postgres_database)
+        except BaseException as error:
+            failures.append(error)
+
+    try:
+        with engine.begin() as other:
+            other.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+            waiting = threading.Thread(target=migrate_reporting)
+            waiting.start()
+            wait_until(
+                lambda: _advisory_lock_waiters(engine) == 1, what="the second migration waiting for the lock"
+            )
+            assert waiting.is_alive()
+        waiting.join(timeout=60)
+        assert not waiting.is_alive()
+        assert failures == []
+        with engine.connect() as connection:
+            revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert revision == "0006"
+    finally:
+        engine.dispose()
+
+
+def _advisory_lock_waiters(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+        )

@@ -1,0 +1,88 @@
+"""One-shot commands whose server cannot be reached say so in a line, naming the setting, and exit 1."""
+
+from pathlib import Path
+
+import kafka.errors
+import pytest
+import redis.exceptions
+import sqlalchemy.exc
+from click.testing import CliRunner
+
+from models.database import DatabaseLocationError
+from ops.cli import main
+from ops.cli.root import unavailable_server
+from tests.conftest import free_port
+
+
+@pytest.mark.parametrize(
+    "command", [["demo"], ["rebuild"], ["dlq", "list"], ["dlq", "redrive"], ["simulate", "--count", "1"]]
+)
+def test_commands_that_need_kafka_say_at_once_that_it_cannot_be_reached(command: list[str]) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    result = CliRunner().invoke(main, command, env={"CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": closed})
+    assert result.exit_code == 1, result.output
+    assert f"error: Kafka cannot be reached at {closed} (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS)" in (
+        result.output
+    )
+
+
+@pytest.mark.parametrize("command", [["keys", "list"], ["db", "upgrade"]])
+def test_commands_that_need_the_database_say_it_is_unavailable_without_its_password(
+    command: list[str],
+) -> None:
+    url = f"postgresql+psycopg://agent:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
+    result = CliRunner().invoke(main, command, env={"CITIZEN_CONTEXT_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert "error: the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): connection failed" in (
+        result.output
+    )
+    assert "s3cret-pw" not in result.output
+
+
+def test_a_sqlite_database_whose_folder_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'db.sqlite'}"
+    result = CliRunner().invoke(main, ["keys", "list"], env={"CITIZEN_CONTEXT_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert f"error: cannot create the SQLite database's folder {tmp_path / 'a-file'}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (
+            redis.exceptions.ConnectionError("Error 111 connecting"),
+            "Redis is unavailable (CITIZEN_CONTEXT_REDIS_URL)",
+        ),
+        (redis.exceptions.TimeoutError("Timeout connecting"), "Redis is unavailable"),
+        (redis.exceptions.ReadOnlyError("READONLY replica"), "Redis is unavailable"),
+        (
+            kafka.errors.KafkaTimeoutError("Unable to bootstrap"),
+            "Kafka failed (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS): KafkaTimeoutError",
+        ),
+        (
+            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+            "the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): server closed the connection",
+        ),
+        (
+            DatabaseLocationError("cannot create the SQLite database's folder x"),
+            "(CITIZEN_CONTEXT_DATABASE_URL)",
+        ),
+    ],
+)
+def test_unreachable_servers_are_told_from_other_errors(error: Exception, said: str) -> None:
+    message = unavailable_server(error)
+    assert message is not None
+    assert said in message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("a bug"),
+        redis.exceptions.ResponseError("WRONGTYPE"),
+        sqlalchemy.exc.IntegrityError("", {}, None),
+    ],
+)
+def test_other_errors_are_left_to_raise(error: Exception) -> None:
+    assert unavailable_server(error) is None
