@@ -176,30 +176,34 @@ def _publish_demo() -> list[str]:
     help="Simulated interactions per second after the demo events (0: none).",
 )
 def dev(with_demo: bool, simulate_rate: float) -> None:
-    """Servers, API, consumer, demo events and simulated traffic together; Ctrl-C stops everything."""
-    from api.security.settings import SecuritySettings
-    from api.security.tokens import mint_development_token
+    """Servers, API, consumer, demo events and simulated traffic together; Ctrl-C stops everything (start-up
+    included). Exits 1 when the API or the consumer stops by itself."""
     from api.settings import ApiSettings
-    from models.tables import AgentRole
 
     settings = ApiSettings()
+    # Links are printed with the public address; readiness is asked of the API itself, on its own port: a
+    # proxy that the public address names need not run in development.
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    local_url = f"http://{_connect_host(settings.host)}:{settings.port}"
     children: list[subprocess.Popen[bytes]] = []
     helpers: list[subprocess.Popen[bytes]] = []
-    stop_requested = False
+    crashed: list[subprocess.Popen[bytes]] = []
 
     def request_stop(_signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+        # Whatever runs stops now, start-up included (installing and starting the servers can take minutes),
+        # and everything started so far is stopped on the way out. Once only: a second Ctrl-C must not cut
+        # that short.
+        _ignore_stop_signals()
+        raise _StopRequested
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     try:
         # Another instance answering on these ports would pass for this one's API and consumer.
         refuse_busy_listen_port("the API", settings.host, settings.port, "CITIZEN_CONTEXT_API_PORT")
         _refuse_busy_consumer_port()
     except ServiceError as error:
         fail(error)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     try:
         with servers_running():
             executable = [sys.executable, "-m", "ops.cli"]
@@ -207,66 +211,100 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
             # order (the API first drains its streams).
             children.append(subprocess.Popen([*executable, "api"], start_new_session=True))
             children.append(subprocess.Popen([*executable, "consume"], start_new_session=True))
-            _wait_ready(f"{base_url}/readyz", children)
-            if with_demo:
-                citizens = _publish_demo()
-                security = SecuritySettings()
-                # A supervisor with a stated reason may read any citizen (and the read is audited).
-                supervisor = mint_development_token(
-                    security, agent_id="S-dev", roles=[AgentRole.supervisor], name="Development supervisor"
-                )
-                _wait_for_context(
-                    f"{base_url}/v1/citizens/{citizens[0]}/context",
-                    headers={
-                        "Authorization": f"Bearer {supervisor}",
-                        "X-Access-Reason": "make run: demo check",
-                    },
-                )
-                if simulate_rate > 0:
-                    # Live traffic for a desk to watch: the demo citizens get half of it. Bounded (8 hours),
-                    # and quiet (no progress bar): it shares the terminal with the other processes.
-                    simulate = [*executable, "simulate", "--citizens", "100", "--rate", str(simulate_rate)]
-                    simulate += ["--duration", "28800", "--no-progress"]
-                    simulate += [arg for citizen in citizens for arg in ("--citizen", citizen)]
-                    helpers.append(
-                        subprocess.Popen(simulate, start_new_session=True, stdout=subprocess.DEVNULL)
-                    )
-                token = mint_development_token(
-                    security, agent_id="A-dev", roles=[AgentRole.agent], name="Development agent"
-                )
-                supervisor_header = (
-                    '-H "Authorization: Bearer $(.venv/bin/citizen-context token --role supervisor)"'
-                )
-                reason_header = "-H 'X-Access-Reason: demo'"
-                click.echo("")
-                click.secho("Citizen Context is running.", bold=True)
-                click.echo(f"  Agent desk:          {base_url}/desk/")
-                click.echo(f"  Signed in as A-dev:  {base_url}/desk/#token={token}")
-                click.echo("  Try phone number:    07700 900123 (C-100234), or citizen id C-100587, C-200311")
-                click.echo(
-                    f"  Context (REST):      curl {supervisor_header} {reason_header} "
-                    f"{base_url}/v1/citizens/{citizens[0]}/context"
-                )
-                click.echo(f"  API documentation:   {base_url}/docs")
-                if simulate_rate > 0:
-                    click.echo(
-                        f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
-                        "citizens, the rest for 100 others (citizen-context simulate)"
-                    )
-                click.echo("Press Ctrl-C to stop.")
             try:
-                while not stop_requested and all(child.poll() is None for child in children):
+                _wait_ready(f"{local_url}/readyz", children)
+                if with_demo:
+                    _show_demo(executable, base_url, local_url, simulate_rate, helpers)
+                while all(child.poll() is None for child in children):
                     time.sleep(0.5)
-                for child in children:
-                    if not stop_requested and child.poll() is not None:
-                        click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
+                crashed += [child for child in children if child.poll() is not None]
+                for child in crashed:
+                    click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
             finally:
                 # The simulator, the API and the consumer go first, while the servers they use still run.
+                _ignore_stop_signals()
                 _stop_children([*helpers, *children])
+    except _StopRequested:
+        pass  # asked to stop: everything started has been stopped on the way here
     except ServiceError as error:
         fail(error)
     finally:
+        _ignore_stop_signals()
         _stop_children([*helpers, *children])
+    if crashed:
+        sys.exit(1)
+
+
+class _StopRequested(BaseException):
+    """Ctrl-C or SIGTERM reached `dev`: a BaseException, as KeyboardInterrupt, so no handler takes it for
+    an error of its own."""
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _connect_host(host: str) -> str:
+    """Where to reach a server listening on `host` from this machine (a wildcard address is every one)."""
+    if host in {"", "0.0.0.0"}:  # noqa: S104 (an address to connect to, not to bind)
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _show_demo(
+    executable: list[str],
+    base_url: str,
+    local_url: str,
+    simulate_rate: float,
+    helpers: list[subprocess.Popen[bytes]],
+) -> None:
+    """Publish the demo events, wait for them to be applied, start the simulated traffic, and say where
+    everything is."""
+    from api.security.settings import SecuritySettings
+    from api.security.tokens import mint_development_token
+    from models.tables import AgentRole
+
+    citizens = _publish_demo()
+    security = SecuritySettings()
+    # A supervisor with a stated reason may read any citizen (and the read is audited).
+    supervisor = mint_development_token(
+        security, agent_id="S-dev", roles=[AgentRole.supervisor], name="Development supervisor"
+    )
+    _wait_for_context(
+        f"{local_url}/v1/citizens/{citizens[0]}/context",
+        headers={"Authorization": f"Bearer {supervisor}", "X-Access-Reason": "make run: demo check"},
+    )
+    if simulate_rate > 0:
+        # Live traffic for a desk to watch: the demo citizens get half of it. Bounded (8 hours), and quiet
+        # (no progress bar): it shares the terminal with the other processes.
+        simulate = [*executable, "simulate", "--citizens", "100", "--rate", str(simulate_rate)]
+        simulate += ["--duration", "28800", "--no-progress"]
+        simulate += [arg for citizen in citizens for arg in ("--citizen", citizen)]
+        helpers.append(subprocess.Popen(simulate, start_new_session=True, stdout=subprocess.DEVNULL))
+    token = mint_development_token(
+        security, agent_id="A-dev", roles=[AgentRole.agent], name="Development agent"
+    )
+    supervisor_header = '-H "Authorization: Bearer $(.venv/bin/citizen-context token --role supervisor)"'
+    reason_header = "-H 'X-Access-Reason: demo'"
+    click.echo("")
+    click.secho("Citizen Context is running.", bold=True)
+    click.echo(f"  Agent desk:          {base_url}/desk/")
+    click.echo(f"  Signed in as A-dev:  {base_url}/desk/#token={token}")
+    click.echo("  Try phone number:    07700 900123 (C-100234), or citizen id C-100587, C-200311")
+    click.echo(
+        f"  Context (REST):      curl {supervisor_header} {reason_header} "
+        f"{base_url}/v1/citizens/{citizens[0]}/context"
+    )
+    click.echo(f"  API documentation:   {base_url}/docs")
+    if simulate_rate > 0:
+        click.echo(
+            f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
+            "citizens, the rest for 100 others (citizen-context simulate)"
+        )
+    click.echo("Press Ctrl-C to stop.")
 
 
 def _loopback(address: str) -> bool:
@@ -304,8 +342,11 @@ def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: fl
 def _wait_for_context(url: str, *, headers: dict[str, str], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        response = httpx.get(url, headers=headers, timeout=2)
-        if response.status_code == 200 and response.json()["version"] > 0:
-            return
+        try:
+            response = httpx.get(url, headers=headers, timeout=2)
+            if response.status_code == 200 and response.json()["version"] > 0:
+                return
+        except httpx.TransportError:
+            pass  # the API went away: the loop that follows start-up says so, and stops
         time.sleep(0.3)
     click.secho(f"the demo events have not reached {url} yet; is the consumer running?", fg="yellow")

@@ -1,0 +1,105 @@
+"""`citizen-context dev` (what `make run` runs): Ctrl-C stops it at any moment, and a crash is its failure."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, wait_until
+
+
+class Dev:
+    """A `dev` process in the stack's environment, its output collected as it comes."""
+
+    def __init__(self, stack: Stack, *args: str) -> None:
+        env = {**os.environ, **stack.env, "CITIZEN_CONTEXT_API_PORT": str(stack.api_port)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ops.cli", "dev", "--simulate-rate", "0", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        """Stop it (SIGTERM) unless it has ended, then let go of its output."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def children(self) -> dict[int, str]:
+        """Its child processes: PID -> command line."""
+        found = {}
+        for pid in Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split():
+            found[int(pid)] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return found
+
+
+@pytest.fixture
+def dev_process(stack: Stack) -> Iterator[list[Dev]]:
+    started: list[Dev] = []
+    yield started
+    for dev in started:
+        dev.close()
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_during_start_up_stops_everything_started_at_once(
+    stack: Stack, dev_process: list[Dev]
+) -> None:
+    dev = Dev(stack)
+    dev_process.append(dev)
+    # The servers run already (the test run's): dev says so, then starts the API and the consumer.
+    wait_until(lambda: "kafka: running" in dev.output, what="dev past the servers")
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(timeout=60) == 0, dev.output
+    # Stopped where it was: it never got as far as saying it runs. The API and the consumer are gone; the
+    # servers, which it did not start, still run.
+    assert "Citizen Context is running." not in dev.output
+    assert "Traceback" not in dev.output
+    assert not listening(stack.api_port)
+    assert not listening(stack.health_port)
+    assert "stopped" not in dev.output
+
+
+def test_a_process_that_stops_by_itself_stops_dev_with_status_1(stack: Stack, dev_process: list[Dev]) -> None:
+    dev = Dev(stack, "--no-demo")
+    dev_process.append(dev)
+    wait_until(
+        lambda: (
+            listening(stack.api_port) and httpx.get(f"{stack.api_url}/readyz", timeout=2).status_code == 200
+        ),
+        what="the API ready",
+    )
+    consumer = next(pid for pid, command in dev.children().items() if command.rstrip().endswith("consume"))
+    os.kill(consumer, signal.SIGKILL)  # a process this test started, through dev
+    assert dev.process.wait(timeout=60) == 1, dev.output
+    assert f"a process exited with {-signal.SIGKILL}; stopping" in dev.output
+    assert not listening(stack.api_port)
