@@ -28,7 +28,7 @@ class DatabaseSettings(BaseSettings):
 
     url: str = Field(
         default="sqlite:///.data/citizen-context.db",
-        description="SQLAlchemy URL of the database (SQLite by default).",
+        description="SQLAlchemy URL of the database (SQLite by default; required outside development).",
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import httpx
 
-from ops.cli.root import fail, main, require_kafka
+from ops.cli.root import database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
 from ops.processes import ServiceError, refuse_busy_listen_port
 
@@ -32,7 +32,6 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     from api.lifecycle import Lifecycle
     from api.security.settings import SecuritySettings
     from api.settings import ApiSettings
-    from models.database import DatabaseSettings
     from models.database import migrate as apply_migrations
 
     settings = ApiSettings()
@@ -51,9 +50,10 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         refuse_busy_listen_port("the API", address, listen_port, "CITIZEN_CONTEXT_API_PORT (or --port)")
     except ServiceError as error:
         fail(error)
+    database = database_settings()
     if migrate:
-        apply_migrations(DatabaseSettings())
-    app = create_app(api=settings)
+        apply_migrations(database)
+    app = create_app(api=settings, database=database)
     lifecycle: Lifecycle = app.state.lifecycle
 
     class DrainingServer(uvicorn.Server):
@@ -132,10 +132,10 @@ def db_upgrade(revision: str) -> None:
     """Apply the migrations up to REVISION (default: the newest)."""
     from alembic.util import CommandError
 
-    from models.database import DatabaseSettings, migrate
+    from models.database import migrate
 
     try:
-        migrate(DatabaseSettings(), revision)
+        migrate(database_settings(), revision)
     except CommandError as error:
         fail(ServiceError(f"cannot upgrade the database to {revision!r}: {error}"))
     click.echo(f"database at {revision}")

@@ -1,12 +1,15 @@
 """The root of the `citizen-context` command; the commands themselves live in the modules beside it."""
 
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ops.logging import configure_logging
 from ops.processes import ServiceError
+
+if TYPE_CHECKING:
+    from models.database import DatabaseSettings
 
 
 class _Group(click.Group):
@@ -100,3 +103,22 @@ def main(log_level: str) -> None:
 def fail(error: ServiceError) -> NoReturn:
     click.secho(f"error: {error}", fg="red", err=True)
     sys.exit(1)
+
+
+def database_settings() -> "DatabaseSettings":
+    """The SQL database's settings. Outside development, only a database named explicitly: the default, a
+    SQLite file under the working folder, would be lost with a container, and with it the enquiries, the
+    audit trail and the API keys."""
+    from api.security.settings import SecuritySettings
+    from models.database import DatabaseSettings
+
+    settings = DatabaseSettings()
+    if "url" not in settings.model_fields_set and not SecuritySettings().development:
+        fail(
+            ServiceError(
+                "set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a SQLite file on a "
+                "lasting volume): the default SQLite file under the working folder would be lost with a "
+                "container, and the enquiries, the audit trail and the API keys with it"
+            )
+        )
+    return settings

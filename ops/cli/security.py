@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
-from ops.cli.root import main
+from ops.cli.root import database_settings, main
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -127,9 +127,9 @@ def keys() -> None:
 
 
 def _engine() -> "Engine":
-    from models.database import DatabaseSettings, create_db_engine, migrate
+    from models.database import create_db_engine, migrate
 
-    settings = DatabaseSettings()
+    settings = database_settings()
     migrate(settings)
     return create_db_engine(settings)
 

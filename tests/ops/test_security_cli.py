@@ -51,6 +51,34 @@ def test_token_refuses_to_run_outside_development() -> None:
     assert "Traceback" not in unsafe.stderr
 
 
+@pytest.mark.parametrize("command", [["keys", "list"], ["db", "upgrade"], ["api", "--port", "0"]])
+def test_outside_development_the_database_must_be_named(command: list[str], tmp_path: Path) -> None:
+    production = {
+        "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production",
+        "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"2026-11": "a-production-secret-of-enough-length"}',
+        "CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY": "a-production-pseudonym-key",
+    }
+    unnamed = {name: value for name, value in os.environ.items() if name != "CITIZEN_CONTEXT_DATABASE_URL"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "ops.cli", *command],
+        env={**unnamed, **production},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stderr
+    assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in refused.stderr
+    assert not (tmp_path / ".data").exists()  # nothing was created in the default's place
+    # Named explicitly, a SQLite file is taken (one on a lasting volume is a choice).
+    if command[0] != "api":
+        named = run(
+            *command, env={**production, "CITIZEN_CONTEXT_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}"}
+        )
+        assert named.returncode == 0, named.stderr
+
+
 def test_keys_are_created_listed_rotated_and_revoked(tmp_path: Path) -> None:
     database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'keys.db'}")
     env = {"CITIZEN_CONTEXT_DATABASE_URL": database.url}
