@@ -1,12 +1,15 @@
 // Everything the desk knows about authentication, in one place.
 //
-// The agent's token (a JWT) lives in sessionStorage: it survives a reload of this tab, is gone when the
-// tab closes, and is never shared with other tabs. REST calls carry it as `Authorization: Bearer`. The
+// The agent's token (a JWT) lives in sessionStorage: it survives a reload of this tab (and may come back
+// with a tab the browser restores), and is never shared with other tabs. REST calls carry it as `Authorization: Bearer`. The
 // stream is opened with a single-use ticket from `POST /v1/stream-tickets`, so no lasting secret is ever
 // written into a URL (URLs end up in logs).
 
 
 const STORAGE_KEY = "citizen-context.token";
+// The identity provider's refresh token, when it gives one: the access token is renewed with it before it
+// ends (a provider's tokens often last minutes, an agent's shift hours).
+const REFRESH_KEY = "citizen-context.refresh";
 
 /** Raised when the API refuses the agent's credentials (401); the desk then asks to sign in again. */
 export class SignedOut extends Error {}
@@ -41,12 +44,16 @@ export function useSignInLink(linked, providerConfigured) {
   return "";
 }
 
-export function signIn(token) {
+/** Holds the agent's token, and the provider's refresh token that renews it (none: it is not renewed). */
+export function signIn(token, refreshToken = null) {
   sessionStorage.setItem(STORAGE_KEY, token.trim());
+  if (refreshToken) sessionStorage.setItem(REFRESH_KEY, refreshToken);
+  else sessionStorage.removeItem(REFRESH_KEY);
 }
 
 export function signOut() {
   sessionStorage.removeItem(STORAGE_KEY);
+  sessionStorage.removeItem(REFRESH_KEY);
 }
 
 export function token() {
@@ -72,6 +79,44 @@ export function claims() {
 export function expired(now = Date.now()) {
   const found = claims();
   return Boolean(found && typeof found.exp === "number" && found.exp * 1000 <= now);
+}
+
+/** When to renew the token (ms since 1970): three quarters into its life (a minute before its end when it
+ * does not say when it began); null when it says no end, or nothing can renew it. */
+export function renewalDue() {
+  const found = claims();
+  if (!found || typeof found.exp !== "number" || !sessionStorage.getItem(REFRESH_KEY)) return null;
+  const end = found.exp * 1000;
+  const start = typeof found.iat === "number" && found.iat < found.exp ? found.iat * 1000 : end - 4 * 60_000;
+  return start + 0.75 * (end - start);
+}
+
+/** Renews the token at the identity provider with its refresh token; true when a new one is in hand. */
+export async function renewToken(provider) {
+  const refresh = sessionStorage.getItem(REFRESH_KEY);
+  if (!provider || !refresh) return false;
+  let response;
+  let body = null;
+  try {
+    response = await fetch(provider.token_url, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: refresh, client_id: provider.client_id }),
+    });
+    if (response.ok) body = await response.json();
+  } catch {
+    return false; // unreachable just now: tried again later, while the token lasts
+  }
+  // Signed out (or in again) meanwhile: what comes back is not this session's to keep.
+  if (sessionStorage.getItem(REFRESH_KEY) !== refresh) return false;
+  if (!body || typeof body.access_token !== "string") {
+    // Refused (the provider's session ended): asking again would be refused again.
+    if (response.status === 400 || response.status === 401) sessionStorage.removeItem(REFRESH_KEY);
+    return false;
+  }
+  // A provider that rotates refresh tokens sends a new one with each renewal; others keep the first valid.
+  signIn(body.access_token, typeof body.refresh_token === "string" ? body.refresh_token : refresh);
+  return true;
 }
 
 /** A name to greet the agent with. */
@@ -196,6 +241,6 @@ export async function finishProviderSignIn(provider) {
   if (!body || typeof body.access_token !== "string") {
     throw new SignedOut("The identity provider did not sign you in. Please try again.");
   }
-  signIn(body.access_token);
+  signIn(body.access_token, typeof body.refresh_token === "string" ? body.refresh_token : null);
   return true;
 }

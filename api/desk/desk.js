@@ -7,6 +7,8 @@ import {
   expired,
   finishProviderSignIn,
   identityProvider,
+  renewToken,
+  renewalDue,
   signIn,
   signOut,
   startProviderSignIn,
@@ -51,6 +53,7 @@ function showError(id, message) {
 }
 
 function showSignIn(message) {
+  clearTimeout(renewTimer);
   closeEnquiry();
   showError("sign-in-error", message);
   $("provider-sign-in").hidden = provider === null;
@@ -121,6 +124,31 @@ function signOutClicked() {
   signOut();
   sessionStorage.removeItem(ENQUIRY_KEY);
   showSignIn();
+}
+
+// ---- keeping the sign-in -----------------------------------------------------------------------------
+
+// A renewal that fails (the provider unreachable) is tried again this often, while the token lasts.
+const RENEW_RETRY_MS = 15_000;
+let renewTimer = null;
+
+/** Renews the provider's token before it ends, again and again, for as long as the provider allows. */
+function keepSignedIn(delay = null) {
+  clearTimeout(renewTimer);
+  const due = renewalDue();
+  if (provider === null || due === null) return;
+  // setTimeout takes at most 2^31 - 1 ms (about 24 days); a token lasting longer is renewed then.
+  renewTimer = setTimeout(renew, Math.min(delay ?? Math.max(0, due - Date.now()), 2 ** 31 - 1));
+}
+
+async function renew() {
+  if (await renewToken(provider)) {
+    // The open stream moves to the new token before the old one ends it.
+    if (stream) stream.refresh();
+    keepSignedIn();
+  } else if (!expired()) {
+    keepSignedIn(RENEW_RETRY_MS);
+  }
 }
 
 // ---- start an enquiry ---------------------------------------------------------------------------------
@@ -503,6 +531,7 @@ async function main() {
     showSignIn("Your sign-in has expired. Please sign in again.");
     return;
   }
+  keepSignedIn();
   try {
     if (!(await resumeStoredEnquiry())) await showStart(linkNotUsed);
   } catch (error) {

@@ -68,6 +68,17 @@ export class ContextStream {
     this.socket = null;
   }
 
+  /** Moves to a new connection now, resuming where it is, without saying the connection was lost: the
+   * sign-in was renewed, and the open connection would end with the old token (4401). */
+  refresh() {
+    const socket = this.socket;
+    if (this.stopped || socket === null) return; // between connections: the next one has the new token
+    this.socket = null;
+    clearTimeout(this.silenceTimer);
+    socket.close(1000, "sign-in renewed");
+    this.connect({ quiet: true });
+  }
+
   /** Calls a handler, unless the stream has stopped: its late events must never reach the next enquiry. */
   notify(name, ...args) {
     if (!this.stopped) this.handlers[name](...args);
@@ -79,9 +90,9 @@ export class ContextStream {
     this.stopped = true;
   }
 
-  async connect() {
+  async connect({ quiet = false } = {}) {
     if (this.stopped) return;
-    this.notify("state", this.failures === 0 && this.position === null ? "connecting" : "reconnecting");
+    if (!quiet) this.notify("state", this.failures === 0 && this.position === null ? "connecting" : "reconnecting");
     let url;
     try {
       const params = this.position ? { epoch: this.position.epoch, version: String(this.position.version) } : {};

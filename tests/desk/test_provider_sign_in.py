@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.sync_api import Page, expect
 
-from tests.conftest import Stack
+from tests.conftest import Stack, wait_until
 from tests.desk.conftest import assert_accessible
 
 ISSUER_PATH, CLIENT_ID = "/realms/contact-centre", "agent-desk"
@@ -33,6 +33,8 @@ class Provider:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.codes: dict[str, dict[str, str]] = {}
         self.exchanges: list[dict[str, str]] = []
+        self.lifetime = timedelta(minutes=10)  # of the access tokens it issues
+        self.refresh_tokens: set[str] = set()  # rotated: each is good for one renewal
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,6 +58,14 @@ class Provider:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 form = {name: values[0] for name, values in parse_qs(body).items()}
                 provider.exchanges.append(form)
+                if form.get("grant_type") == "refresh_token":
+                    refresh = form.get("refresh_token", "")
+                    if refresh not in provider.refresh_tokens or form.get("client_id") != CLIENT_ID:
+                        self._json(400, {"error": "invalid_grant"})
+                        return
+                    provider.refresh_tokens.discard(refresh)
+                    self._json(200, provider.tokens())
+                    return
                 asked = provider.codes.pop(form.get("code", ""), None)
                 verifier = form.get("code_verifier", "").encode()
                 challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=").decode()
@@ -68,7 +78,7 @@ class Provider:
                 ):
                     self._json(400, {"error": "invalid_grant"})
                     return
-                self._json(200, {"access_token": provider.token(), "token_type": "Bearer", "expires_in": 600})
+                self._json(200, provider.tokens())
 
             def _json(self, status: int, document: dict[str, Any]) -> None:
                 body = json.dumps(document).encode()
@@ -95,9 +105,21 @@ class Provider:
             "sub": "A-idp",
             "name": "Grace Hopper",
             "realm_access": {"roles": ["agent", "offline_access"]},
-            "exp": now + timedelta(minutes=10),
+            "iat": now,
+            "exp": now + self.lifetime,
         }
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": "idp-1"})
+
+    def tokens(self) -> dict[str, Any]:
+        """A token endpoint's answer: an access token, and a new refresh token."""
+        refresh = secrets.token_urlsafe(16)
+        self.refresh_tokens.add(refresh)
+        return {
+            "access_token": self.token(),
+            "token_type": "Bearer",
+            "expires_in": int(self.lifetime.total_seconds()),
+            "refresh_token": refresh,
+        }
 
     def desk_settings(self) -> dict[str, str]:
         """The desk's settings that send agents to sign in here."""
@@ -149,6 +171,57 @@ def test_an_agent_signs_in_through_the_identity_provider(
     page.get_by_role("button", name="Start enquiry").click()
     expect(page.get_by_role("heading", name="Citizen C-IDP-1")).to_be_visible()
     expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+
+
+def test_a_short_lived_token_is_renewed_and_the_stream_goes_on_past_its_end(
+    page: Page, stack: Stack, provider: Provider
+) -> None:
+    provider.lifetime = timedelta(seconds=20)
+    stack.env.update(
+        {
+            "CITIZEN_CONTEXT_SECURITY_JWKS_URL": f"{provider.base}/protocol/openid-connect/certs",
+            "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": provider.base,
+            "CITIZEN_CONTEXT_SECURITY_ROLES_CLAIM": "realm_access.roles",
+            # No leeway: the first token ends for the API when it says it does.
+            "CITIZEN_CONTEXT_SECURITY_CLOCK_SKEW_S": "0",
+            **provider.desk_settings(),
+        }
+    )
+    stack.consumer()
+    stack.api()
+    page.goto("/desk/")
+    page.get_by_role("button", name="Sign in with your organisation").click()
+    page.get_by_label("Find the citizen by").select_option("citizen_id")
+    page.get_by_label("Citizen id").fill("C-IDP-2")
+    page.get_by_role("button", name="Start enquiry").click()
+    live = page.locator("#connection")
+    expect(live).to_have_attribute("data-state", "live")
+    first = page.evaluate("() => sessionStorage.getItem('citizen-context.token')")
+    ends_at = jwt.decode(first, options={"verify_signature": False})["exp"]
+    # Every state the connection is said to be in from here on.
+    page.evaluate(
+        """() => {
+            window.connectionStates = [];
+            const node = document.getElementById("connection");
+            new MutationObserver(() => window.connectionStates.push(node.dataset.state))
+                .observe(node, { attributes: true, attributeFilter: ["data-state"] });
+        }"""
+    )
+
+    # Renewed three quarters into its life, with the refresh token the provider gave.
+    wait_until(
+        lambda: any(form.get("grant_type") == "refresh_token" for form in provider.exchanges),
+        what="the desk renewing its token",
+        timeout_s=30,
+    )
+    # Past the first token's end, and the stream's next check of its access (every 5 s), the enquiry is
+    # still live: the stream moved to the new token before the old one ended it.
+    page.wait_for_timeout(max(0, ends_at + 7 - datetime.now(UTC).timestamp()) * 1000)
+    expect(live).to_have_attribute("data-state", "live")
+    expect(page.get_by_role("heading", name="Citizen C-IDP-2")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") != first
+    # Quietly: the agent was never told the connection was lost.
+    assert page.evaluate("() => window.connectionStates") == []
 
 
 def test_a_return_that_did_not_start_here_signs_nobody_in(
