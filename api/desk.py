@@ -31,6 +31,11 @@ class DeskSettings(BaseSettings):
     oidc_token_url: str = Field(default="", description="The identity provider's token endpoint.")
     oidc_client_id: str = Field(default="", description="The desk's client id at the identity provider.")
     oidc_scope: str = Field(default="openid profile", description="Scopes the desk asks for.")
+    oidc_logout_url: str = Field(
+        default="",
+        description="The identity provider's end-session endpoint: Sign out ends the agent's session there "
+        "too (empty: only the desk's).",
+    )
 
     @property
     def configured(self) -> bool:
@@ -47,6 +52,7 @@ class DeskSettings(BaseSettings):
                 "token_url": self.oidc_token_url,
                 "client_id": self.oidc_client_id,
                 "scope": self.oidc_scope,
+                "logout_url": self.oidc_logout_url or None,
             }
         }
 

@@ -10,6 +10,8 @@ const STORAGE_KEY = "citizen-context.token";
 // The identity provider's refresh token, when it gives one: the access token is renewed with it before it
 // ends (a provider's tokens often last minutes, an agent's shift hours).
 const REFRESH_KEY = "citizen-context.refresh";
+// The provider's ID token, when it gives one: signing out at the provider names the session it ends with it.
+const ID_TOKEN_KEY = "citizen-context.id-token";
 
 /** Raised when the API refuses the agent's credentials (401); the desk then asks to sign in again. */
 export class SignedOut extends Error {}
@@ -44,16 +46,44 @@ export function useSignInLink(linked, providerConfigured) {
   return "";
 }
 
-/** Holds the agent's token, and the provider's refresh token that renews it (none: it is not renewed). */
-export function signIn(token, refreshToken = null) {
+/** Holds the agent's token, with what the provider gave besides: the refresh token that renews it (none: it
+ * is not renewed) and the ID token that names the session to end at sign-out. */
+export function signIn(token, refreshToken = null, idToken = null) {
   sessionStorage.setItem(STORAGE_KEY, token.trim());
-  if (refreshToken) sessionStorage.setItem(REFRESH_KEY, refreshToken);
-  else sessionStorage.removeItem(REFRESH_KEY);
+  for (const [key, value] of [
+    [REFRESH_KEY, refreshToken],
+    [ID_TOKEN_KEY, idToken],
+  ]) {
+    if (value) sessionStorage.setItem(key, value);
+    else sessionStorage.removeItem(key);
+  }
+}
+
+/** A text field of a token endpoint's answer, or null. */
+function text(body, name) {
+  return typeof body[name] === "string" ? body[name] : null;
 }
 
 export function signOut() {
   sessionStorage.removeItem(STORAGE_KEY);
   sessionStorage.removeItem(REFRESH_KEY);
+  sessionStorage.removeItem(ID_TOKEN_KEY);
+}
+
+/**
+ * Signs out here and, where the provider has an end-session endpoint, there too (OpenID Connect
+ * RP-initiated logout): on a shared desk, the next agent's "Sign in with your organisation" would otherwise
+ * find the previous agent's session still open at the provider, and sign them in as that agent. Returns
+ * true when the page is leaving for the provider, which sends the browser back to the desk.
+ */
+export function signOutEverywhere(provider) {
+  const idToken = sessionStorage.getItem(ID_TOKEN_KEY);
+  signOut();
+  if (!provider || !provider.logout_url) return false;
+  const query = new URLSearchParams({ client_id: provider.client_id, post_logout_redirect_uri: redirectUri() });
+  if (idToken) query.set("id_token_hint", idToken);
+  window.location.assign(`${provider.logout_url}?${query}`);
+  return true;
 }
 
 export function token() {
@@ -115,7 +145,7 @@ export async function renewToken(provider) {
     return false;
   }
   // A provider that rotates refresh tokens sends a new one with each renewal; others keep the first valid.
-  signIn(body.access_token, typeof body.refresh_token === "string" ? body.refresh_token : refresh);
+  signIn(body.access_token, text(body, "refresh_token") || refresh, text(body, "id_token") || sessionStorage.getItem(ID_TOKEN_KEY));
   return true;
 }
 
@@ -241,6 +271,6 @@ export async function finishProviderSignIn(provider) {
   if (!body || typeof body.access_token !== "string") {
     throw new SignedOut("The identity provider did not sign you in. Please try again.");
   }
-  signIn(body.access_token, typeof body.refresh_token === "string" ? body.refresh_token : null);
+  signIn(body.access_token, text(body, "refresh_token"), text(body, "id_token"));
   return true;
 }

@@ -11,6 +11,7 @@ import {
   renewalDue,
   signIn,
   signOut,
+  signOutEverywhere,
   startProviderSignIn,
   takeTokenFromFragment,
   token,
@@ -121,9 +122,10 @@ async function submitSignIn(event) {
 }
 
 function signOutClicked() {
-  signOut();
   sessionStorage.removeItem(ENQUIRY_KEY);
+  // The citizen's data leaves the page first, whether or not the page then leaves for the provider.
   showSignIn();
+  signOutEverywhere(provider);
 }
 
 // ---- keeping the sign-in -----------------------------------------------------------------------------

@@ -35,6 +35,8 @@ class Provider:
         self.exchanges: list[dict[str, str]] = []
         self.lifetime = timedelta(minutes=10)  # of the access tokens it issues
         self.refresh_tokens: set[str] = set()  # rotated: each is good for one renewal
+        self.id_tokens: list[str] = []
+        self.logouts: list[dict[str, str]] = []  # the end-session requests, as asked
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,6 +49,11 @@ class Provider:
                     back = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
                     self.send_response(302)
                     self.send_header("Location", back)
+                    self.end_headers()
+                elif url.path.endswith("/logout"):
+                    provider.logouts.append(query)
+                    self.send_response(302)
+                    self.send_header("Location", query["post_logout_redirect_uri"])
                     self.end_headers()
                 elif url.path.endswith("/certs"):
                     jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(provider.key.public_key()))
@@ -114,11 +121,21 @@ class Provider:
         """A token endpoint's answer: an access token, and a new refresh token."""
         refresh = secrets.token_urlsafe(16)
         self.refresh_tokens.add(refresh)
+        now = datetime.now(UTC)
+        id_claims = {
+            "iss": self.base,
+            "aud": CLIENT_ID,
+            "sub": "A-idp",
+            "iat": now,
+            "exp": now + self.lifetime,
+        }
+        self.id_tokens.append(jwt.encode(id_claims, self.key, algorithm="RS256", headers={"kid": "idp-1"}))
         return {
             "access_token": self.token(),
             "token_type": "Bearer",
             "expires_in": int(self.lifetime.total_seconds()),
             "refresh_token": refresh,
+            "id_token": self.id_tokens[-1],
         }
 
     def desk_settings(self) -> dict[str, str]:
@@ -127,6 +144,7 @@ class Provider:
             "CITIZEN_CONTEXT_DESK_OIDC_AUTHORIZATION_URL": f"{self.base}/protocol/openid-connect/auth",
             "CITIZEN_CONTEXT_DESK_OIDC_TOKEN_URL": f"{self.base}/protocol/openid-connect/token",
             "CITIZEN_CONTEXT_DESK_OIDC_CLIENT_ID": CLIENT_ID,
+            "CITIZEN_CONTEXT_DESK_OIDC_LOGOUT_URL": f"{self.base}/protocol/openid-connect/logout",
         }
 
     def close(self) -> None:
@@ -222,6 +240,32 @@ def test_a_short_lived_token_is_renewed_and_the_stream_goes_on_past_its_end(
     assert page.evaluate("() => sessionStorage.getItem('citizen-context.token')") != first
     # Quietly: the agent was never told the connection was lost.
     assert page.evaluate("() => window.connectionStates") == []
+
+
+def test_sign_out_ends_the_agents_session_at_the_identity_provider_too(
+    page: Page, stack: Stack, provider: Provider
+) -> None:
+    # On a shared desk, the next agent's sign-in would otherwise find this agent's session still open there.
+    stack.env.update(provider.desk_settings())
+    stack.api()
+    page.goto("/desk/")
+    page.get_by_role("button", name="Sign in with your organisation").click()
+    expect(page.get_by_role("heading", name="Start an enquiry")).to_be_visible()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in with your organisation")).to_be_visible()
+    assert provider.logouts == [
+        {
+            "client_id": CLIENT_ID,
+            "post_logout_redirect_uri": f"{stack.api_url}/desk/",
+            "id_token_hint": provider.id_tokens[-1],
+        }
+    ]
+    assert page.url == f"{stack.api_url}/desk/"
+    kept = page.evaluate(
+        "() => Object.keys(sessionStorage).filter((key) => key.startsWith('citizen-context'))"
+    )
+    assert kept == []
 
 
 def test_a_return_that_did_not_start_here_signs_nobody_in(
