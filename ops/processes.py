@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,22 +105,55 @@ class Spawned:
         return self.returncode
 
 
-def spawn(command: list[str], *, log_path: Path) -> Spawned:
-    """Start a detached background process in its own session (Ctrl-C in a terminal does not reach it)."""
+def spawn(command: list[str], *, log_path: Path, pid_file: PidFile) -> Spawned:
+    """Start a detached background process in its own session (Ctrl-C in a terminal does not reach it), and
+    record its PID in `pid_file`: both, or neither, whenever a Ctrl-C or SIGTERM comes (a process started and
+    not recorded could never be stopped, by this command or `services down`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     executable = shutil.which(command[0]) or command[0]
-    pid = os.posix_spawn(
-        executable,
-        command,
-        dict(os.environ),
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
+    with uninterrupted():
+        pid = os.posix_spawn(
+            executable,
+            command,
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
+        pid_file.write(pid)
     return Spawned(pid)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A step that a Ctrl-C or SIGTERM must not cut in two (a process started and its PID recorded, servers
+    being stopped): a signal arriving meanwhile takes effect as the step ends, through the handler it would
+    have met (which may raise, as Ctrl-C's does). Steps nest. Outside the main thread, where Python
+    delivers no signal, it changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[signal.Signals] = []
+
+    def defer(signum: int, _frame: FrameType | None) -> None:
+        caught.append(signal.Signals(signum))
+
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {stop: signal.signal(stop, defer) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    if caught:
+        handler = previous[caught[0]]
+        if callable(handler):
+            handler(caught[0], None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(caught[0])
 
 
 def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:

@@ -178,8 +178,8 @@ class RedisServer:
                 *(arg for name, value in PROJECTION_REDIS_CONFIG.items() for arg in (f"--{name}", value)),
             ],
             log_path=log_path,
+            pid_file=self.pid_file,
         )
-        self.pid_file.write(process.pid)
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
         deadline = time.monotonic() + self.timeout_s
         try:
@@ -258,8 +258,8 @@ class KafkaServer:
                 str(self.properties),
             ],
             log_path=log_path,
+            pid_file=self.pid_file,
         )
-        self.pid_file.write(process.pid)
         deadline = time.monotonic() + self.services.start_timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -466,8 +466,8 @@ class PostgresServer:
                 "full_page_writes=off",
             ],
             log_path=log_path,
+            pid_file=self.pid_file,
         )
-        self.pid_file.write(process.pid)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:

@@ -80,9 +80,11 @@ export function signOutEverywhere(provider) {
   const idToken = sessionStorage.getItem(ID_TOKEN_KEY);
   signOut();
   if (!provider || !provider.logout_url) return false;
-  const query = new URLSearchParams({ client_id: provider.client_id, post_logout_redirect_uri: redirectUri() });
-  if (idToken) query.set("id_token_hint", idToken);
-  window.location.assign(`${provider.logout_url}?${query}`);
+  const url = new URL(provider.logout_url); // it may hold parameters of its own (a policy, say): kept
+  url.searchParams.set("client_id", provider.client_id);
+  url.searchParams.set("post_logout_redirect_uri", redirectUri());
+  if (idToken) url.searchParams.set("id_token_hint", idToken);
+  window.location.assign(url.href);
   return true;
 }
 
@@ -232,7 +234,8 @@ export async function startProviderSignIn(provider) {
   const state = randomText(16);
   sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier, state }));
   const challenge = base64Url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
-  const query = new URLSearchParams({
+  const url = new URL(provider.authorization_url); // parameters of its own (a policy, say) are kept
+  for (const [name, value] of Object.entries({
     response_type: "code",
     client_id: provider.client_id,
     redirect_uri: redirectUri(),
@@ -240,8 +243,10 @@ export async function startProviderSignIn(provider) {
     state,
     code_challenge: challenge,
     code_challenge_method: "S256",
-  });
-  window.location.assign(`${provider.authorization_url}?${query}`);
+  })) {
+    url.searchParams.set(name, value);
+  }
+  window.location.assign(url.href);
 }
 
 /** On the way back from the provider: exchanges the code for a token. False when this is not a return. */

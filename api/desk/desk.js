@@ -4,6 +4,7 @@ import {
   SignedOut,
   agentName,
   authFetch,
+  claims,
   expired,
   finishProviderSignIn,
   identityProvider,
@@ -132,6 +133,8 @@ function signOutClicked() {
 
 // A renewal that fails (the provider unreachable) is tried again this often, while the token lasts.
 const RENEW_RETRY_MS = 15_000;
+// Renewals are at least this far apart, whatever the tokens say (a clock ahead, tokens cut short).
+const RENEW_MIN_MS = 10_000;
 let renewTimer = null;
 
 /** Renews the provider's token before it ends, again and again, for as long as the provider allows. */
@@ -144,10 +147,16 @@ function keepSignedIn(delay = null) {
 }
 
 async function renew() {
+  const endedAt = (claims() || {}).exp;
   if (await renewToken(provider)) {
     // The open stream moves to the new token before the old one ends it.
     if (stream) stream.refresh();
-    keepSignedIn();
+    // A token that ends no later than the last (the provider's session is ending) is the last renewed:
+    // asking again would only bring shorter ones.
+    const renewed = claims();
+    const due = renewalDue();
+    if (!renewed || !(renewed.exp > endedAt) || due === null) return;
+    keepSignedIn(Math.max(RENEW_MIN_MS, due - Date.now()));
   } else if (!expired()) {
     keepSignedIn(RENEW_RETRY_MS);
   }

@@ -1,8 +1,8 @@
 // The live stream of one enquiry's citizen: snapshot or resume, then changes in version order.
 //
 // The stream remembers the (epoch, version) it last applied. Whenever the connection ends for any reason
-// other than the enquiry ending, it reconnects by itself (at once when the server asked a live stream to
-// move on, otherwise after a short, growing, jittered pause) and asks to resume from there: the server then
+// other than the enquiry ending, it reconnects by itself (at once when the server asked a stream that had
+// stayed live to move on, otherwise after a short, growing, jittered pause) and asks to resume from there: the server then
 // sends exactly the changes missed, or a fresh snapshot when it cannot. A change that does not follow on
 // from the last version is never applied: the stream reconnects without a position and starts from a
 // snapshot.
@@ -52,6 +52,7 @@ export class ContextStream {
     this.retryTimer = null;
     this.silenceTimer = null;
     this.liveSince = null; // when the current connection went live (a snapshot or a resume), else null
+    this.renewed = false; // the sign-in was renewed while a ticket was being asked for
     this.refusedTickets = 0; // 4401s in a row, none of them after going live
   }
 
@@ -72,9 +73,17 @@ export class ContextStream {
    * sign-in was renewed, and the open connection would end with the old token (4401). */
   refresh() {
     const socket = this.socket;
-    if (this.stopped || socket === null) return; // between connections: the next one has the new token
+    if (this.stopped) return;
+    if (socket === null) {
+      // Between connections: a ticket being asked for now may carry the old token, so the connection
+      // under way asks again (connect); a later one has the new token anyway.
+      this.renewed = true;
+      return;
+    }
     this.socket = null;
     clearTimeout(this.silenceTimer);
+    if (this.liveSince !== null && Date.now() - this.liveSince >= STABLE_MS) this.failures = 0;
+    this.liveSince = null;
     socket.close(1000, "sign-in renewed");
     this.connect({ quiet: true });
   }
@@ -95,8 +104,11 @@ export class ContextStream {
     if (!quiet) this.notify("state", this.failures === 0 && this.position === null ? "connecting" : "reconnecting");
     let url;
     try {
-      const params = this.position ? { epoch: this.position.epoch, version: String(this.position.version) } : {};
-      url = await streamUrl(this.path, params);
+      do {
+        this.renewed = false;
+        const params = this.position ? { epoch: this.position.epoch, version: String(this.position.version) } : {};
+        url = await streamUrl(this.path, params);
+      } while (this.renewed && !this.stopped); // the sign-in was renewed meanwhile: a ticket of the new token
     } catch (error) {
       if (this.stopped) return;
       if (error instanceof SignedOut) {
@@ -184,8 +196,8 @@ export class ContextStream {
     this.socket = null;
     clearTimeout(this.silenceTimer);
     if (this.stopped) return;
-    const wasLive = this.liveSince !== null;
-    if (wasLive && Date.now() - this.liveSince >= STABLE_MS) this.failures = 0;
+    const stable = this.liveSince !== null && Date.now() - this.liveSince >= STABLE_MS;
+    if (stable) this.failures = 0;
     this.liveSince = null;
     switch (event.code) {
       case CLOSE_ENQUIRY_ENDED:
@@ -225,9 +237,10 @@ export class ContextStream {
         return;
       case CLOSE_SHUTDOWN:
       case CLOSE_LIFETIME:
-        // Asked to move on (a rolling restart, or the stream's lifetime): a live stream reconnects at once;
-        // one closed before it went live waits as after any other loss, or it would loop without a pause.
-        if (wasLive) this.connect();
+        // Asked to move on (a rolling restart, or the stream's lifetime): a stream that had stayed live
+        // reconnects at once; one closed sooner waits as after any other loss, or a server that closes
+        // every stream as it opens would be asked again and again without a pause.
+        if (stable) this.connect();
         else this.retryLater();
         return;
       default:

@@ -12,7 +12,7 @@ import httpx
 
 from ops.cli.root import database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
-from ops.processes import ServiceError, refuse_busy_listen_port
+from ops.processes import ServiceError, refuse_busy_listen_port, uninterrupted
 
 
 @main.command()
@@ -207,14 +207,20 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
     try:
         with servers_running():
             executable = [sys.executable, "-m", "ops.cli"]
-            # Their own sessions: a Ctrl-C in the terminal reaches only this process, which stops them in
-            # order (the API first drains its streams).
-            children.append(subprocess.Popen([*executable, "api"], start_new_session=True))
-            children.append(subprocess.Popen([*executable, "consume"], start_new_session=True))
             try:
+                # Their own sessions: a Ctrl-C in the terminal reaches only this process, which stops them in
+                # order (the API first drains its streams).
+                _start_child([*executable, "api"], children)
+                _start_child([*executable, "consume"], children)
                 _wait_ready(f"{local_url}/readyz", children)
                 if with_demo:
                     _show_demo(executable, base_url, local_url, simulate_rate, helpers)
+                else:
+                    click.echo("")
+                    click.secho("Citizen Context is running.", bold=True)
+                    click.echo(f"  Agent desk:          {base_url}/desk/")
+                    click.echo(f"  API documentation:   {base_url}/docs")
+                    click.echo("Press Ctrl-C to stop.")
                 while all(child.poll() is None for child in children):
                     time.sleep(0.5)
                 crashed += [child for child in children if child.poll() is not None]
@@ -233,6 +239,13 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
         _stop_children([*helpers, *children])
     if crashed:
         sys.exit(1)
+
+
+def _start_child(command: list[str], children: list[subprocess.Popen[bytes]], **options: Any) -> None:
+    """Start a process in a session of its own and list it among `children`: both, or neither, whenever a
+    Ctrl-C comes (a process started and not listed would never be stopped)."""
+    with uninterrupted():
+        children.append(subprocess.Popen(command, start_new_session=True, **options))
 
 
 class _StopRequested(BaseException):
@@ -283,7 +296,7 @@ def _show_demo(
         simulate = [*executable, "simulate", "--citizens", "100", "--rate", str(simulate_rate)]
         simulate += ["--duration", "28800", "--no-progress"]
         simulate += [arg for citizen in citizens for arg in ("--citizen", citizen)]
-        helpers.append(subprocess.Popen(simulate, start_new_session=True, stdout=subprocess.DEVNULL))
+        _start_child(simulate, helpers, stdout=subprocess.DEVNULL)
     token = mint_development_token(
         security, agent_id="A-dev", roles=[AgentRole.agent], name="Development agent"
     )

@@ -55,7 +55,10 @@ def unavailable_server(error: BaseException) -> str | None:
     if kafka_errors is not None and isinstance(error, kafka_errors.KafkaError):
         return f"Kafka failed (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS): {type(error).__name__}: {error}"
     sql_errors = sys.modules.get("sqlalchemy.exc")
-    if sql_errors is not None and isinstance(error, sql_errors.OperationalError | sql_errors.TimeoutError):
+    if sql_errors is not None and (
+        isinstance(error, sql_errors.TimeoutError)
+        or (isinstance(error, sql_errors.OperationalError) and _database_unreachable(error))
+    ):
         # The driver's own words, without SQLAlchemy's statement and link (the URL's password is in neither).
         cause = getattr(error, "orig", None) or error
         return f"the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): {str(cause).strip()}"
@@ -63,6 +66,24 @@ def unavailable_server(error: BaseException) -> str | None:
     if database is not None and isinstance(error, database.DatabaseLocationError):
         return f"{error} (CITIZEN_CONTEXT_DATABASE_URL)"
     return None
+
+
+# What SQLite says when its file cannot be opened or another process holds it: the database's absence, not
+# an error in what was asked of it (a table missing, a statement wrong), which keeps its traceback.
+_SQLITE_UNAVAILABLE = ("unable to open database file", "database is locked", "disk I/O error")
+
+
+def _database_unreachable(error: Any) -> bool:
+    """Whether an OperationalError means the database could not be reached or used at all."""
+    if getattr(error, "connection_invalidated", False):
+        return True
+    cause = getattr(error, "orig", None)
+    state = getattr(cause, "sqlstate", None)
+    if type(cause).__module__.startswith("psycopg"):
+        # No SQLSTATE: the server never answered (refused, unknown host, timed out). Class 08 is a
+        # connection exception; 57P01 to 57P03, a server shutting down or not accepting connections yet.
+        return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+    return any(words in str(cause) for words in _SQLITE_UNAVAILABLE)
 
 
 def require_kafka(bootstrap: list[str]) -> None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import click
 
 from ops.cli.root import fail, main
-from ops.processes import ServiceError, sigterm_as_interrupt
+from ops.processes import ServiceError, sigterm_as_interrupt, uninterrupted
 from ops.servers import LocalServer, ensure_command, judged_servers, local_servers
 from ops.settings import ServicesSettings
 from ops.tools import ensure_axe_core, ensure_chromium
@@ -125,8 +125,9 @@ def start_servers() -> list[LocalServer]:
             else:
                 started.remove(server)  # someone else started it meanwhile: not ours to stop
     except BaseException:
-        for server in reversed(started):
-            server.down()
+        with uninterrupted():  # a Ctrl-C now must not leave the servers after it running
+            for server in reversed(started):
+                server.down()
         raise
     return started
 
@@ -137,6 +138,7 @@ def servers_running() -> Iterator[None]:
     try:
         yield
     finally:
-        for server in reversed(started):
-            server.down()
-            click.echo(f"{server.name}: stopped")
+        with uninterrupted():
+            for server in reversed(started):
+                server.down()
+                click.echo(f"{server.name}: stopped")

@@ -85,7 +85,7 @@ def test_over_the_rate_limit_the_page_waits_at_least_five_seconds(
     streams = FakeStreams(closed_with(4429))
     start_enquiry(page, streams)
     expect(page.locator("#connection-text")).to_have_text(re.compile("^Connection lost"))
-    page.wait_for_timeout(4000)
+    page.wait_for_timeout(4800)
     assert len(streams.urls) == 1, streams.urls
 
 

@@ -94,6 +94,9 @@ def _advisory_lock_waiters(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(
             connection.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                )
             ).scalar_one()
         )

@@ -1,13 +1,16 @@
 """PID files and process control: only what we started is ever signalled."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ops.processes import PidFile, is_our_process, port_open
+import pytest
+
+from ops.processes import PidFile, is_our_process, port_open, uninterrupted
 
 
 def sleeper() -> subprocess.Popen[bytes]:
@@ -85,3 +88,31 @@ def test_api_and_consumer_refuse_a_taken_port_with_a_clear_error_at_once() -> No
             assert result.returncode == 1, (name, result.stderr)
             assert f"cannot listen on 127.0.0.1:{port}: the port is taken" in result.stderr, name
             assert "Traceback" not in result.stderr, name
+
+
+def test_a_ctrl_c_during_an_uninterrupted_step_takes_effect_as_it_ends() -> None:
+    steps: list[str] = []
+
+    def step() -> None:
+        with uninterrupted():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("started")
+            steps.append("recorded")  # e.g. a process started, then its PID written
+
+    with pytest.raises(KeyboardInterrupt):
+        step()
+    assert steps == ["started", "recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_sigterm_during_nested_steps_reaches_its_own_handler_once_after_the_outer_one() -> None:
+    received: list[str] = []
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: received.append("handled"))
+    try:
+        with uninterrupted():
+            with uninterrupted():
+                signal.raise_signal(signal.SIGTERM)
+            assert received == []
+        assert received == ["handled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)

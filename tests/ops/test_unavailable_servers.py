@@ -1,5 +1,6 @@
 """One-shot commands whose server cannot be reached say so in a line, naming the setting, and exit 1."""
 
+import sqlite3
 from pathlib import Path
 
 import kafka.errors
@@ -61,7 +62,13 @@ def test_a_sqlite_database_whose_folder_cannot_be_made_is_named(tmp_path: Path) 
             "Kafka failed (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS): KafkaTimeoutError",
         ),
         (
-            sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection")),
+            sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked")),
+            "the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): database is locked",
+        ),
+        (
+            sqlalchemy.exc.OperationalError(
+                "SELECT 1", {}, Exception("server closed the connection"), connection_invalidated=True
+            ),
             "the database is unavailable (CITIZEN_CONTEXT_DATABASE_URL): server closed the connection",
         ),
         (
@@ -81,7 +88,11 @@ def test_unreachable_servers_are_told_from_other_errors(error: Exception, said: 
     [
         ValueError("a bug"),
         redis.exceptions.ResponseError("WRONGTYPE"),
-        sqlalchemy.exc.IntegrityError("", {}, None),
+        sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")),
+        # A migration's own failure, not the database's absence: it keeps its traceback.
+        sqlalchemy.exc.OperationalError(
+            "CREATE", {}, sqlite3.OperationalError("table agents already exists")
+        ),
     ],
 )
 def test_other_errors_are_left_to_raise(error: Exception) -> None:
