@@ -295,7 +295,13 @@ class StreamSession:
         if end is not None:
             await self._end(end)
             return
-        await self._send_presence()
+        try:
+            await self._send_presence()
+        except REDIS_UNAVAILABLE:
+            # Redis went away just after the snapshot (a restart, a failover): the stream stays open, as
+            # when it goes later on, and re-syncs once Redis answers again. Before, this one read ended the
+            # stream with 1013.
+            self._stale = True
         lifetime = settings.stream_max_lifetime_s * random.uniform(0.9, 1.0)  # noqa: S311 (spread, not crypto)
         # One timer per stream, set once; heartbeats come from the process's one timer (ChangeHub).
         lifetime_timer = asyncio.get_running_loop().call_later(lifetime, subscription.offer, LIFETIME_OVER)
