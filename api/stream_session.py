@@ -220,6 +220,7 @@ class StreamSession:
         services.lifecycle.stream_opened()
         STREAMS_OPEN.inc()
         keeper = services.presence_keeper
+        goodbye: asyncio.Task[None] | None = None
         try:
             with services.hub.subscribe(self._citizen) as subscription:
                 try:
@@ -246,15 +247,22 @@ class StreamSession:
                 finally:
                     # Shielded: a handler cancelled as its client goes (test clients, server shutdown)
                     # must still say goodbye, or the others would see this viewer until its entry expires.
-                    leave = services.presence.leave(
-                        self._citizen, viewer_id=self._viewer, connection_id=self._connection
+                    goodbye = asyncio.ensure_future(
+                        services.presence.leave(
+                            self._citizen, viewer_id=self._viewer, connection_id=self._connection
+                        )
                     )
+                    # The stream counts as open until its goodbye is said, cancelled or not: a shutdown
+                    # waits for open streams (Lifecycle.drain) before it closes the Redis client the goodbye
+                    # uses, which would otherwise open a connection of its own that nothing closes.
+                    goodbye.add_done_callback(_goodbye_said(services.lifecycle))
                     # (Cancellation still propagates; the shielded goodbye completes on its own.)
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(leave)
+                        await asyncio.shield(goodbye)
         finally:
             STREAMS_OPEN.dec()
-            services.lifecycle.stream_closed()
+            if goodbye is None:
+                services.lifecycle.stream_closed()
 
     async def _serve(self, subscription: Subscription, resume: Resume | None) -> None:
         receiver = asyncio.create_task(self._drain_client())
@@ -514,3 +522,15 @@ class StreamSession:
     async def _send(self, message: BaseModel) -> None:
         await self._ws.send_text(message.model_dump_json(exclude_none=True))
         _messages_counter(getattr(message, "type", "unknown")).inc()
+
+
+def _goodbye_said(lifecycle: Lifecycle) -> Callable[["asyncio.Task[None]"], None]:
+    """What a stream's goodbye does as it ends: count the stream closed (its failure, already suppressed
+    where it was awaited, is taken here, so that asyncio does not report it as never retrieved)."""
+
+    def said(task: "asyncio.Task[None]") -> None:
+        if not task.cancelled():
+            task.exception()
+        lifecycle.stream_closed()
+
+    return said
