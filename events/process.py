@@ -23,6 +23,8 @@ log = structlog.get_logger("consumer")
 
 # How long the consumer waits, at most, between attempts to reach Kafka at start.
 MAX_START_BACKOFF_S = 10.0
+# The longest a stopping consumer waits to leave its group (see run_consumer's end).
+LEAVE_GROUP_TIMEOUT_MS = 5_000
 
 
 def run_consumer_process() -> None:
@@ -69,8 +71,11 @@ def run_consumer_process() -> None:
         ).run(stop)
     finally:
         if clients is not None:
-            # autocommit=False: only what run() committed after applying counts as consumed.
-            clients[0].close(autocommit=False)
+            # autocommit=False: only what run() committed after applying counts as consumed. Leaving the
+            # group waits at most LEAVE_GROUP_TIMEOUT_MS: a coordinator busy with a rebalance (a crashed
+            # predecessor's session still open) held a SIGTERM for the whole request timeout, 30 s; the
+            # group then sees the departure when the session times out instead.
+            clients[0].close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
             clients[1].close()
         redis_client.close()
         server.shutdown()
@@ -93,7 +98,7 @@ def _connect_to_kafka(
                 try:
                     producer = dead_letter_publisher(kafka)
                 except KafkaError:
-                    consumer.close(autocommit=False)
+                    consumer.close(autocommit=False, timeout_ms=LEAVE_GROUP_TIMEOUT_MS)
                     raise
                 health.kafka_ok = True
                 return consumer, producer

@@ -88,11 +88,18 @@ class SecuritySettings(BaseSettings):
         if self.development:
             return self
         if any(secret.get_secret_value() == DEVELOPMENT_SECRET for secret in self.jwt_secrets.values()):
-            raise ValueError("the development signing secret is refused outside development")
+            raise ValueError(
+                "the development signing secret is refused outside development: set "
+                "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS (or CITIZEN_CONTEXT_SECURITY_JWKS_URL, with "
+                "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS={})"
+            )
         if self.pseudonym_key.get_secret_value() == DEVELOPMENT_PSEUDONYM_KEY:
             raise ValueError("set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY outside development")
         if not (self.jwt_secrets or self.jwt_public_keys or self.jwks_url):
-            raise ValueError("configure at least one token verification key")
+            raise ValueError(
+                "configure at least one token verification key: CITIZEN_CONTEXT_SECURITY_JWT_SECRETS, "
+                "CITIZEN_CONTEXT_SECURITY_JWT_PUBLIC_KEYS or CITIZEN_CONTEXT_SECURITY_JWKS_URL"
+            )
         if any(len(secret.get_secret_value().encode()) < 32 for secret in self.jwt_secrets.values()):
             raise ValueError("HS256 secrets need at least 32 bytes (256 bits)")
         if self.jwks_url and not self.jwks_url.startswith("https://"):

@@ -225,7 +225,8 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
                     time.sleep(0.5)
                 crashed += [child for child in children if child.poll() is not None]
                 for child in crashed:
-                    click.secho(f"a process exited with {child.returncode}; stopping", fg="red", err=True)
+                    name = "the API" if child is children[0] else "the consumer"
+                    click.secho(f"{name} exited with {child.returncode}; stopping", fg="red", err=True)
             finally:
                 # The simulator, the API and the consumer go first, while the servers they use still run.
                 _ignore_stop_signals()

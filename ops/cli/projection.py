@@ -45,6 +45,9 @@ def rebuild(grace: float) -> None:
     kafka = KafkaSettings()
     require_kafka(kafka.bootstrap_list)
     writer = _writer()
+    # Redis unreachable from the start is said at once: the replay would retry each write for ever, as it
+    # does through a failover half-way.
+    writer.client.ping()
     settle_heap()
     bar: list[Any] = []
 

@@ -93,7 +93,12 @@ def require_kafka(bootstrap: list[str]) -> None:
 
     if not any(reachable(server) for server in bootstrap):
         servers = ", ".join(bootstrap)
-        fail(ServiceError(f"Kafka cannot be reached at {servers} (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS)"))
+        fail(
+            ServiceError(
+                f"Kafka cannot be reached at {servers} (CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS): "
+                "no bootstrap server accepted a connection"
+            )
+        )
 
 
 def _named(model: str, item: Any) -> str:
@@ -135,11 +140,13 @@ def database_settings() -> "DatabaseSettings":
 
     settings = DatabaseSettings()
     if "url" not in settings.model_fields_set and not SecuritySettings().development:
-        fail(
-            ServiceError(
-                "set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a SQLite file on a "
-                "lasting volume): the default SQLite file under the working folder would be lost with a "
-                "container, and the enquiries, the audit trail and the API keys with it"
-            )
+        # A setting missing: status 2, as settings that do not load.
+        click.secho(
+            "error: invalid settings: set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a "
+            "SQLite file on a lasting volume): the default SQLite file under the working folder would be "
+            "lost with a container, and the enquiries, the audit trail and the API keys with it",
+            fg="red",
+            err=True,
         )
+        sys.exit(2)
     return settings

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -354,3 +355,27 @@ def test_a_consumer_started_while_kafka_is_unreachable_waits_then_stops_cleanly(
     assert "kafka unreachable at start" in log
     assert "consumer stopped" in log
     assert "Traceback" not in log
+
+
+def test_a_consumer_stopped_while_its_group_waits_for_a_crashed_member_leaves_within_seconds(
+    stack: Stack,
+) -> None:
+    # The group's own session timeout (the settings' default), not the test stack's short one: the
+    # coordinator then holds the group's rebalance for a crashed member long enough to hold a LeaveGroup.
+    env = {name: value for name, value in stack.env.items() if "SESSION_TIMEOUT" not in name}
+    crashed = Process(["consume"], env, stack.tmp_path / "crashed.log").start()
+    stack.processes.append(crashed)
+    wait_until(
+        lambda: "consumer started" in crashed.log(), what="the first consumer started", process=crashed
+    )
+    time.sleep(5)  # long enough to join the group and take its partitions
+    crashed.stop(kill=True)
+    successor = Process(["consume"], env, stack.tmp_path / "successor.log").start()
+    stack.processes.append(successor)
+    wait_until(lambda: "consumer started" in successor.log(), what="its successor started", process=successor)
+    time.sleep(3)  # asking to join, while the coordinator waits for the crashed member
+    successor.process.terminate()  # type: ignore[union-attr]
+    # Leaving the group waits 5 s at most: before, kafka-python's request timeout held the SIGTERM 30 s
+    # (make run's Ctrl-C then waited as long).
+    assert successor.process.wait(timeout=20) == 0  # type: ignore[union-attr]
+    assert "consumer stopped" in successor.log()

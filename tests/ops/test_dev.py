@@ -106,5 +106,5 @@ def test_a_process_that_stops_by_itself_stops_dev_with_status_1(stack: Stack, de
     consumer = next(pid for pid, command in dev.children().items() if command.rstrip().endswith("consume"))
     os.kill(consumer, signal.SIGKILL)  # a process this test started, through dev
     assert dev.process.wait(timeout=60) == 1, dev.output
-    assert f"a process exited with {-signal.SIGKILL}; stopping" in dev.output
+    assert f"the consumer exited with {-signal.SIGKILL}; stopping" in dev.output
     assert not listening(stack.api_port)

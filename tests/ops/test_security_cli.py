@@ -68,7 +68,7 @@ def test_outside_development_the_database_must_be_named(command: list[str], tmp_
         timeout=60,
         check=False,
     )
-    assert refused.returncode == 1, refused.stderr
+    assert refused.returncode == 2, refused.stderr
     assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in refused.stderr
     assert not (tmp_path / ".data").exists()  # nothing was created in the default's place
     # Named explicitly, a SQLite file is taken (one on a lasting volume is a choice).

@@ -97,3 +97,12 @@ def test_unreachable_servers_are_told_from_other_errors(error: Exception, said: 
 )
 def test_other_errors_are_left_to_raise(error: Exception) -> None:
     assert unavailable_server(error) is None
+
+
+def test_a_rebuild_says_at_once_that_redis_cannot_be_reached() -> None:
+    # Kafka answers (the test run's broker): the replay would otherwise retry each write for ever.
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    result = CliRunner().invoke(main, ["rebuild"], env={"CITIZEN_CONTEXT_REDIS_URL": closed})
+    assert result.exit_code == 1, result.output
+    assert "error: Redis is unavailable (CITIZEN_CONTEXT_REDIS_URL)" in result.output
+    assert "replaying" not in result.output
