@@ -156,15 +156,19 @@ def uninterrupted() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
+def reachable_at(host: str) -> str:
+    """Where this machine reaches a server listening on `host`: a wildcard address (every address) on
+    loopback."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+
 def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:
     """A clear error when `what` would listen where something already does (port 0: any port, never busy).
 
     Checked before starting: the process would otherwise fail deep in its start-up with a traceback, or
     (the API) after its shutdown timeout, and a starter polling the port would take the other for it.
     """
-    # Listening on every address is probed on loopback.
-    probe_host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
-    if port and port_open(probe_host, port):
+    if port and port_open(reachable_at(host), port):
         raise ServiceError(
             f"{what} cannot listen on {host}:{port}: the port is taken (another citizen-context process "
             f"or another program); stop it or set {setting} to a free port"

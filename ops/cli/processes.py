@@ -12,7 +12,7 @@ import httpx
 
 from ops.cli.root import database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
-from ops.processes import ServiceError, refuse_busy_listen_port, uninterrupted
+from ops.processes import ServiceError, reachable_at, refuse_busy_listen_port, uninterrupted
 
 
 @main.command()
@@ -184,7 +184,10 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
     # Links are printed with the public address; readiness is asked of the API itself, on its own port: a
     # proxy that the public address names need not run in development.
     base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
-    local_url = f"http://{_connect_host(settings.host)}:{settings.port}"
+    local_host = reachable_at(settings.host)
+    if ":" in local_host:
+        local_host = f"[{local_host}]"  # an IPv6 address, in a URL
+    local_url = f"http://{local_host}:{settings.port}"
     children: list[subprocess.Popen[bytes]] = []
     helpers: list[subprocess.Popen[bytes]] = []
     crashed: list[subprocess.Popen[bytes]] = []
@@ -213,14 +216,12 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
                 _start_child([*executable, "api"], children)
                 _start_child([*executable, "consume"], children)
                 _wait_ready(f"{local_url}/readyz", children)
-                if with_demo:
-                    _show_demo(executable, base_url, local_url, simulate_rate, helpers)
-                else:
-                    click.echo("")
-                    click.secho("Citizen Context is running.", bold=True)
-                    click.echo(f"  Agent desk:          {base_url}/desk/")
-                    click.echo(f"  API documentation:   {base_url}/docs")
-                    click.echo("Press Ctrl-C to stop.")
+                demo, traffic = (
+                    _start_demo(executable, base_url, local_url, simulate_rate, helpers)
+                    if with_demo
+                    else ([], [])
+                )
+                _announce(base_url, demo, traffic)
                 while all(child.poll() is None for child in children):
                     time.sleep(0.5)
                 crashed += [child for child in children if child.poll() is not None]
@@ -259,24 +260,15 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _connect_host(host: str) -> str:
-    """Where to reach a server listening on `host` from this machine (a wildcard address is every one)."""
-    if host in {"", "0.0.0.0"}:  # noqa: S104 (an address to connect to, not to bind)
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-def _show_demo(
+def _start_demo(
     executable: list[str],
     base_url: str,
     local_url: str,
     simulate_rate: float,
     helpers: list[subprocess.Popen[bytes]],
-) -> None:
-    """Publish the demo events, wait for them to be applied, start the simulated traffic, and say where
-    everything is."""
+) -> tuple[list[str], list[str]]:
+    """Publish the demo events, wait for them to be applied and start the simulated traffic; the lines
+    that tell how to try the demo, and the one that describes the traffic (none without it)."""
     from api.security.settings import SecuritySettings
     from api.security.tokens import mint_development_token
     from models.tables import AgentRole
@@ -303,21 +295,29 @@ def _show_demo(
     )
     supervisor_header = '-H "Authorization: Bearer $(.venv/bin/citizen-context token --role supervisor)"'
     reason_header = "-H 'X-Access-Reason: demo'"
+    demo = [
+        f"  Signed in as A-dev:  {base_url}/desk/#token={token}",
+        "  Try phone number:    07700 900123 (C-100234), or citizen id C-100587, C-200311",
+        f"  Context (REST):      curl {supervisor_header} {reason_header} "
+        f"{base_url}/v1/citizens/{citizens[0]}/context",
+    ]
+    traffic = [
+        f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
+        "citizens, the rest for 100 others (citizen-context simulate)"
+    ]
+    return demo, traffic if simulate_rate > 0 else []
+
+
+def _announce(base_url: str, demo: list[str], traffic: list[str]) -> None:
+    """Say that everything runs, and where (with the demo's and the traffic's lines, when there are any)."""
     click.echo("")
     click.secho("Citizen Context is running.", bold=True)
     click.echo(f"  Agent desk:          {base_url}/desk/")
-    click.echo(f"  Signed in as A-dev:  {base_url}/desk/#token={token}")
-    click.echo("  Try phone number:    07700 900123 (C-100234), or citizen id C-100587, C-200311")
-    click.echo(
-        f"  Context (REST):      curl {supervisor_header} {reason_header} "
-        f"{base_url}/v1/citizens/{citizens[0]}/context"
-    )
+    for line in demo:
+        click.echo(line)
     click.echo(f"  API documentation:   {base_url}/docs")
-    if simulate_rate > 0:
-        click.echo(
-            f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
-            "citizens, the rest for 100 others (citizen-context simulate)"
-        )
+    for line in traffic:
+        click.echo(line)
     click.echo("Press Ctrl-C to stop.")
 
 

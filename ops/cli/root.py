@@ -135,18 +135,17 @@ def database_settings() -> "DatabaseSettings":
     """The SQL database's settings. Outside development, only a database named explicitly: the default, a
     SQLite file under the working folder, would be lost with a container, and with it the enquiries, the
     audit trail and the API keys."""
+    from pydantic_settings import SettingsError
+
     from api.security.settings import SecuritySettings
     from models.database import DatabaseSettings
 
     settings = DatabaseSettings()
     if "url" not in settings.model_fields_set and not SecuritySettings().development:
-        # A setting missing: status 2, as settings that do not load.
-        click.secho(
-            "error: invalid settings: set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a "
-            "SQLite file on a lasting volume): the default SQLite file under the working folder would be "
-            "lost with a container, and the enquiries, the audit trail and the API keys with it",
-            fg="red",
-            err=True,
+        # A setting missing: said (status 2) as settings that do not load are, by the group (_Group.invoke).
+        raise SettingsError(
+            "set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a SQLite file on a lasting "
+            "volume): the default SQLite file under the working folder would be lost with a container, and "
+            "the enquiries, the audit trail and the API keys with it"
         )
-        sys.exit(2)
     return settings
