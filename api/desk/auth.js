@@ -1,9 +1,9 @@
 // Everything the desk knows about authentication, in one place.
 //
 // The agent's token (a JWT) lives in sessionStorage: it survives a reload of this tab (and may come back
-// with a tab the browser restores), and is never shared with other tabs. REST calls carry it as `Authorization: Bearer`. The
-// stream is opened with a single-use ticket from `POST /v1/stream-tickets`, so no lasting secret is ever
-// written into a URL (URLs end up in logs).
+// with a tab the browser restores), and is never shared with other tabs. REST calls carry it as
+// `Authorization: Bearer`. The stream is opened with a single-use ticket from `POST /v1/stream-tickets`, so
+// no lasting secret is ever written into a URL (URLs end up in logs).
 
 
 const STORAGE_KEY = "citizen-context.token";
@@ -73,19 +73,18 @@ export function signOut() {
 /**
  * Signs out here and, where the provider has an end-session endpoint, there too (OpenID Connect
  * RP-initiated logout): on a shared desk, the next agent's "Sign in with your organisation" would otherwise
- * find the previous agent's session still open at the provider, and sign them in as that agent. Returns
- * true when the page is leaving for the provider, which sends the browser back to the desk.
+ * find the previous agent's session still open at the provider, and sign them in as that agent. The page
+ * then leaves for the provider, which sends the browser back to the desk.
  */
 export function signOutEverywhere(provider) {
   const idToken = sessionStorage.getItem(ID_TOKEN_KEY);
   signOut();
-  if (!provider || !provider.logout_url) return false;
+  if (!provider || !provider.logout_url) return;
   const url = new URL(provider.logout_url); // it may hold parameters of its own (a policy, say): kept
   url.searchParams.set("client_id", provider.client_id);
   url.searchParams.set("post_logout_redirect_uri", redirectUri());
   if (idToken) url.searchParams.set("id_token_hint", idToken);
   window.location.assign(url.href);
-  return true;
 }
 
 export function token() {

@@ -245,16 +245,9 @@ function openEnquiry(found) {
   }
   connectionState = null;
   show("enquiry", $("citizen-heading"));
-  // Each handler acts only while its stream is this enquiry's: a late event of a stream already stopped
-  // must never reach the next enquiry's page.
-  const own = new ContextStream(found.id, {
-    snapshot: (context) => stream === own && snapshot(context),
-    change: (message) => stream === own && change(message),
-    state: (name, detail) => stream === own && setConnection(name, detail),
-    presence: (viewers) => stream === own && presence(viewers),
-  });
-  stream = own;
-  own.start();
+  // A stream calls none of these once stopped (closeEnquiry stops it): nothing late reaches the next enquiry.
+  stream = new ContextStream(found.id, { snapshot, change, state: setConnection, presence });
+  stream.start();
 }
 
 function closeEnquiry() {
