@@ -138,6 +138,14 @@ class Provider:
             "id_token": self.id_tokens[-1],
         }
 
+    def api_settings(self) -> dict[str, str]:
+        """The API's settings that trust this provider's tokens (its keys through the JWKS URL)."""
+        return {
+            "CITIZEN_CONTEXT_SECURITY_JWKS_URL": f"{self.base}/protocol/openid-connect/certs",
+            "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": self.base,
+            "CITIZEN_CONTEXT_SECURITY_ROLES_CLAIM": "realm_access.roles",
+        }
+
     def desk_settings(self) -> dict[str, str]:
         """The desk's settings that send agents to sign in here."""
         return {
@@ -162,14 +170,7 @@ def provider() -> Iterator[Provider]:
 def test_an_agent_signs_in_through_the_identity_provider(
     page: Page, stack: Stack, provider: Provider
 ) -> None:
-    stack.env.update(
-        {
-            "CITIZEN_CONTEXT_SECURITY_JWKS_URL": f"{provider.base}/protocol/openid-connect/certs",
-            "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": provider.base,
-            "CITIZEN_CONTEXT_SECURITY_ROLES_CLAIM": "realm_access.roles",
-            **provider.desk_settings(),
-        }
-    )
+    stack.env.update({**provider.api_settings(), **provider.desk_settings()})
     stack.consumer()
     stack.api()
     page.goto("/desk/")
@@ -197,9 +198,7 @@ def test_a_short_lived_token_is_renewed_and_the_stream_goes_on_past_its_end(
     provider.lifetime = timedelta(seconds=20)
     stack.env.update(
         {
-            "CITIZEN_CONTEXT_SECURITY_JWKS_URL": f"{provider.base}/protocol/openid-connect/certs",
-            "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": provider.base,
-            "CITIZEN_CONTEXT_SECURITY_ROLES_CLAIM": "realm_access.roles",
+            **provider.api_settings(),
             # No leeway: the first token ends for the API when it says it does.
             "CITIZEN_CONTEXT_SECURITY_CLOCK_SKEW_S": "0",
             **provider.desk_settings(),

@@ -13,42 +13,52 @@ from kafka import KafkaProducer
 from playwright.sync_api import Page, Route, WebSocketRoute, expect
 
 from tests.conftest import Stack
-from tests.desk.test_desk import CITIZEN, a_known_citizen_found_by_phone
+from tests.desk.test_desk import CITIZEN, PHONE, a_known_citizen_found_by_phone
 
 STREAM = re.compile(r".*/v1/enquiries/[^/]+/stream.*")
 LIVE = re.compile("^Live")
+
+
+# How the played server treats a connection: the socket, and which connection of the page's it is (1, 2, ...).
+Behaviour = Callable[[WebSocketRoute, int], None]
 
 
 @dataclass
 class FakeStreams:
     """Plays the stream's server: each connection the page opens is recorded and handed to `behave`."""
 
-    behave: Callable[[WebSocketRoute], None]
+    behave: Behaviour
     urls: list[str] = field(default_factory=list)
 
     def __call__(self, socket: WebSocketRoute) -> None:
         self.urls.append(socket.url)
-        self.behave(socket)
+        self.behave(socket, len(self.urls))
 
 
-def start_enquiry(page: Page, streams: FakeStreams) -> None:
+def enquiry_on_fake_streams(
+    stack: Stack, page: Page, producer: KafkaProducer, token: str, behave: Behaviour
+) -> FakeStreams:
+    """The known citizen's enquiry started on the desk, its stream's server played by `behave`."""
+    a_known_citizen_found_by_phone(stack, page, producer, token)
+    streams = FakeStreams(behave)
     page.route_web_socket(STREAM, streams)
     page.get_by_role("button", name="Start enquiry").click()
     expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+    return streams
 
 
-def live_then(code: int) -> Callable[[WebSocketRoute], None]:
+def live_then(code: int) -> Behaviour:
     """A stream that goes live (a heartbeat saying so), then is closed at once with `code`."""
 
-    def behave(socket: WebSocketRoute) -> None:
+    def behave(socket: WebSocketRoute, _nth: int) -> None:
         socket.send('{"type":"heartbeat","epoch":"e","version":0,"live":true}')
         socket.close(code=code, reason="test")
 
     return behave
 
 
-def closed_with(code: int) -> Callable[[WebSocketRoute], None]:
-    def behave(socket: WebSocketRoute) -> None:
+def closed_with(code: int) -> Behaviour:
+    def behave(socket: WebSocketRoute, _nth: int) -> None:
         socket.close(code=code, reason="test")
 
     return behave
@@ -57,9 +67,7 @@ def closed_with(code: int) -> Callable[[WebSocketRoute], None]:
 def test_streams_dropped_as_soon_as_they_go_live_are_retried_with_a_growing_pause(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
-    streams = FakeStreams(live_then(1011))
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, live_then(1011))
     # Pauses of 0.25, 0.5, 1 and 2 s (each jittered by up to half either way): at most five connections
     # in 3 s. Reset by every connection that went live, they stayed at 0.25 s: about a dozen.
     page.wait_for_timeout(3000)
@@ -70,9 +78,7 @@ def test_streams_dropped_as_soon_as_they_go_live_are_retried_with_a_growing_paus
 def test_a_restart_before_the_stream_goes_live_waits_before_reconnecting(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
-    streams = FakeStreams(closed_with(1012))
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, closed_with(1012))
     # "At once" is only for a stream that was live: before, every 1012 reconnected without a pause.
     page.wait_for_timeout(3000)
     assert 2 <= len(streams.urls) <= 5, streams.urls
@@ -81,9 +87,7 @@ def test_a_restart_before_the_stream_goes_live_waits_before_reconnecting(
 def test_over_the_rate_limit_the_page_waits_at_least_five_seconds(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
-    streams = FakeStreams(closed_with(4429))
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, closed_with(4429))
     expect(page.locator("#connection-text")).to_have_text(re.compile("^Connection lost"))
     page.wait_for_timeout(4800)
     assert len(streams.urls) == 1, streams.urls
@@ -92,9 +96,7 @@ def test_over_the_rate_limit_the_page_waits_at_least_five_seconds(
 def test_a_refused_ticket_is_tried_once_more_before_the_agent_is_signed_out(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
-    streams = FakeStreams(closed_with(4401))
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, closed_with(4401))
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.get_by_role("alert")).to_have_text("Your sign-in has expired. Please sign in again.")
     assert len(streams.urls) == 2, streams.urls
@@ -107,16 +109,13 @@ def test_a_refused_ticket_is_tried_once_more_before_the_agent_is_signed_out(
 def test_a_refused_resume_position_starts_again_from_a_snapshot_and_a_refused_request_stops(
     stack: Stack, page: Page, producer: KafkaProducer, agent_token: str
 ) -> None:
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
-
-    def behave(socket: WebSocketRoute) -> None:
-        if len(streams.urls) == 1:
+    def behave(socket: WebSocketRoute, nth: int) -> None:
+        if nth == 1:
             # A position to resume from, then 4400 (as for a version the server cannot read).
             socket.send('{"type":"reconnect","reason":"lifetime","epoch":"e","version":7}')
         socket.close(code=4400, reason="invalid query.version")
 
-    streams = FakeStreams(behave)
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, behave)
     expect(page.locator("#connection-text")).to_have_text(
         "The live view could not be opened: the server refused the request. Reload the page to try again."
     )
@@ -132,15 +131,13 @@ def test_silence_on_a_dead_path_reconnects_without_waiting_for_the_browser_to_cl
 ) -> None:
     # The page's clock is the test's: 25 s of silence pass at once.
     page.clock.install()
-    a_known_citizen_found_by_phone(stack, page, producer, agent_token)
 
-    def behave(socket: WebSocketRoute) -> None:
+    def behave(socket: WebSocketRoute, _nth: int) -> None:
         socket.send('{"type":"heartbeat","epoch":"e","version":0,"live":true}')
         # A dead path: the page's close is never answered, so its socket never reports "close".
         socket.on_close(lambda _code, _reason: None)
 
-    streams = FakeStreams(behave)
-    start_enquiry(page, streams)
+    streams = enquiry_on_fake_streams(stack, page, producer, agent_token, behave)
     expect(page.locator("#connection-text")).to_have_text(LIVE)
     page.clock.run_for(26_000)
     expect(page.locator("#connection-text")).to_have_text(re.compile("^Connection lost"))
@@ -168,7 +165,7 @@ def test_a_stopped_streams_late_failure_never_reaches_the_next_enquiry(
     page.get_by_role("button", name="Sign out").click()
     page.get_by_label("Access token").fill(agent_token)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("Phone number").fill("07700 900777")
+    page.get_by_label("Phone number").fill(PHONE)
     page.get_by_role("button", name="Start enquiry").click()
     expect(page.locator("#connection-text")).to_have_text(LIVE)
 
