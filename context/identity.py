@@ -2,8 +2,7 @@
 
 import re
 from enum import StrEnum
-from functools import lru_cache
-from typing import Any
+from functools import cache, lru_cache
 
 import phonenumbers
 
@@ -104,8 +103,11 @@ def taught_identifiers(event: CloudEvent, *, default_region: str) -> list[tuple[
     """Identifiers an event with a known citizen teaches the index: its envelope's, and its data's.
 
     A `profile.updated` event's phone and email, and the case reference of case and complaint events,
-    belong to the event's citizen. Data that does not normalise teaches nothing (it was validated already;
-    a malformed phone in a profile is not a reason to lose the profile update).
+    belong to the event's citizen: only the fields a type declares teach (the contract lists the types). A
+    field of the same name kept as an extra of another type (a web form's `email`, say, which may be a
+    neighbour's) teaches nothing: pointing that address at the event's citizen would open their context to
+    whoever is found by it next. Data that does not normalise teaches nothing (it was validated already; a
+    malformed phone in a profile is not a reason to lose the profile update).
     """
     return taught_by(event, parse_data(event.type, event.data), default_region=default_region)
 
@@ -118,15 +120,11 @@ def taught_by(
     found = dict.fromkeys(named) if named else {}
     if data is None:
         return list(found)
-    # A model's declared fields are all in its __dict__ (defaults included), its kept extras in
-    # __pydantic_extra__: read directly, as `getattr(data, name, None)` would raise and catch
-    # AttributeError for every event that lacks one, and `model_fields` is a property on every access.
-    fields, extra = data.__dict__, data.__pydantic_extra__ or _NO_EXTRA
-    for kind, name in _DATA_IDENTIFIERS:
-        value = fields[name] if name in fields else extra.get(name)
-        # A kept extra may hold anything JSON does; only text names anyone (a number, a list or an object
-        # in a `phone` field teaches nothing, as a malformed number does).
-        if value and isinstance(value, str):
+    # A model's declared fields are all in its __dict__ (defaults included); its kept extras are not.
+    fields = data.__dict__
+    for kind, name in _data_identifiers(type(data)):
+        value = fields[name]
+        if value:
             try:
                 found[(kind, normalise(kind, value, default_region=default_region))] = None
             except InvalidIdentifier:
@@ -134,12 +132,15 @@ def taught_by(
     return list(found)
 
 
-# What a model without kept extras reads them from (its __pydantic_extra__ is then None or empty).
-_NO_EXTRA: dict[str, Any] = {}
-
 # The data fields that teach an identifier, and which kind.
 _DATA_IDENTIFIERS = (
     (IdentifierKind.phone, "phone"),
     (IdentifierKind.email, "email"),
     (IdentifierKind.case, "case_ref"),
 )
+
+
+@cache
+def _data_identifiers(model: type[EventData]) -> tuple[tuple[IdentifierKind, str], ...]:
+    """The identifier fields `model` declares (text fields, by the taxonomy's types), with their kinds."""
+    return tuple((kind, name) for kind, name in _DATA_IDENTIFIERS if name in model.model_fields)

@@ -91,13 +91,36 @@ def test_a_malformed_phone_in_a_profile_teaches_nothing_but_does_not_fail() -> N
 
 
 @pytest.mark.parametrize(
-    "extra", [{"phone": 447700900123}, {"phone": ["07700 900123"]}, {"email": 5}, {"case_ref": {"x": 1}}]
+    "extra",
+    [
+        {"phone": "07700 900999"},
+        {"email": "neighbour@example.org"},
+        {"case_ref": "HB-4471"},
+        {"phone": 447700900123},
+        {"email": ["x@example.org"]},
+        {"case_ref": {"x": 1}},
+    ],
 )
-def test_an_identifier_field_that_is_not_text_teaches_nothing_and_is_planned(
+def test_an_identifier_field_its_type_does_not_declare_teaches_nothing_and_is_planned(
     extra: dict[str, object],
 ) -> None:
-    # Kept extras may hold anything JSON does: the event is applied as REST accepted it, teaching nothing,
-    # never dead-lettered as undecodable.
-    event = make_event("C-1", type_="call.started", data=example_data("call.started", **extra))
+    # A web form's `email` may be a neighbour's: taught to the event's citizen, it would open their context
+    # to whoever is found by it next. Kept extras may hold anything JSON does, text or not: the event is
+    # applied as REST accepted it, teaching nothing, never dead-lettered as undecodable.
+    event = make_event("C-1", type_="web.form.submitted", data=example_data("web.form.submitted", **extra))
     assert taught_identifiers(event, default_region="GB") == []
     assert plan_write(event, default_region="GB").identifiers == []
+
+
+def test_an_envelope_identifier_still_teaches_beside_an_undeclared_data_field() -> None:
+    data = example_data("web.form.submitted", email="neighbour@example.org")
+    event = make_event("C-1", type_="web.form.submitted", data=data).model_copy(
+        update={"citizenphone": "07700 900123"}
+    )
+    assert taught_identifiers(event, default_region="GB") == [(IdentifierKind.phone, "+447700900123")]
+
+
+def test_a_payment_with_a_case_reference_it_does_not_declare_teaches_nothing() -> None:
+    data = example_data("payment.received", case_ref="HB-4471")
+    event = make_event("C-1", type_="payment.received", data=data)
+    assert taught_identifiers(event, default_region="GB") == []
