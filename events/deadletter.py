@@ -208,7 +208,13 @@ class StoredDeadLetter:
 
 def read_dead_letters(bootstrap_servers: list[str], topic: str) -> Iterator[StoredDeadLetter]:
     """Every record of `topic`'s dead-letter topic, from the beginning to its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
+    # From the log's start again should a position fall off it while read (retention), never its end.
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+    )
     try:
         name = dead_letter_topic(topic)
         partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]

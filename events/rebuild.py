@@ -49,6 +49,17 @@ LOGGED_SKIPS_PER_REASON = 10
 Progress = Callable[[int], None]
 
 
+class MissingTopic(Exception):
+    """The topic to rebuild from does not exist: replaying nothing and switching to that would serve every
+    reader an empty projection (a mistyped or other deployment's topic name, say). Nothing is changed."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"the topic {topic!r} does not exist: there is nothing to rebuild the projection from"
+        )
+        self.topic = topic
+
+
 @dataclass(frozen=True)
 class RebuildReport:
     """What a rebuild did."""
@@ -90,8 +101,15 @@ class Replayer:
             max_poll_records=max(kafka.max_poll_records, REPLAY_POLL_RECORDS),
             client_id="citizen-context-rebuild",
             fetch_max_wait_ms=REPLAY_FETCH_WAIT_MS,
+            # A position that falls off the log while it is read (retention deleting the oldest segment,
+            # an operator's delete-records) resumes from the log's new start: kafka-python's default moves
+            # it to the end, and the pass would find the partition done, skipping the rest of it silently.
+            auto_offset_reset="earliest",
         )
-        partitions = self._consumer.partitions_for_topic(kafka.topic) or set()
+        partitions = self._consumer.partitions_for_topic(kafka.topic)
+        if not partitions:
+            self._consumer.close()
+            raise MissingTopic(kafka.topic)
         self.partitions = [TopicPartition(kafka.topic, p) for p in sorted(partitions)]
         self._consumer.assign(self.partitions)
         self._consumer.seek_to_beginning(*self.partitions)

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ops.cli.root import main, require_kafka
-from ops.processes import sigterm_as_interrupt
+from ops.cli.root import fail, main, require_kafka
+from ops.processes import ServiceError, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from context.store import ProjectionWriter, RedriveLog
@@ -39,6 +39,7 @@ def rebuild(grace: float) -> None:
     """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
     from context.settings import IdentitySettings
     from events.heap import settle_heap
+    from events.rebuild import MissingTopic
     from events.rebuild import rebuild as run_rebuild
     from events.settings import KafkaSettings
 
@@ -66,6 +67,8 @@ def rebuild(grace: float) -> None:
                 progress=lambda n: bar[0].update(n) if bar else None,
                 grace_s=grace,
             )
+    except MissingTopic as error:
+        fail(ServiceError(f"{error} (CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"))
     finally:
         if bar:
             bar[0].__exit__(None, None, None)

@@ -5,14 +5,16 @@ from typing import Any
 
 import pytest
 import redis
+from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient
 
 import events.rebuild
 from context.keys import CitizenKeys
 from context.service import EventWrite
 from context.settings import TimelineSettings
-from context.store import ApplyResult, ProjectionWriter, SentBatch
+from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.producer import create_producer
-from events.rebuild import rebuild
+from events.rebuild import MissingTopic, Replayer, rebuild
 from events.settings import KafkaSettings
 from tests.events.test_consumer import BOOTSTRAP, produce_events
 from tests.factories import example_data, make_event, writes_for
@@ -34,6 +36,42 @@ def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
     assert report.keys_removed > 0
     assert not writer.client.exists(CitizenKeys(key_prefix, before, citizen).timeline)
     assert writer.client.exists(CitizenKeys(key_prefix, report.epoch, citizen).timeline)
+
+
+def test_a_rebuild_from_a_topic_that_does_not_exist_changes_nothing(
+    writer: ProjectionWriter, key_prefix: str
+) -> None:
+    # A mistyped topic name would otherwise replay nothing, switch every reader to an empty projection and
+    # drop the one served.
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    writer.apply_batch(writes_for(make_event(citizen)))
+    before = writer.current_epoch()
+    missing = f"test.missing.{uuid.uuid4().hex[:12]}"
+
+    with pytest.raises(MissingTopic, match="does not exist"):
+        rebuild(kafka=KafkaSettings(topic=missing), writer=writer, default_region="GB", grace_s=0)
+
+    assert writer.current_epoch() == before
+    assert writer.client.exists(CitizenKeys(key_prefix, before, citizen).timeline)
+
+
+def test_a_replay_whose_position_falls_off_the_log_goes_on_from_the_log_s_new_start(
+    writer: ProjectionWriter, kafka_topic: str
+) -> None:
+    # Retention deleting the oldest segment while a rebuild reads it: kafka-python's default would move the
+    # position to the partition's end, and the pass would find it done, the rest of it skipped silently.
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}") for _ in range(10)])
+    replayer = Replayer(KafkaSettings(topic=kafka_topic), writer, epoch=new_epoch(), default_region="GB")
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    try:
+        assert replayer.remaining() == 10  # the positions are read: partition 0's at offset 0
+        admin.delete_records({TopicPartition(kafka_topic, 0): 4})
+
+        assert replayer.catch_up(lambda _n: None) == 6
+        assert replayer.applied == 6
+    finally:
+        admin.close()
+        replayer.close()
 
 
 def test_a_rebuild_logs_the_records_it_skips_a_few_of_each_reason_then_their_count(

@@ -1,6 +1,8 @@
-"""One-shot commands whose server cannot be reached say so in a line, naming the setting, and exit 1."""
+"""One-shot commands whose server cannot be reached, or whose topic does not exist, say so in a line,
+naming the setting, and exit 1."""
 
 import sqlite3
+import uuid
 from pathlib import Path
 
 import kafka.errors
@@ -105,4 +107,15 @@ def test_a_rebuild_says_at_once_that_redis_cannot_be_reached() -> None:
     result = CliRunner().invoke(main, ["rebuild"], env={"CITIZEN_CONTEXT_REDIS_URL": closed})
     assert result.exit_code == 1, result.output
     assert "error: Redis is unavailable (CITIZEN_CONTEXT_REDIS_URL)" in result.output
+    assert "replaying" not in result.output
+
+
+def test_a_rebuild_from_a_topic_that_does_not_exist_says_so_and_changes_nothing() -> None:
+    topic = f"test.missing.{uuid.uuid4().hex[:12]}"
+    result = CliRunner().invoke(main, ["rebuild"], env={"CITIZEN_CONTEXT_KAFKA_TOPIC": topic})
+    assert result.exit_code == 1, result.output
+    assert (
+        f"error: the topic '{topic}' does not exist: there is nothing to rebuild the projection from "
+        "(CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"
+    ) in result.output
     assert "replaying" not in result.output
