@@ -20,6 +20,12 @@ class KafkaSettings(BaseSettings):
     topic_partitions: int = Field(
         default=6, ge=1, description="Partitions of the topic when the project creates it."
     )
+    topic_replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        description="Replicas of each partition when the project creates a topic; unset: the brokers' own "
+        "default.replication.factor.",
+    )
     group_id: str = Field(
         default="citizen-context", description="Consumer group of the projection consumers."
     )

@@ -52,9 +52,18 @@ class _StoppingAdminClient(KafkaAdminClient):  # type: ignore[misc]  # kafka-pyt
 
 
 def ensure_topic(
-    bootstrap_servers: list[str], name: str, *, partitions: int, configs: dict[str, str] | None = None
+    bootstrap_servers: list[str],
+    name: str,
+    *,
+    partitions: int,
+    configs: dict[str, str] | None = None,
+    replication: int | None = None,
 ) -> bool:
     """Create the topic if it is missing; True when it was created.
+
+    Each partition gets `replication` replicas, or the brokers' own `default.replication.factor` when it is
+    None: a fixed single replica would lose a partition's events with its broker, and a cluster whose
+    topics need two in-sync replicas would refuse every write to it.
 
     A topic that exists already is left as it is; when `configs` sets `retention.ms` and the topic keeps its
     records for another time (longer, for ever, or shorter), a warning says so: the project chooses a
@@ -68,7 +77,11 @@ def ensure_topic(
             return False
         try:
             topic = NewTopic(
-                name=name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {}
+                name=name,
+                num_partitions=partitions,
+                # -1 asks the brokers for their default (KIP-464, Kafka 2.4).
+                replication_factor=replication if replication is not None else -1,
+                topic_configs=configs or {},
             )
             admin.create_topics([topic])
         except TopicAlreadyExistsError:
@@ -144,12 +157,20 @@ def ensure_topics(kafka: KafkaSettings, *, retention: timedelta | None = None) -
     keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
     retention_ms = int(keep.total_seconds() * 1000)
     kept = {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
-    ensure_topic(kafka.bootstrap_list, kafka.topic, partitions=kafka.topic_partitions, configs=kept)
+    replication = kafka.topic_replication_factor
+    ensure_topic(
+        kafka.bootstrap_list,
+        kafka.topic,
+        partitions=kafka.topic_partitions,
+        configs=kept,
+        replication=replication,
+    )
     ensure_topic(
         kafka.bootstrap_list,
         dead_letter_topic(kafka.topic),
         partitions=kafka.topic_partitions,
         configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES), **kept},
+        replication=replication,
     )
 
 

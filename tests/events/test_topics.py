@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import InvalidReplicationFactorError, KafkaTimeoutError
 
 from events import topics
 from events.deadletter import dead_letter_topic
@@ -100,3 +100,26 @@ def test_the_age_cap_is_the_timelines_by_default(monkeypatch: pytest.MonkeyPatch
     finally:
         admin.delete_topics(names)
         admin.close()
+
+
+def test_topics_get_the_brokers_default_replication_or_the_one_configured() -> None:
+    # Unset, the brokers' own default.replication.factor (the test broker's is 1) is asked for, never a
+    # fixed single replica: a cluster that keeps three copies of every partition keeps three of these.
+    kafka = KafkaSettings(topic=f"test.{uuid.uuid4().hex[:12]}", topic_partitions=1)
+    names = [kafka.topic, dead_letter_topic(kafka.topic)]
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_list)
+    try:
+        ensure_topics(kafka)
+        assert [len(topic["partitions"][0]["replica_nodes"]) for topic in admin.describe_topics(names)] == [
+            1,
+            1,
+        ]
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+    # Configured, that many: more than the one test broker can hold is refused by it, saying so.
+    more = KafkaSettings(
+        topic=f"test.{uuid.uuid4().hex[:12]}", topic_partitions=1, topic_replication_factor=2
+    )
+    with pytest.raises(InvalidReplicationFactorError, match="replication factor of 2"):
+        ensure_topics(more)
