@@ -125,8 +125,13 @@ async def erase_citizen(
         )
     except PublishUnavailable:
         await record(failed=True)
+        # The enquiries went first (api/citizen_rights.py, erase_citizen): said, so nobody takes the
+        # erasure for one that never started, and leaves it half done.
         response = problem_response(
-            request, 503, "Kafka did not record the erasure; nothing was erased. Retry."
+            request,
+            503,
+            "Kafka did not record the erasure, so the citizen's context was not erased; their enquiries "
+            "may have been deleted already. Retry: an erasure can be repeated.",
         )
         response.headers["Retry-After"] = "2"
         return response

@@ -3,6 +3,7 @@ the export streamed, its audit trail read a page at a time, against the real Red
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import cast
@@ -23,11 +24,11 @@ from websockets.exceptions import ConnectionClosed
 from api import citizen_rights
 from api.app import create_app
 from api.publisher import EventPublisher
-from context.keys import erasure_mark_key
+from context.keys import CitizenKeys, erasure_mark_key
 from context.settings import RedisSettings, TimelineSettings, redis_client_options
 from context.store import ProjectionWriter
 from events.settings import KafkaSettings
-from models import audit_repository
+from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditFilter
 from models.database import DatabaseSettings, create_db_engine
 from models.rights import CitizenExport, RecordedView
@@ -188,6 +189,30 @@ def test_export_then_erasure_then_rebuild_leaves_nothing_of_the_citizen(
     for process in stack.processes:
         assert citizen not in process.log()
         assert PHONE not in process.log()
+
+
+def test_an_erasure_kafka_did_not_record_says_what_was_and_was_not_erased(
+    redis_settings: RedisSettings, writer: ProjectionWriter, migrated: DatabaseSettings, key_prefix: str
+) -> None:
+    # A topic the broker does not have: the erasure record waits its whole timeout (10 s), then fails.
+    missing = KafkaSettings(topic=f"test.missing.{uuid.uuid4().hex[:12]}")
+    citizen = "C-ERASE-UNRECORDED"
+    writer.apply_batch(writes_for(make_event(citizen)))
+    with Session(create_db_engine(migrated)) as session:
+        enquiry_repository.create_enquiry(session, agent_id="A-1", citizen_id=citizen, channel="phone")
+    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=missing)) as client:
+        response = client.delete(f"/v1/citizens/{citizen}", headers=access.admin())
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    # The enquiries go first (none can be completed after the erasure's time): the answer says so, and
+    # that the context was not erased.
+    assert response.json()["detail"] == (
+        "Kafka did not record the erasure, so the citizen's context was not erased; their enquiries may "
+        "have been deleted already. Retry: an erasure can be repeated."
+    )
+    with Session(create_db_engine(migrated)) as session:
+        assert enquiry_repository.citizen_enquiries(session, citizen_id=citizen) == []
+    assert writer.client.exists(CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline)
 
 
 def test_an_erasure_closes_the_citizens_open_streams(stack: Stack, publisher: EventPublisher) -> None:
