@@ -283,6 +283,10 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
         raise InvalidEvent("invalid-identifier", str(error)) from error
     data = None
     if event.type in EVENT_TYPES:
+        if event.data_base64 is not None:
+            raise InvalidEvent(
+                "invalid-data", f"{event.type} data must be JSON, in data; data_base64 carries binary data"
+            )
         content_type = event.datacontenttype
         # Nearly every event declares JSON as "application/json" or not at all: no need to parse that.
         if content_type is not None and content_type != JSON and not is_json(media_type_of(content_type)):

@@ -62,6 +62,8 @@ ENVELOPE_NOTES = {
     "datacontenttype": "`application/json` when absent; a documented type's data must be JSON.",
     "dataschema": "URI of the data's schema; kept, not checked.",
     "data": "The type's data, as its page and schema describe; required for a documented type.",
+    "data_base64": "Binary data as base64 text, in place of `data` (never both), for a type outside the list "
+    "below; a documented type's data is JSON, in `data`.",
     "citizenphone": "The citizen's phone number, when the publisher does not know the citizen id.",
     "citizenemail": "The citizen's email address, when the publisher does not know the citizen id.",
     "citizencaseref": "A case reference of the citizen, when the publisher does not know the citizen id.",
@@ -441,9 +443,14 @@ def _envelope_file_schema() -> dict[str, Any]:
     )
 
 
+# The names an envelope's members may have (see _enrich_envelope).
+PROPERTY_NAMES = f"^(?:{ATTRIBUTE_NAME.pattern.removeprefix('^').removesuffix('$')}|data_base64)$"
+
+
 def _enrich_envelope(schema: dict[str, Any]) -> None:
-    # The extension rules live in a model validator, which pydantic's schema cannot see.
-    schema["propertyNames"] = {"pattern": ATTRIBUTE_NAME.pattern}
+    # The extension rules live in a model validator, which pydantic's schema cannot see. Every name follows
+    # them but `data_base64`, the JSON format's own member (propertyNames applies to declared ones too).
+    schema["propertyNames"] = {"pattern": PROPERTY_NAMES}
     schema["additionalProperties"] = {
         "description": "An extension attribute: kept with the event.",
         "type": ["string", "integer", "boolean", "null"],

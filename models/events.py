@@ -25,9 +25,13 @@ CitizenId = Annotated[str, StringConstraints(pattern=CITIZEN_ID_PATTERN)]
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 
+# RFC 4648 base64 with its padding, as CloudEvents' JSON format requires of `data_base64`.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
 # Extension attributes that name the citizen when the publisher does not know their id.
 IDENTIFIER_ATTRIBUTES = {"citizenphone": "phone", "citizenemail": "email", "citizencaseref": "case"}
 # CloudEvents 1.0: attribute names are lower-case ASCII letters and digits (20 characters at most advised).
+# (`data_base64`, the JSON format's own member, is declared as a field.)
 ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 
@@ -55,12 +59,20 @@ class CloudEvent(BaseModel):
     datacontenttype: str | None = None
     dataschema: str | None = None
     data: Any = Field(default=None, description="Type-specific payload.")
+    # CloudEvents' JSON format carries binary data as base64 text here, in place of `data`.
+    data_base64: Annotated[str, StringConstraints(pattern=BASE64_PATTERN)] | None = Field(
+        default=None,
+        description="Binary data, base64-encoded, in place of `data` (types outside the taxonomy).",
+    )
     citizenphone: Annotated[str, StringConstraints(min_length=3, max_length=40)] | None = None
     citizenemail: Annotated[str, StringConstraints(min_length=3, max_length=254)] | None = None
     citizencaseref: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _extensions_are_well_formed(self) -> "CloudEvent":
+        if self.data_base64 is not None and self.data is not None:
+            # CloudEvents' JSON format: one or the other; which one a reader should believe is not said.
+            raise ValueError("an event carries data or data_base64, not both")
         extensions = self.__pydantic_extra__
         if not extensions:
             return self  # nearly every event: nothing to look at
@@ -111,8 +123,14 @@ class CloudEvent(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_absent_attributes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # An absent optional attribute is left out, as CloudEvents JSON does; `data` is kept as published.
+        # With `data_base64`, a null `data` is left out too: CloudEvents' JSON format holds one or the other.
         document: dict[str, Any] = handler(self)
-        return {key: value for key, value in document.items() if value is not None or key == "data"}
+        keep_data = self.data_base64 is None
+        return {
+            key: value
+            for key, value in document.items()
+            if value is not None or (key == "data" and keep_data)
+        }
 
     def to_json(self) -> str:
         """The compact structured-mode JSON form, as stored and streamed (as `model_dump_json()`)."""
@@ -123,6 +141,8 @@ class CloudEvent(BaseModel):
         # A test holds both to the same output.
         fields = self.__dict__
         absent = {name for name in _OPTIONAL_ATTRIBUTES if fields[name] is None}
+        if "data_base64" not in absent and fields["data"] is None:
+            absent.add("data")
         if self.__pydantic_extra__:
             absent.update(name for name, value in self.__pydantic_extra__.items() if value is None)
         return _ENVELOPE_FIELDS.to_json(self, exclude=absent).decode()

@@ -12,6 +12,7 @@ from events.codec import (
     NON_FINITE,
     InvalidEvent,
     decode_record,
+    decode_stored,
     encode_structured,
     judge,
     loads_json,
@@ -316,6 +317,39 @@ def test_an_unknown_type_is_kept_with_its_data_as_it_came() -> None:
     event = decode_record(json.dumps({**VALID, "type": "parking.permit.issued", "data": [1, "two"]}).encode())
     assert event.type == "parking.permit.issued"
     assert event.data == [1, "two"]
+
+
+def test_binary_data_in_data_base64_is_kept_as_cloudevents_json_carries_it() -> None:
+    # CloudEvents' JSON format: binary data as base64 text, in place of `data`.
+    document = {
+        **VALID,
+        "type": "scan.received",
+        "datacontenttype": "application/pdf",
+        "data_base64": "JVBERg==",
+    }
+    del document["data"]
+    event, stored = decode_stored(json.dumps(document).encode())
+    assert event.data_base64 == "JVBERg=="
+    assert event.data is None
+    assert json.loads(stored) == document  # no `data` beside it
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "detail"),
+    [
+        ({"type": "scan.received", "data_base64": "JVBERg=="}, "invalid", "data or data_base64, not both"),
+        ({"type": "scan.received", "data": None, "data_base64": "not base64!"}, "invalid", "data_base64:"),
+        ({"type": "scan.received", "data": None, "data_base64": "JVBER"}, "invalid", "data_base64:"),
+        ({"data": None, "data_base64": "JVBERg=="}, "invalid-data", "data must be JSON, in data"),
+    ],
+)
+def test_data_base64_is_refused_beside_data_unless_base64_or_for_a_documented_type(
+    change: dict[str, object], reason: str, detail: str
+) -> None:
+    with pytest.raises(InvalidEvent) as refused:
+        decode_record(json.dumps({**VALID, **change}).encode())
+    assert refused.value.reason == reason
+    assert detail in refused.value.detail
 
 
 @pytest.mark.parametrize("event_type", sorted(EXAMPLE_DATA))

@@ -137,9 +137,11 @@ def test_schema_files_are_json_schemas() -> None:
 
 def test_envelope_schema_states_the_extension_rules() -> None:
     envelope = json_schemas()["envelope.schema.json"]
-    assert envelope["propertyNames"] == {"pattern": "^[a-z0-9]{1,20}$"}
+    assert envelope["propertyNames"] == {"pattern": "^(?:[a-z0-9]{1,20}|data_base64)$"}
     assert "object" not in envelope["additionalProperties"]["type"]
-    assert all(re.fullmatch(envelope["propertyNames"]["pattern"], name) for name in envelope["properties"])
+    names = envelope["propertyNames"]["pattern"]
+    assert all(re.fullmatch(names, name) for name in envelope["properties"])
+    assert not [name for name in ("data_x", "Data", "a" * 21, "") if re.fullmatch(names, name)]
 
 
 def _resolve(document: dict[str, Any], reference: str) -> Any:
