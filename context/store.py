@@ -362,9 +362,11 @@ class ProjectionWriter:
                 results += self._apply_run(
                     writes[start:index], epoch=epoch, now=now, publish=publish, served=served
                 )
+                # The erasure read back from the topic: the API erased the citizen when it recorded it,
+                # unless it failed part-way (see `erase_recorded`).
                 if publish:
-                    self.erase_everywhere(write.citizen_id, epoch=epoch, erased_at=write.score)
-                else:
+                    self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score)
+                elif not self.erased_since(write.citizen_id, write.score):
                     # A rebuild's replay erases in its own generation only: an old erasure applied to
                     # another would remove the citizen's contacts since (the served one has them).
                     self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=False)
@@ -502,6 +504,27 @@ class ProjectionWriter:
                 forget_recent_numbers()
                 return removed
         raise ErasureOutpaced(citizen_id)
+
+    def erased_since(self, citizen_id: str, erased_at: int) -> bool:
+        """Whether the citizen's erasure mark covers `erased_at` (a timeline score): an erasure as of then
+        has been carried out already, and nothing of theirs timed up to the mark can have been applied
+        since, in any generation (the apply script refuses it)."""
+        mark = self.erasure_mark(citizen_id)
+        return mark is not None and mark >= erased_at
+
+    def erase_recorded(self, citizen_id: str, *, epoch: str, erased_at: int) -> int:
+        """Apply an erasure recorded in the topic (`citizen.erased`), as the consumer reads it: everywhere,
+        as `erase_everywhere`, unless the erasure mark shows it carried out already; how many keys existed.
+
+        The API erases the citizen when it records the erasure, so the record read back usually finds it
+        done. Erasing again then would remove the citizen's contacts since (events timed after the erasure,
+        from other partitions, applied before this record), and move the mark on to the newest of them, so
+        that no replay would ever apply them again. Only when the API failed between recording the erasure
+        and carrying it out (the mark older than the erasure, or none) does the record erase.
+        """
+        if self.erased_since(citizen_id, erased_at):
+            return 0
+        return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
 
     def erase_everywhere(self, citizen_id: str, *, epoch: str, erased_at: int | None = None) -> int:
         """As `erase` in the served generation `epoch`, then in every generation held unserved (a rebuild's,

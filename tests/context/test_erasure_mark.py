@@ -115,3 +115,44 @@ def test_an_event_held_from_a_clock_ahead_moves_the_mark_on_to_its_time(
     )
     (replayed,) = writer.apply_batch(writes_for(ahead), epoch="rebuilding")
     assert not replayed.applied
+
+
+def test_an_erasure_read_back_from_the_topic_keeps_the_contacts_made_since(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The API erased the citizen when it recorded the erasure. A contact they made since, from another
+    # partition, was applied before the consumer read the erasure's record back: erasing again removed it
+    # and moved the mark on to it, so that no rebuild would ever apply it again.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erasure = make_event("C-MARK-7", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.apply_batch(writes_for(make_event("C-MARK-7", minutes_ago=30, now=NOW)))
+    erased_at = time_score(erasure.time)
+    writer.erase_everywhere("C-MARK-7", epoch=writer.current_epoch(), erased_at=erased_at)
+    since = make_event("C-MARK-7", minutes_ago=5, now=NOW)
+    writer.apply_batch(writes_for(since))
+
+    writer.apply_batch(writes_for(erasure))  # the consumer reads the record back
+    writer.apply_batch(writes_for(erasure, since), epoch="rebuilding", publish=False)  # and a rebuild
+
+    mark = erasure_mark_key(key_prefix, "C-MARK-7")
+    assert int(cast(str, redis_client.get(mark))) == erased_at
+    for epoch in (writer.current_epoch(), "rebuilding"):
+        timeline = CitizenKeys(key_prefix, epoch, "C-MARK-7").timeline
+        assert redis_client.zrange(timeline, 0, -1) == [since.dedup_key], epoch
+
+
+def test_an_erasure_the_api_recorded_but_did_not_carry_out_is_carried_out_by_its_record(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The API recorded the erasure in Kafka, then failed before erasing Redis: the record does it.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.erase("C-MARK-8", epoch=writer.current_epoch(), erased_at=time_score(NOW - timedelta(days=3)))
+    writer.apply_batch(writes_for(make_event("C-MARK-8", minutes_ago=30, now=NOW)))
+    erasure = make_event("C-MARK-8", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+
+    writer.apply_batch(writes_for(erasure))
+
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-MARK-8")
+    assert [key for key in keys.all() if redis_client.exists(key)] == []
+    mark = erasure_mark_key(key_prefix, "C-MARK-8")
+    assert int(cast(str, redis_client.get(mark))) == time_score(erasure.time)
