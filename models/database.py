@@ -6,15 +6,21 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event, make_url, text
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlmodel import create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The PostgreSQL advisory lock a migration holds until its transaction ends: the ASCII bytes "ccmigrat" read
 # as a signed 64-bit integer, a key no other user of the database is likely to take.
 MIGRATION_LOCK = int.from_bytes(b"ccmigrat", "big", signed=True)
+
+
+# The databases the project runs on, as SQLAlchemy names them, and the driver it installs for PostgreSQL.
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+POSTGRES_EXAMPLE = "postgresql+psycopg://user:password@host:5432/citizen_context"
 
 
 class DatabaseLocationError(Exception):
@@ -30,6 +36,27 @@ class DatabaseSettings(BaseSettings):
         default="sqlite:///.data/citizen-context.db",
         description="SQLAlchemy URL of the database (SQLite by default; required outside development).",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _names_a_supported_database(cls, value: str) -> str:
+        # Said here, as any other setting's error is, rather than as a traceback from the first command that
+        # opens the database. The messages never repeat the URL: it may hold a password.
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"not a database URL; for example {POSTGRES_EXAMPLE}") from None
+        backend = url.get_backend_name()
+        if backend not in SUPPORTED_DATABASES:
+            raise ValueError(f"the database must be SQLite or PostgreSQL, not {backend!r}")
+        try:
+            url.get_dialect().import_dbapi()
+        except (ImportError, NoSuchModuleError):
+            driver = url.get_driver_name()
+            raise ValueError(
+                f"no driver {driver!r} is installed for {backend}; for example {POSTGRES_EXAMPLE}"
+            ) from None
+        return value
 
 
 def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) -> Engine:

@@ -119,3 +119,22 @@ def test_a_rebuild_from_a_topic_that_does_not_exist_says_so_and_changes_nothing(
         "(CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"
     ) in result.output
     assert "replaying" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://agent:s3cret-pw@db/x", "the database must be SQLite or PostgreSQL, not 'foo'"),
+        ("not a url s3cret-pw", "not a database URL; for example postgresql+psycopg://"),
+        ("postgresql+pg8000://agent:s3cret-pw@db/x", "no driver 'pg8000' is installed for postgresql"),
+    ],
+)
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["keys", "list"], ["api", "--no-migrate"]])
+def test_a_database_url_the_project_cannot_use_is_a_settings_error(
+    url: str, message: str, command: list[str]
+) -> None:
+    # Before, each command failed with SQLAlchemy's traceback when it first opened the database.
+    result = CliRunner().invoke(main, command, env={"CITIZEN_CONTEXT_DATABASE_URL": url})
+    assert result.exit_code == 2, result.output
+    assert f"CITIZEN_CONTEXT_DATABASE_URL: Value error, {message}" in result.output
+    assert "s3cret-pw" not in result.output
