@@ -139,6 +139,10 @@ class TokenVerifier:
             raise InvalidToken("the token is for another audience") from error
         except jwt.InvalidIssuerError as error:
             raise InvalidToken("the token is from another issuer") from error
+        except jwt.MissingRequiredClaimError as error:
+            if error.claim == "sub":
+                raise InvalidToken("the token names no agent (sub)") from error
+            raise InvalidToken(f"the token has no {error.claim} claim") from error
         except jwt.PyJWTError as error:
             raise InvalidToken("the token is not valid") from error
         return _caller(claims, roles_claim=settings.roles_claim)

@@ -106,6 +106,19 @@ def test_signed_claims_no_agent_can_be_made_of_are_refused_with_a_reason(
         TokenVerifier(hs_settings(k1="s" * 32)).verify(hs256("k1", "s" * 32, **overrides))
 
 
+@pytest.mark.parametrize(
+    ("claim", "reason"),
+    [("sub", "the token names no agent (sub)"), ("exp", "the token has no exp claim")],
+)
+def test_a_token_without_a_required_claim_is_refused_naming_it(claim: str, reason: str) -> None:
+    without = claims()
+    del without[claim]
+    token = jwt.encode(without, "s" * 32, algorithm="HS256", headers={"kid": "k1"})
+    with pytest.raises(InvalidToken) as refused:
+        TokenVerifier(hs_settings(k1="s" * 32)).verify(token)
+    assert str(refused.value) == reason
+
+
 def test_roles_that_are_not_role_names_grant_nothing() -> None:
     token = hs256("k1", "s" * 32, roles=[["supervisor"], {"role": "admin"}, 7, None, "agent"])
     assert TokenVerifier(hs_settings(k1="s" * 32)).verify(token).roles == frozenset({AgentRole.agent})
