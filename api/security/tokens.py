@@ -224,6 +224,9 @@ def checked_agent_id(agent_id: str) -> str:
     """`agent_id` if a development token may carry it; ValueError saying why not (the CLI's usage error)."""
     if not agent_id.strip() or len(agent_id) > MAX_AGENT_ID:
         raise ValueError(f"the agent id must be 1 to {MAX_AGENT_ID} characters, not blank")
+    if has_control_characters(agent_id):
+        # The API refuses such a token (see _caller): printing it would only defer the error.
+        raise ValueError("the agent id must not hold a control character (a line break, a tab, ...)")
     return agent_id
 
 

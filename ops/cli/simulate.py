@@ -8,12 +8,27 @@ import click
 from ops.cli.root import main, require_kafka
 
 
+def _citizen_id(value: str) -> str:
+    """`value` if it is a citizen id as events carry it; a usage error naming the option otherwise."""
+    import re
+
+    from models.events import CITIZEN_ID_PATTERN
+
+    if not re.fullmatch(CITIZEN_ID_PATTERN, value):
+        raise click.BadParameter(
+            f"{value!r} is not a citizen id: letters, digits and ._:@+-, at most 128 characters, the first "
+            "a letter or digit"
+        )
+    return value
+
+
 @main.command()
 @click.option("--citizens", default=50, show_default=True, type=click.IntRange(0, 100_000), help="Citizens.")
 @click.option(
     "--citizen",
     "extra",
     multiple=True,
+    callback=lambda _ctx, _param, ids: tuple(_citizen_id(value) for value in ids),
     help="Also send live interactions for this existing citizen (repeatable; no profile is sent). "
     "Named citizens share half of the records.",
 )

@@ -1,4 +1,5 @@
-"""`citizen-context token` and `citizen-context keys`, run as a person would run them."""
+"""`citizen-context token` and `citizen-context keys` (and `simulate`'s citizen ids), run as a person would
+run them."""
 
 import os
 import re
@@ -161,3 +162,20 @@ def test_token_refuses_an_agent_id_no_token_may_carry(agent: str) -> None:
     assert result.returncode == 2
     assert "the agent id must be 1 to 200 characters" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("agent", ["a\nb", "a\tb", "a\x7fb"])
+def test_token_refuses_an_agent_id_holding_a_control_character(agent: str) -> None:
+    # The API refuses a token whose sub holds one: printing it only put off the error.
+    result = run("token", "--agent", agent)
+    assert result.returncode == 2
+    assert "the agent id must not hold a control character" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("citizen", ["../x", "C 1", "", "{C-1}"])
+def test_simulate_refuses_a_citizen_id_no_event_may_carry_before_publishing(citizen: str) -> None:
+    result = run("simulate", "--citizen", citizen, "--count", "2")
+    assert result.returncode == 2
+    assert "Invalid value for '--citizen'" in result.stderr
+    assert "is not a citizen id" in result.stderr
