@@ -1,5 +1,6 @@
 """`citizen-context bench`: the benchmark suite (see bench/ and the README, section Benchmarks)."""
 
+import importlib.util
 import json
 import sys
 from datetime import UTC, datetime
@@ -24,6 +25,24 @@ def default_report_dir(*, quick: bool, only: tuple[str, ...], data_dir: Path) ->
     return FULL_REPORT_DIR
 
 
+# What the benchmarks load that the product itself does not install: the project's `bench` extra.
+BENCH_MODULES = ("confluent_kafka", "matplotlib")
+
+
+def require_bench_extras() -> None:
+    """Fail, saying what to install, unless the `bench` extra is installed (an image or a production
+    install holds the product alone, and the benchmarks failed there with an import's traceback)."""
+    missing = [name for name in BENCH_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        names = ", ".join(missing)
+        fail(
+            ServiceError(
+                f"the benchmarks need the project's bench extra, not installed here (missing: {names}): "
+                "pip install 'citizen-context[bench]', as `make bench` does"
+            )
+        )
+
+
 @main.command()
 @click.option("--quick", is_flag=True, help="Smaller sizes: the whole run takes a few minutes.")
 @click.option(
@@ -42,6 +61,7 @@ def default_report_dir(*, quick: bool, only: tuple[str, ...], data_dir: Path) ->
 )
 def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir: Path | None) -> None:
     """Measure ingest, freshness, reads, fan-out, memory and rebuild against same-run ceilings."""
+    require_bench_extras()
     from bench.report import revision
     from bench.runner import machine, run_bench, write_outputs
     from ops.cli.services import servers_running
@@ -116,6 +136,7 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
 )
 def soak(rounds: int, streams: int, seconds: float, same_citizens: bool, json_path: Path | None) -> None:
     """Open, feed and close streams round after round on one API; its memory after each round."""
+    require_bench_extras()
     from bench import soak as stream_soak
     from bench.results import write_json
     from ops.cli.services import servers_running
