@@ -72,7 +72,9 @@ def loads_json(text: bytes | str, *, what: str) -> Any:
         raise InvalidEvent("not-json", f"{what} nests too deeply to be read") from error
     except json.JSONDecodeError as error:
         # The parser's own words (what it expected) and where: neither quotes the text.
-        raise InvalidEvent("not-json", f"{what} is not JSON: {error.msg} at character {error.pos}") from error
+        # (Some of the parser's messages end in "at" already: "Unterminated string starting at".)
+        reason = error.msg.removesuffix(" at")
+        raise InvalidEvent("not-json", f"{what} is not JSON: {reason} at character {error.pos}") from error
     except UnicodeDecodeError as error:
         raise InvalidEvent("not-json", f"{what} is not UTF-8") from error
     except ValueError as error:

@@ -183,6 +183,9 @@ def test_nan_and_infinity_are_not_json_in_any_mode(number: str) -> None:
 def test_why_a_value_is_not_json_is_said_without_quoting_it() -> None:
     cases = {
         b'{"specversion": "1.0", "id": oops}': "the value is not JSON: Expecting value at character 29",
+        b'{"specversion": "1.0", "id": "oops}': (
+            "the value is not JSON: Unterminated string starting at character 29"
+        ),
         b"[" * 100_000: "the value nests too deeply to be read",
         b'{"n": ' + b"9" * 5000 + b"}": "the value holds a number of more than 4300 digits",
     }
