@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deprecation import DeprecationHeadersMiddleware
 from api.desk import desk_files
+from api.head import HeadAsGetMiddleware
 from api.lifecycle import Lifecycle
 from api.metrics import RequestMetricsMiddleware
 from api.presence import PresenceKeeper
@@ -224,6 +225,8 @@ def create_app(
     install_hygiene(app, security)
     # Outermost: every answer of a deprecated route says so, a refusal by any layer within included.
     app.add_middleware(DeprecationHeadersMiddleware)
+    # Outside even that: a HEAD is a GET to every layer within.
+    app.add_middleware(HeadAsGetMiddleware)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

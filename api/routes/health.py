@@ -30,15 +30,13 @@ class Readiness(BaseModel):
     checks: dict[str, CheckStatus]
 
 
-# HEAD too: some load balancers and orchestrators probe with it (the same answer, without its body).
-@router.head("/healthz", include_in_schema=False)
+# HEAD too (api/head.py, as every GET route): some load balancers and orchestrators probe with it.
 @router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Health:
     """Liveness: answers as long as the process runs."""
     return Health()
 
 
-@router.head("/readyz", include_in_schema=False)
 @router.get(
     "/readyz",
     response_model=Readiness,

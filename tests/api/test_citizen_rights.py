@@ -198,10 +198,18 @@ def test_an_erasure_kafka_did_not_record_says_what_was_and_was_not_erased(
     missing = KafkaSettings(topic=f"test.missing.{uuid.uuid4().hex[:12]}")
     citizen = "C-ERASE-UNRECORDED"
     writer.apply_batch(writes_for(make_event(citizen)))
-    with Session(create_db_engine(migrated)) as session:
-        enquiry_repository.create_enquiry(session, agent_id="A-1", citizen_id=citizen, channel="phone")
-    with TestClient(create_app(redis_settings=redis_settings, database=migrated, kafka=missing)) as client:
-        response = client.delete(f"/v1/citizens/{citizen}", headers=access.admin())
+    engine = create_db_engine(migrated)
+    try:
+        with Session(engine) as session:
+            enquiry_repository.create_enquiry(session, agent_id="A-1", citizen_id=citizen, channel="phone")
+        with TestClient(
+            create_app(redis_settings=redis_settings, database=migrated, kafka=missing)
+        ) as client:
+            response = client.delete(f"/v1/citizens/{citizen}", headers=access.admin())
+        with Session(engine) as session:
+            left = enquiry_repository.citizen_enquiries(session, citizen_id=citizen)
+    finally:
+        engine.dispose()
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "2"
     # The enquiries go first (none can be completed after the erasure's time): the answer says so, and
@@ -210,8 +218,7 @@ def test_an_erasure_kafka_did_not_record_says_what_was_and_was_not_erased(
         "Kafka did not record the erasure, so the citizen's context was not erased; their enquiries may "
         "have been deleted already. Retry: an erasure can be repeated."
     )
-    with Session(create_db_engine(migrated)) as session:
-        assert enquiry_repository.citizen_enquiries(session, citizen_id=citizen) == []
+    assert left == []
     assert writer.client.exists(CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline)
 
 

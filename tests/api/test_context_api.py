@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -11,6 +12,7 @@ from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
 from models.database import DatabaseSettings
 from tests import access
+from tests.api.test_citizen_rights import served
 from tests.conftest import free_port, wait_until
 from tests.factories import make_event, writes_for
 
@@ -38,6 +40,39 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     for path in ("/healthz", "/readyz"):
         head = client.head(path)
         assert (head.status_code, head.content) == (200, b"")
+
+
+def test_every_get_route_answers_head_as_a_get_without_the_body(
+    client: TestClient, writer: ProjectionWriter
+) -> None:
+    # RFC 9110: a general-purpose server supports HEAD wherever it serves GET; FastAPI answered 405.
+    writer.apply_batch(writes_for(make_event("C-HEAD-1")))
+    path = "/v1/citizens/C-HEAD-1/context"
+    got = client.get(path)
+    head = client.head(path)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["content-type"] == got.headers["content-type"] == "application/json"
+    assert client.head(path, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+    listed = client.head("/v1/enquiries", headers=access.agent("A-head"))
+    assert (listed.status_code, listed.content) == (200, b"")
+    # Refused as a GET would be, with the same problem's headers; a route without GET still refuses HEAD.
+    anonymous = client.head(path, headers={"Authorization": ""})
+    assert (anonymous.status_code, anonymous.content) == (401, b"")
+    assert anonymous.headers["content-type"] == "application/problem+json"
+    assert client.head("/v1/events").status_code == 405
+
+
+def test_a_head_is_answered_without_a_body_by_a_real_server(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings
+) -> None:
+    app = create_app(redis_settings=redis_settings, database=database_settings)
+    with served(app) as url:
+        head = httpx.head(f"{url}/v1/citizens/C-HEAD-2/context", headers=access.supervisor(), timeout=5)
+        then = httpx.get(f"{url}/healthz", timeout=5)  # the connection's next answer is whole
+    assert (head.status_code, head.content) == (200, b"")
+    assert int(head.headers["content-length"]) > 0  # the GET's own length, as HEAD says it
+    assert then.json() == {"status": "ok"}
 
 
 def test_readyz_reports_an_unreachable_redis(database_settings: DatabaseSettings) -> None:

@@ -1,0 +1,31 @@
+"""HEAD wherever GET is served (RFC 9110, 9.3.2: a general-purpose server supports both): the answer a GET
+would get, status and headers, without its body.
+
+FastAPI routes answer only the methods they declare, so a client, cache or monitor asking HEAD of a GET
+route got `405`. The request goes through as a GET (authentication, authorisation, the audit record of a
+read and conditional requests included: a HEAD learns what a GET would, and is recorded as one), and only
+the body is dropped. The server still sees a HEAD, and sends no body after the headers.
+"""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class HeadAsGetMiddleware:
+    """Serves HEAD as GET, without the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
