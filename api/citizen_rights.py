@@ -149,7 +149,8 @@ async def export_citizen(
 
 
 def erasure_event(citizen_id: str, *, at: datetime) -> CloudEvent:
-    """The `citizen.erased` record: it stays in the topic, so replaying the citizen's past erases it again."""
+    """The `citizen.erased` record: it stays in the topic, so a replay of the citizen's past meets it, and the
+    erasure mark it leaves refuses their earlier events (context/store.py, `erase_recorded`)."""
     return CloudEvent(
         specversion="1.0",
         id=f"erasure-{uuid.uuid4()}",

@@ -366,7 +366,7 @@ class ProjectionWriter:
                 # unless it failed part-way (see `erase_recorded`).
                 if publish:
                     self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score)
-                elif not self.erased_since(write.citizen_id, write.score):
+                elif self._erasure_due(write.citizen_id, epoch=epoch, erased_at=write.score):
                     # A rebuild's replay erases in its own generation only: an old erasure applied to
                     # another would remove the citizen's contacts since (the served one has them).
                     self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=False)
@@ -505,26 +505,65 @@ class ProjectionWriter:
                 return removed
         raise ErasureOutpaced(citizen_id)
 
-    def erased_since(self, citizen_id: str, erased_at: int) -> bool:
-        """Whether the citizen's erasure mark covers `erased_at` (a timeline score): an erasure as of then
-        has been carried out already, and nothing of theirs timed up to the mark can have been applied
-        since, in any generation (the apply script refuses it)."""
-        mark = self.erasure_mark(citizen_id)
-        return mark is not None and mark >= erased_at
-
     def erase_recorded(self, citizen_id: str, *, epoch: str, erased_at: int) -> int:
-        """Apply an erasure recorded in the topic (`citizen.erased`), as the consumer reads it: everywhere,
-        as `erase_everywhere`, unless the erasure mark shows it carried out already; how many keys existed.
+        """Apply an erasure recorded in the topic (`citizen.erased`), as the consumer reads it back, in the
+        served generation `epoch` and in those held unserved (as `erase_everywhere`): in each that still
+        holds anything of the citizen's from before it (see `_erasure_due`); how many keys existed.
 
-        The API erases the citizen when it records the erasure, so the record read back usually finds it
-        done. Erasing again then would remove the citizen's contacts since (events timed after the erasure,
-        from other partitions, applied before this record), and move the mark on to the newest of them, so
-        that no replay would ever apply them again. Only when the API failed between recording the erasure
-        and carrying it out (the mark older than the erasure, or none) does the record erase.
+        The API erases the citizen when it records the erasure, so the record read back usually finds
+        nothing of theirs from before it. Erasing again then would remove the contacts the citizen made
+        since (events timed after the erasure, from other partitions, applied before this record), and
+        move the mark on to the newest of them, so that no replay would ever apply them again. Where the
+        API's erasure did not reach (it failed part-way, or a rebuild's replay of the record set the mark
+        first), the record erases.
         """
-        if self.erased_since(citizen_id, erased_at):
-            return 0
-        return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
+        mark = self.erasure_mark(citizen_id)
+        if mark is None or mark < erased_at:
+            return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
+        pipe = self._client.pipeline(transaction=True)
+        others = generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
+        removed = 0
+        for generation in [epoch, *sorted(others)]:
+            if self._holds_up_to(citizen_id, epoch=generation, mark=mark):
+                removed += self.erase(
+                    citizen_id, epoch=generation, erased_at=erased_at, publish=generation == epoch
+                )
+        return removed
+
+    def _erasure_due(self, citizen_id: str, *, epoch: str, erased_at: int) -> bool:
+        """Whether an erasure as of `erased_at` (a timeline score) read back from the topic still has to
+        erase in `epoch`: unless the citizen's erasure mark covers it and the generation holds nothing of
+        theirs timed up to the mark (see `erase_recorded`)."""
+        mark = self.erasure_mark(citizen_id)
+        return mark is None or mark < erased_at or self._holds_up_to(citizen_id, epoch=epoch, mark=mark)
+
+    def _holds_up_to(self, citizen_id: str, *, epoch: str, mark: int) -> bool:
+        """Whether `epoch` holds anything of the citizen's that an event timed at or before `mark` wrote:
+        an event of the timeline, a profile field, or an index entry naming them.
+
+        Nothing timed up to a mark is applied once it is set (apply_events.lua), so what this finds was
+        written before the mark, where an erasure has not reached yet; and it finds the same whenever it is
+        asked, as later events only add what is timed after it. Only what is timed after the mark is held
+        otherwise: the contacts the citizen made since their erasure.
+        """
+        keys = CitizenKeys(self._prefix, epoch, citizen_id)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zrange(keys.timeline, 0, 0, withscores=True)
+        pipe.hvals(keys.profile_stamps)
+        pipe.smembers(keys.identifiers)
+        oldest, profile_stamps, identifiers = pipe.execute()
+        if oldest and int(oldest[0][1]) <= mark:
+            return True
+        if any(_stamp_score(stamp) <= mark for stamp in profile_stamps):
+            return True
+        entries = self._client.pipeline(transaction=False)
+        for member in sorted(identifiers):
+            kind, _, value = member.partition(":")
+            entries.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
+        return any(
+            citizen == citizen_id and stamp is not None and _stamp_score(stamp) <= mark
+            for citizen, stamp in entries.execute()
+        )
 
     def erase_everywhere(self, citizen_id: str, *, epoch: str, erased_at: int | None = None) -> int:
         """As `erase` in the served generation `epoch`, then in every generation held unserved (a rebuild's,
@@ -552,6 +591,15 @@ class ProjectionWriter:
             kind, _, value = member.partition(":")
             pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
         pipe.execute()
+
+
+def _stamp_score(stamp: str) -> float:
+    """The time score of a stamp as apply_events.lua writes them ("score event-key"); minus infinity for a
+    value no script wrote, which then counts as before any erasure (what it is, nothing can tell)."""
+    try:
+        return int(stamp.partition(" ")[0])
+    except ValueError:
+        return float("-inf")
 
 
 def _queue_generations(pipe: Any, prefix: str) -> Any:

@@ -198,8 +198,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 class CitizenErased(EventData):
     """A citizen's data was erased at their request (published by this project, never by others).
 
-    It is not shown in any timeline: applying it removes everything held about the citizen, and because
-    it stays in the topic, a rebuild that replays the citizen's earlier events removes them again.
+    It is not shown in any timeline. The API erases the citizen when it records it; applied from the topic
+    (by the consumer, or a rebuild's replay) it removes what that erasure did not reach, and leaves the
+    contacts the citizen made since (context/store.py, `erase_recorded`).
     """
 
 

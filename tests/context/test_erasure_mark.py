@@ -1,9 +1,11 @@
 """The erasure mark, against the real Redis: an erased citizen's earlier events never bring them back,
 whatever brings those events after the erasure (another partition, a redrive, a rebuild's replay)."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -156,3 +158,76 @@ def test_an_erasure_the_api_recorded_but_did_not_carry_out_is_carried_out_by_its
     assert [key for key in keys.all() if redis_client.exists(key)] == []
     mark = erasure_mark_key(key_prefix, "C-MARK-8")
     assert int(cast(str, redis_client.get(mark))) == time_score(erasure.time)
+
+
+def test_a_rebuild_that_replays_the_record_first_leaves_the_served_generation_to_the_consumer(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The API recorded the erasure, then failed before erasing Redis; a rebuild replayed the record before
+    # the consumer read it. The rebuild's erasure of its own generation set the mark: the consumer must
+    # still erase the served generation, which holds the citizen's earlier events.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.apply_batch(
+        writes_for(profile("C-MARK-9", minutes_ago=30), make_event("C-MARK-9", minutes_ago=20))
+    )
+    served = writer.current_epoch()
+    erasure = make_event("C-MARK-9", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+
+    writer.apply_batch(writes_for(erasure), epoch="rebuilding", publish=False)
+    assert redis_client.get(erasure_mark_key(key_prefix, "C-MARK-9")) is not None
+    writer.apply_batch(writes_for(erasure))
+
+    keys = CitizenKeys(key_prefix, served, "C-MARK-9")
+    assert [key for key in keys.all() if redis_client.exists(key)] == []
+    assert writer.resolve([PHONE], epoch=served) == {}
+
+
+def long_ago(event: CloudEvent) -> CloudEvent:
+    """`event`, timed before the age cap: it joins no timeline, but what it teaches and sets is kept."""
+    return event.model_copy(update={"time": NOW - timedelta(days=TimelineSettings().max_age_days + 5)})
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        pytest.param(lambda: profile("C-MARK-10", minutes_ago=30), id="timeline"),
+        pytest.param(
+            lambda: long_ago(
+                make_event(
+                    "C-MARK-10",
+                    type_="profile.updated",
+                    data=example_data("profile.updated", phone=None, email=None),
+                )
+            ),
+            id="profile-field",
+        ),
+        pytest.param(
+            lambda: long_ago(make_event("C-MARK-10").model_copy(update={"citizenphone": "07700 900321"})),
+            id="index-entry",
+        ),
+    ],
+)
+def test_a_generation_an_erasure_failed_to_reach_is_erased_by_its_record(
+    redis_client: "redis.Redis", key_prefix: str, earlier: Callable[[], CloudEvent]
+) -> None:
+    # The served generation was erased (so marked), then the erasure failed before the generation a rebuild
+    # holds unserved: the record, read back, erases there whatever an earlier event left (an event of the
+    # timeline, a profile field, an index entry), and keeps the served generation's contact since.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.hold_unserved("held")
+    writer.apply_batch(writes_for(earlier()), epoch="held")
+    erasure = make_event("C-MARK-10", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.erase("C-MARK-10", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    since = make_event("C-MARK-10", minutes_ago=5, now=NOW)
+    writer.apply_batch(writes_for(since))
+    held = CitizenKeys(key_prefix, "held", "C-MARK-10")
+    assert [key for key in held.all() if redis_client.exists(key)] != []
+
+    writer.apply_batch(writes_for(erasure))
+
+    assert [key for key in held.all() if redis_client.exists(key)] == []
+    assert writer.resolve([PHONE], epoch="held") == {}
+    served = CitizenKeys(key_prefix, writer.current_epoch(), "C-MARK-10")
+    assert redis_client.zrange(served.timeline, 0, -1) == [since.dedup_key]
+    mark = int(cast(str, redis_client.get(erasure_mark_key(key_prefix, "C-MARK-10"))))
+    assert mark == time_score(erasure.time)
