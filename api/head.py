@@ -4,7 +4,9 @@ would get, status and headers, without its body.
 FastAPI routes answer only the methods they declare, so a client, cache or monitor asking HEAD of a GET
 route got `405`. The request goes through as a GET (authentication, authorisation, the audit record of a
 read and conditional requests included: a HEAD learns what a GET would, and is recorded as one), and only
-the body is dropped. The server still sees a HEAD, and sends no body after the headers.
+the body is dropped. The server still sees a HEAD, and sends no body after the headers. A streamed answer
+(an export) is still produced to its end, and recorded as the GET's would be: HEAD is no cheaper than GET
+there, only the client is answered at once.
 """
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,10 +23,16 @@ class HeadAsGetMiddleware:
             await self.app(scope, receive, send)
             return
 
+        answered = False
+
         async def without_body(message: Message) -> None:
+            nonlocal answered
             if message["type"] == "http.response.body":
-                if message.get("more_body", False):
+                # The first part of the body ends the answer, so a client is not kept waiting while a
+                # streamed GET (an export) produces the rest, which goes nowhere.
+                if answered:
                     return
+                answered = True
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 

@@ -128,7 +128,7 @@ def install_hygiene(app: FastAPI, settings: SecuritySettings) -> None:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Access-Reason", "If-None-Match"],
             # Deprecation and Link: a deprecated route's answers say so (api/deprecation.py).
             expose_headers=["ETag", "Retry-After", "Location", "Deprecation", "Link"],

@@ -61,6 +61,10 @@ def test_every_get_route_answers_head_as_a_get_without_the_body(
     assert (anonymous.status_code, anonymous.content) == (401, b"")
     assert anonymous.headers["content-type"] == "application/problem+json"
     assert client.head("/v1/events").status_code == 405
+    # A streamed answer too: its headers, no body.
+    export = client.head("/v1/audit", params={"format": "jsonl"}, headers=access.admin())
+    assert (export.status_code, export.content) == (200, b"")
+    assert export.headers["content-type"] == "application/x-ndjson"
 
 
 def test_a_head_is_answered_without_a_body_by_a_real_server(

@@ -142,6 +142,9 @@ def test_cors_allows_only_the_listed_origins(client: TestClient) -> None:
     refused = client.options("/v1/enquiries", headers={"Origin": "https://evil.example", **preflight})
     assert allowed.headers["access-control-allow-origin"] == "https://desk.example.org"
     assert "access-control-allow-origin" not in refused.headers
+    # HEAD is served wherever GET is (api/head.py): a script on the listed origin may ask it too.
+    head = {**preflight, "Access-Control-Request-Method": "HEAD"}
+    assert client.options("/v1/enquiries", headers={"Origin": "https://desk.example.org", **head}).is_success
     # A desk's script can read that a route it calls is deprecated, and what replaces it.
     answer = client.get(
         "/v1/citizens/lookup",
