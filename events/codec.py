@@ -193,6 +193,9 @@ def _structured_document(value: bytes | None) -> dict[str, Any]:
 def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for name, raw in headers.items():
+        if name == "ce_data_base64":
+            # The JSON format's member, not an attribute: in binary mode the data is the record's value.
+            raise InvalidEvent("invalid", "data_base64 is no attribute: in binary mode the value is the data")
         if name.startswith("ce_"):
             try:
                 document[name.removeprefix("ce_")] = (raw or b"").decode("utf-8")

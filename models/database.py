@@ -30,7 +30,10 @@ class DatabaseLocationError(Exception):
 class DatabaseSettings(BaseSettings):
     """The relational database: SQLite by default, PostgreSQL in production."""
 
-    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_DATABASE_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: the URL may hold a password, which a settings error must not repeat.
+    model_config = SettingsConfigDict(
+        env_prefix="CITIZEN_CONTEXT_DATABASE_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     url: str = Field(
         default="sqlite:///.data/citizen-context.db",
@@ -69,8 +72,9 @@ def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) ->
     options: dict[str, Any] = {"hide_parameters": True}
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
-    if settings.url.startswith("sqlite:///"):
-        database = settings.url.removeprefix("sqlite:///")
+    url = make_url(settings.url)
+    if url.get_backend_name() == "sqlite":  # whatever its driver is named (`sqlite+pysqlite://...`)
+        database = url.database
         if database and database != ":memory:":
             folder = Path(database).parent
             try:

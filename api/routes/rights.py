@@ -130,8 +130,9 @@ async def erase_citizen(
         response = problem_response(
             request,
             503,
-            "Kafka did not record the erasure, so the citizen's context was not erased; their enquiries "
-            "may have been deleted already. Retry: an erasure can be repeated.",
+            "Kafka did not acknowledge the erasure's record, so the citizen's context may not be erased "
+            "(the record may still arrive, and erase it); their enquiries may have been deleted already. "
+            "Retry: an erasure can be repeated.",
         )
         response.headers["Retry-After"] = "2"
         return response

@@ -215,8 +215,9 @@ def test_an_erasure_kafka_did_not_record_says_what_was_and_was_not_erased(
     # The enquiries go first (none can be completed after the erasure's time): the answer says so, and
     # that the context was not erased.
     assert response.json()["detail"] == (
-        "Kafka did not record the erasure, so the citizen's context was not erased; their enquiries may "
-        "have been deleted already. Retry: an erasure can be repeated."
+        "Kafka did not acknowledge the erasure's record, so the citizen's context may not be erased (the "
+        "record may still arrive, and erase it); their enquiries may have been deleted already. Retry: an "
+        "erasure can be repeated."
     )
     assert left == []
     assert writer.client.exists(CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline)

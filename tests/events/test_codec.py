@@ -355,6 +355,25 @@ def test_data_base64_is_refused_beside_data_unless_base64_or_for_a_documented_ty
     assert detail in refused.value.detail
 
 
+@pytest.mark.parametrize("value", [None, b"%PDF"])
+def test_a_data_base64_header_is_no_attribute_of_binary_mode(value: bytes | None) -> None:
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"evt-1"),
+        ("ce_source", b"/scans"),
+        ("ce_type", b"scan.received"),
+        ("ce_subject", b"C-100234"),
+        ("ce_time", b"2026-11-28T09:15:00Z"),
+        ("ce_data_base64", b"JVBERg=="),
+    ]
+    with pytest.raises(InvalidEvent) as refused:
+        decode_record(value, headers)
+    assert (refused.value.reason, refused.value.detail) == (
+        "invalid",
+        "data_base64 is no attribute: in binary mode the value is the data",
+    )
+
+
 @pytest.mark.parametrize("event_type", sorted(EXAMPLE_DATA))
 def test_every_documented_example_is_valid(event_type: str) -> None:
     event = decode_record(

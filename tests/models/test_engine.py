@@ -1,5 +1,10 @@
-"""The engines: one in autocommit commits each statement as it runs; the usual one waits for COMMIT."""
+"""The engines: one in autocommit commits each statement as it runs; the usual one waits for COMMIT; SQLite
+URLs of either spelling are set up alike; settings errors keep the URL to themselves."""
 
+from pathlib import Path
+
+import pydantic
+import pytest
 from sqlalchemy import text
 
 from models.database import DatabaseSettings, create_db_engine, migrate
@@ -40,3 +45,21 @@ def test_otherwise_a_statement_waits_for_its_transaction(sql_database: DatabaseS
             assert other.execute(COUNT_AGENTS).scalar_one() == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["sqlite", "sqlite+pysqlite"])
+def test_a_sqlite_url_of_either_spelling_gets_its_folder_and_pragmas(scheme: str, tmp_path: Path) -> None:
+    settings = DatabaseSettings(url=f"{scheme}:///{tmp_path / 'new-folder' / 'test.db'}")
+    engine = create_db_engine(settings)
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
+def test_a_settings_error_does_not_repeat_the_database_url() -> None:
+    with pytest.raises(pydantic.ValidationError) as refused:
+        DatabaseSettings(url="foo://agent:s3cret-pw@db/x")
+    assert "s3cret-pw" not in str(refused.value)
