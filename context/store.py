@@ -517,29 +517,37 @@ class ProjectionWriter:
         API's erasure did not reach (it failed part-way, or a rebuild's replay of the record set the mark
         first), the record erases.
         """
+        # Whatever is erased below, or not: the numbers this process read lately go (as `erase` does).
+        forget_recent_numbers()
         mark = self.erasure_mark(citizen_id)
         if mark is None or mark < erased_at:
             return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
         pipe = self._client.pipeline(transaction=True)
         others = generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
         removed = 0
-        for generation in [epoch, *sorted(others)]:
-            if self._holds_up_to(citizen_id, epoch=generation, mark=mark):
+        unchanged = [epoch, *sorted(others)]
+        while due := [g for g in unchanged if self._erasure_due(citizen_id, epoch=g, erased_at=erased_at)]:
+            # Erasing a generation moves the mark on to the newest event it held: those left are asked
+            # again, against the mark as it is now, so that none keeps what that one lost.
+            for generation in due:
                 removed += self.erase(
                     citizen_id, epoch=generation, erased_at=erased_at, publish=generation == epoch
                 )
+                unchanged.remove(generation)
         return removed
 
     def _erasure_due(self, citizen_id: str, *, epoch: str, erased_at: int) -> bool:
         """Whether an erasure as of `erased_at` (a timeline score) read back from the topic still has to
         erase in `epoch`: unless the citizen's erasure mark covers it and the generation holds nothing of
         theirs timed up to the mark (see `erase_recorded`)."""
+        forget_recent_numbers()
         mark = self.erasure_mark(citizen_id)
         return mark is None or mark < erased_at or self._holds_up_to(citizen_id, epoch=epoch, mark=mark)
 
     def _holds_up_to(self, citizen_id: str, *, epoch: str, mark: int) -> bool:
         """Whether `epoch` holds anything of the citizen's that an event timed at or before `mark` wrote:
-        an event of the timeline, a profile field, or an index entry naming them.
+        an event of the timeline, a profile field, or an identifier (listed in their identifiers set, and
+        its index entry gone, naming someone else, or stamped up to the mark).
 
         Nothing timed up to a mark is applied once it is set (apply_events.lua), so what this finds was
         written before the mark, where an erasure has not reached yet; and it finds the same whenever it is
@@ -560,8 +568,10 @@ class ProjectionWriter:
         for member in sorted(identifiers):
             kind, _, value = member.partition(":")
             entries.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
+        # An identifier the set lists is one of theirs, whatever its entry says now: only one taught since
+        # the mark (its entry naming them, stamped after it) is a contact's since.
         return any(
-            citizen == citizen_id and stamp is not None and _stamp_score(stamp) <= mark
+            citizen != citizen_id or stamp is None or _stamp_score(stamp) <= mark
             for citizen, stamp in entries.execute()
         )
 

@@ -133,15 +133,23 @@ def resolve_batch(
             # profile update, from another partition) took the number back from the newer owner.
             write.identifiers = [taught for taught in write.identifiers if taught not in identifiers]
         if write.erase:
-            # As erasing does in Redis, every entry that names the citizen goes, whether the index read
-            # before the batch holds it or an earlier event of the batch taught it: an event that names them
-            # only by an identifier must no longer find them (it would bring them back), nor the owner an
-            # entry taken over in this batch had before (Redis no longer holds that one either).
-            for identifier, entry in {**known, **learned}.items():
-                if entry is not None and entry.citizen == write.citizen_id:
-                    learned[identifier] = None
+            # As erasing does in Redis, every entry that names the citizen and was taught up to the erasure
+            # (or its mark, if later) goes, whether the index read before the batch holds it or an earlier
+            # event of the batch taught it: an event that names them only by an identifier must no longer
+            # find them (it would bring them back), nor the owner an entry taken over in this batch had
+            # before (Redis no longer holds that one either). One taught since, by a contact the citizen
+            # made after the erasure, stays, as the record read back leaves it in Redis
+            # (ProjectionWriter.erase_recorded).
             held = erased_at(write.citizen_id)
-            marks[write.citizen_id] = write.score if held is None else max(held, write.score)
+            covered = write.score if held is None else max(held, write.score)
+            for identifier, entry in {**known, **learned}.items():
+                if (
+                    entry is not None
+                    and entry.citizen == write.citizen_id
+                    and (entry.stamp is None or entry.stamp[0] <= covered)
+                ):
+                    learned[identifier] = None
+            marks[write.citizen_id] = covered
         if any(identifier in wanted for identifier in write.identifiers):
             mark = erased_at(write.citizen_id)
             if mark is None or write.score > mark:

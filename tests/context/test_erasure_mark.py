@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from context.identity import IdentifierKind
+from context.identity import IdentifierKind, normalise, recent_numbers
 from context.keys import CitizenKeys, erasure_mark_key
 from context.settings import TimelineSettings
 from context.store import CitizenEraser, ProjectionWriter, erasure_mark_expiry
@@ -231,3 +231,60 @@ def test_a_generation_an_erasure_failed_to_reach_is_erased_by_its_record(
     assert redis_client.zrange(served.timeline, 0, -1) == [since.dedup_key]
     mark = int(cast(str, redis_client.get(erasure_mark_key(key_prefix, "C-MARK-10"))))
     assert mark == time_score(erasure.time)
+
+
+def test_an_erasure_read_back_empties_the_recent_numbers_even_when_nothing_is_left_to_erase(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # context/identity.py keeps recent numbers' normalised forms; the consumer's copy must go too.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erasure = make_event("C-MARK-11", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.erase("C-MARK-11", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    normalise(IdentifierKind.phone, "07700 900321", default_region="GB")
+    assert recent_numbers() > 0
+
+    writer.apply_batch(writes_for(erasure))
+
+    assert recent_numbers() == 0
+
+
+def test_an_identifier_the_set_lists_counts_whatever_its_entry_says_now(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The erasure failed before a held generation, where the citizen's number has since been taken over
+    # by someone else: the set listing it is the citizen's, and goes with the rest.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.hold_unserved("held")
+    named = make_event("C-MARK-12").model_copy(update={"citizenphone": "07700 900321"})
+    writer.apply_batch(writes_for(long_ago(named)), epoch="held")
+    erasure = make_event("C-MARK-12", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.erase("C-MARK-12", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    writer.apply_batch(writes_for(profile("D-MARK-12", minutes_ago=5)), epoch="held")
+    held = CitizenKeys(key_prefix, "held", "C-MARK-12")
+    assert redis_client.smembers(held.identifiers) == {"phone:+447700900321"}
+
+    writer.apply_batch(writes_for(erasure))
+
+    assert not redis_client.exists(held.identifiers)
+
+
+def test_a_generation_erased_by_the_record_leaves_no_other_keeping_what_it_lost(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The served generation was erased, a held one not; a contact since reached both. Erasing the held
+    # one moves the mark on to that contact: the served one must not keep it either, or the switch to the
+    # held one would lose it there only, and the two would disagree.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    writer.hold_unserved("held")
+    writer.apply_batch(writes_for(make_event("C-MARK-13", minutes_ago=30, now=NOW)), epoch="held")
+    erasure = make_event("C-MARK-13", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.erase("C-MARK-13", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    since = make_event("C-MARK-13", minutes_ago=5, now=NOW)
+    writer.apply_batch(writes_for(since))
+    writer.apply_batch(writes_for(since), epoch="held")
+
+    writer.apply_batch(writes_for(erasure))
+
+    for epoch in (writer.current_epoch(), "held"):
+        keys = CitizenKeys(key_prefix, epoch, "C-MARK-13")
+        assert [key for key in keys.all() if redis_client.exists(key)] == [], epoch

@@ -10,6 +10,7 @@ from context.identity import IdentifierKind
 from context.keys import CitizenKeys
 from context.settings import TimelineSettings
 from context.store import ProjectionWriter
+from context.timeline import time_score
 from events.codec import encode_structured
 from events.pipeline import prepare_batch
 from events.records import IncomingRecord
@@ -356,3 +357,32 @@ def test_an_erased_citizens_earlier_teaching_finds_nobody_whatever_the_batch(
     assert [letter.reason for letter in prepared.dead_letters] == ["unresolved-identity"]
     assert writer.resolve([PHONE], epoch=epoch) == {}
     assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-30").timeline) == 0
+
+
+def test_an_erasure_read_back_leaves_an_identifier_taught_since_to_find_the_citizen(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The API erased the citizen; their profile update since taught the number again (another partition).
+    # The erasure's record read back leaves that entry in Redis: within its batch too, a call from the
+    # number finds them, as it would in the next batch.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erased = erasure("C-14", minutes_ago=10)
+    writer.erase("C-14", epoch=writer.current_epoch(), erased_at=time_score(erased.time))
+    since = make_event(
+        "C-14",
+        type_="profile.updated",
+        data=example_data("profile.updated", phone="07700 900557", email=None),
+        minutes_ago=5,
+    )
+    writer.apply_batch(writes_for(since))
+    call = anonymous(citizenphone="07700 900557")
+
+    batch = prepare_batch(
+        [record(erased, 0), record(call, 1)], writer=writer, epoch=writer.current_epoch(), default_region="GB"
+    )
+
+    assert batch.dead_letters == []
+    assert [(w.citizen_id, w.erase) for w in batch.writes] == [("C-14", True), ("C-14", False)]
+    writer.apply_batch(batch.writes)
+    timeline = CitizenKeys(key_prefix, writer.current_epoch(), "C-14").timeline
+    assert redis_client.zrange(timeline, 0, -1) == [since.dedup_key, call.dedup_key]
