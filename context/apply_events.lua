@@ -21,7 +21,8 @@
 --       profile pairs (field name, value as JSON), then the identifiers as the citizen's identifiers set
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
--- index entries the writer must keep alive. An event Redis refuses (see `refusal`) gets {-1, its kind}
+-- index entries the writer must keep alive, each as the citizen whose set lists it, a line feed, and the
+-- identifier ("kind:value"): the writer extends an entry only while it names that citizen. An event Redis refuses (see `refusal`) gets {-1, its kind}
 -- instead, and the events after it are applied all the same. Returns nil, having changed nothing, when
 -- ARGV[10] asks for the served generation and that is no longer ARGV[11]: the writer takes the served
 -- generation as it last read it, and a rebuild may have switched it since (the writer then applies the
@@ -78,10 +79,14 @@ local function remove_all(command, key, members)
 end
 
 -- Point an identifier's index entry (hash: citizen, stamp) at a citizen, unless a later event pointed it
--- elsewhere; either way the entry lives on until `entries_expire_at`.
+-- elsewhere; an entry that names the citizen then lives on until `entries_expire_at`. One that names
+-- someone else keeps its own owner's expiry: extended by this citizen, it could outlive its owner's
+-- identifiers set, through which an erasure finds it.
 local function teach(entry, citizen, score, score_text, event_key)
   if later_than(redis.call('HGET', entry, 'stamp'), score, event_key) then
     redis.call('HSET', entry, 'citizen', citizen, 'stamp', score_text .. ' ' .. event_key)
+  elseif redis.call('HGET', entry, 'citizen') ~= citizen then
+    return
   end
   redis.call('EXPIREAT', entry, entries_expire_at)
 end
@@ -287,7 +292,7 @@ for i = 1, event_count do
   end
   replies[#replies + 1] = applied
   replies[#replies + 1] = version
-  for _, identifier in ipairs(identifiers) do stale[#stale + 1] = identifier end
+  for _, identifier in ipairs(identifiers) do stale[#stale + 1] = ARGV[at + 3] .. '\n' .. identifier end
   local taught = tonumber(ARGV[at + 6])
   at = at + 7 + 2 * tonumber(ARGV[at + 5]) + taught
   entry = entry + taught

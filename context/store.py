@@ -61,6 +61,7 @@ class _Basis(NamedTuple):
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
+_KEEP_ENTRY_ALIVE = files("context").joinpath("keep_entry_alive.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
 _PRESENCE_SWEEP = files("context").joinpath("presence_sweep.lua").read_text()
 _PRESENCE_ENTER = files("context").joinpath("presence_enter.lua").read_text()
@@ -202,6 +203,7 @@ class ProjectionWriter:
         self._apply = client.register_script(_APPLY_EVENTS)
         self._erase = client.register_script(_ERASE_CITIZEN)
         self._forget = client.register_script(_FORGET_IDENTIFIER)
+        self._keep_entry_alive = client.register_script(_KEEP_ENTRY_ALIVE)
         self._streamed = StreamedCommands(client, [self._apply])
         # The served generation as last read: writes without a generation of their own go to it, and the
         # apply script refuses them should a rebuild have switched it since (see send_batch).
@@ -595,11 +597,17 @@ class ProjectionWriter:
         return removed
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
-        """Extend the index entries of active citizens' identifiers ("kind:value"), in one round trip."""
+        """Extend the index entries of active citizens' identifiers ("citizen\nkind:value", as the apply
+        script returns them), each only while it names that citizen, in one round trip."""
         pipe = self._client.pipeline(transaction=False)
-        for member in sorted(identifiers):
+        for listed in sorted(identifiers):
+            citizen, _, member = listed.partition("\n")
             kind, _, value = member.partition(":")
-            pipe.expireat(identifier_key(self._prefix, epoch, kind, value), expire_at)
+            self._keep_entry_alive(
+                keys=[identifier_key(self._prefix, epoch, kind, value)],
+                args=[citizen, expire_at],
+                client=pipe,
+            )
         pipe.execute()
 
 

@@ -289,6 +289,34 @@ def test_identifier_entries_are_kept_alive_with_their_citizen_once_per_period(
         assert redis_client.expiretime(entry) == citizen_expires + period
 
 
+def test_an_entry_taken_over_by_another_citizen_is_kept_alive_only_by_its_owner(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # D's set still lists the number C took over. Extended by D's keep-alive, or by D teaching it again
+    # with an earlier time, the entry naming C outlived C's own set, through which C's erasure finds it.
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    period = keep_alive_period(2 * 86400)
+    data = example_data("profile.updated", phone="07700 900777", email=None)
+    earlier = make_event("D-9", type_="profile.updated", data=data, minutes_ago=10, now=NOW)
+    writer.apply_batch(writes_for(earlier), now=NOW)
+    writer.apply_batch(
+        writes_for(make_event("C-9", type_="profile.updated", data=data, minutes_ago=5, now=NOW)), now=NOW
+    )
+    entry = identifier_key(key_prefix, writer.current_epoch(), IdentifierKind.phone, "+447700900777")
+    assert redis_client.hget(entry, "citizen") == "C-9"
+    redis_client.expire(entry, 100)
+
+    later = NOW + timedelta(seconds=period)
+    writer.apply_batch(writes_for(make_event("D-9", now=later)), now=later)  # D's keep-alive
+    resent = earlier.model_copy(update={"id": "resent"})
+    writer.apply_batch(writes_for(resent), now=later)  # D teaches it again, with its earlier time
+
+    assert redis_client.hget(entry, "citizen") == "C-9"
+    assert redis_client.ttl(entry) <= 100
+    writer.apply_batch(writes_for(make_event("C-9", now=later)), now=later)  # C's own keep-alive
+    assert redis_client.ttl(entry) > 100
+
+
 def test_every_taught_identifier_is_listed_for_erasure_whatever_else_its_event_changes(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
