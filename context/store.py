@@ -549,7 +549,7 @@ class ProjectionWriter:
     def _holds_up_to(self, citizen_id: str, *, epoch: str, mark: int) -> bool:
         """Whether `epoch` holds anything of the citizen's that an event timed at or before `mark` wrote:
         an event of the timeline, a profile field, or an identifier (listed in their identifiers set, and
-        its index entry gone, naming someone else, or stamped up to the mark).
+        its index entry gone or stamped up to the mark).
 
         Nothing timed up to a mark is applied once it is set (apply_events.lua), so what this finds was
         written before the mark, where an erasure has not reached yet; and it finds the same whenever it is
@@ -570,12 +570,11 @@ class ProjectionWriter:
         for member in sorted(identifiers):
             kind, _, value = member.partition(":")
             entries.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
-        # An identifier the set lists is one of theirs, whatever its entry says now: only one taught since
-        # the mark (its entry naming them, stamped after it) is a contact's since.
-        return any(
-            citizen != citizen_id or stamp is None or _stamp_score(stamp) <= mark
-            for citizen, stamp in entries.execute()
-        )
+        # An identifier the set lists counts unless its entry was taught after the mark: by a contact of
+        # theirs since (the entry names them), or by someone else since, which leaves when the citizen
+        # listed it open, so it is left alone (erasing here would remove their contacts since). An entry
+        # gone (expired) or stamped up to the mark, whoever it names, says the listing came before.
+        return any(stamp is None or _stamp_score(stamp) <= mark for _citizen, stamp in entries.execute())
 
     def erase_everywhere(self, citizen_id: str, *, epoch: str, erased_at: int | None = None) -> int:
         """As `erase` in the served generation `epoch`, then in every generation held unserved (a rebuild's,
@@ -598,7 +597,8 @@ class ProjectionWriter:
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
         """Extend the index entries of active citizens' identifiers ("citizen\nkind:value", as the apply
-        script returns them), each only while it names that citizen, in one round trip."""
+        script returns them), each only while it names that citizen, in one pipeline. An entry holding
+        what no script wrote (another type) is left as it is: nothing of the citizen's to keep alive."""
         pipe = self._client.pipeline(transaction=False)
         for listed in sorted(identifiers):
             citizen, _, member = listed.partition("\n")
@@ -608,7 +608,9 @@ class ProjectionWriter:
                 args=[citizen, expire_at],
                 client=pipe,
             )
-        pipe.execute()
+        for reply in pipe.execute(raise_on_error=False):
+            if isinstance(reply, redis.exceptions.ResponseError) and not _foreign(reply):
+                raise reply
 
 
 def _stamp_score(stamp: str) -> float:

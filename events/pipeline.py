@@ -133,23 +133,25 @@ def resolve_batch(
             # profile update, from another partition) took the number back from the newer owner.
             write.identifiers = [taught for taught in write.identifiers if taught not in identifiers]
         if write.erase:
-            # As erasing does in Redis, every entry that names the citizen and was taught up to the erasure
-            # (or its mark, if later) goes, whether the index read before the batch holds it or an earlier
-            # event of the batch taught it: an event that names them only by an identifier must no longer
-            # find them (it would bring them back), nor the owner an entry taken over in this batch had
-            # before (Redis no longer holds that one either). One taught since, by a contact the citizen
-            # made after the erasure, stays, as the record read back leaves it in Redis
+            # As erasing does in Redis, every entry that names the citizen goes, whether the index read
+            # before the batch holds it or an earlier event of the batch taught it: an event that names
+            # them only by an identifier must no longer find them (it would bring them back), nor the owner
+            # an entry taken over in this batch had before (Redis no longer holds that one either). Where
+            # the API's own step ran (the mark covers the erasure), one taught since the mark, by a contact
+            # the citizen made after the erasure, stays, as the record read back leaves it in Redis
             # (ProjectionWriter.erase_recorded).
             held = erased_at(write.citizen_id)
-            covered = write.score if held is None else max(held, write.score)
+            # Unless a mark covers the erasure already (the API's own step ran), the record erases the
+            # citizen in Redis, every entry naming them included, whatever its stamp.
+            kept_after = held if held is not None and held >= write.score else None
             for identifier, entry in {**known, **learned}.items():
                 if (
                     entry is not None
                     and entry.citizen == write.citizen_id
-                    and (entry.stamp is None or entry.stamp[0] <= covered)
+                    and (kept_after is None or entry.stamp is None or entry.stamp[0] <= kept_after)
                 ):
                     learned[identifier] = None
-            marks[write.citizen_id] = covered
+            marks[write.citizen_id] = write.score if held is None else max(held, write.score)
         if any(identifier in wanted for identifier in write.identifiers):
             mark = erased_at(write.citizen_id)
             if mark is None or write.score > mark:

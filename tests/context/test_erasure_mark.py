@@ -10,7 +10,7 @@ import redis
 import redis.asyncio as aioredis
 
 from context.identity import IdentifierKind, normalise, recent_numbers
-from context.keys import CitizenKeys, erasure_mark_key
+from context.keys import CitizenKeys, erasure_mark_key, identifier_key
 from context.settings import TimelineSettings
 from context.store import CitizenEraser, ProjectionWriter, erasure_mark_expiry
 from context.timeline import time_score
@@ -248,24 +248,48 @@ def test_an_erasure_read_back_empties_the_recent_numbers_even_when_nothing_is_le
     assert recent_numbers() == 0
 
 
-def test_an_identifier_the_set_lists_counts_whatever_its_entry_says_now(
-    redis_client: "redis.Redis", key_prefix: str
+@pytest.mark.parametrize("entry_now", ["taken-over-before-the-mark", "expired"])
+def test_an_identifier_the_set_lists_from_before_the_mark_counts_whatever_its_entry_says_now(
+    redis_client: "redis.Redis", key_prefix: str, entry_now: str
 ) -> None:
-    # The erasure failed before a held generation, where the citizen's number has since been taken over
-    # by someone else: the set listing it is the citizen's, and goes with the rest.
+    # The erasure failed before a held generation, where the set still lists the citizen's number, whose
+    # entry someone else has taken over (before the erasure) or which has expired: the set is theirs, and
+    # goes with the rest.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     writer.hold_unserved("held")
     named = make_event("C-MARK-12").model_copy(update={"citizenphone": "07700 900321"})
     writer.apply_batch(writes_for(long_ago(named)), epoch="held")
+    entry = identifier_key(key_prefix, "held", IdentifierKind.phone, "+447700900321")
+    if entry_now == "expired":
+        redis_client.delete(entry)
+    else:
+        writer.apply_batch(writes_for(profile("D-MARK-12", minutes_ago=12)), epoch="held")
     erasure = make_event("C-MARK-12", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
     writer.erase("C-MARK-12", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
-    writer.apply_batch(writes_for(profile("D-MARK-12", minutes_ago=5)), epoch="held")
     held = CitizenKeys(key_prefix, "held", "C-MARK-12")
     assert redis_client.smembers(held.identifiers) == {"phone:+447700900321"}
 
     writer.apply_batch(writes_for(erasure))
 
     assert not redis_client.exists(held.identifiers)
+
+
+def test_a_number_the_citizen_gave_since_the_erasure_that_someone_else_holds_keeps_their_contacts(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # After the erasure, the citizen gave a household number that another citizen then took over: their
+    # set lists it, its entry names the other. The record read back must not take that for data from
+    # before the erasure, and remove the contacts they made since.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erasure = make_event("C-MARK-14", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    writer.erase("C-MARK-14", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    since = profile("C-MARK-14", minutes_ago=5)
+    writer.apply_batch(writes_for(since, profile("D-MARK-14", minutes_ago=3)))
+
+    writer.apply_batch(writes_for(erasure))
+
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-MARK-14")
+    assert redis_client.zrange(keys.timeline, 0, -1) == [since.dedup_key]
 
 
 def test_a_generation_erased_by_the_record_leaves_no_other_keeping_what_it_lost(

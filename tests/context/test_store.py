@@ -317,6 +317,21 @@ def test_an_entry_taken_over_by_another_citizen_is_kept_alive_only_by_its_owner(
     assert redis_client.ttl(entry) > 100
 
 
+def test_an_index_entry_holding_what_no_script_wrote_fails_no_keep_alive(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    period = keep_alive_period(2 * 86400)
+    writer.apply_batch(writes_for(make_event("C-10", type_="profile.updated", now=NOW)), now=NOW)
+    entry = identifier_key(key_prefix, writer.current_epoch(), IdentifierKind.phone, "+447700900123")
+    redis_client.delete(entry)
+    redis_client.set(entry, "someone else's")
+    later = NOW + timedelta(seconds=period)
+    (result,) = writer.apply_batch(writes_for(make_event("C-10", now=later)), now=later)  # its keep-alive
+    assert result.applied
+    assert redis_client.get(entry) == "someone else's"
+
+
 def test_every_taught_identifier_is_listed_for_erasure_whatever_else_its_event_changes(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:

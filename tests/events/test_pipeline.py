@@ -386,3 +386,27 @@ def test_an_erasure_read_back_leaves_an_identifier_taught_since_to_find_the_citi
     writer.apply_batch(batch.writes)
     timeline = CitizenKeys(key_prefix, writer.current_epoch(), "C-14").timeline
     assert redis_client.zrange(timeline, 0, -1) == [since.dedup_key, call.dedup_key]
+
+
+def test_an_erasure_the_api_did_not_carry_out_forgets_every_identifier_of_the_citizen_in_its_batch(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # No mark: the record erases the citizen in Redis, every entry naming them included, whatever its
+    # stamp. In its batch too, a call from their number finds nobody, as it would in the next batch.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    erased = erasure("C-15", minutes_ago=10)
+    since = make_event(
+        "C-15",
+        type_="profile.updated",
+        data=example_data("profile.updated", phone="07700 900558", email=None),
+        minutes_ago=5,
+    )
+    writer.apply_batch(writes_for(since))
+    call = anonymous(citizenphone="07700 900558")
+
+    batch = prepare_batch(
+        [record(erased, 0), record(call, 1)], writer=writer, epoch=writer.current_epoch(), default_region="GB"
+    )
+
+    assert [(w.citizen_id, w.erase) for w in batch.writes] == [("C-15", True)]
+    assert [letter.reason for letter in batch.dead_letters] == ["unresolved-identity"]
