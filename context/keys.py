@@ -114,6 +114,12 @@ def identifier_key(prefix: str, epoch: str, kind: str, value: str) -> str:
     return f"{prefix}:{epoch}:identifier:{{{kind}:{value}}}"
 
 
+def listed_identifier_key(prefix: str, epoch: str, member: str) -> str:
+    """The index entry of an identifier as a citizen's identifiers set lists it ("kind:value")."""
+    kind, _, value = member.partition(":")
+    return identifier_key(prefix, epoch, kind, value)
+
+
 def generation_pattern(prefix: str, epoch: str) -> str:
     """A SCAN pattern matching every key of one generation (for removing an old one)."""
     return f"{prefix}:{epoch}:*"

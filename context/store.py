@@ -27,6 +27,7 @@ from context.keys import (
     erasure_mark_key,
     generation_pattern,
     identifier_key,
+    listed_identifier_key,
     presence_key,
     rate_limit_prefix,
     redriven_key,
@@ -365,7 +366,9 @@ class ProjectionWriter:
                     writes[start:index], epoch=epoch, now=now, publish=publish, served=served
                 )
                 # The erasure read back from the topic: the API erased the citizen when it recorded it,
-                # unless it failed part-way (see `erase_recorded`).
+                # unless it failed part-way (see `erase_recorded`). Whatever is erased below, or not, the
+                # numbers this process read lately go (as `erase` does).
+                forget_recent_numbers()
                 if publish:
                     self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score)
                 elif self._erasure_due(write.citizen_id, epoch=epoch, erased_at=write.score):
@@ -519,15 +522,11 @@ class ProjectionWriter:
         API's erasure did not reach (it failed part-way, or a rebuild's replay of the record set the mark
         first), the record erases.
         """
-        # Whatever is erased below, or not: the numbers this process read lately go (as `erase` does).
-        forget_recent_numbers()
         mark = self.erasure_mark(citizen_id)
         if mark is None or mark < erased_at:
             return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
-        pipe = self._client.pipeline(transaction=True)
-        others = generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
         removed = 0
-        unchanged = [epoch, *sorted(others)]
+        unchanged = [epoch, *sorted(self._other_generations(epoch))]
         while due := [g for g in unchanged if self._erasure_due(citizen_id, epoch=g, erased_at=erased_at)]:
             # Erasing a generation moves the mark on to the newest event it held: those left are asked
             # again, against the mark as it is now, so that none keeps what that one lost.
@@ -542,7 +541,6 @@ class ProjectionWriter:
         """Whether an erasure as of `erased_at` (a timeline score) read back from the topic still has to
         erase in `epoch`: unless the citizen's erasure mark covers it and the generation holds nothing of
         theirs timed up to the mark (see `erase_recorded`)."""
-        forget_recent_numbers()
         mark = self.erasure_mark(citizen_id)
         return mark is None or mark < erased_at or self._holds_up_to(citizen_id, epoch=epoch, mark=mark)
 
@@ -568,8 +566,7 @@ class ProjectionWriter:
             return True
         entries = self._client.pipeline(transaction=False)
         for member in sorted(identifiers):
-            kind, _, value = member.partition(":")
-            entries.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
+            entries.hmget(listed_identifier_key(self._prefix, epoch, member), "citizen", "stamp")
         # An identifier the set lists counts unless its entry was taught after the mark: by a contact of
         # theirs since (the entry names them), or by someone else since, which leaves when the citizen
         # listed it open, so it is left alone (erasing here would remove their contacts since). An entry
@@ -589,11 +586,15 @@ class ProjectionWriter:
         """
         moment = time_score(datetime.now(UTC)) if erased_at is None else erased_at
         removed = self.erase(citizen_id, epoch=epoch, erased_at=moment)
-        pipe = self._client.pipeline(transaction=True)
-        others = generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
-        for other in others:
+        for other in self._other_generations(epoch):
             removed += self.erase(citizen_id, epoch=other, erased_at=moment, publish=False)
         return removed
+
+    def _other_generations(self, epoch: str) -> set[str]:
+        """The generations besides `epoch` that may hold a citizen's keys: the one served and those held
+        unserved, read at one moment (see `erase_everywhere`)."""
+        pipe = self._client.pipeline(transaction=True)
+        return generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
 
     def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
         """Extend the index entries of active citizens' identifiers ("citizen\nkind:value", as the apply
@@ -602,9 +603,8 @@ class ProjectionWriter:
         pipe = self._client.pipeline(transaction=False)
         for listed in sorted(identifiers):
             citizen, _, member = listed.partition("\n")
-            kind, _, value = member.partition(":")
             self._keep_entry_alive(
-                keys=[identifier_key(self._prefix, epoch, kind, value)],
+                keys=[listed_identifier_key(self._prefix, epoch, member)],
                 args=[citizen, expire_at],
                 client=pipe,
             )
@@ -728,11 +728,7 @@ class _Erasure:
         ]
 
     def identifier_keys(self, members: Iterable[str]) -> list[str]:
-        keys = []
-        for member in members:
-            kind, _, value = member.partition(":")
-            keys.append(identifier_key(self.prefix, self.epoch, kind, value))
-        return keys
+        return [listed_identifier_key(self.prefix, self.epoch, member) for member in members]
 
 
 class CitizenEraser:

@@ -139,10 +139,8 @@ def resolve_batch(
             # an entry taken over in this batch had before (Redis no longer holds that one either). Where
             # the API's own step ran (the mark covers the erasure), one taught since the mark, by a contact
             # the citizen made after the erasure, stays, as the record read back leaves it in Redis
-            # (ProjectionWriter.erase_recorded).
+            # (ProjectionWriter.erase_recorded); otherwise the record erases every entry, whatever its stamp.
             held = erased_at(write.citizen_id)
-            # Unless a mark covers the erasure already (the API's own step ran), the record erases the
-            # citizen in Redis, every entry naming them included, whatever its stamp.
             kept_after = held if held is not None and held >= write.score else None
             for identifier, entry in {**known, **learned}.items():
                 if (

@@ -27,11 +27,23 @@ def profile(citizen_id: str, *, minutes_ago: float) -> CloudEvent:
     return make_event(citizen_id, type_="profile.updated", data=data, minutes_ago=minutes_ago, now=NOW)
 
 
+def erasure_record(citizen_id: str) -> CloudEvent:
+    """A citizen's `citizen.erased` record, timed ten minutes ago."""
+    return make_event(citizen_id, type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+
+
+def erased_by_the_api(writer: ProjectionWriter, citizen_id: str) -> CloudEvent:
+    """The citizen's erasure record, once the API's own step has erased them in the served generation."""
+    erasure = erasure_record(citizen_id)
+    writer.erase(citizen_id, epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    return erasure
+
+
 def test_an_earlier_event_applied_after_the_erasure_changes_nothing_not_even_what_it_teaches(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
-    erasure = make_event("C-MARK-1", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    erasure = erasure_record("C-MARK-1")
     writer.apply_batch(writes_for(make_event("C-MARK-1", minutes_ago=30, now=NOW), erasure))
     epoch = writer.current_epoch()
 
@@ -126,7 +138,7 @@ def test_an_erasure_read_back_from_the_topic_keeps_the_contacts_made_since(
     # partition, was applied before the consumer read the erasure's record back: erasing again removed it
     # and moved the mark on to it, so that no rebuild would ever apply it again.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
-    erasure = make_event("C-MARK-7", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    erasure = erasure_record("C-MARK-7")
     writer.apply_batch(writes_for(make_event("C-MARK-7", minutes_ago=30, now=NOW)))
     erased_at = time_score(erasure.time)
     writer.erase_everywhere("C-MARK-7", epoch=writer.current_epoch(), erased_at=erased_at)
@@ -150,7 +162,7 @@ def test_an_erasure_the_api_recorded_but_did_not_carry_out_is_carried_out_by_its
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     writer.erase("C-MARK-8", epoch=writer.current_epoch(), erased_at=time_score(NOW - timedelta(days=3)))
     writer.apply_batch(writes_for(make_event("C-MARK-8", minutes_ago=30, now=NOW)))
-    erasure = make_event("C-MARK-8", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    erasure = erasure_record("C-MARK-8")
 
     writer.apply_batch(writes_for(erasure))
 
@@ -171,7 +183,7 @@ def test_a_rebuild_that_replays_the_record_first_leaves_the_served_generation_to
         writes_for(profile("C-MARK-9", minutes_ago=30), make_event("C-MARK-9", minutes_ago=20))
     )
     served = writer.current_epoch()
-    erasure = make_event("C-MARK-9", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
+    erasure = erasure_record("C-MARK-9")
 
     writer.apply_batch(writes_for(erasure), epoch="rebuilding", publish=False)
     assert redis_client.get(erasure_mark_key(key_prefix, "C-MARK-9")) is not None
@@ -216,8 +228,7 @@ def test_a_generation_an_erasure_failed_to_reach_is_erased_by_its_record(
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     writer.hold_unserved("held")
     writer.apply_batch(writes_for(earlier()), epoch="held")
-    erasure = make_event("C-MARK-10", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
-    writer.erase("C-MARK-10", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    erasure = erased_by_the_api(writer, "C-MARK-10")
     since = make_event("C-MARK-10", minutes_ago=5, now=NOW)
     writer.apply_batch(writes_for(since))
     held = CitizenKeys(key_prefix, "held", "C-MARK-10")
@@ -238,8 +249,7 @@ def test_an_erasure_read_back_empties_the_recent_numbers_even_when_nothing_is_le
 ) -> None:
     # context/identity.py keeps recent numbers' normalised forms; the consumer's copy must go too.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
-    erasure = make_event("C-MARK-11", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
-    writer.erase("C-MARK-11", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    erasure = erased_by_the_api(writer, "C-MARK-11")
     normalise(IdentifierKind.phone, "07700 900321", default_region="GB")
     assert recent_numbers() > 0
 
@@ -264,8 +274,7 @@ def test_an_identifier_the_set_lists_from_before_the_mark_counts_whatever_its_en
         redis_client.delete(entry)
     else:
         writer.apply_batch(writes_for(profile("D-MARK-12", minutes_ago=12)), epoch="held")
-    erasure = make_event("C-MARK-12", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
-    writer.erase("C-MARK-12", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    erasure = erased_by_the_api(writer, "C-MARK-12")
     held = CitizenKeys(key_prefix, "held", "C-MARK-12")
     assert redis_client.smembers(held.identifiers) == {"phone:+447700900321"}
 
@@ -281,8 +290,7 @@ def test_a_number_the_citizen_gave_since_the_erasure_that_someone_else_holds_kee
     # set lists it, its entry names the other. The record read back must not take that for data from
     # before the erasure, and remove the contacts they made since.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
-    erasure = make_event("C-MARK-14", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
-    writer.erase("C-MARK-14", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    erasure = erased_by_the_api(writer, "C-MARK-14")
     since = profile("C-MARK-14", minutes_ago=5)
     writer.apply_batch(writes_for(since, profile("D-MARK-14", minutes_ago=3)))
 
@@ -301,8 +309,7 @@ def test_a_generation_erased_by_the_record_leaves_no_other_keeping_what_it_lost(
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     writer.hold_unserved("held")
     writer.apply_batch(writes_for(make_event("C-MARK-13", minutes_ago=30, now=NOW)), epoch="held")
-    erasure = make_event("C-MARK-13", type_=ERASURE_TYPE, data={}, minutes_ago=10, now=NOW)
-    writer.erase("C-MARK-13", epoch=writer.current_epoch(), erased_at=time_score(erasure.time))
+    erasure = erased_by_the_api(writer, "C-MARK-13")
     since = make_event("C-MARK-13", minutes_ago=5, now=NOW)
     writer.apply_batch(writes_for(since))
     writer.apply_batch(writes_for(since), epoch="held")
