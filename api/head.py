@@ -9,7 +9,26 @@ the body is dropped. The server still sees a HEAD, and sends no body after the h
 there, only the client is answered at once.
 """
 
+from collections.abc import Iterable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# Set in the scope of a HEAD served as a GET, for what reports the request as the client made it (metrics).
+SERVED_AS_GET = "citizen_context.head_served_as_get"
+
+
+def request_method(scope: Scope) -> str:
+    """The method the client used: HEAD for a HEAD, though every layer within this middleware sees a GET."""
+    return "HEAD" if scope.get(SERVED_AS_GET) else str(scope["method"])
+
+
+def allowed_with_head(methods: Iterable[str]) -> str:
+    """A `405` answer's `Allow` value for a resource served with `methods`: with HEAD wherever GET is (the
+    routes declare GET only, and a client reading the list would otherwise take HEAD to be refused)."""
+    allowed = {method.strip().upper() for method in methods if method.strip()}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))
 
 
 class HeadAsGetMiddleware:
@@ -36,4 +55,4 @@ class HeadAsGetMiddleware:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        await self.app({**scope, "method": "GET", SERVED_AS_GET: True}, receive, without_body)

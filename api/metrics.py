@@ -5,6 +5,8 @@ import time
 from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.head import request_method
+
 REQUEST_SECONDS = Histogram(
     "citizen_context_api_request_seconds",
     "HTTP request latency by route template.",
@@ -50,6 +52,6 @@ class RequestMetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(scope["method"], template, str(status)).observe(
+            REQUEST_SECONDS.labels(request_method(scope), template, str(status)).observe(
                 time.perf_counter() - started
             )

@@ -11,8 +11,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.head import allowed_with_head
 from api.security import gate
 from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of
@@ -86,6 +88,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         response = problem_response(request, error.status_code, str(error.detail))
         for name, value in (error.headers or {}).items():
             response.headers[name] = value
+        if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            response.headers["Allow"] = allowed_with_head(_methods_served(request))
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -200,6 +204,24 @@ class UnexpectedErrorMiddleware:
                 Request(scope), 500, "An unexpected error occurred; it has been logged."
             )
             await response(scope, receive, send)
+
+
+# The methods a route of this API can serve (HEAD is GET's: api/head.py).
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _methods_served(request: Request) -> set[str]:
+    """Every method the request's path is served with. Starlette's `Allow` names only the methods of the
+    first route matching the path (`/v1/enquiries`: POST, though GET lists them), where RFC 9110 asks for
+    all of the resource's; each method is matched as the router would match it."""
+    return {
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.routes
+        )
+    }
 
 
 def _route(request: Request) -> str:

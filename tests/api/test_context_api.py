@@ -60,11 +60,37 @@ def test_every_get_route_answers_head_as_a_get_without_the_body(
     anonymous = client.head(path, headers={"Authorization": ""})
     assert (anonymous.status_code, anonymous.content) == (401, b"")
     assert anonymous.headers["content-type"] == "application/problem+json"
-    assert client.head("/v1/events").status_code == 405
+    refused = client.head("/v1/events")
+    assert (refused.status_code, refused.headers["allow"]) == (405, "POST")
     # A streamed answer too: its headers, no body.
     export = client.head("/v1/audit", params={"format": "jsonl"}, headers=access.admin())
     assert (export.status_code, export.content) == (200, b"")
     assert export.headers["content-type"] == "application/x-ndjson"
+    # Metrics report the request as the client made it.
+    metrics = client.get("/metrics").text
+    assert (
+        'citizen_context_api_request_seconds_count{method="HEAD",route="/v1/citizens/{citizen_id}/context"'
+        in metrics
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        # HEAD is served wherever GET is, so Allow says so.
+        ("PUT", "/v1/citizens/C-1/context", "GET, HEAD"),
+        # Two routes serve /v1/enquiries (GET lists, POST begins one); Starlette's Allow named the first's only.
+        ("PATCH", "/v1/enquiries", "GET, HEAD, POST"),
+        ("PUT", "/v1/citizens/C-1", "DELETE"),
+    ],
+)
+def test_a_method_not_allowed_lists_every_method_the_path_is_served_with(
+    client: TestClient, method: str, path: str, allow: str
+) -> None:
+    refused = client.request(method, path)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == allow
+    assert refused.headers["content-type"] == "application/problem+json"
 
 
 def test_a_head_is_answered_without_a_body_by_a_real_server(
