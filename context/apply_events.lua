@@ -82,13 +82,36 @@ end
 -- elsewhere; an entry that names the citizen then lives on until `entries_expire_at`. One that names
 -- someone else keeps its own owner's expiry: extended by this citizen, it could outlive its owner's
 -- identifiers set, through which an erasure finds it.
+-- A teaching that wins also ends the entry's `superseded` (see `supersede`) if it is not later than it.
 local function teach(entry, citizen, score, score_text, event_key)
-  if later_than(redis.call('HGET', entry, 'stamp'), score, event_key) then
+  local held = redis.call('HMGET', entry, 'stamp', 'superseded')
+  if later_than(held[1], score, event_key) then
     redis.call('HSET', entry, 'citizen', citizen, 'stamp', score_text .. ' ' .. event_key)
+    if held[2] and not ((tonumber(held[2]) or score) > score) then
+      redis.call('HDEL', entry, 'superseded')
+    end
   elseif redis.call('HGET', entry, 'citizen') ~= citizen then
     return
   end
   redis.call('EXPIREAT', entry, entries_expire_at)
+end
+
+-- What an event of an erased citizen (timed up to their erasure mark) taught, refused, still tells: from
+-- its time on, the identifier was theirs, not the one's the entry names. The entry of someone else taught
+-- earlier is marked `superseded` at that time (the earliest such, if several), and an event timed from
+-- then on that names only the identifier is no longer found by it (events/pipeline.py, lookups): it was
+-- the erased citizen's. Applied live, the teaching had taken the entry over, and the erasure removed it.
+-- Only the time is kept, never who taught it; nothing is written where no entry is (that would keep the
+-- erased citizen's identifier), nor to an entry that is not what this script writes.
+local function supersede(entry, citizen, score, score_text, event_key)
+  local held = redis.pcall('HMGET', entry, 'citizen', 'stamp', 'superseded')
+  if held.err or not held[1] or held[1] == citizen or not later_than(held[2], score, event_key) then
+    return
+  end
+  local since = tonumber(held[3] or '')
+  if not since or score < since then
+    redis.call('HSET', entry, 'superseded', score_text)
+  end
 end
 
 -- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above), and the
@@ -101,15 +124,19 @@ local function apply_one(base, mark, at, entry)
   local fact = ARGV[at + 4]
   local score = tonumber(score_text)
 
-  -- An event of a citizen erased since it happened changes nothing, not even what it teaches: applied
-  -- after the erasure (from another partition, redriven, or replayed by a rebuild), it would bring them
-  -- back.
-  local erased_at = redis.call('GET', mark)
-  if erased_at and score <= tonumber(erased_at) then
-    return 0, tonumber(redis.call('HGET', keys[3], 'version') or '0') or 0, {}
-  end
   local first_update, last_update = at + 7, at + 6 + 2 * tonumber(ARGV[at + 5])
   local first_taught, last_taught = last_update + 1, last_update + tonumber(ARGV[at + 6])
+
+  -- An event of a citizen erased since it happened changes nothing of theirs, and teaches nothing:
+  -- applied after the erasure (from another partition, redriven, or replayed by a rebuild), it would bring
+  -- them back. What it taught only supersedes someone else's earlier entry (see `supersede`).
+  local erased_at = redis.call('GET', mark)
+  if erased_at and score <= tonumber(erased_at) then
+    for i = 0, last_taught - first_taught do
+      supersede(KEYS[entry + i], citizen, score, score_text, event_key)
+    end
+    return 0, tonumber(redis.call('HGET', keys[3], 'version') or '0') or 0, {}
+  end
 
   -- What the event teaches, whatever else it changes or not (each teaching extends its entry): the index
   -- entries first, then the citizen's identifiers set, through which an erasure finds them. The set

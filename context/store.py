@@ -79,6 +79,15 @@ class IndexEntry(NamedTuple):
     # `teach`). None for an entry without a stamp, which any teaching replaces (the script writes both
     # fields together, so there is none unless written by hand).
     stamp: tuple[int, str] | None
+    # The time (score) from which the identifier was an erased citizen's, whose refused teaching was later
+    # than this entry's (apply_events.lua, `supersede`): events timed from then on are not found by it.
+    superseded: int | None = None
+
+    def holder_at(self, score: int) -> str | None:
+        """The citizen an event timed at `score` that names only this identifier belongs to, if any."""
+        if self.superseded is not None and score >= self.superseded:
+            return None
+        return self.citizen or None
 
 
 def _index_stamp(stamp: str | None) -> tuple[int, str] | None:
@@ -89,6 +98,15 @@ def _index_stamp(stamp: str | None) -> tuple[int, str] | None:
     score, _, event_key = stamp.partition(" ")
     try:
         return int(score), event_key
+    except ValueError:
+        return None
+
+
+def _superseded(held: str | None) -> int | None:
+    """An index entry's `superseded` (a score, as apply_events.lua writes it); None for none, or one the
+    script did not write (the script drops such a value with the next teaching that wins)."""
+    try:
+        return int(held) if held is not None else None
     except ValueError:
         return None
 
@@ -287,16 +305,16 @@ class ProjectionWriter:
             return {}
         pipe = self._client.pipeline(transaction=False)
         for kind, value in wanted:
-            pipe.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp")
+            pipe.hmget(identifier_key(self._prefix, epoch, kind, value), "citizen", "stamp", "superseded")
         entries = {}
         for identifier, reply in zip(wanted, pipe.execute(raise_on_error=False), strict=True):
             if _foreign(reply):
                 continue  # an entry the project did not write names nobody
             if isinstance(reply, Exception):
                 raise reply
-            citizen, stamp = reply
+            citizen, stamp, superseded = reply
             if citizen:
-                entries[identifier] = IndexEntry(citizen, _index_stamp(stamp))
+                entries[identifier] = IndexEntry(citizen, _index_stamp(stamp), _superseded(superseded))
         return entries
 
     def apply_batch(
@@ -1107,11 +1125,13 @@ class ContextReader:
             below = page[-1][0]
 
     async def lookup(self, kind: IdentifierKind, value: str) -> str | None:
-        """The citizen a normalised identifier belongs to, if the index knows it."""
+        """The citizen a normalised identifier belongs to, if the index knows it; not the one named by an
+        entry an erased citizen's teaching superseded (IndexEntry.superseded): it is no longer theirs."""
         epoch = await self.current_epoch()
-        return cast(
-            str | None, await self._client.hget(identifier_key(self._prefix, epoch, kind, value), "citizen")
+        citizen, superseded = await self._client.hmget(
+            identifier_key(self._prefix, epoch, kind, value), "citizen", "superseded"
         )
+        return None if superseded is not None else cast(str | None, citizen) or None
 
 
 # A page of events is validated in one call (a JSON array built from the stored forms), not one per event.

@@ -107,7 +107,7 @@ def resolve_batch(
         identifiers: list[Identifier] = []
         if event.subject is None:
             identifiers = named_identifiers(event, default_region=default_region)
-            citizen = _first_holder(identifiers, known=known, learned=learned)
+            citizen = _first_holder(identifiers, at=judged.score, known=known, learned=learned)
             if citizen is None:
                 kinds = ", ".join(kind.value for kind, _value in identifiers)
                 # The detail names the kind of identifier, never its value: headers end up in logs and tools.
@@ -152,10 +152,11 @@ def resolve_batch(
             marks[write.citizen_id] = write.score if held is None else max(held, write.score)
         if any(identifier in wanted for identifier in write.identifiers):
             mark = erased_at(write.citizen_id)
-            if mark is None or write.score > mark:
-                for identifier in write.identifiers:
-                    if identifier in wanted:
-                        _teach(identifier, write, known=known, learned=learned)
+            # An erased citizen's event teaches nothing; it only supersedes someone else's earlier entry.
+            step = _teach if mark is None or write.score > mark else _supersede
+            for identifier in write.identifiers:
+                if identifier in wanted:
+                    step(identifier, write, known=known, learned=learned)
         prepared.writes.append(write)
         prepared.sources.append(record)
     return prepared
@@ -177,14 +178,17 @@ def refused_letters(batch: PreparedBatch, results: Sequence[ApplyResult]) -> lis
 def _first_holder(
     identifiers: list[Identifier],
     *,
+    at: int,
     known: dict[Identifier, IndexEntry],
     learned: dict[Identifier, IndexEntry | None],
 ) -> str | None:
-    """The citizen of the first of `identifiers` that has an index entry, as the batch has left them."""
+    """The citizen an event timed at `at` belongs to by the first of `identifiers` whose index entry, as the
+    batch has left them, names one then (IndexEntry.holder_at)."""
     for identifier in identifiers:
         entry = learned[identifier] if identifier in learned else known.get(identifier)
-        if entry is not None:
-            return entry.citizen
+        holder = entry.holder_at(at) if entry is not None else None
+        if holder is not None:
+            return holder
     return None
 
 
@@ -203,4 +207,24 @@ def _teach(
     held = learned[identifier] if identifier in learned else known.get(identifier)
     stamp = (write.score, write.event.dedup_key)
     if held is None or held.stamp is None or stamp > held.stamp:
-        learned[identifier] = IndexEntry(write.citizen_id, stamp)
+        # The entry stays superseded from a later time only (apply_events.lua, `teach`).
+        superseded = held.superseded if held is not None else None
+        kept = superseded if superseded is not None and superseded > write.score else None
+        learned[identifier] = IndexEntry(write.citizen_id, stamp, kept)
+
+
+def _supersede(
+    identifier: Identifier,
+    write: EventWrite,
+    *,
+    known: dict[Identifier, IndexEntry],
+    learned: dict[Identifier, IndexEntry | None],
+) -> None:
+    """What an erased citizen's refused teaching does (apply_events.lua, `supersede`): someone else's entry
+    taught earlier is superseded from the write's time on (the earliest such time)."""
+    held = learned[identifier] if identifier in learned else known.get(identifier)
+    stamp = (write.score, write.event.dedup_key)
+    if held is None or held.citizen == write.citizen_id or (held.stamp is not None and stamp <= held.stamp):
+        return
+    if held.superseded is None or write.score < held.superseded:
+        learned[identifier] = held._replace(superseded=write.score)

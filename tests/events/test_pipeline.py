@@ -1,21 +1,26 @@
-"""A batch's records become writes and dead letters; identity resolution against the real Redis."""
+"""A batch's records become writes and dead letters; identity resolution against the real Redis (and a
+rebuild's, against the real Kafka too)."""
 
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from context.identity import IdentifierKind
-from context.keys import CitizenKeys
+from context.keys import CitizenKeys, identifier_key
 from context.settings import TimelineSettings
-from context.store import ProjectionWriter
+from context.store import ContextReader, ProjectionWriter
 from context.timeline import time_score
 from events.codec import encode_structured
 from events.pipeline import prepare_batch
+from events.rebuild import rebuild
 from events.records import IncomingRecord
+from events.settings import KafkaSettings
 from models.events import CloudEvent
 from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
+from tests.events.test_consumer import produce_events
 from tests.factories import example_data, make_event, writes_for
 
 
@@ -395,3 +400,108 @@ def test_an_erasure_read_back_finds_a_number_taught_since_only_where_redis_keeps
     writer.apply_batch(batch.writes)
     timeline = CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline
     assert redis_client.zrange(timeline, 0, -1) == [since.dedup_key, call.dedup_key]
+
+
+def apply_in_batches(
+    writer: ProjectionWriter, batches: list[list[CloudEvent]], *, now: datetime
+) -> tuple[list[str], list[int]]:
+    """Prepare and apply each batch in turn (records numbered across them); the writes' citizens, and the
+    numbers of the records dead-lettered, in order."""
+    epoch, numbered, citizens, letters = writer.current_epoch(), 0, [], []
+    for events in batches:
+        records = [record(event, numbered + n) for n, event in enumerate(events)]
+        numbered += len(events)
+        prepared = prepare_batch(records, writer=writer, epoch=epoch, default_region="GB")
+        writer.apply_batch(prepared.writes, epoch=epoch, now=now)
+        citizens += [write.citizen_id for write in prepared.writes]
+        letters += [letter.record.offset for letter in prepared.dead_letters]
+    return citizens, letters
+
+
+@pytest.mark.parametrize("one_batch", [True, False])
+async def test_an_erased_citizens_refused_teaching_keeps_their_calls_from_the_numbers_previous_owner(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str, one_batch: bool
+) -> None:
+    # The number moves from C-40 to C-41 (90 minutes ago), who is erased later. Applied live, C-41's
+    # teaching took the entry over, and the erasure removed it: a call from the number since found nobody.
+    # Replayed after the erasure (a rebuild, or the teaching read late from another partition), the teaching
+    # is refused with C-41's other earlier events; the entry still named C-40, and C-41's call joined C-40's
+    # timeline, for C-40's agents to read.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    epoch = writer.current_epoch()
+    writer.erase("C-41", epoch=epoch, erased_at=time_score(now - timedelta(minutes=30)))
+    teachings = [owns_phone("C-40", minutes_ago=120, now=now), owns_phone("C-41", minutes_ago=90, now=now)]
+    calls = [call_from_phone(minutes_ago=100, now=now), call_from_phone(minutes_ago=60, now=now)]
+
+    citizens, letters = apply_in_batches(
+        writer, [teachings + calls] if one_batch else [teachings, calls], now=now
+    )
+
+    # C-40's call (before the number moved) is theirs; C-41's finds nobody, as it would have live.
+    assert (citizens, letters) == (["C-40", "C-41", "C-40"], [3])
+    entry = writer.resolve([PHONE], epoch=epoch)[PHONE]
+    assert (entry.citizen, entry.superseded) == ("C-40", time_score(now - timedelta(minutes=90)))
+    assert redis_client.zcard(CitizenKeys(key_prefix, epoch, "C-40").timeline) == 2
+    assert redis_client.exists(CitizenKeys(key_prefix, epoch, "C-41").timeline) == 0
+    # Nothing of C-41's is kept in the entry: only the time the number stopped being C-40's.
+    assert set(redis_client.hkeys(identifier_key(key_prefix, epoch, *PHONE))) == {
+        "citizen",
+        "stamp",
+        "superseded",
+    }
+    assert await reader.lookup(*PHONE) is None
+
+    # C-40 gives the number again since: theirs once more, calls from it since included.
+    citizens, letters = apply_in_batches(
+        writer,
+        [[owns_phone("C-40", minutes_ago=20, now=now), call_from_phone(minutes_ago=10, now=now)]],
+        now=now,
+    )
+    assert (citizens, letters) == (["C-40", "C-40"], [])
+    assert writer.resolve([PHONE], epoch=epoch)[PHONE].superseded is None
+    assert await reader.lookup(*PHONE) == "C-40"
+
+
+def test_a_later_teaching_replayed_first_is_not_superseded_by_an_erased_citizens_earlier_one(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # C-43 took the number over from C-42 before C-42 gave it again (C-43 erased since): C-42's later
+    # teaching holds the entry, and C-43's refused one, earlier, changes nothing.
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
+    now = datetime.now(UTC)
+    epoch = writer.current_epoch()
+    writer.erase("C-43", epoch=epoch, erased_at=time_score(now - timedelta(minutes=30)))
+    citizens, letters = apply_in_batches(
+        writer,
+        [
+            [owns_phone("C-42", minutes_ago=60, now=now)],
+            [owns_phone("C-43", minutes_ago=90, now=now), call_from_phone(minutes_ago=50, now=now)],
+        ],
+        now=now,
+    )
+    assert (citizens, letters) == (["C-42", "C-43", "C-42"], [])
+    assert writer.resolve([PHONE], epoch=epoch)[PHONE].superseded is None
+
+
+def test_a_rebuild_after_a_numbers_newer_owner_was_erased_gives_their_calls_to_nobody(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    # The README's case, through a whole rebuild: live, C-45's call went to C-45, whom the API then erased.
+    now = datetime.now(UTC)
+    live = [owns_phone("C-44", minutes_ago=120, now=now), owns_phone("C-45", minutes_ago=90, now=now)]
+    theirs, before = call_from_phone(minutes_ago=60, now=now), call_from_phone(minutes_ago=100, now=now)
+    topic = [live[0], before, live[1], theirs]
+    assert prepare_and_apply(writer, topic, now=now) == ["C-44", "C-44", "C-45", "C-45"]
+    erased = erasure("C-45", minutes_ago=30, now=now)
+    writer.erase("C-45", epoch=writer.current_epoch(), erased_at=time_score(erased.time))
+    produce_events(kafka_topic, [*topic, erased])
+
+    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
+
+    # C-44's own call and profile only; C-45's call is skipped, as nobody holds the number at its time.
+    assert (report.records, report.skipped) == (5, 1)
+    timeline = writer.client.zrange(CitizenKeys(key_prefix, report.epoch, "C-44").timeline, 0, -1)
+    assert sorted(timeline) == sorted(event.dedup_key for event in (live[0], before))
+    assert not writer.client.exists(CitizenKeys(key_prefix, report.epoch, "C-45").timeline)
