@@ -22,8 +22,9 @@
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
 -- index entries the writer must keep alive, each as the citizen whose set lists it, a line feed, and the
--- identifier ("kind:value"): the writer extends an entry only while it names that citizen. An event Redis refuses (see `refusal`) gets {-1, its kind}
--- instead, and the events after it are applied all the same. Returns nil, having changed nothing, when
+-- identifier ("kind:value"), while their keep-alive is due (see `entries_due`): the writer extends an entry
+-- only while it names that citizen (keep_entries_alive.lua). An event Redis refuses (see `refusal`) gets
+-- {-1, its kind} instead, and the events after it are applied all the same. Returns nil, having changed nothing, when
 -- ARGV[10] asks for the served generation and that is no longer ARGV[11]: the writer takes the served
 -- generation as it last read it, and a rebuild may have switched it since (the writer then applies the
 -- events again, to the one now served).
@@ -114,6 +115,26 @@ local function supersede(entry, citizen, score, score_text, event_key)
   end
 end
 
+-- The identifiers whose index entries the writer is to keep alive, from the citizen's set, while their
+-- keep-alive is due: the entries must live as long as the citizen, but they sit in other slots (Redis
+-- Cluster), out of this script's reach. They are handed back for the writer to extend (by the period's length
+-- more than the citizen's own expiry, so never less) until it has (keep_entries_alive.lua marks the
+-- period done), once per period: asking Redis for them on every batch cost a round trip and a command per
+-- citizen. Asked for by a duplicate too (`tolerant`: a set of another type then only keeps nothing alive),
+-- so that a batch tried again after failing between this script and the keep-alive asks again; before,
+-- this script marked the period done itself, and the keep-alive a failure cut short was lost for the
+-- period. A citizen whose set lists nothing is marked done here (`version`: the citizen's meta exists, or
+-- this event creates it), or each of their events would ask again.
+local function entries_due(keys, meta, version, tolerant)
+  if meta[3] == period_stamp then return {} end
+  local members = (tolerant and redis.pcall or redis.call)('SMEMBERS', keys[8])
+  if members.err then return {} end
+  if #members == 0 and version > 0 then
+    redis.call('HSET', keys[3], 'entries-kept', period_stamp)
+  end
+  return members
+end
+
 -- One event: `base` is its citizen's key base, its own arguments start at ARGV[at] (see above), and the
 -- index entries it teaches at KEYS[entry].
 -- Returns applied (1 or 0), the version after it, and the identifiers to keep alive (a table).
@@ -150,7 +171,7 @@ local function apply_one(base, mark, at, entry)
     redis.call('EXPIREAT', keys[8], identifiers_expire_at)
   end
 
-  local meta = redis.call('HMGET', keys[3], 'version', 'kept')
+  local meta = redis.call('HMGET', keys[3], 'version', 'kept', 'entries-kept')
   local held = meta[1] or '0'
   -- Only a version as this script writes it (Lua's tonumber also takes "1.5", "0x10" or " 7", which
   -- HINCRBY refuses): refused (see `refusal`) before the event changes more than its teachings.
@@ -165,7 +186,7 @@ local function apply_one(base, mark, at, entry)
   local in_window = score >= cutoff
   if in_window then
     if redis.call('ZADD', keys[1], 'NX', score, event_key) == 0 then
-      return 0, version, {}
+      return 0, version, entries_due(keys, meta, version, true)
     end
     added = {keys[1], event_key}
   end
@@ -222,18 +243,14 @@ local function apply_one(base, mark, at, entry)
   end
 
   if not kept and not profile_changed then
-    return 0, version, {}
+    return 0, version, entries_due(keys, meta, version, true)
   end
 
   -- From here on, what could still fail on a key of the citizen (its identifiers set, its change log) is
   -- done before the change is counted or published: an event refused here (see `refusal`) leaves no
   -- version, change or message behind, only what applying it again writes the same way.
-  -- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
-  -- Cluster), out of this script's reach. Once per period, they are handed back for the writer to extend
-  -- (by the period's length more than the citizen's own expiry, so never less): asking Redis for them on
-  -- every batch cost a round trip and a command per citizen.
   local new_period = meta[2] ~= period_stamp
-  local stale = new_period and redis.call('SMEMBERS', keys[8]) or {}
+  local stale = entries_due(keys, meta, version + 1, false)
   local profile = ''
   if profile_changed then
     local fields = redis.call('HGETALL', keys[6])

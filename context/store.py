@@ -62,7 +62,7 @@ class _Basis(NamedTuple):
 _TIMELINE_PAGE = files("context").joinpath("timeline_page.lua").read_text()
 _ERASE_CITIZEN = files("context").joinpath("erase_citizen.lua").read_text()
 _FORGET_IDENTIFIER = files("context").joinpath("forget_identifier.lua").read_text()
-_KEEP_ENTRY_ALIVE = files("context").joinpath("keep_entry_alive.lua").read_text()
+_KEEP_ENTRIES_ALIVE = files("context").joinpath("keep_entries_alive.lua").read_text()
 _RATE_LIMIT = files("context").joinpath("rate_limit.lua").read_text()
 _PRESENCE_SWEEP = files("context").joinpath("presence_sweep.lua").read_text()
 _PRESENCE_ENTER = files("context").joinpath("presence_enter.lua").read_text()
@@ -222,7 +222,7 @@ class ProjectionWriter:
         self._apply = client.register_script(_APPLY_EVENTS)
         self._erase = client.register_script(_ERASE_CITIZEN)
         self._forget = client.register_script(_FORGET_IDENTIFIER)
-        self._keep_entry_alive = client.register_script(_KEEP_ENTRY_ALIVE)
+        self._keep_entries_alive = client.register_script(_KEEP_ENTRIES_ALIVE)
         self._streamed = StreamedCommands(client, [self._apply])
         # The served generation as last read: writes without a generation of their own go to it, and the
         # apply script refuses them should a rebuild have switched it since (see send_batch).
@@ -475,7 +475,7 @@ class ProjectionWriter:
                 )
                 stale.update(identifiers)
             if stale:
-                self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at)
+                self._keep_alive(stale, epoch=epoch, expire_at=entries_expire_at, period=stamp)
             return applied
 
         return SentBatch(results, sent)
@@ -614,21 +614,22 @@ class ProjectionWriter:
         pipe = self._client.pipeline(transaction=True)
         return generations_holding_keys(_queue_generations(pipe, self._prefix).execute()) - {epoch}
 
-    def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int) -> None:
+    def _keep_alive(self, identifiers: set[str], *, epoch: str, expire_at: int, period: int) -> None:
         """Extend the index entries of active citizens' identifiers ("citizen\nkind:value", as the apply
-        script returns them), each only while it names that citizen, in one pipeline. An entry holding
-        what no script wrote (another type) is left as it is: nothing of the citizen's to keep alive."""
+        script returns them), each only while it names that citizen, and mark the citizen's keep-alive
+        done for the `period` (keep_entries_alive.lua): one step per citizen, in one pipeline."""
+        listed: dict[str, list[str]] = {}
+        for item in sorted(identifiers):
+            citizen, _, member = item.partition("\n")
+            listed.setdefault(citizen, []).append(listed_identifier_key(self._prefix, epoch, member))
         pipe = self._client.pipeline(transaction=False)
-        for listed in sorted(identifiers):
-            citizen, _, member = listed.partition("\n")
-            self._keep_entry_alive(
-                keys=[listed_identifier_key(self._prefix, epoch, member)],
-                args=[citizen, expire_at],
+        for citizen, entries in listed.items():
+            self._keep_entries_alive(
+                keys=[CitizenKeys(self._prefix, epoch, citizen).meta, *entries],
+                args=[citizen, expire_at, period],
                 client=pipe,
             )
-        for reply in pipe.execute(raise_on_error=False):
-            if isinstance(reply, redis.exceptions.ResponseError) and not _foreign(reply):
-                raise reply
+        pipe.execute()
 
 
 def _stamp_score(stamp: str) -> float:

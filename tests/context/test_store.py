@@ -289,6 +289,53 @@ def test_identifier_entries_are_kept_alive_with_their_citizen_once_per_period(
         assert redis_client.expiretime(entry) == citizen_expires + period
 
 
+def test_a_keep_alive_a_failure_cut_short_is_asked_for_again_by_the_batch_tried_again(
+    redis_client: "redis.Redis", key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The apply script marked the period's keep-alive done as it handed the entries back: a batch that
+    # failed before extending them (Redis lost in between), tried again, found nothing due, and the entries
+    # kept the expiry of the citizen's last active period, long before the citizen's own keys.
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    period = keep_alive_period(2 * 86400)
+    profile = make_event("C-8k", type_="profile.updated", now=NOW)
+    writer.apply_batch(writes_for(profile), now=NOW)
+    epoch = writer.current_epoch()
+    entries = [
+        identifier_key(key_prefix, epoch, kind, value) for kind, value in writes_for(profile)[0].identifiers
+    ]
+    later = NOW + timedelta(seconds=3 * period)  # inactive for two periods in between
+    event = make_event("C-8k", now=later)
+    extend = writer._keep_alive
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise redis.ConnectionError("lost between the apply script and the keep-alive")
+
+    monkeypatch.setattr(writer, "_keep_alive", lost)
+    with pytest.raises(redis.ConnectionError):
+        writer.apply_batch(writes_for(event), now=later)
+    monkeypatch.setattr(writer, "_keep_alive", extend)
+    (again,) = writer.apply_batch(writes_for(event), now=later)  # the consumer's retry
+
+    assert not again.applied  # a duplicate now, which asks for the keep-alive all the same
+    citizen_expires = redis_client.expiretime(CitizenKeys(key_prefix, epoch, "C-8k").timeline)
+    assert [redis_client.expiretime(entry) for entry in entries] == [citizen_expires + period] * len(entries)
+    # Done for the period: the citizen's next event asks for nothing more.
+    for entry in entries:
+        redis_client.expire(entry, 100)
+    writer.apply_batch(writes_for(make_event("C-8k", now=later)), now=later)
+    assert all(redis_client.ttl(entry) <= 100 for entry in entries)
+
+
+def test_a_citizen_without_identifiers_has_the_keep_alive_marked_done_by_the_apply_script(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2)
+    period = keep_alive_period(2 * 86400)
+    writer.apply_batch(writes_for(make_event("C-8n", now=NOW)), now=NOW)
+    meta = CitizenKeys(key_prefix, writer.current_epoch(), "C-8n").meta
+    assert redis_client.hget(meta, "entries-kept") == str(int(NOW.timestamp()) // period)
+
+
 def test_an_entry_taken_over_by_another_citizen_is_kept_alive_only_by_its_owner(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
