@@ -79,7 +79,7 @@ def test_every_get_route_answers_head_as_a_get_without_the_body(
     [
         # HEAD is served wherever GET is, so Allow says so.
         ("PUT", "/v1/citizens/C-1/context", "GET, HEAD"),
-        # Two routes serve /v1/enquiries (GET lists, POST begins one); Starlette's Allow named the first's only.
+        # Two routes serve /v1/enquiries (GET lists, POST begins): Starlette named the first one's only.
         ("PATCH", "/v1/enquiries", "GET, HEAD, POST"),
         ("PUT", "/v1/citizens/C-1", "DELETE"),
     ],
