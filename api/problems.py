@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.head import allowed_with_head
@@ -89,7 +89,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         for name, value in (error.headers or {}).items():
             response.headers[name] = value
         if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
-            response.headers["Allow"] = allowed_with_head(_methods_served(request))
+            allowed = (error.headers or {}).get("Allow", "").split(",")
+            response.headers["Allow"] = allowed_with_head({*allowed, *_methods_routed(request)})
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -210,15 +211,17 @@ class UnexpectedErrorMiddleware:
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def _methods_served(request: Request) -> set[str]:
-    """Every method the request's path is served with. Starlette's `Allow` names only the methods of the
+def _methods_routed(request: Request) -> set[str]:
+    """The methods the routes of the request's path serve. Starlette's `Allow` names only those of the
     first route matching the path (`/v1/enquiries`: POST, though GET lists them), where RFC 9110 asks for
-    all of the resource's; each method is matched as the router would match it."""
+    all of the resource's; each method is matched as the router would match it, from the app's root. A
+    mount (the desk's files) matches whatever the method: what it serves is in its own `Allow`."""
+    scope = {**request.scope, "root_path": request.scope.get("app_root_path", "")}
     return {
         method
         for method in _METHODS
         if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            not isinstance(route, Mount) and route.matches({**scope, "method": method})[0] == Match.FULL
             for route in request.app.routes
         )
     }

@@ -120,13 +120,15 @@ end
 -- Cluster), out of this script's reach. They are handed back for the writer to extend (by the period's length
 -- more than the citizen's own expiry, so never less) until it has (keep_entries_alive.lua marks the
 -- period done), once per period: asking Redis for them on every batch cost a round trip and a command per
--- citizen. Asked for by a duplicate too (`tolerant`: a set of another type then only keeps nothing alive),
--- so that a batch tried again after failing between this script and the keep-alive asks again; before,
--- this script marked the period done itself, and the keep-alive a failure cut short was lost for the
--- period. A citizen whose set lists nothing is marked done here (`version`: the citizen's meta exists, or
--- this event creates it), or each of their events would ask again.
+-- citizen. Asked for by an event that changes nothing too (`tolerant`: a set of another type then only
+-- keeps nothing alive), so that a batch tried again after failing between this script and the keep-alive
+-- asks again (before, this script marked the period done itself, and a keep-alive a failure cut short was
+-- lost for the period); but only once a change has moved the citizen's keys and set on this period (`kept`),
+-- or the entries would be extended past the set that an erasure finds them through. A citizen whose set
+-- lists nothing is marked done here (`version`: the citizen's meta exists, or this event creates it), or
+-- each of their events would ask again.
 local function entries_due(keys, meta, version, tolerant)
-  if meta[3] == period_stamp then return {} end
+  if meta[3] == period_stamp or (tolerant and meta[2] ~= period_stamp) then return {} end
   local members = (tolerant and redis.pcall or redis.call)('SMEMBERS', keys[8])
   if members.err then return {} end
   if #members == 0 and version > 0 then

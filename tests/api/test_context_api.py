@@ -82,6 +82,8 @@ def test_every_get_route_answers_head_as_a_get_without_the_body(
         # Two routes serve /v1/enquiries (GET lists, POST begins): Starlette named the first one's only.
         ("PATCH", "/v1/enquiries", "GET, HEAD, POST"),
         ("PUT", "/v1/citizens/C-1", "DELETE"),
+        # The desk's files (a mount) say what they serve themselves.
+        ("POST", "/desk/index.html", "GET, HEAD"),
     ],
 )
 def test_a_method_not_allowed_lists_every_method_the_path_is_served_with(

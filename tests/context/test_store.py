@@ -326,6 +326,33 @@ def test_a_keep_alive_a_failure_cut_short_is_asked_for_again_by_the_batch_tried_
     assert all(redis_client.ttl(entry) <= 100 for entry in entries)
 
 
+def test_an_event_that_changes_nothing_extends_no_entry_past_the_identifiers_set(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # A redelivered duplicate, or an event older than the age cap, in a later period moves neither the
+    # citizen's keys nor their identifiers set on: extending the entries then would let them outlive the
+    # set, through which an erasure finds them, and keep the number pointing at an erased citizen.
+    writer = writer_for(redis_client, key_prefix, inactivity_expiry_days=2, max_age_days=30)
+    period = keep_alive_period(2 * 86400)
+    profile, call = make_event("C-8d", type_="profile.updated", now=NOW), make_event("C-8d", now=NOW)
+    writer.apply_batch(writes_for(profile, call), now=NOW)
+    epoch = writer.current_epoch()
+    entries = [
+        identifier_key(key_prefix, epoch, kind, value) for kind, value in writes_for(profile)[0].identifiers
+    ]
+    expiries = [redis_client.expiretime(entry) for entry in entries]
+    later = NOW + timedelta(seconds=3 * period)
+    too_old = make_event("C-8d", minutes_ago=31 * 24 * 60, now=later)
+
+    # (A duplicate that teaches, as a profile update does, extends its entries and the set together.)
+    results = writer.apply_batch(writes_for(call, too_old), now=later)
+
+    assert [result.applied for result in results] == [False, False]
+    assert [redis_client.expiretime(entry) for entry in entries] == expiries
+    identifiers_set = redis_client.expiretime(CitizenKeys(key_prefix, epoch, "C-8d").identifiers)
+    assert max(expiries) <= identifiers_set
+
+
 def test_a_citizen_without_identifiers_has_the_keep_alive_marked_done_by_the_apply_script(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:
