@@ -21,10 +21,10 @@
 --       profile pairs (field name, value as JSON), then the identifiers as the citizen's identifiers set
 --       lists them ("kind:value"), in the order of their index entries in KEYS.
 -- Returns {applied (1 or 0), version} per event, flattened, then one more item: the identifiers whose
--- index entries the writer must keep alive, each as the citizen whose set lists it, a line feed, and the
--- identifier ("kind:value"), while their keep-alive is due (see `entries_due`): the writer extends an entry
--- only while it names that citizen (keep_entries_alive.lua). An event Redis refuses (see `refusal`) gets
--- {-1, its kind} instead, and the events after it are applied all the same. Returns nil, having changed nothing, when
+-- index entries the writer must keep alive (see `entries_still_due`), each as the citizen whose set lists
+-- it, a line feed, and the identifier ("kind:value"): the writer extends an entry only while it names that
+-- citizen (keep_entries_alive.lua). An event Redis refuses (see `refusal`) gets {-1, its kind} instead, and
+-- the events after it are applied all the same. Returns nil, having changed nothing, when
 -- ARGV[10] asks for the served generation and that is no longer ARGV[11]: the writer takes the served
 -- generation as it last read it, and a rebuild may have switched it since (the writer then applies the
 -- events again, to the one now served).
@@ -115,25 +115,20 @@ local function supersede(entry, citizen, score, score_text, event_key)
   end
 end
 
--- The identifiers whose index entries the writer is to keep alive, from the citizen's set, while their
--- keep-alive is due: the entries must live as long as the citizen, but they sit in other slots (Redis
--- Cluster), out of this script's reach. They are handed back for the writer to extend (by the period's length
--- more than the citizen's own expiry, so never less) until it has (keep_entries_alive.lua marks the
--- period done), once per period: asking Redis for them on every batch cost a round trip and a command per
--- citizen. Asked for by an event that changes nothing too (`tolerant`: a set of another type then only
--- keeps nothing alive), so that a batch tried again after failing between this script and the keep-alive
--- asks again (before, this script marked the period done itself, and a keep-alive a failure cut short was
--- lost for the period); but only once a change has moved the citizen's keys and set on this period (`kept`),
--- or the entries would be extended past the set that an erasure finds them through. A citizen whose set
--- lists nothing is marked done here (`version`: the citizen's meta exists, or this event creates it), or
--- each of their events would ask again.
-local function entries_due(keys, meta, version, tolerant)
-  if meta[3] == period_stamp or (tolerant and meta[2] ~= period_stamp) then return {} end
-  local members = (tolerant and redis.pcall or redis.call)('SMEMBERS', keys[8])
+-- The identifier index entries must live as long as the citizen, but they sit in other slots (Redis
+-- Cluster), out of this script's reach. With the citizen's first change of a period, which moves their keys
+-- and identifiers set on (the end), the set's members are handed back for the writer to extend (by the
+-- period's length more than the citizen's own expiry, so never less), and the writer marks that done
+-- (keep_entries_alive.lua): asking Redis for them on every batch cost a round trip and a command per
+-- citizen. Until it has, an event of the citizen that changes nothing (a duplicate: the batch tried again
+-- after failing between this script and the keep-alive) hands them back again; before, this script marked
+-- the period done itself, and a keep-alive a failure cut short was lost for the period. Not before a change
+-- has moved the keys and set on in the period (`kept`): the entries would outlive the set that an erasure
+-- finds them through. A set of another type then only keeps nothing alive.
+local function entries_still_due(keys, meta)
+  if meta[2] ~= period_stamp or meta[3] == period_stamp then return {} end
+  local members = redis.pcall('SMEMBERS', keys[8])
   if members.err then return {} end
-  if #members == 0 and version > 0 then
-    redis.call('HSET', keys[3], 'entries-kept', period_stamp)
-  end
   return members
 end
 
@@ -188,7 +183,7 @@ local function apply_one(base, mark, at, entry)
   local in_window = score >= cutoff
   if in_window then
     if redis.call('ZADD', keys[1], 'NX', score, event_key) == 0 then
-      return 0, version, entries_due(keys, meta, version, true)
+      return 0, version, entries_still_due(keys, meta)
     end
     added = {keys[1], event_key}
   end
@@ -245,14 +240,14 @@ local function apply_one(base, mark, at, entry)
   end
 
   if not kept and not profile_changed then
-    return 0, version, entries_due(keys, meta, version, true)
+    return 0, version, entries_still_due(keys, meta)
   end
 
   -- From here on, what could still fail on a key of the citizen (its identifiers set, its change log) is
   -- done before the change is counted or published: an event refused here (see `refusal`) leaves no
   -- version, change or message behind, only what applying it again writes the same way.
   local new_period = meta[2] ~= period_stamp
-  local stale = entries_due(keys, meta, version + 1, false)
+  local stale = new_period and redis.call('SMEMBERS', keys[8]) or {}
   local profile = ''
   if profile_changed then
     local fields = redis.call('HGETALL', keys[6])
@@ -292,7 +287,12 @@ local function apply_one(base, mark, at, entry)
   -- The identifiers set outlives the index entries it lists (which live up to one period past the citizen's
   -- keys): an erasure finds every entry through it, however late it comes.
   if new_period then
-    redis.call('HSET', keys[3], 'kept', period_stamp)
+    if #stale == 0 then
+      -- Nothing to keep alive: done (or every event of the citizen that changes nothing would ask).
+      redis.call('HSET', keys[3], 'kept', period_stamp, 'entries-kept', period_stamp)
+    else
+      redis.call('HSET', keys[3], 'kept', period_stamp)
+    end
     for i = 1, 7 do redis.call('EXPIREAT', keys[i], expires_at) end
     redis.call('EXPIREAT', keys[8], identifiers_expire_at)
   else
