@@ -124,9 +124,12 @@ end
 -- after failing between this script and the keep-alive) hands them back again; before, this script marked
 -- the period done itself, and a keep-alive a failure cut short was lost for the period. Not before a change
 -- has moved the keys and set on in the period (`kept`): the entries would outlive the set that an erasure
--- finds them through. A set of another type then only keeps nothing alive.
+-- finds them through. A set of another type then only keeps nothing alive. Once per call for a citizen
+-- (`handed_back`, by meta key): until the keep-alive, after the call, each such event would ask again.
+local handed_back = {}
 local function entries_still_due(keys, meta)
-  if meta[2] ~= period_stamp or meta[3] == period_stamp then return {} end
+  if meta[2] ~= period_stamp or meta[3] == period_stamp or handed_back[keys[3]] then return {} end
+  handed_back[keys[3]] = true
   local members = redis.pcall('SMEMBERS', keys[8])
   if members.err then return {} end
   return members
@@ -248,6 +251,7 @@ local function apply_one(base, mark, at, entry)
   -- version, change or message behind, only what applying it again writes the same way.
   local new_period = meta[2] ~= period_stamp
   local stale = new_period and redis.call('SMEMBERS', keys[8]) or {}
+  if new_period then handed_back[keys[3]] = true end
   local profile = ''
   if profile_changed then
     local fields = redis.call('HGETALL', keys[6])

@@ -1,6 +1,7 @@
 -- Extend one citizen's identifier index entries, each only while it names that citizen, then mark the
--- period's keep-alive done in the citizen's meta (apply_events.lua, `entries_due`): all in one step, so a
--- failure leaves the keep-alive due, and the next event of the citizen asks for it again.
+-- period's keep-alive done in the citizen's meta (apply_events.lua, `entries_still_due`): all in one step,
+-- so a failure leaves the keep-alive due, and the citizen's events of the batch, tried again in the same
+-- period, ask for it again.
 --
 -- A number taught since to someone else is that citizen's to keep alive: kept alive by the previous
 -- owner, it would outlive its own owner's identifiers set, through which an erasure finds it. An entry

@@ -3,6 +3,7 @@
 Each test isolates itself: its own Redis key prefix, its own Kafka topic and consumer group.
 """
 
+import logging
 import os
 import re
 import socket
@@ -21,18 +22,21 @@ import psycopg
 import pytest
 import redis
 import redis.asyncio as aioredis
+import structlog
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 from pydantic import RedisDsn
 
+import ops.cli.root
 from context.settings import RedisSettings, TimelineSettings
 from events.deadletter import dead_letter_topic
 from events.producer import create_producer
 from events.settings import KafkaSettings
 from events.topics import ensure_topics
 from models.database import DatabaseSettings, migrate
+from ops.logging import configure_logging
 from ops.servers import RedisServer, postgres_url
 from ops.settings import ServicesSettings
 
@@ -355,3 +359,23 @@ def topic_records(topic: str) -> list[Any]:
         return records
     finally:
         consumer.close()
+
+
+@pytest.fixture(autouse=True)
+def logging_as_found(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Logging as each test found it. A CLI command run in process (click's CliRunner) configures logging
+    for the whole process, to the stderr of that moment: a later test's logs went there, out of its own
+    capture, and a test reading them failed or passed by the order the tests ran in. Loggers are not
+    cached meanwhile (a module's logger first used then would keep that stream for good)."""
+
+    def configure_uncached(level: str = "INFO") -> None:
+        configure_logging(level)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    monkeypatch.setattr(ops.cli.root, "configure_logging", configure_uncached)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()

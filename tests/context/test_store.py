@@ -319,10 +319,10 @@ def test_a_keep_alive_a_failure_cut_short_is_asked_for_again_by_the_batch_tried_
     assert not again.applied  # a duplicate now, which asks for the keep-alive all the same
     citizen_expires = redis_client.expiretime(CitizenKeys(key_prefix, epoch, "C-8k").timeline)
     assert [redis_client.expiretime(entry) for entry in entries] == [citizen_expires + period] * len(entries)
-    # Done for the period: the citizen's next event asks for nothing more.
+    # Done for the period: the same batch tried once more asks for nothing.
     for entry in entries:
         redis_client.expire(entry, 100)
-    writer.apply_batch(writes_for(make_event("C-8k", now=later)), now=later)
+    writer.apply_batch(writes_for(event), now=later)
     assert all(redis_client.ttl(entry) <= 100 for entry in entries)
 
 
