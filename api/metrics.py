@@ -3,6 +3,7 @@
 import time
 
 from prometheus_client import Counter, Gauge, Histogram
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.head import request_method
@@ -40,6 +41,8 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        # Routing moves a mount's requests under its root path, in this very scope.
+        root_path = scope.get("root_path", "")
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -51,7 +54,18 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = getattr(route, "path", None) or _served_by(scope, root_path) or "unmatched"
             REQUEST_SECONDS.labels(request_method(scope), template, str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+def _served_by(scope: Scope, root_path: str) -> str | None:
+    """The path of the route or mount that served a request the router records no route for (the OpenAPI
+    document, its pages, the desk's files): only the API's own routes are recorded in the scope, and the
+    rest were counted as "unmatched", with the paths no route serves."""
+    probe = {**scope, "root_path": root_path}
+    for route in getattr(scope.get("app"), "routes", ()):
+        if isinstance(route, BaseRoute) and route.matches(probe)[0] != Match.NONE:
+            return getattr(route, "path", None)
+    return None
