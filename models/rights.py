@@ -33,7 +33,12 @@ class CitizenExport(BaseModel):
     profile: Profile
     summary: Summary
     timeline: list[CloudEvent] = Field(description="Every event held, newest first.")
-    identifiers: list[str] = Field(description="Identifiers that find the citizen (kind:value).")
+    identifiers: list[str] = Field(
+        description=(
+            "Identifiers the citizen's events gave, as the projection holds them (kind:value): those that "
+            "find them, and any since taken over by someone else, which no longer do."
+        )
+    )
     enquiries: list[EnquiryPublic]
     # Last, and it must stay last: the API sends everything before it, then writes the views as it reads
     # them from the trail, a page at a time (api/citizen_rights.py).
