@@ -226,10 +226,25 @@ def keys_list(client: str | None) -> None:
         records = api_keys.list_keys(engine, client=client)
     finally:
         engine.dispose()
-    click.echo(f"{'id':<17} {'client':<20} {'expires':<26} {'last used':<26} {'revoked':<8} scopes")
-    for record in records:
-        click.echo(
-            f"{record.id:<17} {record.client:<20} {record.expires_at:%Y-%m-%d %H:%M:%S%z}"
-            f"{'':<2} {f'{record.last_used_at:%Y-%m-%d %H:%M:%S}' if record.last_used_at else '-':<26}"
-            f" {'yes' if record.revoked_at else 'no':<8} {record.scopes}"
-        )
+    rows = [
+        [
+            record.id,
+            record.client,
+            f"{record.expires_at:%Y-%m-%d %H:%M:%S%z}",
+            f"{record.last_used_at:%Y-%m-%d %H:%M:%S%z}" if record.last_used_at else "-",
+            "yes" if record.revoked_at else "no",
+            " ".join(record.scopes),
+        ]
+        for record in records
+    ]
+    for line in aligned([["id", "client", "expires", "last used", "revoked", "scopes"], *rows]):
+        click.echo(line)
+
+
+def aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as lines, each column as wide as its widest cell (the last one left as it is)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    return [
+        " ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]

@@ -15,6 +15,7 @@ from api.security.settings import SecuritySettings
 from api.security.tokens import TokenVerifier
 from models.database import DatabaseSettings, create_db_engine
 from models.tables import AgentRole
+from ops.cli.security import aligned
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -179,3 +180,18 @@ def test_simulate_refuses_a_citizen_id_no_event_may_carry_before_publishing(citi
     assert result.returncode == 2
     assert "Invalid value for '--citizen'" in result.stderr
     assert "is not a citizen id" in result.stderr
+
+
+def test_the_key_list_lines_up_whatever_the_width_of_its_cells() -> None:
+    lines = aligned(
+        [
+            ["id", "client", "last used", "scopes"],
+            ["k-1", "a-client-with-a-name-longer-than-twenty", "-", "context:read"],
+            ["k-22", "crm", "2026-12-01 05:00:00+0000", "audit:read context:read"],
+        ]
+    )
+    assert lines == [
+        "id   client                                  last used                scopes",
+        "k-1  a-client-with-a-name-longer-than-twenty -                        context:read",
+        "k-22 crm                                     2026-12-01 05:00:00+0000 audit:read context:read",
+    ]
