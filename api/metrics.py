@@ -2,8 +2,9 @@
 
 import time
 
+from fastapi.routing import APIRoute
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.head import request_method
@@ -66,6 +67,11 @@ def _served_by(scope: Scope, root_path: str) -> str | None:
     rest were counted as "unmatched", with the paths no route serves."""
     probe = {**scope, "root_path": root_path}
     for route in getattr(scope.get("app"), "routes", ()):
-        if isinstance(route, BaseRoute) and route.matches(probe)[0] != Match.NONE:
-            return getattr(route, "path", None)
+        # The API's own routes record themselves: matching them again cost a 404 53 us in process.
+        if (
+            isinstance(route, Route | Mount)
+            and not isinstance(route, APIRoute)
+            and route.matches(probe)[0] != Match.NONE
+        ):
+            return route.path
     return None

@@ -1107,7 +1107,8 @@ class ContextReader:
         return int(value or 0)
 
     async def identifiers(self, citizen_id: str, *, epoch: str) -> list[str]:
-        """The identifiers ("kind:value") that find the citizen, sorted."""
+        """The identifiers ("kind:value") the citizen's events gave, sorted: those that find them, and any
+        since taken over by someone else."""
         found = await self._client.smembers(CitizenKeys(self._prefix, epoch, citizen_id).identifiers)
         return sorted(cast(set[str], found))
 

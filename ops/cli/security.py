@@ -242,9 +242,14 @@ def keys_list(client: str | None) -> None:
 
 
 def aligned(rows: list[list[str]]) -> list[str]:
-    """Rows of cells as lines, each column as wide as its widest cell (the last one left as it is)."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    """Rows of as many cells each as lines, each column as wide as its widest cell (the last one left as it
+    is)."""
+    if len({len(row) for row in rows}) > 1:
+        raise ValueError("every row must have as many cells")
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)] if rows else []
     return [
-        " ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        " ".join(
+            [*(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)), row[-1]]
+        ).rstrip()
         for row in rows
     ]

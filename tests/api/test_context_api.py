@@ -77,11 +77,18 @@ def test_every_get_route_answers_head_as_a_get_without_the_body(
 def test_request_metrics_name_the_route_or_mount_that_served_each_request(client: TestClient) -> None:
     # Only the API's own routes are recorded in the request's scope: the OpenAPI document and the desk's
     # files were counted as "unmatched", with the paths nothing serves.
-    for path in ("/openapi.json", "/desk/", "/no-such-page"):
+    for path in ("/openapi.json", "/desk/", "/desk/no-such-file.js", "/no-such-page"):
         client.get(path)
+    client.head("/desk/")
     metrics = client.get("/metrics").text
-    for route, status in (("/openapi.json", 200), ("/desk", 200), ("unmatched", 404)):
-        assert f'{{method="GET",route="{route}",status="{status}"}}' in metrics
+    for method, route, status in (
+        ("GET", "/openapi.json", 200),
+        ("GET", "/desk", 200),
+        ("HEAD", "/desk", 200),
+        ("GET", "/desk", 404),
+        ("GET", "unmatched", 404),
+    ):
+        assert f'{{method="{method}",route="{route}",status="{status}"}}' in metrics
 
 
 @pytest.mark.parametrize(
