@@ -185,11 +185,21 @@ def _first_holder(
     """The citizen an event timed at `at` belongs to by the first of `identifiers` whose index entry, as the
     batch has left them, names one then (IndexEntry.holder_at)."""
     for identifier in identifiers:
-        entry = learned[identifier] if identifier in learned else known.get(identifier)
+        entry = _as_left(identifier, known=known, learned=learned)
         holder = entry.holder_at(at) if entry is not None else None
         if holder is not None:
             return holder
     return None
+
+
+def _as_left(
+    identifier: Identifier,
+    *,
+    known: dict[Identifier, IndexEntry],
+    learned: dict[Identifier, IndexEntry | None],
+) -> IndexEntry | None:
+    """An identifier's index entry as the batch has left it so far (None: none, or erased)."""
+    return learned[identifier] if identifier in learned else known.get(identifier)
 
 
 def _teach(
@@ -204,7 +214,7 @@ def _teach(
     The later (time score, event key) wins, whatever the order the events come in: the index the next batch
     reads says so, and resolving within this batch must not depend on where one batch ends.
     """
-    held = learned[identifier] if identifier in learned else known.get(identifier)
+    held = _as_left(identifier, known=known, learned=learned)
     stamp = (write.score, write.event.dedup_key)
     if held is None or held.stamp is None or stamp > held.stamp:
         # The entry stays superseded from a later time only (apply_events.lua, `teach`).
@@ -222,7 +232,7 @@ def _supersede(
 ) -> None:
     """What an erased citizen's refused teaching does (apply_events.lua, `supersede`): someone else's entry
     taught earlier is superseded from the write's time on (the earliest such time)."""
-    held = learned[identifier] if identifier in learned else known.get(identifier)
+    held = _as_left(identifier, known=known, learned=learned)
     stamp = (write.score, write.event.dedup_key)
     if held is None or held.citizen == write.citizen_id or (held.stamp is not None and stamp <= held.stamp):
         return
