@@ -36,23 +36,28 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = route_path(scope)
-        headers = [
-            (b"x-content-type-options", b"nosniff"),
-            (b"referrer-policy", b"no-referrer"),
-            (b"x-frame-options", b"DENY"),
-            (b"cross-origin-opener-policy", b"same-origin"),
-            (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-        ]
-        if not path.startswith(OWN_POLICY):
-            headers.append((b"content-security-policy", API_POLICY.encode()))
-        if path.startswith("/v1/"):
-            # Citizen data must never sit in a shared or browser cache.
-            headers.append((b"cache-control", b"no-store"))
-        if self._hsts:
-            headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
-
+        headers = security_headers(route_path(scope), hsts=self._hsts)
         await self.app(scope, receive, adding_headers(send, headers))
+
+
+def security_headers(path: str, *, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every answer for `path` carries (lower-case names); "" for a request without a path
+    the server could read (api/http_protocol.py)."""
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+        (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    ]
+    if not path.startswith(OWN_POLICY):
+        headers.append((b"content-security-policy", API_POLICY.encode()))
+    if path.startswith("/v1/"):
+        # Citizen data must never sit in a shared or browser cache.
+        headers.append((b"cache-control", b"no-store"))
+    if hsts:
+        headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+    return headers
 
 
 def adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:

@@ -29,6 +29,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import problem_protocol
     from api.lifecycle import Lifecycle
     from api.security.settings import SecuritySettings
     from api.settings import ApiSettings
@@ -75,6 +76,8 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         # Uvicorn's own handlers would write plain text among the key=value lines: its loggers go to the
         # process's handler instead (ops/logging.py).
         log_config=None,
+        # uvicorn's httptools protocol, answering a request it cannot parse with problem details.
+        http=problem_protocol(hsts=security.hsts),
         # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
