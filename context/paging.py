@@ -8,6 +8,7 @@ from datetime import datetime
 
 from context.store import TimelinePosition
 from models.events import CloudEvent
+from models.security import has_lone_surrogates
 
 
 class InvalidCursor(ValueError):
@@ -63,6 +64,9 @@ def parse_cursor(cursor: str) -> tuple[str, TimelinePosition]:
         raise InvalidCursor(NOT_ISSUED) from error
     valid_score = isinstance(score, int) and not isinstance(score, bool)
     if not isinstance(cursor_epoch, str) or not valid_score or not isinstance(key, str):
+        raise InvalidCursor(NOT_ISSUED)
+    if has_lone_surrogates(cursor_epoch) or has_lone_surrogates(key):
+        # JSON's unpaired "\\ud800" escape, which this API never issues, and no Redis command takes.
         raise InvalidCursor(NOT_ISSUED)
     return cursor_epoch, TimelinePosition(score, key)
 

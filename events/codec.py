@@ -190,12 +190,19 @@ def _structured_document(value: bytes | None) -> dict[str, Any]:
     return document
 
 
+# Headers named after the JSON format's data members, which binary mode carries in the record's value: taken
+# as attributes, `ce_data` would become a null value's data, or be dropped for the value's.
+_NOT_ATTRIBUTES = frozenset({"ce_data", "ce_data_base64"})
+
+
 def _binary_document(value: bytes | None, headers: dict[str, bytes | None]) -> dict[str, Any]:
     document: dict[str, Any] = {}
     for name, raw in headers.items():
-        if name == "ce_data_base64":
-            # The JSON format's member, not an attribute: in binary mode the data is the record's value.
-            raise InvalidEvent("invalid", "data_base64 is no attribute: in binary mode the value is the data")
+        if name in _NOT_ATTRIBUTES:
+            # The JSON format's members, not attributes: in binary mode the data is the record's value.
+            raise InvalidEvent(
+                "invalid", f"{name.removeprefix('ce_')} is no attribute: in binary mode the value is the data"
+            )
         if name.startswith("ce_"):
             try:
                 document[name.removeprefix("ce_")] = (raw or b"").decode("utf-8")

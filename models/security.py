@@ -17,6 +17,11 @@ from models.tables import AuditAction, StoredTime
 # reach the app, a dash's bytes would be C1 characters.
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NO_CONTROL_CHARACTERS = "Must not contain control characters"
+# A lone surrogate (U+D800 to U+DFFF): a JSON text's unpaired escape ("\\ud800") reads as one, and no UTF-8
+# text can hold it. Redis and the SQL drivers fail the whole command or statement it is in, and the audit
+# trail writes many callers' records in one.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UNICODE = "Must be Unicode text: an unpaired surrogate (a lone \\ud800 to \\udfff escape) is not"
 
 
 def header_text(value: str) -> str:
@@ -36,9 +41,16 @@ def has_control_characters(text: str) -> bool:
     return _CONTROL_CHARACTER.search(text) is not None
 
 
-def _without_control_characters(text: str) -> str:
+def has_lone_surrogates(text: str) -> bool:
+    """Whether `text` holds a lone surrogate, which no UTF-8 text can (see _LONE_SURROGATE)."""
+    return _LONE_SURROGATE.search(text) is not None
+
+
+def _plain(text: str) -> str:
     if has_control_characters(text):
         raise PydanticCustomError("control_characters", NO_CONTROL_CHARACTERS)
+    if has_lone_surrogates(text):
+        raise PydanticCustomError("string_unicode", NOT_UNICODE)
     return text
 
 
@@ -46,7 +58,7 @@ def _without_control_characters(text: str) -> str:
 # OpenAPI document: the validator makes it, with a clearer message than a pattern's.
 PlainText = Annotated[
     str,
-    AfterValidator(_without_control_characters),
+    AfterValidator(_plain),
     Field(json_schema_extra={"pattern": r"^[^\u0000-\u001f\u007f-\u009f]*$"}),
 ]
 

@@ -235,11 +235,12 @@ class Auditor:
                 # On an autocommit engine the INSERT committed as it ran, and this does nothing; on any
                 # other, it commits the batch.
                 connection.commit()
-            except (DataError, IntegrityError) as error:
-                # A value of some record the database refuses (a NUL, which PostgreSQL refuses in text)
-                # fails the whole statement, and with it every other caller's read. Nothing was stored:
-                # each record is written on its own, and only the refused ones' callers fail. Any other
-                # error (the database gone) would fail each record alike, and fails the batch as before.
+            except (DataError, IntegrityError, UnicodeError) as error:
+                # A value of some record the database refuses (a NUL, which PostgreSQL refuses in text, or
+                # text its driver cannot encode, which no validated value should be) fails the whole
+                # statement, and with it every other caller's read. Nothing was stored: each record is
+                # written on its own, and only the refused ones' callers fail. Any other error (the
+                # database gone) would fail each record alike, and fails the batch as before.
                 connection.rollback()
                 log.warning("audit batch refused, writing it record by record", error=type(error).__name__)
                 return [
@@ -268,7 +269,7 @@ def _write_one(connection: Connection, row: AuditRow, decision: Decision) -> Out
     try:
         audit_repository.add_records(connection, [row])
         connection.commit()
-    except SQLAlchemyError as error:
+    except (SQLAlchemyError, UnicodeError) as error:
         connection.rollback()
         # The error's type only: its message quotes the statement, and may quote the values refused.
         log.error("audit record refused", action=row["action"], error=type(error).__name__)

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from api.security.principal import Caller
 from api.security.provider_keys import KeysUnavailable, ProviderKeys, UnknownKey
 from api.security.settings import SecuritySettings
-from models.security import has_control_characters
+from models.security import has_control_characters, has_lone_surrogates
 from models.tables import AgentRole
 
 log = structlog.get_logger("security")
@@ -196,6 +196,9 @@ def _caller(claims: dict[str, Any], *, roles_claim: str) -> Caller:
     if has_control_characters(subject):
         # The id goes into every audit record of the agent's, where PostgreSQL refuses a NUL in text.
         raise InvalidToken("the token's agent id (sub) holds a control character")
+    if has_lone_surrogates(subject):
+        # JSON's unpaired "\\ud800" escape: no database or Redis command takes it (models/security.py).
+        raise InvalidToken("the token's agent id (sub) is not Unicode text (it holds a lone surrogate)")
     return Caller(
         kind="agent",
         id=subject,
@@ -227,6 +230,9 @@ def checked_agent_id(agent_id: str) -> str:
     if has_control_characters(agent_id):
         # The API refuses such a token (see _caller): printing it would only defer the error.
         raise ValueError("the agent id must not hold a control character (a line break, a tab, ...)")
+    if has_lone_surrogates(agent_id):
+        # An argument that was not UTF-8 arrives with its bytes as lone surrogates; the API would refuse it.
+        raise ValueError("the agent id must be UTF-8 text")
     return agent_id
 
 

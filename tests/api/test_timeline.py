@@ -326,6 +326,9 @@ INVALID_CURSORS: dict[str, Callable[[str], str]] = {
     "score-true": lambda epoch: b64(json.dumps([epoch, True, "key"]).encode()),
     "score-false": lambda epoch: b64(json.dumps([epoch, False, ""]).encode()),
     "key-a-number": lambda epoch: b64(json.dumps([epoch, 12, 13]).encode()),
+    # JSON's unpaired escapes, which no cursor issued holds and no Redis command takes.
+    "key-a-lone-surrogate": lambda epoch: b64(json.dumps([epoch, 12, "\udc80"]).encode()),
+    "epoch-a-lone-surrogate": lambda epoch: b64(json.dumps([epoch + "\ud800", 12, "key"]).encode()),
     # Deep enough to exhaust the JSON parser, within the parameter's 2,000 characters.
     "nested-deeply": lambda _epoch: b64(b"[" * 1500),
 }

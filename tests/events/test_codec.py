@@ -356,7 +356,9 @@ def test_data_base64_is_refused_beside_data_unless_base64_or_for_a_documented_ty
 
 
 @pytest.mark.parametrize("value", [None, b"%PDF"])
-def test_a_data_base64_header_is_no_attribute_of_binary_mode(value: bytes | None) -> None:
+@pytest.mark.parametrize(("header", "sent"), [("ce_data_base64", b"JVBERg=="), ("ce_data", b"hello")])
+def test_a_data_header_is_no_attribute_of_binary_mode(value: bytes | None, header: str, sent: bytes) -> None:
+    # Taken as an attribute, `ce_data` became a null value's data, or was dropped for the value's.
     headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", b"evt-1"),
@@ -364,13 +366,13 @@ def test_a_data_base64_header_is_no_attribute_of_binary_mode(value: bytes | None
         ("ce_type", b"scan.received"),
         ("ce_subject", b"C-100234"),
         ("ce_time", b"2026-11-28T09:15:00Z"),
-        ("ce_data_base64", b"JVBERg=="),
+        (header, sent),
     ]
     with pytest.raises(InvalidEvent) as refused:
         decode_record(value, headers)
     assert (refused.value.reason, refused.value.detail) == (
         "invalid",
-        "data_base64 is no attribute: in binary mode the value is the data",
+        f"{header.removeprefix('ce_')} is no attribute: in binary mode the value is the data",
     )
 
 

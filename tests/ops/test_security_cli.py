@@ -174,6 +174,20 @@ def test_token_refuses_an_agent_id_holding_a_control_character(agent: str) -> No
     assert result.stdout == ""
 
 
+def test_token_refuses_an_agent_id_that_is_not_utf_8() -> None:
+    # Python reads an argument's bytes that are not UTF-8 as lone surrogates, which the API would refuse.
+    result = subprocess.run(
+        [sys.executable.encode(), b"-m", b"ops.cli", b"token", b"--agent", b"agent-\xff"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "the agent id must be UTF-8 text" in result.stderr
+    assert result.stdout == ""
+
+
 @pytest.mark.parametrize("citizen", ["../x", "C 1", "", "{C-1}"])
 def test_simulate_refuses_a_citizen_id_no_event_may_carry_before_publishing(citizen: str) -> None:
     result = run("simulate", "--citizen", citizen, "--count", "2")

@@ -1,4 +1,5 @@
-"""Control characters in what a caller states or filters by: refused at the door, never left to SQL.
+"""Control characters (and lone surrogates) in what a caller states or filters by: refused at the door,
+never left to SQL.
 
 PostgreSQL refuses a NUL in text, and the audit trail writes the records of many callers in one
 statement: a NUL that reached it failed every read in the batch. The API's tests run on SQLite and
@@ -6,7 +7,9 @@ PostgreSQL; the audit writer's, on PostgreSQL.
 """
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -114,6 +117,19 @@ def test_a_tickets_reason_with_a_control_character_is_refused(client: TestClient
     assert_refused(response, "body.reason")
 
 
+def test_a_tickets_reason_that_is_not_unicode_text_is_refused(client: TestClient) -> None:
+    # JSON's unpaired escape: once issued, the ticket's reason failed the audit batch of every stream
+    # opened with it, and of every other caller's read in that batch.
+    response = client.post(
+        "/v1/stream-tickets",
+        content='{"reason": "complaint \\ud800 review"}',
+        headers={**supervisor(), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert [error["location"] for error in response.json()["errors"]] == ["body.reason"]
+    assert "Unicode" in response.json()["errors"][0]["message"]
+
+
 @pytest.mark.parametrize("route", ["context", "timeline"])
 @pytest.mark.parametrize("character", CONTROL_CHARACTERS)
 def test_a_reads_reason_with_a_control_character_is_refused(
@@ -187,9 +203,38 @@ def engine(migrated: DatabaseSettings, request: pytest.FixtureRequest) -> Iterat
     created.dispose()
 
 
-# SQLite stores a NUL in text: PostgreSQL is the database that refuses a record for its data.
-@pytest.mark.parametrize("sql_database", ["postgresql"], indirect=True)
-async def test_a_record_the_database_refuses_fails_only_its_own_caller(engine: Engine) -> None:
+@contextmanager
+def audit_trail_locked(engine: Engine) -> Iterator[None]:
+    """The audit table locked against writes by another connection, until the block ends."""
+    if engine.dialect.name == "postgresql":
+        url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(url) as postgres:
+            postgres.execute("LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE")
+            yield
+        return
+    sqlite = sqlite3.connect(str(engine.url.database), isolation_level=None)
+    try:
+        sqlite.execute("BEGIN IMMEDIATE")  # the database's write lock; readers go on
+        yield
+        sqlite.execute("ROLLBACK")
+    finally:
+        sqlite.close()
+
+
+@pytest.mark.parametrize(
+    ("sql_database", "refused_reason", "error"),
+    [
+        # SQLite stores a NUL in text: PostgreSQL is the database that refuses a record for its data.
+        pytest.param("postgresql", "nul\x00", DataError, id="postgresql-nul"),
+        # No validated value holds a lone surrogate (models/security.py); neither driver can encode one.
+        pytest.param("postgresql", "lone \ud800", UnicodeEncodeError, id="postgresql-surrogate"),
+        pytest.param("sqlite", "lone \ud800", UnicodeEncodeError, id="sqlite-surrogate"),
+    ],
+    indirect=["sql_database"],
+)
+async def test_a_record_the_database_refuses_fails_only_its_own_caller(
+    engine: Engine, refused_reason: str, error: type[Exception]
+) -> None:
     # The records that wait while a batch is written go into the next one together: the table is held
     # locked while the first record is written, so that every other record, the refused one among them,
     # shares one batch.
@@ -207,17 +252,17 @@ async def test_a_record_the_database_refuses_fails_only_its_own_caller(engine: E
             )
         )
 
-    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(url) as lock:
-        lock.execute("LOCK TABLE audit_records IN ACCESS EXCLUSIVE MODE")
+    with audit_trail_locked(engine):
         first = read("C-0", "first")
         await asyncio.sleep(0.2)  # the writer took the first record and waits for the lock
-        rest = [read(f"C-{number}", "nul\x00" if number == 3 else f"read {number}") for number in range(1, 6)]
+        rest = [
+            read(f"C-{number}", refused_reason if number == 3 else f"read {number}") for number in range(1, 6)
+        ]
         await asyncio.sleep(0.2)
     results = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), timeout=30)
     refused = [number for number, result in enumerate(results) if isinstance(result, Exception)]
     assert refused == [3]
-    assert isinstance(results[3], DataError)
+    assert isinstance(results[3], error)
     assert all(isinstance(result, access.Decision) and result.allowed for result in results[:3] + results[4:])
     with Session(engine) as session:
         stored = session.exec(select(AuditRecord.reason).order_by(col(AuditRecord.id))).all()

@@ -95,6 +95,8 @@ def test_exp_nbf_aud_and_iss_are_checked(overrides: dict[str, Any], reason: str)
         # Recorded with each of the agent's reads: PostgreSQL refuses a NUL in text.
         ({"sub": "agent\u0000-7"}, "control character"),
         ({"sub": "agent\n7"}, "control character"),
+        # JSON's unpaired escape: no database or Redis command takes the id.
+        ({"sub": "agent\ud800"}, "not Unicode text"),
         # Signed, unexpired, and past any date a clock can hold.
         ({"exp": 10**30}, "expiry"),
     ],
