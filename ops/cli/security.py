@@ -2,7 +2,7 @@
 
 import re
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from api.security.api_keys import IssuedKey
+    from models.tables import ApiKey
 
 _DURATION = re.compile(r"^(\d{1,9})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -226,19 +227,30 @@ def keys_list(client: str | None) -> None:
         records = api_keys.list_keys(engine, client=client)
     finally:
         engine.dispose()
-    rows = [
-        [
-            record.id,
-            record.client,
-            f"{record.expires_at:%Y-%m-%d %H:%M:%S%z}",
-            f"{record.last_used_at:%Y-%m-%d %H:%M:%S%z}" if record.last_used_at else "-",
-            "yes" if record.revoked_at else "no",
-            " ".join(record.scopes),
-        ]
-        for record in records
-    ]
-    for line in aligned([["id", "client", "expires", "last used", "revoked", "scopes"], *rows]):
+    for line in aligned(
+        [["id", "client", "expires", "last used", "revoked", "scopes"], *map(key_row, records)]
+    ):
         click.echo(line)
+
+
+def key_row(record: "ApiKey") -> list[str]:
+    """One key's line of `keys list` (pure): its times in UTC, as stored, and its scopes as stored (one
+    string, space-separated)."""
+    return [
+        record.id,
+        record.client,
+        _utc_text(record.expires_at),
+        _utc_text(record.last_used_at) if record.last_used_at else "-",
+        "yes" if record.revoked_at else "no",
+        record.scopes,
+    ]
+
+
+def _utc_text(moment: datetime) -> str:
+    from models.tables import as_utc  # the CLI's commands import the models only when they run
+
+    # SQLite hands stored times back without their zone; every one is stored in UTC.
+    return f"{as_utc(moment):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def aligned(rows: list[list[str]]) -> list[str]:

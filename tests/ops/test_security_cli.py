@@ -96,6 +96,10 @@ def test_keys_are_created_listed_rotated_and_revoked(tmp_path: Path) -> None:
 
     listed = run("keys", "list", env=env)
     assert key_id[1] in listed.stdout
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(key_id[1])]
+    # The scopes as stored (one space-separated string), and the expiry in UTC, saying so.
+    assert line.endswith(" audit:read context:read"), line
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC ", line), line
     assert key[1] not in listed.stdout  # never the secret again
 
     rotated = run("keys", "rotate", key_id[1], "--grace", "1h", env=env)
