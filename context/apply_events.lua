@@ -252,8 +252,9 @@ local function apply_one(base, mark, at, entry)
   local new_period = meta[2] ~= period_stamp
   local stale = new_period and redis.call('SMEMBERS', keys[8]) or {}
   if new_period then handed_back[keys[3]] = true end
+  -- The whole profile, for the published change only (nothing is published during a rebuild).
   local profile = ''
-  if profile_changed then
+  if profile_changed and channel ~= '' then
     local fields = redis.call('HGETALL', keys[6])
     local parts = {}
     for i = 1, #fields, 2 do
@@ -261,12 +262,17 @@ local function apply_one(base, mark, at, entry)
     end
     profile = '{' .. table.concat(parts, ',') .. '}'
   end
-  -- The change log holds each change as "version\nprofile JSON\nevent key" (either may be empty): the
-  -- event itself is in the events hash already, and a stream that resumes reads it from there
-  -- (changes_since.lua). Keeping the whole change here stored every event twice. Logged before the
-  -- version is counted up (to the version read above, plus one: the script runs alone).
+  -- The change log holds each change as "version\n1 when it set profile fields\nevent key" (either may be
+  -- empty): the event itself is in the events hash already, and a stream that resumes reads it from there,
+  -- with the current profile for a change that set some (changes_since.lua). Keeping the whole change here
+  -- stored every event twice; keeping the profile as it stood kept each earlier value (a withdrawn
+  -- vulnerability flag) for as long as the log held it, past the event that set it and out of the
+  -- citizen's export. Logged before the version is counted up (to the version read above, plus one: the
+  -- script runs alone).
   version = version + 1
-  local logged = redis.call('RPUSH', keys[4], version .. '\n' .. profile .. '\n' .. (kept and event_key or ''))
+  local logged = redis.call(
+    'RPUSH', keys[4], version .. '\n' .. (profile_changed and '1' or '') .. '\n' .. (kept and event_key or '')
+  )
   if logged == 1 then
     created[4] = true
   elseif logged > log_length then

@@ -1,13 +1,30 @@
 -- The changes a stream missed, with their events, read in one atomic step.
 --
--- KEYS: 1 changes (list of "version\nprofile JSON\nevent key", oldest first), 2 events (hash)
+-- KEYS: 1 changes (list of "version\n1 when it set profile fields\nevent key", oldest first; see
+--       apply_events.lua), 2 events (hash), 3 profile (hash)
 -- ARGV: 1 the version the stream holds
 -- Returns {version of the newest change held (0: none; -1: the log is not in this form), then for every
--- change after ARGV[1], oldest first: its version, its profile JSON ("" for none), its event key ("" for
--- none), its stored event (nil when the event has left the timeline since)}.
+-- change after ARGV[1], oldest first: its version, the profile's JSON if it set profile fields ("" if
+-- not), its event key ("" for none), its stored event (nil when the event has left the timeline since)}.
+-- The profile is the current one, not as it stood after that change: the log keeps no earlier values
+-- (apply_events.lua), and a stream that replays the changes ends where the profile stands now. (An entry
+-- written before the log took this form holds that profile's JSON in place of "1": the current one is
+-- given for it too.)
 local held = tonumber(ARGV[1])
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 local reply = {0}
+local profile = nil
+local function current_profile()
+  if not profile then
+    local fields = redis.call('HGETALL', KEYS[3])
+    local parts = {}
+    for i = 1, #fields, 2 do
+      parts[#parts + 1] = '"' .. fields[i] .. '":' .. fields[i + 1]
+    end
+    profile = '{' .. table.concat(parts, ',') .. '}'
+  end
+  return profile
+end
 local keys, slots = {}, {}
 for _, entry in ipairs(entries) do
   local first = string.find(entry, '\n', 1, true)
@@ -21,7 +38,7 @@ for _, entry in ipairs(entries) do
   if version > held then
     local key = string.sub(entry, second + 1)
     reply[#reply + 1] = version
-    reply[#reply + 1] = string.sub(entry, first + 1, second - 1)
+    reply[#reply + 1] = second > first + 1 and current_profile() or ''
     reply[#reply + 1] = key
     reply[#reply + 1] = false
     if key ~= '' then

@@ -1069,7 +1069,9 @@ class ContextReader:
         """Every change after `version`, in order; None when they are no longer all held."""
         keys = CitizenKeys(self._prefix, epoch, citizen_id)
         # The change log is short (a few hundred entries); reading it whole keeps this one round trip.
-        reply: list[Any] = await self._changes_since(keys=[keys.changes, keys.events], args=[version])
+        reply: list[Any] = await self._changes_since(
+            keys=[keys.changes, keys.events, keys.profile], args=[version]
+        )
         newest = int(reply[0])
         missed = []
         for i in range(1, len(reply), 4):

@@ -181,6 +181,39 @@ async def test_a_resumed_change_carries_its_event_and_the_profile_it_set(
     assert missed[1].profile == context.profile != missed[0].profile
 
 
+async def test_the_change_log_keeps_no_earlier_profile_value(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    # A flag set by an update past the age cap (which joins no timeline), then withdrawn: the log kept each
+    # profile as it stood, so the withdrawn flag stayed in Redis, in no timeline and out of the export.
+    writer = writer_for(redis_client, key_prefix)
+    flagged = {"vulnerability_flags": ["domestic-abuse"], "preferred_language": "pl"}
+    cleared = {"vulnerability_flags": [], "preferred_language": "en"}
+    updates = [
+        make_event(
+            "C-6e",
+            type_="profile.updated",
+            minutes_ago=minutes_ago,
+            now=NOW,
+            data={"channel": "system", "summary": "Profile updated", **fields},
+        )
+        for minutes_ago, fields in ((200 * 24 * 60, flagged), (1, cleared))
+    ]
+    writer.apply_batch(writes_for(*updates))
+    epoch = writer.current_epoch()
+    log = redis_client.lrange(CitizenKeys(key_prefix, epoch, "C-6e").changes, 0, -1)
+    assert len(log) == 2
+    assert not [entry for entry in log if "domestic-abuse" in entry or '"pl"' in entry or '"en"' in entry]
+    # A stream that resumes replays both changes, each with the profile as it stands now.
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    missed = await reader.changes_since("C-6e", epoch=epoch, version=0)
+    context = await reader.context("C-6e")
+    assert missed is not None
+    assert [(c.version, c.event) for c in missed] == [(1, None), (2, updates[1])]
+    assert [c.profile for c in missed] == [context.profile, context.profile]
+    assert (context.profile.preferred_language, context.profile.vulnerability_flags) == ("en", [])
+
+
 async def test_changes_whose_event_left_the_timeline_cannot_be_resumed(
     redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
 ) -> None:
