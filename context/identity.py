@@ -59,7 +59,9 @@ def case_reference(value: str) -> str:
 # Parsing a phone number takes the library about 13 us, more than the rest of an event's identity work; the
 # same numbers recur (a caller's number on every call), so recent answers are kept. Refusals are not kept
 # (an exception is never cached), and the region is part of the key. The cache holds numbers only, linked to
-# nobody, in this process's memory; an erasure empties it all the same (`forget_recent_numbers`).
+# nobody, in this process's memory. An erasure empties it all the same (`forget_recent_numbers`) in every
+# API replica (its announcement) and in the consumer that applies it; the other consumers never see it, and
+# empty theirs every ten minutes (events/consumer.py, NUMBERS_KEPT_S).
 PHONE_CACHE_SIZE = 16_384
 
 

@@ -918,11 +918,14 @@ class ContextReader:
         return len(self._summaries)
 
     def forget_citizen(self, citizen_id: str) -> None:
-        """Drop the citizen's kept document and every kept summary (erased: nothing of them is kept longer
-        than needed; summaries are kept by their facts, so all go, and erasures are rare)."""
+        """Drop the citizen's kept document, every kept summary and the recent phone numbers (erased:
+        nothing of them is kept longer than needed; summaries are kept by their facts and numbers are
+        linked to nobody, so all go, and erasures are rare). Every API replica does this on the erasure's
+        announcement, the one that erased too."""
         self._forgotten += 1
         self._documents.forget(citizen_id)
         self._summaries.clear()
+        forget_recent_numbers()
 
     def drop_old_documents(self, now: datetime | None = None) -> None:
         """Remove the documents kept longer than their maximum age (the API calls it every minute)."""

@@ -44,6 +44,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from context.identity import forget_recent_numbers
 from context.store import ProjectionWriter, SentBatch
 from events.deadletter import DeadLetterPublisher
 from events.health import ConsumerHealth
@@ -74,6 +75,10 @@ log = structlog.get_logger("consumer")
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.ResponseError)
 CHECK_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 5.0
+# The phone numbers this process normalised lately (context/identity.py) are forgotten this often. An
+# erasure empties them at once only in the process that applies it (the consumer reading its partition, the
+# API replica that erased): the other consumers never see it, so what they keep is bounded in time instead.
+NUMBERS_KEPT_S = 600.0
 # While batches follow each other, their offsets are committed at most this often: each commit costs the
 # loop a hand-over to kafka-python's network thread, and a crash redelivers at most this long's records,
 # which the idempotent write path absorbs. Revokes, stops and idle moments commit at once.
@@ -184,6 +189,7 @@ class ProjectionConsumer:
         self._poll_timeout_ms = poll_timeout_ms
         self._default_region = default_region
         self._next_check = 0.0
+        self._numbers_forgotten_at = time.monotonic()
         self._stop = threading.Event()
         self._in_flight: _InFlight | None = None
         self._stopped_uncommitted = False
@@ -208,6 +214,7 @@ class ProjectionConsumer:
     def _consume(self, stop: threading.Event) -> None:
         while not stop.is_set() and not self._stopped_uncommitted:
             self._check_dependencies()
+            self._forget_old_numbers()
             try:
                 polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms)
             except CorruptRecordError as error:
@@ -491,6 +498,13 @@ class ProjectionConsumer:
                 CONSUMER_LAG.labels(topic=partition.topic, partition=str(partition.partition)).set(
                     max(highwater - position, 0)
                 )
+
+    def _forget_old_numbers(self) -> None:
+        """Empty the cache of recent phone numbers once every NUMBERS_KEPT_S (see there)."""
+        now = time.monotonic()
+        if now - self._numbers_forgotten_at >= NUMBERS_KEPT_S:
+            forget_recent_numbers()
+            self._numbers_forgotten_at = now
 
     def _check_dependencies(self) -> None:
         now = time.monotonic()

@@ -677,3 +677,8 @@ async def test_an_erasure_leaves_no_recent_phone_number_in_memory(
     assert recent_numbers() > 0
     await CitizenEraser(async_redis, prefix=key_prefix).erase("C-8")
     assert recent_numbers() == 0
+    # Every other API replica, on the erasure's announcement (api/streaming.py, the change hub).
+    normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
+    assert recent_numbers() > 0
+    ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).forget_citizen("C-8")
+    assert recent_numbers() == 0

@@ -10,9 +10,10 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from prometheus_client import REGISTRY
 
-from context.identity import IdentifierKind
+from context.identity import IdentifierKind, normalise, recent_numbers
 from context.keys import CitizenKeys
 from context.store import ProjectionWriter
+from events import consumer as consumer_module
 from events.codec import encode_structured
 from events.consumer import ProjectionConsumer, create_consumer, next_offsets
 from events.deadletter import read_dead_letters
@@ -210,3 +211,16 @@ def test_records_a_publisher_compressed_are_applied(
         wait_until(lambda: health.applied == 3, what="the compressed records applied")
     timeline = CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline
     assert writer.client.zcard(timeline) == 3
+
+
+def test_a_consumer_forgets_the_phone_numbers_it_normalised_within_a_while(
+    writer: ProjectionWriter, kafka_topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An erasure empties the cache of recent numbers only in the consumer that reads it (its partition's):
+    # every other consumer forgets its numbers on its own, within NUMBERS_KEPT_S.
+    monkeypatch.setattr(consumer_module, "NUMBERS_KEPT_S", 0.3)
+    normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
+    assert recent_numbers() > 0
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    with consumer_thread(writer, kafka):
+        wait_until(lambda: recent_numbers() == 0, what="the recent numbers forgotten", timeout_s=30)
