@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 
@@ -161,9 +161,12 @@ class _FinishBeforeRevoke(AsyncConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         if revoked:
             await self._owner.commit_before_revoke()
+            self._owner.forget_positions(revoked)
 
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        pass
+        # A partition given back after another member had it has moved on meanwhile: the position this
+        # process last read in it would report that member's work as lag, until a record came.
+        self._owner.forget_positions(assigned)
 
 
 class ProjectionConsumer:
@@ -483,6 +486,14 @@ class ProjectionConsumer:
             # As for a refused or failed commit that was waited for (see _commit): the batch is applied, and a
             # later commit covers its offsets, or its records are redelivered, which is harmless.
             log.warning("commit failed", records=count, error=type(answer).__name__)
+
+    def forget_positions(self, partitions: Collection[TopicPartition]) -> None:
+        """Forget where this process read up to in `partitions`, and their lag, until it reads there again
+        (they were taken away, or given to it: another member reads, or has read, them meanwhile)."""
+        for partition in partitions:
+            self._positions.pop((partition.topic, partition.partition), None)
+            with suppress(KeyError):
+                CONSUMER_LAG.remove(partition.topic, str(partition.partition))
 
     def _record_lag(self) -> None:
         """Lag per partition from the broker's high watermark and the next offset this process will read.

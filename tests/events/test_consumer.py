@@ -1,5 +1,6 @@
 """The consumer loop in-process, against the real Kafka and Redis: overlapped batches, offsets, order."""
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from events.codec import encode_structured
 from events.consumer import ProjectionConsumer, create_consumer, next_offsets
 from events.deadletter import read_dead_letters
 from events.health import ConsumerHealth
+from events.metrics import CONSUMER_LAG
 from events.pipeline import decode_batch
 from events.process import dead_letter_publisher
 from events.producer import create_producer
@@ -224,3 +226,39 @@ def test_a_consumer_forgets_the_phone_numbers_it_normalised_within_a_while(
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
     with consumer_thread(writer, kafka):
         wait_until(lambda: recent_numbers() == 0, what="the recent numbers forgotten", timeout_s=30)
+
+
+def test_a_partition_given_back_reports_no_lag_from_before(
+    writer: ProjectionWriter, kafka_topic: str
+) -> None:
+    # Another member read the partition meanwhile: the position this process last read it at is stale, and
+    # reported the other member's work as lag for as long as no record came.
+    kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
+    kafka_consumer = create_consumer(kafka)
+    dead_letters = dead_letter_publisher(kafka)
+    try:
+        consumer = ProjectionConsumer(
+            consumer=kafka_consumer,
+            writer=writer,
+            dead_letters=dead_letters,
+            health=ConsumerHealth(),
+            poll_timeout_ms=100,
+            default_region="GB",
+            bootstrap=BOOTSTRAP,
+        )
+        partition = TopicPartition(kafka_topic, 0)
+        consumer._positions[(kafka_topic, 0)] = 170
+        CONSUMER_LAG.labels(topic=kafka_topic, partition="0").set(80)
+        lag = {"topic": kafka_topic, "partition": "0"}
+        assert REGISTRY.get_sample_value("citizen_context_consumer_lag", lag) == 80
+        listener = consumer_module._FinishBeforeRevoke(consumer)
+        asyncio.run(listener.on_partitions_assigned([partition]))
+        assert REGISTRY.get_sample_value("citizen_context_consumer_lag", lag) is None
+        assert (kafka_topic, 0) not in consumer._positions
+        consumer._positions[(kafka_topic, 0)] = 170
+        CONSUMER_LAG.labels(topic=kafka_topic, partition="0").set(80)
+        asyncio.run(listener.on_partitions_revoked([partition]))
+        assert REGISTRY.get_sample_value("citizen_context_consumer_lag", lag) is None
+    finally:
+        kafka_consumer.close(autocommit=False)
+        dead_letters.close()
