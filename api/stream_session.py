@@ -520,7 +520,11 @@ class StreamSession:
         await self._ws.close(code=code, reason=f"reconnect: {reason}")
 
     async def _send(self, message: BaseModel) -> None:
-        await self._ws.send_text(message.model_dump_json(exclude_none=True))
+        # A part a message does not carry (a change's event, profile or summary) is left out, not sent as
+        # null; what it carries is sent whole, nulls included, as REST sends it: a snapshot's context is the
+        # document `GET /v1/citizens/{id}/context` answers (a profile's unknown language is null there).
+        absent = {name for name, value in message if value is None}
+        await self._ws.send_text(message.model_dump_json(exclude=absent))
         _messages_counter(getattr(message, "type", "unknown")).inc()
 
 

@@ -311,6 +311,20 @@ def test_metrics_count_streams_and_requests(app_client: AppFactory) -> None:
     assert 'citizen_context_api_stream_messages_total{type="snapshot"}' in body
 
 
+def test_a_snapshot_is_the_context_rest_answers_nulls_included(
+    app_client: AppFactory, writer: ProjectionWriter
+) -> None:
+    client = app_client()
+    writer.apply_batch(writes_for(make_event("C-S12", minutes_ago=5)))
+    answered = client.get("/v1/citizens/C-S12/context").json()
+    with client.websocket_connect("/v1/citizens/C-S12/stream") as websocket:
+        snapshot = receive(websocket, "snapshot")["context"]
+    assert snapshot == answered
+    # Unknown, so null in both (the stream left such fields out, unlike REST and the OpenAPI schema).
+    assert snapshot["profile"]["preferred_language"] is None
+    assert snapshot["summary"]["open_cases"] == []
+
+
 def test_a_profile_only_change_streams_live_and_on_resume(
     app_client: AppFactory, writer: ProjectionWriter
 ) -> None:
