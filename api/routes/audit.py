@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CurrentCaller, EngineDep, SecurityDep, require
 from api.problems import Problem, caller_problems
+from api.query import QueryTime
 from api.security import access
 from models import audit_repository
 from models.audit_repository import AuditFilter
@@ -40,7 +41,7 @@ def _in_utc(moment: datetime | None) -> datetime | None:
 
 
 # Checked with the other parameters, before the answer starts: a JSON Lines export sends its 200 first.
-AuditTime = Annotated[AwareDatetime | None, AfterValidator(_in_utc)]
+AuditTime = Annotated[QueryTime | None, AfterValidator(_in_utc)]
 
 
 @router.get(

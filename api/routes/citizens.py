@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from api.deps import (
@@ -20,6 +20,7 @@ from api.deps import (
     require,
 )
 from api.problems import Problem, caller_problems, problem_response, upgrade_required
+from api.query import QueryTime
 from api.security import access, gate
 from api.security.authentication import SecurityServices
 from api.security.principal import Caller
@@ -321,8 +322,8 @@ async def get_timeline(
     cursor: Annotated[str | None, Query(max_length=2000), AfterValidator(_issued_cursor)] = None,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
     channel: Annotated[list[str] | None, Query(max_length=20)] = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: QueryTime | None = None,
+    until: QueryTime | None = None,
 ) -> TimelinePage | JSONResponse:
     """Newest first; `next_cursor` walks back through the whole timeline with no gap and no repeat."""
     await _authorise(request, security, caller, citizen_id, AuditAction.timeline_read, reason)

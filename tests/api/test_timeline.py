@@ -360,6 +360,18 @@ def test_an_invalid_cursor_is_named_with_the_other_invalid_parameters(
     ]
 
 
+@pytest.mark.parametrize("parameter", ["since", "until"])
+@pytest.mark.parametrize("number", ["2026", "1764547200", " 1.5e9", "-1"])
+def test_a_number_is_no_time_to_filter_by(
+    client: TestClient, events: list[CloudEvent], parameter: str, number: str
+) -> None:
+    # pydantic read one as Unix seconds or milliseconds by its size: since=2026 (the year) was 1970.
+    response = client.get(f"/v1/citizens/{CITIZEN}/timeline", params={parameter: number})
+    problem = assert_problem(response, 422)
+    assert [error["location"] for error in problem["errors"]] == [f"query.{parameter}"]
+    assert "not a number" in problem["errors"][0]["message"]
+
+
 def test_a_cursor_from_before_a_rebuild_is_a_410_problem(
     client: TestClient, events: list[CloudEvent], redis_client: "redis.Redis", key_prefix: str
 ) -> None:

@@ -217,6 +217,10 @@ def test_audit_time_filters_understand_any_offset(client: TestClient) -> None:
     assert len(found.json()["records"]) == 1
     assert later.json()["records"] == []
     assert client.get("/v1/audit", params={"after": 2**64}, headers=admin).status_code == 422
+    # A number is not read as Unix time (since=2026, the year, was 1970).
+    refused = client.get("/v1/audit", params={"since": "2026"}, headers=admin)
+    assert refused.status_code == 422
+    assert [error["location"] for error in refused.json()["errors"]] == ["query.since"]
 
 
 def test_audit_filters_that_could_only_find_nothing_are_refused_naming_the_parameter(
