@@ -16,8 +16,9 @@ from models.events import CloudEvent
 from models.tables import Enquiry, EnquiryStatus
 from models.taxonomy import ENQUIRY_SOURCE
 
-# Enquiry ids are UUIDs as `str(uuid.uuid4())` writes them (models/enquiry_repository.py).
-ENQUIRY_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+# Enquiry ids are UUIDs as `str(uuid.uuid4())` writes them (models/enquiry_repository.py), in lower case. A
+# UUID's hex digits may be given in either case (RFC 9562): an id is looked up in lower case.
+ENQUIRY_ID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 ENQUIRY_ID = re.compile(ENQUIRY_ID_PATTERN)
 
 # Wrap-up notes are text an agent types: tabs and line breaks, never other control characters (PostgreSQL
@@ -75,6 +76,7 @@ async def find_enquiry(enquiry_id: str, *, engine: Engine) -> Enquiry:
     if not ENQUIRY_ID.fullmatch(enquiry_id):
         # It names no enquiry, and need not reach SQL (PostgreSQL refuses a NUL in text with an error).
         raise EnquiryProblem(404, "No such enquiry.")
+    enquiry_id = enquiry_id.lower()
 
     def get() -> Enquiry | None:
         with Session(engine) as session:
@@ -137,6 +139,7 @@ async def complete_enquiry(
     enquiry = await find_enquiry(enquiry_id, engine=engine)
     if enquiry.agent_id != agent_id:
         raise EnquiryProblem(403, "Only the agent handling an enquiry can complete it.")
+    enquiry_id = enquiry.id  # as stored (a UUID may be given in upper case)
 
     def claim() -> Enquiry | None:
         with Session(engine) as session:
