@@ -44,10 +44,11 @@ class PidFile:
         self.path.unlink(missing_ok=True)
         return None
 
-    def stop(self, *, timeout_s: float = 30.0, signum: int = signal.SIGTERM) -> bool:
-        """Signal our process (SIGTERM), SIGKILL it if it outlives `timeout_s`; True if one was stopped."""
+    def stop(self, *, timeout_s: float = 30.0, signum: int = signal.SIGTERM, only: int | None = None) -> bool:
+        """Signal our process (SIGTERM), SIGKILL it if it outlives `timeout_s`; True if one was stopped.
+        `only`: stop it only if it is that PID (the one a command started, not one started since)."""
         pid = self.running_pid()
-        if pid is None:
+        if pid is None or (only is not None and pid != only):
             return False
         stop_pid(pid, self.marker, timeout_s=timeout_s, signum=signum)
         self.path.unlink(missing_ok=True)

@@ -52,7 +52,9 @@ class LocalServer(Protocol):
 
     def up(self) -> bool: ...
 
-    def down(self) -> bool: ...
+    def down(self, *, only: int | None = None) -> bool:
+        """Stop the server if it runs (`only`: if its PID is that one); True if it was stopped."""
+        ...
 
 
 def local_servers(services: ServicesSettings | None = None, *, every: bool = False) -> list[LocalServer]:
@@ -196,9 +198,9 @@ class RedisServer:
         self.pid_file.stop()
         raise ServiceError(f"redis-server did not answer within {self.timeout_s:.0f}s:\n{tail(log_path)}")
 
-    def down(self) -> bool:
+    def down(self, *, only: int | None = None) -> bool:
         """Stop our Redis; True if it was running."""
-        return self.pid_file.stop()
+        return self.pid_file.stop(only=only)
 
 
 class KafkaServer:
@@ -273,9 +275,9 @@ class KafkaServer:
             f"the Kafka broker was not ready within {self.services.start_timeout_s:.0f}s:\n{tail(log_path)}"
         )
 
-    def down(self) -> bool:
+    def down(self, *, only: int | None = None) -> bool:
         """Stop our broker (SIGTERM lets it close its logs cleanly); True if it was running."""
-        return self.pid_file.stop(timeout_s=60)
+        return self.pid_file.stop(timeout_s=60, only=only)
 
     def _assemble(self) -> None:
         """Fetch the broker's jars from Maven Central once; later starts reuse the cache."""
@@ -478,9 +480,9 @@ class PostgresServer:
         self.pid_file.stop()
         raise ServiceError(f"PostgreSQL was not ready within {self.timeout_s:.0f}s:\n{tail(log_path)}")
 
-    def down(self) -> bool:
+    def down(self, *, only: int | None = None) -> bool:
         """Stop our PostgreSQL with a fast shutdown (SIGINT: open sessions are ended, data is kept)."""
-        return self.pid_file.stop(signum=signal.SIGINT)
+        return self.pid_file.stop(signum=signal.SIGINT, only=only)
 
 
 def postgres_url(port: int, database: str = "postgres") -> str:

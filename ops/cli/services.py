@@ -135,10 +135,15 @@ def start_servers() -> list[LocalServer]:
 @contextmanager
 def servers_running() -> Iterator[None]:
     started = start_servers()
+    # The processes this call started: a server stopped meanwhile (by hand, or `services down`) and started
+    # again by another command is that command's to stop, not this one's.
+    pids = {server.name: server.status().pid for server in started}
     try:
         yield
     finally:
         with uninterrupted():
             for server in reversed(started):
-                server.down()
-                click.echo(f"{server.name}: stopped")
+                if server.down(only=pids[server.name]):
+                    click.echo(f"{server.name}: stopped")
+                else:
+                    click.echo(f"{server.name}: the process started here has ended already; left as it is")

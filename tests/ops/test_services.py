@@ -97,7 +97,7 @@ class _InterruptedWhileStarting:
     def up(self) -> bool:
         raise KeyboardInterrupt
 
-    def down(self) -> bool:
+    def down(self, *, only: int | None = None) -> bool:
         return False
 
 
@@ -115,6 +115,29 @@ def test_servers_started_before_an_interrupted_start_are_stopped_again(
         with pytest.raises(KeyboardInterrupt):
             services_cli.start_servers()
         assert not own.status().running  # started, then stopped again: nothing outlives the command
+    finally:
+        own.down()
+
+
+def test_a_server_started_again_by_another_command_is_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `make run` started Redis; it was stopped by hand and `services up` started another: that one is not
+    # `make run`'s to stop when it ends (it went by the PID file, whoever had written it since).
+    own = RedisServer(
+        ServicesSettings(data_dir=tmp_path / "own"),
+        RedisSettings(url=RedisDsn(f"redis://127.0.0.1:{free_port()}/0")),
+    )
+    monkeypatch.setattr(services_cli, "local_servers", lambda: [own])
+    try:
+        with services_cli.servers_running():
+            first = own.status().pid
+            assert first is not None
+            assert own.down()  # stopped by hand
+            assert own.up()  # and started again by another command
+            again = own.status().pid
+            assert again not in (None, first)
+        assert own.status().pid == again
     finally:
         own.down()
 
