@@ -64,7 +64,7 @@ from events.pipeline import (
     resolve_batch,
 )
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records, position
-from events.settings import KafkaSettings
+from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
 from events.topics import reachable
 from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
 
@@ -102,6 +102,7 @@ def create_consumer(kafka: KafkaSettings) -> KafkaConsumer:
         # without partitions for that long; 30 s bounds it.
         metadata_max_age_ms=30_000,
         client_id="citizen-context-consumer",
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
 

@@ -9,6 +9,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from context.identity import IdentifierKind, named_identifiers, taught_identifiers
 from events.codec import encode_structured
+from events.settings import RECONNECT_BACKOFF_MAX_MS
 from models.events import CloudEvent
 
 log = structlog.get_logger(__name__)
@@ -43,6 +44,7 @@ def create_producer(
         linger_ms=5,
         max_block_ms=max_block_ms,
         client_id="citizen-context-producer",
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
     )
 
 

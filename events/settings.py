@@ -3,6 +3,13 @@
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The longest pause between a long-lived client's attempts to reach a broker it lost (kafka-python's
+# default, 30 s, doubles up to it). With the default, a consumer took 3.9 to 5.4 s to apply an event
+# published once a broker restarted after a few seconds away (a new user saw a minute after a longer stop),
+# while its readiness said it was ready; with this, under 0.1 s (tests/events/test_consumer_process.py,
+# timed by hand). One connection attempt a second per broker costs nothing.
+RECONNECT_BACKOFF_MAX_MS = 1000
+
 
 class KafkaSettings(BaseSettings):
     """Where the interactions topic lives and how the consumer group reads it."""
