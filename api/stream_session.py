@@ -408,7 +408,11 @@ class StreamSession:
             )
             if not held or held[-1].version < change.version:
                 return await self._resync("gap")
-            missed = [c for c in held if c.version <= change.version]
+            # Every change held, not only up to this one: each carries the profile as it stands now
+            # (context/changes_since.lua), and the later ones' own messages, still on their way with the
+            # profile as it stood then, would show an earlier profile again for a moment. They arrive as
+            # duplicates now, and are dropped.
+            missed = held
         return await self._send_changes(missed)
 
     async def _begun_again(self) -> bool:

@@ -262,16 +262,18 @@ local function apply_one(base, mark, at, entry)
     end
     profile = '{' .. table.concat(parts, ',') .. '}'
   end
-  -- The change log holds each change as "version\n1 when it set profile fields\nevent key" (either may be
-  -- empty): the event itself is in the events hash already, and a stream that resumes reads it from there,
-  -- with the current profile for a change that set some (changes_since.lua). Keeping the whole change here
-  -- stored every event twice; keeping the profile as it stood kept each earlier value (a withdrawn
-  -- vulnerability flag) for as long as the log held it, past the event that set it and out of the
-  -- citizen's export. Logged before the version is counted up (to the version read above, plus one: the
-  -- script runs alone).
+  -- The change log holds each change as "version\n", then "p" when it set profile fields, then its event
+  -- key (either may be absent; an event key starts with a digit, context/service.py): the event itself is
+  -- in the events hash already, and a stream that resumes reads it from there, with the current profile for
+  -- a change that set some (changes_since.lua). Keeping the whole change here stored every event twice;
+  -- keeping the profile as it stood (the earlier form, "version\nprofile JSON\nevent key") kept each
+  -- earlier value (a withdrawn vulnerability flag) for as long as the log held it, past the event that set
+  -- it and out of the citizen's export. One line feed, not two: an API of the earlier form takes such a
+  -- log for one it cannot resume from, and sends a snapshot instead. Logged before the version is counted
+  -- up (to the version read above, plus one: the script runs alone).
   version = version + 1
   local logged = redis.call(
-    'RPUSH', keys[4], version .. '\n' .. (profile_changed and '1' or '') .. '\n' .. (kept and event_key or '')
+    'RPUSH', keys[4], version .. '\n' .. (profile_changed and 'p' or '') .. (kept and event_key or '')
   )
   if logged == 1 then
     created[4] = true

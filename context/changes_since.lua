@@ -1,15 +1,15 @@
 -- The changes a stream missed, with their events, read in one atomic step.
 --
--- KEYS: 1 changes (list of "version\n1 when it set profile fields\nevent key", oldest first; see
+-- KEYS: 1 changes (list of "version\n" + "p" when it set profile fields + its event key, oldest first; see
 --       apply_events.lua), 2 events (hash), 3 profile (hash)
 -- ARGV: 1 the version the stream holds
--- Returns {version of the newest change held (0: none; -1: the log is not in this form), then for every
--- change after ARGV[1], oldest first: its version, the profile's JSON if it set profile fields ("" if
--- not), its event key ("" for none), its stored event (nil when the event has left the timeline since)}.
--- The profile is the current one, not as it stood after that change: the log keeps no earlier values
--- (apply_events.lua), and a stream that replays the changes ends where the profile stands now. (An entry
--- written before the log took this form holds that profile's JSON in place of "1": the current one is
--- given for it too.)
+-- Returns {version of the newest change held (0: none; -1: the log is not in a form read here), then for
+-- every change after ARGV[1], oldest first: its version, the profile's JSON if it set profile fields (""
+-- if not), its event key ("" for none), its stored event (nil when the event has left the timeline
+-- since)}. The profile is the current one, not as it stood after that change: the log keeps no earlier
+-- values (apply_events.lua), and a stream that replays the changes ends where the profile stands now.
+-- Entries of the earlier form ("version\nprofile JSON\nevent key") are read too, the current profile
+-- given for theirs.
 local held = tonumber(ARGV[1])
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
 local reply = {0}
@@ -28,17 +28,23 @@ end
 local keys, slots = {}, {}
 for _, entry in ipairs(entries) do
   local first = string.find(entry, '\n', 1, true)
-  local second = first and string.find(entry, '\n', first + 1, true)
-  if not second then
-    -- Written before the log took this form: the caller re-syncs from a snapshot instead.
+  local version = first and tonumber(string.sub(entry, 1, first - 1))
+  if not version then
+    -- A whole change, as the log held them once: the caller re-syncs from a snapshot instead.
     return {-1}
   end
-  local version = tonumber(string.sub(entry, 1, first - 1))
+  local second = string.find(entry, '\n', first + 1, true)
+  local changed_profile, key
+  if second then
+    changed_profile, key = second > first + 1, string.sub(entry, second + 1)
+  else
+    changed_profile = string.sub(entry, first + 1, first + 1) == 'p'
+    key = string.sub(entry, changed_profile and first + 2 or first + 1)
+  end
   reply[1] = version
   if version > held then
-    local key = string.sub(entry, second + 1)
     reply[#reply + 1] = version
-    reply[#reply + 1] = second > first + 1 and current_profile() or ''
+    reply[#reply + 1] = changed_profile and current_profile() or ''
     reply[#reply + 1] = key
     reply[#reply + 1] = false
     if key ~= '' then

@@ -905,12 +905,13 @@ class ContextReader:
         """Read the generation from Redis next time (it changed, or may have), and drop every kept document.
 
         The API calls it on a new generation and whenever its subscription was lost: erasures announced
-        meanwhile never reached `forget_citizen`.
+        meanwhile never reached `forget_citizen`, so the recent phone numbers go too.
         """
         self._epoch = None
         self._forgotten += 1
         self._documents.clear()
         self._summaries.clear()
+        forget_recent_numbers()
 
     @property
     def kept_summaries(self) -> int:

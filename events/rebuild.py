@@ -38,7 +38,7 @@ from kafka.errors import CorruptRecordError, KafkaError
 from context.store import HOLD_RENEWAL_S, ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
 from events.records import KafkaRecord, polled_records
-from events.settings import KafkaSettings
+from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
 from events.unreadable import read_again, step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
@@ -100,6 +100,7 @@ class Replayer:
             enable_auto_commit=False,
             max_poll_records=max(kafka.max_poll_records, REPLAY_POLL_RECORDS),
             client_id="citizen-context-rebuild",
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             fetch_max_wait_ms=REPLAY_FETCH_WAIT_MS,
             # A position that falls off the log while it is read (retention deleting the oldest segment,
             # an operator's delete-records) resumes from the log's new start: kafka-python's default moves

@@ -149,7 +149,7 @@ def _report(issue: "Callable[[Engine], IssuedKey]") -> None:
         engine.dispose()
     record = issued.record
     click.echo(f"id:      {record.id}\nclient:  {record.client}\nscopes:  {record.scopes}")
-    click.echo(f"expires: {record.expires_at:%Y-%m-%d %H:%M:%S%z}")
+    click.echo(f"expires: {_utc_text(record.expires_at)}")
     click.echo(f"key:     {issued.key}")
     click.secho("Shown once: only its hash is stored. Send it as the X-API-Key header.", err=True)
 

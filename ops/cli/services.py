@@ -5,6 +5,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import click
 
@@ -109,8 +110,18 @@ def _run_to_the_end(command: list[str]) -> int:
         raise
 
 
-def start_servers() -> list[LocalServer]:
+class Started(NamedTuple):
+    """A server a command started, and the process it started (None if it had ended already)."""
+
+    server: LocalServer
+    pid: int | None
+
+
+def start_servers() -> list[Started]:
+    """Start every server not running; those this call started, each with its process's PID, read as soon as
+    it is up (another command may stop and start one again while the next comes up)."""
     started: list[LocalServer] = []
+    pids: list[int | None] = []
     try:
         for server in local_servers():
             if server.status().running:
@@ -121,7 +132,9 @@ def start_servers() -> list[LocalServer]:
             # server comes up is stopped with the others.
             started.append(server)
             if server.up():
-                click.echo(f"{server.name}: started at {server.status().address}")
+                status = server.status()
+                pids.append(status.pid)
+                click.echo(f"{server.name}: started at {status.address}")
             else:
                 started.remove(server)  # someone else started it meanwhile: not ours to stop
     except BaseException:
@@ -129,21 +142,20 @@ def start_servers() -> list[LocalServer]:
             for server in reversed(started):
                 server.down()
         raise
-    return started
+    return [Started(server, pid) for server, pid in zip(started, pids, strict=True)]
 
 
 @contextmanager
 def servers_running() -> Iterator[None]:
     started = start_servers()
-    # The processes this call started: a server stopped meanwhile (by hand, or `services down`) and started
-    # again by another command is that command's to stop, not this one's.
-    pids = {server.name: server.status().pid for server in started}
     try:
         yield
     finally:
         with uninterrupted():
-            for server in reversed(started):
-                if server.down(only=pids[server.name]):
+            # Only the processes this call started: a server stopped meanwhile (by hand, or `services down`)
+            # and started again by another command is that command's to stop, not this one's.
+            for server, pid in reversed(started):
+                if pid is not None and server.down(only=pid):
                     click.echo(f"{server.name}: stopped")
                 else:
                     click.echo(f"{server.name}: the process started here has ended already; left as it is")

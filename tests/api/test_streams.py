@@ -1,8 +1,9 @@
 """The stream protocol on one API app: resume, heartbeats, lifetime, presence, enquiry streams."""
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -323,6 +324,39 @@ def test_a_snapshot_is_the_context_rest_answers_nulls_included(
     # Unknown, so null in both (the stream left such fields out, unlike REST and the OpenAPI schema).
     assert snapshot["profile"]["preferred_language"] is None
     assert snapshot["summary"]["open_cases"] == []
+
+
+def test_a_gap_is_filled_with_every_change_held(
+    app_client: AppFactory, writer: ProjectionWriter, redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # Filled from the change log, each change carries the profile as it stands now: had the fill stopped at
+    # the change that showed the gap, the later changes' own messages, with the profile as it stood then,
+    # would show an earlier profile again (here a language since replaced).
+    client = app_client()
+    writer.apply_batch(writes_for(make_event("C-S13", minutes_ago=9)))
+
+    def profile_update(language: str, minutes_ago: float) -> Any:
+        data = {"channel": "system", "summary": "Profile updated", "preferred_language": language}
+        return make_event("C-S13", type_="profile.updated", minutes_ago=minutes_ago, data=data)
+
+    later = [make_event("C-S13", minutes_ago=8), make_event("C-S13", minutes_ago=7)]
+    later += [profile_update("pl", 6), profile_update("cy", 5)]
+    with client.websocket_connect("/v1/citizens/C-S13/stream") as websocket:
+        assert receive(websocket, "snapshot")["context"]["version"] == 1
+        for event in later:  # versions 2 to 5, announced below as they would have been, but for version 2
+            writer.apply_batch(writes_for(event), publish=False)
+        epoch = writer.current_epoch()
+        events = CitizenKeys(key_prefix, epoch, "C-S13").events
+        for version, event, language in ((3, later[1], None), (4, later[2], "pl"), (5, later[3], "cy")):
+            change: dict[str, Any] = {"citizen_id": "C-S13", "epoch": epoch, "version": version}
+            if language:
+                change["profile"] = {"preferred_language": language}
+            stored = cast(str, redis_client.hget(events, event.dedup_key))
+            redis_client.publish(f"{key_prefix}:changes", f"{json.dumps(change)}\n{stored}")
+        received = [receive(websocket, "change") for _ in range(4)]
+    assert [message["version"] for message in received] == [2, 3, 4, 5]
+    languages = [message.get("profile", {}).get("preferred_language") for message in received]
+    assert languages == [None, None, "cy", "cy"]
 
 
 def test_a_profile_only_change_streams_live_and_on_resume(

@@ -4,7 +4,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -201,9 +201,12 @@ async def test_the_change_log_keeps_no_earlier_profile_value(
     ]
     writer.apply_batch(writes_for(*updates))
     epoch = writer.current_epoch()
-    log = redis_client.lrange(CitizenKeys(key_prefix, epoch, "C-6e").changes, 0, -1)
+    log = cast(list[str], redis_client.lrange(CitizenKeys(key_prefix, epoch, "C-6e").changes, 0, -1))
     assert len(log) == 2
     assert not [entry for entry in log if "domestic-abuse" in entry or '"pl"' in entry or '"en"' in entry]
+    # One line feed each: an API of the earlier form (which read two, the profile between them) takes the
+    # log for one it cannot resume from, and sends a snapshot, rather than failing on a mark it cannot read.
+    assert [entry.count("\n") for entry in log] == [1, 1]
     # A stream that resumes replays both changes, each with the profile as it stands now.
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
     missed = await reader.changes_since("C-6e", epoch=epoch, version=0)
@@ -239,6 +242,40 @@ async def test_a_change_log_of_whole_changes_is_not_resumed_from(
     redis_client.lpush(CitizenKeys(key_prefix, epoch, "C-6d").changes, '{"citizen_id":"C-6d","version":0}')
     reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
     assert await reader.changes_since("C-6d", epoch=epoch, version=0) is None
+    # Also as published (the change, a line feed, then the event).
+    changes = CitizenKeys(key_prefix, epoch, "C-6d").changes
+    redis_client.delete(changes)
+    redis_client.rpush(changes, '{"citizen_id":"C-6d","version":1}\n{"id":"e-1"}')
+    assert await reader.changes_since("C-6d", epoch=epoch, version=0) is None
+
+
+async def test_a_change_log_of_the_earlier_form_is_resumed_from_with_the_profile_as_it_stands(
+    redis_client: "redis.Redis", async_redis: "aioredis.Redis", key_prefix: str
+) -> None:
+    # Written before this form: each change's profile as it stood, between two line feeds.
+    writer = writer_for(redis_client, key_prefix)
+    event = make_event("C-6f", minutes_ago=2, now=NOW)
+    update = make_event(
+        "C-6f",
+        type_="profile.updated",
+        minutes_ago=1,
+        now=NOW,
+        data={"channel": "system", "summary": "Profile updated", "preferred_language": "cy"},
+    )
+    writer.apply_batch(writes_for(event, update))
+    epoch = writer.current_epoch()
+    changes = CitizenKeys(key_prefix, epoch, "C-6f").changes
+    redis_client.delete(changes)
+    redis_client.rpush(
+        changes, f"1\n\n{event.dedup_key}", f'2\n{{"preferred_language":"pl"}}\n{update.dedup_key}'
+    )
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    missed = await reader.changes_since("C-6f", epoch=epoch, version=0)
+    assert missed is not None
+    assert [(c.version, c.event) for c in missed] == [(1, event), (2, update)]
+    assert missed[0].profile is None
+    assert missed[1].profile is not None
+    assert missed[1].profile.preferred_language == "cy"  # as it stands, not as the entry kept it
 
 
 async def test_every_change_is_published_with_its_version(
@@ -680,5 +717,10 @@ async def test_an_erasure_leaves_no_recent_phone_number_in_memory(
     # Every other API replica, on the erasure's announcement (api/streaming.py, the change hub).
     normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
     assert recent_numbers() > 0
-    ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings()).forget_citizen("C-8")
+    reader = ContextReader(async_redis, prefix=key_prefix, timeline=TimelineSettings())
+    reader.forget_citizen("C-8")
+    assert recent_numbers() == 0
+    # And when its subscription was lost: announcements made meanwhile never reached it.
+    normalise(IdentifierKind.phone, "07700 900123", default_region="GB")
+    reader.forget_epoch()
     assert recent_numbers() == 0

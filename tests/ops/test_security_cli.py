@@ -93,6 +93,9 @@ def test_keys_are_created_listed_rotated_and_revoked(tmp_path: Path) -> None:
     assert key is not None
     assert key_id is not None
     assert "Shown once" in created.stderr
+    assert re.search(r"expires: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", created.stdout, re.MULTILINE), (
+        created.stdout
+    )
 
     listed = run("keys", "list", env=env)
     assert key_id[1] in listed.stdout
