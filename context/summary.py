@@ -119,8 +119,9 @@ def fact_from(event: CloudEvent, data: EventData | None) -> Fact | None:
                 appointment_id=data.appointment_id, starts_at=data.starts_at, missed=True, time=time
             )
         case PaymentFailed():
+            # In pounds and pence, as the contract's examples write it ("142.00"): a publisher's 2.5 is 2.50.
             return PaymentFailedFact(
-                amount=str(data.amount), currency=data.currency, reason=data.reason, time=time
+                amount=f"{data.amount:.2f}", currency=data.currency, reason=data.reason, time=time
             )
     return None
 

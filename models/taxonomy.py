@@ -152,7 +152,11 @@ class CommunicationNeed(StrEnum):
 
 
 class ProfileUpdated(EventData):
-    """The citizen's personal needs or contact details changed; only the fields present are updated."""
+    """The citizen's personal needs or contact details changed; only the fields present are updated.
+
+    A field given as null is left as it is, as if absent (a publisher may send every field it knows of); a
+    list given empty (`[]`) empties it. A language is replaced by another, never removed.
+    """
 
     preferred_language: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] | None

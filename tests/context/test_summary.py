@@ -96,6 +96,11 @@ def test_recent_failed_payments_newest_first() -> None:
     ]
     summary = summarise([f for e in events if (f := fact_of(e))], now=NOW)
     assert [p.amount for p in summary.recent_failed_payments] == ["20.00", "10.00"]
+    # A publisher's number, or a string with one decimal place, is shown to the penny.
+    for sent in (2.5, "2.5", "7"):
+        facts = [f for f in [fact_of(at(1, "payment.failed", amount=sent))] if f]
+        [payment] = summarise(facts, now=NOW).recent_failed_payments
+        assert payment.amount == f"{float(sent):.2f}"
 
 
 TYPES = [
