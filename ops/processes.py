@@ -34,14 +34,18 @@ class PidFile:
         self.path.write_text(f"{pid}\n")
 
     def running_pid(self) -> int | None:
-        """The recorded PID if that process still runs and is ours; otherwise None (stale file removed)."""
+        """The recorded PID if that process still runs and is ours; otherwise None. The file is removed
+        only once that process has ended: one running under another command line may be ours, started with
+        other settings (a status asked with a mistyped port removed the file of the Redis it had started,
+        and nothing could stop that Redis afterwards), and is never signalled either way."""
         try:
             pid = int(self.path.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
         if is_our_process(pid, self.marker):
             return pid
-        self.path.unlink(missing_ok=True)
+        if not is_our_process(pid, ""):  # every command line holds "": ended, or a zombie
+            self.path.unlink(missing_ok=True)
         return None
 
     def stop(self, *, timeout_s: float = 30.0, signum: int = signal.SIGTERM, only: int | None = None) -> bool:
