@@ -9,8 +9,7 @@ from pydantic_core import PydanticCustomError
 def _not_a_number(value: Any) -> Any:
     # pydantic reads a number, or a query's text of one, as Unix seconds or milliseconds by its size: a
     # guess no caller should have made for them (`since=2026` meant the year, and read as 1970).
-    text = value.strip() if isinstance(value, str) else value
-    if isinstance(text, int | float) or (isinstance(text, str) and _is_number(text)):
+    if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
         raise PydanticCustomError(
             "datetime_type",
             "Must be an RFC 3339 date-time with a time zone (2026-11-30T09:00:00Z), not a number",
@@ -19,6 +18,7 @@ def _not_a_number(value: Any) -> Any:
 
 
 def _is_number(text: str) -> bool:
+    # float() takes what pydantic would read as a number, whitespace around it included.
     try:
         float(text)
     except ValueError:

@@ -3,35 +3,25 @@
 -- KEYS: 1 changes (list of "version\n" + "p" when it set profile fields + its event key, oldest first; see
 --       apply_events.lua), 2 events (hash), 3 profile (hash)
 -- ARGV: 1 the version the stream holds
--- Returns {version of the newest change held (0: none; -1: the log is not in a form read here), then for
--- every change after ARGV[1], oldest first: its version, the profile's JSON if it set profile fields (""
--- if not), its event key ("" for none), its stored event (nil when the event has left the timeline
--- since)}. The profile is the current one, not as it stood after that change: the log keeps no earlier
--- values (apply_events.lua), and a stream that replays the changes ends where the profile stands now.
--- Entries of the earlier form ("version\nprofile JSON\nevent key") are read too, the current profile
--- given for theirs.
+-- Returns {version of the newest change held (0: none; -1: the log is not in a form read here), the
+-- profile as it stands (its hash's fields and values, flat; empty unless a change returned set profile
+-- fields), then for every change after ARGV[1], oldest first: its version, "p" if it set profile fields
+-- ("" if not), its event key ("" for none), its stored event (nil when the event has left the timeline
+-- since)}. A change that set profile fields gets the current profile, not the one it left: the log keeps
+-- no earlier values (apply_events.lua), and a stream that replays the changes ends where the profile
+-- stands now. Entries of the earlier form ("version\nprofile JSON\nevent key") are read too, the current
+-- profile given for theirs.
 local held = tonumber(ARGV[1])
 local entries = redis.call('LRANGE', KEYS[1], 0, -1)
-local reply = {0}
-local profile = nil
-local function current_profile()
-  if not profile then
-    local fields = redis.call('HGETALL', KEYS[3])
-    local parts = {}
-    for i = 1, #fields, 2 do
-      parts[#parts + 1] = '"' .. fields[i] .. '":' .. fields[i + 1]
-    end
-    profile = '{' .. table.concat(parts, ',') .. '}'
-  end
-  return profile
-end
+local reply = {0, {}}
+local any_profile = false
 local keys, slots = {}, {}
 for _, entry in ipairs(entries) do
   local first = string.find(entry, '\n', 1, true)
   local version = first and tonumber(string.sub(entry, 1, first - 1))
   if not version then
     -- A whole change, as the log held them once: the caller re-syncs from a snapshot instead.
-    return {-1}
+    return {-1, {}}
   end
   local second = string.find(entry, '\n', first + 1, true)
   local changed_profile, key
@@ -44,7 +34,8 @@ for _, entry in ipairs(entries) do
   reply[1] = version
   if version > held then
     reply[#reply + 1] = version
-    reply[#reply + 1] = changed_profile and current_profile() or ''
+    reply[#reply + 1] = changed_profile and 'p' or ''
+    any_profile = any_profile or changed_profile
     reply[#reply + 1] = key
     reply[#reply + 1] = false
     if key ~= '' then
@@ -58,5 +49,8 @@ if #keys > 0 then
   for i = 1, #keys do
     reply[slots[i]] = events[i]
   end
+end
+if any_profile then
+  reply[2] = redis.call('HGETALL', KEYS[3])
 end
 return reply

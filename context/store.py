@@ -1077,8 +1077,10 @@ class ContextReader:
             keys=[keys.changes, keys.events, keys.profile], args=[version]
         )
         newest = int(reply[0])
+        # The profile as it stands, read once for every change that set profile fields (changes_since.lua).
+        current = _profile(reply[1])
         missed = []
-        for i in range(1, len(reply), 4):
+        for i in range(2, len(reply), 4):
             number, profile, event_key, event = int(reply[i]), reply[i + 1], reply[i + 2], reply[i + 3]
             if event_key and event is None:
                 # The change's event has left the timeline since (count or age cap): it cannot be replayed.
@@ -1091,7 +1093,7 @@ class ContextReader:
                     event=CloudEvent.model_validate_json(EVENT_FRAGMENTS.expand(event))
                     if event_key
                     else None,
-                    profile=Profile.model_validate_json(profile) if profile else None,
+                    profile=current if profile else None,
                 )
             )
         if newest < 0 or (missed and missed[0].version != version + 1):

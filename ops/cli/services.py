@@ -120,8 +120,7 @@ class Started(NamedTuple):
 def start_servers() -> list[Started]:
     """Start every server not running; those this call started, each with its process's PID, read as soon as
     it is up (another command may stop and start one again while the next comes up)."""
-    started: list[LocalServer] = []
-    pids: list[int | None] = []
+    started: list[Started] = []
     try:
         for server in local_servers():
             if server.status().running:
@@ -130,19 +129,19 @@ def start_servers() -> list[Started]:
             click.echo(f"{server.name}: starting…")
             # Ours from here: a start that fails or is interrupted (Ctrl-C, SIGTERM in the bench) while the
             # server comes up is stopped with the others.
-            started.append(server)
+            started.append(Started(server, None))
             if server.up():
                 status = server.status()
-                pids.append(status.pid)
+                started[-1] = Started(server, status.pid)
                 click.echo(f"{server.name}: started at {status.address}")
             else:
-                started.remove(server)  # someone else started it meanwhile: not ours to stop
+                started.pop()  # someone else started it meanwhile: not ours to stop
     except BaseException:
         with uninterrupted():  # a Ctrl-C now must not leave the servers after it running
-            for server in reversed(started):
-                server.down()
+            for entry in reversed(started):
+                entry.server.down()
         raise
-    return [Started(server, pid) for server, pid in zip(started, pids, strict=True)]
+    return started
 
 
 @contextmanager
