@@ -139,6 +139,12 @@ def redriven_key(prefix: str) -> str:
     return f"{prefix}:dlq-redriven"
 
 
+def redrive_landings_key(prefix: str) -> str:
+    """Hash: each redriven record as it landed in its topic (events/deadletter.py `landing`) -> how many
+    redrives it has been through, so that one dead-lettered again is known for it."""
+    return f"{prefix}:dlq-redrive-landings"
+
+
 def epoch_key(prefix: str) -> str:
     """The key holding the current generation (epoch) of the projection."""
     return f"{prefix}:epoch"

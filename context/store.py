@@ -30,6 +30,7 @@ from context.keys import (
     listed_identifier_key,
     presence_key,
     rate_limit_prefix,
+    redrive_landings_key,
     redriven_key,
     stream_ticket_key,
     unserved_generations_key,
@@ -1235,11 +1236,13 @@ REDRIVE_LOG_DAYS = 365
 
 
 class RedriveLog:
-    """Which dead-letter records were redriven already (kept in Redis: tools on any machine agree)."""
+    """Which dead-letter records were redriven already, and where each redriven record landed (kept in
+    Redis: tools on any machine agree)."""
 
     def __init__(self, client: "redis.Redis", *, prefix: str) -> None:
         self._client = client
         self._key = redriven_key(prefix)
+        self._landings = redrive_landings_key(prefix)
 
     def redriven(self, positions: list[str]) -> set[str]:
         """Those of `positions` that were redriven before."""
@@ -1248,13 +1251,35 @@ class RedriveLog:
         flags = self._client.smismember(self._key, positions)
         return {position for position, flag in zip(positions, flags, strict=True) if flag}
 
-    def mark(self, positions: list[str]) -> None:
-        """Record `positions` as redriven; the record lasts REDRIVE_LOG_DAYS after the latest redrive (a
-        letter kept in the dead-letter topic longer than that shows as pending again)."""
+    def redrives_behind(self, landings: list[str]) -> dict[str, int]:
+        """For those of `landings` (letters' records, events/deadletter.py `landing`) that a redrive put in
+        their topic: how many redrives that record has been through. Its letter was dead-lettered again."""
+        if not landings:
+            return {}
+        counts = self._client.hmget(self._landings, landings)
+        return {landing: int(count) for landing, count in zip(landings, counts, strict=True) if count}
+
+    def mark(
+        self,
+        positions: list[str],
+        *,
+        landed: dict[str, int] | None = None,
+        superseded: list[str] | None = None,
+    ) -> None:
+        """Record `positions` as redriven, and their records as they `landed` (landing -> redrives so far),
+        forgetting the `superseded` landings (records redriven again: their count goes on with the new
+        landing). Both last REDRIVE_LOG_DAYS after the latest redrive (a letter kept in the dead-letter topic
+        longer than that shows as pending again)."""
         if positions:
+            keep_s = int(timedelta(days=REDRIVE_LOG_DAYS).total_seconds())
             pipe = self._client.pipeline(transaction=True)
             pipe.sadd(self._key, *positions)
-            pipe.expire(self._key, int(timedelta(days=REDRIVE_LOG_DAYS).total_seconds()))
+            pipe.expire(self._key, keep_s)
+            if superseded:
+                pipe.hdel(self._landings, *superseded)
+            if landed:
+                pipe.hset(self._landings, items=[part for pair in landed.items() for part in pair])
+                pipe.expire(self._landings, keep_s)
             pipe.execute()
 
 

@@ -20,7 +20,7 @@ from pydantic_core import PydanticSerializationError
 
 from context.identity import InvalidIdentifier, named_identifiers
 from context.timeline import time_score
-from models.events import STRUCTURED_CONTENT_TYPE, CloudEvent
+from models.events import INTEGER_MAX, INTEGER_MIN, STRUCTURED_CONTENT_TYPE, CloudEvent
 from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE, EVENT_TYPES, EventData, parse_data
 
 Headers = Sequence[tuple[str, bytes | None]]
@@ -247,6 +247,11 @@ def _judge(document: dict[str, Any], *, default_region: str, shallow: bool, hori
     return _judge_valid(event, default_region=default_region, horizon=horizon)
 
 
+def _integers_fit(extensions: dict[str, Any]) -> bool:
+    """Whether every integer among extension attributes is one of CloudEvents' (signed, 32 bits)."""
+    return all(INTEGER_MIN <= value <= INTEGER_MAX for value in extensions.values() if type(value) is int)
+
+
 def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_back: bool = True) -> Decoded:
     """The contract's checks beyond the envelope's model, on an event that passed the model.
 
@@ -266,6 +271,11 @@ def _judge_valid(event: CloudEvent, *, default_region: str, horizon: int, read_b
     score = time_score(event.time)
     if score > horizon:
         raise InvalidEvent("invalid", "time: is in the future (beyond the allowed clock skew of one day)")
+    if event.__pydantic_extra__ and not _integers_fit(event.__pydantic_extra__):
+        # Here, as an event arrives, not in the model: events stored before this rule are read back as kept.
+        raise InvalidEvent(
+            "invalid", "an extension attribute's integer must fit in 32 bits, as CloudEvents' do"
+        )
     try:
         # What is accepted must be storable and readable back: this catches lone surrogates and other
         # values JSON cannot carry faithfully, which would otherwise fail later, inside the write path.

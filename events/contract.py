@@ -15,7 +15,14 @@ from events.codec import MAX_EVENT_BYTES, InvalidEvent
 from events.deadletter import MAX_DETAIL, dead_letter_headers, dead_letter_topic
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
-from models.events import ATTRIBUTE_NAME, IDENTIFIER_ATTRIBUTES, STRUCTURED_CONTENT_TYPE, CloudEvent
+from models.events import (
+    ATTRIBUTE_NAME,
+    IDENTIFIER_ATTRIBUTES,
+    INTEGER_MAX,
+    INTEGER_MIN,
+    STRUCTURED_CONTENT_TYPE,
+    CloudEvent,
+)
 from models.taxonomy import (
     ERASURE_SOURCE,
     ERASURE_TYPE,
@@ -189,7 +196,8 @@ def index_page() -> str:
         "- **Time**: must carry a timezone; an event without one is rejected rather than guessed.",
         "- **Extension attributes**: any other attribute is kept with the event. Names are lower-case ASCII",
         f"  letters and digits, 1-20 characters (`{ATTRIBUTE_NAME.pattern}`); values are scalars (a string,",
-        "  an integer or a boolean), never objects or lists. In binary mode every header value is a string.",
+        "  an integer within 32 bits, as CloudEvents' Integer, or a boolean), never objects or lists. In",
+        "  binary mode every header value is a string.",
         "- **Data**: a documented type's `data` must be JSON and match the type's schema; fields the schema",
         "  does not name are kept as published. Every type's data has `channel` and `summary`.",
         "- **Unknown types**: an event whose `type` is not listed below is accepted and kept in the timeline",
@@ -455,6 +463,9 @@ def _enrich_envelope(schema: dict[str, Any]) -> None:
     schema["additionalProperties"] = {
         "description": "An extension attribute: kept with the event.",
         "type": ["string", "integer", "boolean", "null"],
+        # Numbers only: an integer fits in 32 bits, as CloudEvents' Integer.
+        "minimum": INTEGER_MIN,
+        "maximum": INTEGER_MAX,
     }
 
 

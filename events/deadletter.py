@@ -11,6 +11,7 @@ letter, like an `unreadable` one, does not hold the original, which stays in its
 headers give; it cannot be redriven.
 """
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -193,6 +194,16 @@ class StoredDeadLetter:
         return f"{topic}/{self.dlq_partition}/{self.dlq_offset}/{self.dead_lettered_at}"
 
     @property
+    def origin(self) -> str:
+        """Where the record was read from: "topic[partition]@offset"."""
+        return f"{self.record.topic}[{self.record.partition}]@{self.record.offset}"
+
+    @property
+    def landing(self) -> str:
+        """Its record, by where it was read from and what it holds (see `landing`)."""
+        return landing(self.origin, self.record.key, self.record.value)
+
+    @property
     def holds_original(self) -> bool:
         """Whether the letter holds the original record (one unreadable, too large, or with a header name
         that was not UTF-8, does not: redriven, it would not be the record it was)."""
@@ -206,8 +217,20 @@ class StoredDeadLetter:
         return [(name, raw) for name, raw in self.record.headers if not name.startswith(HEADER_PREFIX)]
 
 
+class NoSuchTopic(Exception):
+    """Neither the topic nor its dead-letter topic exists (a mistyped name, most likely): saying it holds no
+    dead letters would hide that. A dead-letter topic left after its topic was deleted is still read."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(
+            f"the topic {topic!r} does not exist, nor its dead-letter topic {dead_letter_topic(topic)!r}"
+        )
+        self.topic = topic
+
+
 def read_dead_letters(bootstrap_servers: list[str], topic: str) -> Iterator[StoredDeadLetter]:
-    """Every record of `topic`'s dead-letter topic, from the beginning to its current end."""
+    """Every record of `topic`'s dead-letter topic, from the beginning to its current end; `NoSuchTopic`
+    when neither exists."""
     # From the log's start again should a position fall off it while read (retention), never its end.
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap_servers,
@@ -219,6 +242,8 @@ def read_dead_letters(bootstrap_servers: list[str], topic: str) -> Iterator[Stor
         name = dead_letter_topic(topic)
         partitions = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
         if not partitions:
+            if not consumer.partitions_for_topic(topic):  # a topic has at least one partition
+                raise NoSuchTopic(topic)
             return
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
@@ -255,12 +280,22 @@ def _stored(raw: object) -> StoredDeadLetter:
     )
 
 
+def landing(origin: str, key: bytes | None, value: bytes | None) -> str:
+    """A record as a redrive leaves it: where it is ("topic[partition]@offset") and a digest of its key and
+    value, so that another record at the same place (its topic deleted and made again, counting offsets
+    from 0) is not taken for it. The digest tells records apart; it keeps nothing of what they hold."""
+    digest = hashlib.sha256(len(key or b"").to_bytes(4, "big") + (key or b"") + (value or b"")).hexdigest()
+    return f"{origin} {digest[:32]}"
+
+
 @dataclass(frozen=True)
 class Redriven:
-    """What a redrive did: the letters Kafka acknowledged, and those it did not, each with why."""
+    """What a redrive did: the letters Kafka acknowledged, and those it did not, each with why; and each one
+    acknowledged as it landed (`landing`, by the letter's position)."""
 
     sent: list[StoredDeadLetter]
     failed: list[tuple[StoredDeadLetter, str]]
+    landed: dict[str, str]
 
 
 def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout_s: float = 30) -> Redriven:
@@ -299,11 +334,14 @@ def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout
             sending.append((letter, future))
     producer.flush(timeout=timeout_s)
     sent = []
+    landed = {}
     for letter, future in sending:
         try:
-            future.get(timeout=timeout_s)
+            metadata = future.get(timeout=timeout_s)
         except KafkaError as error:
             failed.append((letter, type(error).__name__))
         else:
             sent.append(letter)
-    return Redriven(sent=sent, failed=failed)
+            where = f"{metadata.topic}[{metadata.partition}]@{metadata.offset}"
+            landed[letter.position] = landing(where, letter.record.key, letter.record.value)
+    return Redriven(sent=sent, failed=failed, landed=landed)

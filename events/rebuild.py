@@ -27,6 +27,7 @@ in order; a batch that resolves identifiers waits for it, so the index holds wha
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -47,6 +48,10 @@ log = structlog.get_logger("rebuild")
 LOGGED_SKIPS_PER_REASON = 10
 
 Progress = Callable[[int], None]
+
+
+class RebuildInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a rebuild before it finished; the message says what it left."""
 
 
 class MissingTopic(Exception):
@@ -317,16 +322,72 @@ def _until_done(
             delay = min(delay * 2, 5.0)
 
 
-def _drop_unfinished(writer: ProjectionWriter, epoch: str) -> None:
-    """Delete the generation of a rebuild that failed before its switch, if Redis answers: raised from here,
-    an error would hide the one that failed the rebuild (often the same outage). What is left stays held
-    unserved, so erasures reach it, until its keys expire."""
+def _drop_unfinished(writer: ProjectionWriter, epoch: str) -> bool:
+    """Delete the generation of a rebuild that failed before its switch, if Redis answers (True if it did):
+    raised from here, an error would hide the one that failed the rebuild (often the same outage). What is
+    left stays held unserved, so erasures reach it, until its keys expire."""
     try:
         writer.drop_generation(epoch)
     except redis.RedisError as error:
         log.warning("rebuild left its unfinished generation", epoch=epoch, error=type(error).__name__)
-        return
+        return False
     _release(writer, epoch)
+    return True
+
+
+def _interrupted(
+    writer: ProjectionWriter, epoch: str, previous: str | None, *, dropped: bool, maybe_switched: bool
+) -> "RebuildInterrupted":
+    """Clean up after an interrupt before the rebuild's last pass finished, as far as Redis answers, and say
+    what was left.
+
+    Interrupted at or after its switch, the rebuild asks Redis which generation is served: the switch's
+    answer may not have come. Not its own, it removes its generation (unless that is `dropped` already).
+    Its own, the readers are told, and the one it replaced is removed (nothing reads it any more, and the
+    topic holds everything it held); but the last pass, which covers what the consumer applied to the old
+    generation just before the switch, may be missing."""
+    held = [previous] if previous else []  # held unserved just before the switch
+    ours = False
+    if maybe_switched:
+        try:
+            ours = writer.current_epoch() == epoch
+        except redis.RedisError as error:
+            log.warning(
+                "rebuild interrupted and Redis did not answer its cleanup", error=type(error).__name__
+            )
+            return RebuildInterrupted(
+                f"rebuild interrupted at its switch, and Redis did not answer: whichever of {epoch} (new) "
+                f"and {previous} is not served is left held unserved (erasures reach it) until its keys "
+                "expire; run `citizen-context rebuild` again"
+            )
+    if not ours:
+        _release(writer, *held)
+        if dropped or _drop_unfinished(writer, epoch):
+            return RebuildInterrupted(
+                f"rebuild interrupted before its switch: its generation {epoch} was removed; the projection "
+                "served is unchanged"
+            )
+        return RebuildInterrupted(
+            f"rebuild interrupted before its switch, and Redis did not answer: its generation {epoch} is "
+            "left held unserved (erasures reach it) until its keys expire; the projection served is unchanged"
+        )
+    try:
+        writer.announce_epoch(epoch)
+        if previous and previous != epoch:
+            writer.drop_generation(previous)
+        _release(writer, epoch, *held)
+    except redis.RedisError as error:
+        log.warning("rebuild interrupted and Redis did not answer its cleanup", error=type(error).__name__)
+        return RebuildInterrupted(
+            f"rebuild interrupted after its switch, and Redis did not answer: {epoch} is served, but "
+            f"{previous} is left held unserved (erasures reach it) until its keys expire, and the last pass "
+            "did not finish; run `citizen-context rebuild` again"
+        )
+    return RebuildInterrupted(
+        f"rebuild interrupted after its switch: {epoch} is served and {previous} was removed, but its last "
+        "pass did not finish, so events the consumer applied just before the switch may be missing from it; "
+        "run `citizen-context rebuild` again"
+    )
 
 
 def _release(writer: ProjectionWriter, *epochs: str) -> None:
@@ -348,50 +409,85 @@ def rebuild(
     progress: Progress = lambda _n: None,
     settle_below: int = 1000,
     grace_s: float = 2.0,
+    cleanup_guard: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> RebuildReport:
-    """Rebuild the projection from the earliest offsets and switch to it (see the module docstring)."""
+    """Rebuild the projection from the earliest offsets and switch to it (see the module docstring).
+
+    A KeyboardInterrupt (Ctrl-C; the CLI makes SIGTERM one) before the last pass has finished is raised
+    again as `RebuildInterrupted`, once what the rebuild left is cleaned up as far as Redis answers; one
+    after it (the grace period, the cleanup) only cuts the grace period short: the rebuild finishes.
+    Cleanups run within `cleanup_guard`, which the CLI makes hold a further interrupt back until they end
+    (without one, as here by default, a second interrupt can cut a cleanup short)."""
     epoch = new_epoch()
     started = time.perf_counter()
-    # The replayer holds the generation unserved from before its first write, so that every erasure
-    # reaches it, even should this rebuild stop before its switch and leave it behind (until its keys expire).
-    replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
-    switched = False
     try:
-        on_start(replayer.remaining())
-        log.info("rebuild started", epoch=epoch, partitions=len(replayer.partitions))
-        while replayer.catch_up(progress) > settle_below:
-            pass
-        # The generation served is read before the switch, not taken from its answer: a switch whose answer
-        # was lost, and was sent again, finds itself done, and would name the new one as the previous one.
-        previous = writer.current_epoch()
-        # Retired by the switch, it holds every citizen's keys until it is dropped: erasures reach it.
-        writer.hold_unserved(previous)
-        # From here on the switch may have happened even if its answer never came: the new generation is
-        # kept, not dropped (it may be served), and a rebuild failing now leaves it for its keys to expire.
-        switched = True
-        writer.switch_epoch(epoch)
-        # Past the switch, readers depend on this last pass: it is retried until it completes.
-        _until_done(lambda: replayer.catch_up(progress))
-        replayer.give_up_on_held_back()
-    finally:
-        replayer.close()
-        if not switched:
-            _drop_unfinished(writer, epoch)
-    writer.announce_epoch(epoch)
+        # The replayer holds the generation unserved from before its first write, so that every erasure
+        # reaches it, even should this rebuild stop before its switch and leave it behind (until its keys
+        # expire). Making it writes nothing.
+        replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
+    except KeyboardInterrupt:
+        raise RebuildInterrupted("rebuild interrupted before it started: nothing was written") from None
+    switched = dropped = finished = False
+    previous: str | None = None
+    try:
+        try:
+            on_start(replayer.remaining())
+            log.info("rebuild started", epoch=epoch, partitions=len(replayer.partitions))
+            while replayer.catch_up(progress) > settle_below:
+                pass
+            # The generation served is read before the switch, not taken from its answer: a switch whose
+            # answer was lost, and was sent again, finds itself done, and would name the new one as the
+            # previous one.
+            previous = writer.current_epoch()
+            # Retired by the switch, it holds every citizen's keys until it is dropped: erasures reach it.
+            writer.hold_unserved(previous)
+            # From here on the switch may have happened even if its answer never came: the new generation
+            # is kept, not dropped (it may be served), and a rebuild failing now leaves it for its keys to
+            # expire.
+            switched = True
+            writer.switch_epoch(epoch)
+            # Past the switch, readers depend on this last pass: it is retried until it completes.
+            _until_done(lambda: replayer.catch_up(progress))
+            replayer.give_up_on_held_back()
+            finished = True
+        finally:
+            with cleanup_guard():
+                replayer.close()
+                dropped = not switched and _drop_unfinished(writer, epoch)
+    except KeyboardInterrupt:
+        if not finished:
+            with cleanup_guard():
+                raise _interrupted(
+                    writer, epoch, previous, dropped=dropped, maybe_switched=switched
+                ) from None
+        # Only closing the replayer was left: the rebuild is done, and finishes without a grace period.
+        grace_s = 0
     seconds = time.perf_counter() - started
     removed = 0
-    if previous and previous != epoch:
-        time.sleep(grace_s)
-        removed = writer.drop_generation(previous)
-    _release(writer, epoch, previous)
-    log.info(
-        "rebuild finished",
-        epoch=epoch,
-        previous=previous,
-        records=replayer.records,
-        skipped=replayer.skipped_by_reason,
-        seconds=round(seconds, 2),
-    )
+    try:
+        with cleanup_guard():
+            writer.announce_epoch(epoch)
+        if previous and previous != epoch:
+            time.sleep(grace_s)
+    except KeyboardInterrupt:
+        # The rebuild is done and served: an interrupt only cuts the wait for batches in flight short.
+        log.warning("rebuild grace period cut short by an interrupt", previous=previous)
+    try:
+        with cleanup_guard():
+            if previous and previous != epoch:
+                removed = writer.drop_generation(previous)
+            _release(writer, epoch, *([previous] if previous else []))
+            log.info(
+                "rebuild finished",
+                epoch=epoch,
+                previous=previous,
+                records=replayer.records,
+                skipped=replayer.skipped_by_reason,
+                seconds=round(seconds, 2),
+            )
+    except KeyboardInterrupt:
+        # Held back by the guard until the cleanup ended: nothing is left to do.
+        log.warning("rebuild interrupted as it finished; it had finished")
     return RebuildReport(
         epoch=epoch,
         previous_epoch=previous,

@@ -33,6 +33,8 @@ IDENTIFIER_ATTRIBUTES = {"citizenphone": "phone", "citizenemail": "email", "citi
 # CloudEvents 1.0: attribute names are lower-case ASCII letters and digits (20 characters at most advised).
 # (`data_base64`, the JSON format's own member, is declared as a field.)
 ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+# CloudEvents' Integer type: a signed 32-bit whole number.
+INTEGER_MIN, INTEGER_MAX = -(2**31), 2**31 - 1
 
 
 class CloudEvent(BaseModel):

@@ -60,6 +60,12 @@ function element(tag, options = {}, children = []) {
   return node;
 }
 
+// A value from an event, set apart from the words around it: a direction mark in it (U+202E, say) would
+// otherwise turn the desk's own text after it around ("updated 1 Dec" shown reversed, a reason moved).
+function isolated(value) {
+  return element("bdi", { text: String(value) });
+}
+
 function timeElement(value) {
   return element("time", { text: formatTime(value), attrs: { datetime: String(value) } });
 }
@@ -133,7 +139,7 @@ export function renderSummary(summary) {
     summaryBlock(
       "Open cases",
       cases.length
-        ? list(cases, (c) => element("span", {}, [element("strong", { text: c.case_ref }), `: ${words(c.status)}, updated `, timeElement(c.updated_at)]))
+        ? list(cases, (c) => element("span", {}, [element("strong", {}, [isolated(c.case_ref)]), `: ${words(c.status)}, updated `, timeElement(c.updated_at)]))
         : element("p", { text: "None" }),
     ),
   );
@@ -141,10 +147,10 @@ export function renderSummary(summary) {
   const missed = summary.missed_appointments || [];
   const appointments = [];
   for (const a of upcoming) {
-    appointments.push(element("li", {}, [element("strong", { text: a.appointment_id }), ": ", timeElement(a.starts_at), a.location ? `, ${a.location}` : ""]));
+    appointments.push(element("li", {}, [element("strong", {}, [isolated(a.appointment_id)]), ": ", timeElement(a.starts_at), ...(a.location ? [", ", isolated(a.location)] : [])]));
   }
   for (const a of missed) {
-    appointments.push(element("li", { className: "attention" }, [element("strong", { text: `Missed ${a.appointment_id}` }), a.starts_at ? [": ", timeElement(a.starts_at)] : ""].flat()));
+    appointments.push(element("li", { className: "attention" }, [element("strong", {}, ["Missed ", isolated(a.appointment_id)]), a.starts_at ? [": ", timeElement(a.starts_at)] : ""].flat()));
   }
   blocks.push(summaryBlock("Appointments", appointments.length ? element("ul", { className: "tags" }, appointments) : element("p", { text: "None" })));
   const payments = summary.recent_failed_payments || [];
@@ -152,7 +158,7 @@ export function renderSummary(summary) {
     summaryBlock(
       "Failed payments",
       payments.length
-        ? list(payments, (p) => element("span", { className: "attention" }, [`${p.currency} ${p.amount} on `, timeElement(p.time), `: ${p.reason}`]))
+        ? list(payments, (p) => element("span", { className: "attention" }, [isolated(`${p.currency} ${p.amount}`), " on ", timeElement(p.time), ": ", isolated(p.reason)]))
         : element("p", { text: "None recent" }),
     ),
   );
@@ -170,11 +176,10 @@ export function timelineItem(event) {
     data.channel ? element("span", { className: "channel", text: data.channel }) : "",
   ]);
   item.append(heading, element("p", { className: "event-time" }, [timeElement(event.time)]));
-  if (data.summary) item.append(element("p", { className: "event-summary", text: data.summary }));
+  if (data.summary) item.append(element("p", { className: "event-summary" }, [isolated(data.summary)]));
   if (event.type === "enquiry.completed") {
-    const detail = [`Outcome: ${words(data.outcome || "")}`];
-    if (data.notes) detail.push(`Notes: ${data.notes}`);
-    for (const line of detail) item.append(element("p", { className: "event-detail", text: line }));
+    item.append(element("p", { className: "event-detail" }, ["Outcome: ", isolated(words(data.outcome || ""))]));
+    if (data.notes) item.append(element("p", { className: "event-detail" }, ["Notes: ", isolated(data.notes)]));
   }
   return item;
 }

@@ -29,7 +29,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     import uvicorn
 
     from api.app import create_app
-    from api.http_protocol import problem_protocol
+    from api.http_protocol import problem_protocol, problem_websocket_protocol
     from api.lifecycle import Lifecycle
     from api.security.settings import SecuritySettings
     from api.settings import ApiSettings
@@ -78,6 +78,8 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
         log_config=None,
         # uvicorn's httptools protocol, answering a request it cannot parse with problem details.
         http=problem_protocol(hsts=security.hsts),
+        # uvicorn's websockets protocol, answering a handshake it refuses with problem details too.
+        ws=problem_websocket_protocol(hsts=security.hsts),
         # The address in audit records is the agent's, as told by a trusted proxy, never by anyone else.
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ops.cli.root import fail, main, require_kafka
-from ops.processes import ServiceError, sigterm_as_interrupt
+from ops.processes import ServiceError, sigterm_as_interrupt, uninterrupted
 
 if TYPE_CHECKING:
     from context.store import ProjectionWriter, RedriveLog
@@ -39,7 +39,7 @@ def rebuild(grace: float) -> None:
     """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
     from context.settings import IdentitySettings
     from events.heap import settle_heap
-    from events.rebuild import MissingTopic
+    from events.rebuild import MissingTopic, RebuildInterrupted
     from events.rebuild import rebuild as run_rebuild
     from events.settings import KafkaSettings
 
@@ -57,7 +57,8 @@ def rebuild(grace: float) -> None:
         bar.append(click.progressbar(length=total, label="rebuild", file=sys.stderr).__enter__())
 
     try:
-        # A SIGTERM stops it as Ctrl-C does: a generation not switched to yet is dropped (events/rebuild.py).
+        # A SIGTERM stops it as Ctrl-C does: a generation not switched to yet is dropped, and one replaced
+        # once the switch is done (events/rebuild.py); a second Ctrl-C does not cut that short.
         with sigterm_as_interrupt():
             report = run_rebuild(
                 kafka=kafka,
@@ -66,7 +67,13 @@ def rebuild(grace: float) -> None:
                 on_start=start,
                 progress=lambda n: bar[0].update(n) if bar else None,
                 grace_s=grace,
+                cleanup_guard=uninterrupted,
             )
+    except RebuildInterrupted as error:
+        if bar:
+            bar.pop().__exit__(None, None, None)  # the bar's line ends before the message
+        click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(130)  # as a shell reports a command ended by Ctrl-C
     except MissingTopic as error:
         fail(ServiceError(f"{error} (CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"))
     finally:
@@ -105,19 +112,25 @@ def dlq_list(reason: str | None) -> None:
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
-    letters, _log, done = _dead_letters(kafka, reason)
+    letters, log, done = _dead_letters(kafka, reason)
+    behind = log.redrives_behind([letter.landing for letter in letters])
     for letter in letters:
-        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
         state = "redriven" if letter.position in done else "pending"
         where = f"{letter.dlq_partition}:{letter.dlq_offset}"
+        back = f" (back after {_redrives(behind[letter.landing])})" if letter.landing in behind else ""
         click.echo(
-            f"{where}  {letter.dead_lettered_at}  {state:8}  from {origin}  {letter.reason}: {letter.detail}"
+            f"{where}  {letter.dead_lettered_at}  {state:8}  from {letter.origin}  {letter.reason}: "
+            f"{letter.detail}{back}"
         )
     click.echo(
         f"{len(letters)} record(s) in {dead_letter_topic(kafka.topic)}"
         + (f" with reason {reason}" if reason else "")
         + f", {len(letters) - len(done)} pending"
     )
+
+
+def _redrives(count: int) -> str:
+    return f"{count} redrive" + ("" if count == 1 else "s")
 
 
 # The reasons a record can be used once something outside it changed: an identifier learnt since, a value in
@@ -150,25 +163,40 @@ def dlq_redrive(reason: str | None) -> None:
     oldest = datetime.now(UTC) - timedelta(days=TimelineSettings().max_age_days)
     pending = []
     for letter in waiting:
-        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
         if not letter.holds_original:
             # It would publish an empty record: its original is still in its topic, at the position given.
-            click.echo(f"not redriven: {origin} ({letter.reason}): the letter does not hold the record")
+            click.echo(
+                f"not redriven: {letter.origin} ({letter.reason}): the letter does not hold the record"
+            )
         elif _dead_lettered_before(letter.dead_lettered_at, oldest):
-            click.echo(f"not redriven: {origin} ({letter.reason}): older than the timeline's age cap")
+            click.echo(f"not redriven: {letter.origin} ({letter.reason}): older than the timeline's age cap")
         else:
             pending.append(letter)
+    # A letter whose record a redrive put there came back: its cause was not mended by then.
+    behind = log.redrives_behind([letter.landing for letter in pending])
     producer = create_producer(kafka.bootstrap_list, max_block_ms=10_000)
     try:
         result = redrive(producer, pending)
     finally:
         producer.close()
     # Marked only once Kafka has them: a failed one is simply redriven again by the next run.
-    log.mark([letter.position for letter in result.sent])
+    log.mark(
+        [letter.position for letter in result.sent],
+        landed={result.landed[letter.position]: behind.get(letter.landing, 0) + 1 for letter in result.sent},
+        superseded=[letter.landing for letter in result.sent if letter.landing in behind],
+    )
     for letter, error in result.failed:
-        origin = f"{letter.record.topic}[{letter.record.partition}]@{letter.record.offset}"
-        click.echo(f"not redriven: {origin} ({letter.reason}): Kafka did not take it ({error})")
+        click.echo(f"not redriven: {letter.origin} ({letter.reason}): Kafka did not take it ({error})")
+    again = [letter for letter in result.sent if letter.landing in behind]
+    for letter in again:
+        back = _redrives(behind[letter.landing])
+        click.echo(f"redriven again: {letter.origin} ({letter.reason}): back after {back}")
     click.echo(f"redrove {len(result.sent)} record(s)")
+    if again:
+        click.echo(
+            f"warning: {len(again)} of them came back after an earlier redrive: a record whose cause is not "
+            "mended is dead-lettered again, as a new letter, every time it is redriven"
+        )
     if result.failed:
         raise SystemExit(1)
 
@@ -185,14 +213,17 @@ def _dead_letters(
     kafka: "KafkaSettings", reason: str | None
 ) -> tuple[list["StoredDeadLetter"], "RedriveLog", set[str]]:
     """The dead letters (of one reason, or all), the redrive log, and the positions already redriven."""
-    from events.deadletter import read_dead_letters
+    from events.deadletter import NoSuchTopic, read_dead_letters
 
     require_kafka(kafka.bootstrap_list)
-    letters = [
-        letter
-        for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
-        if not reason or letter.reason == reason
-    ]
+    try:
+        letters = [
+            letter
+            for letter in read_dead_letters(kafka.bootstrap_list, kafka.topic)
+            if not reason or letter.reason == reason
+        ]
+    except NoSuchTopic as error:
+        fail(ServiceError(f"{error} (CITIZEN_CONTEXT_KAFKA_TOPIC): nothing was ever dead-lettered from it"))
     log = _redrive_log()
     return letters, log, log.redriven([letter.position for letter in letters])
 

@@ -1,11 +1,14 @@
 """`citizen-context simulate`: synthetic traffic for many citizens, at a chosen rate, with a progress bar."""
 
+import contextlib
 import time
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ops.cli.root import main, require_kafka
+from ops.processes import sigterm_as_interrupt, uninterrupted
 
 
 def _citizen_id(value: str) -> str:
@@ -23,7 +26,13 @@ def _citizen_id(value: str) -> str:
 
 
 @main.command()
-@click.option("--citizens", default=50, show_default=True, type=click.IntRange(0, 100_000), help="Citizens.")
+@click.option(
+    "--citizens",
+    default=50,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="Simulated citizens, each with a profile (0: only those named with --citizen).",
+)
 @click.option(
     "--citizen",
     "extra",
@@ -59,6 +68,8 @@ def simulate(
     progress: bool,
 ) -> None:
     """Publish realistic synthetic interactions to Kafka (bounded: --count, --duration; default 500)."""
+    from kafka.errors import KafkaError
+
     from events.producer import create_producer
     from events.settings import KafkaSettings
     from events.simulate import Simulator
@@ -69,7 +80,12 @@ def simulate(
         count = 500
     total = min(count or 10**12, int(duration * rate) if duration is not None else 10**12)
     # Spread among good records, never more than them: a short run of junk alone would fill no desk.
-    malformed = min(malformed, total // 2)
+    if malformed > total // 2:
+        if click.get_current_context().get_parameter_source("malformed") is ParameterSource.COMMANDLINE:
+            click.echo(
+                f"--malformed {malformed} is more than half of {total} records: {total // 2} will be sent"
+            )
+        malformed = total // 2
     # Malformed records sit at evenly spread positions, never first (so the desk fills first).
     every = total / malformed if malformed else 0
     malformed_at = {int(every * (n + 0.5)) for n in range(malformed)}
@@ -79,38 +95,50 @@ def simulate(
     simulator = Simulator(citizens=citizens, extra_citizens=extra, seed=seed)
     producer = create_producer(kafka.bootstrap_list, max_block_ms=10_000)
     failures: list[BaseException] = []
+    # Counted as Kafka acknowledges them: what the summary says was published is in the topic.
+    acknowledged: list[object] = []
     sent = planted = 0
     started = time.monotonic()
     ends_at = started + duration if duration is not None else None
     bar, task = _progress(total, progress)
-    try:
-        for index in range(total):
-            # Paced against the start, not the previous send, so the rate holds on average.
-            delay = started + index / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            if ends_at is not None and time.monotonic() >= ends_at:
-                break
-            if index in malformed_at:
-                record = simulator.malformed_record()
-                planted += 1
-            else:
-                record = simulator.next_record()
-            future = producer.send(kafka.topic, key=record.key, value=record.value, headers=record.headers)
-            future.add_errback(failures.append)
-            sent += 1
+    # A SIGTERM stops it as Ctrl-C does: what was sent is flushed and summed up; a second one is ignored.
+    with sigterm_as_interrupt():
+        try:
+            for index in range(total):
+                # Paced against the start, not the previous send, so the rate holds on average.
+                delay = started + index / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                if ends_at is not None and time.monotonic() >= ends_at:
+                    break
+                if index in malformed_at:
+                    record = simulator.malformed_record()
+                    planted += 1
+                else:
+                    record = simulator.next_record()
+                # Sent and counted as one step: an interrupt between the two would leave a record
+                # published but not in the summary.
+                with uninterrupted():
+                    future = producer.send(
+                        kafka.topic, key=record.key, value=record.value, headers=record.headers
+                    )
+                    future.add_callback(acknowledged.append)
+                    future.add_errback(failures.append)
+                sent += 1
+                if bar is not None:
+                    bar.update(task, completed=sent, malformed=planted)
+            producer.flush(timeout=30)
+        except KeyboardInterrupt:
+            # What was sent is given a moment to be acknowledged; Kafka away, it is not.
+            with contextlib.suppress(KafkaError):
+                producer.flush(timeout=10)
+        finally:
+            producer.close(timeout=10)
             if bar is not None:
-                bar.update(task, completed=sent, malformed=planted)
-        producer.flush(timeout=30)
-    except KeyboardInterrupt:
-        producer.flush(timeout=10)
-    finally:
-        producer.close(timeout=10)
-        if bar is not None:
-            bar.stop()
+                bar.stop()
     elapsed = time.monotonic() - started
     click.echo(
-        f"published {sent - len(failures)} records to {kafka.topic} in {elapsed:.1f}s "
+        f"published {len(acknowledged)} records to {kafka.topic} in {elapsed:.1f}s "
         f"({planted} malformed, for the dead-letter topic)"
     )
     if failures:

@@ -5,8 +5,10 @@ import socket
 
 import h11
 import pytest
+from websockets.datastructures import Headers
+from websockets.http11 import Response
 
-from api.http_protocol import unreadable_request_answer
+from api.http_protocol import refused_handshake_answer, unreadable_request_answer
 from tests.conftest import Stack
 
 
@@ -72,3 +74,57 @@ def test_the_unreadable_request_answer_is_well_formed_http_with_hsts_when_asked(
     assert headers[b"server"] == b"uvicorn"
     assert int(headers[b"content-length"]) == len(body)
     assert json.loads(body)["status"] == 400
+
+
+HANDSHAKE = (
+    b"GET /v1/citizens/C-1/stream HTTP/1.1\r\nHost: api\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "reason"),
+    [
+        pytest.param(
+            HANDSHAKE + b"Sec-WebSocket-Version: 13\r\n\r\n", "missing Sec-WebSocket-Key header", id="no key"
+        ),
+        pytest.param(
+            HANDSHAKE + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            "invalid Sec-WebSocket-Version header: 8",
+            id="old version",
+        ),
+    ],
+)
+def test_a_websocket_handshake_the_server_refuses_gets_a_problem_with_the_security_headers(
+    stack: Stack, request_bytes: bytes, reason: str
+) -> None:
+    # It got the WebSocket library's plain text.
+    stack.api()
+    response, body = _parse(_exchange(stack.api_port, request_bytes))
+    headers = {name.decode(): value.decode() for name, value in response.headers}
+    assert response.status_code == 400
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    problem = json.loads(body)
+    assert (problem["status"], problem["title"]) == (400, "Bad Request")
+    assert (
+        problem["detail"]
+        == f"The request is not a valid WebSocket handshake ({reason}); no stream was opened."
+    )
+
+
+def test_a_refused_handshake_that_asks_for_an_upgrade_keeps_its_status_and_upgrade_header() -> None:
+    refusal = Response(
+        426,
+        "Upgrade Required",
+        Headers([("Upgrade", "websocket")]),
+        b"Failed to open a WebSocket connection: x.\n",
+    )
+    answer = refused_handshake_answer(refusal, hsts=False, server_headers=[(b"server", b"uvicorn")])
+    assert (answer.status_code, answer.headers["Upgrade"], answer.headers["server"]) == (
+        426,
+        "websocket",
+        "uvicorn",
+    )
+    assert int(answer.headers["content-length"]) == len(answer.body)
+    assert json.loads(answer.body)["title"] == "Upgrade Required"

@@ -426,3 +426,40 @@ def test_a_reload_while_the_server_cannot_answer_keeps_the_enquiry_for_the_next_
     page.unroute(re.compile(r".*/v1/enquiries/[^/]+$"))
     page.reload()
     expect(page.get_by_role("heading", name=f"Citizen {CITIZEN}")).to_be_visible()
+
+
+# Renders, in the desk's page, an event and a summary whose values from events each start with U+202E
+# (RIGHT-TO-LEFT OVERRIDE); gives, for each text node holding it, how its element lays out bidirectional text.
+RENDER_MARKED_VALUES = """async () => {
+  const render = await import("/desk/render.js");
+  const mark = "\u202e";
+  const time = "2026-12-01T09:00:00Z";
+  document.body.append(render.timelineItem({
+    source: "/t", id: "1", type: "enquiry.completed", time,
+    data: { channel: "phone", summary: `${mark}Resolved`, outcome: "resolved", notes: `${mark}Call back` },
+  }));
+  render.renderSummary({
+    contacts_7d: {}, contacts_30d: {},
+    open_cases: [{ case_ref: `${mark}HB-1`, status: "open", updated_at: time }],
+    upcoming_appointments: [{ appointment_id: `${mark}AP-1`, starts_at: time, location: `${mark}Town hall` }],
+    missed_appointments: [{ appointment_id: `${mark}AP-0`, starts_at: time }],
+    recent_failed_payments: [{ currency: "GBP", amount: "2.50", time, reason: `${mark}refused` }],
+  });
+  const found = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.data.includes(mark)) found.push([node.data, getComputedStyle(node.parentElement).unicodeBidi]);
+  }
+  return found;
+}"""
+
+
+def test_a_direction_mark_in_an_events_text_cannot_turn_the_desks_own_words_around(
+    stack: Stack, page: Page
+) -> None:
+    # A case reference ending in U+202E showed ": Open, updated 1 Dec 2026" after it reversed.
+    stack.api()
+    page.goto("/desk/")
+    found = page.evaluate(RENDER_MARKED_VALUES)
+    assert len(found) == 7
+    assert {text: layout for text, layout in found if layout != "isolate"} == {}

@@ -275,6 +275,35 @@ def test_rebuild_equals_live_and_streams_move_to_the_new_epoch(
     wait_until(lambda: context(stack, citizens[0])["timeline"][0]["id"] == late.id, what="live after rebuild")
 
 
+def test_a_record_redriven_and_dead_lettered_again_is_known_for_it(
+    stack: Stack, producer: KafkaProducer, kafka_topic: str
+) -> None:
+    # A redrive whose cause was not mended made new letters each run, without a word.
+    stack.consumer()
+    value, headers = bad_records()["unresolved-identity"]
+    producer.send(kafka_topic, key=b"k", value=value, headers=headers).get(timeout=10)
+
+    def letters() -> int:
+        return len(list(read_dead_letters(BOOTSTRAP, kafka_topic)))
+
+    wait_until(lambda: letters() == 1, what="the dead letter")
+    first = cli(stack, "dlq", "redrive")
+    assert "redrove 1 record(s)" in first
+    assert "redriven again" not in first
+    assert "warning" not in first
+    wait_until(lambda: letters() == 2, what="the letter back")
+
+    listing = cli(stack, "dlq", "list").splitlines()
+    assert "(back after" not in listing[0]
+    assert listing[1].endswith("(back after 1 redrive)")
+    second = cli(stack, "dlq", "redrive")
+    assert "redriven again: " in second
+    assert "(unresolved-identity): back after 1 redrive\n" in second
+    assert "warning: 1 of them came back after an earlier redrive" in second
+    wait_until(lambda: letters() == 3, what="the letter back again")
+    assert cli(stack, "dlq", "list").splitlines()[2].endswith("(back after 2 redrives)")
+
+
 def test_a_record_at_the_brokers_size_limit_is_still_dead_lettered(stack: Stack, kafka_topic: str) -> None:
     consumer = stack.consumer()
     # Just under the broker's default 1 MiB limit: with the dead-letter headers added it is over it.

@@ -1,21 +1,31 @@
 """The rebuild's switch to its new generation, against the real Kafka and Redis."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
 import events.rebuild
-from context.keys import CitizenKeys
+from context.keys import CitizenKeys, changes_channel
 from context.service import EventWrite
 from context.settings import TimelineSettings
 from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.producer import create_producer
-from events.rebuild import MissingTopic, Replayer, rebuild
+from events.rebuild import MissingTopic, RebuildInterrupted, Replayer, rebuild
 from events.settings import KafkaSettings
+from ops.cli import main
+from ops.processes import uninterrupted
 from tests.events.test_consumer import BOOTSTRAP, produce_events
 from tests.factories import example_data, make_event, writes_for
 from tests.logs import capture_module_logs
@@ -288,3 +298,211 @@ def test_a_batch_whose_identifiers_could_not_be_resolved_for_want_of_redis_is_re
 
     assert failing.failed
     assert writer.client.zcard(CitizenKeys(key_prefix, report.epoch, citizen).timeline) == 2
+
+
+class InterruptedAt(ProjectionWriter):
+    """A writer at which Ctrl-C arrives: as the rebuild reads the served generation (just before its switch),
+    or as it switches, before or after the switch is done in Redis."""
+
+    def __init__(self, *args: Any, at: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.at = at
+        self.reading = False
+
+    def current_epoch(self) -> str:
+        if self.at == "before the switch" and not self.reading:
+            self.reading = True  # the cleanup reads it again
+            raise KeyboardInterrupt
+        return super().current_epoch()
+
+    def switch_epoch(self, epoch: str) -> None:
+        if self.at == "after the switch":
+            super().switch_epoch(epoch)
+        if self.at != "before the switch":
+            raise KeyboardInterrupt
+
+
+def interrupted_rebuild(writer: ProjectionWriter, kafka_topic: str, key_prefix: str, at: str) -> str:
+    """A rebuild of one event that Ctrl-C interrupts `at` a moment; its message."""
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
+    interrupted = InterruptedAt(writer.client, prefix=key_prefix, timeline=TimelineSettings(), at=at)
+    with pytest.raises(RebuildInterrupted) as raised:
+        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=interrupted, default_region="GB", grace_s=0)
+    return str(raised.value)
+
+
+def announced(client: "redis.Redis", key_prefix: str) -> "redis.client.PubSub":
+    """A subscription to the generation's announcements, its confirmation read."""
+    subscription: redis.client.PubSub = client.pubsub()  # type: ignore[no-untyped-call]
+    subscription.subscribe(changes_channel(key_prefix))
+    assert subscription.get_message(timeout=5) is not None  # the confirmation
+    return subscription
+
+
+def a_generation_served_and_an_event_to_replay(writer: ProjectionWriter, kafka_topic: str) -> str:
+    """A citizen in the generation served, another's event in the topic; the generation served."""
+    writer.apply_batch(writes_for(make_event(f"C-{uuid.uuid4().hex[:8]}")))
+    served = writer.current_epoch()
+    produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
+    return served
+
+
+def generations(client: "redis.Redis", key_prefix: str) -> set[str]:
+    return {key.split(":")[1] for key in client.scan_iter(match=f"{key_prefix}:*:{{C-*", count=1000)}
+
+
+@pytest.mark.parametrize("at", ["before the switch", "at a switch not done"])
+def test_a_rebuild_interrupted_before_its_switch_removes_its_generation_and_says_so(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, at: str
+) -> None:
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    writer.apply_batch(writes_for(make_event(citizen)))
+    served = writer.current_epoch()
+
+    message = interrupted_rebuild(writer, kafka_topic, key_prefix, at)
+
+    assert "was removed" in message
+    assert "switch" in message
+    assert writer.current_epoch() == served
+    assert generations(writer.client, key_prefix) == {served}
+    assert writer.unserved_generations() == []
+
+
+def test_a_rebuild_interrupted_after_its_switch_removes_the_generation_it_replaced_and_says_what_to_do(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    # Left held unserved, the replaced generation kept every citizen's data until its keys expired, and no
+    # later rebuild removed it.
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    writer.apply_batch(writes_for(make_event(citizen)))
+    replaced = writer.current_epoch()
+    announcements = announced(writer.client, key_prefix)
+    try:
+        message = interrupted_rebuild(writer, kafka_topic, key_prefix, "after the switch")
+        announcement = announcements.get_message(timeout=5)
+    finally:
+        announcements.close()
+
+    served = writer.current_epoch()
+    assert served != replaced
+    assert announcement is not None
+    assert json.loads(announcement["data"]) == {"epoch": served}
+    assert generations(writer.client, key_prefix) == {served}
+    assert writer.unserved_generations() == []
+    assert f"{replaced} was removed" in message
+    assert "run `citizen-context rebuild` again" in message
+
+
+def test_an_interrupt_during_the_grace_period_removes_the_replaced_generation_at_once(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+
+    def interrupted_sleep(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    clock = SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic, sleep=interrupted_sleep)
+    monkeypatch.setattr("events.rebuild.time", clock)
+    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=60)
+
+    assert report.previous_epoch == replaced
+    assert report.keys_removed > 0
+    assert generations(writer.client, key_prefix) == {report.epoch}
+    assert writer.unserved_generations() == []
+
+
+def test_the_rebuild_command_interrupted_says_what_it_left_and_exits_as_interrupted(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It printed only click's "Aborted!", whatever it had left behind.
+    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+
+    def switch_then_interrupt(self: ProjectionWriter, epoch: str) -> None:
+        switch_epoch(self, epoch)
+        raise KeyboardInterrupt
+
+    switch_epoch = ProjectionWriter.switch_epoch
+    monkeypatch.setattr(ProjectionWriter, "switch_epoch", switch_then_interrupt)
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    result = CliRunner().invoke(main, ["rebuild", "--grace", "0"], env=env)
+
+    assert result.exit_code == 130, result.output
+    served = writer.current_epoch()
+    assert (
+        f"error: rebuild interrupted after its switch: {served} is served and {replaced} was removed"
+    ) in result.output
+    assert "Aborted!" not in result.output
+
+
+def test_the_rebuild_command_stopped_in_its_grace_period_finishes_at_once(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    announcements = announced(writer.client, key_prefix)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "rebuild", "--grace", "600"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # The new generation is announced just before the grace period.
+        assert announcements.get_message(timeout=60) is not None
+        command.send_signal(signal.SIGTERM)
+        output, _ = command.communicate(timeout=30)
+    finally:
+        announcements.close()
+        command.kill()
+        command.wait()
+
+    assert command.returncode == 0, output
+    assert f"(was {replaced})" in output
+    assert generations(writer.client, key_prefix) == {writer.current_epoch()}
+
+
+class InterruptedAsItDrops(ProjectionWriter):
+    """A writer at which Ctrl-C arrives while the rebuild drops the generation it replaced."""
+
+    def drop_generation(self, epoch: str) -> int:
+        removed = super().drop_generation(epoch)
+        signal.raise_signal(signal.SIGINT)
+        return removed
+
+
+@pytest.mark.parametrize("at", ["closing the replayer", "dropping the replaced generation"])
+def test_an_interrupt_once_the_last_pass_is_done_lets_the_rebuild_finish(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch, at: str
+) -> None:
+    # It said the last pass had not finished, or printed "Aborted!", for a rebuild that was done.
+    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    used = writer
+    if at == "closing the replayer":
+        close = Replayer.close
+
+        def close_then_interrupt(self: Replayer) -> None:
+            close(self)
+            signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(Replayer, "close", close_then_interrupt)
+    else:
+        used = InterruptedAsItDrops(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+
+    waits: list[float] = []
+    clock = SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic, sleep=waits.append)
+    monkeypatch.setattr("events.rebuild.time", clock)
+    report = rebuild(
+        kafka=KafkaSettings(topic=kafka_topic),
+        writer=used,
+        default_region="GB",
+        grace_s=60,
+        cleanup_guard=uninterrupted,  # as the CLI's: the interrupt takes effect once the step is done
+    )
+
+    # Interrupted as it closed the replayer, it does not wait the grace period out.
+    assert waits == ([0] if at == "closing the replayer" else [60])
+    assert report.previous_epoch == replaced
+    assert writer.current_epoch() == report.epoch
+    assert generations(writer.client, key_prefix) == {report.epoch}
+    assert writer.unserved_generations() == []

@@ -1,6 +1,7 @@
 """Synthetic traffic: valid events follow the contract, malformed ones are dead-lettered, nothing stops."""
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -143,6 +144,38 @@ def test_a_short_run_sends_at_most_half_junk_and_no_citizen_is_a_usage_error(kaf
     assert short.returncode == 0, short.stderr
     assert "published 3 records" in short.stdout
     assert "(1 malformed," in short.stdout
+    assert "more than half" not in short.stdout  # the default, not asked for: nothing to say
+    asked = simulate("--citizens", "2", "--count", "3", "--malformed", "3")
+    assert asked.returncode == 0, asked.stderr
+    assert "--malformed 3 is more than half of 3 records: 1 will be sent" in asked.stdout  # said, not silent
+    assert "(1 malformed," in asked.stdout
+    named = simulate("--citizens", "0", "--citizen", "C-100234", "--count", "2", "--malformed", "0")
+    assert named.returncode == 0, named.stderr
+    assert "published 2 records" in named.stdout
     nobody = simulate("--citizens", "0", "--count", "3")
     assert nobody.returncode == 2
     assert "simulate at least one citizen" in nobody.stderr
+
+
+def test_a_simulation_stopped_by_sigterm_says_what_it_published(kafka_topic: str) -> None:
+    # It ended without a word, as if nothing had been published.
+    env = {**os.environ, "CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "simulate", "--rate", "20", "--count", "100000", "--no-progress"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: len(topic_records(kafka_topic)) >= 5, what="records published")
+        command.send_signal(signal.SIGTERM)
+        output, errors = command.communicate(timeout=60)
+    finally:
+        command.kill()
+        command.wait()
+
+    assert command.returncode == 0, errors
+    published = int(output.split("published ")[1].split(" records")[0])
+    assert published >= 5
+    assert len(topic_records(kafka_topic)) == published

@@ -10,7 +10,9 @@ import pytest
 import redis.exceptions
 import sqlalchemy.exc
 from click.testing import CliRunner
+from kafka.admin import KafkaAdminClient, NewTopic
 
+from events.settings import KafkaSettings
 from models.database import DatabaseLocationError
 from ops.cli import main
 from ops.cli.root import unavailable_server
@@ -119,6 +121,37 @@ def test_a_rebuild_from_a_topic_that_does_not_exist_says_so_and_changes_nothing(
         "(CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"
     ) in result.output
     assert "replaying" not in result.output
+
+
+@pytest.mark.parametrize("command", ["list", "redrive"])
+def test_the_dead_letters_of_a_topic_that_does_not_exist_are_refused_not_counted_as_none(
+    command: str,
+) -> None:
+    # A mistyped topic name said "0 record(s)", as if nothing had been dead-lettered.
+    topic = f"test.missing.{uuid.uuid4().hex[:12]}"
+    result = CliRunner().invoke(main, ["dlq", command], env={"CITIZEN_CONTEXT_KAFKA_TOPIC": topic})
+    assert result.exit_code == 1, result.output
+    assert (
+        f"error: the topic '{topic}' does not exist, nor its dead-letter topic '{topic}.dlq' "
+        "(CITIZEN_CONTEXT_KAFKA_TOPIC): nothing was ever dead-lettered from it"
+    ) in result.output
+    assert "record(s)" not in result.output
+
+
+@pytest.mark.parametrize("dead_letter_topic", [True, False])
+def test_a_topic_with_no_dead_letters_lists_none(dead_letter_topic: bool) -> None:
+    # Its dead-letter topic made with it (as the consumer and `services up` make them), or not yet.
+    topic = f"test.{uuid.uuid4().hex[:12]}"
+    names = [topic, f"{topic}.dlq"] if dead_letter_topic else [topic]
+    admin = KafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap_list)
+    try:
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1) for name in names])
+        result = CliRunner().invoke(main, ["dlq", "list"], env={"CITIZEN_CONTEXT_KAFKA_TOPIC": topic})
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+    assert result.exit_code == 0, result.output
+    assert f"0 record(s) in {topic}.dlq, 0 pending" in result.output
 
 
 @pytest.mark.parametrize(
