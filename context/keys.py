@@ -135,14 +135,26 @@ def unserved_generations_key(prefix: str) -> str:
 
 
 def redriven_key(prefix: str) -> str:
-    """Set of the dead-letter records already redriven ("topic/partition/offset"), so none goes twice."""
+    """Sorted set of the dead-letter records already redriven ("topic/partition/offset/time"), so none goes
+    twice, each scored by when it may be forgotten (Unix seconds: its letter is gone from the topic)."""
+    return f"{prefix}:dlq-redriven-until"
+
+
+def legacy_redriven_key(prefix: str) -> str:
+    """Set of the dead-letter records redriven by earlier versions, which kept them a year after the latest
+    redrive: still read, so that an upgrade redrives none of them twice; never written."""
     return f"{prefix}:dlq-redriven"
 
 
 def redrive_landings_key(prefix: str) -> str:
-    """Hash: each redriven record as it landed in its topic (events/deadletter.py `landing`) -> how many
-    redrives it has been through, so that one dead-lettered again is known for it."""
-    return f"{prefix}:dlq-redrive-landings"
+    """Sorted set of the records a redrive put in their topic, each as it landed there (events/deadletter.py
+    `landing`), scored by when it may be forgotten (Unix seconds), so one dead-lettered again is known."""
+    return f"{prefix}:dlq-landed-until"
+
+
+def redrive_counts_key(prefix: str) -> str:
+    """Hash: each landing in `redrive_landings_key` -> how many redrives its record has been through."""
+    return f"{prefix}:dlq-redrive-counts"
 
 
 def epoch_key(prefix: str) -> str:

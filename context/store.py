@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import math
 import secrets
 import sys
 import time
@@ -27,9 +28,11 @@ from context.keys import (
     erasure_mark_key,
     generation_pattern,
     identifier_key,
+    legacy_redriven_key,
     listed_identifier_key,
     presence_key,
     rate_limit_prefix,
+    redrive_counts_key,
     redrive_landings_key,
     redriven_key,
     stream_ticket_key,
@@ -1231,56 +1234,87 @@ def _viewer_entries(members: Iterable[str]) -> list[tuple[str, str]]:
     return [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
 
 
-# How long the redrive log outlives its latest entry: longer than a dead-letter topic keeps its records.
-REDRIVE_LOG_DAYS = 365
-
-
 class RedriveLog:
     """Which dead-letter records were redriven already, and where each redriven record landed (kept in
-    Redis: tools on any machine agree)."""
+    Redis: tools on any machine agree).
 
-    def __init__(self, client: "redis.Redis", *, prefix: str) -> None:
+    Each entry lasts as long as what it speaks of can still be read: a redriven letter stays in the
+    dead-letter topic for at most `retention` (the topics' retention, plus the day a segment may outlive
+    it) after its redrive; a record a redrive put in its topic stays there as long, and a letter made of it
+    as long again. Sorted sets scored by when each entry ends hold them, pruned at each redrive: the log
+    never grows beyond what the topics hold.
+    """
+
+    def __init__(
+        self,
+        client: "redis.Redis",
+        *,
+        prefix: str,
+        retention: timedelta,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
-        self._key = redriven_key(prefix)
-        self._landings = redrive_landings_key(prefix)
+        self._redriven = redriven_key(prefix)
+        self._legacy = legacy_redriven_key(prefix)
+        self._landed = redrive_landings_key(prefix)
+        self._counts = redrive_counts_key(prefix)
+        self._keep_s = retention.total_seconds()
+        self._clock = clock
 
     def redriven(self, positions: list[str]) -> set[str]:
         """Those of `positions` that were redriven before."""
         if not positions:
             return set()
-        flags = self._client.smismember(self._key, positions)
-        return {position for position, flag in zip(positions, flags, strict=True) if flag}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zmscore(self._redriven, positions)
+        pipe.smismember(self._legacy, positions)
+        ends, legacy = pipe.execute()
+        now = self._clock()
+        return {
+            position
+            for position, end, earlier in zip(positions, ends, legacy, strict=True)
+            if (end and end > now) or earlier
+        }
 
     def redrives_behind(self, landings: list[str]) -> dict[str, int]:
         """For those of `landings` (letters' records, events/deadletter.py `landing`) that a redrive put in
         their topic: how many redrives that record has been through. Its letter was dead-lettered again."""
         if not landings:
             return {}
-        counts = self._client.hmget(self._landings, landings)
-        return {landing: int(count) for landing, count in zip(landings, counts, strict=True) if count}
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zmscore(self._landed, landings)
+        pipe.hmget(self._counts, landings)
+        ends, counts = pipe.execute()
+        now = self._clock()
+        return {
+            landing: int(count)
+            for landing, end, count in zip(landings, ends, counts, strict=True)
+            if end and end > now and count
+        }
 
-    def mark(
-        self,
-        positions: list[str],
-        *,
-        landed: dict[str, int] | None = None,
-        superseded: list[str] | None = None,
-    ) -> None:
-        """Record `positions` as redriven, and their records as they `landed` (landing -> redrives so far),
-        forgetting the `superseded` landings (records redriven again: their count goes on with the new
-        landing). Both last REDRIVE_LOG_DAYS after the latest redrive (a letter kept in the dead-letter topic
-        longer than that shows as pending again)."""
-        if positions:
-            keep_s = int(timedelta(days=REDRIVE_LOG_DAYS).total_seconds())
-            pipe = self._client.pipeline(transaction=True)
-            pipe.sadd(self._key, *positions)
-            pipe.expire(self._key, keep_s)
-            if superseded:
-                pipe.hdel(self._landings, *superseded)
-            if landed:
-                pipe.hset(self._landings, items=[part for pair in landed.items() for part in pair])
-                pipe.expire(self._landings, keep_s)
-            pipe.execute()
+    def mark(self, positions: list[str], *, landed: dict[str, int] | None = None) -> None:
+        """Record `positions` as redriven, and their records as they `landed` (landing -> redrives so far);
+        forget the entries whose time is over. A landing redriven again is kept until its own time is over:
+        the letter made of it still shows how many redrives it came back after."""
+        if not positions:
+            return
+        now = self._clock()
+        redriven_until = now + self._keep_s
+        landed_until = now + 2 * self._keep_s
+        over = self._client.zrangebyscore(self._landed, "-inf", now)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.zremrangebyscore(self._redriven, "-inf", now)
+        pipe.zadd(self._redriven, dict.fromkeys(positions, redriven_until))
+        pipe.expire(self._redriven, math.ceil(self._keep_s))
+        if over:
+            pipe.zrem(self._landed, *over)
+            pipe.hdel(self._counts, *over)
+        if landed:
+            pipe.zadd(self._landed, dict.fromkeys(landed, landed_until))
+            pipe.hset(self._counts, items=[part for pair in landed.items() for part in pair])
+            pipe.expire(self._landed, math.ceil(2 * self._keep_s))
+            pipe.expire(self._counts, math.ceil(2 * self._keep_s))
+        pipe.execute()
 
 
 class TicketStore:

@@ -100,6 +100,12 @@ RETENTION = "retention.ms"
 SEGMENT_MS = 24 * 3600 * 1000
 
 
+def topic_retention() -> timedelta:
+    """How long a record stays in a topic the project creates, at most: the timeline's age cap (the topic's
+    retention), and the day its last segment may outlive that."""
+    return timedelta(days=TimelineSettings().max_age_days, milliseconds=SEGMENT_MS)
+
+
 def _warn_unless_kept_for(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
     try:
         resource = ConfigResource(ConfigResourceType.TOPIC, name, {RETENTION: None})

@@ -38,7 +38,7 @@ const dateTime = new Intl.DateTimeFormat("en-GB", { dateStyle: "medium", timeSty
 const languageNames = new Intl.DisplayNames(["en-GB"], { type: "language" });
 
 export function typeLabel(type) {
-  return TYPE_LABELS[type] || type;
+  return Object.hasOwn(TYPE_LABELS, type) ? TYPE_LABELS[type] : type;
 }
 
 function words(code) {
@@ -139,7 +139,7 @@ export function renderSummary(summary) {
     summaryBlock(
       "Open cases",
       cases.length
-        ? list(cases, (c) => element("span", {}, [element("strong", {}, [isolated(c.case_ref)]), `: ${words(c.status)}, updated `, timeElement(c.updated_at)]))
+        ? list(cases, (c) => element("span", {}, [element("strong", {}, [isolated(c.case_ref)]), ": ", isolated(words(c.status)), ", updated ", timeElement(c.updated_at)]))
         : element("p", { text: "None" }),
     ),
   );
@@ -172,7 +172,8 @@ export function timelineItem(event) {
   item.dataset.key = eventKey(event);
   item.dataset.time = String(Date.parse(event.time) || 0);
   const heading = element("h3", { className: "event-title" }, [
-    element("span", { text: typeLabel(event.type) }),
+    // A type outside the taxonomy is shown as published: a value from the event, set apart like the others.
+    Object.hasOwn(TYPE_LABELS, event.type) ? element("span", { text: typeLabel(event.type) }) : isolated(event.type),
     data.channel ? element("span", { className: "channel", text: data.channel }) : "",
   ]);
   item.append(heading, element("p", { className: "event-time" }, [timeElement(event.time)]));

@@ -183,7 +183,6 @@ def dlq_redrive(reason: str | None) -> None:
     log.mark(
         [letter.position for letter in result.sent],
         landed={result.landed[letter.position]: behind.get(letter.landing, 0) + 1 for letter in result.sent},
-        superseded=[letter.landing for letter in result.sent if letter.landing in behind],
     )
     for letter, error in result.failed:
         click.echo(f"not redriven: {letter.origin} ({letter.reason}): Kafka did not take it ({error})")
@@ -233,10 +232,13 @@ def _redrive_log() -> "RedriveLog":
 
     from context.settings import RedisSettings, redis_client_options
     from context.store import RedriveLog
+    from events.topics import topic_retention
 
     settings = RedisSettings()
     return RedriveLog(
-        redis.Redis.from_url(str(settings.url), **redis_client_options()), prefix=settings.key_prefix
+        redis.Redis.from_url(str(settings.url), **redis_client_options()),
+        prefix=settings.key_prefix,
+        retention=topic_retention(),
     )
 
 

@@ -438,9 +438,12 @@ RENDER_MARKED_VALUES = """async () => {
     source: "/t", id: "1", type: "enquiry.completed", time,
     data: { channel: "phone", summary: `${mark}Resolved`, outcome: "resolved", notes: `${mark}Call back` },
   }));
+  document.body.append(render.timelineItem({
+    source: "/t", id: "2", type: `${mark}permit.renewed`, time, data: { channel: "web" },
+  }));
   render.renderSummary({
     contacts_7d: {}, contacts_30d: {},
-    open_cases: [{ case_ref: `${mark}HB-1`, status: "open", updated_at: time }],
+    open_cases: [{ case_ref: `${mark}HB-1`, status: `${mark}open`, updated_at: time }],
     upcoming_appointments: [{ appointment_id: `${mark}AP-1`, starts_at: time, location: `${mark}Town hall` }],
     missed_appointments: [{ appointment_id: `${mark}AP-0`, starts_at: time }],
     recent_failed_payments: [{ currency: "GBP", amount: "2.50", time, reason: `${mark}refused` }],
@@ -461,5 +464,22 @@ def test_a_direction_mark_in_an_events_text_cannot_turn_the_desks_own_words_arou
     stack.api()
     page.goto("/desk/")
     found = page.evaluate(RENDER_MARKED_VALUES)
-    assert len(found) == 7
+    assert len(found) == 9
     assert {text: layout for text, layout in found if layout != "isolate"} == {}
+
+
+def test_a_type_outside_the_taxonomy_is_shown_as_published_even_one_named_like_a_built_in(
+    stack: Stack, page: Page
+) -> None:
+    # "constructor" found the label object's own built-in function, and the heading showed its source.
+    stack.api()
+    page.goto("/desk/")
+    headings = page.evaluate(
+        """async () => {
+          const render = await import("/desk/render.js");
+          return ["constructor", "toString", "permit.renewed", "call.started"].map((type) =>
+            render.timelineItem({ source: "/t", id: type, type, time: "2026-12-01T09:00:00Z", data: {} })
+              .querySelector("h3").textContent);
+        }"""
+    )
+    assert headings == ["constructor", "toString", "permit.renewed", "Call started"]
