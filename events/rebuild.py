@@ -454,12 +454,20 @@ def rebuild(
             with cleanup_guard():
                 replayer.close()
                 dropped = not switched and _drop_unfinished(writer, epoch)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if not finished:
+            # Ctrl-C may land as the cleanup after a failure runs: the failure is told, not hidden by it.
+            failure = interrupt.__context__
+            if isinstance(failure, KeyboardInterrupt):
+                failure = None
             with cleanup_guard():
-                raise _interrupted(
-                    writer, epoch, previous, dropped=dropped, maybe_switched=switched
-                ) from None
+                stopped = _interrupted(writer, epoch, previous, dropped=dropped, maybe_switched=switched)
+                if failure is not None:
+                    log.error("rebuild failed, then was interrupted", error=type(failure).__name__)
+                    stopped = RebuildInterrupted(
+                        f"{stopped}; it had failed before the interrupt ({type(failure).__name__})"
+                    )
+                raise stopped from failure
         # Only closing the replayer was left: the rebuild is done, and finishes without a grace period.
         grace_s = 0
     seconds = time.perf_counter() - started

@@ -98,6 +98,7 @@ def simulate(
     # Counted as Kafka acknowledges them: what the summary says was published is in the topic.
     acknowledged: list[object] = []
     sent = planted = 0
+    stopped: KafkaError | None = None
     started = time.monotonic()
     ends_at = started + duration if duration is not None else None
     bar, task = _progress(total, progress)
@@ -111,11 +112,8 @@ def simulate(
                     time.sleep(delay)
                 if ends_at is not None and time.monotonic() >= ends_at:
                     break
-                if index in malformed_at:
-                    record = simulator.malformed_record()
-                    planted += 1
-                else:
-                    record = simulator.next_record()
+                junk = index in malformed_at
+                record = simulator.malformed_record() if junk else simulator.next_record()
                 # Sent and counted as one step: an interrupt between the two would leave a record
                 # published but not in the summary.
                 with uninterrupted():
@@ -124,12 +122,16 @@ def simulate(
                     )
                     future.add_callback(acknowledged.append)
                     future.add_errback(failures.append)
-                sent += 1
+                    sent += 1
+                    planted += junk
                 if bar is not None:
                     bar.update(task, completed=sent, malformed=planted)
             producer.flush(timeout=30)
-        except KeyboardInterrupt:
-            # What was sent is given a moment to be acknowledged; Kafka away, it is not.
+        except (KeyboardInterrupt, KafkaError) as error:
+            # Ctrl-C, or Kafka taking no more (its topic's metadata or room for a record out of reach for
+            # max_block_ms): what was sent is given a moment to be acknowledged, and summed up.
+            if isinstance(error, KafkaError):
+                stopped = error
             with contextlib.suppress(KafkaError):
                 producer.flush(timeout=10)
         finally:
@@ -141,6 +143,11 @@ def simulate(
         f"published {len(acknowledged)} records to {kafka.topic} in {elapsed:.1f}s "
         f"({planted} malformed, for the dead-letter topic)"
     )
+    if stopped is not None:
+        raise click.ClickException(
+            f"Kafka took no more records ({stopped!r}): its broker is gone, or topic {kafka.topic} "
+            "does not exist (`citizen-context services up` creates it)"
+        )
     if failures:
         raise click.ClickException(f"{len(failures)} records were not acknowledged: {failures[0]!r}")
 

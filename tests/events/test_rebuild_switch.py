@@ -506,3 +506,38 @@ def test_an_interrupt_once_the_last_pass_is_done_lets_the_rebuild_finish(
     assert writer.current_epoch() == report.epoch
     assert generations(writer.client, key_prefix) == {report.epoch}
     assert writer.unserved_generations() == []
+
+
+class FailsReadingTheServedGeneration(ProjectionWriter):
+    """A writer that Redis fails as the rebuild reads the generation served, just before its switch."""
+
+    def current_epoch(self) -> str:
+        raise redis.ConnectionError("Redis went away")
+
+
+def test_an_interrupt_during_the_cleanup_after_a_failure_does_not_hide_the_failure(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It said only "interrupted", as if nothing had gone wrong before Ctrl-C.
+    a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    close = Replayer.close
+
+    def close_then_interrupt(self: Replayer) -> None:
+        close(self)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Replayer, "close", close_then_interrupt)
+    failing = FailsReadingTheServedGeneration(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+    with pytest.raises(RebuildInterrupted) as raised:
+        rebuild(
+            kafka=KafkaSettings(topic=kafka_topic),
+            writer=failing,
+            default_region="GB",
+            grace_s=0,
+            cleanup_guard=uninterrupted,
+        )
+
+    assert str(raised.value).endswith("; it had failed before the interrupt (ConnectionError)")
+    assert "its generation" in str(raised.value)
+    assert "was removed" in str(raised.value)
+    assert isinstance(raised.value.__cause__, redis.ConnectionError)

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -179,3 +180,22 @@ def test_a_simulation_stopped_by_sigterm_says_what_it_published(kafka_topic: str
     published = int(output.split("published ")[1].split(" records")[0])
     assert published >= 5
     assert len(topic_records(kafka_topic)) == published
+
+
+def test_a_simulation_into_a_topic_that_does_not_exist_says_so_without_a_traceback() -> None:
+    # The broker creates no topic by itself: the first send waited for its metadata, then raised.
+    missing = f"nowhere-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "CITIZEN_CONTEXT_KAFKA_TOPIC": missing}
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "simulate", "--count", "3", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"published 0 records to {missing}" in result.stdout
+    assert "Kafka took no more records (KafkaTimeoutError(" in result.stderr
+    assert f"or topic {missing} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
