@@ -136,7 +136,7 @@ def unserved_generations_key(prefix: str) -> str:
 
 def redriven_key(prefix: str) -> str:
     """Sorted set of the dead-letter records already redriven ("topic/partition/offset/time"), so none goes
-    twice, each scored by when it may be forgotten (Unix seconds: its letter is gone from the topic)."""
+    twice, each scored by when it was redriven (Unix seconds)."""
     return f"{prefix}:dlq-redriven-until"
 
 
@@ -146,9 +146,15 @@ def legacy_redriven_key(prefix: str) -> str:
     return f"{prefix}:dlq-redriven"
 
 
+def legacy_redrive_counts_key(prefix: str) -> str:
+    """Hash of the records redriven by earlier versions, as they landed -> how many redrives each had been
+    through: still read, so that a letter made of one is known for it; never written."""
+    return f"{prefix}:dlq-redrive-landings"
+
+
 def redrive_landings_key(prefix: str) -> str:
     """Sorted set of the records a redrive put in their topic, each as it landed there (events/deadletter.py
-    `landing`), scored by when it may be forgotten (Unix seconds), so one dead-lettered again is known."""
+    `landing`), scored by when it was redriven (Unix seconds), so one dead-lettered again is known."""
     return f"{prefix}:dlq-landed-until"
 
 

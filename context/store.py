@@ -28,6 +28,7 @@ from context.keys import (
     erasure_mark_key,
     generation_pattern,
     identifier_key,
+    legacy_redrive_counts_key,
     legacy_redriven_key,
     listed_identifier_key,
     presence_key,
@@ -1241,8 +1242,9 @@ class RedriveLog:
     Each entry lasts as long as what it speaks of can still be read: a redriven letter stays in the
     dead-letter topic for at most `retention` (the topics' retention, plus the day a segment may outlive
     it) after its redrive; a record a redrive put in its topic stays there as long, and a letter made of it
-    as long again. Sorted sets scored by when each entry ends hold them, pruned at each redrive: the log
-    never grows beyond what the topics hold.
+    as long again. Sorted sets scored by when each entry was made hold them, read against the retention of
+    the day (an age cap raised since keeps earlier entries longer), and pruned at each redrive that sends a
+    letter: the log never grows beyond what the topics hold.
     """
 
     def __init__(
@@ -1255,9 +1257,10 @@ class RedriveLog:
     ) -> None:
         self._client = client
         self._redriven = redriven_key(prefix)
-        self._legacy = legacy_redriven_key(prefix)
         self._landed = redrive_landings_key(prefix)
         self._counts = redrive_counts_key(prefix)
+        self._legacy = legacy_redriven_key(prefix)
+        self._legacy_counts = legacy_redrive_counts_key(prefix)
         self._keep_s = retention.total_seconds()
         self._clock = clock
 
@@ -1268,12 +1271,12 @@ class RedriveLog:
         pipe = self._client.pipeline(transaction=False)
         pipe.zmscore(self._redriven, positions)
         pipe.smismember(self._legacy, positions)
-        ends, legacy = pipe.execute()
-        now = self._clock()
+        made, legacy = pipe.execute()
+        since = self._clock() - self._keep_s
         return {
             position
-            for position, end, earlier in zip(positions, ends, legacy, strict=True)
-            if (end and end > now) or earlier
+            for position, at, earlier in zip(positions, made, legacy, strict=True)
+            if (at is not None and at > since) or earlier
         }
 
     def redrives_behind(self, landings: list[str]) -> dict[str, int]:
@@ -1284,13 +1287,16 @@ class RedriveLog:
         pipe = self._client.pipeline(transaction=False)
         pipe.zmscore(self._landed, landings)
         pipe.hmget(self._counts, landings)
-        ends, counts = pipe.execute()
-        now = self._clock()
-        return {
-            landing: int(count)
-            for landing, end, count in zip(landings, ends, counts, strict=True)
-            if end and end > now and count
-        }
+        pipe.hmget(self._legacy_counts, landings)
+        made, counts, legacy = pipe.execute()
+        since = self._clock() - 2 * self._keep_s
+        behind = {}
+        for landing, at, count, earlier in zip(landings, made, counts, legacy, strict=True):
+            if at is not None and at > since and count:
+                behind[landing] = int(count)
+            elif earlier:
+                behind[landing] = int(earlier)
+        return behind
 
     def mark(self, positions: list[str], *, landed: dict[str, int] | None = None) -> None:
         """Record `positions` as redriven, and their records as they `landed` (landing -> redrives so far);
@@ -1299,21 +1305,28 @@ class RedriveLog:
         if not positions:
             return
         now = self._clock()
-        redriven_until = now + self._keep_s
-        landed_until = now + 2 * self._keep_s
-        over = self._client.zrangebyscore(self._landed, "-inf", now)
+        keep_s, landed_keep_s = math.ceil(self._keep_s), math.ceil(2 * self._keep_s)
+        over = self._client.zrangebyscore(self._landed, "-inf", now - 2 * self._keep_s)
         pipe = self._client.pipeline(transaction=True)
-        pipe.zremrangebyscore(self._redriven, "-inf", now)
-        pipe.zadd(self._redriven, dict.fromkeys(positions, redriven_until))
-        pipe.expire(self._redriven, math.ceil(self._keep_s))
+        pipe.zremrangebyscore(self._redriven, "-inf", now - self._keep_s)
+        pipe.zadd(self._redriven, dict.fromkeys(positions, now))
         if over:
             pipe.zrem(self._landed, *over)
             pipe.hdel(self._counts, *over)
         if landed:
-            pipe.zadd(self._landed, dict.fromkeys(landed, landed_until))
+            pipe.zadd(self._landed, dict.fromkeys(landed, now))
             pipe.hset(self._counts, items=[part for pair in landed.items() for part in pair])
-            pipe.expire(self._landed, math.ceil(2 * self._keep_s))
-            pipe.expire(self._counts, math.ceil(2 * self._keep_s))
+        # Each key outlives its latest entry, whichever process (and age cap) wrote it: set on a new key,
+        # only ever lengthened after. Earlier versions' keys last no longer than their letters now can.
+        for key, ttl_s in (
+            (self._redriven, keep_s),
+            (self._landed, landed_keep_s),
+            (self._counts, landed_keep_s),
+        ):
+            pipe.expire(key, ttl_s, nx=True)
+            pipe.expire(key, ttl_s, gt=True)
+        pipe.expire(self._legacy, keep_s, lt=True)
+        pipe.expire(self._legacy_counts, landed_keep_s, lt=True)
         pipe.execute()
 
 

@@ -429,6 +429,7 @@ def rebuild(
         raise RebuildInterrupted("rebuild interrupted before it started: nothing was written") from None
     switched = dropped = finished = False
     previous: str | None = None
+    failure: Exception | None = None  # what failed the rebuild, should Ctrl-C then land in its cleanup
     try:
         try:
             on_start(replayer.remaining())
@@ -450,16 +451,17 @@ def rebuild(
             _until_done(lambda: replayer.catch_up(progress))
             replayer.give_up_on_held_back()
             finished = True
+        except Exception as error:
+            failure = error
+            raise
         finally:
             with cleanup_guard():
                 replayer.close()
                 dropped = not switched and _drop_unfinished(writer, epoch)
-    except KeyboardInterrupt as interrupt:
+    except KeyboardInterrupt:
         if not finished:
             # Ctrl-C may land as the cleanup after a failure runs: the failure is told, not hidden by it.
-            failure = interrupt.__context__
-            if isinstance(failure, KeyboardInterrupt):
-                failure = None
+            # (Not the interrupt's context: that may be an error being waited out, which failed nothing.)
             with cleanup_guard():
                 stopped = _interrupted(writer, epoch, previous, dropped=dropped, maybe_switched=switched)
                 if failure is not None:

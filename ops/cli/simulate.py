@@ -117,25 +117,34 @@ def simulate(
                 # Sent and counted as one step: an interrupt between the two would leave a record
                 # published but not in the summary.
                 with uninterrupted():
-                    future = producer.send(
-                        kafka.topic, key=record.key, value=record.value, headers=record.headers
-                    )
+                    try:
+                        future = producer.send(
+                            kafka.topic, key=record.key, value=record.value, headers=record.headers
+                        )
+                    except KafkaError as error:
+                        # Kafka takes no more: the topic's metadata, or room for the record, out of reach
+                        # for max_block_ms. What was sent is summed up.
+                        stopped = error
+                        break
                     future.add_callback(acknowledged.append)
                     future.add_errback(failures.append)
                     sent += 1
                     planted += junk
                 if bar is not None:
                     bar.update(task, completed=sent, malformed=planted)
-            producer.flush(timeout=30)
-        except (KeyboardInterrupt, KafkaError) as error:
-            # Ctrl-C, or Kafka taking no more (its topic's metadata or room for a record out of reach for
-            # max_block_ms): what was sent is given a moment to be acknowledged, and summed up.
-            if isinstance(error, KafkaError):
-                stopped = error
+            # Acknowledgements that do not come in time are waited for again by `close`; those still
+            # missing then are counted below.
+            with contextlib.suppress(KafkaError):
+                producer.flush(timeout=30)
+        except KeyboardInterrupt:
+            # What was sent is given a moment to be acknowledged; Kafka away, it is not.
             with contextlib.suppress(KafkaError):
                 producer.flush(timeout=10)
         finally:
-            producer.close(timeout=10)
+            # `close` waits for the acknowledgements first, and raises when they do not come: those are
+            # counted below, not lost in a traceback.
+            with contextlib.suppress(KafkaError):
+                producer.close(timeout=10)
             if bar is not None:
                 bar.stop()
     elapsed = time.monotonic() - started
@@ -145,11 +154,15 @@ def simulate(
     )
     if stopped is not None:
         raise click.ClickException(
-            f"Kafka took no more records ({stopped!r}): its broker is gone, or topic {kafka.topic} "
-            "does not exist (`citizen-context services up` creates it)"
+            f"Kafka took no more records ({stopped!r}): is its broker up, and topic {kafka.topic} there? "
+            "(`citizen-context services up` creates it)"
         )
-    if failures:
-        raise click.ClickException(f"{len(failures)} records were not acknowledged: {failures[0]!r}")
+    unconfirmed = sent - len(acknowledged) - len(failures)
+    if failures or unconfirmed:
+        why = f": {failures[0]!r}" if failures else ", not in time"
+        raise click.ClickException(
+            f"{len(failures) + unconfirmed} of {sent} records sent were not acknowledged{why}"
+        )
 
 
 def _progress(total: int, enabled: bool) -> tuple[Any, Any]:

@@ -5,7 +5,13 @@ from datetime import timedelta
 
 import redis
 
-from context.keys import legacy_redriven_key, redrive_counts_key, redrive_landings_key, redriven_key
+from context.keys import (
+    legacy_redrive_counts_key,
+    legacy_redriven_key,
+    redrive_counts_key,
+    redrive_landings_key,
+    redriven_key,
+)
 from context.store import RedriveLog
 
 RETENTION = timedelta(days=91)
@@ -22,8 +28,8 @@ class Clock:
         return self.now
 
 
-def log_at(client: redis.Redis, prefix: str, clock: Clock) -> RedriveLog:
-    return RedriveLog(client, prefix=prefix, retention=RETENTION, clock=clock)
+def log_at(client: redis.Redis, prefix: str, clock: Clock, retention: timedelta = RETENTION) -> RedriveLog:
+    return RedriveLog(client, prefix=prefix, retention=retention, clock=clock)
 
 
 def test_a_redriven_letter_is_known_while_its_topic_may_hold_it_then_forgotten(
@@ -74,9 +80,44 @@ def test_a_landing_is_kept_as_long_as_a_letter_made_of_it_may_be_and_its_count_w
     assert counts == {"topic[0]@9 cc": "2", "topic[0]@11 dd": "3"}
 
 
-def test_letters_redriven_by_an_earlier_version_are_not_redriven_again(
+def test_an_age_cap_raised_since_keeps_earlier_entries_for_as_long_as_the_topics_now_keep_letters(
     redis_client: redis.Redis, key_prefix: str
 ) -> None:
+    # Scored by when it would end, a letter redriven under the lower cap showed as pending, and was
+    # redriven again, while the topics still held it.
+    clock = Clock()
+    log_at(redis_client, key_prefix, clock).mark(["dlq/0/1/t1"], landed={"topic[0]@7 aa": 1})
+    clock.now += RETENTION.total_seconds() + DAY_S
+    raised = log_at(redis_client, key_prefix, clock, retention=2 * RETENTION)
+    assert raised.redriven(["dlq/0/1/t1"]) == {"dlq/0/1/t1"}
+    assert raised.redrives_behind(["topic[0]@7 aa"]) == {"topic[0]@7 aa": 1}
+
+
+def test_a_key_outlives_its_latest_entry_whichever_retention_wrote_it(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    clock = Clock()
+    log_at(redis_client, key_prefix, clock, retention=2 * RETENTION).mark(["dlq/0/1/t1"], landed={"a": 1})
+    log_at(redis_client, key_prefix, clock).mark(["dlq/0/2/t2"], landed={"b": 1})
+    # A process with a shorter retention does not cut short what another one's entries need.
+    assert redis_client.ttl(redriven_key(key_prefix)) > RETENTION.total_seconds()
+    assert redis_client.ttl(redrive_landings_key(key_prefix)) > 2 * RETENTION.total_seconds()
+    assert redis_client.ttl(redrive_counts_key(key_prefix)) > 2 * RETENTION.total_seconds()
+
+
+def test_what_an_earlier_version_redrove_is_still_known_and_its_keys_end_with_their_letters(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    # Earlier versions kept a set and a hash for a year after the latest redrive.
+    year_s = 365 * DAY_S
     redis_client.sadd(legacy_redriven_key(key_prefix), "dlq/0/1/t1")
+    redis_client.expire(legacy_redriven_key(key_prefix), int(year_s))
+    redis_client.hset(legacy_redrive_counts_key(key_prefix), "topic[0]@7 aa", 2)
+    redis_client.expire(legacy_redrive_counts_key(key_prefix), int(year_s))
     log = log_at(redis_client, key_prefix, Clock())
     assert log.redriven(["dlq/0/1/t1", "dlq/0/2/t2"]) == {"dlq/0/1/t1"}
+    assert log.redrives_behind(["topic[0]@7 aa", "topic[0]@8 bb"]) == {"topic[0]@7 aa": 2}
+
+    log.mark(["dlq/0/2/t2"], landed={"topic[0]@9 cc": 3})
+    assert 0 < redis_client.ttl(legacy_redriven_key(key_prefix)) <= RETENTION.total_seconds()
+    assert 0 < redis_client.ttl(legacy_redrive_counts_key(key_prefix)) <= 2 * RETENTION.total_seconds()

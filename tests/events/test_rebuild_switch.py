@@ -541,3 +541,47 @@ def test_an_interrupt_during_the_cleanup_after_a_failure_does_not_hide_the_failu
     assert "its generation" in str(raised.value)
     assert "was removed" in str(raised.value)
     assert isinstance(raised.value.__cause__, redis.ConnectionError)
+
+
+class NotesItsSwitch(ProjectionWriter):
+    switched = False
+
+    def switch_epoch(self, epoch: str) -> None:
+        super().switch_epoch(epoch)
+        self.switched = True
+
+
+def test_an_interrupt_while_an_error_is_waited_out_is_not_told_as_a_failure(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C during the wait before a retry said the rebuild "had failed": it had not, it was retrying.
+    a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    noting = NotesItsSwitch(writer.client, prefix=key_prefix, timeline=TimelineSettings())
+    catch_up = Replayer.catch_up
+    blips: list[int] = []
+
+    def blips_once_after_the_switch(self: Replayer, progress: Any) -> int:
+        if noting.switched and not blips:
+            blips.append(1)
+            raise redis.ConnectionError("Redis went away for a moment")
+        return catch_up(self, progress)
+
+    def interrupted_wait(_seconds: float) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Replayer, "catch_up", blips_once_after_the_switch)
+    clock = SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic, sleep=interrupted_wait)
+    monkeypatch.setattr("events.rebuild.time", clock)
+    with pytest.raises(RebuildInterrupted) as raised:
+        rebuild(
+            kafka=KafkaSettings(topic=kafka_topic),
+            writer=noting,
+            default_region="GB",
+            grace_s=0,
+            cleanup_guard=uninterrupted,
+        )
+
+    assert blips == [1]
+    assert str(raised.value).startswith("rebuild interrupted after its switch")
+    assert "failed" not in str(raised.value)
+    assert raised.value.__cause__ is None
