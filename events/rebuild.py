@@ -28,7 +28,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
@@ -76,6 +76,13 @@ class RebuildReport:
     skipped: int
     seconds: float
     keys_removed: int
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unchanged(self) -> int:
+        """Records read that changed nothing: events applied already (a redrive, a publisher's retry), or
+        older than what the projection holds."""
+        return max(self.records - self.applied - self.skipped, 0)
 
     @property
     def records_per_s(self) -> float:
@@ -506,4 +513,5 @@ def rebuild(
         skipped=replayer.skipped,
         seconds=seconds,
         keys_removed=removed,
+        skipped_by_reason=dict(replayer.skipped_by_reason),
     )

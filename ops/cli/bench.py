@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ops.cli.root import fail, main
+from ops.cli.root import FiniteRange, fail, main
 from ops.processes import ServiceError, sigterm_as_interrupt
 
 FIGURE_NAMES = ("ingest", "freshness", "context_read", "fanout", "memory", "rebuild")
@@ -121,7 +121,7 @@ def bench(quick: bool, json_path: Path | None, only: tuple[str, ...], report_dir
 )
 @click.option(
     "--seconds",
-    type=click.FloatRange(min=1),
+    type=FiniteRange(min=1, max=3600),
     default=10.0,
     show_default=True,
     help="How long each round's streams receive changes.",

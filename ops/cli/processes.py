@@ -10,7 +10,7 @@ from typing import Any
 import click
 import httpx
 
-from ops.cli.root import database_settings, fail, main, require_kafka
+from ops.cli.root import FiniteRange, database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
 from ops.processes import ServiceError, reachable_at, refuse_busy_listen_port, uninterrupted
 
@@ -177,7 +177,7 @@ def _publish_demo() -> list[str]:
     "--simulate-rate",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0, max=100_000),
     help="Simulated interactions per second after the demo events (0: none).",
 )
 def dev(with_demo: bool, simulate_rate: float) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ops.cli.root import fail, main, require_kafka
+from ops.cli.root import FiniteRange, fail, main, require_kafka
 from ops.processes import ServiceError, sigterm_as_interrupt, uninterrupted
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _writer() -> "ProjectionWriter":
     "--grace",
     default=2.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteRange(min=0, max=3600),
     help="Seconds to wait before deleting the old generation.",
 )
 def rebuild(grace: float) -> None:
@@ -82,9 +82,17 @@ def rebuild(grace: float) -> None:
         writer.client.close()
     click.echo(
         f"serving epoch {report.epoch} (was {report.previous_epoch}): {report.records} records replayed in "
-        f"{report.seconds:.1f}s ({report.records_per_s:,.0f}/s), {report.applied} changes, "
-        f"{report.skipped} skipped as unusable, {report.keys_removed} old keys removed"
+        f"{report.seconds:.1f}s ({report.records_per_s:,.0f}/s): {report.applied} changes, "
+        f"{report.unchanged} changing nothing (applied already, or older than what is held), "
+        f"{report.skipped} skipped{_by_reason(report.skipped_by_reason)}; "
+        f"{report.keys_removed} old keys removed"
     )
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    """ " (12 unresolved-identity, 30 not-json)", most first; nothing for no count."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return f" ({', '.join(f'{count} {reason}' for reason, count in ranked)})" if ranked else ""
 
 
 @main.group()

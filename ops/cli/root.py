@@ -1,5 +1,6 @@
 """The root of the `citizen-context` command; the commands themselves live in the modules beside it."""
 
+import math
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -35,6 +36,17 @@ class _Group(click.Group):
             if message is None:
                 raise
             fail(ServiceError(message))
+
+
+class FiniteRange(click.FloatRange):
+    """A number within bounds, and a number at all: `nan` passes every comparison of click's FloatRange, and
+    would fail a sleep or a count far into the command (give each option a `max` as well: 1e308 is finite)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def unavailable_server(error: BaseException) -> str | None:

@@ -124,6 +124,9 @@ def start_servers() -> list[Started]:
     try:
         for server in local_servers():
             if server.status().running:
+                # Started already, it is made ready all the same (Kafka: the topics these settings name).
+                if server.up():  # it had stopped meanwhile: started now, and ours
+                    started.append(Started(server, server.status().pid))
                 click.echo(f"{server.name}: running")
                 continue
             click.echo(f"{server.name}: starting…")

@@ -7,7 +7,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ops.cli.root import main, require_kafka
+from ops.cli.root import FiniteRange, main, require_kafka
 from ops.processes import sigterm_as_interrupt, uninterrupted
 
 
@@ -42,11 +42,14 @@ def _citizen_id(value: str) -> str:
     "Named citizens share half of the records.",
 )
 @click.option(
-    "--rate", default=5.0, show_default=True, type=click.FloatRange(min=0.01), help="Records/second."
+    "--rate", default=5.0, show_default=True, type=FiniteRange(min=0.01, max=100_000), help="Records/second."
 )
 @click.option("--count", default=None, type=click.IntRange(min=1), help="Stop after this many records.")
 @click.option(
-    "--duration", default=None, type=click.FloatRange(min=0.1), help="Stop after this many seconds."
+    "--duration",
+    default=None,
+    type=FiniteRange(min=0.1, max=7 * 24 * 3600),
+    help="Stop after this many seconds (at most a week).",
 )
 @click.option(
     "--malformed",

@@ -508,6 +508,19 @@ def test_an_interrupt_once_the_last_pass_is_done_lets_the_rebuild_finish(
     assert writer.unserved_generations() == []
 
 
+def interrupted_as_the_cli_guards(writer: ProjectionWriter, kafka_topic: str) -> RebuildInterrupted:
+    """A rebuild that an interrupt stops, its cleanup guarded as the CLI's is; what it raised."""
+    with pytest.raises(RebuildInterrupted) as raised:
+        rebuild(
+            kafka=KafkaSettings(topic=kafka_topic),
+            writer=writer,
+            default_region="GB",
+            grace_s=0,
+            cleanup_guard=uninterrupted,
+        )
+    return raised.value
+
+
 class FailsReadingTheServedGeneration(ProjectionWriter):
     """A writer that Redis fails as the rebuild reads the generation served, just before its switch."""
 
@@ -528,19 +541,12 @@ def test_an_interrupt_during_the_cleanup_after_a_failure_does_not_hide_the_failu
 
     monkeypatch.setattr(Replayer, "close", close_then_interrupt)
     failing = FailsReadingTheServedGeneration(writer.client, prefix=key_prefix, timeline=TimelineSettings())
-    with pytest.raises(RebuildInterrupted) as raised:
-        rebuild(
-            kafka=KafkaSettings(topic=kafka_topic),
-            writer=failing,
-            default_region="GB",
-            grace_s=0,
-            cleanup_guard=uninterrupted,
-        )
+    message = interrupted_as_the_cli_guards(failing, kafka_topic)
 
-    assert str(raised.value).endswith("; it had failed before the interrupt (ConnectionError)")
-    assert "its generation" in str(raised.value)
-    assert "was removed" in str(raised.value)
-    assert isinstance(raised.value.__cause__, redis.ConnectionError)
+    assert str(message).endswith("; it had failed before the interrupt (ConnectionError)")
+    assert "its generation" in str(message)
+    assert "was removed" in str(message)
+    assert isinstance(message.__cause__, redis.ConnectionError)
 
 
 class NotesItsSwitch(ProjectionWriter):
@@ -572,16 +578,34 @@ def test_an_interrupt_while_an_error_is_waited_out_is_not_told_as_a_failure(
     monkeypatch.setattr(Replayer, "catch_up", blips_once_after_the_switch)
     clock = SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic, sleep=interrupted_wait)
     monkeypatch.setattr("events.rebuild.time", clock)
-    with pytest.raises(RebuildInterrupted) as raised:
-        rebuild(
-            kafka=KafkaSettings(topic=kafka_topic),
-            writer=noting,
-            default_region="GB",
-            grace_s=0,
-            cleanup_guard=uninterrupted,
-        )
+    message = interrupted_as_the_cli_guards(noting, kafka_topic)
 
     assert blips == [1]
-    assert str(raised.value).startswith("rebuild interrupted after its switch")
-    assert "failed" not in str(raised.value)
-    assert raised.value.__cause__ is None
+    assert str(message).startswith("rebuild interrupted after its switch")
+    assert "failed" not in str(message)
+    assert message.__cause__ is None
+
+
+def test_the_rebuild_commands_summary_accounts_for_every_record_it_read(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    # "4261 records replayed, 4207 changes, 42 skipped as unusable": the events applied already (a
+    # redrive's twice) were in no count, and the skipped were all called unusable, whatever their reason.
+    event = make_event(f"C-{uuid.uuid4().hex[:8]}")
+    caller = make_event("C-unused").model_copy(update={"subject": None, "citizenphone": "07700 900999"})
+    produce_events(kafka_topic, [event, event, caller])
+    producer = create_producer(BOOTSTRAP)
+    try:
+        producer.send(kafka_topic, value=b"{not json", partition=0).get(timeout=30)
+    finally:
+        producer.close()
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+
+    result = CliRunner().invoke(main, ["rebuild", "--grace", "0"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "4 records replayed in " in result.output
+    assert (
+        ": 1 changes, 1 changing nothing (applied already, or older than what is held), "
+        "2 skipped (1 not-json, 1 unresolved-identity); "
+    ) in result.output

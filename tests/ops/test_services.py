@@ -1,19 +1,23 @@
 """`citizen-context services`: idempotent, honest about what runs, clear when it cannot start."""
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 import redis
 from click.testing import CliRunner
+from kafka.errors import KafkaError
 from pydantic import RedisDsn
 
 from context.settings import RedisSettings
 from context.store import PROJECTION_REDIS_CONFIG
 from events.settings import KafkaSettings
+from events.topics import admin_client
 from ops.cli import main
 from ops.cli import services as services_cli
 from ops.processes import ServiceError
@@ -205,3 +209,41 @@ def test_status_reports_a_server_set_elsewhere_and_still_the_others() -> None:
         "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS: Value error, name at least one bootstrap server"
         in nowhere.output
     )
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["rebuild", "--grace", "nan"],
+        ["rebuild", "--grace", "inf"],
+        ["rebuild", "--grace", "1e308"],
+        ["simulate", "--duration", "nan"],
+        ["simulate", "--duration", "inf"],
+        ["simulate", "--rate", "nan"],
+        ["simulate", "--rate", "1e308"],
+        ["dev", "--simulate-rate", "nan"],
+        ["soak", "--seconds", "nan"],
+    ],
+)
+def test_a_number_that_is_not_one_or_out_of_all_reason_is_a_usage_error(arguments: list[str]) -> None:
+    # `--grace nan` passed click's range, and failed the rebuild after its switch with a traceback,
+    # leaving the replaced generation behind; `simulate --duration inf` failed with a traceback.
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{arguments[1]}'" in result.output
+
+
+def test_up_with_the_servers_running_creates_the_topics_its_settings_name() -> None:
+    # "kafka: running", and the topic named by CITIZEN_CONTEXT_KAFKA_TOPIC was not made, though the README
+    # (and simulate's hint, for a topic that does not exist) says `services up` makes it.
+    topic = f"test.up.{uuid.uuid4().hex[:8]}"
+    admin = admin_client(KafkaSettings().bootstrap_list)
+    try:
+        result = CliRunner().invoke(main, ["services", "up"], env={"CITIZEN_CONTEXT_KAFKA_TOPIC": topic})
+        assert result.exit_code == 0, result.output
+        assert "kafka: running" in result.output
+        assert {topic, f"{topic}.dlq"} <= set(admin.list_topics())
+    finally:
+        with contextlib.suppress(KafkaError):
+            admin.delete_topics([topic, f"{topic}.dlq"])
+        admin.close()
