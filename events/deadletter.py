@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, UnknownTopicOrPartitionError
 from kafka.producer.future import FutureRecordMetadata
 
 from events.producer import close_failed_producer
@@ -124,8 +124,11 @@ class DeadLetterPublisher:
     retries the letters not yet acknowledged.
     """
 
-    def __init__(self, make: Callable[[], KafkaProducer]) -> None:
+    def __init__(
+        self, make: Callable[[], KafkaProducer], *, restore_topic: Callable[[], bool] | None = None
+    ) -> None:
         self._make = make
+        self._restore_topic = restore_topic
         self._producer: KafkaProducer | None = make()
 
     def send(
@@ -144,7 +147,20 @@ class DeadLetterPublisher:
                 )
                 self._producer = None
                 close_failed_producer(producer)
+            elif isinstance(error, KafkaTimeoutError | UnknownTopicOrPartitionError):
+                # No metadata for the topic in time: the broker down, or the topic gone (deleted while the
+                # consumer runs). Gone, it is made again, and the retry finds it; not waited out for ever.
+                self._restore_missing_topic()
             raise
+
+    def _restore_missing_topic(self) -> None:
+        if self._restore_topic is None:
+            return
+        try:
+            if self._restore_topic():
+                log.error("dead-letter topic was missing: created it again")
+        except KafkaError as error:
+            log.warning("dead-letter topic could not be checked", error=type(error).__name__)
 
     def close(self) -> None:
         """Flush and close the producer, if there is one."""

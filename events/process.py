@@ -17,7 +17,7 @@ from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.topics import dead_letter_max_bytes, ensure_topics, reachable
+from events.topics import dead_letter_max_bytes, ensure_dead_letter_topic, ensure_topics, reachable
 
 log = structlog.get_logger("consumer")
 
@@ -112,8 +112,19 @@ def _connect_to_kafka(
     return None
 
 
+# How long a dead letter's send may wait for its topic's metadata or room in the buffer before it is retried
+# (kafka-python's default is a minute): a SIGTERM waits for the send in hand.
+DEAD_LETTER_MAX_BLOCK_MS = 10_000
+
+
 def dead_letter_publisher(kafka: KafkaSettings) -> DeadLetterPublisher:
     """The dead-letter producer, each made with the dead-letter topic's limit as it stands then."""
     return DeadLetterPublisher(
-        lambda: create_producer(kafka.bootstrap_list, max_request_size=dead_letter_max_bytes(kafka))
+        lambda: create_producer(
+            kafka.bootstrap_list,
+            max_request_size=dead_letter_max_bytes(kafka),
+            max_block_ms=DEAD_LETTER_MAX_BLOCK_MS,
+        ),
+        # Only where a broker takes connections: with none, the topic cannot be told missing.
+        restore_topic=lambda: any(map(reachable, kafka.bootstrap_list)) and ensure_dead_letter_topic(kafka),
     )

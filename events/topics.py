@@ -160,23 +160,36 @@ def ensure_topics(kafka: KafkaSettings, *, retention: timedelta | None = None) -
     rebuild's reach once the topic has let the event go (README, Rebuild). Kafka's default would keep them a
     week: a rebuild would restore a week of every timeline.
     """
-    keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
-    retention_ms = int(keep.total_seconds() * 1000)
-    kept = {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
-    replication = kafka.topic_replication_factor
+    kept = _kept_for(retention)
     ensure_topic(
         kafka.bootstrap_list,
         kafka.topic,
         partitions=kafka.topic_partitions,
         configs=kept,
-        replication=replication,
+        replication=kafka.topic_replication_factor,
     )
-    ensure_topic(
+    _ensure_dead_letter_topic(kafka, kept)
+
+
+def ensure_dead_letter_topic(kafka: KafkaSettings) -> bool:
+    """The dead-letter topic, created as `ensure_topics` creates it if it is missing (deleted while the
+    consumer runs, to empty it, say); True when it was created now."""
+    return _ensure_dead_letter_topic(kafka, _kept_for(None))
+
+
+def _kept_for(retention: timedelta | None) -> dict[str, str]:
+    keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
+    retention_ms = int(keep.total_seconds() * 1000)
+    return {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
+
+
+def _ensure_dead_letter_topic(kafka: KafkaSettings, kept: dict[str, str]) -> bool:
+    return ensure_topic(
         kafka.bootstrap_list,
         dead_letter_topic(kafka.topic),
         partitions=kafka.topic_partitions,
         configs={"max.message.bytes": str(DEAD_LETTER_MAX_BYTES), **kept},
-        replication=replication,
+        replication=kafka.topic_replication_factor,
     )
 
 

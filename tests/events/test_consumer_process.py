@@ -15,9 +15,10 @@ import websockets.sync.client as ws_client
 from kafka import KafkaProducer
 
 from context.keys import generation_pattern
-from events.deadletter import read_dead_letters
+from events.deadletter import NoSuchTopic, dead_letter_topic, read_dead_letters
 from events.producer import create_producer, publish
 from events.settings import KafkaSettings
+from events.topics import admin_client
 from models.taxonomy import ERASURE_TYPE
 from ops.servers import KafkaServer, RedisServer
 from ops.settings import ServicesSettings
@@ -411,3 +412,40 @@ def test_a_consumer_stopped_while_its_group_waits_for_a_crashed_member_leaves_wi
     # (make run's Ctrl-C then waited as long).
     assert successor.process.wait(timeout=20) == 0  # type: ignore[union-attr]
     assert "consumer stopped" in successor.log()
+
+
+def test_a_dead_letter_topic_deleted_while_the_consumer_runs_is_made_again(
+    stack: Stack, producer: KafkaProducer, kafka_topic: str
+) -> None:
+    # Deleted to empty it, the topic was waited for as if Kafka were down, for ever: readiness said Kafka
+    # was unavailable and every valid event queued behind the letter.
+    consumer = stack.consumer()
+    value, headers = bad_records()["not-json"]
+
+    def letters() -> int:
+        try:
+            return len(list(read_dead_letters(BOOTSTRAP, kafka_topic)))
+        except NoSuchTopic:
+            return -1
+
+    producer.send(kafka_topic, key=b"k", value=value, headers=headers).get(timeout=10)
+    wait_until(lambda: letters() == 1, what="the first letter")
+    admin = admin_client(BOOTSTRAP)
+    try:
+        admin.delete_topics([dead_letter_topic(kafka_topic)])
+        wait_until(lambda: dead_letter_topic(kafka_topic) not in admin.list_topics(), what="the topic gone")
+    finally:
+        admin.close()
+
+    producer.send(kafka_topic, key=b"k", value=value, headers=headers).get(timeout=10)
+    publish(producer, kafka_topic, make_event("C-AFTER"))
+    producer.flush(timeout=10)
+    wait_until(
+        lambda: letters() >= 1, what="the letter in the topic made again", timeout_s=90, process=consumer
+    )
+    wait_until(lambda: stack.applied() == 1, what="the valid event after it applied")
+    # The second record's letter; twice, should the send waited out have gone through once the topic was
+    # back, as the retry did (README, Kafka topics).
+    assert {letter.record.offset for letter in read_dead_letters(BOOTSTRAP, kafka_topic)} == {1}
+    assert "dead-letter topic was missing: created it again" in consumer.log()
+    assert consumer.alive
