@@ -140,12 +140,10 @@ def simulate(
             with contextlib.suppress(KafkaError):
                 producer.flush(timeout=30)
         except KeyboardInterrupt:
-            # What was sent is given a moment to be acknowledged; Kafka away, it is not.
-            with contextlib.suppress(KafkaError):
-                producer.flush(timeout=10)
+            pass  # what was sent is summed up below, once `close` has given it a moment to be acknowledged
         finally:
-            # `close` waits for the acknowledgements first, and raises when they do not come: those are
-            # counted below, not lost in a traceback.
+            # `close` waits for the acknowledgements first (Kafka away, they do not come), and raises when
+            # they do not: those are counted below, not lost in a traceback.
             with contextlib.suppress(KafkaError):
                 producer.close(timeout=10)
             if bar is not None:
