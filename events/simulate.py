@@ -24,6 +24,13 @@ SIMULATED_PREFIX = "S-"
 MALFORMED_REASONS = ("not-json", "invalid", "invalid-data", "no-citizen")
 
 
+def malformed_due(planted: int, malformed: int, *, done: float, sent: int) -> bool:
+    """Whether the next record of a run should be malformed: `malformed` of them spread evenly over the run,
+    the n-th once it is `(n + 0.5) / malformed` done (`done`, from 0 to 1), and never more than half of
+    those sent, counting this one (`planted` of `sent` so far): never first, so the desk fills first."""
+    return planted < malformed and done >= (planted + 0.5) / malformed and 2 * (planted + 1) <= sent + 1
+
+
 @dataclass(frozen=True)
 class SimulatedRecord:
     """One Kafka record to publish; `malformed` names the dead-letter reason it must get, if any."""

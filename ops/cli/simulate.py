@@ -1,6 +1,7 @@
 """`citizen-context simulate`: synthetic traffic for many citizens, at a chosen rate, with a progress bar."""
 
 import contextlib
+import sys
 import time
 from typing import Any
 
@@ -75,7 +76,7 @@ def simulate(
 
     from events.producer import create_producer
     from events.settings import KafkaSettings
-    from events.simulate import Simulator
+    from events.simulate import Simulator, malformed_due
 
     if citizens == 0 and not extra:
         raise click.UsageError("simulate at least one citizen: --citizens 1 or more, or --citizen ID")
@@ -89,9 +90,6 @@ def simulate(
                 f"--malformed {malformed} is more than half of {total} records: {total // 2} will be sent"
             )
         malformed = total // 2
-    # Malformed records sit at evenly spread positions, never first (so the desk fills first).
-    every = total / malformed if malformed else 0
-    malformed_at = {int(every * (n + 0.5)) for n in range(malformed)}
 
     kafka = KafkaSettings()
     require_kafka(kafka.bootstrap_list)
@@ -102,6 +100,7 @@ def simulate(
     acknowledged: list[object] = []
     sent = planted = 0
     stopped: KafkaError | None = None
+    interrupted = False
     started = time.monotonic()
     ends_at = started + duration if duration is not None else None
     bar, task = _progress(total, progress)
@@ -115,7 +114,13 @@ def simulate(
                     time.sleep(delay)
                 if ends_at is not None and time.monotonic() >= ends_at:
                     break
-                junk = index in malformed_at
+                # How far the run is, by records or by time, whichever is further: a run bound by --duration
+                # whose --rate cannot be reached ends before its last positions, and by its positions alone
+                # it sent none of the malformed records meant for them.
+                done = index / total
+                if duration is not None:
+                    done = max(done, (time.monotonic() - started) / duration)
+                junk = malformed_due(planted, malformed, done=done, sent=sent)
                 record = simulator.malformed_record() if junk else simulator.next_record()
                 # Sent and counted as one step: an interrupt between the two would leave a record
                 # published but not in the summary.
@@ -140,7 +145,8 @@ def simulate(
             with contextlib.suppress(KafkaError):
                 producer.flush(timeout=30)
         except KeyboardInterrupt:
-            pass  # what was sent is summed up below, once `close` has given it a moment to be acknowledged
+            # What was sent is summed up below, once `close` has given it a moment to be acknowledged.
+            interrupted = True
         finally:
             # `close` waits for the acknowledgements first (Kafka away, they do not come), and raises when
             # they do not: those are counted below, not lost in a traceback.
@@ -150,7 +156,7 @@ def simulate(
                 bar.stop()
     elapsed = time.monotonic() - started
     click.echo(
-        f"published {len(acknowledged)} records to {kafka.topic} in {elapsed:.1f}s "
+        f"published {_records(len(acknowledged))} to {kafka.topic} in {elapsed:.1f}s "
         f"({planted} malformed, for the dead-letter topic)"
     )
     if stopped is not None:
@@ -162,8 +168,14 @@ def simulate(
     if failures or unconfirmed:
         why = f": {failures[0]!r}" if failures else ", not in time"
         raise click.ClickException(
-            f"{len(failures) + unconfirmed} of {sent} records sent were not acknowledged{why}"
+            f"{len(failures) + unconfirmed} of {_records(sent)} sent were not acknowledged{why}"
         )
+    if interrupted:
+        sys.exit(130)  # as a shell reports a command ended by Ctrl-C, whose summary is above
+
+
+def _records(count: int) -> str:
+    return f"{count} record" + ("" if count == 1 else "s")
 
 
 def _progress(total: int, enabled: bool) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,11 +17,19 @@ from kafka.errors import KafkaTimeoutError
 
 from events.codec import InvalidEvent, decode_record
 from events.deadletter import dead_letter_topic
-from events.simulate import MALFORMED_REASONS, Simulator, simulated_phone
+from events.simulate import MALFORMED_REASONS, Simulator, malformed_due, simulated_phone
 from ops.cli import main
 from tests.conftest import Stack, topic_records, wait_until
 
 SMALL = ("--malformed", "4", "--seed", "1", "--no-progress")
+PUBLISHED = re.compile(r"published (\d+) records? to ")
+
+
+def published_count(output: str) -> int:
+    """How many records a run's summary says were published."""
+    found = PUBLISHED.search(output)
+    assert found is not None, output
+    return int(found.group(1))
 
 
 def test_every_simulated_record_is_a_valid_event_of_the_contract() -> None:
@@ -93,6 +102,38 @@ def test_each_kind_of_malformed_record_is_refused_with_its_reason() -> None:
         assert refused.value.reason == expected
 
 
+def test_malformed_records_are_spread_over_the_run_never_first_and_never_more_than_half() -> None:
+    def positions(total: int, malformed: int) -> list[int]:
+        planted, at = 0, []
+        for index in range(total):
+            if malformed_due(planted, malformed, done=index / total, sent=index):
+                planted += 1
+                at.append(index)
+        return at
+
+    assert positions(40, 4) == [5, 15, 25, 35]
+    assert positions(3, 1) == [2]
+    assert positions(4, 2) == [1, 3]
+    assert positions(10, 0) == []
+    # Asked for more than the records allow, no more than half of those sent so far, and never first.
+    assert positions(6, 6) == [1, 3, 5]
+
+
+def test_a_run_bound_by_time_plants_its_malformed_records_when_its_rate_is_out_of_reach() -> None:
+    # A run of 10 s at a rate reached only a tenth of: by its positions (the 4th of 4 at 87.5 % of the
+    # records), it would have planted none after the first; by time, each once its share of the run is done.
+    planted = 0
+    for sent in range(1000):  # a tenth of the 10,000 records the rate promised
+        done = max(sent / 10_000, sent / 1000)  # its time runs at ten times its records
+        planted += malformed_due(planted, 4, done=done, sent=sent)
+    assert planted == 4
+    # Done by time alone, the next record is malformed once only: the n-th is due at (n + 0.5) / 4.
+    assert malformed_due(0, 4, done=0.125, sent=10)
+    assert not malformed_due(1, 4, done=0.3, sent=10)
+    assert malformed_due(1, 4, done=0.375, sent=10)
+    assert not malformed_due(4, 4, done=1.0, sent=10)
+
+
 def test_simulate_publishes_traffic_that_reaches_the_desk_and_the_dead_letter_topic(stack: Stack) -> None:
     stack.consumer()
     stack.api()
@@ -158,9 +199,33 @@ def test_a_short_run_sends_at_most_half_junk_and_no_citizen_is_a_usage_error(kaf
     named = simulate("--citizens", "0", "--citizen", "C-100234", "--count", "2", "--malformed", "0")
     assert named.returncode == 0, named.stderr
     assert "published 2 records" in named.stdout
+    one = simulate("--citizens", "1", "--count", "1")
+    assert one.returncode == 0, one.stderr
+    assert f"published 1 record to {kafka_topic}" in one.stdout  # not "1 records"
+    assert "(0 malformed," in one.stdout
     nobody = simulate("--citizens", "0", "--count", "3")
     assert nobody.returncode == 2
     assert "simulate at least one citizen" in nobody.stderr
+
+
+def test_a_run_bound_by_time_at_an_unreachable_rate_still_sends_malformed_records(kafka_topic: str) -> None:
+    # 150,000 records promised in 1.5 s, far more than one producer sends: placed by position alone, the
+    # malformed records (at 12.5 %, 37.5 %, ... of them) were never reached, and none was sent.
+    too_fast = ("--citizens", "5", "--rate", "100000", "--duration", "1.5", "--malformed", "4")
+    result = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "simulate", *too_fast, "--no-progress"],
+        env={**os.environ, "CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    published = published_count(result.stdout)
+    assert published < 150_000
+    assert "(4 malformed," in result.stdout
+    junk = [record for record in topic_records(kafka_topic) if b"truncated" in record.value]
+    assert len(junk) == 1  # the not-json one, the first of the four kinds
 
 
 def test_a_simulation_stopped_by_sigterm_says_what_it_published(kafka_topic: str) -> None:
@@ -181,8 +246,9 @@ def test_a_simulation_stopped_by_sigterm_says_what_it_published(kafka_topic: str
         command.kill()
         command.wait()
 
-    assert command.returncode == 0, errors
-    published = int(output.split("published ")[1].split(" records")[0])
+    # As a shell reports a command that Ctrl-C ended (a SIGTERM is taken as one), after the summary.
+    assert command.returncode == 130, errors
+    published = published_count(output)
     assert published >= 5
     assert len(topic_records(kafka_topic)) == published
 
@@ -244,8 +310,7 @@ def test_acknowledgements_that_never_come_are_counted_after_the_summary(
 
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     # The sender still delivers in the background: how many were acknowledged by the summary varies.
-    published = int(result.output.split("published ")[1].split(" records")[0])
-    assert f"published {published} records to {kafka_topic}" in result.output
+    published = published_count(result.output)
     if published < 3:
         assert result.exit_code == 1
         assert f"{3 - published} of 3 records sent were not acknowledged, not in time" in result.output
