@@ -103,7 +103,12 @@ SEGMENT_MS = 24 * 3600 * 1000
 def topic_retention() -> timedelta:
     """How long a record stays in a topic the project creates, at most: the timeline's age cap (the topic's
     retention), and the day its last segment may outlive that."""
-    return timedelta(days=TimelineSettings().max_age_days, milliseconds=SEGMENT_MS)
+    return _age_cap() + timedelta(milliseconds=SEGMENT_MS)
+
+
+def _age_cap() -> timedelta:
+    """The timeline's age cap: the retention of the topics the project creates, unless told otherwise."""
+    return timedelta(days=TimelineSettings().max_age_days)
 
 
 def _warn_unless_kept_for(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
@@ -178,7 +183,7 @@ def ensure_dead_letter_topic(kafka: KafkaSettings) -> bool:
 
 
 def _kept_for(retention: timedelta | None) -> dict[str, str]:
-    keep = retention if retention is not None else timedelta(days=TimelineSettings().max_age_days)
+    keep = retention if retention is not None else _age_cap()
     retention_ms = int(keep.total_seconds() * 1000)
     return {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
 

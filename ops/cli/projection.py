@@ -110,6 +110,11 @@ def _known_reason(_context: click.Context, _parameter: click.Parameter, reason: 
     return reason
 
 
+# The reasons a record can be used once something outside it changed: an identifier learnt since, a value in
+# Redis mended. The others are the record's own faults: redriven as they are, they only come back.
+RETRIABLE_REASONS = ("unresolved-identity", "refused")
+
+
 @dlq.command("list")
 @click.option(
     "--reason", default=None, callback=_known_reason, help="Only records dead-lettered for this reason."
@@ -122,8 +127,13 @@ def dlq_list(reason: str | None) -> None:
     kafka = KafkaSettings()
     letters, log, done = _dead_letters(kafka, reason)
     behind = log.redrives_behind([letter.landing for letter in letters])
+    held = 0
     for letter in letters:
+        # "held": a record whose own fault it is, which a plain `dlq redrive` leaves where it is (only
+        # `--reason` sends it, as it is); "pending": one a plain `dlq redrive` sends.
         state = "redriven" if letter.position in done else "pending"
+        if state == "pending" and letter.reason not in RETRIABLE_REASONS:
+            state, held = "held", held + 1
         where = f"{letter.dlq_partition}:{letter.dlq_offset}"
         back = f" (back after {_redrives(behind[letter.landing])})" if letter.landing in behind else ""
         click.echo(
@@ -133,17 +143,13 @@ def dlq_list(reason: str | None) -> None:
     click.echo(
         f"{len(letters)} record(s) in {dead_letter_topic(kafka.topic)}"
         + (f" with reason {reason}" if reason else "")
-        + f", {len(letters) - len(done)} pending"
+        + f", {len(letters) - len(done) - held} pending"
+        + (f", {held} held (their own faults: `dlq redrive` sends them only by --reason)" if held else "")
     )
 
 
 def _redrives(count: int) -> str:
     return f"{count} redrive" + ("" if count == 1 else "s")
-
-
-# The reasons a record can be used once something outside it changed: an identifier learnt since, a value in
-# Redis mended. The others are the record's own faults: redriven as they are, they only come back.
-RETRIABLE_REASONS = ("unresolved-identity", "refused")
 
 
 @dlq.command("redrive")

@@ -117,6 +117,10 @@ def test_every_unusable_record_is_dead_lettered_with_its_reason_and_can_be_redri
     assert f"{len(records)} record(s)" in listing
     assert all(reason in listing for reason in records)
     assert "07700" not in listing  # positions and reasons only, never the content
+    # Only what a plain `dlq redrive` sends is pending: the records' own faults were listed as pending too.
+    states = {line.split()[5].rstrip(":"): line.split()[2] for line in listing.splitlines()[:-1]}
+    assert states == {reason: "held" for reason in records} | {"unresolved-identity": "pending"}
+    assert f", 1 pending, {len(records) - 1} held (their own faults" in listing
 
     # The phone number becomes known; redriving the unresolved event now lands it in the timeline.
     teacher = make_event(
