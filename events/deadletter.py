@@ -11,7 +11,9 @@ letter, like an `unreadable` one, does not hold the original, which stays in its
 headers give; it cannot be redriven.
 """
 
+import contextlib
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,9 +102,13 @@ def send_dead_letters(
             sent.append((letter, _send_letter(producer, letter)))
     except KafkaError as error:  # no metadata for the topic in time, say: what was sent still counts
         failure = error
+    # One deadline for the whole batch, not `timeout_s` per letter: with the topic gone and the producer
+    # still holding its old metadata, none is acknowledged, and each letter's own wait added up to minutes
+    # (until the producer's delivery timeout), through which a SIGTERM waited too.
+    deadline = time.monotonic() + timeout_s
     for letter, future in sent:
         try:
-            future.get(timeout=timeout_s)
+            future.get(timeout=max(deadline - time.monotonic(), 0))
         except KafkaError as error:
             if failure is None or (failure.retriable and not error.retriable):
                 failure = error
@@ -348,12 +354,16 @@ def redrive(producer: KafkaProducer, letters: list[StoredDeadLetter], *, timeout
                 unknown_topics.add(letter.record.topic)
         else:
             sending.append((letter, future))
-    producer.flush(timeout=timeout_s)
+    # One deadline for every letter. A flush that times out raises, though some letters may be acknowledged
+    # already: each is asked below, so those are marked redriven and the others reported as failed.
+    deadline = time.monotonic() + timeout_s
+    with contextlib.suppress(KafkaTimeoutError):
+        producer.flush(timeout=timeout_s)
     sent = []
     landed = {}
     for letter, future in sending:
         try:
-            metadata = future.get(timeout=timeout_s)
+            metadata = future.get(timeout=max(deadline - time.monotonic(), 0))
         except KafkaError as error:
             failed.append((letter, type(error).__name__))
         else:

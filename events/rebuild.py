@@ -25,6 +25,7 @@ in order; a batch that resolves identifiers waits for it, so the index holds wha
 """
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -80,8 +81,8 @@ class RebuildReport:
 
     @property
     def unchanged(self) -> int:
-        """Records read that changed nothing: events applied already (a redrive, a publisher's retry), or
-        older than what the projection holds."""
+        """Records read that changed nothing: events applied already (a redrive, a publisher's retry), older
+        than what the projection holds, or of a citizen erased since."""
         return max(self.records - self.applied - self.skipped, 0)
 
     @property
@@ -158,14 +159,16 @@ class Replayer:
                 polled = self._read_past_unreadable(error)
             records = polled_records(polled)
             if records:
-                self.held_back += self._apply(records, progress)
+                # Counted as read at once: a pass that fails later is tried again from where it stopped, and
+                # these records are not read again.
+                self.records += len(records)
                 read += len(records)
+                self.held_back += self._apply(records, progress)
             pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
         self._finish_in_flight()
         if self.held_back:
             self.held_back = self._apply(self.held_back, progress=None)
             self._finish_in_flight()
-        self.records += read
         return read
 
     def _read_past_unreadable(self, error: CorruptRecordError) -> dict[TopicPartition, Sequence[KafkaRecord]]:
@@ -425,6 +428,8 @@ def rebuild(
     after it (the grace period, the cleanup) only cuts the grace period short: the rebuild finishes.
     Cleanups run within `cleanup_guard`, which the CLI makes hold a further interrupt back until they end
     (without one, as here by default, a second interrupt can cut a cleanup short)."""
+    if not 0 <= grace_s < math.inf:  # NaN too: it would fail the sleep after the switch
+        raise ValueError(f"grace_s must be a finite number of seconds, at least 0, not {grace_s!r}")
     epoch = new_epoch()
     started = time.perf_counter()
     try:

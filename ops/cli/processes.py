@@ -12,6 +12,7 @@ import httpx
 
 from ops.cli.root import FiniteRange, database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
+from ops.cli.simulate import MIN_SIMULATED_RATE
 from ops.processes import ServiceError, reachable_at, refuse_busy_listen_port, uninterrupted
 
 
@@ -171,6 +172,14 @@ def _publish_demo() -> list[str]:
     return list(DEMO_CITIZENS)
 
 
+def _none_or_simulated(rate: float) -> float:
+    """A --simulate-rate that `simulate --rate` takes, or 0: one in between would be announced as traffic
+    that `simulate` then refuses to send."""
+    if 0 < rate < MIN_SIMULATED_RATE:
+        raise click.BadParameter(f"{rate:g} is neither 0 (none) nor at least {MIN_SIMULATED_RATE:g}.")
+    return rate
+
+
 @main.command()
 @click.option("--demo/--no-demo", "with_demo", default=True, show_default=True, help="Publish demo events.")
 @click.option(
@@ -178,7 +187,8 @@ def _publish_demo() -> list[str]:
     default=1.0,
     show_default=True,
     type=FiniteRange(min=0, max=100_000),
-    help="Simulated interactions per second after the demo events (0: none).",
+    callback=lambda _context, _parameter, rate: _none_or_simulated(rate),
+    help="Simulated interactions per second after the demo events (0: none; else at least 0.01).",
 )
 def dev(with_demo: bool, simulate_rate: float) -> None:
     """Servers, API, consumer, demo events and simulated traffic together; Ctrl-C stops everything (start-up

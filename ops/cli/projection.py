@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ops.cli.root import FiniteRange, fail, main, require_kafka
+from ops.cli.root import FiniteRange, counted, fail, main, require_kafka
 from ops.processes import ServiceError, sigterm_as_interrupt, uninterrupted
 
 if TYPE_CHECKING:
@@ -81,16 +81,17 @@ def rebuild(grace: float) -> None:
             bar[0].__exit__(None, None, None)
         writer.client.close()
     click.echo(
-        f"serving epoch {report.epoch} (was {report.previous_epoch}): {report.records} records replayed in "
-        f"{report.seconds:.1f}s ({report.records_per_s:,.0f}/s): {report.applied} changes, "
-        f"{report.unchanged} changing nothing (applied already, or older than what is held), "
+        f"serving epoch {report.epoch} (was {report.previous_epoch}): "
+        f"{counted(report.records, 'record')} replayed in {report.seconds:.1f}s "
+        f"({report.records_per_s:,.0f}/s): {counted(report.applied, 'change')}, {report.unchanged} changing "
+        "nothing (applied already, older than what is held, or of an erased citizen), "
         f"{report.skipped} skipped{_by_reason(report.skipped_by_reason)}; "
         f"{report.keys_removed} old keys removed"
     )
 
 
 def _by_reason(counts: dict[str, int]) -> str:
-    """ " (12 unresolved-identity, 30 not-json)", most first; nothing for no count."""
+    """ " (30 not-json, 12 unresolved-identity)", most first; nothing for no count."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return f" ({', '.join(f'{count} {reason}' for reason, count in ranked)})" if ranked else ""
 
@@ -127,29 +128,52 @@ def dlq_list(reason: str | None) -> None:
     kafka = KafkaSettings()
     letters, log, done = _dead_letters(kafka, reason)
     behind = log.redrives_behind([letter.landing for letter in letters])
-    held = 0
+    oldest = _redrive_horizon()
+    states: dict[str, int] = {}
     for letter in letters:
-        # "held": a record whose own fault it is, which a plain `dlq redrive` leaves where it is (only
-        # `--reason` sends it, as it is); "pending": one a plain `dlq redrive` sends.
-        state = "redriven" if letter.position in done else "pending"
-        if state == "pending" and letter.reason not in RETRIABLE_REASONS:
-            state, held = "held", held + 1
+        # "pending": a plain `dlq redrive` sends it; "held": the record's own fault, which only
+        # `dlq redrive --reason` sends, as it is; "kept": no redrive sends it (_not_redrivable).
+        if letter.position in done:
+            state = "redriven"
+        elif _not_redrivable(letter, oldest):
+            state = "kept"
+        else:
+            state = "pending" if letter.reason in RETRIABLE_REASONS else "held"
+        states[state] = states.get(state, 0) + 1
         where = f"{letter.dlq_partition}:{letter.dlq_offset}"
-        back = f" (back after {_redrives(behind[letter.landing])})" if letter.landing in behind else ""
+        back = (
+            f" (back after {counted(behind[letter.landing], 'redrive')})" if letter.landing in behind else ""
+        )
         click.echo(
             f"{where}  {letter.dead_lettered_at}  {state:8}  from {letter.origin}  {letter.reason}: "
             f"{letter.detail}{back}"
         )
+    held, kept = states.get("held", 0), states.get("kept", 0)
     click.echo(
-        f"{len(letters)} record(s) in {dead_letter_topic(kafka.topic)}"
+        f"{counted(len(letters), 'record')} in {dead_letter_topic(kafka.topic)}"
         + (f" with reason {reason}" if reason else "")
-        + f", {len(letters) - len(done) - held} pending"
+        + f", {states.get('pending', 0)} pending"
         + (f", {held} held (their own faults: `dlq redrive` sends them only by --reason)" if held else "")
+        + (f", {kept} kept (no redrive sends them: see `dlq redrive`)" if kept else "")
     )
 
 
-def _redrives(count: int) -> str:
-    return f"{count} redrive" + ("" if count == 1 else "s")
+def _redrive_horizon() -> datetime:
+    """The oldest a letter may be and be redriven: older than the timeline's age cap, its event may outlive
+    its citizen's erasure mark, and bring back what it teaches (its profile fields, its identifiers)."""
+    from context.settings import TimelineSettings
+
+    return datetime.now(UTC) - timedelta(days=TimelineSettings().max_age_days)
+
+
+def _not_redrivable(letter: "StoredDeadLetter", oldest: datetime) -> str | None:
+    """Why no redrive sends a letter, or None when one may."""
+    if not letter.holds_original:
+        # It would publish another record: its original is still in its topic, at the position given.
+        return "the letter does not hold the record"
+    if _dead_lettered_before(letter.dead_lettered_at, oldest):
+        return "older than the timeline's age cap"
+    return None
 
 
 @dlq.command("redrive")
@@ -162,7 +186,6 @@ def _redrives(count: int) -> str:
 )
 def dlq_redrive(reason: str | None) -> None:
     """Publish pending dead-lettered records, unchanged, back to their topic; each is redriven once."""
-    from context.settings import TimelineSettings
     from events.deadletter import redrive
     from events.producer import create_producer
     from events.settings import KafkaSettings
@@ -172,18 +195,12 @@ def dlq_redrive(reason: str | None) -> None:
     if reason is None:
         letters = [letter for letter in letters if letter.reason in RETRIABLE_REASONS]
     waiting = [letter for letter in letters if letter.position not in done]
-    # Older than the timeline's age cap, a letter's event may outlive its citizen's erasure mark, and
-    # bring back what it teaches (its profile fields, its identifiers).
-    oldest = datetime.now(UTC) - timedelta(days=TimelineSettings().max_age_days)
+    oldest = _redrive_horizon()
     pending = []
     for letter in waiting:
-        if not letter.holds_original:
-            # It would publish an empty record: its original is still in its topic, at the position given.
-            click.echo(
-                f"not redriven: {letter.origin} ({letter.reason}): the letter does not hold the record"
-            )
-        elif _dead_lettered_before(letter.dead_lettered_at, oldest):
-            click.echo(f"not redriven: {letter.origin} ({letter.reason}): older than the timeline's age cap")
+        why = _not_redrivable(letter, oldest)
+        if why:
+            click.echo(f"not redriven: {letter.origin} ({letter.reason}): {why}")
         else:
             pending.append(letter)
     # A letter whose record a redrive put there came back: its cause was not mended by then.
@@ -202,9 +219,9 @@ def dlq_redrive(reason: str | None) -> None:
         click.echo(f"not redriven: {letter.origin} ({letter.reason}): Kafka did not take it ({error})")
     again = [letter for letter in result.sent if letter.landing in behind]
     for letter in again:
-        back = _redrives(behind[letter.landing])
+        back = counted(behind[letter.landing], "redrive")
         click.echo(f"redriven again: {letter.origin} ({letter.reason}): back after {back}")
-    click.echo(f"redrove {len(result.sent)} record(s)")
+    click.echo(f"redrove {counted(len(result.sent), 'record')}")
     if again:
         click.echo(
             f"warning: {len(again)} of them came back after an earlier redrive: a record whose cause is not "

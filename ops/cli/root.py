@@ -49,6 +49,11 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def counted(count: int, noun: str) -> str:
+    """`count` and its noun, plural but for one: "1 record", "0 records", "2 changes"."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def unavailable_server(error: BaseException) -> str | None:
     """What a failure to reach Redis, Kafka or the database says, naming the setting that points at it;
     None for any other error. Only clients already imported are looked at: a command that never used one

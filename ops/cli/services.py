@@ -125,9 +125,13 @@ def start_servers() -> list[Started]:
         for server in local_servers():
             if server.status().running:
                 # Started already, it is made ready all the same (Kafka: the topics these settings name).
+                # Not counted ours before `up` returns: an interrupt meanwhile must not stop another's server.
                 if server.up():  # it had stopped meanwhile: started now, and ours
-                    started.append(Started(server, server.status().pid))
-                click.echo(f"{server.name}: running")
+                    status = server.status()
+                    started.append(Started(server, status.pid))
+                    click.echo(f"{server.name}: started at {status.address}")
+                else:
+                    click.echo(f"{server.name}: running")
                 continue
             click.echo(f"{server.name}: starting…")
             # Ours from here: a start that fails or is interrupted (Ctrl-C, SIGTERM in the bench) while the

@@ -8,8 +8,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ops.cli.root import FiniteRange, main, require_kafka
+from ops.cli.root import FiniteRange, counted, main, require_kafka
 from ops.processes import sigterm_as_interrupt, uninterrupted
+
+# The slowest traffic `simulate` sends (one record every 100 s), and so what `dev --simulate-rate` may ask.
+MIN_SIMULATED_RATE = 0.01
 
 
 def _citizen_id(value: str) -> str:
@@ -43,7 +46,11 @@ def _citizen_id(value: str) -> str:
     "Named citizens share half of the records.",
 )
 @click.option(
-    "--rate", default=5.0, show_default=True, type=FiniteRange(min=0.01, max=100_000), help="Records/second."
+    "--rate",
+    default=5.0,
+    show_default=True,
+    type=FiniteRange(min=MIN_SIMULATED_RATE, max=100_000),
+    help="Records/second.",
 )
 @click.option("--count", default=None, type=click.IntRange(min=1), help="Stop after this many records.")
 @click.option(
@@ -156,7 +163,7 @@ def simulate(
                 bar.stop()
     elapsed = time.monotonic() - started
     click.echo(
-        f"published {_records(len(acknowledged))} to {kafka.topic} in {elapsed:.1f}s "
+        f"published {counted(len(acknowledged), 'record')} to {kafka.topic} in {elapsed:.1f}s "
         f"({planted} malformed, for the dead-letter topic)"
     )
     if stopped is not None:
@@ -168,14 +175,10 @@ def simulate(
     if failures or unconfirmed:
         why = f": {failures[0]!r}" if failures else ", not in time"
         raise click.ClickException(
-            f"{len(failures) + unconfirmed} of {_records(sent)} sent were not acknowledged{why}"
+            f"{len(failures) + unconfirmed} of {counted(sent, 'record')} sent were not acknowledged{why}"
         )
     if interrupted:
         sys.exit(130)  # as a shell reports a command ended by Ctrl-C, whose summary is above
-
-
-def _records(count: int) -> str:
-    return f"{count} record" + ("" if count == 1 else "s")
 
 
 def _progress(total: int, enabled: bool) -> tuple[Any, Any]:

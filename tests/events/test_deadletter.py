@@ -240,12 +240,18 @@ def test_a_letter_older_than_the_age_cap_is_not_redriven(
     ]
     producer.send(dead_letter_topic(kafka_topic), key=b"C-OLD", value=b"{}", headers=headers).get(timeout=10)
     env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    # The listing says so too: it showed such a letter "pending", which no redrive would send.
+    listing = CliRunner().invoke(main, ["dlq", "list"], env=env)
+    assert listing.exit_code == 0, listing.output
+    assert f"  kept      from {kafka_topic}[0]@3  unresolved-identity: not linked yet" in listing.output
+    assert "1 record in " in listing.output
+    assert ", 0 pending, 1 kept (no redrive sends them" in listing.output
     result = CliRunner().invoke(main, ["dlq", "redrive"], env=env)
     assert result.exit_code == 0, result.output
     assert f"not redriven: {kafka_topic}[0]@3 (unresolved-identity): older than the timeline's age cap" in (
         result.output
     )
-    assert "redrove 0 record(s)" in result.output
+    assert "redrove 0 records" in result.output
     assert topic_records(kafka_topic) == []
 
 

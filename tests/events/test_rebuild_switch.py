@@ -65,6 +65,25 @@ def test_a_rebuild_from_a_topic_that_does_not_exist_changes_nothing(
     assert writer.client.exists(CitizenKeys(key_prefix, before, citizen).timeline)
 
 
+@pytest.mark.parametrize("grace_s", [float("nan"), float("inf"), -1.0])
+def test_a_grace_period_that_is_no_number_of_seconds_is_refused_before_anything_is_written(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, grace_s: float
+) -> None:
+    # NaN failed the sleep after the switch, leaving the replaced generation behind; only the CLI refused it.
+    citizen = f"C-{uuid.uuid4().hex[:8]}"
+    event = make_event(citizen)
+    writer.apply_batch(writes_for(event))
+    before = writer.current_epoch()
+    produce_events(kafka_topic, [event])
+    keys = set(writer.client.scan_iter(f"{key_prefix}*"))
+
+    with pytest.raises(ValueError, match="grace_s must be a finite number of seconds"):
+        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=grace_s)
+
+    assert writer.current_epoch() == before
+    assert set(writer.client.scan_iter(f"{key_prefix}*")) == keys
+
+
 def test_a_replay_whose_position_falls_off_the_log_goes_on_from_the_log_s_new_start(
     writer: ProjectionWriter, kafka_topic: str
 ) -> None:
@@ -606,6 +625,6 @@ def test_the_rebuild_commands_summary_accounts_for_every_record_it_read(
     assert result.exit_code == 0, result.output
     assert "4 records replayed in " in result.output
     assert (
-        ": 1 changes, 1 changing nothing (applied already, or older than what is held), "
+        ": 1 change, 1 changing nothing (applied already, older than what is held, or of an erased citizen), "
         "2 skipped (1 not-json, 1 unresolved-identity); "
     ) in result.output

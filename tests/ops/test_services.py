@@ -16,6 +16,7 @@ from pydantic import RedisDsn
 
 from context.settings import RedisSettings
 from context.store import PROJECTION_REDIS_CONFIG
+from events.deadletter import dead_letter_topic
 from events.settings import KafkaSettings
 from events.topics import admin_client
 from ops.cli import main
@@ -222,6 +223,8 @@ def test_status_reports_a_server_set_elsewhere_and_still_the_others() -> None:
         ["simulate", "--rate", "nan"],
         ["simulate", "--rate", "1e308"],
         ["dev", "--simulate-rate", "nan"],
+        # Below what `simulate` sends, yet not 0: announced as traffic that never came.
+        ["dev", "--simulate-rate", "0.001"],
         ["soak", "--seconds", "nan"],
     ],
 )
@@ -242,8 +245,8 @@ def test_up_with_the_servers_running_creates_the_topics_its_settings_name() -> N
         result = CliRunner().invoke(main, ["services", "up"], env={"CITIZEN_CONTEXT_KAFKA_TOPIC": topic})
         assert result.exit_code == 0, result.output
         assert "kafka: running" in result.output
-        assert {topic, f"{topic}.dlq"} <= set(admin.list_topics())
+        assert {topic, dead_letter_topic(topic)} <= set(admin.list_topics())
     finally:
         with contextlib.suppress(KafkaError):
-            admin.delete_topics([topic, f"{topic}.dlq"])
+            admin.delete_topics([topic, dead_letter_topic(topic)])
         admin.close()
