@@ -39,6 +39,7 @@ from kafka.errors import CorruptRecordError, KafkaError
 
 from context.store import HOLD_RENEWAL_S, ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolve_batch
+from events.rebuild_shares import ReplayShares, ShareDone, shares_worth_forking
 from events.records import KafkaRecord, polled_records
 from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
 from events.unreadable import read_again, step_past, unreadable_record
@@ -101,12 +102,27 @@ REPLAY_POLL_RECORDS = 2000
 REPLAY_FETCH_WAIT_MS = 10
 
 
+# A parallel replay's processes (events/rebuild_shares.py), by default: one per core of the machine measured
+# (README, Benchmarks), leaving Redis to share them.
+REPLAY_PROCESSES = 2
+# Fewer records than this are replayed by the rebuild's own process: forking and joining would cost more.
+PARALLEL_REPLAY_MIN_RECORDS = 20_000
+
+
 class Replayer:
     """Reads every partition of the topic with manual assignment (no consumer group, nothing committed)."""
 
     def __init__(
-        self, kafka: KafkaSettings, writer: ProjectionWriter, *, epoch: str, default_region: str
+        self,
+        kafka: KafkaSettings,
+        writer: ProjectionWriter,
+        *,
+        epoch: str,
+        default_region: str,
+        share: tuple[int, int] | None = None,
     ) -> None:
+        """`share`: (n, of) to read only the partitions whose number is n modulo `of` (one process of a
+        parallel replay, events/rebuild_shares.py); every partition by default."""
         self._consumer = KafkaConsumer(
             bootstrap_servers=kafka.bootstrap_list,
             group_id=None,
@@ -124,7 +140,11 @@ class Replayer:
         if not partitions:
             self._consumer.close()
             raise MissingTopic(kafka.topic)
-        self.partitions = [TopicPartition(kafka.topic, p) for p in sorted(partitions)]
+        self.partitions = [
+            TopicPartition(kafka.topic, p)
+            for p in sorted(partitions)
+            if share is None or p % share[1] == share[0]
+        ]
         self._consumer.assign(self.partitions)
         self._consumer.seek_to_beginning(*self.partitions)
         self._bootstrap = kafka.bootstrap_list
@@ -139,6 +159,24 @@ class Replayer:
         self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
         # When the generation's hold is due next (see _hold): at once, before the first write.
         self._renew_hold_at = float("-inf")
+
+    def positions(self) -> dict[int, int]:
+        """The next offset to read of each partition read (by partition number)."""
+        return {tp.partition: self._consumer.position(tp) for tp in self.partitions}
+
+    def take_over(self, shares: Sequence[ShareDone]) -> None:
+        """Go on from where the processes of a parallel replay stopped: their positions, counts and the
+        records they held back (retried at the end of this replayer's next pass)."""
+        for done in shares:
+            for tp in self.partitions:
+                if tp.partition in done.positions:
+                    self._consumer.seek(tp, done.positions[tp.partition])
+            self.records += done.records
+            self.applied += done.applied
+            self.skipped += sum(done.skipped_by_reason.values())
+            for reason, count in done.skipped_by_reason.items():
+                self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + count
+            self.held_back += done.held_back
 
     def remaining(self) -> int:
         """Records between the current positions and the ends of the partitions."""
@@ -410,6 +448,44 @@ def _release(writer: ProjectionWriter, *epochs: str) -> None:
         log.warning("rebuild left a generation held unserved", epochs=epochs, error=type(error).__name__)
 
 
+def _fork_shares(
+    kafka: KafkaSettings,
+    writer: ProjectionWriter,
+    *,
+    epoch: str,
+    default_region: str,
+    processes: int,
+    at_least: int,
+) -> ReplayShares | None:
+    """The processes of a parallel replay, forked and waiting; None when the topic is too small for one (or
+    missing: the rebuild's replayer says so)."""
+    if processes <= 1:
+        return None
+    probe = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_list,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="citizen-context-rebuild",
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+    )
+    try:
+        numbers = probe.partitions_for_topic(kafka.topic) or set()
+        partitions = [TopicPartition(kafka.topic, number) for number in numbers]
+        ends = probe.end_offsets(partitions) if partitions else {}
+        starts = probe.beginning_offsets(partitions) if partitions else {}
+    finally:
+        probe.close()  # and its network thread with it, before any fork
+    records = sum(ends[tp] - starts[tp] for tp in partitions)
+    count = shares_worth_forking(records, len(partitions), processes, at_least=at_least)
+    if count <= 1:
+        return None
+
+    def make_replayer(share: int, of: int) -> Replayer:
+        return Replayer(kafka, writer, epoch=epoch, default_region=default_region, share=(share, of))
+
+    return ReplayShares(make_replayer, count)
+
+
 def rebuild(
     *,
     kafka: KafkaSettings,
@@ -420,6 +496,8 @@ def rebuild(
     settle_below: int = 1000,
     grace_s: float = 2.0,
     cleanup_guard: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+    processes: int = REPLAY_PROCESSES,
+    parallel_from: int = PARALLEL_REPLAY_MIN_RECORDS,
 ) -> RebuildReport:
     """Rebuild the projection from the earliest offsets and switch to it (see the module docstring).
 
@@ -427,25 +505,49 @@ def rebuild(
     again as `RebuildInterrupted`, once what the rebuild left is cleaned up as far as Redis answers; one
     after it (the grace period, the cleanup) only cuts the grace period short: the rebuild finishes.
     Cleanups run within `cleanup_guard`, which the CLI makes hold a further interrupt back until they end
-    (without one, as here by default, a second interrupt can cut a cleanup short)."""
+    (without one, as here by default, a second interrupt can cut a cleanup short).
+    A topic of at least `parallel_from` records has its bulk replayed by `processes` processes at once
+    (events/rebuild_shares.py); 1 replays it in this one."""
     if not 0 <= grace_s < math.inf:  # NaN too: it would fail the sleep after the switch
         raise ValueError(f"grace_s must be a finite number of seconds, at least 0, not {grace_s!r}")
     epoch = new_epoch()
     started = time.perf_counter()
+    shares: ReplayShares | None = None
     try:
+        # Forked before this process makes a Kafka client of its own; they write nothing until `run`.
+        shares = _fork_shares(
+            kafka,
+            writer,
+            epoch=epoch,
+            default_region=default_region,
+            processes=processes,
+            at_least=parallel_from,
+        )
         # The replayer holds the generation unserved from before its first write, so that every erasure
         # reaches it, even should this rebuild stop before its switch and leave it behind (until its keys
         # expire). Making it writes nothing.
         replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
-    except KeyboardInterrupt:
-        raise RebuildInterrupted("rebuild interrupted before it started: nothing was written") from None
+    except BaseException as error:
+        if shares is not None:
+            shares.close()
+        if isinstance(error, KeyboardInterrupt):
+            raise RebuildInterrupted("rebuild interrupted before it started: nothing was written") from None
+        raise
     switched = dropped = finished = False
     previous: str | None = None
     failure: Exception | None = None  # what failed the rebuild, should Ctrl-C then land in its cleanup
     try:
         try:
             on_start(replayer.remaining())
-            log.info("rebuild started", epoch=epoch, partitions=len(replayer.partitions))
+            log.info(
+                "rebuild started",
+                epoch=epoch,
+                partitions=len(replayer.partitions),
+                processes=1 if shares is None else shares.count,
+            )
+            if shares is not None:
+                replayer.take_over(shares.run(progress))
+                shares.close()
             while replayer.catch_up(progress) > settle_below:
                 pass
             # The generation served is read before the switch, not taken from its answer: a switch whose
@@ -468,6 +570,8 @@ def rebuild(
             raise
         finally:
             with cleanup_guard():
+                if shares is not None:
+                    shares.close()  # none of them writes after this, nor after the generation is dropped
                 replayer.close()
                 dropped = not switched and _drop_unfinished(writer, epoch)
     except KeyboardInterrupt:

@@ -35,12 +35,20 @@ def _writer() -> "ProjectionWriter":
     type=FiniteRange(min=0, max=3600),
     help="Seconds to wait before deleting the old generation.",
 )
-def rebuild(grace: float) -> None:
+@click.option(
+    "--processes",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1, max=64),
+    help="Processes that replay the topic's partitions at once (a topic of 20,000 records or more).",
+)
+def rebuild(grace: float, processes: int) -> None:
     """Rebuild the projection from Kafka into a new generation, then switch to it (repave)."""
     from context.settings import IdentitySettings
     from events.heap import settle_heap
     from events.rebuild import MissingTopic, RebuildInterrupted
     from events.rebuild import rebuild as run_rebuild
+    from events.rebuild_shares import ShareFailed
     from events.settings import KafkaSettings
 
     kafka = KafkaSettings()
@@ -68,6 +76,7 @@ def rebuild(grace: float) -> None:
                 progress=lambda n: bar[0].update(n) if bar else None,
                 grace_s=grace,
                 cleanup_guard=uninterrupted,
+                processes=processes,
             )
     except RebuildInterrupted as error:
         if bar:
@@ -76,6 +85,8 @@ def rebuild(grace: float) -> None:
         sys.exit(130)  # as a shell reports a command ended by Ctrl-C
     except MissingTopic as error:
         fail(ServiceError(f"{error} (CITIZEN_CONTEXT_KAFKA_TOPIC); the projection served is unchanged"))
+    except ShareFailed as error:
+        fail(ServiceError(f"rebuild failed: {error}; the projection served is unchanged"))
     finally:
         if bar:
             bar[0].__exit__(None, None, None)
