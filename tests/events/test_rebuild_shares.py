@@ -145,6 +145,16 @@ def shares_patched(monkeypatch: pytest.MonkeyPatch, *, failing: int | None = Non
     monkeypatch.setattr(Replayer, "catch_up", share_catch_up)
 
 
+def rebuilt_in_parallel(
+    writer: ProjectionWriter, topic: str, progress: Callable[[int], None] = lambda _count: None
+) -> RebuildReport:
+    """A rebuild of `topic` by two processes, however few records it holds."""
+    kafka = KafkaSettings(topic=topic)
+    return rebuild(
+        kafka=kafka, writer=writer, default_region="GB", grace_s=0, parallel_from=0, progress=progress
+    )
+
+
 def nothing_of_a_rebuild_left(writer: ProjectionWriter, key_prefix: str, served: str) -> None:
     assert multiprocessing.active_children() == []  # every share's process stopped, not left to write
     assert writer.current_epoch() == served
@@ -163,14 +173,7 @@ def test_a_parallel_replay_interrupted_stops_its_processes_and_removes_its_gener
         raise KeyboardInterrupt  # as Ctrl-C lands in the rebuild while its shares replay
 
     with pytest.raises(RebuildInterrupted, match="was removed"):
-        rebuild(
-            kafka=KafkaSettings(topic=kafka_topic),
-            writer=writer,
-            default_region="GB",
-            grace_s=0,
-            parallel_from=0,
-            progress=interrupt,
-        )
+        rebuilt_in_parallel(writer, kafka_topic, progress=interrupt)
 
     nothing_of_a_rebuild_left(writer, key_prefix, served)
 
@@ -183,13 +186,7 @@ def test_a_share_that_fails_fails_the_rebuild_which_stops_the_others_and_removes
     shares_patched(monkeypatch, failing=0)
 
     with pytest.raises(ShareFailed, match=r"share 0 of 2: RuntimeError: the share's replay failed"):
-        rebuild(
-            kafka=KafkaSettings(topic=kafka_topic),
-            writer=writer,
-            default_region="GB",
-            grace_s=0,
-            parallel_from=0,
-        )
+        rebuilt_in_parallel(writer, kafka_topic)
 
     nothing_of_a_rebuild_left(writer, key_prefix, served)
 

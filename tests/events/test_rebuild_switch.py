@@ -70,11 +70,7 @@ def test_a_grace_period_that_is_no_number_of_seconds_is_refused_before_anything_
     writer: ProjectionWriter, kafka_topic: str, key_prefix: str, grace_s: float
 ) -> None:
     # NaN failed the sleep after the switch, leaving the replaced generation behind; only the CLI refused it.
-    citizen = f"C-{uuid.uuid4().hex[:8]}"
-    event = make_event(citizen)
-    writer.apply_batch(writes_for(event))
-    before = writer.current_epoch()
-    produce_events(kafka_topic, [event])
+    before = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
     keys = set(writer.client.scan_iter(f"{key_prefix}*"))
 
     with pytest.raises(ValueError, match="grace_s must be a finite number of seconds"):
