@@ -153,8 +153,11 @@ class Replayer:
         self._default_region = default_region
         self.records = self.applied = self.skipped = 0
         self.skipped_by_reason: dict[str, int] = {}
-        # Events whose citizen was not known yet when read; retried after each pass, kept across passes.
+        # Events whose citizen was not known yet when read; retried after each pass, kept across passes. A
+        # share's replayer keeps them for the rebuild's: the other shares may not have taught the index all
+        # the topic teaches yet, and a number that moved could resolve to its previous holder.
         self.held_back: list[KafkaRecord] = []
+        self._share = share
         # The batch Redis was sent last, and its replies (None when sending failed: it is applied again).
         self._in_flight: tuple[PreparedBatch, SentBatch | None] | None = None
         # When the generation's hold is due next (see _hold): at once, before the first write.
@@ -204,7 +207,7 @@ class Replayer:
                 self.held_back += self._apply(records, progress)
             pending = {tp for tp in pending if self._consumer.position(tp) < ends[tp]}
         self._finish_in_flight()
-        if self.held_back:
+        if self.held_back and self._share is None:
             self.held_back = self._apply(self.held_back, progress=None)
             self._finish_in_flight()
         return read

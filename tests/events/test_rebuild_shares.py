@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -83,11 +84,13 @@ def test_a_parallel_replay_builds_what_one_process_builds(
 ) -> None:
     citizens, callers = a_topic_to_replay(kafka_topic)
     started: list[int] = []
+    shares: list[ShareDone] = []
     run = ReplayShares.run
 
     def counted_run(self: ReplayShares, progress: Callable[[int], None]) -> list[ShareDone]:
         started.append(self.count)
-        return run(self, progress)
+        shares.extend(run(self, progress))
+        return shares
 
     monkeypatch.setattr(ReplayShares, "run", counted_run)
     seen: list[int] = []
@@ -107,6 +110,9 @@ def test_a_parallel_replay_builds_what_one_process_builds(
 
     parallel, in_parallel = replayed(2)
     assert started == [2]
+    # The shares read the whole topic between them (it held nothing more when they began), each its part.
+    assert [done.records > 0 for done in shares] == [True, True]
+    assert sum(done.records for done in shares) == parallel.records
     assert sum(seen) >= parallel.records  # every record read, by either share or the rebuild's own passes
     one, in_one = replayed(1)
     assert started == [2]  # one process replays alone
@@ -207,3 +213,44 @@ def test_the_rebuild_command_says_which_share_failed_without_a_traceback(
         "late; the projection served is unchanged"
     ) in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_share_whose_replayer_cannot_be_made_fails_the_rebuild_saying_why(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ended before it was told to start, it broke the pipe the word went through: the rebuild failed with
+    # a bare BrokenPipeError, which the CLI took for a closed output and exited 1 in silence.
+    a_topic_to_replay(kafka_topic)
+    served = writer.current_epoch()
+    make = Replayer.__init__
+
+    def unmade(self: Replayer, *arguments: Any, share: tuple[int, int] | None = None, **options: Any) -> None:
+        if share is not None:
+            raise RuntimeError("no metadata in time")
+        make(self, *arguments, **options)
+
+    monkeypatch.setattr(Replayer, "__init__", unmade)
+    with pytest.raises(ShareFailed, match=r"share \d of 2: RuntimeError: no metadata in time"):
+        rebuilt_in_parallel(writer, kafka_topic)
+
+    nothing_of_a_rebuild_left(writer, key_prefix, served)
+
+
+def test_a_share_that_ends_without_a_word_is_named_with_its_exit_status(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_topic_to_replay(kafka_topic)
+    served = writer.current_epoch()
+    rebuilding = os.getpid()
+    catch_up = Replayer.catch_up
+
+    def dying(self: Replayer, progress: Callable[[int], None]) -> int:
+        if os.getpid() != rebuilding:
+            os._exit(3)  # as a process killed or crashed ends: no word to the rebuild
+        return catch_up(self, progress)
+
+    monkeypatch.setattr(Replayer, "catch_up", dying)
+    with pytest.raises(ShareFailed, match=r"rebuild-share-\d ended without a word \(exit status 3\)"):
+        rebuilt_in_parallel(writer, kafka_topic)
+
+    nothing_of_a_rebuild_left(writer, key_prefix, served)
