@@ -3,14 +3,20 @@ Kafka and Redis): it builds what one process builds, and stops and cleans up as 
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from bench.produce import produce_topic
+from bench.workload import Workload
 from context.keys import CitizenKeys
 from context.store import ProjectionWriter
 from events.codec import encode_structured
@@ -254,3 +260,45 @@ def test_a_share_that_ends_without_a_word_is_named_with_its_exit_status(
         rebuilt_in_parallel(writer, kafka_topic)
 
     nothing_of_a_rebuild_left(writer, key_prefix, served)
+
+
+def test_the_rebuild_command_stopped_by_sigterm_during_its_parallel_replay_leaves_nothing(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    # The real command, forked shares and real signals: the CLI takes SIGTERM as Ctrl-C, its shares must not
+    # (they stop when the rebuild tells them), and nothing of theirs may outlive the rebuild.
+    produce_topic(BOOTSTRAP, kafka_topic, Workload(citizens=5_000), 60_000)
+    served = writer.current_epoch()
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "rebuild", "--grace", "0"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert command.stdout is not None
+        output = ""
+        while "processes=2" not in output:  # the shares are replaying from here
+            line = command.stdout.readline()
+            assert line, output
+            output += line
+        children = Path(f"/proc/{command.pid}/task/{command.pid}/children").read_text().split()
+        assert len(children) == 2, output  # still replaying: the signal lands while they run
+        command.send_signal(signal.SIGTERM)
+        rest, _ = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    output += rest
+
+    assert command.returncode == 130, output
+    assert "error: rebuild interrupted before its switch" in output
+    assert "Traceback" not in output
+    for child in children:
+        assert not Path(f"/proc/{child}").exists(), output
+    assert writer.current_epoch() == served
+    assert [key for key in writer.client.scan_iter(f"{key_prefix}:*") if ":{B-" in key] == []
+    assert writer.unserved_generations() == []
