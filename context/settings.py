@@ -1,5 +1,6 @@
 """Settings of the Redis projection: where it lives and the timeline's limits."""
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import Field, RedisDsn
@@ -54,6 +55,11 @@ class TimelineSettings(BaseSettings):
         description="Changes kept per citizen so that a reconnecting stream can resume (at most 5,000).",
     )
     page_size: int = Field(default=50, ge=1, le=500, description="Timeline events returned with the context.")
+
+    @property
+    def max_age(self) -> timedelta:
+        """The age cap, `max_age_days`, as a duration."""
+        return timedelta(days=self.max_age_days)
 
 
 class IdentitySettings(BaseSettings):

@@ -423,7 +423,7 @@ class ProjectionWriter:
         """Send the commands of writes without an erasure among them; the results are read later.
         `served`: `epoch` is the served generation as last read, which the script checks."""
         moment = now or datetime.now(UTC)
-        cutoff = age_cutoff(now=moment, max_age=timedelta(days=self._timeline.max_age_days))
+        cutoff = age_cutoff(now=moment, max_age=self._timeline.max_age)
         expiry = int(timedelta(days=self._timeline.inactivity_expiry_days).total_seconds())
         period = keep_alive_period(expiry)
         stamp = int(moment.timestamp()) // period
@@ -1051,13 +1051,13 @@ class ContextReader:
 
     def _age_cutoff(self, now: datetime) -> int:
         """The time score below which events are past the age cap at `now`."""
-        return age_cutoff(now=now, max_age=timedelta(days=self._timeline.max_age_days))
+        return age_cutoff(now=now, max_age=self._timeline.max_age)
 
     def _summarise_until(self, facts: str, *, now: datetime) -> tuple[Summary, datetime | None]:
         """The summary of the stored facts (one JSON array) at `now`, of the events within the age cap, and
         the first moment it changes."""
         recent_days = self._summary.recent_days
-        max_age = timedelta(days=self._timeline.max_age_days)
+        max_age = self._timeline.max_age
 
         def compute(facts: str) -> tuple[Summary, datetime | None]:
             valid, leaves_at = within_age_cap(

@@ -103,12 +103,7 @@ SEGMENT_MS = 24 * 3600 * 1000
 def topic_retention() -> timedelta:
     """How long a record stays in a topic the project creates, at most: the timeline's age cap (the topic's
     retention), and the day its last segment may outlive that."""
-    return _age_cap() + timedelta(milliseconds=SEGMENT_MS)
-
-
-def _age_cap() -> timedelta:
-    """The timeline's age cap: the retention of the topics the project creates, unless told otherwise."""
-    return timedelta(days=TimelineSettings().max_age_days)
+    return TimelineSettings().max_age + timedelta(milliseconds=SEGMENT_MS)
 
 
 def _warn_unless_kept_for(admin: KafkaAdminClient, name: str, wanted_ms: int) -> None:
@@ -183,7 +178,7 @@ def ensure_dead_letter_topic(kafka: KafkaSettings) -> bool:
 
 
 def _kept_for(retention: timedelta | None) -> dict[str, str]:
-    keep = retention if retention is not None else _age_cap()
+    keep = retention if retention is not None else TimelineSettings().max_age
     retention_ms = int(keep.total_seconds() * 1000)
     return {RETENTION: str(retention_ms), "segment.ms": str(min(SEGMENT_MS, retention_ms))}
 

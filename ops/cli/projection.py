@@ -1,7 +1,7 @@
 """Tools on the projection and the contract: `rebuild`, `dlq`, `contract` and `settings`."""
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,7 +174,7 @@ def _redrive_horizon() -> datetime:
     its citizen's erasure mark, and bring back what it teaches (its profile fields, its identifiers)."""
     from context.settings import TimelineSettings
 
-    return datetime.now(UTC) - timedelta(days=TimelineSettings().max_age_days)
+    return datetime.now(UTC) - TimelineSettings().max_age
 
 
 def _not_redrivable(letter: "StoredDeadLetter", oldest: datetime) -> str | None:
