@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 import structlog
@@ -109,6 +109,18 @@ REPLAY_PROCESSES = 2
 PARALLEL_REPLAY_MIN_RECORDS = 20_000
 
 
+def _replay_consumer(kafka: KafkaSettings, **options: Any) -> KafkaConsumer:
+    """A consumer of the rebuild's own: no consumer group, nothing committed; `options` as kafka-python's."""
+    return KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_list,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="citizen-context-rebuild",
+        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+        **options,
+    )
+
+
 class Replayer:
     """Reads every partition of the topic with manual assignment (no consumer group, nothing committed)."""
 
@@ -123,13 +135,9 @@ class Replayer:
     ) -> None:
         """`share`: (n, of) to read only the partitions whose number is n modulo `of` (one process of a
         parallel replay, events/rebuild_shares.py); every partition by default."""
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_list,
-            group_id=None,
-            enable_auto_commit=False,
+        self._consumer = _replay_consumer(
+            kafka,
             max_poll_records=max(kafka.max_poll_records, REPLAY_POLL_RECORDS),
-            client_id="citizen-context-rebuild",
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             fetch_max_wait_ms=REPLAY_FETCH_WAIT_MS,
             # A position that falls off the log while it is read (retention deleting the oldest segment,
             # an operator's delete-records) resumes from the log's new start: kafka-python's default moves
@@ -464,13 +472,7 @@ def _fork_shares(
     missing: the rebuild's replayer says so)."""
     if processes <= 1:
         return None
-    probe = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_list,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="citizen-context-rebuild",
-        reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-    )
+    probe = _replay_consumer(kafka)
     try:
         numbers = probe.partitions_for_topic(kafka.topic) or set()
         partitions = [TopicPartition(kafka.topic, number) for number in numbers]
