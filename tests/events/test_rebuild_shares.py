@@ -4,8 +4,6 @@ Kafka and Redis): it builds what one process builds, and stops and cleans up as 
 import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from events.rebuild_shares import ReplayShares, ShareDone, ShareFailed, shares_w
 from events.settings import KafkaSettings
 from ops.cli import main
 from tests.events.test_consumer import BOOTSTRAP
+from tests.events.test_rebuild_switch import rebuild_command
 from tests.factories import example_data, make_event
 
 
@@ -269,14 +268,7 @@ def test_the_rebuild_command_stopped_by_sigterm_during_its_parallel_replay_leave
     # (they stop when the rebuild tells them), and nothing of theirs may outlive the rebuild.
     produce_topic(BOOTSTRAP, kafka_topic, Workload(citizens=5_000), 60_000)
     served = writer.current_epoch()
-    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
-    command = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "rebuild", "--grace", "0"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    command = rebuild_command(kafka_topic, key_prefix, grace="0")
     try:
         assert command.stdout is not None
         output = ""

@@ -449,19 +449,24 @@ def test_the_rebuild_command_interrupted_says_what_it_left_and_exits_as_interrup
     assert "Aborted!" not in result.output
 
 
-def test_the_rebuild_command_stopped_in_its_grace_period_finishes_at_once(
-    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
-) -> None:
-    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
-    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": kafka_topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
-    announcements = announced(writer.client, key_prefix)
-    command = subprocess.Popen(
-        [sys.executable, "-m", "ops.cli", "rebuild", "--grace", "600"],
+def rebuild_command(topic: str, key_prefix: str, *, grace: str) -> "subprocess.Popen[str]":
+    """`citizen-context rebuild --grace GRACE` of `topic` in a process of its own, its output in one pipe."""
+    env = {"CITIZEN_CONTEXT_KAFKA_TOPIC": topic, "CITIZEN_CONTEXT_REDIS_KEY_PREFIX": key_prefix}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "rebuild", "--grace", grace],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_the_rebuild_command_stopped_in_its_grace_period_finishes_at_once(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+) -> None:
+    replaced = a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    announcements = announced(writer.client, key_prefix)
+    command = rebuild_command(kafka_topic, key_prefix, grace="600")
     try:
         # The new generation is announced just before the grace period.
         assert announcements.get_message(timeout=60) is not None
