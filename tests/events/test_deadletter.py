@@ -1,12 +1,13 @@
 """Dead letters through the real broker."""
 
+import time
 import uuid
 
 import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from context.store import ProjectionWriter
 from events.deadletter import (
@@ -212,6 +213,37 @@ def test_letters_the_broker_acknowledged_are_not_sent_again_when_another_fails(k
         (1, "x" * MAX_DETAIL),
         (0, "again"),
     ]
+
+
+def test_a_batch_of_letters_waits_for_its_acknowledgements_once_not_once_per_letter(
+    kafka_topic: str,
+) -> None:
+    # The dead-letter topic deleted while the producer still holds its metadata: no letter is acknowledged.
+    # Each letter's own wait (its `timeout_s`) added up, and a batch (and a SIGTERM behind it) waited minutes.
+    bootstrap = KafkaSettings().bootstrap_list
+    letters = [
+        DeadLetter(IncomingRecord(kafka_topic, 0, offset, b"C-1", b"[0]", []), "not-an-object", "")
+        for offset in range(7)
+    ]
+    producer = create_producer(bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        send_dead_letters(producer, [letters.pop(0)])  # the producer now knows the topic
+        admin.delete_topics([dead_letter_topic(kafka_topic)])
+        wait_until(lambda: dead_letter_topic(kafka_topic) not in admin.list_topics(), what="the topic gone")
+        started = time.monotonic()
+        with pytest.raises(KafkaTimeoutError):
+            send_dead_letters(producer, letters, timeout_s=1.5)
+        waited = time.monotonic() - started
+        assert len(letters) == 6  # none acknowledged: all are still to send
+        # Six letters of 1.5 s each waited 9 s; the batch's one deadline, 1.5 s.
+        assert waited < 4.5
+    finally:
+        # Made again as the fixture made it (3 partitions), the topic takes what the producer still holds,
+        # and the producer closes cleanly.
+        ensure_topic(bootstrap, dead_letter_topic(kafka_topic), partitions=3)
+        producer.close(timeout=30)
+        admin.close()
 
 
 def test_two_letters_at_one_offset_of_a_dead_letter_topic_made_again_are_told_apart() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaTimeoutError
 
 import events.rebuild
 from context.keys import CitizenKeys, changes_channel
@@ -24,6 +25,7 @@ from context.store import ApplyResult, ProjectionWriter, SentBatch, new_epoch
 from events.producer import create_producer
 from events.rebuild import MissingTopic, RebuildInterrupted, Replayer, rebuild
 from events.settings import KafkaSettings
+from models.events import CloudEvent
 from ops.cli import main
 from ops.processes import uninterrupted
 from tests.events.test_consumer import BOOTSTRAP, produce_events
@@ -629,3 +631,49 @@ def test_the_rebuild_commands_summary_accounts_for_every_record_it_read(
         ": 1 change, 1 changing nothing (applied already, older than what is held, or of an erased citizen), "
         "2 skipped (1 not-json, 1 unresolved-identity); "
     ) in result.output
+
+
+class PublishesAtItsSwitch(NotesItsSwitch):
+    """A writer that has `arrivals` published to `topic` just before its switch: the rebuild's last pass
+    reads them."""
+
+    def __init__(self, *args: Any, topic: str, arrivals: list[CloudEvent], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.topic, self.arrivals = topic, arrivals
+
+    def switch_epoch(self, epoch: str) -> None:
+        produce_events(self.topic, self.arrivals)
+        super().switch_epoch(epoch)
+
+
+def test_records_read_by_a_pass_that_failed_and_was_tried_again_are_in_the_rebuilds_count(
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The pass counted its records once it had read them all: Kafka failing part-way, it was tried again
+    # from where it stopped, and the records it had read (and applied) were in no count.
+    monkeypatch.setattr(events.rebuild, "REPLAY_POLL_RECORDS", 10)  # the last pass polls three times
+    a_generation_served_and_an_event_to_replay(writer, kafka_topic)
+    citizens = [f"C-{uuid.uuid4().hex[:8]}" for _ in range(25)]
+    arrivals = [make_event(citizen) for citizen in citizens]
+    publishing = PublishesAtItsSwitch(
+        writer.client, prefix=key_prefix, timeline=TimelineSettings(), topic=kafka_topic, arrivals=arrivals
+    )
+    poll = KafkaConsumer.poll
+    polls_after_the_switch: list[int] = []
+
+    def fails_the_second_poll_after_the_switch(self: KafkaConsumer, *args: Any, **kwargs: Any) -> Any:
+        if publishing.switched:
+            polls_after_the_switch.append(1)
+            if len(polls_after_the_switch) == 2:
+                raise KafkaTimeoutError("Kafka away for a moment")
+        return poll(self, *args, **kwargs)
+
+    monkeypatch.setattr(KafkaConsumer, "poll", fails_the_second_poll_after_the_switch)
+    kafka = KafkaSettings(topic=kafka_topic, max_poll_records=10)
+    report = rebuild(kafka=kafka, writer=publishing, default_region="GB", grace_s=0)
+
+    assert len(polls_after_the_switch) > 2  # failed once, then tried again
+    assert (report.records, report.applied, report.skipped) == (26, 26, 0)
+    served = writer.current_epoch()
+    for citizen in citizens:  # the first poll's records too: applied before the failure
+        assert writer.client.exists(CitizenKeys(key_prefix, served, citizen).timeline)
