@@ -141,6 +141,9 @@ def _validation_error(item: Any) -> dict[str, str]:
         # pydantic puts the character's position where a field's name would be: "body.42" names nothing.
         location, position = "body", item["loc"][-1]
         message = f"The body is not JSON: {context.get('error', 'decode error')} at character {position}"
+    elif item["type"] == "extra_forbidden":
+        # A misspelt member, most likely: ignored, the field meant would have taken its default unseen.
+        message = "No such field in this request (misspelt?)"
     elif item["type"] in {"too_long", "too_short"} and isinstance(item.get("input"), str):
         # A text whose type runs a validator of its own is measured as "items": it is characters.
         if item["type"] == "too_long":

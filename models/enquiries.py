@@ -4,13 +4,14 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, Field, StringConstraints, model_validator
 
+from models.bodies import RequestBody
 from models.events import CitizenId
 from models.tables import EnquiryStatus, StoredTime
 
 Channel = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 
 
-class EnquiryCreate(BaseModel):
+class EnquiryCreate(RequestBody):
     """Start an enquiry for a citizen named by exactly one of: id, phone number, email, case reference."""
 
     citizen_id: CitizenId | None = None
@@ -29,7 +30,7 @@ class EnquiryCreate(BaseModel):
         return self
 
 
-class EnquiryComplete(BaseModel):
+class EnquiryComplete(RequestBody):
     """How the enquiry ended."""
 
     outcome: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,63}$")] = Field(

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError
 
 from models.api_key_limits import CLIENT_PATTERN, MAX_GRACE_DAYS, MAX_KEY_DAYS
+from models.bodies import RequestBody
 from models.tables import AuditAction, StoredTime
 
 # C0 controls, DEL and C1 controls. A stated reason or a filter is a line of prose or a name: a control
@@ -79,7 +80,7 @@ class Scope(StrEnum):
     audit_read = "audit:read"
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestBody):
     """A new key for an integrator."""
 
     client: str = Field(pattern=CLIENT_PATTERN, description="Who the key is for.")
@@ -87,7 +88,7 @@ class ApiKeyCreate(BaseModel):
     expires_in_days: int = Field(default=90, ge=1, le=MAX_KEY_DAYS)
 
 
-class ApiKeyRotate(BaseModel):
+class ApiKeyRotate(RequestBody):
     """How long the old key keeps working once its successor exists."""
 
     grace_s: int = Field(default=86_400, ge=0, le=MAX_GRACE_DAYS * 86_400)
@@ -117,7 +118,7 @@ class ApiKeyList(BaseModel):
     keys: list[ApiKeyPublic]
 
 
-class StreamTicketRequest(BaseModel):
+class StreamTicketRequest(RequestBody):
     """Optional: a supervisor's reason for viewing without an enquiry."""
 
     reason: PlainText | None = Field(default=None, max_length=500)

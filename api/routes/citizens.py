@@ -30,6 +30,7 @@ from context.paging import InvalidCursor, IssuedCursor, TimelineFilter, decode_c
 from context.settings import IdentitySettings
 from context.store import ContextJson, ContextReader, TimelinePosition
 from context.timeline import time_score
+from models.bodies import RequestBody
 from models.context import CitizenContext
 from models.events import CITIZEN_ID_PATTERN, CloudEvent
 from models.security import HeaderText, header_text
@@ -89,7 +90,7 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-class LookupRequest(BaseModel):
+class LookupRequest(RequestBody):
     """One identifier to find the citizen by."""
 
     phone: str | None = Field(default=None, max_length=40, examples=["07700 900123"])
