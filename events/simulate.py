@@ -7,6 +7,7 @@ is missed. The malformed records are each of a kind the consumer must dead-lette
 """
 
 import json
+import math
 import random
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,22 @@ from models.taxonomy import EXAMPLE_DATA, TYPICAL_SOURCES, CommunicationNeed
 SIMULATED_PREFIX = "S-"
 # What the consumer puts in `dlq.reason` for each kind of malformed record this module makes.
 MALFORMED_REASONS = ("not-json", "invalid", "invalid-data", "no-citizen")
+
+
+# A run's default length when neither a count nor a duration bounds it.
+DEFAULT_RECORDS = 500
+
+
+def run_length(count: int | None, duration_s: float | None, rate: float) -> int:
+    """How many records a run sends at most: `count`, or as many as its pace fits in `duration_s`, whichever
+    is fewer (`DEFAULT_RECORDS` when neither bounds it). The pace sends the n-th record n / `rate` seconds in,
+    from the first at once: a run shorter than one record's interval still sends that one (truncating
+    `duration_s * rate` sent none for half a second at 1/s, and one for a second)."""
+    if count is None and duration_s is None:
+        return DEFAULT_RECORDS
+    # Those due before the end: n / rate < duration_s. Rounded first, so that 0.3 s at 10/s is 3, not 4.
+    paced = math.ceil(round(duration_s * rate, 9)) if duration_s is not None else None
+    return min(bound for bound in (count, paced) if bound is not None)
 
 
 def malformed_due(planted: int, malformed: int, *, done: float, sent: int) -> bool:

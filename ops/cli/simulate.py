@@ -83,13 +83,11 @@ def simulate(
 
     from events.producer import create_producer
     from events.settings import KafkaSettings
-    from events.simulate import Simulator, malformed_due
+    from events.simulate import Simulator, malformed_due, run_length
 
     if citizens == 0 and not extra:
         raise click.UsageError("simulate at least one citizen: --citizens 1 or more, or --citizen ID")
-    if count is None and duration is None:
-        count = 500
-    total = min(count or 10**12, int(duration * rate) if duration is not None else 10**12)
+    total = run_length(count, duration, rate)
     # Spread among good records, never more than them: a short run of junk alone would fill no desk.
     if malformed > total // 2:
         if click.get_current_context().get_parameter_source("malformed") is ParameterSource.COMMANDLINE:

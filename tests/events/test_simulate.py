@@ -17,7 +17,7 @@ from kafka.errors import KafkaTimeoutError
 
 from events.codec import InvalidEvent, decode_record
 from events.deadletter import dead_letter_topic
-from events.simulate import MALFORMED_REASONS, Simulator, malformed_due, simulated_phone
+from events.simulate import MALFORMED_REASONS, Simulator, malformed_due, run_length, simulated_phone
 from ops.cli import main
 from tests.conftest import Stack, topic_records, wait_until
 
@@ -134,6 +134,26 @@ def test_a_run_bound_by_time_plants_its_malformed_records_when_its_rate_is_out_o
     assert not malformed_due(4, 4, done=1.0, sent=10)
 
 
+@pytest.mark.parametrize(
+    ("count", "duration_s", "rate", "records"),
+    [
+        (None, None, 5.0, 500),  # the default run
+        (3, None, 5.0, 3),
+        (None, 0.5, 1.0, 1),  # shorter than one interval: the first record is sent at once
+        (None, 10, 0.05, 1),
+        (None, 1, 1.0, 1),
+        (None, 1.5, 2.0, 3),  # at 0, 0.5 and 1 s
+        (None, 0.3, 10.0, 3),  # not 4: 0.3 * 10 is 3.0000000000000004
+        (2, 10, 5.0, 2),
+        (100, 2, 5.0, 10),
+    ],
+)
+def test_a_run_sends_the_records_its_count_or_its_pace_within_its_duration_allows(
+    count: int | None, duration_s: float | None, rate: float, records: int
+) -> None:
+    assert run_length(count, duration_s, rate) == records
+
+
 def test_simulate_publishes_traffic_that_reaches_the_desk_and_the_dead_letter_topic(stack: Stack) -> None:
     stack.consumer()
     stack.api()
@@ -203,6 +223,10 @@ def test_a_short_run_sends_at_most_half_junk_and_no_citizen_is_a_usage_error(kaf
     assert one.returncode == 0, one.stderr
     assert f"published 1 record to {kafka_topic}" in one.stdout  # not "1 records"
     assert "(0 malformed," in one.stdout
+    # Half a second at one a second: the record due at once is sent (none was).
+    brief = simulate("--citizens", "1", "--duration", "0.5", "--rate", "1")
+    assert brief.returncode == 0, brief.stderr
+    assert f"published 1 record to {kafka_topic}" in brief.stdout
     nobody = simulate("--citizens", "0", "--count", "3")
     assert nobody.returncode == 2
     assert "simulate at least one citizen" in nobody.stderr
