@@ -41,6 +41,17 @@ class RepeatFilter(logging.Filter):
         return True
 
 
+def cancelled_by_its_client(record: logging.LogRecord) -> bool:
+    """Whether a record is kafka-python's error for a request its own client cancelled, by closing the
+    connection the request was on (`kafka.errors.Cancelled`): a rebuild, a consumer, a producer closing as
+    it ends, with a metadata refresh in flight, logged "Metadata refresh: failed Cancelled" at ERROR after
+    a good run. Nothing failed; a connection lost for any other reason carries that reason, and is logged."""
+    return record.name.startswith("kafka.") and any(
+        type(arg).__name__ == "Cancelled" and type(arg).__module__ == "kafka.errors"
+        for arg in (record.args if isinstance(record.args, tuple) else ())
+    )
+
+
 def structured_formatter() -> logging.Formatter:
     """A formatter that writes a standard-library record (uvicorn's, kafka-python's, Alembic's) as the
     same key=value line as the project's own, with the logger's name."""
@@ -65,6 +76,7 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structured_formatter())
     handler.addFilter(RepeatFilter())
+    handler.addFilter(lambda record: not cancelled_by_its_client(record))
     logging.basicConfig(handlers=[handler], level=level)
     # kafka-python logs every reconnect at WARNING/ERROR; keep its noise below ours.
     logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -3,9 +3,12 @@
 import logging
 import re
 import shlex
+import subprocess
 import sys
 
-from ops.logging import RepeatFilter, structured_formatter
+from kafka.errors import Cancelled, KafkaConnectionError
+
+from ops.logging import RepeatFilter, cancelled_by_its_client, structured_formatter
 
 
 def fields(line: str) -> dict[str, str]:
@@ -54,3 +57,34 @@ def test_an_identical_library_record_is_written_once_per_interval_with_the_repea
     again = record(refused)
     assert repeats.filter(again)
     assert fields(structured_formatter().format(again))["repeated"] == "29"
+
+
+def test_a_request_cancelled_by_its_own_client_closing_is_no_error_but_a_lost_connection_is() -> None:
+    # Logged at ERROR by kafka-python when a client closed with a metadata refresh in flight: after a good
+    # rebuild, an error line that log alerting would take for a failure.
+    def refresh_failed(error: Exception, logger: str = "kafka.cluster") -> logging.LogRecord:
+        return logging.LogRecord(
+            logger, logging.ERROR, __file__, 1, "Metadata refresh: failed %s", (error,), None
+        )
+
+    assert refresh_failed(Cancelled()).getMessage() == "Metadata refresh: failed Cancelled"
+    assert cancelled_by_its_client(refresh_failed(Cancelled()))
+    assert not cancelled_by_its_client(refresh_failed(KafkaConnectionError("111 ECONNREFUSED")))
+    assert not cancelled_by_its_client(refresh_failed(Cancelled(), logger="citizen_context"))
+
+
+def test_every_process_leaves_out_the_cancelled_requests_error_and_keeps_the_others() -> None:
+    script = (
+        "import logging\n"
+        "from kafka.errors import Cancelled, KafkaConnectionError\n"
+        "from ops.logging import configure_logging\n"
+        "configure_logging()\n"
+        "log = logging.getLogger('kafka.cluster')\n"
+        "log.error('Metadata refresh: failed %s', Cancelled())\n"
+        "log.error('Metadata refresh: failed %s', KafkaConnectionError('111 ECONNREFUSED'))\n"
+    )
+    written = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stderr
+    assert "Metadata refresh: failed Cancelled" not in written
+    assert "Metadata refresh: failed KafkaConnectionError: 111 ECONNREFUSED" in written
