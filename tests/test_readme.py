@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from ops.cli import main
 from ops.settings_doc import settings_rows, settings_table
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -13,3 +16,15 @@ def test_the_readme_has_the_settings_table_as_the_cli_prints_it() -> None:
 
 def test_every_setting_is_documented() -> None:
     assert all(meaning for _name, _default, meaning in settings_rows())
+
+
+def test_the_settings_command_prints_the_table_and_names_a_setting_set_here_that_does_not_load() -> None:
+    good = CliRunner().invoke(main, ["settings"])
+    assert good.exit_code == 0, good.output
+    assert settings_table() in good.output
+
+    # The defaults alone, and status 0, said 8000 held for a port that every other command refuses.
+    bad = CliRunner().invoke(main, ["settings"], env={"CITIZEN_CONTEXT_API_PORT": "abc"})
+    assert bad.exit_code == 2
+    assert "invalid ApiSettings: CITIZEN_CONTEXT_API_PORT" in bad.output
+    assert "abc" not in bad.output.replace(settings_table(), "")  # the value set is never repeated

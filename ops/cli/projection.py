@@ -296,7 +296,12 @@ def contract(directory: Path) -> None:
 
 @main.command("settings")
 def settings_command() -> None:
-    """Print every setting (environment variable, default, meaning) as a Markdown table."""
-    from ops.settings_doc import settings_table
+    """Print every setting (environment variable, default, meaning) as a Markdown table, then check those
+    set here (environment, .env): one that does not load is named, with status 2."""
+    from ops.settings_doc import ALL_SETTINGS, settings_table
 
     click.echo(settings_table())
+    # The table gives defaults; a value set here that every other command would refuse is said too, rather
+    # than leave the defaults printed as if they held (the group names the setting, never its value).
+    for settings_class in ALL_SETTINGS:
+        settings_class()
