@@ -15,6 +15,9 @@ from ops.cli.services import servers_running
 from ops.cli.simulate import MIN_SIMULATED_RATE
 from ops.processes import ServiceError, reachable_at, refuse_busy_listen_port, uninterrupted
 
+# How long `dev`'s simulated traffic runs: a working day's demo, bounded as every simulation is.
+DEMO_TRAFFIC_S = 8 * 3600
+
 
 @main.command()
 @click.option("--host", default=None, help="Listen address (default: CITIZEN_CONTEXT_API_HOST).")
@@ -299,10 +302,10 @@ def _start_demo(
         headers={"Authorization": f"Bearer {supervisor}", "X-Access-Reason": "make run: demo check"},
     )
     if simulate_rate > 0:
-        # Live traffic for a desk to watch: the demo citizens get half of it. Bounded (8 hours), and quiet
+        # Live traffic for a desk to watch: the demo citizens get half of it. Bounded, and quiet
         # (no progress bar): it shares the terminal with the other processes.
         simulate = [*executable, "simulate", "--citizens", "100", "--rate", str(simulate_rate)]
-        simulate += ["--duration", "28800", "--no-progress"]
+        simulate += ["--duration", str(DEMO_TRAFFIC_S), "--no-progress"]
         simulate += [arg for citizen in citizens for arg in ("--citizen", citizen)]
         _start_child(simulate, helpers, stdout=subprocess.DEVNULL)
     token = mint_development_token(
@@ -317,8 +320,8 @@ def _start_demo(
         f"{base_url}/v1/citizens/{citizens[0]}/context",
     ]
     traffic = [
-        f"  Simulated traffic:   {simulate_rate:g} a second, half of it for the demo "
-        "citizens, the rest for 100 others (citizen-context simulate)"
+        f"  Simulated traffic:   {simulate_rate:g} a second for {DEMO_TRAFFIC_S // 3600} hours, half of it "
+        "for the demo citizens, the rest for 100 others (citizen-context simulate)"
     ]
     return demo, traffic if simulate_rate > 0 else []
 

@@ -146,7 +146,9 @@ def start_servers() -> list[Started]:
     except BaseException:
         with uninterrupted():  # a Ctrl-C now must not leave the servers after it running
             for entry in reversed(started):
-                entry.server.down()
+                # Said as a stop after start-up is: the log ended at "kafka: starting…" as if left running.
+                if entry.server.down():
+                    click.echo(f"{entry.server.name}: stopped")
         raise
     return started
 

@@ -107,7 +107,7 @@ class _InterruptedWhileStarting:
 
 
 def test_servers_started_before_an_interrupted_start_are_stopped_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A real Redis of this test's own, not running yet: the start (as `citizen-context bench` and the
     # other commands that need the servers make it) starts it, then is interrupted at the next server.
@@ -120,6 +120,8 @@ def test_servers_started_before_an_interrupted_start_are_stopped_again(
         with pytest.raises(KeyboardInterrupt):
             services_cli.start_servers()
         assert not own.status().running  # started, then stopped again: nothing outlives the command
+        # Said, as a stop after start-up is: the output ended at "interrupted: starting…".
+        assert capsys.readouterr().out.splitlines()[-1] == "redis: stopped"
     finally:
         own.down()
 
