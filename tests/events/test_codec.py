@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from events.codec import (
+    MAX_DEPTH,
     MAX_EVENT_BYTES,
     NON_FINITE,
     InvalidEvent,
@@ -549,3 +550,23 @@ def test_details_do_not_repeat_the_publishers_names_or_content_types() -> None:
         "header": ("bad-header", "a ce_ header is not UTF-8"),
         "binary data": ("bad-data", "data of a content type other than JSON is not UTF-8 text"),
     }
+
+
+def test_a_member_named_twice_counts_once_as_its_last_value_on_every_path() -> None:
+    # JSON leaves a repeated name to the parser: the consumer's fast path (pydantic on the bytes), its slow
+    # one (the document first, for a record nested past the quick check) and the API (json.loads, then
+    # judge) must all read the same event, and store it with the member once.
+    event = make_event("C-TWICE")
+    document = json.loads(encode_structured(event)[0])
+    text = json.dumps(document)
+    twice = text.replace('"id": ', '"id": "first", "id": ', 1).encode()
+
+    fast = decode_record(twice)
+    # Brackets in a text count towards the quick check's limit: the document is then walked the slow way.
+    deep = decode_record(twice.replace(b"{", b'{"bracketnote": "' + b"[" * (MAX_DEPTH + 1) + b'", ', 1))
+    through_the_api = judge(json.loads(twice))
+
+    assert fast.id == deep.id == through_the_api.id == event.id
+    stored = fast.to_json()
+    assert stored.count('"id":') == 1
+    assert '"first"' not in stored
