@@ -85,7 +85,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if isinstance(request, WebSocket):
             await gate.close_failed_stream(request, error)
             return None
-        response = problem_response(request, error.status_code, str(error.detail))
+        response = problem_response(request, error.status_code, _unreadable_body(error) or str(error.detail))
         for name, value in (error.headers or {}).items():
             response.headers[name] = value
         if error.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
@@ -129,6 +129,18 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
     app.add_middleware(UnexpectedErrorMiddleware)
+
+
+def _unreadable_body(error: HTTPException) -> str | None:
+    """What is wrong with a body the framework could not read as JSON at all, said for the case it is (its
+    own words, "There was an error parsing the body", say neither); None for any other error."""
+    if error.status_code != HTTPStatus.BAD_REQUEST:
+        return None
+    if isinstance(error.__cause__, UnicodeDecodeError):
+        return "The body is not UTF-8, which JSON must be."
+    if isinstance(error.__cause__, RecursionError):
+        return "The body nests too deeply to be read as JSON."
+    return None
 
 
 def _validation_error(item: Any) -> dict[str, str]:

@@ -78,3 +78,27 @@ def test_a_completion_with_a_member_no_field_takes_leaves_the_enquiry_active(cli
 
     refused_member(response, "note")
     assert client.get(f"/v1/enquiries/{enquiry}", headers=agent).json()["status"] == "active"
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"outcome": "resolved", "notes": "caf\xe9"}', "The body is not UTF-8, which JSON must be."),
+        (b"[" * 20_000 + b"]" * 20_000, "The body nests too deeply to be read as JSON."),
+    ],
+)
+def test_a_body_that_cannot_be_read_as_json_at_all_is_a_400_saying_why(
+    client: TestClient, body: bytes, detail: str
+) -> None:
+    # Both said "There was an error parsing the body" (the framework's words), naming neither case.
+    agent = access.agent("agent-a")
+    started = client.post("/v1/enquiries", json={"citizen_id": "C-3", "channel": "phone"}, headers=agent)
+    assert started.status_code == 201, started.text
+
+    response = client.post(
+        f"/v1/enquiries/{started.json()['id']}/complete",
+        content=body,
+        headers={**agent, "Content-Type": "application/json"},
+    )
+
+    assert assert_problem(response, 400)["detail"] == detail
