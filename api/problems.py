@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.head import allowed_with_head
 from api.security import gate
 from context.store import ErasureOutpaced
-from events.codec import is_json, media_type_of
+from events.codec import is_json, media_type_of, unreadable_json
 
 log = structlog.get_logger("api")
 
@@ -134,13 +134,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 def _unreadable_body(error: HTTPException) -> str | None:
     """What is wrong with a body the framework could not read as JSON at all, said for the case it is (its
     own words, "There was an error parsing the body", say neither); None for any other error."""
-    if error.status_code != HTTPStatus.BAD_REQUEST:
+    if error.status_code != HTTPStatus.BAD_REQUEST or error.__cause__ is None:
         return None
-    if isinstance(error.__cause__, UnicodeDecodeError):
-        return "The body is not UTF-8, which JSON must be."
-    if isinstance(error.__cause__, RecursionError):
-        return "The body nests too deeply to be read as JSON."
-    return None
+    reason = unreadable_json(error.__cause__, what="The body")
+    return None if reason is None else f"{reason}."
 
 
 def _validation_error(item: Any) -> dict[str, str]:

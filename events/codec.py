@@ -67,22 +67,31 @@ def loads_json(text: bytes | str, *, what: str) -> Any:
     `_judge_valid`, which refuses them wherever they came from."""
     try:
         return json.loads(text)
-    except RecursionError as error:
+    except (RecursionError, ValueError) as error:
+        reason = unreadable_json(error, what=what)
+        if reason is None:
+            raise
+        raise InvalidEvent("not-json", reason) from error
+
+
+def unreadable_json(error: BaseException, *, what: str) -> str | None:
+    """Why Python's JSON parser could not read a text (`what`: "the value", "The body"), from the error it
+    raised, never quoting the text; None for an error that is not about the text. The API says the same of a
+    body the framework could not read (api/problems.py)."""
+    if isinstance(error, RecursionError):
         # Nesting deep enough to exhaust the parser: bad input, never a reason to stop.
-        raise InvalidEvent("not-json", f"{what} nests too deeply to be read") from error
-    except json.JSONDecodeError as error:
+        return f"{what} nests too deeply to be read"
+    if isinstance(error, json.JSONDecodeError):
         # The parser's own words (what it expected) and where: neither quotes the text.
         # (Some of the parser's messages end in "at" already: "Unterminated string starting at".)
-        reason = error.msg.removesuffix(" at")
-        raise InvalidEvent("not-json", f"{what} is not JSON: {reason} at character {error.pos}") from error
-    except UnicodeDecodeError as error:
-        raise InvalidEvent("not-json", f"{what} is not UTF-8") from error
-    except ValueError as error:
+        return f"{what} is not JSON: {error.msg.removesuffix(' at')} at character {error.pos}"
+    if isinstance(error, UnicodeDecodeError):  # a ValueError too: told apart first
+        return f"{what} is not UTF-8"
+    if isinstance(error, ValueError):
         # Python refuses to convert an integer of more digits than its limit (4,300); its own message
         # tells a programmer how to raise the limit, which means nothing to a publisher.
-        raise InvalidEvent(
-            "not-json", f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits"
-        ) from error
+        return f"{what} holds a number of more than {sys.get_int_max_str_digits()} digits"
+    return None
 
 
 NON_FINITE = "a number is NaN or infinite (or too large), which JSON cannot hold"

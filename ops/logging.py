@@ -75,8 +75,9 @@ def configure_logging(level: str = "INFO") -> None:
     """Send structlog and standard-library logs to stderr as key=value lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structured_formatter())
-    handler.addFilter(RepeatFilter())
+    # Left out first: a record dropped anyway takes no place in the repeats' memory.
     handler.addFilter(lambda record: not cancelled_by_its_client(record))
+    handler.addFilter(RepeatFilter())
     logging.basicConfig(handlers=[handler], level=level)
     # kafka-python logs every reconnect at WARNING/ERROR; keep its noise below ours.
     logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -5,6 +5,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from ops.cli import main
+from ops.cli.processes import traffic_announcement
 from ops.settings_doc import settings_rows, settings_table
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
@@ -24,7 +25,17 @@ def test_the_settings_command_prints_the_table_and_names_a_setting_set_here_that
     assert settings_table() in good.output
 
     # The defaults alone, and status 0, said 8000 held for a port that every other command refuses.
-    bad = CliRunner().invoke(main, ["settings"], env={"CITIZEN_CONTEXT_API_PORT": "abc"})
+    bad = CliRunner().invoke(
+        main,
+        ["settings"],
+        env={"CITIZEN_CONTEXT_API_PORT": "abc", "CITIZEN_CONTEXT_TIMELINE_MAX_EVENTS": "0"},
+    )
     assert bad.exit_code == 2
+    # Every setting that does not load, not only the first: fixing one would only show the next.
     assert "invalid ApiSettings: CITIZEN_CONTEXT_API_PORT" in bad.output
+    assert "invalid TimelineSettings: CITIZEN_CONTEXT_TIMELINE_MAX_EVENTS" in bad.output
     assert "abc" not in bad.output.replace(settings_table(), "")  # the value set is never repeated
+
+
+def test_the_readme_shows_devs_announcement_of_its_traffic_as_dev_prints_it() -> None:
+    assert traffic_announcement(1) + "\n" in README  # `make run`'s rate

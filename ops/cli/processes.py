@@ -319,11 +319,15 @@ def _start_demo(
         f"  Context (REST):      curl {supervisor_header} {reason_header} "
         f"{base_url}/v1/citizens/{citizens[0]}/context",
     ]
-    traffic = [
-        f"  Simulated traffic:   {simulate_rate:g} a second for {DEMO_TRAFFIC_S // 3600} hours, half of it "
-        "for the demo citizens, the rest for 100 others (citizen-context simulate)"
-    ]
-    return demo, traffic if simulate_rate > 0 else []
+    return demo, [traffic_announcement(simulate_rate)] if simulate_rate > 0 else []
+
+
+def traffic_announcement(rate: float) -> str:
+    """The line of `dev`'s announcement about its simulated traffic (the README shows it)."""
+    return (
+        f"  Simulated traffic:   {rate:g} a second for {DEMO_TRAFFIC_S // 3600} hours, half of it for the "
+        "demo citizens, the rest for 100 others (citizen-context simulate)"
+    )
 
 
 def _announce(base_url: str, demo: list[str], traffic: list[str]) -> None:

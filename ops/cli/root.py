@@ -10,6 +10,9 @@ from ops.logging import configure_logging
 from ops.processes import ServiceError
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+    from pydantic_settings import BaseSettings, SettingsError
+
     from models.database import DatabaseSettings
 
 
@@ -23,13 +26,8 @@ class _Group(click.Group):
 
         try:
             return super().invoke(ctx)
-        except ValidationError as error:
-            problems = "; ".join(_named(error.title, item) for item in error.errors())
-            click.secho(f"error: invalid {error.title}: {problems}", fg="red", err=True)
-            sys.exit(2)
-        except SettingsError as error:
-            # A setting that must be JSON (a list, a mapping) and is not: its message names the setting.
-            click.secho(f"error: invalid settings: {error}", fg="red", err=True)
+        except (ValidationError, SettingsError) as error:
+            click.secho(f"error: {settings_problem(error)}", fg="red", err=True)
             sys.exit(2)
         except Exception as error:
             message = unavailable_server(error)
@@ -116,6 +114,28 @@ def require_kafka(bootstrap: list[str]) -> None:
                 "no bootstrap server accepted a connection"
             )
         )
+
+
+def settings_problem(error: "ValidationError | SettingsError") -> str:
+    """What is wrong with settings that did not load, each variable named (never its value)."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        return f"invalid {error.title}: " + "; ".join(_named(error.title, item) for item in error.errors())
+    # A setting that must be JSON (a list, a mapping) and is not: its message names the setting.
+    return f"invalid settings: {error}"
+
+
+def settings_problems(settings_class: "type[BaseSettings]") -> list[str]:
+    """What is wrong with a settings class as this environment loads it (none: it loads)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        settings_class()
+    except (ValidationError, SettingsError) as error:
+        return [settings_problem(error)]
+    return []
 
 
 def _named(model: str, item: Any) -> str:

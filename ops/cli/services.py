@@ -145,10 +145,11 @@ def start_servers() -> list[Started]:
                 started.pop()  # someone else started it meanwhile: not ours to stop
     except BaseException:
         with uninterrupted():  # a Ctrl-C now must not leave the servers after it running
-            for entry in reversed(started):
-                # Said as a stop after start-up is: the log ended at "kafka: starting…" as if left running.
-                if entry.server.down():
-                    click.echo(f"{entry.server.name}: stopped")
+            for server, pid in reversed(started):
+                # Its own process only, once known (the one coming up has none yet). Said as a stop after
+                # start-up is: the log ended at "kafka: starting…", as if it were left running.
+                if server.down(only=pid):
+                    click.echo(f"{server.name}: stopped")
         raise
     return started
 
