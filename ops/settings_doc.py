@@ -1,6 +1,7 @@
 """Every setting of the project, for `citizen-context settings` and the README's table."""
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import SecretStr
@@ -39,6 +40,18 @@ def settings_rows() -> list[tuple[str, str, str]]:
             default = "" if value is None else _shown(value)
             rows.append((f"{prefix}{name}".upper(), default, field.description or ""))
     return rows
+
+
+# What every setting's environment variable starts with.
+PREFIX = "CITIZEN_CONTEXT_"
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """The names among `names` that look like the project's settings (its prefix, in any case, as the
+    settings read them) but are none of them: a misspelt variable is ignored, its setting left at its
+    default without a word."""
+    known = {name for name, _default, _meaning in settings_rows()}
+    return sorted({name for name in names if name.upper().startswith(PREFIX) and name.upper() not in known})
 
 
 def _shown(value: Any) -> str:

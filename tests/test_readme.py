@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from ops.cli import main
 from ops.cli.processes import traffic_announcement
-from ops.settings_doc import settings_rows, settings_table
+from ops.settings_doc import settings_rows, settings_table, unknown_variables
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -39,3 +39,16 @@ def test_the_settings_command_prints_the_table_and_names_a_setting_set_here_that
 
 def test_the_readme_shows_devs_announcement_of_its_traffic_as_dev_prints_it() -> None:
     assert traffic_announcement(1) + "\n" in README  # `make run`'s rate
+
+
+def test_a_variable_with_the_settings_prefix_that_no_setting_reads_is_named() -> None:
+    assert unknown_variables(
+        ["CITIZEN_CONTEXT_API_PROT", "CITIZEN_CONTEXT_API_PORT", "PATH", "citizen_context_x"]
+    ) == [
+        "CITIZEN_CONTEXT_API_PROT",
+        "citizen_context_x",  # read in any case, as the settings read theirs
+    ]
+    # Misspelt, the port was left at its default without a word, by `settings` and every other command.
+    misspelt = CliRunner().invoke(main, ["settings"], env={"CITIZEN_CONTEXT_API_PROT": "8001"})
+    assert misspelt.exit_code == 2
+    assert "CITIZEN_CONTEXT_API_PROT is no setting (misspelt?): it is ignored" in misspelt.output

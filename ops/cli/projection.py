@@ -1,5 +1,6 @@
 """Tools on the projection and the contract: `rebuild`, `dlq`, `contract` and `settings`."""
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -298,12 +299,17 @@ def contract(directory: Path) -> None:
 def settings_command() -> None:
     """Print every setting (environment variable, default, meaning) as a Markdown table, then check the
     settings as this environment (and .env) would load them: each that does not load is named, status 2."""
-    from ops.settings_doc import ALL_SETTINGS, settings_table
+    from dotenv import dotenv_values
+
+    from ops.settings_doc import ALL_SETTINGS, settings_table, unknown_variables
 
     click.echo(settings_table())
     # The table gives defaults; a value set here that every other command would refuse is said too, rather
     # than leave the defaults printed as if they held. Every one at once, each named, never its value.
     problems = [problem for settings_class in ALL_SETTINGS for problem in settings_problems(settings_class)]
+    # And a variable that no setting reads (misspelt): every command ignores it.
+    set_here = [*os.environ, *dotenv_values(".env")]
+    problems += [f"{name} is no setting (misspelt?): it is ignored" for name in unknown_variables(set_here)]
     for problem in problems:
         click.secho(f"error: {problem}", fg="red", err=True)
     if problems:
