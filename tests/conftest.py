@@ -6,6 +6,7 @@ Each test isolates itself: its own Redis key prefix, its own Kafka topic and con
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,13 @@ hypothesis_settings.register_profile(
     "project", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=200
 )
 hypothesis_settings.load_profile("project")
+
+# Several tests stop a step with Ctrl-C (SIGINT), which Python turns into KeyboardInterrupt only when the
+# signal was not ignored as the process started: a test run started in the background by a
+# non-interactive shell (`make test &`, a CI runner's script) inherits it ignored, and those tests failed
+# there alone. Python's own handler, as an interactive run has it (children the tests start get it too).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
