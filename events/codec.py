@@ -66,7 +66,10 @@ def loads_json(text: bytes | str, *, what: str) -> Any:
     value", "the data", "the body"). NaN and Infinity, which Python's parser takes besides JSON, are left to
     `_judge_valid`, which refuses them wherever they came from."""
     try:
-        return json.loads(text)
+        # UTF-8 only, as JSON between systems must be (RFC 8259); a byte order mark is let through, as that
+        # RFC lets parsers do. Python's parser takes bytes in UTF-16 and UTF-32 as well, which pydantic's (the
+        # consumer's fast path) does not: such a record was accepted on the slow path alone.
+        return json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
     except (RecursionError, ValueError) as error:
         reason = unreadable_json(error, what=what)
         if reason is None:

@@ -87,8 +87,9 @@ IDENTIFIER_NORMALISATION = {
 
 REASONS = {
     "empty": "The record has no value and no `ce_*` headers.",
-    "not-json": "The value (structured mode), or data declared as JSON (binary mode), is not valid JSON; or "
-    "a number in it is `NaN`, `Infinity` or too large for a double (`1e400`), which JSON cannot hold. "
+    "not-json": "The value (structured mode), or data declared as JSON (binary mode), is not valid JSON in "
+    "UTF-8 (UTF-16 and UTF-32 are refused; a byte order mark is let through); or a number in it is `NaN`, "
+    "`Infinity` or too large for a double (`1e400`), which JSON cannot hold. "
     "`dlq.detail` says what (and where, for text the parser cannot read), never quoting the value.",
     "not-an-object": "A structured-mode value is JSON but not a JSON object.",
     "bad-header": "A `ce_*` header is not UTF-8 text.",

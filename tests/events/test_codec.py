@@ -570,3 +570,21 @@ def test_a_member_named_twice_counts_once_as_its_last_value_on_every_path() -> N
     stored = fast.to_json()
     assert stored.count('"id":') == 1
     assert '"first"' not in stored
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-le"])
+def test_a_record_in_another_encoding_than_utf_8_is_refused_as_not_json(encoding: str) -> None:
+    # Python's parser reads UTF-16 and UTF-32 too, pydantic's does not: such a record failed the fast path
+    # and was accepted on the slow one.
+    value = encode_structured(make_event("C-ENCODED"))[0].decode().encode(encoding)
+
+    with pytest.raises(InvalidEvent) as refused:
+        decode_record(value)
+
+    assert refused.value.reason == "not-json"
+
+
+def test_a_record_in_utf_8_with_a_byte_order_mark_is_read() -> None:
+    event = make_event("C-BOM")
+
+    assert decode_record(b"\xef\xbb\xbf" + encode_structured(event)[0]).id == event.id
