@@ -52,6 +52,19 @@ def cancelled_by_its_client(record: logging.LogRecord) -> bool:
     )
 
 
+def read_after_its_client_closed(record: logging.LogRecord) -> bool:
+    """Whether a record is kafka-python's traceback for a read or write on a socket its own client has just
+    closed (the socket already None: "'NoneType' object has no attribute 'recv'"), a race as a client
+    closes on SIGTERM. Nothing failed that the closing did not end on purpose."""
+    error = record.exc_info[1] if record.exc_info else None
+    return (
+        record.name.startswith("kafka.")
+        and isinstance(error, AttributeError)
+        and str(error)
+        in {"'NoneType' object has no attribute 'recv'", "'NoneType' object has no attribute 'send'"}
+    )
+
+
 def structured_formatter() -> logging.Formatter:
     """A formatter that writes a standard-library record (uvicorn's, kafka-python's, Alembic's) as the
     same key=value line as the project's own, with the logger's name."""
@@ -76,7 +89,9 @@ def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structured_formatter())
     # Left out first: a record dropped anyway takes no place in the repeats' memory.
-    handler.addFilter(lambda record: not cancelled_by_its_client(record))
+    handler.addFilter(
+        lambda record: not (cancelled_by_its_client(record) or read_after_its_client_closed(record))
+    )
     handler.addFilter(RepeatFilter())
     logging.basicConfig(handlers=[handler], level=level)
     # kafka-python logs every reconnect at WARNING/ERROR; keep its noise below ours.

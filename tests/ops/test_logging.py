@@ -8,7 +8,12 @@ import sys
 
 from kafka.errors import Cancelled, KafkaConnectionError
 
-from ops.logging import RepeatFilter, cancelled_by_its_client, structured_formatter
+from ops.logging import (
+    RepeatFilter,
+    cancelled_by_its_client,
+    read_after_its_client_closed,
+    structured_formatter,
+)
 
 
 def fields(line: str) -> dict[str, str]:
@@ -88,3 +93,25 @@ def test_every_process_leaves_out_the_cancelled_requests_error_and_keeps_the_oth
     ).stderr
     assert "Metadata refresh: failed Cancelled" not in written
     assert "Metadata refresh: failed KafkaConnectionError: 111 ECONNREFUSED" in written
+
+
+def test_a_read_on_a_socket_its_own_kafka_client_closed_is_no_error_but_another_attribute_error_is() -> None:
+    # Logged with its traceback by kafka-python as a rebuild's share closed on SIGTERM.
+    def failed_read(error: Exception, logger: str = "kafka.net.transport") -> logging.LogRecord:
+        try:
+            raise error
+        except AttributeError:
+            info = sys.exc_info()
+        return logging.LogRecord(
+            logger, logging.ERROR, __file__, 1, "Error receiving network data", None, info
+        )
+
+    assert read_after_its_client_closed(
+        failed_read(AttributeError("'NoneType' object has no attribute 'recv'"))
+    )
+    assert not read_after_its_client_closed(
+        failed_read(AttributeError("'Broker' object has no attribute 'id'"))
+    )
+    assert not read_after_its_client_closed(
+        failed_read(AttributeError("'NoneType' object has no attribute 'recv'"), logger="citizen_context")
+    )
