@@ -43,6 +43,7 @@ from context.settings import (
 )
 from context.store import CitizenEraser, ContextReader, PresenceStore, RateLimitStore, TicketStore
 from events.settings import KafkaSettings
+from events.signing import ErasureSigner, SigningSettings
 from models.database import DatabaseSettings, create_db_engine
 
 # Redis runs commands one at a time: more connections than this add no throughput, only sockets.
@@ -85,6 +86,7 @@ def create_app(
     kafka: KafkaSettings | None = None,
     security: SecuritySettings | None = None,
     identity: IdentitySettings | None = None,
+    signing: SigningSettings | None = None,
 ) -> FastAPI:
     """Build the app; clients are created in the lifespan, never at import time."""
     api = api or ApiSettings()
@@ -94,6 +96,7 @@ def create_app(
     kafka = kafka or KafkaSettings()
     security = security or SecuritySettings()
     identity = identity or IdentitySettings()
+    erasures = ErasureSigner.from_settings(signing or SigningSettings())
 
     lifecycle = Lifecycle()
 
@@ -158,6 +161,7 @@ def create_app(
                 key_rate=security.key_rate,
             ),
             auditor=Auditor(audit_engine, pseudonym_key=security.pseudonym_key.get_secret_value()),
+            erasures=erasures,
         )
         presence = PresenceStore(client, prefix=redis_settings.key_prefix)
         # Periodic work of open streams is done once per process, not once per stream (see each module).

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.publisher import EventPublisher
 from api.security.audit import Auditor
 from context.store import CitizenEraser, ContextReader
+from events.signing import ErasureSigner
 from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditFilter
 from models.enquiries import EnquiryPublic
@@ -148,10 +149,10 @@ async def export_citizen(
     )
 
 
-def erasure_event(citizen_id: str, *, at: datetime) -> CloudEvent:
+def erasure_event(citizen_id: str, *, at: datetime, signer: ErasureSigner) -> CloudEvent:
     """The `citizen.erased` record: it stays in the topic, so a replay of the citizen's past meets it, and the
     erasure mark it leaves refuses their earlier events (context/store.py, `erase_recorded`)."""
-    return CloudEvent(
+    unsigned = CloudEvent(
         specversion="1.0",
         id=f"erasure-{uuid.uuid4()}",
         source=ERASURE_SOURCE,
@@ -161,6 +162,8 @@ def erasure_event(citizen_id: str, *, at: datetime) -> CloudEvent:
         datacontenttype="application/json",
         data={"channel": "system", "summary": "The citizen's data was erased at their request."},
     )
+    # Signed: the consumer and every rebuild apply an erasure record only with the API's signature.
+    return signer.signed(unsigned)
 
 
 async def erase_citizen(
@@ -170,6 +173,7 @@ async def erase_citizen(
     eraser: CitizenEraser,
     engine: Engine,
     auditor: Auditor,
+    signer: ErasureSigner,
 ) -> ErasureReceipt:
     """Delete the citizen's enquiries from SQL, record the erasure in Kafka (so no rebuild brings the citizen
     back), then erase Redis.
@@ -187,7 +191,7 @@ async def erase_citizen(
 
     enquiries_removed = await run_in_threadpool(from_sql)
     at = datetime.now(UTC)
-    event = erasure_event(citizen_id, at=at)
+    event = erasure_event(citizen_id, at=at, signer=signer)
     await publisher.publish([event])
     keys_removed = await eraser.erase(citizen_id, at=at)
     return ErasureReceipt(

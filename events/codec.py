@@ -34,7 +34,8 @@ class InvalidEvent(Exception):
     publishes, from another source), `invalid-data` (a documented type's data breaks its schema),
     `no-citizen` (neither a subject nor an identifier), `invalid-identifier`, `too-large` (larger than any
     event is kept, MAX_EVENT_BYTES).
-    The batch pipeline adds `unresolved-identity`, `refused` (Redis refuses to apply the event), and
+    The batch pipeline adds `unverified` (an erasure record without the API's signature, events/signing.py),
+    `unresolved-identity`, `refused` (Redis refuses to apply the event), and
     `undecodable` for any other failure a record causes;
     the consumer `unreadable` for a record not even a second, lenient reading can read (events/unreadable.py).
     """

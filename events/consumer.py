@@ -65,6 +65,7 @@ from events.pipeline import (
 )
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records, position
 from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
+from events.signing import ErasureSigner
 from events.topics import reachable
 from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
 
@@ -182,6 +183,7 @@ class ProjectionConsumer:
         health: ConsumerHealth,
         poll_timeout_ms: int,
         default_region: str,
+        erasures: ErasureSigner,
         bootstrap: list[str],
     ) -> None:
         self._bootstrap = bootstrap
@@ -192,6 +194,7 @@ class ProjectionConsumer:
         self._health = health
         self._poll_timeout_ms = poll_timeout_ms
         self._default_region = default_region
+        self._erasures = erasures
         self._next_check = 0.0
         self._numbers_forgotten_at = time.monotonic()
         self._stop = threading.Event()
@@ -242,7 +245,7 @@ class ProjectionConsumer:
                 self._record_lag()
                 continue
             started = time.perf_counter()
-            decoded = decode_batch(records, default_region=self._default_region)
+            decoded = decode_batch(records, default_region=self._default_region, erasures=self._erasures)
             if decoded.needs_index:
                 self.finish_in_flight(wait_for_commit=False)
             prepared = self._until_done(partial(self._resolve, decoded), stop, what="resolve")

@@ -13,6 +13,8 @@ from context.service import EventWrite, plan_judged
 from context.store import REFUSALS, ApplyResult, Identifier, IndexEntry, ProjectionWriter
 from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
 from events.records import DeadLetter, KafkaRecord
+from events.signing import ErasureSigner
+from models.taxonomy import ERASURE_TYPE
 
 
 @dataclass
@@ -39,19 +41,27 @@ class DecodedBatch:
 
 
 def prepare_batch(
-    records: Sequence[KafkaRecord], *, writer: ProjectionWriter, epoch: str, default_region: str
+    records: Sequence[KafkaRecord],
+    *,
+    writer: ProjectionWriter,
+    epoch: str,
+    default_region: str,
+    erasures: ErasureSigner,
 ) -> PreparedBatch:
     """Decode, validate and resolve every record of a batch (reads the identifier index once)."""
     return resolve_batch(
-        decode_batch(records, default_region=default_region),
+        decode_batch(records, default_region=default_region, erasures=erasures),
         writer=writer,
         epoch=epoch,
         default_region=default_region,
     )
 
 
-def decode_batch(records: Sequence[KafkaRecord], *, default_region: str) -> DecodedBatch:
-    """Judge every record of a batch (pure: no Redis read)."""
+def decode_batch(
+    records: Sequence[KafkaRecord], *, default_region: str, erasures: ErasureSigner
+) -> DecodedBatch:
+    """Judge every record of a batch (pure: no Redis read); an erasure record is applied only with the
+    API's signature (events/signing.py)."""
     batch = DecodedBatch()
     horizon = future_horizon()
     for record in records:
@@ -62,6 +72,11 @@ def decode_batch(records: Sequence[KafkaRecord], *, default_region: str) -> Deco
         except InvalidEvent as error:
             batch.dead_letters.append(DeadLetter(record, error.reason, error.detail))
             continue
+        if judged.event.type == ERASURE_TYPE:
+            problem = erasures.problem(judged.event)
+            if problem is not None:
+                batch.dead_letters.append(DeadLetter(record, "unverified", problem))
+                continue
         batch.decoded.append((record, judged))
         if judged.event.subject is None:
             batch.needs_index = True

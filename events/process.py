@@ -17,6 +17,7 @@ from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
+from events.signing import ErasureSigner, SigningSettings
 from events.topics import dead_letter_max_bytes, ensure_dead_letter_topic, ensure_topics, reachable
 
 log = structlog.get_logger("consumer")
@@ -32,6 +33,7 @@ def run_consumer_process() -> None:
     kafka = KafkaSettings()
     redis_settings = RedisSettings()
     consumer_settings = ConsumerSettings()
+    erasures = ErasureSigner.from_settings(SigningSettings())  # before anything starts: a bad key is said now
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
@@ -67,6 +69,7 @@ def run_consumer_process() -> None:
             health=health,
             poll_timeout_ms=kafka.poll_timeout_ms,
             default_region=IdentitySettings().default_region,
+            erasures=erasures,
             bootstrap=kafka.bootstrap_list,
         ).run(stop)
     finally:

@@ -42,6 +42,7 @@ from events.pipeline import PreparedBatch, decode_batch, refused_letters, resolv
 from events.rebuild_shares import ReplayShares, ShareDone, shares_worth_forking
 from events.records import KafkaRecord, polled_records
 from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
+from events.signing import ErasureSigner
 from events.unreadable import read_again, step_past, unreadable_record
 
 log = structlog.get_logger("rebuild")
@@ -131,6 +132,7 @@ class Replayer:
         *,
         epoch: str,
         default_region: str,
+        erasures: ErasureSigner,
         share: tuple[int, int] | None = None,
     ) -> None:
         """`share`: (n, of) to read only the partitions whose number is n modulo `of` (one process of a
@@ -159,6 +161,7 @@ class Replayer:
         self._writer = writer
         self._epoch = epoch
         self._default_region = default_region
+        self._erasures = erasures
         self.records = self.applied = self.skipped = 0
         self.skipped_by_reason: dict[str, int] = {}
         # Events whose citizen was not known yet when read; retried after each pass, kept across passes. A
@@ -268,7 +271,7 @@ class Replayer:
 
     def _apply(self, records: list[KafkaRecord], progress: Progress | None) -> list[KafkaRecord]:
         """Send a batch to Redis; returns the records whose citizen could not be resolved yet."""
-        decoded = decode_batch(records, default_region=self._default_region)
+        decoded = decode_batch(records, default_region=self._default_region, erasures=self._erasures)
         if decoded.needs_index:
             self._finish_in_flight()
         # Resolving reads the index and the erasure marks: a failure for want of Redis is waited out here,
@@ -465,6 +468,7 @@ def _fork_shares(
     *,
     epoch: str,
     default_region: str,
+    erasures: ErasureSigner,
     processes: int,
     at_least: int,
 ) -> ReplayShares | None:
@@ -486,7 +490,9 @@ def _fork_shares(
         return None
 
     def make_replayer(share: int, of: int) -> Replayer:
-        return Replayer(kafka, writer, epoch=epoch, default_region=default_region, share=(share, of))
+        return Replayer(
+            kafka, writer, epoch=epoch, default_region=default_region, erasures=erasures, share=(share, of)
+        )
 
     return ReplayShares(make_replayer, count)
 
@@ -496,6 +502,7 @@ def rebuild(
     kafka: KafkaSettings,
     writer: ProjectionWriter,
     default_region: str,
+    erasures: ErasureSigner,
     on_start: Callable[[int], None] = lambda _total: None,
     progress: Progress = lambda _n: None,
     settle_below: int = 1000,
@@ -525,13 +532,14 @@ def rebuild(
             writer,
             epoch=epoch,
             default_region=default_region,
+            erasures=erasures,
             processes=processes,
             at_least=parallel_from,
         )
         # The replayer holds the generation unserved from before its first write, so that every erasure
         # reaches it, even should this rebuild stop before its switch and leave it behind (until its keys
         # expire). Making it writes nothing.
-        replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region)
+        replayer = Replayer(kafka, writer, epoch=epoch, default_region=default_region, erasures=erasures)
     except BaseException as error:
         if shares is not None:
             shares.close()

@@ -12,12 +12,14 @@ from api.security.settings import SecuritySettings
 from api.settings import ApiSettings
 from context.settings import IdentitySettings, RedisSettings, SummarySettings, TimelineSettings
 from events.settings import ConsumerSettings, KafkaSettings
+from events.signing import SigningSettings
 from models.database import DatabaseSettings
 from ops.settings import ServicesSettings
 
 ALL_SETTINGS: tuple[type[BaseSettings], ...] = (
     ApiSettings,
     SecuritySettings,
+    SigningSettings,
     DeskSettings,
     DatabaseSettings,
     RedisSettings,

@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from context.service import EventWrite, plan_write
+from events.signing import ErasureSigner, SigningSettings
 from models.events import CloudEvent
-from models.taxonomy import EXAMPLE_DATA
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE, EXAMPLE_DATA
+
+# The erasure signer of the test set-up's settings (its development key), as its API and consumers hold it.
+ERASURES = ErasureSigner.from_settings(SigningSettings())
 
 
 def make_event(
@@ -33,6 +37,15 @@ def make_event(
         datacontenttype="application/json",
         data=data if data is not None else example_data(type_),
     )
+
+
+def make_erasure(citizen_id: str, *, minutes_ago: float = 0, now: datetime | None = None) -> CloudEvent:
+    """A `citizen.erased` record as the API publishes it: from its source, signed."""
+    data = {"channel": "system", "summary": "Erased."}
+    event = make_event(
+        citizen_id, type_=ERASURE_TYPE, source=ERASURE_SOURCE, data=data, minutes_ago=minutes_ago, now=now
+    )
+    return ERASURES.signed(event)
 
 
 def writes_for(*events: CloudEvent) -> list[EventWrite]:

@@ -121,7 +121,12 @@ async def erase_citizen(
     # Recorded once the outcome is known: an erasure that did not happen is recorded as failed.
     try:
         receipt = await citizen_rights.erase_citizen(
-            citizen_id, publisher=publisher, eraser=eraser, engine=engine, auditor=security.auditor
+            citizen_id,
+            publisher=publisher,
+            eraser=eraser,
+            engine=engine,
+            auditor=security.auditor,
+            signer=security.erasures,
         )
     except PublishUnavailable:
         await record(failed=True)

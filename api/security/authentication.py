@@ -25,6 +25,7 @@ from api.security.rate_limit import RateLimiter
 from api.security.settings import SecuritySettings
 from api.security.tokens import InvalidToken, TokenVerifier
 from context.store import TicketStore
+from events.signing import ErasureSigner
 from models.security import header_text
 from models.tables import AgentRole
 
@@ -62,6 +63,7 @@ class SecurityServices:
     tickets: TicketStore
     limiter: RateLimiter
     auditor: Auditor
+    erasures: ErasureSigner  # signs the erasure records the API publishes (events/signing.py)
 
     async def authenticate(self, headers: Headers, *, unsigned: str = SIGN_IN) -> Caller:
         """The caller a request's `Authorization: Bearer` or `X-API-Key` header proves; `unsigned` is what

@@ -51,8 +51,10 @@ def rebuild(grace: float, processes: int) -> None:
     from events.rebuild import rebuild as run_rebuild
     from events.rebuild_shares import ShareFailed
     from events.settings import KafkaSettings
+    from events.signing import ErasureSigner, SigningSettings
 
     kafka = KafkaSettings()
+    erasures = ErasureSigner.from_settings(SigningSettings())
     require_kafka(kafka.bootstrap_list)
     writer = _writer()
     # Redis unreachable from the start is said at once: the replay would retry each write for ever, as it
@@ -73,6 +75,7 @@ def rebuild(grace: float, processes: int) -> None:
                 kafka=kafka,
                 writer=writer,
                 default_region=IdentitySettings().default_region,
+                erasures=erasures,
                 on_start=start,
                 progress=lambda n: bar[0].update(n) if bar else None,
                 grace_s=grace,

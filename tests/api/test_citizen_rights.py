@@ -2,6 +2,7 @@
 the export streamed, its audit trail read a page at a time, against the real Redis and SQL."""
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -151,6 +152,7 @@ def test_export_then_erasure_then_rebuild_leaves_nothing_of_the_citizen(
     assert neighbour not in exported.text
     assert kept.id not in exported.text
 
+    applied_before = stack.applied()
     erased = httpx.delete(f"{api}/v1/citizens/{citizen}", headers=admin, timeout=10)
     assert erased.status_code == 200, erased.text
     receipt = erased.json()
@@ -174,10 +176,15 @@ def test_export_then_erasure_then_rebuild_leaves_nothing_of_the_citizen(
 
     # The consumer applies the erasure record too; then the projection is rebuilt from the whole topic,
     # which still holds the citizen's events before their erasure.
+    # The API signed its record, so its consumer applies it: unsigned, it would be dead-lettered.
+    wait_until(lambda: stack.applied() > applied_before, what="the erasure record applied")
+    readiness = httpx.get(f"http://127.0.0.1:{stack.health_port}/readyz", timeout=5).json()
+    assert readiness["events_invalid"] == 0
     wait_until(
         lambda: held_in_redis(stack, *needles) == [] and version(neighbour) >= 1, what="erasure consumed"
     )
-    stack.cli("rebuild", "--grace", "0")
+    replayed = stack.cli("rebuild", "--grace", "0")
+    assert re.search(r"\b0 skipped", replayed), replayed  # the erasure record among those applied
     assert version(neighbour) >= 1
     assert held_in_redis(stack, *needles) == []
     assert held_in_sql(stack, *needles) == []

@@ -14,6 +14,7 @@ from events.settings import KafkaSettings
 from models import enquiry_repository
 from models.database import DatabaseSettings, create_db_engine
 from models.events import CloudEvent
+from tests.factories import ERASURES
 
 
 class Watching(EventPublisher):
@@ -49,6 +50,7 @@ async def test_the_citizens_enquiries_are_gone_before_the_erasure_is_recorded(
             eraser=CitizenEraser(async_redis, prefix=key_prefix),
             engine=engine,
             auditor=auditor,
+            signer=ERASURES,
         )
     finally:
         publisher.close()

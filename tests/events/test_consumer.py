@@ -27,7 +27,7 @@ from events.records import IncomingRecord
 from events.settings import KafkaSettings
 from models.events import CloudEvent
 from tests.conftest import wait_until
-from tests.factories import example_data, make_event
+from tests.factories import ERASURES, example_data, make_event
 
 BOOTSTRAP = KafkaSettings().bootstrap_list
 
@@ -48,8 +48,12 @@ def test_a_batch_needs_the_index_only_when_an_event_names_its_citizen_by_an_iden
     anonymous = encode_structured(
         make_event("C-unused").model_copy(update={"subject": None, "citizenphone": "07700900123"})
     )[0]
-    assert not decode_batch([record(named), record(b"[1]")], default_region="GB").needs_index
-    assert decode_batch([record(named), record(anonymous)], default_region="GB").needs_index
+    assert not decode_batch(
+        [record(named), record(b"[1]")], default_region="GB", erasures=ERASURES
+    ).needs_index
+    assert decode_batch(
+        [record(named), record(anonymous)], default_region="GB", erasures=ERASURES
+    ).needs_index
 
 
 @contextmanager
@@ -65,6 +69,7 @@ def consumer_thread(writer: ProjectionWriter, kafka: KafkaSettings) -> Iterator[
         health=health,
         poll_timeout_ms=100,
         default_region="GB",
+        erasures=ERASURES,
         bootstrap=BOOTSTRAP,
     )
     stop = threading.Event()
@@ -245,6 +250,7 @@ def test_a_partition_given_back_reports_no_lag_from_before(
             health=ConsumerHealth(),
             poll_timeout_ms=100,
             default_region="GB",
+            erasures=ERASURES,
             bootstrap=BOOTSTRAP,
         )
         partition = TopicPartition(kafka_topic, 0)

@@ -15,13 +15,11 @@ from context.store import ContextReader, ProjectionWriter
 from context.timeline import time_score
 from events.codec import encode_structured
 from events.pipeline import prepare_batch
-from events.rebuild import rebuild
 from events.records import IncomingRecord
-from events.settings import KafkaSettings
 from models.events import CloudEvent
-from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
+from tests.events.replay import rebuild_topic
 from tests.events.test_consumer import produce_events
-from tests.factories import example_data, make_event, writes_for
+from tests.factories import ERASURES, example_data, make_erasure, make_event, writes_for
 
 
 def record(event: CloudEvent | bytes, offset: int = 0) -> IncomingRecord:
@@ -49,7 +47,11 @@ def test_each_identifier_resolves_once_the_index_knows_it(
         anonymous(citizencaseref="hb-77"),
     ]
     batch = prepare_batch(
-        [record(e, n) for n, e in enumerate(named)], writer=writer, epoch=epoch, default_region="GB"
+        [record(e, n) for n, e in enumerate(named)],
+        writer=writer,
+        epoch=epoch,
+        default_region="GB",
+        erasures=ERASURES,
     )
     assert batch.dead_letters == []
     assert [write.citizen_id for write in batch.writes] == ["C-9", "C-9", "C-9"]
@@ -71,6 +73,7 @@ def test_an_identifier_taught_earlier_in_the_same_batch_resolves(
         writer=writer,
         epoch=writer.current_epoch(),
         default_region="GB",
+        erasures=ERASURES,
     )
     assert [w.citizen_id for w in batch.writes] == ["C-10", "C-10"]
 
@@ -93,12 +96,18 @@ def test_an_event_found_by_a_number_does_not_take_the_number_from_its_newer_owne
     new_owner = make_event("C-12", type_="profile.updated", data=data, minutes_ago=120, now=now)
     for batch in ([first_owner, letter], [new_owner]):
         prepared = prepare_batch(
-            [record(e, n) for n, e in enumerate(batch)], writer=writer, epoch=epoch, default_region="GB"
+            [record(e, n) for n, e in enumerate(batch)],
+            writer=writer,
+            epoch=epoch,
+            default_region="GB",
+            erasures=ERASURES,
         )
         writer.apply_batch(prepared.writes, epoch=epoch, now=now)
     assert [
         w.citizen_id
-        for w in prepare_batch([record(letter)], writer=writer, epoch=epoch, default_region="GB").writes
+        for w in prepare_batch(
+            [record(letter)], writer=writer, epoch=epoch, default_region="GB", erasures=ERASURES
+        ).writes
     ] == ["C-12"]
     phone = (IdentifierKind.phone, "+447700900604")
     assert writer.resolve([phone], epoch=epoch)[phone].citizen == "C-12"
@@ -123,7 +132,11 @@ def prepare_and_apply(writer: ProjectionWriter, events: list[CloudEvent], *, now
     """Prepare one batch of `events`, apply it, and return its writes' citizens in order."""
     epoch = writer.current_epoch()
     prepared = prepare_batch(
-        [record(e, n) for n, e in enumerate(events)], writer=writer, epoch=epoch, default_region="GB"
+        [record(e, n) for n, e in enumerate(events)],
+        writer=writer,
+        epoch=epoch,
+        default_region="GB",
+        erasures=ERASURES,
     )
     writer.apply_batch(prepared.writes, epoch=epoch, now=now)
     return [write.citizen_id for write in prepared.writes]
@@ -191,12 +204,13 @@ def test_a_number_taken_over_in_the_batch_then_erased_finds_nobody(
     prepared = prepare_batch(
         [
             record(owns_phone("C-27", minutes_ago=90, now=now), 0),
-            record(erasure("C-27", minutes_ago=80, now=now), 1),
+            record(make_erasure("C-27", minutes_ago=80, now=now), 1),
             record(call_from_phone(minutes_ago=60, now=now), 2),
         ],
         writer=writer,
         epoch=epoch,
         default_region="GB",
+        erasures=ERASURES,
     )
     assert [(w.citizen_id, w.erase) for w in prepared.writes] == [("C-27", False), ("C-27", True)]
     assert [(letter.record.offset, letter.reason) for letter in prepared.dead_letters] == [
@@ -214,7 +228,7 @@ def test_erasing_a_numbers_previous_owner_leaves_it_with_the_citizen_who_took_it
     prepare_and_apply(writer, [owns_phone("C-28", minutes_ago=120, now=now)], now=now)
     batch = [
         owns_phone("C-29", minutes_ago=90, now=now),
-        erasure("C-28", minutes_ago=80, now=now),
+        make_erasure("C-28", minutes_ago=80, now=now),
         call_from_phone(minutes_ago=60, now=now),
     ]
     assert prepare_and_apply(writer, batch, now=now) == ["C-29", "C-28", "C-29"]
@@ -234,6 +248,7 @@ def test_an_event_found_by_a_number_still_teaches_what_its_data_names(
         writer=writer,
         epoch=writer.current_epoch(),
         default_region="GB",
+        erasures=ERASURES,
     )
     assert [w.citizen_id for w in prepared.writes] == ["C-13", "C-13"]
     assert prepared.writes[1].identifiers == [(IdentifierKind.case, "HB-79")]
@@ -249,6 +264,7 @@ def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
         writer=writer,
         epoch=writer.current_epoch(),
         default_region="GB",
+        erasures=ERASURES,
     )
     assert batch.writes == []
     assert [(d.record.offset, d.reason) for d in batch.dead_letters] == [
@@ -258,17 +274,6 @@ def test_an_unknown_identifier_is_a_dead_letter_that_names_no_personal_data(
     unresolved = batch.dead_letters[1]
     assert "7700" not in unresolved.detail
     assert json.loads(unresolved.record.value or b"")["citizenphone"] == "07700 900555"
-
-
-def erasure(citizen_id: str, *, minutes_ago: float = 0, now: datetime | None = None) -> CloudEvent:
-    return make_event(
-        citizen_id,
-        type_=ERASURE_TYPE,
-        source=ERASURE_SOURCE,
-        data={"channel": "system", "summary": "Erased."},
-        minutes_ago=minutes_ago,
-        now=now,
-    )
 
 
 def test_after_an_erasure_an_identifier_no_longer_finds_the_citizen_within_the_batch(
@@ -286,10 +291,14 @@ def test_after_an_erasure_an_identifier_no_longer_finds_the_citizen_within_the_b
     )
     late_calls = [anonymous(citizenphone="07700 900123"), anonymous(citizenphone="07700 900555")]
     batch = prepare_batch(
-        [record(e, n) for n, e in enumerate([taught, erasure("C-11"), erasure("C-12"), *late_calls])],
+        [
+            record(e, n)
+            for n, e in enumerate([taught, make_erasure("C-11"), make_erasure("C-12"), *late_calls])
+        ],
         writer=writer,
         epoch=epoch,
         default_region="GB",
+        erasures=ERASURES,
     )
     assert [(w.citizen_id, w.erase) for w in batch.writes] == [
         ("C-12", False),
@@ -311,13 +320,14 @@ def test_a_citizen_who_comes_back_after_an_erasure_is_found_again(
     batch = prepare_batch(
         # Erased a minute before the citizen's new profile update.
         [
-            record(erasure("C-13", minutes_ago=1), 0),
+            record(make_erasure("C-13", minutes_ago=1), 0),
             record(again, 1),
             record(anonymous(citizenphone="07700900556"), 2),
         ],
         writer=writer,
         epoch=writer.current_epoch(),
         default_region="GB",
+        erasures=ERASURES,
     )
     assert [w.citizen_id for w in batch.writes] == ["C-13", "C-13", "C-13"]
     assert batch.dead_letters == []
@@ -331,10 +341,16 @@ def test_resolving_identifiers_without_their_generation_is_refused(
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     with pytest.raises(ValueError, match="generation"):
         prepare_batch(
-            [record(anonymous(citizenphone="+44 7700 900123"))], writer=writer, epoch="", default_region="GB"
+            [record(anonymous(citizenphone="+44 7700 900123"))],
+            writer=writer,
+            epoch="",
+            default_region="GB",
+            erasures=ERASURES,
         )
     # Events that name their citizen need no generation to be planned.
-    named = prepare_batch([record(make_event("C-1"))], writer=writer, epoch="", default_region="GB")
+    named = prepare_batch(
+        [record(make_event("C-1"))], writer=writer, epoch="", default_region="GB", erasures=ERASURES
+    )
     assert [write.citizen_id for write in named.writes] == ["C-1"]
 
 
@@ -347,7 +363,7 @@ def test_an_erased_citizens_earlier_teaching_finds_nobody_whatever_the_batch(
     # citizen, and brought them back, in one batch but not in two.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     now = datetime.now(UTC)
-    erased = erasure("C-30", minutes_ago=5, now=now)
+    erased = make_erasure("C-30", minutes_ago=5, now=now)
     late = [owns_phone("C-30", minutes_ago=10, now=now), call_from_phone(minutes_ago=1, now=now)]
     if not erased_in_the_batch:
         writer.apply_batch(writes_for(erased))
@@ -355,7 +371,11 @@ def test_an_erased_citizens_earlier_teaching_finds_nobody_whatever_the_batch(
     epoch = writer.current_epoch()
 
     prepared = prepare_batch(
-        [record(e, n) for n, e in enumerate(events)], writer=writer, epoch=epoch, default_region="GB"
+        [record(e, n) for n, e in enumerate(events)],
+        writer=writer,
+        epoch=epoch,
+        default_region="GB",
+        erasures=ERASURES,
     )
     writer.apply_batch(prepared.writes, epoch=epoch)
 
@@ -375,7 +395,7 @@ def test_an_erasure_read_back_finds_a_number_taught_since_only_where_redis_keeps
     # batch.
     writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=TimelineSettings())
     citizen, phone = ("C-14", "07700 900557") if api_step_ran else ("C-15", "07700 900558")
-    erased = erasure(citizen, minutes_ago=10)
+    erased = make_erasure(citizen, minutes_ago=10)
     if api_step_ran:
         writer.erase(citizen, epoch=writer.current_epoch(), erased_at=time_score(erased.time))
     since = make_event(
@@ -388,7 +408,11 @@ def test_an_erasure_read_back_finds_a_number_taught_since_only_where_redis_keeps
     call = anonymous(citizenphone=phone)
 
     batch = prepare_batch(
-        [record(erased, 0), record(call, 1)], writer=writer, epoch=writer.current_epoch(), default_region="GB"
+        [record(erased, 0), record(call, 1)],
+        writer=writer,
+        epoch=writer.current_epoch(),
+        default_region="GB",
+        erasures=ERASURES,
     )
 
     if not api_step_ran:
@@ -411,7 +435,7 @@ def apply_in_batches(
     for events in batches:
         records = [record(event, numbered + n) for n, event in enumerate(events)]
         numbered += len(events)
-        prepared = prepare_batch(records, writer=writer, epoch=epoch, default_region="GB")
+        prepared = prepare_batch(records, writer=writer, epoch=epoch, default_region="GB", erasures=ERASURES)
         writer.apply_batch(prepared.writes, epoch=epoch, now=now)
         citizens += [write.citizen_id for write in prepared.writes]
         letters += [letter.record.offset for letter in prepared.dead_letters]
@@ -494,11 +518,11 @@ def test_a_rebuild_after_a_numbers_newer_owner_was_erased_gives_their_calls_to_n
     theirs, before = call_from_phone(minutes_ago=60, now=now), call_from_phone(minutes_ago=100, now=now)
     topic = [live[0], before, live[1], theirs]
     assert prepare_and_apply(writer, topic, now=now) == ["C-44", "C-44", "C-45", "C-45"]
-    erased = erasure("C-45", minutes_ago=30, now=now)
+    erased = make_erasure("C-45", minutes_ago=30, now=now)
     writer.erase("C-45", epoch=writer.current_epoch(), erased_at=time_score(erased.time))
     produce_events(kafka_topic, [*topic, erased])
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, writer)
 
     # C-44's own call and profile only; C-45's call is skipped, as nobody holds the number at its time.
     assert (report.records, report.skipped) == (5, 1)

@@ -25,7 +25,7 @@ from events.settings import KafkaSettings
 from ops.cli import main
 from tests.events.test_consumer import BOOTSTRAP
 from tests.events.test_rebuild_switch import rebuild_command
-from tests.factories import example_data, make_event
+from tests.factories import ERASURES, example_data, make_event
 
 
 def test_a_topic_is_replayed_in_parallel_only_when_large_enough_and_never_by_more_than_its_partitions() -> (
@@ -106,6 +106,7 @@ def test_a_parallel_replay_builds_what_one_process_builds(
             kafka=kafka,
             writer=writer,
             default_region="GB",
+            erasures=ERASURES,
             grace_s=0,
             processes=processes,
             parallel_from=0,
@@ -162,7 +163,13 @@ def rebuilt_in_parallel(
     """A rebuild of `topic` by two processes, however few records it holds."""
     kafka = KafkaSettings(topic=topic)
     return rebuild(
-        kafka=kafka, writer=writer, default_region="GB", grace_s=0, parallel_from=0, progress=progress
+        kafka=kafka,
+        writer=writer,
+        default_region="GB",
+        erasures=ERASURES,
+        grace_s=0,
+        parallel_from=0,
+        progress=progress,
     )
 
 

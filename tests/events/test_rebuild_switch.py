@@ -28,8 +28,9 @@ from events.settings import KafkaSettings
 from models.events import CloudEvent
 from ops.cli import main
 from ops.processes import uninterrupted
+from tests.events.replay import rebuild_topic
 from tests.events.test_consumer import BOOTSTRAP, produce_events
-from tests.factories import example_data, make_event, writes_for
+from tests.factories import ERASURES, example_data, make_event, writes_for
 from tests.logs import capture_module_logs
 
 
@@ -42,7 +43,7 @@ def test_a_rebuild_serves_its_generation_and_drops_the_one_it_replaced(
     before = writer.current_epoch()
     produce_events(kafka_topic, [event])
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, writer)
 
     assert (report.previous_epoch, writer.current_epoch()) == (before, report.epoch)
     assert report.keys_removed > 0
@@ -61,7 +62,7 @@ def test_a_rebuild_from_a_topic_that_does_not_exist_changes_nothing(
     missing = f"test.missing.{uuid.uuid4().hex[:12]}"
 
     with pytest.raises(MissingTopic, match="does not exist"):
-        rebuild(kafka=KafkaSettings(topic=missing), writer=writer, default_region="GB", grace_s=0)
+        rebuild_topic(missing, writer)
 
     assert writer.current_epoch() == before
     assert writer.client.exists(CitizenKeys(key_prefix, before, citizen).timeline)
@@ -76,7 +77,7 @@ def test_a_grace_period_that_is_no_number_of_seconds_is_refused_before_anything_
     keys = set(writer.client.scan_iter(f"{key_prefix}*"))
 
     with pytest.raises(ValueError, match="grace_s must be a finite number of seconds"):
-        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=grace_s)
+        rebuild_topic(kafka_topic, writer, grace_s=grace_s)
 
     assert writer.current_epoch() == before
     assert set(writer.client.scan_iter(f"{key_prefix}*")) == keys
@@ -88,7 +89,9 @@ def test_a_replay_whose_position_falls_off_the_log_goes_on_from_the_log_s_new_st
     # Retention deleting the oldest segment while a rebuild reads it: kafka-python's default would move the
     # position to the partition's end, and the pass would find it done, the rest of it skipped silently.
     produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}") for _ in range(10)])
-    replayer = Replayer(KafkaSettings(topic=kafka_topic), writer, epoch=new_epoch(), default_region="GB")
+    replayer = Replayer(
+        KafkaSettings(topic=kafka_topic), writer, epoch=new_epoch(), default_region="GB", erasures=ERASURES
+    )
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     try:
         assert replayer.remaining() == 10  # the positions are read: partition 0's at offset 0
@@ -116,7 +119,7 @@ def test_a_rebuild_logs_the_records_it_skips_a_few_of_each_reason_then_their_cou
     produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
     logs = capture_module_logs(monkeypatch, events.rebuild)
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, writer)
 
     assert (report.records, report.applied, report.skipped) == (malformed + 1, 1, malformed)
     skipped = [entry for entry in logs.entries if entry["event"] == "rebuild skipped a record"]
@@ -145,7 +148,7 @@ def test_a_switch_whose_answer_was_lost_keeps_the_generation_it_made_served(
     lost = AnswerLost(writer.client, prefix=key_prefix, timeline=TimelineSettings())
 
     with pytest.raises(redis.ConnectionError):
-        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=lost, default_region="GB", grace_s=0)
+        rebuild_topic(kafka_topic, lost)
 
     served = writer.current_epoch()
     assert writer.client.exists(CitizenKeys(key_prefix, served, citizen).timeline)
@@ -181,7 +184,7 @@ def test_a_rebuild_holds_its_generation_while_unserved_and_releases_both_once_do
     produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}") for _ in range(3)])
     watching = Watching(writer.client, prefix=key_prefix, timeline=TimelineSettings())
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=watching, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, watching)
 
     assert watching.held_at_writes
     assert all(watching.held_at_writes)
@@ -203,7 +206,7 @@ def test_a_rebuild_failing_before_its_switch_drops_and_releases_its_generation(
     failing = PreviousUnreadable(writer.client, prefix=key_prefix, timeline=TimelineSettings())
 
     with pytest.raises(redis.ConnectionError):
-        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=failing, default_region="GB", grace_s=0)
+        rebuild_topic(kafka_topic, failing)
 
     assert failing.held_at_writes  # it wrote before failing
     assert writer.unserved_generations() == []
@@ -220,7 +223,7 @@ def test_a_rebuild_renews_its_hold_before_any_write_once_it_is_due(
     watching = Watching(writer.client, prefix=key_prefix, timeline=TimelineSettings())
     kafka = KafkaSettings(topic=kafka_topic, max_poll_records=10)
 
-    report = rebuild(kafka=kafka, writer=watching, default_region="GB", grace_s=0)
+    report = rebuild(kafka=kafka, writer=watching, default_region="GB", erasures=ERASURES, grace_s=0)
 
     assert len(watching.held_at_writes) >= 3
     assert watching.holds.count(report.epoch) == len(watching.held_at_writes)
@@ -259,7 +262,7 @@ def test_a_batch_applied_again_after_redis_went_away_is_held_first(
     produce_events(kafka_topic, [make_event(citizen)])
     away = RedisAwayOnce(redis_client, prefix=key_prefix, timeline=TimelineSettings())
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=away, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, away)
 
     assert "applied again" in away.writes
     assert away.holds.count(report.epoch) == len(away.writes)
@@ -280,7 +283,7 @@ def test_a_rebuild_whose_cleanup_fails_too_reports_what_failed_it_and_keeps_its_
     failing = DropFailsToo(writer.client, prefix=key_prefix, timeline=TimelineSettings())
 
     with pytest.raises(redis.ConnectionError, match="Redis went away"):
-        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=failing, default_region="GB", grace_s=0)
+        rebuild_topic(kafka_topic, failing)
 
     # What it wrote is left, and erasures still reach it.
     [unfinished] = writer.unserved_generations()
@@ -311,7 +314,7 @@ def test_a_batch_whose_identifiers_could_not_be_resolved_for_want_of_redis_is_re
     produce_events(kafka_topic, [profile, caller])
     failing = ResolveFailsOnce(writer.client, prefix=key_prefix, timeline=TimelineSettings())
 
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=failing, default_region="GB", grace_s=0)
+    report = rebuild_topic(kafka_topic, failing)
 
     assert failing.failed
     assert writer.client.zcard(CitizenKeys(key_prefix, report.epoch, citizen).timeline) == 2
@@ -344,7 +347,7 @@ def interrupted_rebuild(writer: ProjectionWriter, kafka_topic: str, key_prefix: 
     produce_events(kafka_topic, [make_event(f"C-{uuid.uuid4().hex[:8]}")])
     interrupted = InterruptedAt(writer.client, prefix=key_prefix, timeline=TimelineSettings(), at=at)
     with pytest.raises(RebuildInterrupted) as raised:
-        rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=interrupted, default_region="GB", grace_s=0)
+        rebuild_topic(kafka_topic, interrupted)
     return str(raised.value)
 
 
@@ -420,7 +423,7 @@ def test_an_interrupt_during_the_grace_period_removes_the_replaced_generation_at
 
     clock = SimpleNamespace(perf_counter=time.perf_counter, monotonic=time.monotonic, sleep=interrupted_sleep)
     monkeypatch.setattr("events.rebuild.time", clock)
-    report = rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", grace_s=60)
+    report = rebuild_topic(kafka_topic, writer, grace_s=60)
 
     assert report.previous_epoch == replaced
     assert report.keys_removed > 0
@@ -518,6 +521,7 @@ def test_an_interrupt_once_the_last_pass_is_done_lets_the_rebuild_finish(
         kafka=KafkaSettings(topic=kafka_topic),
         writer=used,
         default_region="GB",
+        erasures=ERASURES,
         grace_s=60,
         cleanup_guard=uninterrupted,  # as the CLI's: the interrupt takes effect once the step is done
     )
@@ -533,13 +537,7 @@ def test_an_interrupt_once_the_last_pass_is_done_lets_the_rebuild_finish(
 def interrupted_as_the_cli_guards(writer: ProjectionWriter, kafka_topic: str) -> RebuildInterrupted:
     """A rebuild that an interrupt stops, its cleanup guarded as the CLI's is; what it raised."""
     with pytest.raises(RebuildInterrupted) as raised:
-        rebuild(
-            kafka=KafkaSettings(topic=kafka_topic),
-            writer=writer,
-            default_region="GB",
-            grace_s=0,
-            cleanup_guard=uninterrupted,
-        )
+        rebuild_topic(kafka_topic, writer, cleanup_guard=uninterrupted)
     return raised.value
 
 
@@ -670,7 +668,7 @@ def test_records_read_by_a_pass_that_failed_and_was_tried_again_are_in_the_rebui
 
     monkeypatch.setattr(KafkaConsumer, "poll", fails_the_second_poll_after_the_switch)
     kafka = KafkaSettings(topic=kafka_topic, max_poll_records=10)
-    report = rebuild(kafka=kafka, writer=publishing, default_region="GB", grace_s=0)
+    report = rebuild(kafka=kafka, writer=publishing, default_region="GB", erasures=ERASURES, grace_s=0)
 
     assert len(polls_after_the_switch) > 2  # failed once, then tried again
     assert (report.records, report.applied, report.skipped) == (26, 26, 0)

@@ -23,7 +23,7 @@ from events.settings import KafkaSettings
 from models.events import CloudEvent
 from tests.conftest import wait_until
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread, produce_events
-from tests.factories import make_event
+from tests.factories import ERASURES, make_event
 
 
 def citizen() -> str:
@@ -42,7 +42,7 @@ def prepared(writer: ProjectionWriter, events: list[CloudEvent]) -> PreparedBatc
         IncomingRecord("topic", 0, offset, None, encode_structured(event)[0], [])
         for offset, event in enumerate(events)
     ]
-    return prepare_batch(records, writer=writer, epoch="", default_region="GB")
+    return prepare_batch(records, writer=writer, epoch="", default_region="GB", erasures=ERASURES)
 
 
 def timeline_of(writer: ProjectionWriter, citizen_id: str, *, prefix: str) -> list[str]:
@@ -196,7 +196,9 @@ def test_a_rebuild_skips_an_event_redis_refuses_and_applies_the_rest(
     produce_events(kafka_topic, events)
     epoch = f"rebuild-{uuid.uuid4().hex[:8]}"
     spoil(writer, spoilt, prefix=key_prefix, epoch=epoch)
-    replayer = Replayer(KafkaSettings(topic=kafka_topic), writer, epoch=epoch, default_region="GB")
+    replayer = Replayer(
+        KafkaSettings(topic=kafka_topic), writer, epoch=epoch, default_region="GB", erasures=ERASURES
+    )
     try:
         assert replayer.catch_up(lambda _count: None) == 3
     finally:

@@ -23,7 +23,7 @@ from events.settings import KafkaSettings
 from events.unreadable import UNREADABLE_DETAIL, reread
 from tests.conftest import wait_until
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread
-from tests.factories import make_event
+from tests.factories import ERASURES, make_event
 
 
 class _NotUtf8(str):
@@ -121,7 +121,9 @@ def test_a_rebuild_reads_past_an_unreadable_header_too(writer: ProjectionWriter,
     # rather than hanging the whole run.
     thread = threading.Thread(
         target=lambda: reports.append(
-            rebuild(kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB")
+            rebuild(
+                kafka=KafkaSettings(topic=kafka_topic), writer=writer, default_region="GB", erasures=ERASURES
+            )
         ),
         daemon=True,
     )

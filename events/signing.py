@@ -1,0 +1,135 @@
+"""Erasure records are signed by the API that publishes them, and verified by whoever applies them.
+
+A `citizen.erased` record removes a citizen's data, and every rebuild replays it. Every service of the
+organisation publishes to the topic, so a record's source proves nothing: any publisher (or anyone holding
+one's credentials) can name the API's source, and one record would erase a citizen, with no trace in the
+audit trail. So the API signs each erasure record it publishes (HMAC-SHA-256, with a key that the API,
+the consumers and rebuilds hold, and no publisher), and the consumer and every rebuild apply only those
+whose signature verifies: any other is dead-lettered, or skipped by a rebuild, as `unverified`.
+
+The signature covers what an erasure acts on: the record's id, its citizen and its time (to the
+microsecond, as the erasure mark keeps it). A genuine record published again changes nothing: it erases
+the same citizen up to the same moment, which is already done.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Self
+
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from context.timeline import time_score
+from models.events import CloudEvent
+
+# The CloudEvents extension attribute that carries the signature: "<key id>:<base64url of the HMAC>".
+SIGNATURE_ATTRIBUTE = "signature"
+# Known only to development set-ups: refused where `CITIZEN_CONTEXT_SECURITY_ENVIRONMENT` is production.
+DEVELOPMENT_KEY_ID = "development"
+DEVELOPMENT_KEY = "citizen-context-development-only-erasure-signing-key"
+# Bound into every signature, so that a key that also serves another purpose cannot be used across them.
+_PURPOSE = "citizen-context erasure record v1"
+MIN_KEY_BYTES = 32
+
+
+class _Deployment(BaseSettings):
+    """The deployment's environment alone, read from the variable the security settings declare (and
+    document): the consumer and rebuilds need to know it without the API's other security settings."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SECURITY_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+
+
+class SigningSettings(BaseSettings):
+    """The keys of the erasure records the API publishes (the same on the API, consumers and rebuilds)."""
+
+    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SIGNING_", env_file=".env", extra="ignore")
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {DEVELOPMENT_KEY_ID: SecretStr(DEVELOPMENT_KEY)},
+        description='HMAC-SHA-256 keys of erasure records by id, as JSON: {"2026-12": "…"}. The API, the '
+        "consumers and rebuilds need the same; keep an old key while the topic holds records it signed.",
+    )
+    key_id: str = Field(
+        default=DEVELOPMENT_KEY_ID,
+        description="Which of `CITIZEN_CONTEXT_SIGNING_KEYS` the API signs erasure records with.",
+    )
+    unsigned_before: AwareDatetime | None = Field(
+        default=None,
+        description="Erasure records timed before this RFC 3339 time are applied unsigned (those published "
+        "before records were signed). Unset: none is.",
+    )
+
+    @model_validator(mode="after")
+    def _usable_keys(self) -> Self:
+        if self.key_id not in self.keys:
+            raise ValueError(f"key_id {self.key_id!r} is not one of the keys listed")
+        if any(":" in key_id or not key_id for key_id in self.keys):
+            raise ValueError("a key id must be non-empty and hold no ':' (the signature's separator)")
+        if _Deployment().environment == "development":
+            return self
+        if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
+            raise ValueError(
+                "the development erasure signing key is refused outside development: set "
+                "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
+            )
+        if any(len(key.get_secret_value().encode()) < MIN_KEY_BYTES for key in self.keys.values()):
+            raise ValueError(f"erasure signing keys need at least {MIN_KEY_BYTES} bytes (256 bits)")
+        return self
+
+
+@dataclass(frozen=True)
+class ErasureSigner:
+    """Signs erasure records (the API) and tells why one does not verify (the consumer, rebuilds)."""
+
+    keys: Mapping[str, bytes]
+    key_id: str
+    # Records timed before this score are applied without a signature; None: none is.
+    unsigned_before: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: SigningSettings) -> "ErasureSigner":
+        before = settings.unsigned_before
+        return cls(
+            keys={key_id: key.get_secret_value().encode() for key_id, key in settings.keys.items()},
+            key_id=settings.key_id,
+            unsigned_before=None if before is None else time_score(before),
+        )
+
+    def signed(self, event: CloudEvent) -> CloudEvent:
+        """`event` with its signature, by the signing key."""
+        signature = _signature(self.keys[self.key_id], event)
+        return event.model_copy(update={SIGNATURE_ATTRIBUTE: f"{self.key_id}:{signature}"})
+
+    def problem(self, event: CloudEvent) -> str | None:
+        """Why the erasure record `event` is not to be applied; None when its signature verifies (pure).
+
+        Says what is wrong without any key or signature in it: the text goes to the dead-letter record.
+        """
+        claimed = (event.__pydantic_extra__ or {}).get(SIGNATURE_ATTRIBUTE)
+        if claimed is None:
+            if self.unsigned_before is not None and time_score(event.time) < self.unsigned_before:
+                return None
+            return f"an erasure record must carry the API's signature (extension `{SIGNATURE_ATTRIBUTE}`)"
+        if not isinstance(claimed, str) or ":" not in claimed:
+            return f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"
+        key_id, signature = claimed.rsplit(":", 1)
+        key = self.keys.get(key_id)
+        if key is None:
+            return "the erasure record is signed with a key this process does not hold"
+        if not hmac.compare_digest(signature, _signature(key, event)):
+            return "the erasure record's signature does not match it"
+        return None
+
+
+def _signature(key: bytes, event: CloudEvent) -> str:
+    """The base64url HMAC-SHA-256 of what an erasure acts on (pure). The fields go as a JSON array, so no
+    choice of their text can make two different records sign alike."""
+    message = json.dumps([_PURPOSE, event.id, event.subject, time_score(event.time)]).encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -1,0 +1,125 @@
+"""Erasure records' signatures, as pure functions: what verifies, what does not and why, and the settings
+that hold the keys."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from events.codec import decode_judged, encode_structured
+from events.signing import DEVELOPMENT_KEY, SIGNATURE_ATTRIBUTE, ErasureSigner, SigningSettings
+from models.events import CloudEvent
+from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
+from tests.factories import make_event
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+SIGNER = ErasureSigner(keys={"k1": b"1" * 32, "k2": b"2" * 32}, key_id="k2")
+
+
+def erasure(citizen_id: str = "C-SIGN", *, minutes_ago: float = 0) -> CloudEvent:
+    return make_event(
+        citizen_id, type_=ERASURE_TYPE, source=ERASURE_SOURCE, data={}, minutes_ago=minutes_ago, now=NOW
+    )
+
+
+def read_back(event: CloudEvent) -> CloudEvent:
+    """As the consumer reads it from the topic."""
+    value, headers = encode_structured(event)
+    return decode_judged(value, headers).event
+
+
+def test_a_signed_erasure_verifies_once_read_back_from_the_topic() -> None:
+    signed = SIGNER.signed(erasure())
+    assert str(signed.__pydantic_extra__[SIGNATURE_ATTRIBUTE]).startswith("k2:")  # type: ignore[index]
+    assert SIGNER.problem(read_back(signed)) is None
+
+
+def test_any_key_listed_verifies_what_it_signed() -> None:
+    previous = ErasureSigner(keys={"k1": b"1" * 32}, key_id="k1")
+    assert SIGNER.problem(read_back(previous.signed(erasure()))) is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"subject": "C-OTHER"},
+        {"time": NOW - timedelta(microseconds=1)},
+        {"time": NOW + timedelta(days=1)},
+        {"id": "erasure-another"},
+    ],
+)
+def test_a_signed_erasure_changed_in_what_it_erases_does_not_verify(change: dict[str, object]) -> None:
+    signed = SIGNER.signed(erasure())
+    assert SIGNER.problem(read_back(signed.model_copy(update=change))) == (
+        "the erasure record's signature does not match it"
+    )
+
+
+def test_the_same_moment_written_another_way_still_verifies() -> None:
+    # Publishers' tools rewrite times (another zone, other digits): the signature covers the moment.
+    signed = SIGNER.signed(erasure())
+    value = encode_structured(signed)[0].replace(
+        b'"2026-12-02T12:00:00Z"', b'"2026-12-02T13:00:00.000+01:00"'
+    )
+    assert b"+01:00" in value
+    assert SIGNER.problem(decode_judged(value).event) is None
+
+
+@pytest.mark.parametrize(
+    ("signature", "problem"),
+    [
+        (None, f"an erasure record must carry the API's signature (extension `{SIGNATURE_ATTRIBUTE}`)"),
+        ("no separator", f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"),
+        (17, f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"),
+        ("k3:abc", "the erasure record is signed with a key this process does not hold"),
+        ("k2:", "the erasure record's signature does not match it"),
+        ("k2:" + "A" * 43, "the erasure record's signature does not match it"),
+    ],
+)
+def test_what_does_not_verify_says_why_without_any_key(signature: object, problem: str) -> None:
+    event = erasure() if signature is None else erasure().model_copy(update={SIGNATURE_ATTRIBUTE: signature})
+    assert SIGNER.problem(event) == problem
+
+
+def test_unsigned_records_are_applied_only_when_timed_before_the_cut_over() -> None:
+    cut_over = ErasureSigner(keys=SIGNER.keys, key_id="k2", unsigned_before=SIGNER_SCORE)
+    assert cut_over.problem(erasure(minutes_ago=1)) is None
+    assert cut_over.problem(erasure()) is not None  # at the moment itself: not before it
+    assert SIGNER.problem(erasure(minutes_ago=1)) is not None  # no cut-over: none is
+
+
+SIGNER_SCORE = int(NOW.timestamp()) * 1_000_000
+
+
+def test_settings_name_their_keys_and_the_one_to_sign_with(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "CITIZEN_CONTEXT_SIGNING_KEYS", '{"2026-11": "' + "a" * 32 + '", "2026-12": "' + "b" * 32 + '"}'
+    )
+    monkeypatch.setenv("CITIZEN_CONTEXT_SIGNING_KEY_ID", "2026-12")
+    monkeypatch.setenv("CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE", "2026-12-01T00:00:00Z")
+    signer = ErasureSigner.from_settings(SigningSettings())
+    assert (sorted(signer.keys), signer.key_id) == (["2026-11", "2026-12"], "2026-12")
+    assert signer.unsigned_before == int(datetime(2026, 12, 1, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("environment", "keys", "key_id", "message"),
+    [
+        ("development", {"a": "x" * 32}, "b", "key_id 'b' is not one of the keys listed"),
+        ("development", {"a:b": "x" * 32}, "a:b", "a key id must be non-empty and hold no ':'"),
+        ("production", {"development": DEVELOPMENT_KEY}, "development", "development erasure signing key"),
+        ("production", {"a": "short"}, "a", "at least 32 bytes"),
+    ],
+)
+def test_settings_refuse_keys_that_would_not_serve(
+    monkeypatch: pytest.MonkeyPatch, environment: str, keys: dict[str, str], key_id: str, message: str
+) -> None:
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", environment)
+    with pytest.raises(ValidationError, match=message):
+        SigningSettings(keys=keys, key_id=key_id)
+
+
+def test_production_takes_long_keys_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
+    settings = SigningSettings(keys={"2026-12": "k" * 32}, key_id="2026-12")
+    assert settings.key_id == "2026-12"
