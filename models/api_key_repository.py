@@ -70,11 +70,11 @@ def shorten_usable(session: Session, *, key_id: str, expires_at: datetime, now: 
 
 
 def revoke_key(session: Session, *, key_id: str, at: datetime) -> bool:
-    """Revoke a key now; False if it did not exist or was already revoked."""
+    """Revoke a key now (committed with the session's other changes); False if it did not exist or was
+    already revoked."""
     result = session.execute(
         update(ApiKey).where(col(ApiKey.id) == key_id, col(ApiKey.revoked_at).is_(None)).values(revoked_at=at)
     )
-    session.commit()
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 

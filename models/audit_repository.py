@@ -44,11 +44,12 @@ class AuditRow(TypedDict):
     enquiry_id: str | None
     reason: str | None
     client_address: str | None
+    api_key_id: str | None
 
 
-# Rows per INSERT statement: ten parameters each, under the 999 parameters of SQLite's oldest default
-# builds (32,766 since SQLite 3.32; PostgreSQL's limit is 65,535).
-ROWS_PER_STATEMENT = 99
+# Rows per INSERT statement: one parameter per field of each, under the 999 parameters of SQLite's oldest
+# default builds (32,766 since SQLite 3.32; PostgreSQL's limit is 65,535).
+ROWS_PER_STATEMENT = 999 // len(AuditRow.__annotations__)
 
 
 def add_records(connection: Connection, rows: list[AuditRow]) -> None:

@@ -132,7 +132,7 @@ class StreamTicket(BaseModel):
 
 
 class AuditRecordPublic(BaseModel):
-    """One access to a citizen's data."""
+    """One access to a citizen's data, or one change of an API key."""
 
     id: int
     at: StoredTime
@@ -145,6 +145,7 @@ class AuditRecordPublic(BaseModel):
     enquiry_id: str | None
     reason: str | None
     client_address: str | None
+    api_key_id: str | None = Field(description="The API key created, rotated or revoked (its id).")
 
 
 class AuditPage(BaseModel):

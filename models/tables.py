@@ -97,7 +97,7 @@ class ApiKey(SQLModel, table=True):
 
 
 class AuditAction(StrEnum):
-    """What was done with a citizen's data."""
+    """What was done with a citizen's data, or with the API keys that reach it."""
 
     context_read = "context.read"
     timeline_read = "timeline.read"
@@ -105,6 +105,9 @@ class AuditAction(StrEnum):
     lookup = "lookup"
     export = "export"
     erasure = "erasure"
+    key_created = "api_key.created"
+    key_rotated = "api_key.rotated"
+    key_revoked = "api_key.revoked"
 
 
 class AuditRecordBase(SQLModel):
@@ -120,6 +123,9 @@ class AuditRecordBase(SQLModel):
     enquiry_id: str | None = Field(default=None, max_length=36)
     reason: str | None = Field(default=None, max_length=500)
     client_address: str | None = Field(default=None, max_length=64)
+    api_key_id: str | None = Field(
+        default=None, max_length=32, description="The API key created, rotated or revoked (its id)."
+    )
 
 
 class AuditRecord(AuditRecordBase, table=True):

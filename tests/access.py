@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from api.security import api_keys
+from api.security.audit import Actor
 from api.security.settings import SecuritySettings
 from api.security.tokens import mint_development_token
 from models.database import DatabaseSettings, create_db_engine
@@ -10,6 +11,8 @@ from models.security import Scope
 from models.tables import AgentRole
 
 REASON = "automated test"
+# Who changes the tests' API keys, as the audit trail records them (as `citizen-context keys` would).
+OPERATOR = Actor(kind="operator", id="test-operator", role="operator")
 
 
 def token(agent_id: str = "A-test", *roles: AgentRole, ttl: timedelta = timedelta(hours=1)) -> str:
@@ -43,7 +46,9 @@ def new_key(database: DatabaseSettings, *scopes: Scope, client: str = "test-clie
     """A new integrator key with `scopes`, stored in `database`."""
     engine = create_db_engine(database)
     try:
-        return api_keys.create_key(engine, client=client, scopes=list(scopes), ttl=timedelta(hours=1))
+        return api_keys.create_key(
+            engine, by=OPERATOR, client=client, scopes=list(scopes), ttl=timedelta(hours=1)
+        )
     finally:
         engine.dispose()
 

@@ -2,6 +2,10 @@
 
 A key reads `cck_<id>_<secret>`. The id finds the row; the secret is compared by its SHA-256 hash (a
 plain hash is enough: the secret is 256 random bits, not a password that could be guessed).
+
+Every change of a key (created, rotated, revoked) is written to the audit trail in the change's own
+transaction, naming who made it: a key never changes without its record, nor is a record left of a
+change that did not happen.
 """
 
 import hashlib
@@ -13,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from api.security.audit import Actor, key_change
 from api.security.principal import Caller, Scope
-from models import api_key_repository
-from models.tables import ApiKey
+from models import api_key_repository, audit_repository
+from models.tables import ApiKey, AuditAction
 
 PREFIX = "cck"
 # Two at once: the old key keeps working while clients move to the new one, then it is revoked.
@@ -59,8 +64,8 @@ def scopes_of(record: ApiKey) -> frozenset[Scope]:
     return frozenset(Scope(scope) for scope in record.scopes.split() if scope in Scope._value2member_map_)
 
 
-def create_key(engine: Engine, *, client: str, scopes: list[Scope], ttl: timedelta) -> IssuedKey:
-    """A new key for `client`; refused when the client already holds two usable keys."""
+def create_key(engine: Engine, *, client: str, scopes: list[Scope], ttl: timedelta, by: Actor) -> IssuedKey:
+    """A new key for `client`, by `by`; refused when the client already holds two usable keys."""
     if not scopes:
         raise KeyProblem(422, "A key needs at least one scope.")
     now = datetime.now(UTC)
@@ -69,6 +74,8 @@ def create_key(engine: Engine, *, client: str, scopes: list[Scope], ttl: timedel
         if len(api_key_repository.usable_keys(session, client=client, now=now)) >= MAX_USABLE_PER_CLIENT:
             raise KeyProblem(409, f"{client} already holds {MAX_USABLE_PER_CLIENT} keys; revoke one first.")
         issued = _issue(session, client=client, scopes=sorted(set(scopes)), now=now, ttl=ttl)
+        granted = issued.record.scopes
+        _audit(session, by, AuditAction.key_created, issued.record.id, f"client {client}; scopes {granted}")
         return _committed(session, issued)
 
 
@@ -85,6 +92,11 @@ def _issue(session: Session, *, client: str, scopes: list[Scope], now: datetime,
     return IssuedKey(api_key_repository.add_key(session, record), f"{PREFIX}_{key_id}_{secret}")
 
 
+def _audit(session: Session, by: Actor, action: AuditAction, key_id: str, reason: str | None) -> None:
+    """The change's audit record, in the session's transaction (committed with the change)."""
+    audit_repository.add_records(session.connection(), [key_change(by, action, key_id=key_id, reason=reason)])
+
+
 def _committed(session: Session, issued: IssuedKey) -> IssuedKey:
     """Commit the session's transaction; the key's record is read back, for use once the session is closed."""
     session.commit()
@@ -92,8 +104,9 @@ def _committed(session: Session, issued: IssuedKey) -> IssuedKey:
     return issued
 
 
-def rotate_key(engine: Engine, *, key_id: str, grace: timedelta) -> IssuedKey:
-    """A successor with the same client, scopes and lifetime; the old key lives on for `grace` at most."""
+def rotate_key(engine: Engine, *, key_id: str, grace: timedelta, by: Actor) -> IssuedKey:
+    """A successor with the same client, scopes and lifetime, by `by`; the old key lives on for `grace` at
+    most."""
     unusable = KeyProblem(404, "No usable key has this id.")
     with Session(engine) as session:
         found = api_key_repository.get_key(session, key_id=key_id)
@@ -116,14 +129,18 @@ def rotate_key(engine: Engine, *, key_id: str, grace: timedelta) -> IssuedKey:
         if not api_key_repository.shorten_usable(session, key_id=key_id, expires_at=expires_at, now=now):
             raise unusable  # revoked or expired meanwhile (a revocation does not wait for the hold)
         issued = _issue(session, client=client, scopes=scopes, now=now, ttl=lifetime)
+        successor = f"successor {issued.record.id}; this key expires at {expires_at.isoformat()}"
+        _audit(session, by, AuditAction.key_rotated, key_id, successor)
         return _committed(session, issued)
 
 
-def revoke_key(engine: Engine, *, key_id: str) -> None:
-    """Revoke a key at once; requests and streams using it are refused from now on."""
+def revoke_key(engine: Engine, *, key_id: str, by: Actor) -> None:
+    """Revoke a key at once, by `by`; requests and streams using it are refused from now on."""
     with Session(engine) as session:
         if not api_key_repository.revoke_key(session, key_id=key_id, at=datetime.now(UTC)):
             raise KeyProblem(404, "No unrevoked key has this id.")
+        _audit(session, by, AuditAction.key_revoked, key_id, None)
+        session.commit()
 
 
 def list_keys(engine: Engine, *, client: str | None = None) -> list[ApiKey]:

@@ -57,6 +57,40 @@ Outcome = Decision | Exception
 
 
 @dataclass(frozen=True)
+class Actor:
+    """Who changed an API key, as the trail names them: an admin through the API, or an operator at the
+    server's command line (`citizen-context keys`)."""
+
+    kind: str
+    id: str
+    role: str
+    client_address: str | None = None
+
+    @classmethod
+    def calling(cls, caller: Caller, client_address: str | None) -> "Actor":
+        """The API's caller."""
+        return cls(caller.kind, caller.id, role_label(caller), client_address)
+
+
+def key_change(actor: Actor, action: AuditAction, *, key_id: str, reason: str | None = None) -> AuditRow:
+    """The record of a change of an API key, allowed and done (written with the change, in its
+    transaction: no key changes without its record). Every value is cut to its column's size."""
+    return AuditRow(
+        at=utc_now(),
+        actor_kind=actor.kind[:16],
+        actor_id=actor.id[:200],
+        actor_role=actor.role[:32],
+        action=action,
+        outcome="allowed",
+        citizen=None,
+        enquiry_id=None,
+        reason=None if reason is None else reason[:500],
+        client_address=(actor.client_address or "")[:64] or None,
+        api_key_id=key_id[:32],
+    )
+
+
+@dataclass(frozen=True)
 class _Pending:
     """One record to write: its decision is either made already or made from the enquiry lookup."""
 
@@ -68,6 +102,7 @@ class _Pending:
     look_up_enquiry: bool
     done: "asyncio.Future[Decision]"
     failed: bool = False  # the action was allowed but could not complete (an erasure Kafka refused)
+    api_key_id: str | None = None  # the key an API key change was refused for
 
 
 class Auditor:
@@ -124,10 +159,18 @@ class Auditor:
         citizen_id: str | None,
         client_address: str | None,
         failed: bool = False,
+        api_key_id: str | None = None,
     ) -> None:
         """Append one record of `caller` doing `action` (or refused, or failed midway), once committed."""
         await self._submit(
-            caller, action, citizen_id, client_address, lambda _held: decision, lookup=False, failed=failed
+            caller,
+            action,
+            citizen_id,
+            client_address,
+            lambda _held: decision,
+            lookup=False,
+            failed=failed,
+            api_key_id=api_key_id,
         )
 
     async def decide_and_record(
@@ -156,10 +199,19 @@ class Auditor:
         *,
         lookup: bool,
         failed: bool = False,
+        api_key_id: str | None = None,
     ) -> Decision:
         done: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         pending = _Pending(
-            caller, action, citizen_id, client_address, rule, lookup and citizen_id is not None, done, failed
+            caller,
+            action,
+            citizen_id,
+            client_address,
+            rule,
+            lookup and citizen_id is not None,
+            done,
+            failed,
+            api_key_id,
         )
         with self._wake:
             self._pending.append(pending)
@@ -261,6 +313,7 @@ class Auditor:
             enquiry_id=decision.enquiry_id,
             reason=decision.reason,
             client_address=(pending.client_address or "")[:64] or None,
+            api_key_id=pending.api_key_id,
         )
 
 

@@ -1,5 +1,7 @@
 """`citizen-context token` (development sign-in) and `citizen-context keys` (integrators' API keys)."""
 
+import getpass
+import os
 import re
 import sys
 from datetime import datetime, timedelta
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from api.security.api_keys import IssuedKey
+    from api.security.audit import Actor
     from models.tables import ApiKey
 
 _DURATION = re.compile(r"^(\d{1,9})([smhd])$")
@@ -135,6 +138,17 @@ def _engine() -> "Engine":
     return create_db_engine(settings)
 
 
+def _operator() -> "Actor":
+    """Who runs this command, as the audit trail names them: the account of the server's shell."""
+    from api.security.audit import Actor
+
+    try:
+        account = getpass.getuser()
+    except (OSError, KeyError):  # no name for this user id (a container's arbitrary user)
+        account = f"uid {os.getuid()}"
+    return Actor(kind="operator", id=account, role="operator")
+
+
 def _report(issue: "Callable[[Engine], IssuedKey]") -> None:
     """Run a key operation that issues a key, and print the key once, with how to use it."""
     from api.security.api_keys import KeyProblem
@@ -178,7 +192,7 @@ def keys_create(client: str, scopes: tuple[str, ...], expires_in: timedelta) -> 
 
     _report(
         lambda engine: api_keys.create_key(
-            engine, client=client, scopes=[Scope(scope) for scope in scopes], ttl=expires_in
+            engine, client=client, scopes=[Scope(scope) for scope in scopes], ttl=expires_in, by=_operator()
         )
     )
 
@@ -196,7 +210,7 @@ def keys_rotate(key_id: str, grace: timedelta) -> None:
     """Create the successor of KEY_ID (same client and scopes) and print it once."""
     from api.security import api_keys
 
-    _report(lambda engine: api_keys.rotate_key(engine, key_id=key_id, grace=grace))
+    _report(lambda engine: api_keys.rotate_key(engine, key_id=key_id, grace=grace, by=_operator()))
 
 
 @keys.command("revoke")
@@ -207,7 +221,7 @@ def keys_revoke(key_id: str) -> None:
 
     engine = _engine()
     try:
-        api_keys.revoke_key(engine, key_id=key_id)
+        api_keys.revoke_key(engine, key_id=key_id, by=_operator())
     except api_keys.KeyProblem as error:
         click.secho(f"error: {error.detail}", fg="red", err=True)
         sys.exit(1)

@@ -21,7 +21,7 @@ def test_migrations_create_the_schema_and_are_idempotent(sql_database: DatabaseS
     finally:
         engine.dispose()
     assert {"agents", "enquiries", "api_keys", "audit_records", "alembic_version"} <= tables
-    assert revision == "0006"
+    assert revision == "0007"
 
 
 def test_the_sqlite_folder_is_created(tmp_path: Path) -> None:
@@ -85,7 +85,7 @@ def test_migrations_of_replicas_starting_together_take_turns_on_postgresql(
         assert failures == []
         with engine.connect() as connection:
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        assert revision == "0006"
+        assert revision == "0007"
     finally:
         engine.dispose()
 

@@ -58,7 +58,7 @@ def test_a_migration_that_fails_part_way_leaves_no_trace(sql_database: DatabaseS
 
     _execute(sql_database, f"DROP TABLE {OBSTACLE}")
     migrate(sql_database)
-    assert _schema(sql_database)["revision"] == "0006"
+    assert _schema(sql_database)["revision"] == "0007"
 
 
 def test_the_connection_pragmas_hold_inside_a_migration(tmp_path: Path) -> None:

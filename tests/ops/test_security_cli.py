@@ -1,6 +1,7 @@
 """`citizen-context token` and `citizen-context keys` (and `simulate`'s citizen ids), run as a person would
 run them."""
 
+import getpass
 import os
 import re
 import subprocess
@@ -8,13 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from api.security import api_keys
 from api.security.api_keys import InvalidKey
 from api.security.settings import SecuritySettings
 from api.security.tokens import TokenVerifier
+from models import audit_repository
+from models.audit_repository import AuditFilter
 from models.database import DatabaseSettings, create_db_engine
-from models.tables import AgentRole
+from models.tables import AgentRole, AuditAction
 from ops.cli.security import aligned
 
 
@@ -120,8 +124,16 @@ def test_keys_are_created_listed_rotated_and_revoked(tmp_path: Path) -> None:
         with pytest.raises(InvalidKey, match="revoked"):
             api_keys.authenticate_key(engine, key[1])
         assert api_keys.authenticate_key(engine, successor[1]).client == "crm"
+        # Each change is in the audit trail, by the account that ran the command.
+        with Session(engine) as session:
+            trail = audit_repository.read_records(session, where=AuditFilter(), limit=10)
     finally:
         engine.dispose()
+    assert [(r.actor_kind, r.actor_id, r.actor_role, r.action, r.api_key_id) for r in trail] == [
+        ("operator", getpass.getuser(), "operator", AuditAction.key_created, key_id[1]),
+        ("operator", getpass.getuser(), "operator", AuditAction.key_rotated, key_id[1]),
+        ("operator", getpass.getuser(), "operator", AuditAction.key_revoked, key_id[1]),
+    ]
 
 
 def test_a_bad_duration_or_scope_is_a_usage_error(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, event, func
 from sqlmodel import Session, col, select
 
 from api.security import access
-from api.security.audit import Auditor
+from api.security.audit import Actor, Auditor, key_change
 from api.security.principal import Caller
 from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditRow
@@ -314,9 +314,13 @@ async def test_the_longest_values_a_caller_brings_still_fit_the_record(
         await auditor.record(
             integrator, AuditAction.lookup, access.ALLOW, citizen_id="C-1", client_address="x" * 300
         )
+        operator = Actor(kind="o" * 100, id="o" * 300, role="r" * 100, client_address="x" * 300)
+        with engine.begin() as connection:
+            change = key_change(operator, AuditAction.key_rotated, key_id="k" * 40, reason="s" * 600)
+            audit_repository.add_records(connection, [change])
         with Session(engine) as session:
             records = session.exec(select(AuditRecord)).all()
-        assert len(records) == 2
+        assert len(records) == 3
         for record in records:
             AuditRecordBase.model_validate(record.model_dump())  # raises if any value outgrew its column
     finally:
@@ -338,6 +342,7 @@ def test_records_beyond_one_statement_are_all_stored_in_their_order(sql_database
             enquiry_id=None,
             reason=None,
             client_address=None,
+            api_key_id=None,
         )
         for number in range(audit_repository.ROWS_PER_STATEMENT + 3)
     ]

@@ -28,6 +28,7 @@ from events.settings import KafkaSettings
 from models.database import DatabaseSettings, create_db_engine
 from models.security import Scope
 from models.tables import AuditAction, AuditRecord
+from tests.access import OPERATOR
 from tests.factories import example_data, make_event, writes_for
 
 ISSUER, AUDIENCE = "https://idp.test/realms/contact-centre", "citizen-context"
@@ -276,14 +277,16 @@ class Credentials:
         self._engine = create_db_engine(database)
         self._keys: dict[frozenset[Scope], str] = {}
         revoked = self._key(frozenset(Scope), client="revoked")
-        api_keys.revoke_key(self._engine, key_id=revoked.split("_")[1])
+        api_keys.revoke_key(self._engine, by=OPERATOR, key_id=revoked.split("_")[1])
         self._revoked = revoked
 
     def _key(self, scopes: frozenset[Scope], *, client: str | None = None) -> str:
         if client is None and scopes in self._keys:
             return self._keys[scopes]
         name = client or f"integrator-{len(self._keys)}"
-        issued = api_keys.create_key(self._engine, client=name, scopes=sorted(scopes), ttl=timedelta(hours=1))
+        issued = api_keys.create_key(
+            self._engine, by=OPERATOR, client=name, scopes=sorted(scopes), ttl=timedelta(hours=1)
+        )
         if client is None:
             self._keys[scopes] = issued.key
         return issued.key
@@ -291,6 +294,7 @@ class Credentials:
     def spare_key(self) -> str:
         return api_keys.create_key(
             self._engine,
+            by=OPERATOR,
             client=f"spare-{uuid.uuid4().hex[:8]}",
             scopes=[Scope.context_read],
             ttl=timedelta(hours=1),

@@ -253,7 +253,7 @@ def test_a_ticket_opens_nothing_once_its_key_is_revoked(
     pending = ticket(client, {"X-API-Key": issued.key})
     engine = create_db_engine(database_settings)
     try:
-        api_keys.revoke_key(engine, key_id=issued.record.id)
+        api_keys.revoke_key(engine, by=access.OPERATOR, key_id=issued.record.id)
     finally:
         engine.dispose()
     with client.websocket_connect(f"/v1/citizens/C-T1/stream?ticket={pending}") as websocket:
