@@ -392,6 +392,12 @@ class ProjectionWriter:
                 # unless it failed part-way (see `erase_recorded`). Whatever is erased below, or not, the
                 # numbers this process read lately go (as `erase` does).
                 forget_recent_numbers()
+                if _erasure_outlived(write.score, self._timeline, now):
+                    # Everything it covered has aged out, and the citizen's contacts since are all that
+                    # can be held: erasing again would remove them (see `erasure_mark_expiry`).
+                    results.append(ApplyResult(applied=False, version=0))
+                    start = index + 1
+                    continue
                 if publish:
                     self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score)
                 elif self._erasure_due(write.citizen_id, epoch=epoch, erased_at=write.score):
@@ -678,6 +684,13 @@ def erasure_mark_expiry(erased_at: int, timeline: TimelineSettings) -> int:
     and a publisher may send one late; the inactivity expiry is the margin."""
     lasts = timedelta(days=timeline.max_age_days + timeline.inactivity_expiry_days)
     return erased_at // 1_000_000 + int(lasts.total_seconds())
+
+
+def _erasure_outlived(erased_at: int, timeline: TimelineSettings, now: datetime | None) -> bool:
+    """Whether an erasure (a timeline score) read back from the topic is older than its mark would last
+    (pure): nothing timed before it can be held or applied any more, so it has nothing left to erase."""
+    moment = datetime.now(UTC) if now is None else now
+    return erasure_mark_expiry(erased_at, timeline) <= moment.timestamp()
 
 
 class SentBatch:

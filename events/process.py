@@ -17,7 +17,7 @@ from events.health import ConsumerHealth, serve_health
 from events.heap import prefer_prompt_switches, settle_heap
 from events.producer import create_producer
 from events.settings import ConsumerSettings, KafkaSettings
-from events.signing import ErasureSigner, SigningSettings
+from events.signing import ErasureSigner, SigningSettings, signing_cautions
 from events.topics import dead_letter_max_bytes, ensure_dead_letter_topic, ensure_topics, reachable
 
 log = structlog.get_logger("consumer")
@@ -33,7 +33,10 @@ def run_consumer_process() -> None:
     kafka = KafkaSettings()
     redis_settings = RedisSettings()
     consumer_settings = ConsumerSettings()
-    erasures = ErasureSigner.from_settings(SigningSettings())  # before anything starts: a bad key is said now
+    signing = SigningSettings()  # before anything starts: a bad key is said now
+    erasures = ErasureSigner.from_settings(signing)
+    for caution in signing_cautions(signing, kafka_on_loopback=kafka.on_loopback):
+        log.warning("erasure signing", caution=caution)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:

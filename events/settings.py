@@ -1,5 +1,7 @@
 """Settings of the Kafka side: the broker, the topic and the consumer group."""
 
+import ipaddress
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -56,6 +58,19 @@ class KafkaSettings(BaseSettings):
     def bootstrap_list(self) -> list[str]:
         """The bootstrap servers as the list kafka-python expects."""
         return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
+
+    @property
+    def on_loopback(self) -> bool:
+        """Whether every bootstrap server is on this machine's loopback (a development set-up's)."""
+        return all(is_loopback(server.rsplit(":", 1)[0].strip("[]")) for server in self.bootstrap_list)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address, or `localhost`) is this machine's loopback (pure)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class ConsumerSettings(BaseSettings):

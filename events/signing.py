@@ -9,15 +9,21 @@ whose signature verifies: any other is dead-lettered, or skipped by a rebuild, a
 
 The signature covers what an erasure acts on: the record's id, its citizen and its time (to the
 microsecond, as the erasure mark keeps it). A genuine record published again changes nothing: it erases
-the same citizen up to the same moment, which is already done.
+the same citizen up to the same moment, which is already done; and once its erasure mark would have
+expired, it is not applied at all (context/store.py, `_erasure_outlived`).
+
+HMAC is symmetric: whoever holds a key can sign as well as verify. So every process that holds one (the
+API, the consumers, rebuilds) can sign erasures, and the keys are as secret as the API's own secrets.
 """
 
 import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, Field, SecretStr, model_validator
@@ -34,6 +40,8 @@ DEVELOPMENT_KEY = "citizen-context-development-only-erasure-signing-key"
 # Bound into every signature, so that a key that also serves another purpose cannot be used across them.
 _PURPOSE = "citizen-context erasure record v1"
 MIN_KEY_BYTES = 32
+# An HMAC-SHA-256 in base64url without padding: anything else is refused before it is compared.
+_SIGNATURE_FORM = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 class _Deployment(BaseSettings):
@@ -48,12 +56,16 @@ class _Deployment(BaseSettings):
 class SigningSettings(BaseSettings):
     """The keys of the erasure records the API publishes (the same on the API, consumers and rebuilds)."""
 
-    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SIGNING_", env_file=".env", extra="ignore")
+    # The keys are secrets: an error about a setting names it without its value.
+    model_config = SettingsConfigDict(
+        env_prefix="CITIZEN_CONTEXT_SIGNING_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     keys: dict[str, SecretStr] = Field(
         default_factory=lambda: {DEVELOPMENT_KEY_ID: SecretStr(DEVELOPMENT_KEY)},
-        description='HMAC-SHA-256 keys of erasure records by id, as JSON: {"2026-12": "…"}. The API, the '
-        "consumers and rebuilds need the same; keep an old key while the topic holds records it signed.",
+        description='HMAC-SHA-256 keys of erasure records by id, as JSON: {"2026-12": "…"}, at least 32 '
+        "bytes each. The API, the consumers and rebuilds need the same; keep an old key while the topic "
+        "holds records it signed. The default, a development key, is refused outside development.",
     )
     key_id: str = Field(
         default=DEVELOPMENT_KEY_ID,
@@ -61,8 +73,8 @@ class SigningSettings(BaseSettings):
     )
     unsigned_before: AwareDatetime | None = Field(
         default=None,
-        description="Erasure records timed before this RFC 3339 time are applied unsigned (those published "
-        "before records were signed). Unset: none is.",
+        description="Erasure records timed before this RFC 3339 time (not in the future) are applied "
+        "unsigned, from whoever published them: those published before records were signed. Unset: none is.",
     )
 
     @model_validator(mode="after")
@@ -71,6 +83,9 @@ class SigningSettings(BaseSettings):
             raise ValueError(f"key_id {self.key_id!r} is not one of the keys listed")
         if any(":" in key_id or not key_id for key_id in self.keys):
             raise ValueError("a key id must be non-empty and hold no ':' (the signature's separator)")
+        if self.unsigned_before is not None and self.unsigned_before > datetime.now(UTC):
+            # It would let anyone publish unsigned erasures of everything until then.
+            raise ValueError("unsigned_before is in the future: set it to when erasures began to be signed")
         if _Deployment().environment == "development":
             return self
         if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
@@ -87,7 +102,7 @@ class SigningSettings(BaseSettings):
 class ErasureSigner:
     """Signs erasure records (the API) and tells why one does not verify (the consumer, rebuilds)."""
 
-    keys: Mapping[str, bytes]
+    keys: Mapping[str, bytes] = field(repr=False)
     key_id: str
     # Records timed before this score are applied without a signature; None: none is.
     unsigned_before: int | None = None
@@ -122,9 +137,31 @@ class ErasureSigner:
         key = self.keys.get(key_id)
         if key is None:
             return "the erasure record is signed with a key this process does not hold"
-        if not hmac.compare_digest(signature, _signature(key, event)):
+        if not _SIGNATURE_FORM.fullmatch(signature):
+            return f"`{SIGNATURE_ATTRIBUTE}` must end in a base64url HMAC-SHA-256 (43 characters)"
+        if not hmac.compare_digest(signature.encode(), _signature(key, event).encode()):
             return "the erasure record's signature does not match it"
         return None
+
+
+def signing_cautions(settings: SigningSettings, *, kafka_on_loopback: bool) -> list[str]:
+    """What a process that applies erasure records should warn of at start (pure): settings that let
+    others than the API erase citizens, allowed where the deployment's environment is not production."""
+    cautions = []
+    development_key = any(key.get_secret_value() == DEVELOPMENT_KEY for key in settings.keys.values())
+    if development_key and not kafka_on_loopback:
+        cautions.append(
+            "erasure records verify with the development key, which anyone can read in this project's "
+            "source, while Kafka is not on this machine: set CITIZEN_CONTEXT_SIGNING_KEYS and "
+            "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT=production"
+        )
+    if settings.unsigned_before is not None:
+        cautions.append(
+            f"erasure records timed before {settings.unsigned_before.isoformat()} are applied unsigned, "
+            "from whoever published them: unset CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE once the topic "
+            "holds none of them"
+        )
+    return cautions
 
 
 def _signature(key: bytes, event: CloudEvent) -> str:

@@ -14,7 +14,10 @@ DEVELOPMENT_PSEUDONYM_KEY = "citizen-context-development-only-pseudonym-key"
 class SecuritySettings(BaseSettings):
     """How callers are authenticated and what protects the API."""
 
-    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_SECURITY_", env_file=".env", extra="ignore")
+    # The secrets are secrets: an error about a setting names it without its value.
+    model_config = SettingsConfigDict(
+        env_prefix="CITIZEN_CONTEXT_SECURITY_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = Field(
         default="development",

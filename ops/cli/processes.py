@@ -1,6 +1,5 @@
 """The processes: `citizen-context api`, `consume`, `dev`, `demo` and `db`."""
 
-import ipaddress
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from typing import Any
 import click
 import httpx
 
+from events.settings import is_loopback
 from ops.cli.root import FiniteRange, database_settings, fail, main, require_kafka
 from ops.cli.services import servers_running
 from ops.cli.simulate import MIN_SIMULATED_RATE
@@ -42,7 +42,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     settings = ApiSettings()
     security = SecuritySettings()
     address = host or settings.host
-    if security.development and not _loopback(address):
+    if security.development and not is_loopback(address):
         # The development signing key is public (it is in this repository): anyone could sign in as admin.
         fail(
             ServiceError(
@@ -341,13 +341,6 @@ def _announce(base_url: str, demo: list[str], traffic: list[str]) -> None:
     for line in traffic:
         click.echo(line)
     click.echo("Press Ctrl-C to stop.")
-
-
-def _loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return address == "localhost"
 
 
 def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:

@@ -51,10 +51,13 @@ def rebuild(grace: float, processes: int) -> None:
     from events.rebuild import rebuild as run_rebuild
     from events.rebuild_shares import ShareFailed
     from events.settings import KafkaSettings
-    from events.signing import ErasureSigner, SigningSettings
+    from events.signing import ErasureSigner, SigningSettings, signing_cautions
 
     kafka = KafkaSettings()
-    erasures = ErasureSigner.from_settings(SigningSettings())
+    signing = SigningSettings()
+    erasures = ErasureSigner.from_settings(signing)
+    for caution in signing_cautions(signing, kafka_on_loopback=kafka.on_loopback):
+        click.echo(f"warning: {caution}", err=True)
     require_kafka(kafka.bootstrap_list)
     writer = _writer()
     # Redis unreachable from the start is said at once: the replay would retry each write for ever, as it

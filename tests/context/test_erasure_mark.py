@@ -172,6 +172,43 @@ def test_an_erasure_the_api_recorded_but_did_not_carry_out_is_carried_out_by_its
     assert int(cast(str, redis_client.get(mark))) == time_score(erasure.time)
 
 
+@pytest.mark.parametrize("publish", [True, False], ids=["consumer", "rebuild"])
+def test_an_erasure_older_than_its_mark_would_last_keeps_the_contacts_made_since(
+    redis_client: "redis.Redis", key_prefix: str, publish: bool
+) -> None:
+    # A genuine record replayed (published again, or kept past the age cap) after its mark expired: all it
+    # covered has aged out, so erasing would only remove what the citizen did since.
+    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
+    epoch = writer.current_epoch() if publish else "rebuilding"
+    since = make_event("C-MARK-OLD", minutes_ago=5, now=NOW)
+    writer.apply_batch(writes_for(since), epoch=epoch, publish=publish)
+    old = make_event("C-MARK-OLD", type_=ERASURE_TYPE, data={}, minutes_ago=121 * 24 * 60, now=NOW)
+
+    (result,) = writer.apply_batch(writes_for(old), epoch=epoch, publish=publish)
+
+    assert not result.applied
+    timeline_key = CitizenKeys(key_prefix, epoch, "C-MARK-OLD").timeline
+    assert redis_client.zrange(timeline_key, 0, -1) == [since.dedup_key]
+    assert redis_client.get(erasure_mark_key(key_prefix, "C-MARK-OLD")) is None
+
+
+def test_an_erasure_still_within_its_marks_lifetime_is_carried_out_by_its_record(
+    redis_client: "redis.Redis", key_prefix: str
+) -> None:
+    # The same record a day younger: its mark would still last, so the record erases (as when the API
+    # recorded it but did not carry it out).
+    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
+    writer.apply_batch(writes_for(make_event("C-MARK-YOUNG", minutes_ago=5, now=NOW)))
+    record = make_event("C-MARK-YOUNG", type_=ERASURE_TYPE, data={}, minutes_ago=119 * 24 * 60, now=NOW)
+
+    writer.apply_batch(writes_for(record))
+
+    keys = CitizenKeys(key_prefix, writer.current_epoch(), "C-MARK-YOUNG")
+    assert [key for key in keys.all() if redis_client.exists(key)] == []
+
+
 def test_a_rebuild_that_replays_the_record_first_leaves_the_served_generation_to_the_consumer(
     redis_client: "redis.Redis", key_prefix: str
 ) -> None:

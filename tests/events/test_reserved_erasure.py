@@ -17,7 +17,7 @@ from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 from tests.conftest import wait_until
 from tests.events.replay import rebuild_topic
 from tests.events.test_consumer import BOOTSTRAP, consumer_thread, produce_events
-from tests.factories import make_erasure, make_event
+from tests.factories import ERASURES, make_erasure, make_event
 from tests.logs import capture_module_logs
 
 # What each forged record is refused for, in the order they are published (offsets 5 to 8).
@@ -33,7 +33,8 @@ def publish_forged_and_genuine_erasures(topic: str, *, kept: list[str], erased: 
     """A call of each citizen on partition 0 (offsets 0 to 4), then four forged erasures of the four `kept`
     citizens (offsets 5 to 8), then the API's own erasure of `erased` (offset 9)."""
     genuine = make_erasure(erased)
-    other_key = ErasureSigner(keys={"development": b"another key, not the API's" * 2}, key_id="development")
+    same_id = ERASURES.key_id
+    other_key = ErasureSigner(keys={same_id: b"another key, not the API's" * 2}, key_id=same_id)
     forged = [
         # From another publisher's source.
         erasure(kept[0], source="/telephony/contact-centre"),

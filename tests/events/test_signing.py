@@ -7,12 +7,20 @@ import pytest
 from pydantic import ValidationError
 
 from events.codec import decode_judged, encode_structured
-from events.signing import DEVELOPMENT_KEY, SIGNATURE_ATTRIBUTE, ErasureSigner, SigningSettings
+from events.settings import KafkaSettings
+from events.signing import (
+    DEVELOPMENT_KEY,
+    SIGNATURE_ATTRIBUTE,
+    ErasureSigner,
+    SigningSettings,
+    signing_cautions,
+)
 from models.events import CloudEvent
 from models.taxonomy import ERASURE_SOURCE, ERASURE_TYPE
 from tests.factories import make_event
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+NOT_AN_HMAC = f"`{SIGNATURE_ATTRIBUTE}` must end in a base64url HMAC-SHA-256 (43 characters)"
 SIGNER = ErasureSigner(keys={"k1": b"1" * 32, "k2": b"2" * 32}, key_id="k2")
 
 
@@ -72,8 +80,13 @@ def test_the_same_moment_written_another_way_still_verifies() -> None:
         ("no separator", f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"),
         (17, f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"),
         ("k3:abc", "the erasure record is signed with a key this process does not hold"),
-        ("k2:", "the erasure record's signature does not match it"),
         ("k2:" + "A" * 43, "the erasure record's signature does not match it"),
+        # Refused before any comparison: a text that is not base64url cannot be compared in constant time.
+        ("k2:", NOT_AN_HMAC),
+        ("k2:" + "A" * 42, NOT_AN_HMAC),
+        ("k2:" + "A" * 42 + "=", NOT_AN_HMAC),
+        ("k2:" + "é" * 43, NOT_AN_HMAC),
+        ("k2:" + "A" * 42 + "\ud800", NOT_AN_HMAC),
     ],
 )
 def test_what_does_not_verify_says_why_without_any_key(signature: object, problem: str) -> None:
@@ -86,6 +99,18 @@ def test_unsigned_records_are_applied_only_when_timed_before_the_cut_over() -> N
     assert cut_over.problem(erasure(minutes_ago=1)) is None
     assert cut_over.problem(erasure()) is not None  # at the moment itself: not before it
     assert SIGNER.problem(erasure(minutes_ago=1)) is not None  # no cut-over: none is
+
+
+def test_a_signature_that_does_not_verify_is_refused_even_before_the_cut_over() -> None:
+    # Only records without a signature are let through: one that claims a signature must carry a good one.
+    cut_over = ErasureSigner(keys=SIGNER.keys, key_id="k2", unsigned_before=SIGNER_SCORE)
+    forged = erasure(minutes_ago=60).model_copy(update={SIGNATURE_ATTRIBUTE: "k2:" + "A" * 43})
+    assert cut_over.problem(forged) == "the erasure record's signature does not match it"
+
+
+def test_the_signer_does_not_show_its_keys() -> None:
+    assert "1111" not in repr(SIGNER)
+    assert "k2" in repr(SIGNER)
 
 
 SIGNER_SCORE = int(NOW.timestamp()) * 1_000_000
@@ -117,6 +142,55 @@ def test_settings_refuse_keys_that_would_not_serve(
     monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", environment)
     with pytest.raises(ValidationError, match=message):
         SigningSettings(keys=keys, key_id=key_id)
+
+
+def test_a_setting_refused_does_not_show_the_keys_in_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
+    monkeypatch.setenv("CITIZEN_CONTEXT_SIGNING_KEYS", '{"a": "short-but-secret"}')
+    monkeypatch.setenv("CITIZEN_CONTEXT_SIGNING_KEY_ID", "a")
+    with pytest.raises(ValidationError, match="at least 32 bytes") as refused:
+        SigningSettings()
+    assert "short-but-secret" not in str(refused.value)
+
+
+def test_a_cut_over_in_the_future_is_refused() -> None:
+    # It would apply unsigned erasures, from anyone, of everything until then.
+    with pytest.raises(ValidationError, match="unsigned_before is in the future"):
+        SigningSettings(unsigned_before=datetime.now(UTC) + timedelta(minutes=5))
+
+
+@pytest.mark.parametrize(
+    ("settings", "on_loopback", "cautions"),
+    [
+        (SigningSettings(), True, []),
+        (SigningSettings(keys={"a": "x" * 32}, key_id="a"), False, []),
+        (SigningSettings(), False, ["erasure records verify with the development key"]),
+        (
+            SigningSettings(unsigned_before=NOW),
+            True,
+            ["erasure records timed before 2026-12-02T12:00:00+00:00 are applied unsigned"],
+        ),
+    ],
+)
+def test_a_process_applying_erasures_is_warned_of_what_lets_others_erase(
+    settings: SigningSettings, on_loopback: bool, cautions: list[str]
+) -> None:
+    said = signing_cautions(settings, kafka_on_loopback=on_loopback)
+    assert len(said) == len(cautions)
+    assert all(text.startswith(start) for text, start in zip(said, cautions, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("servers", "on_loopback"),
+    [
+        ("127.0.0.1:9092", True),
+        ("localhost:9092, [::1]:9092", True),
+        ("127.0.0.1:9092,kafka.internal:9092", False),
+        ("10.0.0.5:9092", False),
+    ],
+)
+def test_kafka_is_on_loopback_only_when_every_bootstrap_server_is(servers: str, on_loopback: bool) -> None:
+    assert KafkaSettings(bootstrap_servers=servers).on_loopback is on_loopback
 
 
 def test_production_takes_long_keys_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:

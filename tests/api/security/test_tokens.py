@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -309,6 +310,19 @@ def test_a_signing_key_rotated_at_the_provider_fails_no_request_and_no_stream(
 def test_production_refuses_weak_verification_settings(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SecuritySettings(environment="production", pseudonym_key=SecretStr("p" * 32), **changes)
+
+
+def test_a_setting_refused_does_not_show_the_secrets_in_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("CITIZEN_CONTEXT_SECURITY_")]:
+        monkeypatch.delenv(name)  # the test session's rate limits: they would be shown last instead
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_JWT_SECRETS", '{"k": "short-but-secret"}')
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY", "p" * 32 + "-pseudonym-secret")
+    with pytest.raises(ValueError, match="at least 32 bytes") as refused:
+        SecuritySettings()
+    assert "short-but-secret" not in str(refused.value)
+    # pydantic shows the ends of the input it was given: the last setting read is the pseudonym key.
+    assert "pseudonym-secret" not in str(refused.value)
 
 
 def test_a_verified_token_is_taken_on_trust_until_it_expires() -> None:
