@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.publisher import EventPublisher
 from api.security.audit import Auditor
-from context.store import CitizenEraser, ContextReader
+from context.store import REDIS_UNAVAILABLE, CitizenEraser, ContextReader
 from events.signing import ErasureSigner
 from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditFilter
@@ -176,7 +176,9 @@ async def erase_citizen(
     signer: ErasureSigner,
 ) -> ErasureReceipt:
     """Delete the citizen's enquiries from SQL, record the erasure in Kafka (so no rebuild brings the citizen
-    back), then erase Redis.
+    back), then erase Redis. Once the record is in Kafka the erasure is certain: with Redis unavailable
+    for the last step, the receipt says `recorded`, and the consumer erases the context when Redis answers
+    (it carries out a record whose erasure did not reach Redis, context/store.py `erase_recorded`).
 
     The enquiries go first, before the erasure's time is taken: an agent completing one of them after that
     time would publish its completion, notes and all, timed after the erasure, so applied and kept by every
@@ -193,9 +195,20 @@ async def erase_citizen(
     at = datetime.now(UTC)
     event = erasure_event(citizen_id, at=at, signer=signer)
     await publisher.publish([event])
-    keys_removed = await eraser.erase(citizen_id, at=at)
+    pseudonym = auditor.pseudonym(citizen_id)
+    keys_removed: int | None
+    try:
+        keys_removed = await eraser.erase(citizen_id, at=at)
+    except REDIS_UNAVAILABLE as error:
+        log.warning(
+            "erasure recorded, its context left to the consumer",
+            citizen=pseudonym,
+            error=type(error).__name__,
+        )
+        keys_removed = None
     return ErasureReceipt(
-        citizen=auditor.pseudonym(citizen_id),
+        citizen=pseudonym,
+        status="erased" if keys_removed is not None else "recorded",
         erased_at=at,
         erasure_event_id=event.id,
         keys_removed=keys_removed,

@@ -1,6 +1,7 @@
 """A citizen's rights: a copy of everything held, and erasure."""
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -49,10 +50,15 @@ class ErasureReceipt(BaseModel):
     """What an erasure removed; the citizen is named by their pseudonym only."""
 
     citizen: str = Field(description="The citizen's pseudonym, as the audit trail names them.")
+    status: Literal["erased", "recorded"] = Field(
+        description="`erased`: this request removed the citizen's context from Redis. `recorded` (answered "
+        "202): Redis was unavailable after the erasure was recorded in Kafka, and the consumer removes the "
+        "context when Redis answers; the enquiries are already deleted."
+    )
     erased_at: datetime
     erasure_event_id: str = Field(description="The `citizen.erased` event recorded in Kafka.")
-    keys_removed: int = Field(
+    keys_removed: int | None = Field(
         description="Redis keys this request removed: 0 when the consumer, applying the erasure record, "
-        "removed them first."
+        "removed them first; null when the erasure is `recorded`."
     )
     enquiries_removed: int

@@ -87,7 +87,13 @@ async def export_citizen(
     "/{citizen_id}",
     response_model=ErasureReceipt,
     summary="Erase a citizen (right to erasure)",
-    responses=PROBLEMS,
+    responses={
+        202: {
+            "model": ErasureReceipt,
+            "description": "Recorded in Kafka while Redis was unavailable: the consumer completes it.",
+        },
+        **PROBLEMS,
+    },
 )
 async def erase_citizen(
     request: Request,
@@ -102,7 +108,8 @@ async def erase_citizen(
     """Remove the citizen from Redis and SQL, and record the erasure in Kafka so no rebuild restores them.
 
     The audit trail keeps its records, which name the citizen by pseudonym only. For admins, or keys with
-    `citizens:erase`. Open streams of the citizen close (4411).
+    `citizens:erase`. Open streams of the citizen close (4411). Answered 202 (`recorded`) when Redis is
+    unavailable once the erasure is recorded in Kafka: the consumer removes the context when Redis answers.
     """
     decision = access.erase_citizen(caller)
     record = functools.partial(
@@ -144,5 +151,8 @@ async def erase_citizen(
     except Exception:
         await record(failed=True)
         raise
+    # A recorded erasure is certain (the consumer completes it), so it is recorded as done, not failed.
     await record()
+    if receipt.status == "recorded":
+        return JSONResponse(receipt.model_dump(mode="json"), status_code=202)
     return receipt

@@ -230,6 +230,45 @@ def test_an_erasure_kafka_did_not_record_says_what_was_and_was_not_erased(
     assert writer.client.exists(CitizenKeys(key_prefix, writer.current_epoch(), citizen).timeline)
 
 
+def test_an_erasure_recorded_while_redis_is_away_is_answered_202_and_completed_by_the_consumer(
+    stack: Stack, publisher: EventPublisher, migrated: DatabaseSettings
+) -> None:
+    stack.consumer()
+    citizen = "C-ERASE-LATER"
+    profile = make_event(
+        citizen, type_="profile.updated", data=example_data("profile.updated", phone=PHONE, email=EMAIL)
+    )
+    publisher.publish_all([profile, make_event(citizen, minutes_ago=5)])
+    wait_until(lambda: held_in_redis(stack, citizen) != [], what="the citizen's events applied")
+    engine = create_db_engine(migrated)
+    try:
+        with Session(engine) as session:
+            enquiry_repository.create_enquiry(session, agent_id="A-1", citizen_id=citizen, channel="phone")
+        # The API's Redis is away once the erasure's record is in Kafka; the consumer's is not.
+        away = RedisSettings(
+            url="redis://127.0.0.1:1/0", key_prefix=stack.env["CITIZEN_CONTEXT_REDIS_KEY_PREFIX"]
+        )
+        kafka = KafkaSettings(topic=stack.env["CITIZEN_CONTEXT_KAFKA_TOPIC"])
+        with TestClient(create_app(redis_settings=away, database=migrated, kafka=kafka)) as client:
+            response = client.delete(f"/v1/citizens/{citizen}", headers=access.admin())
+        with Session(engine) as session:
+            trail = audit_repository.read_records(session, where=AuditFilter(), limit=10)
+            left = enquiry_repository.citizen_enquiries(session, citizen_id=citizen)
+    finally:
+        engine.dispose()
+
+    assert response.status_code == 202, response.text
+    receipt = response.json()
+    assert (receipt["status"], receipt["keys_removed"], receipt["enquiries_removed"]) == ("recorded", None, 1)
+    assert left == []
+    # Recorded as done, not failed: the record in Kafka makes the erasure certain.
+    assert [(record.action, record.outcome) for record in trail] == [("erasure", "allowed")]
+    # The consumer applies the API's signed record, and erases what the API could not.
+    wait_until(lambda: held_in_redis(stack, citizen, PHONE, EMAIL) == [], what="the consumer's erasure")
+    readiness = httpx.get(f"http://127.0.0.1:{stack.health_port}/readyz", timeout=5).json()
+    assert readiness["events_invalid"] == 0
+
+
 def test_an_erasure_closes_the_citizens_open_streams(stack: Stack, publisher: EventPublisher) -> None:
     stack.consumer()
     stack.api()
