@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+import redis.exceptions
 import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -12,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.publisher import EventPublisher
 from api.security.audit import Auditor
-from context.store import REDIS_UNAVAILABLE, CitizenEraser, ContextReader
+from context.store import CitizenEraser, ContextReader
 from events.signing import ErasureSigner
 from models import audit_repository, enquiry_repository
 from models.audit_repository import AuditFilter
@@ -176,9 +177,9 @@ async def erase_citizen(
     signer: ErasureSigner,
 ) -> ErasureReceipt:
     """Delete the citizen's enquiries from SQL, record the erasure in Kafka (so no rebuild brings the citizen
-    back), then erase Redis. Once the record is in Kafka the erasure is certain: with Redis unavailable
-    for the last step, the receipt says `recorded`, and the consumer erases the context when Redis answers
-    (it carries out a record whose erasure did not reach Redis, context/store.py `erase_recorded`).
+    back), then erase Redis. Once the record is in Kafka the erasure is certain: when Redis fails the last
+    step, the receipt says `recorded`, and the consumer erases the context when it applies the record (it
+    carries out a record whose erasure did not reach Redis, context/store.py `erase_recorded`).
 
     The enquiries go first, before the erasure's time is taken: an agent completing one of them after that
     time would publish its completion, notes and all, timed after the erasure, so applied and kept by every
@@ -199,7 +200,8 @@ async def erase_citizen(
     keys_removed: int | None
     try:
         keys_removed = await eraser.erase(citizen_id, at=at)
-    except REDIS_UNAVAILABLE as error:
+    except redis.exceptions.RedisError as error:
+        # Whatever Redis answered (unavailable, or an error of its own), the record will erase.
         log.warning(
             "erasure recorded, its context left to the consumer",
             citizen=pseudonym,

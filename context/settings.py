@@ -10,7 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class RedisSettings(BaseSettings):
     """The Redis server that holds the projection, and the prefix of every key the project writes."""
 
-    model_config = SettingsConfigDict(env_prefix="CITIZEN_CONTEXT_REDIS_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: the URL may hold a password, which a settings error must not repeat.
+    model_config = SettingsConfigDict(
+        env_prefix="CITIZEN_CONTEXT_REDIS_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     url: RedisDsn = Field(default=RedisDsn("redis://127.0.0.1:6380/0"), description="Redis server URL.")
     key_prefix: str = Field(

@@ -152,8 +152,7 @@ class ErasureOutpaced(redis.exceptions.ResponseError):
         self.citizen_id = citizen_id
 
 
-# Redis failing a command for a while, which a later attempt mends: the API answers 503 (api/problems.py),
-# and an erasure already recorded in Kafka is left to the consumer (api/citizen_rights.py).
+# Redis failing a command for a while, which a later attempt mends: the API answers 503 (api/problems.py).
 REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
@@ -404,15 +403,9 @@ class ProjectionWriter:
                 # unless it failed part-way (see `erase_recorded`). Whatever is erased below, or not, the
                 # numbers this process read lately go (as `erase` does).
                 forget_recent_numbers()
-                if _erasure_outlived(write.score, self._timeline, now):
-                    # Everything it covered has aged out, and the citizen's contacts since are all that
-                    # can be held: erasing again would remove them (see `erasure_mark_expiry`).
-                    results.append(ApplyResult(applied=False, version=0))
-                    start = index + 1
-                    continue
                 if publish:
-                    self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score)
-                elif self._erasure_due(write.citizen_id, epoch=epoch, erased_at=write.score):
+                    self.erase_recorded(write.citizen_id, epoch=epoch, erased_at=write.score, now=now)
+                elif self._erasure_due(write.citizen_id, epoch=epoch, erased_at=write.score, now=now):
                     # A rebuild's replay erases in its own generation only: an old erasure applied to
                     # another would remove the citizen's contacts since (the served one has them).
                     self.erase(write.citizen_id, epoch=epoch, erased_at=write.score, publish=False)
@@ -551,7 +544,9 @@ class ProjectionWriter:
                 return removed
         raise ErasureOutpaced(citizen_id)
 
-    def erase_recorded(self, citizen_id: str, *, epoch: str, erased_at: int) -> int:
+    def erase_recorded(
+        self, citizen_id: str, *, epoch: str, erased_at: int, now: datetime | None = None
+    ) -> int:
         """Apply an erasure recorded in the topic (`citizen.erased`), as the consumer reads it back, in the
         served generation `epoch` and in those held unserved (as `erase_everywhere`): in each that still
         holds anything of the citizen's from before it (see `_erasure_due`); how many keys existed.
@@ -561,14 +556,17 @@ class ProjectionWriter:
         since (events timed after the erasure, from other partitions, applied before this record), and
         move the mark on to the newest of them, so that no replay would ever apply them again. Where the
         API's erasure did not reach (it failed part-way, or a rebuild's replay of the record set the mark
-        first), the record erases.
+        first), the record erases. A record older than its mark would last (`now` decides; see
+        `_erasure_due`) erases only where something from before it is held.
         """
         mark = self.erasure_mark(citizen_id)
-        if mark is None or mark < erased_at:
+        if (mark is None or mark < erased_at) and not _erasure_outlived(erased_at, self._timeline, now):
             return self.erase_everywhere(citizen_id, epoch=epoch, erased_at=erased_at)
         removed = 0
         unchanged = [epoch, *sorted(self._other_generations(epoch))]
-        while due := [g for g in unchanged if self._erasure_due(citizen_id, epoch=g, erased_at=erased_at)]:
+        while due := [
+            g for g in unchanged if self._erasure_due(citizen_id, epoch=g, erased_at=erased_at, now=now)
+        ]:
             # Erasing a generation moves the mark on to the newest event it held: those left are asked
             # again, against the mark as it is now, so that none keeps what that one lost.
             for generation in due:
@@ -578,10 +576,21 @@ class ProjectionWriter:
                 unchanged.remove(generation)
         return removed
 
-    def _erasure_due(self, citizen_id: str, *, epoch: str, erased_at: int) -> bool:
+    def _erasure_due(
+        self, citizen_id: str, *, epoch: str, erased_at: int, now: datetime | None = None
+    ) -> bool:
         """Whether an erasure as of `erased_at` (a timeline score) read back from the topic still has to
         erase in `epoch`: unless the citizen's erasure mark covers it and the generation holds nothing of
-        theirs timed up to the mark (see `erase_recorded`)."""
+        theirs timed up to the mark (see `erase_recorded`).
+
+        An erasure older than its mark would last (a genuine record published again, or kept by a topic
+        whose retention exceeds the age cap) has no mark to go by: its own mark would have expired, and any
+        later one is another erasure's. It erases where the generation holds something an event timed up
+        to it wrote (profile fields and identifiers outlive the age cap); the citizen's contacts since,
+        all that is held otherwise, are left alone.
+        """
+        if _erasure_outlived(erased_at, self._timeline, now):
+            return self._holds_up_to(citizen_id, epoch=epoch, mark=erased_at)
         mark = self.erasure_mark(citizen_id)
         return mark is None or mark < erased_at or self._holds_up_to(citizen_id, epoch=epoch, mark=mark)
 
@@ -700,7 +709,7 @@ def erasure_mark_expiry(erased_at: int, timeline: TimelineSettings) -> int:
 
 def _erasure_outlived(erased_at: int, timeline: TimelineSettings, now: datetime | None) -> bool:
     """Whether an erasure (a timeline score) read back from the topic is older than its mark would last
-    (pure): nothing timed before it can be held or applied any more, so it has nothing left to erase."""
+    (pure; see `ProjectionWriter._erasure_due`)."""
     moment = datetime.now(UTC) if now is None else now
     return erasure_mark_expiry(erased_at, timeline) <= moment.timestamp()
 

@@ -62,7 +62,16 @@ class KafkaSettings(BaseSettings):
     @property
     def on_loopback(self) -> bool:
         """Whether every bootstrap server is on this machine's loopback (a development set-up's)."""
-        return all(is_loopback(server.rsplit(":", 1)[0].strip("[]")) for server in self.bootstrap_list)
+        return all(is_loopback(_host(server)) for server in self.bootstrap_list)
+
+
+def _host(server: str) -> str:
+    """The host of a bootstrap server: `host:port`, `[v6]:port`, or a host alone (pure)."""
+    if server.startswith("["):
+        return server[1 : server.find("]")] if "]" in server else server
+    if server.count(":") > 1:
+        return server  # an IPv6 address without a port
+    return server.split(":", 1)[0]
 
 
 def is_loopback(host: str) -> bool:

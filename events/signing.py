@@ -9,8 +9,8 @@ whose signature verifies: any other is dead-lettered, or skipped by a rebuild, a
 
 The signature covers what an erasure acts on: the record's id, its citizen and its time (to the
 microsecond, as the erasure mark keeps it). A genuine record published again changes nothing: it erases
-the same citizen up to the same moment, which is already done; and once its erasure mark would have
-expired, it is not applied at all (context/store.py, `_erasure_outlived`).
+the same citizen up to the same moment, which is already done; once its erasure mark would have expired,
+it erases only where something from before it is still held (context/store.py, `_erasure_due`).
 
 HMAC is symmetric: whoever holds a key can sign as well as verify. So every process that holds one (the
 API, the consumers, rebuilds) can sign erasures, and the keys are as secret as the API's own secrets.

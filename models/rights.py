@@ -52,8 +52,8 @@ class ErasureReceipt(BaseModel):
     citizen: str = Field(description="The citizen's pseudonym, as the audit trail names them.")
     status: Literal["erased", "recorded"] = Field(
         description="`erased`: this request removed the citizen's context from Redis. `recorded` (answered "
-        "202): Redis was unavailable after the erasure was recorded in Kafka, and the consumer removes the "
-        "context when Redis answers; the enquiries are already deleted."
+        "202): the erasure is recorded in Kafka but Redis did not complete this request's removal, and the "
+        "consumer removes the context when it applies the record; the enquiries are already deleted."
     )
     erased_at: datetime
     erasure_event_id: str = Field(description="The `citizen.erased` event recorded in Kafka.")

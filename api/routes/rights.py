@@ -90,7 +90,7 @@ async def export_citizen(
     responses={
         202: {
             "model": ErasureReceipt,
-            "description": "Recorded in Kafka while Redis was unavailable: the consumer completes it.",
+            "description": "Recorded in Kafka, but not removed from Redis: the consumer completes it.",
         },
         **PROBLEMS,
     },
@@ -108,8 +108,9 @@ async def erase_citizen(
     """Remove the citizen from Redis and SQL, and record the erasure in Kafka so no rebuild restores them.
 
     The audit trail keeps its records, which name the citizen by pseudonym only. For admins, or keys with
-    `citizens:erase`. Open streams of the citizen close (4411). Answered 202 (`recorded`) when Redis is
-    unavailable once the erasure is recorded in Kafka: the consumer removes the context when Redis answers.
+    `citizens:erase`. Open streams of the citizen close (4411). Answered 202 (`recorded`) when Redis fails
+    the removal once the erasure is recorded in Kafka: the consumer removes the context, and closes the
+    streams, when it applies the record.
     """
     decision = access.erase_citizen(caller)
     record = functools.partial(

@@ -269,6 +269,32 @@ def test_an_erasure_recorded_while_redis_is_away_is_answered_202_and_completed_b
     assert readiness["events_invalid"] == 0
 
 
+def test_an_erasure_redis_refuses_after_its_record_is_in_kafka_is_answered_202(
+    redis_settings: RedisSettings,
+    writer: ProjectionWriter,
+    migrated: DatabaseSettings,
+    key_prefix: str,
+    kafka_topic: str,
+) -> None:
+    # Not Redis away but an error of its own (a key of the citizen's holding another type): the record is in
+    # Kafka all the same, so the erasure is recorded, not failed.
+    citizen = "C-ERASE-REFUSED"
+    writer.apply_batch(writes_for(make_event(citizen)))
+    writer.client.set(CitizenKeys(key_prefix, writer.current_epoch(), citizen).identifiers, "not a set")
+    app = create_app(redis_settings=redis_settings, database=migrated, kafka=KafkaSettings(topic=kafka_topic))
+    with TestClient(app) as client:
+        response = client.delete(f"/v1/citizens/{citizen}", headers=access.admin())
+    engine = create_db_engine(migrated)
+    try:
+        with Session(engine) as session:
+            trail = audit_repository.read_records(session, where=AuditFilter(), limit=10)
+    finally:
+        engine.dispose()
+    assert response.status_code == 202, response.text
+    assert (response.json()["status"], response.json()["keys_removed"]) == ("recorded", None)
+    assert [(record.action, record.outcome) for record in trail] == [("erasure", "allowed")]
+
+
 def test_an_erasure_closes_the_citizens_open_streams(stack: Stack, publisher: EventPublisher) -> None:
     stack.consumer()
     stack.api()

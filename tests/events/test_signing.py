@@ -1,7 +1,9 @@
 """Erasure records' signatures, as pure functions: what verifies, what does not and why, and the settings
 that hold the keys."""
 
+import os
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -144,6 +146,15 @@ def test_settings_refuse_keys_that_would_not_serve(
         SigningSettings(keys=keys, key_id=key_id)
 
 
+@pytest.fixture
+def signing_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No signing setting nor deployment environment from the session (or a developer's .env)."""
+    for name in [name for name in os.environ if name.startswith("CITIZEN_CONTEXT_SIGNING_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "development")
+
+
+@pytest.mark.usefixtures("signing_environment")
 def test_a_setting_refused_does_not_show_the_keys_in_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
     monkeypatch.setenv("CITIZEN_CONTEXT_SIGNING_KEYS", '{"a": "short-but-secret"}')
@@ -153,29 +164,31 @@ def test_a_setting_refused_does_not_show_the_keys_in_its_error(monkeypatch: pyte
     assert "short-but-secret" not in str(refused.value)
 
 
+@pytest.mark.usefixtures("signing_environment")
 def test_a_cut_over_in_the_future_is_refused() -> None:
     # It would apply unsigned erasures, from anyone, of everything until then.
     with pytest.raises(ValidationError, match="unsigned_before is in the future"):
         SigningSettings(unsigned_before=datetime.now(UTC) + timedelta(minutes=5))
 
 
+@pytest.mark.usefixtures("signing_environment")
 @pytest.mark.parametrize(
     ("settings", "on_loopback", "cautions"),
     [
-        (SigningSettings(), True, []),
-        (SigningSettings(keys={"a": "x" * 32}, key_id="a"), False, []),
-        (SigningSettings(), False, ["erasure records verify with the development key"]),
+        ({}, True, []),
+        ({"keys": {"a": "x" * 32}, "key_id": "a"}, False, []),
+        ({}, False, ["erasure records verify with the development key"]),
         (
-            SigningSettings(unsigned_before=NOW),
+            {"unsigned_before": NOW},
             True,
             ["erasure records timed before 2026-12-02T12:00:00+00:00 are applied unsigned"],
         ),
     ],
 )
 def test_a_process_applying_erasures_is_warned_of_what_lets_others_erase(
-    settings: SigningSettings, on_loopback: bool, cautions: list[str]
+    settings: dict[str, Any], on_loopback: bool, cautions: list[str]
 ) -> None:
-    said = signing_cautions(settings, kafka_on_loopback=on_loopback)
+    said = signing_cautions(SigningSettings(_env_file=None, **settings), kafka_on_loopback=on_loopback)
     assert len(said) == len(cautions)
     assert all(text.startswith(start) for text, start in zip(said, cautions, strict=True))
 
@@ -187,6 +200,10 @@ def test_a_process_applying_erasures_is_warned_of_what_lets_others_erase(
         ("localhost:9092, [::1]:9092", True),
         ("127.0.0.1:9092,kafka.internal:9092", False),
         ("10.0.0.5:9092", False),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("2001:db8::1", False),
     ],
 )
 def test_kafka_is_on_loopback_only_when_every_bootstrap_server_is(servers: str, on_loopback: bool) -> None:
