@@ -65,7 +65,7 @@ from events.pipeline import (
 )
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records, position
 from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
-from events.signing import ErasureSigner
+from events.signing import UNVERIFIED, ErasureSigner
 from events.topics import reachable
 from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
 
@@ -451,7 +451,19 @@ class ProjectionConsumer:
         EVENTS_DEAD_LETTERED.labels(reason=letter.reason).inc()
         # The record stays in the dead-letter topic for `dlq list` and `dlq redrive`; the log names it by
         # position only (its content may hold personal data).
-        log.warning("record dead-lettered", **position(letter.record), reason=letter.reason)
+        if letter.reason == UNVERIFIED:
+            # A forged erasure, or the API's own one that this consumer cannot verify: then the citizen
+            # stays in the projection until it is redriven, so it is said louder than a publisher's fault.
+            log.error(
+                "erasure record not verified, not applied",
+                **position(letter.record),
+                reason=letter.reason,
+                problem=letter.detail,
+                remedy="if the API signed it, give this consumer the API's CITIZEN_CONTEXT_SIGNING_KEYS, "
+                "then `citizen-context dlq redrive --reason unverified`",
+            )
+        else:
+            log.warning("record dead-lettered", **position(letter.record), reason=letter.reason)
         self._health.invalid += 1
 
     def _until_done(

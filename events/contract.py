@@ -15,7 +15,7 @@ from events.codec import MAX_EVENT_BYTES, InvalidEvent
 from events.deadletter import MAX_DETAIL, dead_letter_headers, dead_letter_topic
 from events.records import DeadLetter, IncomingRecord
 from events.settings import KafkaSettings
-from events.signing import SIGNATURE_ATTRIBUTE
+from events.signing import SIGNATURE_ATTRIBUTE, UNVERIFIED
 from models.events import (
     ATTRIBUTE_NAME,
     IDENTIFIER_ATTRIBUTES,
@@ -98,10 +98,11 @@ REASONS = {
     "invalid": "The envelope breaks CloudEvents or this contract; `dlq.detail` names each attribute and why.",
     "reserved": f"A `{ERASURE_TYPE}` from another source than Citizen Context's own (`{ERASURE_SOURCE}`): "
     "only its API records erasures, and the consumer applies none from anyone else.",
-    "unverified": f"A `{ERASURE_TYPE}` from Citizen Context's source without a valid signature of its "
+    UNVERIFIED: f"A `{ERASURE_TYPE}` from Citizen Context's source without a valid signature of its "
     f"API (the `{SIGNATURE_ATTRIBUTE}` attribute): none, one by a key the consumer does not hold, or one "
-    "that does not match the record. The API signs every erasure it records: one that fails is not from "
-    "it, whatever source it names. A rebuild skips it.",
+    "that does not match the record. The API signs every erasure it records, so one that fails is forged, "
+    "or the consumer was not given the API's keys: then give it them and redrive by this reason. A "
+    "rebuild skips it.",
     "invalid-data": "A documented type's data is not JSON or breaks its schema; `dlq.detail` says where.",
     "no-citizen": "The event has neither `subject` nor an identifier attribute.",
     "invalid-identifier": "An identifier attribute cannot be normalised (see Identity above).",

@@ -13,7 +13,7 @@ from context.service import EventWrite, plan_judged
 from context.store import REFUSALS, ApplyResult, Identifier, IndexEntry, ProjectionWriter
 from events.codec import Decoded, InvalidEvent, decode_judged, future_horizon
 from events.records import DeadLetter, KafkaRecord
-from events.signing import ErasureSigner
+from events.signing import UNVERIFIED, ErasureSigner
 from models.taxonomy import ERASURE_TYPE
 
 
@@ -75,7 +75,7 @@ def decode_batch(
         if judged.event.type == ERASURE_TYPE:
             problem = erasures.problem(judged.event)
             if problem is not None:
-                batch.dead_letters.append(DeadLetter(record, "unverified", problem))
+                batch.dead_letters.append(DeadLetter(record, UNVERIFIED, problem))
                 continue
         batch.decoded.append((record, judged))
         if judged.event.subject is None:

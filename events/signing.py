@@ -40,6 +40,8 @@ DEVELOPMENT_KEY = "citizen-context-development-only-erasure-signing-key"
 # Bound into every signature, so that a key that also serves another purpose cannot be used across them.
 _PURPOSE = "citizen-context erasure record v1"
 MIN_KEY_BYTES = 32
+# The dead-letter reason of an erasure record whose signature does not verify (a rebuild skips it).
+UNVERIFIED = "unverified"
 # An HMAC-SHA-256 in base64url without padding: anything else is refused before it is compared.
 _SIGNATURE_FORM = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -79,22 +81,38 @@ class SigningSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _usable_keys(self) -> Self:
-        if self.key_id not in self.keys:
-            raise ValueError(f"key_id {self.key_id!r} is not one of the keys listed")
+        # The development key first: a production set-up that names its key id but not its keys is told
+        # what is really missing, not that the id is unknown.
+        if _Deployment().environment != "development":
+            if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
+                raise ValueError(
+                    "the development erasure signing key is refused outside development: set "
+                    "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
+                )
+            short = sorted(
+                k for k, key in self.keys.items() if len(key.get_secret_value().encode()) < MIN_KEY_BYTES
+            )
+            if short:
+                raise ValueError(
+                    f"CITIZEN_CONTEXT_SIGNING_KEYS: erasure signing keys need at least {MIN_KEY_BYTES} bytes "
+                    f"(256 bits); shorter: {', '.join(short)}"
+                )
         if any(":" in key_id or not key_id for key_id in self.keys):
-            raise ValueError("a key id must be non-empty and hold no ':' (the signature's separator)")
+            raise ValueError(
+                "CITIZEN_CONTEXT_SIGNING_KEYS: a key id must be non-empty and hold no ':' (the signature's "
+                "separator)"
+            )
+        if self.key_id not in self.keys:
+            raise ValueError(
+                f"CITIZEN_CONTEXT_SIGNING_KEY_ID {self.key_id!r} is not one of the ids of "
+                f"CITIZEN_CONTEXT_SIGNING_KEYS ({', '.join(sorted(self.keys))})"
+            )
         if self.unsigned_before is not None and self.unsigned_before > datetime.now(UTC):
             # It would let anyone publish unsigned erasures of everything until then.
-            raise ValueError("unsigned_before is in the future: set it to when erasures began to be signed")
-        if _Deployment().environment == "development":
-            return self
-        if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
             raise ValueError(
-                "the development erasure signing key is refused outside development: set "
-                "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
+                "CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE is in the future: set it to when erasures began to "
+                "be signed"
             )
-        if any(len(key.get_secret_value().encode()) < MIN_KEY_BYTES for key in self.keys.values()):
-            raise ValueError(f"erasure signing keys need at least {MIN_KEY_BYTES} bytes (256 bits)")
         return self
 
 

@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Known only to development set-ups: refused anywhere else (see `_no_development_secret_elsewhere`).
 DEVELOPMENT_SECRET = "citizen-context-development-only-signing-secret"  # noqa: S105 (refused elsewhere)
 DEVELOPMENT_KID = "development"
+DEVELOPMENT_ISSUER = "citizen-context-development"
 DEVELOPMENT_PSEUDONYM_KEY = "citizen-context-development-only-pseudonym-key"
 
 
@@ -23,7 +24,9 @@ class SecuritySettings(BaseSettings):
         default="development",
         description="`production` refuses the development secrets and `citizen-context token`.",
     )
-    jwt_issuer: str = Field(default="citizen-context-development", description="Expected `iss` of tokens.")
+    jwt_issuer: str = Field(
+        default=DEVELOPMENT_ISSUER, description="Expected `iss` of tokens (set it outside development)."
+    )
     jwt_audience: str = Field(default="citizen-context", description="Expected `aud` of tokens.")
     jwt_secrets: dict[str, SecretStr] = Field(
         default_factory=lambda: {DEVELOPMENT_KID: SecretStr(DEVELOPMENT_SECRET)},
@@ -88,23 +91,41 @@ class SecuritySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_development_secret_elsewhere(self) -> Self:
-        if self.development:
-            return self
+        # Every problem at once: a deployment is put right in one round, not one setting per start.
+        if not self.development and (problems := self._production_problems()):
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _production_problems(self) -> list[str]:
+        problems = []
         if any(secret.get_secret_value() == DEVELOPMENT_SECRET for secret in self.jwt_secrets.values()):
-            raise ValueError(
+            problems.append(
                 "the development signing secret is refused outside development: set "
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS (or CITIZEN_CONTEXT_SECURITY_JWKS_URL, with "
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS={})"
             )
-        if self.pseudonym_key.get_secret_value() == DEVELOPMENT_PSEUDONYM_KEY:
-            raise ValueError("set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY outside development")
+        elif short := sorted(
+            k for k, s in self.jwt_secrets.items() if len(s.get_secret_value().encode()) < 32
+        ):
+            problems.append(
+                f"CITIZEN_CONTEXT_SECURITY_JWT_SECRETS: HS256 secrets need at least 32 bytes (256 bits); "
+                f"shorter: {', '.join(short)}"
+            )
         if not (self.jwt_secrets or self.jwt_public_keys or self.jwks_url):
-            raise ValueError(
+            problems.append(
                 "configure at least one token verification key: CITIZEN_CONTEXT_SECURITY_JWT_SECRETS, "
                 "CITIZEN_CONTEXT_SECURITY_JWT_PUBLIC_KEYS or CITIZEN_CONTEXT_SECURITY_JWKS_URL"
             )
-        if any(len(secret.get_secret_value().encode()) < 32 for secret in self.jwt_secrets.values()):
-            raise ValueError("HS256 secrets need at least 32 bytes (256 bits)")
         if self.jwks_url and not self.jwks_url.startswith("https://"):
-            raise ValueError("the JWKS URL must use https outside development")
-        return self
+            problems.append("CITIZEN_CONTEXT_SECURITY_JWKS_URL must use https outside development")
+        if self.jwt_issuer == DEVELOPMENT_ISSUER:
+            problems.append(
+                "set CITIZEN_CONTEXT_SECURITY_JWT_ISSUER (your identity provider's `iss`) outside development"
+            )
+        pseudonym_key = self.pseudonym_key.get_secret_value()
+        if pseudonym_key == DEVELOPMENT_PSEUDONYM_KEY:
+            problems.append("set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY outside development")
+        elif len(pseudonym_key.encode()) < 32:
+            # An HMAC key like the others: a short one lets a pseudonym be searched back to its citizen.
+            problems.append("CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY needs at least 32 bytes (256 bits)")
+        return problems

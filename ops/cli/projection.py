@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ops.cli.root import FiniteRange, counted, fail, main, require_kafka, settings_problems
+from ops.cli.root import (
+    FiniteRange,
+    counted,
+    database_settings,
+    fail,
+    main,
+    require_kafka,
+    settings_problem,
+    settings_problems,
+)
 from ops.processes import ServiceError, sigterm_as_interrupt, uninterrupted
 
 if TYPE_CHECKING:
@@ -301,6 +310,21 @@ def contract(directory: Path) -> None:
     click.echo(f"wrote {len(written)} files under {directory}")
 
 
+def _database_problems() -> list[str]:
+    """The rule that no settings class holds: outside development, the database is named (see
+    `database_settings`)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        database_settings()
+    except SettingsError as error:
+        return [settings_problem(error)]
+    except ValidationError:
+        return []  # a class that does not load: said with the classes
+    return []
+
+
 @main.command("settings")
 def settings_command() -> None:
     """Print every setting (environment variable, default, meaning) as a Markdown table, then check the
@@ -313,6 +337,7 @@ def settings_command() -> None:
     # The table gives defaults; a value set here that every other command would refuse is said too, rather
     # than leave the defaults printed as if they held. Every one at once, each named, never its value.
     problems = [problem for settings_class in ALL_SETTINGS for problem in settings_problems(settings_class)]
+    problems += _database_problems()
     # And a variable that no setting reads (misspelt): every command ignores it.
     set_here = [*os.environ, *dotenv_values(".env")]
     problems += [f"{name} is no setting (misspelt?): it is ignored" for name in unknown_variables(set_here)]

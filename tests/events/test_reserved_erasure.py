@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+import events.consumer
 import events.rebuild
 from context.keys import CitizenKeys
 from context.store import ProjectionWriter
@@ -60,10 +61,11 @@ def citizens() -> tuple[list[str], str]:
 
 
 def test_the_consumer_dead_letters_every_erasure_but_the_apis_signed_one(
-    writer: ProjectionWriter, kafka_topic: str, key_prefix: str
+    writer: ProjectionWriter, kafka_topic: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kept, erased = citizens()
     publish_forged_and_genuine_erasures(kafka_topic, kept=kept, erased=erased)
+    logs = capture_module_logs(monkeypatch, events.consumer)
     kafka = KafkaSettings(topic=kafka_topic, group_id=f"g-{uuid.uuid4().hex[:8]}")
     with consumer_thread(writer, kafka) as health:
         wait_until(lambda: (health.applied, health.invalid) == (6, 4), what="six applied, four dead letters")
@@ -79,6 +81,15 @@ def test_the_consumer_dead_letters_every_erasure_but_the_apis_signed_one(
     ]
     assert [timeline_length(writer, key_prefix, citizen) for citizen in kept] == [1, 1, 1, 1]
     assert timeline_length(writer, key_prefix, erased) == 0
+    # An erasure not verified is an error (it may be the API's own, with the consumer not given its keys);
+    # the one from another source, a publisher's fault, a warning.
+    said = [(entry["log_level"], entry["offset"]) for entry in logs.entries if "offset" in entry]
+    assert sorted(said, key=lambda level_offset: level_offset[1]) == [
+        ("warning", 5),
+        ("error", 6),
+        ("error", 7),
+        ("error", 8),
+    ]
 
 
 def test_a_rebuild_skips_every_erasure_but_the_apis_signed_one(

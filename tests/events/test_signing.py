@@ -132,10 +132,17 @@ def test_settings_name_their_keys_and_the_one_to_sign_with(monkeypatch: pytest.M
 @pytest.mark.parametrize(
     ("environment", "keys", "key_id", "message"),
     [
-        ("development", {"a": "x" * 32}, "b", "key_id 'b' is not one of the keys listed"),
+        ("development", {"a": "x" * 32}, "b", "CITIZEN_CONTEXT_SIGNING_KEY_ID 'b' is not one of the ids of "),
         ("development", {"a:b": "x" * 32}, "a:b", "a key id must be non-empty and hold no ':'"),
         ("production", {"development": DEVELOPMENT_KEY}, "development", "development erasure signing key"),
-        ("production", {"a": "short"}, "a", "at least 32 bytes"),
+        (
+            "production",
+            {"a": "short", "b": "x" * 32},
+            "a",
+            "at least 32 bytes \\(256 bits\\); shorter: a \\[",
+        ),
+        # Production naming its key id but not its keys: the development key is what is missing.
+        ("production", {"development": DEVELOPMENT_KEY}, "s1", "development erasure signing key"),
     ],
 )
 def test_settings_refuse_keys_that_would_not_serve(
@@ -167,7 +174,7 @@ def test_a_setting_refused_does_not_show_the_keys_in_its_error(monkeypatch: pyte
 @pytest.mark.usefixtures("signing_environment")
 def test_a_cut_over_in_the_future_is_refused() -> None:
     # It would apply unsigned erasures, from anyone, of everything until then.
-    with pytest.raises(ValidationError, match="unsigned_before is in the future"):
+    with pytest.raises(ValidationError, match="CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE is in the future"):
         SigningSettings(unsigned_before=datetime.now(UTC) + timedelta(minutes=5))
 
 

@@ -33,6 +33,15 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+# Production security settings that load (the database and the signing keys apart).
+PRODUCTION = {
+    "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production",
+    "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"2026-11": "a-production-secret-of-enough-length"}',
+    "CITIZEN_CONTEXT_SECURITY_JWT_ISSUER": "https://idp.example.org/realms/contact-centre",
+    "CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY": "a-production-pseudonym-key-of-enough-length",
+}
+
+
 def test_token_prints_a_verifiable_development_token() -> None:
     result = run("token", "--agent", "A-42", "--role", "agent", "--role", "supervisor", "--ttl", "15m")
     assert result.returncode == 0, result.stderr
@@ -41,11 +50,7 @@ def test_token_prints_a_verifiable_development_token() -> None:
 
 
 def test_token_refuses_to_run_outside_development() -> None:
-    production = {
-        "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production",
-        "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"2026-11": "a-production-secret-of-enough-length"}',
-        "CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY": "a-production-pseudonym-key",
-    }
+    production = PRODUCTION
     refused = run("token", env=production)
     assert refused.returncode == 1
     assert "only runs with development settings" in refused.stderr
@@ -57,13 +62,32 @@ def test_token_refuses_to_run_outside_development() -> None:
     assert "Traceback" not in unsafe.stderr
 
 
+def test_the_settings_check_asks_for_the_database_outside_development(tmp_path: Path) -> None:
+    # `settings` said such a set-up loaded (status 0), while `api`, `keys` and `db` refused it.
+    signing = {
+        "CITIZEN_CONTEXT_SIGNING_KEYS": '{"s1": "an-erasure-signing-key-of-enough-length"}',
+        "CITIZEN_CONTEXT_SIGNING_KEY_ID": "s1",
+    }
+    unnamed = {name: value for name, value in os.environ.items() if name != "CITIZEN_CONTEXT_DATABASE_URL"}
+    checked = subprocess.run(
+        [sys.executable, "-m", "ops.cli", "settings"],
+        env={**unnamed, **PRODUCTION, **signing},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 2, checked.stderr
+    assert checked.stderr.count("error: ") == 1, checked.stderr
+    assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in checked.stderr
+    named = run("settings", env={**PRODUCTION, **signing, "CITIZEN_CONTEXT_DATABASE_URL": "sqlite:///x.db"})
+    assert named.returncode == 0, named.stderr
+
+
 @pytest.mark.parametrize("command", [["keys", "list"], ["db", "upgrade"], ["api", "--port", "0"]])
 def test_outside_development_the_database_must_be_named(command: list[str], tmp_path: Path) -> None:
-    production = {
-        "CITIZEN_CONTEXT_SECURITY_ENVIRONMENT": "production",
-        "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"2026-11": "a-production-secret-of-enough-length"}',
-        "CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY": "a-production-pseudonym-key",
-    }
+    production = PRODUCTION
     unnamed = {name: value for name, value in os.environ.items() if name != "CITIZEN_CONTEXT_DATABASE_URL"}
     refused = subprocess.run(
         [sys.executable, "-m", "ops.cli", *command],

@@ -312,6 +312,29 @@ def test_production_refuses_weak_verification_settings(changes: dict[str, Any], 
         SecuritySettings(environment="production", pseudonym_key=SecretStr("p" * 32), **changes)
 
 
+def test_production_names_every_problem_of_its_settings_at_once() -> None:
+    with pytest.raises(ValueError, match="development signing secret") as refused:
+        SecuritySettings(environment="production", _env_file=None)
+    message = str(refused.value)
+    assert "development signing secret" in message
+    assert "set CITIZEN_CONTEXT_SECURITY_JWT_ISSUER" in message
+    assert "set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY" in message
+
+
+def test_production_takes_a_pseudonym_key_as_long_as_any_other_key() -> None:
+    def production(pseudonym_key: str) -> SecuritySettings:
+        return SecuritySettings(
+            environment="production",
+            jwt_secrets={"k": SecretStr("s" * 32)},
+            jwt_issuer="https://idp.example.org",
+            pseudonym_key=SecretStr(pseudonym_key),
+        )
+
+    with pytest.raises(ValueError, match="PSEUDONYM_KEY needs at least 32 bytes"):
+        production("p" * 31)
+    assert production("p" * 32).jwt_issuer == "https://idp.example.org"
+
+
 def test_a_setting_refused_does_not_show_the_secrets_in_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [name for name in os.environ if name.startswith("CITIZEN_CONTEXT_SECURITY_")]:
         monkeypatch.delenv(name)  # the test session's rate limits: they would be shown last instead
