@@ -22,10 +22,15 @@ from models.tables import AgentRole, AuditAction
 from ops.cli.security import aligned
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, without: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """`citizen-context ARGS` in the session's environment with `env` over it, and `without` left out."""
+    inherited = {name: value for name, value in os.environ.items() if name != without}
     return subprocess.run(
         [sys.executable, "-m", "ops.cli", *args],
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=60,
@@ -68,15 +73,8 @@ def test_the_settings_check_asks_for_the_database_outside_development(tmp_path: 
         "CITIZEN_CONTEXT_SIGNING_KEYS": '{"s1": "an-erasure-signing-key-of-enough-length"}',
         "CITIZEN_CONTEXT_SIGNING_KEY_ID": "s1",
     }
-    unnamed = {name: value for name, value in os.environ.items() if name != "CITIZEN_CONTEXT_DATABASE_URL"}
-    checked = subprocess.run(
-        [sys.executable, "-m", "ops.cli", "settings"],
-        env={**unnamed, **PRODUCTION, **signing},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    checked = run(
+        "settings", env={**PRODUCTION, **signing}, cwd=tmp_path, without="CITIZEN_CONTEXT_DATABASE_URL"
     )
     assert checked.returncode == 2, checked.stderr
     assert checked.stderr.count("error: ") == 1, checked.stderr
@@ -88,16 +86,7 @@ def test_the_settings_check_asks_for_the_database_outside_development(tmp_path: 
 @pytest.mark.parametrize("command", [["keys", "list"], ["db", "upgrade"], ["api", "--port", "0"]])
 def test_outside_development_the_database_must_be_named(command: list[str], tmp_path: Path) -> None:
     production = PRODUCTION
-    unnamed = {name: value for name, value in os.environ.items() if name != "CITIZEN_CONTEXT_DATABASE_URL"}
-    refused = subprocess.run(
-        [sys.executable, "-m", "ops.cli", *command],
-        env={**unnamed, **production},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = run(*command, env=production, cwd=tmp_path, without="CITIZEN_CONTEXT_DATABASE_URL")
     assert refused.returncode == 2, refused.stderr
     assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in refused.stderr
     assert not (tmp_path / ".data").exists()  # nothing was created in the default's place
