@@ -16,8 +16,9 @@ COPY bench ./bench
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-# Production settings: the development signing key and pseudonym key are refused, so the container
-# starts only once real ones are configured (CITIZEN_CONTEXT_SECURITY_*).
+# Production settings: the development secrets, pseudonym key, token issuer and erasure signing key are
+# refused, so the container starts only once real ones are configured (CITIZEN_CONTEXT_SECURITY_*,
+# CITIZEN_CONTEXT_SIGNING_*).
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CITIZEN_CONTEXT_SECURITY_ENVIRONMENT=production \

@@ -65,7 +65,7 @@ from events.pipeline import (
 )
 from events.records import DeadLetter, IncomingRecord, KafkaRecord, polled_records, position
 from events.settings import RECONNECT_BACKOFF_MAX_MS, KafkaSettings
-from events.signing import UNVERIFIED, ErasureSigner
+from events.signing import UNSIGNED, UNVERIFIED, ErasureSigner
 from events.topics import reachable
 from events.unreadable import UNREADABLE_DETAIL, drop_unreadable, read_again, step_past, unreadable_record
 
@@ -459,8 +459,7 @@ class ProjectionConsumer:
                 **position(letter.record),
                 reason=letter.reason,
                 problem=letter.detail,
-                remedy="if the API signed it, give this consumer the API's CITIZEN_CONTEXT_SIGNING_KEYS, "
-                "then `citizen-context dlq redrive --reason unverified`",
+                remedy=_unverified_remedy(letter.detail),
             )
         else:
             log.warning("record dead-lettered", **position(letter.record), reason=letter.reason)
@@ -547,3 +546,16 @@ class ProjectionConsumer:
         # are down, and this loop must keep answering SIGTERM and reporting readiness.
         self._health.kafka_ok = any(reachable(server) for server in self._bootstrap)
         self._health.last_check = now
+
+
+def _unverified_remedy(problem: str) -> str:
+    """What an operator does about an erasure record not verified, when it is the API's own (pure)."""
+    if problem == UNSIGNED:
+        return (
+            "if the API recorded it before erasures were signed, set "
+            "CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE, then `citizen-context dlq redrive --reason unverified`"
+        )
+    return (
+        "if the API signed it, give this consumer the API's CITIZEN_CONTEXT_SIGNING_KEYS, then "
+        "`citizen-context dlq redrive --reason unverified`"
+    )

@@ -42,11 +42,13 @@ _PURPOSE = "citizen-context erasure record v1"
 MIN_KEY_BYTES = 32
 # The dead-letter reason of an erasure record whose signature does not verify (a rebuild skips it).
 UNVERIFIED = "unverified"
+# Why a record without any signature is not applied (the consumer's log gives its own remedy for it).
+UNSIGNED = f"an erasure record must carry the API's signature (extension `{SIGNATURE_ATTRIBUTE}`)"
 # An HMAC-SHA-256 in base64url without padding: anything else is refused before it is compared.
 _SIGNATURE_FORM = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-class _Deployment(BaseSettings):
+class Deployment(BaseSettings):
     """The deployment's environment alone, read from the variable the security settings declare (and
     document): the consumer and rebuilds need to know it without the API's other security settings."""
 
@@ -83,7 +85,7 @@ class SigningSettings(BaseSettings):
     def _usable_keys(self) -> Self:
         # The development key first: a production set-up that names its key id but not its keys is told
         # what is really missing, not that the id is unknown.
-        if _Deployment().environment != "development":
+        if Deployment().environment != "development":
             if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
                 raise ValueError(
                     "the development erasure signing key is refused outside development: set "
@@ -148,7 +150,7 @@ class ErasureSigner:
         if claimed is None:
             if self.unsigned_before is not None and time_score(event.time) < self.unsigned_before:
                 return None
-            return f"an erasure record must carry the API's signature (extension `{SIGNATURE_ATTRIBUTE}`)"
+            return UNSIGNED
         if not isinstance(claimed, str) or ":" not in claimed:
             return f"`{SIGNATURE_ATTRIBUTE}` must be '<key id>:<signature>'"
         key_id, signature = claimed.rsplit(":", 1)

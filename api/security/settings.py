@@ -104,9 +104,7 @@ class SecuritySettings(BaseSettings):
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS (or CITIZEN_CONTEXT_SECURITY_JWKS_URL, with "
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS={})"
             )
-        elif short := sorted(
-            k for k, s in self.jwt_secrets.items() if len(s.get_secret_value().encode()) < 32
-        ):
+        if short := sorted(k for k, s in self.jwt_secrets.items() if len(s.get_secret_value().encode()) < 32):
             problems.append(
                 f"CITIZEN_CONTEXT_SECURITY_JWT_SECRETS: HS256 secrets need at least 32 bytes (256 bits); "
                 f"shorter: {', '.join(short)}"
@@ -122,10 +120,8 @@ class SecuritySettings(BaseSettings):
             problems.append(
                 "set CITIZEN_CONTEXT_SECURITY_JWT_ISSUER (your identity provider's `iss`) outside development"
             )
-        pseudonym_key = self.pseudonym_key.get_secret_value()
-        if pseudonym_key == DEVELOPMENT_PSEUDONYM_KEY:
+        # No minimum length for the pseudonym key: a deployment's key cannot change without splitting every
+        # citizen's trail in two (README), so one that loaded before must keep loading.
+        if self.pseudonym_key.get_secret_value() == DEVELOPMENT_PSEUDONYM_KEY:
             problems.append("set CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY outside development")
-        elif len(pseudonym_key.encode()) < 32:
-            # An HMAC key like the others: a short one lets a pseudonym be searched back to its citizen.
-            problems.append("CITIZEN_CONTEXT_SECURITY_PSEUDONYM_KEY needs at least 32 bytes (256 bits)")
         return problems

@@ -321,7 +321,7 @@ def _database_problems() -> list[str]:
     except SettingsError as error:
         return [settings_problem(error)]
     except ValidationError:
-        return []  # a class that does not load: said with the classes
+        return []  # the database's or the environment's settings do not load: said with the classes
     return []
 
 

@@ -174,11 +174,13 @@ def database_settings() -> "DatabaseSettings":
     audit trail and the API keys."""
     from pydantic_settings import SettingsError
 
-    from api.security.settings import SecuritySettings
+    from events.signing import Deployment
     from models.database import DatabaseSettings
 
     settings = DatabaseSettings()
-    if "url" not in settings.model_fields_set and not SecuritySettings().development:
+    # The environment alone, not every security setting: `citizen-context settings` names this problem
+    # beside theirs, whatever else is wrong with them.
+    if "url" not in settings.model_fields_set and Deployment().environment != "development":
         # A setting missing: said (status 2) as settings that do not load are, by the group (_Group.invoke).
         raise SettingsError(
             "set CITIZEN_CONTEXT_DATABASE_URL outside development (PostgreSQL, or a SQLite file on a lasting "

@@ -9,10 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from events.codec import decode_judged, encode_structured
+from events.consumer import _unverified_remedy
 from events.settings import KafkaSettings
 from events.signing import (
     DEVELOPMENT_KEY,
     SIGNATURE_ATTRIBUTE,
+    UNSIGNED,
     ErasureSigner,
     SigningSettings,
     signing_cautions,
@@ -221,3 +223,22 @@ def test_production_takes_long_keys_of_its_own(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
     settings = SigningSettings(keys={"2026-12": "k" * 32}, key_id="2026-12")
     assert settings.key_id == "2026-12"
+
+
+GIVE_KEYS = "give this consumer the API's CITIZEN_CONTEXT_SIGNING_KEYS"
+
+
+@pytest.mark.parametrize(
+    ("problem", "remedy"),
+    [
+        (UNSIGNED, "set CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE"),
+        ("the erasure record's signature does not match it", GIVE_KEYS),
+        (
+            "the erasure record is signed with a key this process does not hold",
+            "give this consumer the API's",
+        ),
+    ],
+)
+def test_the_consumer_says_what_to_do_about_an_erasure_it_could_not_verify(problem: str, remedy: str) -> None:
+    assert remedy in _unverified_remedy(problem)
+    assert _unverified_remedy(problem).endswith("`citizen-context dlq redrive --reason unverified`")

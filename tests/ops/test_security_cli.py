@@ -79,6 +79,12 @@ def test_the_settings_check_asks_for_the_database_outside_development(tmp_path: 
     assert checked.returncode == 2, checked.stderr
     assert checked.stderr.count("error: ") == 1, checked.stderr
     assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in checked.stderr
+    # Named beside the security settings' own problems, not hidden by them.
+    unsafe = {**PRODUCTION, **signing, "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS": '{"k": "short"}'}
+    both = run("settings", env=unsafe, cwd=tmp_path, without="CITIZEN_CONTEXT_DATABASE_URL")
+    assert both.returncode == 2, both.stderr
+    assert "set CITIZEN_CONTEXT_DATABASE_URL outside development" in both.stderr
+    assert "invalid SecuritySettings" in both.stderr
     named = run("settings", env={**PRODUCTION, **signing, "CITIZEN_CONTEXT_DATABASE_URL": "sqlite:///x.db"})
     assert named.returncode == 0, named.stderr
 
