@@ -3,6 +3,7 @@
 from http import HTTPStatus
 from typing import Any
 
+import redis.exceptions
 import sqlalchemy.exc
 import structlog
 from fastapi import FastAPI, Request, WebSocket
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.head import allowed_with_head
 from api.security import gate
-from context.store import REDIS_UNAVAILABLE
+from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of, unreadable_json
 
 log = structlog.get_logger("api")
@@ -107,13 +108,16 @@ def install_problem_handlers(app: FastAPI) -> None:
         errors = [_validation_error(item) for item in error.errors()]
         return problem_response(request, 422, "The request is not valid.", errors=errors)
 
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    @app.exception_handler(redis.exceptions.ReadOnlyError)
+    @app.exception_handler(redis.exceptions.OutOfMemoryError)
+    # An erasure that new identifiers kept outpacing (context/store.py): its next attempt completes it.
+    @app.exception_handler(ErasureOutpaced)
     async def redis_unavailable(request: Request | WebSocket, error: Exception) -> JSONResponse | None:
         return await _store_unavailable(
             request, error, store="redis", detail="The context store is unavailable", retry_after_s=1
         )
-
-    for unavailable in REDIS_UNAVAILABLE:
-        app.exception_handler(unavailable)(redis_unavailable)
 
     # The database gone (a PostgreSQL failover, a connection refused), SQLite still locked after its busy
     # timeout, or every pooled connection busy past the pool's wait: the request can be tried again.

@@ -152,17 +152,6 @@ class ErasureOutpaced(redis.exceptions.ResponseError):
         self.citizen_id = citizen_id
 
 
-# Redis failing a command for a while, which a later attempt mends: the API answers 503 (api/problems.py).
-REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.OutOfMemoryError,
-    # Erased again on the next attempt, or by the erasure's record.
-    ErasureOutpaced,
-)
-
-
 # apply_events.lua's kinds of refusal (an event Redis refuses, whatever the retries), each as a dead
 # letter's detail says it: never Redis's message itself, which quotes the script's position, and could one
 # day quote a value.

@@ -81,12 +81,17 @@ class SigningSettings(BaseSettings):
         "unsigned, from whoever published them: those published before records were signed. Unset: none is.",
     )
 
+    @property
+    def holds_development_key(self) -> bool:
+        """Whether any key listed is the development key (whatever its id)."""
+        return any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values())
+
     @model_validator(mode="after")
     def _usable_keys(self) -> Self:
         # The development key first: a production set-up that names its key id but not its keys is told
         # what is really missing, not that the id is unknown.
         if Deployment().environment != "development":
-            if any(key.get_secret_value() == DEVELOPMENT_KEY for key in self.keys.values()):
+            if self.holds_development_key:
                 raise ValueError(
                     "the development erasure signing key is refused outside development: set "
                     "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
@@ -168,8 +173,7 @@ def signing_cautions(settings: SigningSettings, *, kafka_on_loopback: bool) -> l
     """What a process that applies erasure records should warn of at start (pure): settings that let
     others than the API erase citizens, allowed where the deployment's environment is not production."""
     cautions = []
-    development_key = any(key.get_secret_value() == DEVELOPMENT_KEY for key in settings.keys.values())
-    if development_key and not kafka_on_loopback:
+    if settings.holds_development_key and not kafka_on_loopback:
         cautions.append(
             "erasure records verify with the development key, which anyone can read in this project's "
             "source, while Kafka is not on this machine: set CITIZEN_CONTEXT_SIGNING_KEYS and "

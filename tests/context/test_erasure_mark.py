@@ -172,18 +172,31 @@ def test_an_erasure_the_api_recorded_but_did_not_carry_out_is_carried_out_by_its
     assert int(cast(str, redis_client.get(mark))) == time_score(erasure.time)
 
 
+# Marks last 120 days here: the age cap (90) and the inactivity expiry (30).
+MARKS_LAST_120_DAYS = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
+
+
+def erasure_days_ago(citizen_id: str, days: float) -> CloudEvent:
+    return make_event(citizen_id, type_=ERASURE_TYPE, data={}, minutes_ago=days * 24 * 60, now=NOW)
+
+
+def replaying(redis_client: "redis.Redis", key_prefix: str, *, publish: bool) -> tuple[ProjectionWriter, str]:
+    """A writer whose marks last 120 days, and the generation it writes as the consumer (the served one,
+    `publish`) or as a rebuild (one of its own)."""
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=MARKS_LAST_120_DAYS)
+    return writer, writer.current_epoch() if publish else "rebuilding"
+
+
 @pytest.mark.parametrize("publish", [True, False], ids=["consumer", "rebuild"])
 def test_an_erasure_older_than_its_mark_would_last_keeps_the_contacts_made_since(
     redis_client: "redis.Redis", key_prefix: str, publish: bool
 ) -> None:
     # A genuine record replayed (published again, or kept past the age cap) after its mark expired: all it
     # covered has aged out, so erasing would only remove what the citizen did since.
-    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
-    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
-    epoch = writer.current_epoch() if publish else "rebuilding"
+    writer, epoch = replaying(redis_client, key_prefix, publish=publish)
     since = make_event("C-MARK-OLD", minutes_ago=5, now=NOW)
     writer.apply_batch(writes_for(since), epoch=epoch, publish=publish)
-    old = make_event("C-MARK-OLD", type_=ERASURE_TYPE, data={}, minutes_ago=121 * 24 * 60, now=NOW)
+    old = erasure_days_ago("C-MARK-OLD", 121)
 
     writer.apply_batch(writes_for(old), epoch=epoch, publish=publish)
 
@@ -198,11 +211,9 @@ def test_an_erasure_older_than_its_mark_would_last_still_erases_what_outlives_th
 ) -> None:
     # A topic kept longer than the age cap, replayed: the citizen's profile and identifiers from before the
     # erasure outlive the cap (a person's needs do not expire with the event), so its record erases them.
-    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
-    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
-    epoch = writer.current_epoch() if publish else "rebuilding"
+    writer, epoch = replaying(redis_client, key_prefix, publish=publish)
     old_profile = profile("C-MARK-OLDER", minutes_ago=125 * 24 * 60)
-    old = make_event("C-MARK-OLDER", type_=ERASURE_TYPE, data={}, minutes_ago=121 * 24 * 60, now=NOW)
+    old = erasure_days_ago("C-MARK-OLDER", 121)
     writer.apply_batch(writes_for(old_profile), epoch=epoch, publish=publish)
     assert writer.resolve([PHONE], epoch=epoch)[PHONE].citizen == "C-MARK-OLDER"  # held, over the cap
 
@@ -218,10 +229,9 @@ def test_an_erasure_still_within_its_marks_lifetime_is_carried_out_by_its_record
 ) -> None:
     # The same record a day younger: its mark would still last, so the record erases (as when the API
     # recorded it but did not carry it out).
-    timeline = TimelineSettings(max_age_days=90, inactivity_expiry_days=30)
-    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=timeline)
+    writer = ProjectionWriter(redis_client, prefix=key_prefix, timeline=MARKS_LAST_120_DAYS)
     writer.apply_batch(writes_for(make_event("C-MARK-YOUNG", minutes_ago=5, now=NOW)))
-    record = make_event("C-MARK-YOUNG", type_=ERASURE_TYPE, data={}, minutes_ago=119 * 24 * 60, now=NOW)
+    record = erasure_days_ago("C-MARK-YOUNG", 119)
 
     writer.apply_batch(writes_for(record))
 
