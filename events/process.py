@@ -1,5 +1,6 @@
 """`citizen-context consume`: one consumer process, from settings to a clean exit on SIGTERM."""
 
+import itertools
 import signal
 import threading
 from types import FrameType
@@ -39,9 +40,16 @@ def run_consumer_process() -> None:
         log.warning("erasure signing", caution=caution)
     stop = threading.Event()
 
+    requests = itertools.count()
+
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("stop requested", signal=signal.Signals(signum).name)
+        # Only the first request does anything. `timeout` and process managers may signal both the process
+        # and its group, and a second signal's handler can run inside the first's: there it must not touch
+        # the event, whose lock the first may hold (a deadlock), only take a number, which cannot be split.
+        if next(requests):
+            return
         stop.set()
+        log.info("stop requested", signal=signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)

@@ -373,7 +373,9 @@ def test_kafka_stopped_and_restarted_does_not_stop_the_consumer(
 
 def test_a_consumer_started_while_kafka_is_unreachable_waits_then_stops_cleanly(stack: Stack) -> None:
     nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
-    env = {**stack.env, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": nobody}
+    # And a variable misspelt, which the consumer names as it starts.
+    misspelt = {"CITIZEN_CONTEXT_KAFKA_TOPICS": "x"}
+    env = {**stack.env, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS": nobody, **misspelt}
     consumer = Process(["consume"], env, stack.tmp_path / "consumer.log").start()
     stack.processes.append(consumer)
     readyz = f"http://127.0.0.1:{stack.health_port}/readyz"
@@ -387,10 +389,16 @@ def test_a_consumer_started_while_kafka_is_unreachable_waits_then_stops_cleanly(
 
     wait_until(kafka_reported_unavailable, what="readiness saying Kafka is unavailable", process=consumer)
     assert consumer.alive
-    assert consumer.stop() == 0  # SIGTERM while waiting for Kafka: a clean exit
+    # SIGTERM while waiting for Kafka: a clean exit. Sent twice, as `timeout` does (to the process, then
+    # to its group): one stop, said once.
+    consumer.process.terminate()  # type: ignore[union-attr]
+    assert consumer.stop() == 0
     log = consumer.log()
     assert "kafka unreachable at start" in log
-    assert "consumer stopped" in log
+    warning = next(line for line in log.splitlines() if "CITIZEN_CONTEXT_KAFKA_TOPICS" in line)
+    assert "no such setting (misspelt?): ignored" in warning
+    assert log.count("stop requested") == 1
+    assert log.count("consumer stopped") == 1
     assert "Traceback" not in log
 
 
