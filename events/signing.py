@@ -88,39 +88,45 @@ class SigningSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _usable_keys(self) -> Self:
-        # The development key first: a production set-up that names its key id but not its keys is told
-        # what is really missing, not that the id is unknown.
-        if Deployment().environment != "development":
-            if self.holds_development_key:
-                raise ValueError(
-                    "the development erasure signing key is refused outside development: set "
-                    "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
-                )
-            short = sorted(
-                k for k, key in self.keys.items() if len(key.get_secret_value().encode()) < MIN_KEY_BYTES
+        if problems := self._problems():
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _problems(self) -> list[str]:
+        """Every reason these settings cannot be used, so that one start names them all."""
+        problems = []
+        outside_development = Deployment().environment != "development"
+        refuses_development_key = outside_development and self.holds_development_key
+        if refuses_development_key:
+            problems.append(
+                "the development erasure signing key is refused outside development: set "
+                "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
             )
-            if short:
-                raise ValueError(
-                    f"CITIZEN_CONTEXT_SIGNING_KEYS: erasure signing keys need at least {MIN_KEY_BYTES} bytes "
-                    f"(256 bits); shorter: {', '.join(short)}"
-                )
+        short = sorted(i for i, k in self.keys.items() if len(k.get_secret_value().encode()) < MIN_KEY_BYTES)
+        if outside_development and short:
+            problems.append(
+                f"CITIZEN_CONTEXT_SIGNING_KEYS: erasure signing keys need at least {MIN_KEY_BYTES} bytes "
+                f"(256 bits); shorter: {', '.join(short)}"
+            )
         if any(":" in key_id or not key_id for key_id in self.keys):
-            raise ValueError(
+            problems.append(
                 "CITIZEN_CONTEXT_SIGNING_KEYS: a key id must be non-empty and hold no ':' (the signature's "
                 "separator)"
             )
-        if self.key_id not in self.keys:
-            raise ValueError(
+        # A production set-up that names its key id but not its keys is told what is really missing (the
+        # development key's problem above), not also that the id is unknown.
+        if self.key_id not in self.keys and not refuses_development_key:
+            problems.append(
                 f"CITIZEN_CONTEXT_SIGNING_KEY_ID {self.key_id!r} is not one of the ids of "
                 f"CITIZEN_CONTEXT_SIGNING_KEYS ({', '.join(sorted(self.keys))})"
             )
         if self.unsigned_before is not None and self.unsigned_before > datetime.now(UTC):
             # It would let anyone publish unsigned erasures of everything until then.
-            raise ValueError(
+            problems.append(
                 "CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE is in the future: set it to when erasures began to "
                 "be signed"
             )
-        return self
+        return problems
 
 
 @dataclass(frozen=True)

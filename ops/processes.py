@@ -167,6 +167,11 @@ def reachable_at(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
 
 
+def http_url(host: str, port: int) -> str:
+    """The URL of an HTTP server at `host` and `port` (an IPv6 address in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:
     """A clear error when `what` would listen where something already does (port 0: any port, never busy).
 

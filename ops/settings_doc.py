@@ -1,6 +1,7 @@
 """Every setting of the project, for `citizen-context settings` and the README's table."""
 
 import json
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -54,6 +55,13 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
     default without a word."""
     known = {name for name, _default, _meaning in settings_rows()}
     return sorted({name for name in names if name.upper().startswith(PREFIX) and name.upper() not in known})
+
+
+def misspelt_variables() -> list[str]:
+    """`unknown_variables` among the variables of this environment and of `.env` (the settings read both)."""
+    from dotenv import dotenv_values
+
+    return unknown_variables([*os.environ, *dotenv_values(".env")])
 
 
 def _shown(value: Any) -> str:

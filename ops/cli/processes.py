@@ -8,15 +8,18 @@ from typing import Any
 
 import click
 import httpx
+import structlog
 
 from events.settings import is_loopback
-from ops.cli.root import FiniteRange, database_settings, fail, main, require_kafka
+from ops.cli.root import FiniteRange, database_settings, fail, main, require_kafka, warn_of_misspelt_variables
 from ops.cli.services import servers_running
 from ops.cli.simulate import MIN_SIMULATED_RATE
-from ops.processes import ServiceError, reachable_at, refuse_busy_listen_port, uninterrupted
+from ops.processes import ServiceError, http_url, reachable_at, refuse_busy_listen_port, uninterrupted
 
 # How long `dev`'s simulated traffic runs: a working day's demo, bounded as every simulation is.
 DEMO_TRAFFIC_S = 8 * 3600
+
+log = structlog.get_logger("api")
 
 
 @main.command()
@@ -39,6 +42,7 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     from api.settings import ApiSettings
     from models.database import migrate as apply_migrations
 
+    warn_of_misspelt_variables()
     settings = ApiSettings()
     security = SecuritySettings()
     address = host or settings.host
@@ -62,7 +66,13 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     lifecycle: Lifecycle = app.state.lifecycle
 
     class DrainingServer(uvicorn.Server):
-        """Uvicorn, but its shutdown first drains the streams (a "reconnect" message, then a close)."""
+        """Uvicorn, but its shutdown first drains the streams (a "reconnect" message, then a close); and its
+        start says where it listens, uvicorn's own line being below the log level it is given."""
+
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            listening = [sock.getsockname() for server in self.servers for sock in server.sockets]
+            log.info("api started", listening=" ".join(http_url(name[0], name[1]) for name in listening))
 
         async def shutdown(self, sockets: list[Any] | None = None) -> None:
             # Stop accepting first (new streams would only be turned away), then drain, then close.
@@ -111,6 +121,7 @@ def consume() -> None:
     """Run the Kafka consumer that builds the projection in Redis."""
     from events.process import run_consumer_process
 
+    warn_of_misspelt_variables()
     try:
         _refuse_busy_consumer_port()
     except ServiceError as error:
@@ -201,11 +212,8 @@ def dev(with_demo: bool, simulate_rate: float) -> None:
     settings = ApiSettings()
     # Links are printed with the public address; readiness is asked of the API itself, on its own port: a
     # proxy that the public address names need not run in development.
-    base_url = settings.public_url or f"http://{settings.host}:{settings.port}"
-    local_host = reachable_at(settings.host)
-    if ":" in local_host:
-        local_host = f"[{local_host}]"  # an IPv6 address, in a URL
-    local_url = f"http://{local_host}:{settings.port}"
+    base_url = settings.public_url or http_url(settings.host, settings.port)
+    local_url = http_url(reachable_at(settings.host), settings.port)
     children: list[subprocess.Popen[bytes]] = []
     helpers: list[subprocess.Popen[bytes]] = []
     crashed: list[subprocess.Popen[bytes]] = []

@@ -1,6 +1,5 @@
 """Tools on the projection and the contract: `rebuild`, `dlq`, `contract` and `settings`."""
 
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -329,9 +328,7 @@ def _database_problems() -> list[str]:
 def settings_command() -> None:
     """Print every setting (environment variable, default, meaning) as a Markdown table, then check the
     settings as this environment (and .env) would load them: each that does not load is named, status 2."""
-    from dotenv import dotenv_values
-
-    from ops.settings_doc import ALL_SETTINGS, settings_table, unknown_variables
+    from ops.settings_doc import ALL_SETTINGS, misspelt_variables, settings_table
 
     click.echo(settings_table())
     # The table gives defaults; a value set here that every other command would refuse is said too, rather
@@ -339,8 +336,7 @@ def settings_command() -> None:
     problems = [problem for settings_class in ALL_SETTINGS for problem in settings_problems(settings_class)]
     problems += _database_problems()
     # And a variable that no setting reads (misspelt): every command ignores it.
-    set_here = [*os.environ, *dotenv_values(".env")]
-    problems += [f"{name} is no setting (misspelt?): it is ignored" for name in unknown_variables(set_here)]
+    problems += [f"{name} is no setting (misspelt?): it is ignored" for name in misspelt_variables()]
     for problem in problems:
         click.secho(f"error: {problem}", fg="red", err=True)
     if problems:

@@ -163,6 +163,17 @@ def main(log_level: str) -> None:
     configure_logging(log_level.upper())
 
 
+def warn_of_misspelt_variables() -> None:
+    """Said as a long-running command starts: a variable that looks like a setting but is none is ignored,
+    its setting left at its default (`citizen-context settings` refuses it outright)."""
+    import structlog
+
+    from ops.settings_doc import misspelt_variables
+
+    for name in misspelt_variables():
+        structlog.get_logger("settings").warning("no such setting (misspelt?): ignored", variable=name)
+
+
 def fail(error: ServiceError) -> NoReturn:
     click.secho(f"error: {error}", fg="red", err=True)
     sys.exit(1)

@@ -167,3 +167,10 @@ def test_a_client_message_over_the_body_limit_closes_its_stream(stack: Stack) ->
 def _read_until_closed(websocket: ws_client.ClientConnection) -> None:
     while True:
         websocket.recv(timeout=10)
+
+
+def test_each_replica_says_where_it_listens(stack: Stack) -> None:
+    other_port = free_port()
+    for port, replica in ((stack.api_port, stack.api()), (other_port, stack.api(other_port))):
+        started = next(line for line in replica.log().splitlines() if "api started" in line)
+        assert f"http://127.0.0.1:{port}" in started

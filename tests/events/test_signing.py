@@ -143,8 +143,6 @@ def test_settings_name_their_keys_and_the_one_to_sign_with(monkeypatch: pytest.M
             "a",
             "at least 32 bytes \\(256 bits\\); shorter: a \\[",
         ),
-        # Production naming its key id but not its keys: the development key is what is missing.
-        ("production", {"development": DEVELOPMENT_KEY}, "s1", "development erasure signing key"),
     ],
 )
 def test_settings_refuse_keys_that_would_not_serve(
@@ -153,6 +151,33 @@ def test_settings_refuse_keys_that_would_not_serve(
     monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", environment)
     with pytest.raises(ValidationError, match=message):
         SigningSettings(keys=keys, key_id=key_id)
+
+
+def test_settings_name_every_problem_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError) as refused:
+        SigningSettings(
+            keys={"a:1": "short"}, key_id="b", unsigned_before=datetime.now(UTC) + timedelta(minutes=5)
+        )
+    said = str(refused.value)
+    assert all(
+        problem in said
+        for problem in (
+            "shorter: a:1",
+            "a key id must be non-empty and hold no ':'",
+            "CITIZEN_CONTEXT_SIGNING_KEY_ID 'b' is not one of the ids",
+            "CITIZEN_CONTEXT_SIGNING_UNSIGNED_BEFORE is in the future",
+        )
+    )
+
+
+def test_a_production_key_id_without_keys_is_told_only_of_the_development_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CITIZEN_CONTEXT_SECURITY_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="development erasure signing key") as refused:
+        SigningSettings(keys={"development": DEVELOPMENT_KEY}, key_id="s1")
+    assert "is not one of the ids" not in str(refused.value)
 
 
 @pytest.fixture

@@ -169,6 +169,14 @@ def test_the_api_refuses_development_settings_beyond_loopback() -> None:
     assert "development security settings on 0.0.0.0" in refused.stderr
 
 
+def test_the_api_names_a_variable_that_no_setting_reads() -> None:
+    # Meant to set the listen address: ignored, the API's host left at its default without a word.
+    misspelt = {"CITIZEN_CONTEXT_API_HOTS": "0.0.0.0"}  # noqa: S104 (a value never listened on)
+    started = run("api", "--host", "0.0.0.0", "--port", "0", "--no-migrate", env=misspelt)  # noqa: S104
+    warning = next(line for line in started.stderr.splitlines() if "CITIZEN_CONTEXT_API_HOTS" in line)
+    assert "no such setting (misspelt?): ignored" in warning
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
