@@ -4,7 +4,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from bench.report import line, revision, table, write_report
+import pytest
+
+from bench.report import histogram_limit_ms, line, revision, table, write_report
 from bench.results import (
     FIGURES,
     ContextRead,
@@ -111,3 +113,17 @@ def test_a_run_names_the_commit_it_measured_or_says_it_cannot(tmp_path: Path) ->
     ).stdout.strip()
     assert revision(project).removesuffix("+changes") == head
     assert revision(tmp_path) == "unknown"  # not a git checkout
+
+
+@pytest.mark.parametrize(
+    ("p99_ms", "targets", "limit_ms"),
+    [
+        (20.0, {}, 40.0),  # no target: twice the p99
+        (5.0, {"p99": 15.0}, 18.0),  # well within its target: the target still shows
+        (80.0, {"p50": 10.0, "p99": 50.0}, 160.0),  # past its targets: the p99 decides
+    ],
+)
+def test_a_histogram_reaches_past_its_p99_and_every_target(
+    p99_ms: float, targets: dict[str, float], limit_ms: float
+) -> None:
+    assert histogram_limit_ms(p99_ms, targets) == pytest.approx(limit_ms)
