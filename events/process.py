@@ -1,6 +1,6 @@
 """`citizen-context consume`: one consumer process, from settings to a clean exit on SIGTERM."""
 
-import itertools
+import os
 import signal
 import threading
 from types import FrameType
@@ -39,20 +39,7 @@ def run_consumer_process() -> None:
     for caution in signing_cautions(signing, kafka_on_loopback=kafka.on_loopback):
         log.warning("erasure signing", caution=caution)
     stop = threading.Event()
-
-    requests = itertools.count()
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        # Only the first request does anything. `timeout` and process managers may signal both the process
-        # and its group, and a second signal's handler can run inside the first's: there it must not touch
-        # the event, whose lock the first may hold (a deadlock), only take a number, which cannot be split.
-        if next(requests):
-            return
-        stop.set()
-        log.info("stop requested", signal=signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_on_signals(stop)
 
     health = ConsumerHealth()
     server = serve_health(health, host=consumer_settings.health_host, port=consumer_settings.health_port)
@@ -94,6 +81,41 @@ def run_consumer_process() -> None:
         redis_client.close()
         server.shutdown()
         log.info("consumer stopped", applied=health.applied, invalid=health.invalid)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT, and say so once, from a thread of its own (call it from the main
+    thread: only there may Python's signal handling be set).
+
+    A Python signal handler runs in the main thread between any two of its steps, even while that thread
+    holds a lock: the stop event's own (held briefly around every `stop.wait`) or the logger's. A handler
+    that set the event or logged would then wait for ever for a lock its own thread holds, and the process
+    would hang on its first SIGTERM. So the handler does nothing: Python's C-level handler writes each
+    signal's number to a pipe (`signal.set_wakeup_fd`), and the thread reading the pipe sets the event. Said
+    once, as `timeout` and process managers may signal both the process and its group.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in STOP_SIGNALS:
+        # Only a signal with a Python handler is written to the pipe; this one takes no lock.
+        signal.signal(signum, _nothing)
+
+    def watch() -> None:
+        while received := os.read(read_end, 64):
+            for signum in received:
+                if signum in STOP_SIGNALS and not stop.is_set():
+                    log.info("stop requested", signal=signal.Signals(signum).name)
+                    stop.set()
+
+    threading.Thread(target=watch, name="stop-signals", daemon=True).start()
+
+
+def _nothing(_signum: int, _frame: FrameType | None) -> None:
+    """A signal handler that does nothing (see `stop_on_signals`)."""
 
 
 def _connect_to_kafka(

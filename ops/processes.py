@@ -168,8 +168,8 @@ def reachable_at(host: str) -> str:
 
 
 def http_url(host: str, port: int) -> str:
-    """The URL of an HTTP server at `host` and `port` (an IPv6 address in brackets)."""
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    """The URL of an HTTP server at `host` and `port` (IPv6 in brackets, its zone's `%` escaped)."""
+    return f"http://[{host.replace('%', '%25')}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:

@@ -71,6 +71,8 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
 
         async def startup(self, sockets: list[Any] | None = None) -> None:
             await super().startup(sockets)
+            if not self.started:
+                return  # it could not start (uvicorn has said why): there is no address to give
             listening = [sock.getsockname() for server in self.servers for sock in server.sockets]
             log.info("api started", listening=" ".join(http_url(name[0], name[1]) for name in listening))
 

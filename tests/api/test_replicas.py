@@ -173,4 +173,4 @@ def test_each_replica_says_where_it_listens(stack: Stack) -> None:
     other_port = free_port()
     for port, replica in ((stack.api_port, stack.api()), (other_port, stack.api(other_port))):
         started = next(line for line in replica.log().splitlines() if "api started" in line)
-        assert f"http://127.0.0.1:{port}" in started
+        assert f"listening='http://127.0.0.1:{port}'" in started

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import histogram_limit_ms, line, revision, table, write_report
+from bench.report import LATENCY_TARGETS_MS, histogram_limit_ms, line, plot, revision, table, write_report
 from bench.results import (
     FIGURES,
     ContextRead,
@@ -81,6 +81,29 @@ def test_report_has_the_table_command_code_and_plots(tmp_path: Path) -> None:
     assert "Code: abc1234, run started 2026-11-30 15:00 UTC" in text
     assert (tmp_path / "freshness.png").stat().st_size > 0
     assert "![freshness](freshness.png)" in text
+
+
+def test_targets_judged_are_the_targets_stated() -> None:
+    freshness = line(Freshness(rate_per_s=1000, streams=500, p50_ms=10.0, p99_ms=50.1))
+    assert (freshness.target, freshness.met) == ("p50 <= 10 ms, p99 <= 50 ms", False)
+    read = ContextRead(
+        rate_per_s=1000, p50_ms=3, p99_ms=15, concurrency=64, rps=500, baseline_rps=1000, ratio=0.5
+    )
+    assert (line(read).target, line(read).met) == ("p99 <= 15 ms, >= 0.5 of the trivial endpoint", True)
+
+
+def test_plots_are_drawn_for_long_tails_wide_spans_and_any_percentile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A target at a percentile without a line style of its own, and samples over seven decades, for which
+    # matplotlib places no tick at 1, 2 and 5 of each.
+    monkeypatch.setitem(LATENCY_TARGETS_MS, "fanout", {"p95": 80.0, "p99": 100.0})
+    run = Run()
+    run.latencies["fanout"] = [0.00001 * 1.5**n for n in range(40)] + [0.004] * 500
+    run.latencies["freshness"] = [0.004] * 990 + [0.5] * 10  # a tail beyond the histogram's reach
+    written = plot(run, tmp_path)
+    assert [path.name for path in written] == ["fanout.png", "freshness.png"]
+    assert all(path.stat().st_size > 0 for path in written)
 
 
 def test_notes_go_to_the_report_not_the_json(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.processes import PidFile, is_our_process, port_open, uninterrupted
+from ops.processes import PidFile, http_url, is_our_process, port_open, uninterrupted
 
 
 def sleeper() -> subprocess.Popen[bytes]:
@@ -120,3 +120,15 @@ def test_a_sigterm_during_nested_steps_reaches_its_own_handler_once_after_the_ou
         assert received == ["handled"]
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000"),
+        ("::1", "http://[::1]:8000"),
+        ("fe80::1%eth0", "http://[fe80::1%25eth0]:8000"),  # a zone's `%` is escaped in a URL (RFC 6874)
+    ],
+)
+def test_a_listening_address_becomes_a_url(host: str, url: str) -> None:
+    assert http_url(host, 8000) == url

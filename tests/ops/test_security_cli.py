@@ -170,9 +170,12 @@ def test_the_api_refuses_development_settings_beyond_loopback() -> None:
 
 
 def test_the_api_names_a_variable_that_no_setting_reads() -> None:
-    # Meant to set the listen address: ignored, the API's host left at its default without a word.
-    misspelt = {"CITIZEN_CONTEXT_API_HOTS": "0.0.0.0"}  # noqa: S104 (a value never listened on)
+    # Meant to set the listen address: ignored, the API's host left at its default without a word. The
+    # API is asked to listen where development settings are refused, so that it stops once it has started.
+    misspelt = {"CITIZEN_CONTEXT_API_HOTS": "0.0.0.0"}  # noqa: S104 (never listened on)
     started = run("api", "--host", "0.0.0.0", "--port", "0", "--no-migrate", env=misspelt)  # noqa: S104
+    assert started.returncode == 1
+    assert "development security settings on 0.0.0.0" in started.stderr
     warning = next(line for line in started.stderr.splitlines() if "CITIZEN_CONTEXT_API_HOTS" in line)
     assert "no such setting (misspelt?): ignored" in warning
 
