@@ -102,11 +102,11 @@ class SigningSettings(BaseSettings):
                 "the development erasure signing key is refused outside development: set "
                 "CITIZEN_CONTEXT_SIGNING_KEYS and CITIZEN_CONTEXT_SIGNING_KEY_ID"
             )
-        short = sorted(i for i, k in self.keys.items() if len(k.get_secret_value().encode()) < MIN_KEY_BYTES)
+        short = short_key_ids(self.keys, MIN_KEY_BYTES)
         if outside_development and short:
             problems.append(
                 f"CITIZEN_CONTEXT_SIGNING_KEYS: erasure signing keys need at least {MIN_KEY_BYTES} bytes "
-                f"(256 bits); shorter: {', '.join(map(_shown_id, short))}"
+                f"(256 bits); shorter: {', '.join(short)}"
             )
         if any(":" in key_id or not key_id for key_id in self.keys):
             problems.append(
@@ -117,8 +117,8 @@ class SigningSettings(BaseSettings):
         # development key's problem above), not also that the id is unknown.
         if self.key_id not in self.keys and not refuses_development_key:
             problems.append(
-                f"CITIZEN_CONTEXT_SIGNING_KEY_ID {_shown_id(self.key_id)} is not one of the ids of "
-                f"CITIZEN_CONTEXT_SIGNING_KEYS ({', '.join(map(_shown_id, sorted(self.keys)))})"
+                f"CITIZEN_CONTEXT_SIGNING_KEY_ID {shown_key_id(self.key_id)} is not one of the ids of "
+                f"CITIZEN_CONTEXT_SIGNING_KEYS ({', '.join(map(shown_key_id, sorted(self.keys)))})"
             )
         if self.unsigned_before is not None and self.unsigned_before > datetime.now(UTC):
             # It would let anyone publish unsigned erasures of everything until then.
@@ -129,12 +129,18 @@ class SigningSettings(BaseSettings):
         return problems
 
 
-def _shown_id(key_id: str) -> str:
+def shown_key_id(key_id: str) -> str:
     """A key id as an error names it. One as long as a key is not shown: it may be a key written in the id's
     place (the JSON's two sides swapped), and an error never shows a key."""
     if len(key_id.encode()) < MIN_KEY_BYTES:
         return repr(key_id)
     return f"(an id of {len(key_id)} characters, not shown: a key in the id's place?)"
+
+
+def short_key_ids(keys: Mapping[str, SecretStr], minimum_bytes: int) -> list[str]:
+    """The ids of the keys (by id) shorter than `minimum_bytes`, sorted, as an error shows them
+    (`shown_key_id`): the erasure signing keys and the API's token secrets alike."""
+    return [shown_key_id(i) for i in sorted(keys) if len(keys[i].get_secret_value().encode()) < minimum_bytes]
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events.signing import short_key_ids
+
 # Known only to development set-ups: refused anywhere else (see `_no_development_secret_elsewhere`).
 DEVELOPMENT_SECRET = "citizen-context-development-only-signing-secret"  # noqa: S105 (refused elsewhere)
 DEVELOPMENT_KID = "development"
@@ -104,7 +106,7 @@ class SecuritySettings(BaseSettings):
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS (or CITIZEN_CONTEXT_SECURITY_JWKS_URL, with "
                 "CITIZEN_CONTEXT_SECURITY_JWT_SECRETS={})"
             )
-        if short := sorted(k for k, s in self.jwt_secrets.items() if len(s.get_secret_value().encode()) < 32):
+        if short := short_key_ids(self.jwt_secrets, 32):
             problems.append(
                 f"CITIZEN_CONTEXT_SECURITY_JWT_SECRETS: HS256 secrets need at least 32 bytes (256 bits); "
                 f"shorter: {', '.join(short)}"

@@ -345,6 +345,18 @@ def test_a_setting_refused_does_not_show_the_secrets_in_its_error(monkeypatch: p
     assert "pseudonym-secret" not in str(refused.value)
 
 
+def test_secrets_and_ids_swapped_are_refused_without_showing_the_secret() -> None:
+    secret = "a-production-secret-of-enough-length-0123"  # noqa: S105 (the point: it must not be shown)
+    with pytest.raises(ValueError, match="a key in the id's place") as refused:
+        SecuritySettings(
+            environment="production",
+            jwt_secrets={secret: SecretStr("k1")},
+            jwt_issuer="https://idp.example.org",
+            pseudonym_key=SecretStr("p" * 32),
+        )
+    assert secret not in str(refused.value)
+
+
 def test_a_verified_token_is_taken_on_trust_until_it_expires() -> None:
     verifier = TokenVerifier(hs_settings(k1="s" * 32))
     token = hs256("k1", "s" * 32, exp=datetime.now(UTC) + timedelta(minutes=5))
