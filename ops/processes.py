@@ -167,9 +167,14 @@ def reachable_at(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (as URLs, Kafka's listeners and its clients write it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def http_url(host: str, port: int) -> str:
     """The URL of an HTTP server at `host` and `port` (IPv6 in brackets, its zone's `%` escaped)."""
-    return f"http://[{host.replace('%', '%25')}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{host_port(host.replace('%', '%25'), port)}"
 
 
 def refuse_busy_listen_port(what: str, host: str, port: int, setting: str) -> None:

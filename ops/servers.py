@@ -20,12 +20,10 @@ from kafka.errors import KafkaError
 
 from context.settings import RedisSettings
 from context.store import PROJECTION_REDIS_CONFIG
-from events.settings import KafkaSettings
+from events.settings import KafkaSettings, is_loopback
 from events.topics import admin_client, ensure_topics
-from ops.processes import PidFile, ServiceError, port_open, spawn, tail
+from ops.processes import PidFile, ServiceError, host_port, port_open, spawn, tail
 from ops.settings import ServicesSettings
-
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass(frozen=True)
@@ -126,11 +124,14 @@ def refuse_taken_port(host: str, port: int, setting: str) -> None:
 def _loopback_address(host: str | None, port: int | None, setting: str) -> tuple[str, int]:
     if not host or port is None:
         raise ServiceError(f"{setting} must name a host and a port")
-    if host not in LOOPBACK:
+    if not is_loopback(host):
         raise ServiceError(
             f"{setting} points at {host}; `services` only runs servers on this machine's loopback"
         )
-    return "127.0.0.1", port
+    # The server listens where the setting points, so that the processes reading the same setting find it:
+    # `::1` and the other loopback addresses are themselves; `localhost` is 127.0.0.1 (a client tries each
+    # address the name has).
+    return ("127.0.0.1" if host == "localhost" else host), port
 
 
 class RedisServer:
@@ -148,9 +149,8 @@ class RedisServer:
 
     def status(self) -> ServerStatus:
         """Whether our Redis runs, and where."""
-        return ServerStatus(
-            self.name, f"redis://{self.host}:{self.port}", self.pid_file.running_pid(), self.data_dir
-        )
+        address = f"redis://{host_port(self.host, self.port)}"
+        return ServerStatus(self.name, address, self.pid_file.running_pid(), self.data_dir)
 
     def up(self) -> bool:
         """Start Redis unless ours already runs; True when it was started now."""
@@ -213,6 +213,13 @@ class KafkaServer:
         self.host, self.port = _loopback_address(
             first.hostname, first.port, "CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS"
         )
+        if ":" in self.host:
+            # Kafka's storage tool cannot format a single node's KRaft quorum on an IPv6 address (it fails to
+            # parse the controller's address back).
+            raise ServiceError(
+                f"CITIZEN_CONTEXT_KAFKA_BOOTSTRAP_SERVERS points at {self.host}; `services` runs Kafka on an "
+                "IPv4 loopback address (127.0.0.1 or localhost)"
+            )
         self.controller_port = services.kafka_controller_port
         self.settings = settings
         self.services = services

@@ -252,3 +252,34 @@ def test_up_with_the_servers_running_creates_the_topics_its_settings_name() -> N
         with contextlib.suppress(KafkaError):
             admin.delete_topics([topic, dead_letter_topic(topic)])
         admin.close()
+
+
+def test_redis_listens_on_the_loopback_address_its_url_names(tmp_path: Path) -> None:
+    # `::1` once started a Redis on 127.0.0.1, where the API and the consumer, reading the same URL, did not
+    # look for it.
+    url = f"redis://[::1]:{free_port()}/0"
+    server = RedisServer(ServicesSettings(data_dir=tmp_path), RedisSettings(url=RedisDsn(url)))
+    try:
+        assert server.up()
+        assert server.status().address == url.removesuffix("/0")
+        assert redis.Redis.from_url(url, socket_timeout=2).ping()
+    finally:
+        server.down()
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://localhost:6390/0", "redis://127.0.0.1:6390"),
+        ("redis://127.0.0.2:6390/0", "redis://127.0.0.2:6390"),
+        ("redis://[::1]:6390/0", "redis://[::1]:6390"),
+    ],
+)
+def test_any_loopback_address_is_taken_as_it_is_named(tmp_path: Path, url: str, address: str) -> None:
+    server = RedisServer(ServicesSettings(data_dir=tmp_path), RedisSettings(url=RedisDsn(url)))
+    assert server.status().address == address
+
+
+def test_kafka_on_ipv6_loopback_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ServiceError, match=r"points at ::1; `services` runs Kafka on an IPv4 loopback"):
+        KafkaServer(ServicesSettings(data_dir=tmp_path), KafkaSettings(bootstrap_servers="[::1]:9092"))
