@@ -168,7 +168,7 @@ def reachable_at(host: str) -> str:
 
 
 def host_port(host: str, port: int) -> str:
-    """`host:port`, an IPv6 address in brackets (as URLs, Kafka's listeners and its clients write it)."""
+    """`host:port`, an IPv6 address in brackets, as a URL writes it (`http_url`, the local Redis's URL)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
