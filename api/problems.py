@@ -18,6 +18,7 @@ from api.head import allowed_with_head
 from api.security import gate
 from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of, unreadable_json
+from models.database import driver_error_code
 
 log = structlog.get_logger("api")
 
@@ -171,7 +172,12 @@ async def _store_unavailable(
     if isinstance(request, WebSocket):
         await gate.close_failed_stream(request, error)
         return None
-    log.warning(f"{store} unavailable", route=_route(request), error=type(error).__name__)
+    log.warning(
+        f"{store} unavailable",
+        route=_route(request),
+        error=type(error).__name__,
+        code=driver_error_code(error),
+    )
     response = problem_response(request, 503, f"{detail}; try again shortly.")
     response.headers["Retry-After"] = str(retry_after_s)
     return response

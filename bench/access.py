@@ -15,6 +15,7 @@ from functools import cached_property
 from typing import TypeVar
 
 import httpx
+import structlog
 from websockets.asyncio.client import ClientConnection, connect
 
 from api.security.settings import SecuritySettings
@@ -22,6 +23,8 @@ from api.security.tokens import mint_development_token
 from models.tables import AgentRole
 
 T = TypeVar("T")
+
+log = structlog.get_logger("bench")
 
 # Streams send JSON text frames of a few kilobytes; a snapshot of a long timeline can be larger.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -69,6 +72,9 @@ def agents(count: int, *, prefix: str = "bench-agent") -> list[Agent]:
 
 # Requests the bench's agents have in flight at once while starting or completing enquiries.
 CONCURRENCY = 16
+# How many times an agent's request is sent in all when the API answers 503 (a store busy or away): it is
+# sent again after the seconds the answer's Retry-After says, as the API asks of every client.
+ATTEMPTS = 5
 
 
 async def grant_access(
@@ -78,10 +84,12 @@ async def grant_access(
 
     async def start(client: httpx.AsyncClient, index: int) -> Grant:
         agent, citizen_id = staff[index % len(staff)], citizen_ids[index]
-        response = await client.post(
-            "/v1/enquiries", json={"citizen_id": citizen_id, "channel": "phone"}, headers=agent.headers()
+        response = await post_with_retry_after(
+            client,
+            "/v1/enquiries",
+            json={"citizen_id": citizen_id, "channel": "phone"},
+            headers=agent.headers(),
         )
-        response.raise_for_status()
         return Grant(agent=agent, citizen_id=citizen_id, enquiry_id=response.json()["id"])
 
     return await _each(api_url, len(citizen_ids), start, concurrency=concurrency)
@@ -92,14 +100,30 @@ async def complete_enquiries(api_url: str, grants: list[Grant], *, concurrency: 
 
     async def complete(client: httpx.AsyncClient, index: int) -> None:
         grant = grants[index]
-        response = await client.post(
+        await post_with_retry_after(
+            client,
             f"/v1/enquiries/{grant.enquiry_id}/complete",
             json={"outcome": "resolved"},
             headers=grant.agent.headers(),
         )
-        response.raise_for_status()
 
     await _each(api_url, len(grants), complete, concurrency=concurrency)
+
+
+async def post_with_retry_after(
+    client: httpx.AsyncClient, url: str, *, json: dict[str, str], headers: dict[str, str]
+) -> httpx.Response:
+    """POST `json` to `url`, again after Retry-After while the API answers 503 (ATTEMPTS in all); an error
+    status left at the end raises."""
+    for attempt in range(1, ATTEMPTS + 1):
+        response = await client.post(url, json=json, headers=headers)
+        if response.status_code != httpx.codes.SERVICE_UNAVAILABLE or attempt == ATTEMPTS:
+            break
+        # Said, so that a figure whose set-up met a busy store shows it; the problem's detail names the store.
+        log.warning("sent again after a 503", url=url, body=response.text[:200], attempt=attempt)
+        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+    response.raise_for_status()
+    return response
 
 
 async def _each(

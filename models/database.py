@@ -89,6 +89,15 @@ def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) ->
     return create_engine(settings.url, pool_pre_ping=True, **options)
 
 
+def driver_error_code(error: BaseException) -> str | None:
+    """The driver's own code for a database error wrapped by SQLAlchemy: SQLite's extended result name
+    (SQLITE_BUSY_SNAPSHOT tells a stale snapshot from SQLITE_BUSY, a lock held past the busy timeout),
+    PostgreSQL's SQLSTATE. Logs carry it rather than the message, which may quote the data involved."""
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlite_errorname", None) or getattr(original, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     # WAL lets the API read while a migration or another process writes; foreign keys are off by default.
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from api.stream_session import (
     failure_close,
 )
 from models import enquiry_repository
+from models.database import driver_error_code
 from models.security import NO_CONTROL_CHARACTERS, has_control_characters
 from models.tables import AuditAction, Enquiry
 
@@ -144,12 +145,14 @@ async def closing_on_error(websocket: WebSocket) -> AsyncIterator[None]:
 
 
 async def close_failed_stream(websocket: WebSocket, error: Exception) -> None:
-    """Close the stream `error` ended with its documented code, logging only the error's type and the
-    route (never its text)."""
+    """Close the stream `error` ended with its documented code, logging only the error's type, the
+    database driver's code for it if any, and the route (never its text)."""
     code, reason = failure_close(error)
     route = getattr(websocket.scope.get("route"), "path", None) or "unmatched"
     if code == CLOSE_TRY_AGAIN:
-        log.warning("stream store unavailable", route=route, error=type(error).__name__)
+        log.warning(
+            "stream store unavailable", route=route, error=type(error).__name__, code=driver_error_code(error)
+        )
     else:
         log.error("stream failed", route=route, error=type(error).__name__)
     # A client already gone is told nothing.

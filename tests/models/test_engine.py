@@ -1,13 +1,15 @@
 """The engines: one in autocommit commits each statement as it runs; the usual one waits for COMMIT; SQLite
-URLs of either spelling are set up alike; settings errors keep the URL to themselves."""
+URLs of either spelling are set up alike; settings errors keep the URL to themselves; an error is told by
+its driver's code."""
 
 from pathlib import Path
 
 import pydantic
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 
-from models.database import DatabaseSettings, create_db_engine, migrate
+from models.database import DatabaseSettings, create_db_engine, driver_error_code, migrate
 
 COUNT_AGENTS = text("SELECT COUNT(*) FROM agents")
 ADD_AGENT = text(
@@ -63,3 +65,36 @@ def test_a_settings_error_does_not_repeat_the_database_url() -> None:
     with pytest.raises(pydantic.ValidationError) as refused:
         DatabaseSettings(url="foo://agent:s3cret-pw@db/x")
     assert "s3cret-pw" not in str(refused.value)
+
+
+def test_a_database_error_carries_the_drivers_code_not_its_data(sql_database: DatabaseSettings) -> None:
+    engine = create_db_engine(sql_database)
+    try:
+        with pytest.raises(sqlalchemy.exc.DBAPIError) as raised, engine.connect() as connection:
+            connection.execute(text("SELECT secret FROM no_such_table WHERE id = :id"), {"id": "C-1"})
+    finally:
+        engine.dispose()
+    expected = "SQLITE_ERROR" if engine.dialect.name == "sqlite" else "42P01"  # PostgreSQL's undefined_table
+    assert driver_error_code(raised.value) == expected
+
+
+def test_a_sqlite_lock_held_past_the_busy_timeout_is_told_by_its_code(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'test.db'}"
+    holder = create_db_engine(DatabaseSettings(url=url), autocommit=True)
+    # The same database with no busy timeout at all: the lock is reported at once rather than in 5 s.
+    impatient = sqlalchemy.create_engine(url, connect_args={"timeout": 0})
+    try:
+        with holder.connect() as holding, impatient.connect() as waiting:
+            holding.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+            holding.exec_driver_sql("BEGIN EXCLUSIVE")
+            with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+                waiting.exec_driver_sql("INSERT INTO notes (id) VALUES (1)")
+            holding.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
+        impatient.dispose()
+    assert driver_error_code(raised.value) == "SQLITE_BUSY"
+
+
+def test_an_error_from_elsewhere_has_no_drivers_code() -> None:
+    assert driver_error_code(RuntimeError("not the database's")) is None
