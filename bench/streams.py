@@ -14,7 +14,7 @@ from bench.access import Grant, open_stream
 from bench.stack import raise_fd_limit
 from bench.workers import Event
 from bench.workload import sent_ns_of
-from events.heap import API_FULL_COLLECTION_EVERY, settle_heap
+from events.heap import API_FULL_COLLECTION_EVERY, API_MIDDLE_COLLECTION_EVERY, settle_heap
 
 # How long a stream may take from its handshake to its first message (snapshot or "resumed").
 OPEN_TIMEOUT_S = 60
@@ -112,8 +112,8 @@ async def _watch(
     # The desktops' own garbage collector must not show in the figures. With 10,000 streams open, a
     # `gc.callbacks` timer in this process measured a full collection of 2.3 s and a middle one of 0.2 s
     # during a quick fan-out run: every change arriving meanwhile looked that late. What opening built is
-    # left out of later collections, and full ones are rare, as in the API (events/heap.py).
-    settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY)
+    # left out of later collections, and middle and full ones are rare, as in the API (events/heap.py).
+    settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY, middle_every=API_MIDDLE_COLLECTION_EVERY)
     if all_closed is not None:
         signal = asyncio.create_task(_set_when_done(readers, all_closed))
     ready.set()

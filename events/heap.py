@@ -14,12 +14,21 @@ BATCH_GC_THRESHOLD = 50_000
 
 # A full collection walks every object the process holds. In the API with 10,000 streams open that is
 # millions of objects, and one collection held the event loop for up to 1.9 s, each a stall of every stream
-# (the fan-out's delivery p99 was these pauses). The API asks for one at most every this many collections
-# of the middle generation (every 4 million allocations with its young threshold below; 100 million with
-# the consumer's); Python also waits until the objects that survived have grown by a quarter since the
-# last one. Every 2,500 middle collections (100 million allocations again) gave quick fan-out runs a
-# delivery p99 of 189 and 659 ms, against 48 to 95 ms with 100.
-API_FULL_COLLECTION_EVERY = 100
+# (the fan-out's delivery p99 was these pauses). The API asks for one at most every 4 million allocations
+# (API_FULL_COLLECTION_EVERY middle collections, each API_MIDDLE_COLLECTION_EVERY young ones of
+# API_YOUNG_COLLECTION_EVERY allocations; 100 million with the consumer's thresholds); Python also waits
+# until the objects that survived have grown by a quarter since the last one. Every 100 million
+# allocations gave quick fan-out runs a delivery p99 of 189 and 659 ms, against 48 to 95 ms with 4 million.
+API_FULL_COLLECTION_EVERY = 10
+
+# A middle collection walks what survived the young ones since the last. With 10,000 streams open that is
+# their waiting state, which every heartbeat (10 s) sets up afresh: a future, a coroutine and timers per
+# stream, 150,000 objects or more. Every 20 young collections (Python's default), one came every 12 to
+# 15 s and held the event loop for 150 to 260 ms, and two in a 30 s window made the fan-out's delivery
+# p99 (164, 97 and 173 ms in three runs). Every 200, most of that state is freed before a middle
+# collection comes: p99 57 and 83 ms against 163 to 191 ms, in pairs taken in turn, with the API's CPU
+# unchanged (`citizen-context bench --only fanout`).
+API_MIDDLE_COLLECTION_EVERY = 200
 
 # The API's young collections come far sooner than the consumer's: a young collection walks everything
 # allocated since the last one, and with 10,000 streams open each walk of 50,000 objects held the event
@@ -31,11 +40,13 @@ API_FULL_COLLECTION_EVERY = 100
 API_YOUNG_COLLECTION_EVERY = 2_000
 
 
-def settle_heap(*, full_collection_every: int = 20, young_every: int = BATCH_GC_THRESHOLD) -> None:
+def settle_heap(
+    *, full_collection_every: int = 20, young_every: int = BATCH_GC_THRESHOLD, middle_every: int = 20
+) -> None:
     """Once set up: leave start-up's objects out of every later collection, and collect less often."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(young_every, 20, full_collection_every)
+    gc.set_threshold(young_every, middle_every, full_collection_every)
 
 
 # Python hands the interpreter lock to a waiting thread only after the running one has held it this long

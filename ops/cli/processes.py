@@ -108,12 +108,17 @@ def api(host: str | None, port: int | None, migrate: bool) -> None:
     )
     from events.heap import (
         API_FULL_COLLECTION_EVERY,
+        API_MIDDLE_COLLECTION_EVERY,
         API_YOUNG_COLLECTION_EVERY,
         prefer_prompt_switches,
         settle_heap,
     )
 
-    settle_heap(full_collection_every=API_FULL_COLLECTION_EVERY, young_every=API_YOUNG_COLLECTION_EVERY)
+    settle_heap(
+        full_collection_every=API_FULL_COLLECTION_EVERY,
+        young_every=API_YOUNG_COLLECTION_EVERY,
+        middle_every=API_MIDDLE_COLLECTION_EVERY,
+    )
     prefer_prompt_switches()
     DrainingServer(config).run()
 
