@@ -24,10 +24,11 @@ API_FULL_COLLECTION_EVERY = 10
 # A middle collection walks what survived the young ones since the last. With 10,000 streams open that is
 # their waiting state, which every heartbeat (10 s) sets up afresh: a future, a coroutine and timers per
 # stream, 150,000 objects or more. Every 20 young collections (Python's default), one came every 12 to
-# 15 s and held the event loop for 150 to 260 ms, and two in a 30 s window made the fan-out's delivery
-# p99 (164, 97 and 173 ms in three runs). Every 200, most of that state is freed before a middle
-# collection comes: p99 57 and 83 ms against 163 to 191 ms, in pairs taken in turn, with the API's CPU
-# unchanged (`citizen-context bench --only fanout`).
+# 15 s and held the event loop for 100 to 300 ms: two or three fell in each 30 s window of the fan-out
+# figure, and made its delivery p99. Every 200 (one every two minutes or so once the streams are open),
+# none fell in the window: p99 46.96, 105.76 and 32.56 ms against 114.43, 112.80 and 179.76 ms, in
+# three pairs taken in turn, with the API's CPU unchanged (`citizen-context bench --only fanout`, with a
+# `gc.callbacks` timer in every process). Each one is no shorter: it walks what the streams hold.
 API_MIDDLE_COLLECTION_EVERY = 200
 
 # The API's young collections come far sooner than the consumer's: a young collection walks everything
