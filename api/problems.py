@@ -18,7 +18,7 @@ from api.head import allowed_with_head
 from api.security import gate
 from context.store import ErasureOutpaced
 from events.codec import is_json, media_type_of, unreadable_json
-from models.database import driver_error_code
+from models.database import driver_code_log_fields
 
 log = structlog.get_logger("api")
 
@@ -176,7 +176,7 @@ async def _store_unavailable(
         f"{store} unavailable",
         route=_route(request),
         error=type(error).__name__,
-        code=driver_error_code(error),
+        **driver_code_log_fields(error),
     )
     response = problem_response(request, 503, f"{detail}; try again shortly.")
     response.headers["Retry-After"] = str(retry_after_s)

@@ -42,6 +42,7 @@ from api.streaming import (
 )
 from context.store import ContextReader, PresenceStore
 from models.context import CitizenContext, ContextChange, Summary
+from models.database import driver_code_log_fields
 from models.events import CloudEvent
 from models.taxonomy import ENQUIRY_SOURCE
 from models.ws import (
@@ -283,7 +284,12 @@ class StreamSession:
                 # Redis failing the snapshot or the first presence read (down, or its pool's wait running
                 # out as many streams open at once) asks the client to try again, as when joining above.
                 code, reason = failure_close(error)
-                log.warning("stream ended by error", error=type(error).__name__, code=code)
+                log.warning(
+                    "stream ended by error",
+                    error=type(error).__name__,
+                    code=code,
+                    **driver_code_log_fields(error),
+                )
                 with contextlib.suppress(Exception):
                     await self._ws.close(code=code, reason=reason)
 

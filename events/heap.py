@@ -16,14 +16,15 @@ BATCH_GC_THRESHOLD = 50_000
 # millions of objects, and one collection held the event loop for up to 1.9 s, each a stall of every stream
 # (the fan-out's delivery p99 was these pauses). The API asks for one at most every 4 million allocations
 # (API_FULL_COLLECTION_EVERY middle collections, each API_MIDDLE_COLLECTION_EVERY young ones of
-# API_YOUNG_COLLECTION_EVERY allocations; 100 million with the consumer's thresholds); Python also waits
+# API_YOUNG_COLLECTION_EVERY allocations; 100 million in the bench's desktops, whose young threshold is the
+# consumer's; 20 million in the consumer, with `settle_heap`'s defaults); Python also waits
 # until the objects that survived have grown by a quarter since the last one. Every 100 million
 # allocations gave quick fan-out runs a delivery p99 of 189 and 659 ms, against 48 to 95 ms with 4 million.
 API_FULL_COLLECTION_EVERY = 10
 
 # A middle collection walks what survived the young ones since the last. With 10,000 streams open that is
 # their waiting state, which every heartbeat (10 s) sets up afresh: a future, a coroutine and timers per
-# stream, 150,000 objects or more. Every 20 young collections (Python's default), one came every 12 to
+# stream, 150,000 objects or more. Every 20 young collections (`settle_heap`'s default), one came every 12 to
 # 15 s and held the event loop for 100 to 300 ms: two or three fell in each 30 s window of the fan-out
 # figure, and made its delivery p99. Every 200 (one every two minutes or so once the streams are open),
 # none fell in the window: p99 46.96, 105.76 and 32.56 ms against 114.43, 112.80 and 179.76 ms, in

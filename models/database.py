@@ -92,10 +92,20 @@ def create_db_engine(settings: DatabaseSettings, *, autocommit: bool = False) ->
 def driver_error_code(error: BaseException) -> str | None:
     """The driver's own code for a database error wrapped by SQLAlchemy: SQLite's extended result name
     (SQLITE_BUSY_SNAPSHOT tells a stale snapshot from SQLITE_BUSY, a lock held past the busy timeout),
-    PostgreSQL's SQLSTATE. Logs carry it rather than the message, which may quote the data involved."""
+    PostgreSQL's SQLSTATE. None for an error that has none (a connection refused, the pool's wait run out)."""
     original = getattr(error, "orig", None)
-    code = getattr(original, "sqlite_errorname", None) or getattr(original, "sqlstate", None)
-    return code if isinstance(code, str) else None
+    for name in ("sqlite_errorname", "sqlstate", "pgcode"):  # sqlite3, psycopg 3, psycopg2
+        code = getattr(original, name, None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
+def driver_code_log_fields(error: BaseException) -> dict[str, str]:
+    """What a log line adds about a database error: its driver's code, when it has one. Never its message,
+    which may quote the statement's data."""
+    code = driver_error_code(error)
+    return {"driver_code": code} if code else {}
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -25,7 +25,7 @@ from api.stream_session import (
     failure_close,
 )
 from models import enquiry_repository
-from models.database import driver_error_code
+from models.database import driver_code_log_fields
 from models.security import NO_CONTROL_CHARACTERS, has_control_characters
 from models.tables import AuditAction, Enquiry
 
@@ -151,7 +151,10 @@ async def close_failed_stream(websocket: WebSocket, error: Exception) -> None:
     route = getattr(websocket.scope.get("route"), "path", None) or "unmatched"
     if code == CLOSE_TRY_AGAIN:
         log.warning(
-            "stream store unavailable", route=route, error=type(error).__name__, code=driver_error_code(error)
+            "stream store unavailable",
+            route=route,
+            error=type(error).__name__,
+            **driver_code_log_fields(error),
         )
     else:
         log.error("stream failed", route=route, error=type(error).__name__)

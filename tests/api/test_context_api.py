@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from context.settings import RedisSettings, TimelineSettings
 from context.store import ProjectionWriter
-from models.database import DatabaseSettings
+from models.database import DatabaseSettings, create_db_engine
 from tests import access
 from tests.api.test_citizen_rights import served
 from tests.conftest import free_port, wait_until
@@ -157,6 +157,34 @@ def test_a_database_that_cannot_be_reached_is_a_503_problem_not_a_500(
         assert response.headers["retry-after"] == "2"
         assert response.json()["detail"] == "The database is unavailable; try again shortly."
     assert "error=OperationalError" in capsys.readouterr().out
+
+
+def test_sqlite_locked_past_its_busy_timeout_is_a_503_whose_log_names_the_drivers_code(
+    redis_settings: RedisSettings, database_settings: DatabaseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Another writer holds SQLite's write lock for longer than the busy timeout (5 s): try again.
+    holder = create_db_engine(database_settings, autocommit=True)
+    try:
+        with (
+            TestClient(create_app(redis_settings=redis_settings, database=database_settings)) as client,
+            holder.connect() as holding,
+        ):
+            holding.exec_driver_sql("BEGIN IMMEDIATE")
+            capsys.readouterr()
+            response = client.post(
+                "/v1/enquiries", json={"citizen_id": "C-LOCKED", "channel": "phone"}, headers=access.agent()
+            )
+            holding.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2"
+    output = capsys.readouterr().out
+    assert "database unavailable" in output
+    assert "driver_code=SQLITE_BUSY" in output
+    # The code, never the driver's message or the statement, which would quote the citizen.
+    assert "C-LOCKED" not in output
+    assert "database is locked" not in output
 
 
 def test_context_returns_the_timeline_newest_first_with_the_version(

@@ -93,6 +93,7 @@ def test_a_stream_that_cannot_reach_the_database_closes_with_1013(
         assert closed_with(client, path) == TRY_AGAIN
     output = nothing_quoted(capsys, "Connection refused", "connection failed", "C-F1")
     assert "error=OperationalError" in output
+    assert "driver_code=" not in output  # a connection refused has no SQLSTATE: nothing to name
     assert f"route={route}" in output
 
 

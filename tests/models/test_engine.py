@@ -9,7 +9,13 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from models.database import DatabaseSettings, create_db_engine, driver_error_code, migrate
+from models.database import (
+    DatabaseSettings,
+    create_db_engine,
+    driver_code_log_fields,
+    driver_error_code,
+    migrate,
+)
 
 COUNT_AGENTS = text("SELECT COUNT(*) FROM agents")
 ADD_AGENT = text(
@@ -76,6 +82,9 @@ def test_a_database_error_carries_the_drivers_code_not_its_data(sql_database: Da
         engine.dispose()
     expected = "SQLITE_ERROR" if engine.dialect.name == "sqlite" else "42P01"  # PostgreSQL's undefined_table
     assert driver_error_code(raised.value) == expected
+    fields = driver_code_log_fields(raised.value)
+    assert fields == {"driver_code": expected}
+    assert str(raised.value.orig) not in str(fields)  # the driver's message stays out of the log
 
 
 def test_a_sqlite_lock_held_past_the_busy_timeout_is_told_by_its_code(tmp_path: Path) -> None:
@@ -96,5 +105,6 @@ def test_a_sqlite_lock_held_past_the_busy_timeout_is_told_by_its_code(tmp_path: 
     assert driver_error_code(raised.value) == "SQLITE_BUSY"
 
 
-def test_an_error_from_elsewhere_has_no_drivers_code() -> None:
+def test_an_error_from_elsewhere_has_no_drivers_code_and_logs_none() -> None:
     assert driver_error_code(RuntimeError("not the database's")) is None
+    assert driver_code_log_fields(RuntimeError("not the database's")) == {}
