@@ -20,7 +20,7 @@ def waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def sleep(seconds: float) -> None:
         asked.append(seconds)
 
-    monkeypatch.setattr(access.asyncio, "sleep", sleep)
+    monkeypatch.setattr("bench.access.asyncio.sleep", sleep)
     return asked
 
 
